@@ -1,0 +1,93 @@
+"""Cluster-wide constants: protocol values, defaults and names shared by modules."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Opcode/job statuses (strings are part of the wire protocol)
+OP_STATUS_QUEUED: Final = "queued"
+OP_STATUS_WAITING: Final = "waiting"
+OP_STATUS_CANCELING: Final = "canceling"
+OP_STATUS_RUNNING: Final = "running"
+OP_STATUS_CANCELED: Final = "canceled"
+OP_STATUS_SUCCESS: Final = "success"
+OP_STATUS_ERROR: Final = "error"
+JOB_STATUS_ALL: Final = frozenset({
+    OP_STATUS_QUEUED, OP_STATUS_WAITING, OP_STATUS_CANCELING, OP_STATUS_RUNNING,
+    OP_STATUS_CANCELED, OP_STATUS_SUCCESS, OP_STATUS_ERROR,
+})
+JOBS_FINALIZED: Final = frozenset({OP_STATUS_CANCELED, OP_STATUS_SUCCESS, OP_STATUS_ERROR})
+
+# Opcode priorities
+OP_PRIO_LOWEST: Final = 19
+OP_PRIO_HIGHEST: Final = -20
+OP_PRIO_LOW: Final = 10
+OP_PRIO_NORMAL: Final = 0
+OP_PRIO_HIGH: Final = -10
+OP_PRIO_SUBMIT_VALID: Final = frozenset({OP_PRIO_LOW, OP_PRIO_NORMAL, OP_PRIO_HIGH})
+
+# Job log entry types
+ELOG_MESSAGE: Final = "message"
+ELOG_REMOTE_IMPORT: Final = "remote-import"
+ELOG_JQUEUE_TEST: Final = "jqueue-test"
+ELOG_PROGRESS: Final = "progress"
+
+# Export / import
+EXPORT_MODE_LOCAL: Final = "local"
+EXPORT_MODE_REMOTE: Final = "remote"
+EXPORT_MODES: Final = frozenset({EXPORT_MODE_LOCAL, EXPORT_MODE_REMOTE})
+INSTANCE_CREATE: Final = "create"
+INSTANCE_IMPORT: Final = "import"
+INSTANCE_REMOTE_IMPORT: Final = "remote-import"
+INSTANCE_CREATE_MODES: Final = frozenset({INSTANCE_CREATE, INSTANCE_IMPORT, INSTANCE_REMOTE_IMPORT})
+EXPORT_CONF_FILE: Final = "config.ini"
+EXPORT_VERSION: Final = 0
+IEC_NONE: Final = "none"
+IEC_ZSTD: Final = "zstd"
+IEC_GZIP: Final = "gzip"
+IEC_DEFAULT_TOOLS: Final = (IEC_NONE, IEC_ZSTD, IEC_GZIP)
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 120
+
+# Hooks
+HOOKS_VERSION: Final = 2
+HOOKS_PHASE_PRE: Final = "pre"
+HOOKS_PHASE_POST: Final = "post"
+HOOKS_NAME_RE: Final = r"^[a-zA-Z0-9_-]+$"
+HOOKS_PATH: Final = "/sbin:/bin:/usr/sbin:/usr/bin"
+HKR_SKIP: Final = "skip"
+HKR_FAIL: Final = "fail"
+HKR_SUCCESS: Final = "success"
+HTYPE_CLUSTER: Final = "CLUSTER"
+HTYPE_NODE: Final = "NODE"
+HTYPE_GROUP: Final = "GROUP"
+HTYPE_INSTANCE: Final = "INSTANCE"
+HTYPE_NETWORK: Final = "NETWORK"
+DEFAULT_HOOK_TIMEOUT: Final = 300
+
+# Daemons and ports
+MASTERD: Final = "ganeti-masterd"
+NODED: Final = "ganeti-noded"
+DEFAULT_NODED_PORT: Final = 1811
+LUXI_VERSION: Final = 2_160_000
+LUXI_EOM: Final = b"\x03"
+LUXI_MAX_MESSAGE: Final = 16 * 1024 * 1024
+
+# Instance states
+ADMINST_UP: Final = "up"
+ADMINST_DOWN: Final = "down"
+ADMINST_OFFLINE: Final = "offline"
+
+# Disk templates
+DT_FILE: Final = "file"
+DT_PLAIN: Final = "plain"
+DT_DISKLESS: Final = "diskless"
+DISK_TEMPLATES: Final = frozenset({DT_FILE, DT_PLAIN, DT_DISKLESS})
+
+# Hypervisors
+HT_FAKE: Final = "fake"
+HT_PROCESS: Final = "process"
+HT_KVM: Final = "kvm"
+HYPER_TYPES: Final = frozenset({HT_FAKE, HT_PROCESS, HT_KVM})
+
+# Config
+CONFIG_VERSION: Final = 1
