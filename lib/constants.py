@@ -68,6 +68,8 @@ DEFAULT_HOOK_TIMEOUT: Final = 300
 MASTERD: Final = "ganeti-masterd"
 NODED: Final = "ganeti-noded"
 DEFAULT_NODED_PORT: Final = 1811
+# Node RPC protocol version: master and node daemons must agree on it
+PROTOCOL_VERSION: Final = 2_160_000
 LUXI_VERSION: Final = 2_160_000
 LUXI_EOM: Final = b"\x03"
 LUXI_MAX_MESSAGE: Final = 16 * 1024 * 1024
@@ -76,6 +78,14 @@ LUXI_MAX_MESSAGE: Final = 16 * 1024 * 1024
 ADMINST_UP: Final = "up"
 ADMINST_DOWN: Final = "down"
 ADMINST_OFFLINE: Final = "offline"
+ADMINST_ALL: Final = frozenset({ADMINST_UP, ADMINST_DOWN, ADMINST_OFFLINE})
+# who set the admin state: an administrator, or the instance itself (user shutdown)
+ADMIN_SOURCE: Final = "admin"
+USER_SOURCE: Final = "user"
+
+# Disk access modes
+DISK_RDWR: Final = "rw"
+DISK_RDONLY: Final = "ro"
 
 # Disk templates
 DT_FILE: Final = "file"

@@ -1,0 +1,291 @@
+"""Configuration objects: the typed contents of the cluster configuration file.
+
+Every object is a mutable pydantic model whose JSON form (``to_dict``) is what
+the config store writes; ``from_dict`` is strict, so a typo in a hand-edited or
+damaged file is reported with the exact key path instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuid_mod
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticSerializationError
+
+from ganeti import constants, errors
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
+
+# Literal types mirror the constants (kept in sync by a unit test).
+DiskMode = Literal["rw", "ro"]
+DiskType = Literal["file", "plain"]
+AdminState = Literal["up", "down", "offline"]
+AdminStateSource = Literal["admin", "user"]
+
+_MAX_REPORTED_ERRORS = 10
+_MAX_SHOWN_INPUT = 80
+
+
+def new_uuid() -> str:
+    return str(uuid_mod.uuid4())
+
+
+def _describe_errors(err: ValidationError, prefix: str = "") -> str:
+    """Turn pydantic errors into "key path: problem" text an administrator can act on."""
+    parts: list[str] = []
+    items = err.errors()
+    for item in items[:_MAX_REPORTED_ERRORS]:
+        path = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
+        path = path or "<root>"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{path}'")
+        elif item["type"] == "missing":
+            parts.append(f"missing key '{path}'")
+        else:
+            got = repr(item.get("input"))
+            shown = f" (got {got})" if len(got) <= _MAX_SHOWN_INPUT else ""
+            parts.append(f"invalid value at '{path}': {item['msg']}{shown}")
+    if len(items) > _MAX_REPORTED_ERRORS:
+        parts.append(f"... and {len(items) - _MAX_REPORTED_ERRORS} more")
+    return "; ".join(parts)
+
+
+class ConfigObject(BaseModel):
+    """Fields and JSON round trip shared by every configuration object."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    uuid: NonEmptyStr = Field(default_factory=new_uuid)
+    serial_no: Annotated[int, Field(ge=0)] = 0
+    ctime: float = Field(default_factory=time.time)
+    mtime: float = Field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        try:
+            return self.model_dump(mode="json")
+        except PydanticSerializationError as err:
+            raise errors.ConfigurationError(
+                f"{type(self).__name__} {self.uuid} cannot be serialized: {err}") from None
+
+    def to_json(self) -> str:
+        """Same content as ``json.dumps(self.to_dict())``, several times faster."""
+        try:
+            return self.model_dump_json()
+        except PydanticSerializationError as err:
+            raise errors.ConfigurationError(
+                f"{type(self).__name__} {self.uuid} cannot be serialized: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "") -> Self:
+        """Validate JSON data; ``path`` prefixes key paths in error messages."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise errors.ConfigurationError(
+                f"Invalid {cls.__name__} data: {_describe_errors(err, path)}") from None
+
+    def validated_copy(self) -> Self:
+        """Deep copy that is re-validated (catches bad values put into nested dicts)."""
+        return type(self).from_dict(self.to_dict())
+
+
+class Disk(ConfigObject):
+    name: str | None = None
+    size: Annotated[int, Field(ge=0)]
+    mode: DiskMode = constants.DISK_RDWR
+    dev_type: DiskType
+    # ["file", "/path/to/image"] for file disks, [vg, lv] for plain (LVM) disks
+    logical_id: list[Any] = Field(default_factory=list)
+    iv_name: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class NIC(ConfigObject):
+    name: str | None = None
+    mac: str = ""
+    ip: str | None = None
+    network: str | None = None
+    # mode, link, vlan
+    nicparams: dict[str, Any] = Field(default_factory=dict)
+
+
+class Instance(ConfigObject):
+    name: NonEmptyStr
+    primary_node: NonEmptyStr
+    secondary_nodes: list[str] = Field(default_factory=list)
+    os: str = ""
+    hypervisor: str = constants.HT_PROCESS
+    hvparams: dict[str, Any] = Field(default_factory=dict)
+    beparams: dict[str, Any] = Field(default_factory=dict)
+    osparams: dict[str, Any] = Field(default_factory=dict)
+    admin_state: AdminState = constants.ADMINST_DOWN
+    admin_state_source: AdminStateSource = constants.ADMIN_SOURCE
+    disk_template: str = constants.DT_DISKLESS
+    disks: list[Disk] = Field(default_factory=list)
+    nics: list[NIC] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+
+    @property
+    def all_nodes(self) -> list[str]:
+        """Primary node first, then each secondary once."""
+        nodes = [self.primary_node]
+        for node in self.secondary_nodes:
+            if node not in nodes:
+                nodes.append(node)
+        return nodes
+
+    def find_disk(self, index: int | str) -> Disk:
+        """Disk by index as users type it (``0``, ``"1"``); bad input is a prereq error."""
+        try:
+            idx = int(index)
+        except (TypeError, ValueError):
+            raise errors.OpPrereqError(f"Invalid disk index '{index}'",
+                                       errors.ECODE_INVAL) from None
+        if not 0 <= idx < len(self.disks):
+            raise errors.OpPrereqError(
+                f"Invalid disk index {idx}: instance {self.name} has {len(self.disks)} disk(s)",
+                errors.ECODE_INVAL)
+        return self.disks[idx]
+
+
+class Node(ConfigObject):
+    name: NonEmptyStr
+    primary_ip: NonEmptyStr
+    secondary_ip: str | None = None
+    # noded port; None means the cluster's noded_port
+    port: Port | None = None
+    group: str = ""
+    offline: bool = False
+    drained: bool = False
+    master_candidate: bool = False
+    master_capable: bool = True
+    vm_capable: bool = True
+    ndparams: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+
+
+class NodeGroup(ConfigObject):
+    name: NonEmptyStr
+    ndparams: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+
+
+class Network(ConfigObject):
+    name: NonEmptyStr
+    network: str | None = None
+    gateway: str | None = None
+    mac_prefix: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+def _default_beparams() -> dict[str, Any]:
+    return {"maxmem": 128, "minmem": 128, "vcpus": 1}
+
+
+class Cluster(ConfigObject):
+    cluster_name: NonEmptyStr
+    master_node: NonEmptyStr
+    master_ip: str | None = None
+    noded_port: Port = constants.DEFAULT_NODED_PORT
+    enabled_hypervisors: list[str] = Field(default_factory=lambda: [constants.HT_PROCESS])
+    enabled_disk_templates: list[str] = Field(default_factory=lambda: [constants.DT_FILE])
+    compression_tools: list[str] = Field(
+        default_factory=lambda: list(constants.IEC_DEFAULT_TOOLS))
+    # True: the export dir is shared by all nodes, so "other nodes'" exports are ours too
+    shared_export_dir: bool = False
+    hooks_timeout: Annotated[int, Field(gt=0)] = constants.DEFAULT_HOOK_TIMEOUT
+    hvparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    beparams: dict[str, Any] = Field(default_factory=_default_beparams)
+    # per OS name
+    osparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    ndparams: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    file_storage_dir: str | None = None
+    max_running_jobs: Annotated[int, Field(gt=0)] = 25
+    max_queued_jobs: Annotated[int, Field(gt=0)] = 10000
+
+    def fill_beparams(self, instance: Instance) -> dict[str, Any]:
+        """Backend parameters in effect: cluster defaults overridden by the instance."""
+        return {**self.beparams, **instance.beparams}
+
+    def fill_hvparams(self, instance: Instance) -> dict[str, Any]:
+        return {**self.hvparams.get(instance.hypervisor, {}), **instance.hvparams}
+
+    def fill_osparams(self, instance: Instance) -> dict[str, Any]:
+        """OS parameters: base OS defaults, then "os+variant" defaults, then the instance."""
+        base = instance.os.split("+", 1)[0]
+        filled = dict(self.osparams.get(base, {}))
+        if instance.os != base:
+            filled.update(self.osparams.get(instance.os, {}))
+        filled.update(instance.osparams)
+        return filled
+
+    def fill_ndparams(self, node: Node, group: NodeGroup | None = None) -> dict[str, Any]:
+        filled = dict(self.ndparams)
+        if group is not None:
+            filled.update(group.ndparams)
+        filled.update(node.ndparams)
+        return filled
+
+    def node_port(self, node: Node) -> int:
+        """The noded port to contact ``node`` on."""
+        return node.port if node.port is not None else self.noded_port
+
+
+class ConfigData(ConfigObject):
+    """The whole configuration file: the cluster and every object table keyed by uuid."""
+
+    version: int = constants.CONFIG_VERSION
+    cluster: Cluster
+    nodes: dict[str, Node] = Field(default_factory=dict)
+    nodegroups: dict[str, NodeGroup] = Field(default_factory=dict)
+    instances: dict[str, Instance] = Field(default_factory=dict)
+    networks: dict[str, Network] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Self:
+        tables: Iterable[tuple[str, dict[str, Any]]] = (
+            ("nodes", self.nodes), ("nodegroups", self.nodegroups),
+            ("instances", self.instances), ("networks", self.networks))
+        for table_name, table in tables:
+            for key, obj in table.items():
+                if key != obj.uuid:
+                    raise ValueError(f"key '{table_name}.{key}' does not match the uuid"
+                                     f" of its object ({obj.uuid})")
+        return self
+
+    def verify(self) -> list[str]:
+        """Cross-reference problems (dangling uuids, duplicate names); empty when sound."""
+        problems: list[str] = []
+        if self.cluster.master_node not in self.nodes:
+            problems.append(f"master node {self.cluster.master_node} is not a known node")
+        problems.extend(_duplicate_names("node", self.nodes.values()))
+        problems.extend(_duplicate_names("node group", self.nodegroups.values()))
+        problems.extend(_duplicate_names("instance", self.instances.values()))
+        problems.extend(_duplicate_names("network", self.networks.values()))
+        for node in self.nodes.values():
+            if node.group not in self.nodegroups:
+                problems.append(f"node {node.name} is in unknown node group '{node.group}'")
+        for inst in self.instances.values():
+            for node_uuid in inst.all_nodes:
+                if node_uuid not in self.nodes:
+                    problems.append(f"instance {inst.name} uses unknown node {node_uuid}")
+            for nic in inst.nics:
+                if nic.network is not None and nic.network not in self.networks:
+                    problems.append(f"instance {inst.name} uses unknown network {nic.network}")
+        return problems
+
+
+def _duplicate_names(kind: str, objs: Iterable[Node | NodeGroup | Instance | Network]
+                     ) -> list[str]:
+    seen: set[str] = set()
+    dups: list[str] = []
+    for obj in objs:
+        if obj.name in seen:
+            dups.append(f"duplicate {kind} name {obj.name}")
+        seen.add(obj.name)
+    return dups
