@@ -44,8 +44,8 @@ class OpCode(BaseModel):
     OP_ID: ClassVar[str] = "OP_ABSTRACT"
     # field whose value is shown by Summary(), e.g. BACKUP_EXPORT(inst1)
     OP_DSC_FIELD: ClassVar[str | None] = None
-    # whether the opcode is for tests only and rejected unless enabled
-    WITH_LU: ClassVar[bool] = True
+    # type of the result Exec must return; the processor checks it (None: any JSON value)
+    OP_RESULT: ClassVar[Any] = None
 
     dry_run: bool = False
     debug_level: Annotated[int, Field(ge=0)] = 0
@@ -332,6 +332,9 @@ class OpBackupExport(OpCode):
     destination_x509_ca: str | None = None
     compress: NonEmptyStr = constants.IEC_NONE
     long_sleep: bool = False
+
+    # (finalize ok, per-disk ok)
+    OP_RESULT = tuple[bool, list[bool]]
 
 
 class OpBackupQuery(OpCode):

@@ -1,0 +1,125 @@
+"""gnt-cluster: create, inspect, verify and destroy the cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from ganeti import bootstrap, cli, constants, daemon, errors, opcodes, pathutils
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v for v in value.split(",") if v] if value else None
+
+
+def init(opts: argparse.Namespace) -> int:
+    master = opts.master_node or socket.getfqdn()
+    primary_ip = opts.primary_ip
+    if primary_ip is None:
+        try:
+            primary_ip = socket.gethostbyname(master)
+        except OSError as err:
+            raise errors.OpPrereqError(f"Cannot resolve {master}: {err}; give --primary-ip",
+                                       errors.ECODE_RESOLVER) from None
+    paths = pathutils.current()
+    bootstrap.init_cluster(
+        paths, opts.cluster_name, master, primary_ip, noded_port=opts.noded_port,
+        master_port=opts.master_port, master_ip=opts.master_ip,
+        enabled_hypervisors=_split(opts.enabled_hypervisors),
+        enabled_disk_templates=_split(opts.enabled_disk_templates),
+        compression_tools=_split(opts.compression_tools),
+        shared_export_dir=opts.shared_export_dir)
+    print(f"Cluster {opts.cluster_name} initialised; master node {master} ({primary_ip}).")
+    print(f"Start {constants.NODED} and {constants.MASTERD} on this node next.")
+    return cli.EXIT_SUCCESS
+
+
+def info(opts: argparse.Namespace) -> int:
+    with cli.get_client() as cl:
+        data: dict[str, Any] = cl.query_cluster_info()
+    for key in sorted(data):
+        value = data[key]
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        print(f"{key}: {value}")
+    return cli.EXIT_SUCCESS
+
+
+def verify(opts: argparse.Namespace) -> int:
+    problems = cli.submit_opcode(opcodes.OpClusterVerify.create(), opts)
+    return cli.EXIT_SUCCESS if not problems else cli.EXIT_FAILURE
+
+
+def master_ping(opts: argparse.Namespace) -> int:
+    """Exit 0 when the master daemon answers (for monitoring and scripts)."""
+    try:
+        with cli.get_client(timeout=opts.timeout) as cl:
+            cl.query_cluster_info()
+    except errors.GenericError as err:
+        print(f"Master daemon does not answer: {errors.format_error(err)}", file=sys.stderr)
+        return cli.EXIT_FAILURE
+    return cli.EXIT_SUCCESS
+
+
+def destroy(opts: argparse.Namespace) -> int:
+    if not opts.yes_do_it:
+        raise errors.OpPrereqError(
+            "Destroying a cluster is irreversible; pass --yes-do-it to confirm",
+            errors.ECODE_INVAL)
+    cli.submit_opcode(opcodes.OpClusterDestroy.create(), opts)
+    paths = pathutils.current()
+    for name in (constants.MASTERD, constants.NODED):
+        pid = daemon.read_pid(paths.pid_file(name))
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    print("Cluster destroyed; daemons on this node were asked to stop.")
+    return cli.EXIT_SUCCESS
+
+
+_INIT_OPTS = (
+    cli.Option(("--master-node",), {"default": None, "help": "Name of the master node"
+                                                              " (default: this host's FQDN)"}),
+    cli.Option(("--primary-ip",), {"default": None, "help": "IP address of the master node"}),
+    cli.Option(("--master-ip",), {"default": None, "help": "Floating master IP address"}),
+    cli.Option(("--noded-port",), {"type": int, "default": constants.DEFAULT_NODED_PORT,
+                                   "help": "Port of the node daemons"}),
+    cli.Option(("--master-port",), {"type": int, "default": None,
+                                    "help": "Node daemon port of the master node if it"
+                                            " differs from --noded-port"}),
+    cli.Option(("--enabled-hypervisors",), {"default": None, "metavar": "HV,...",
+                                            "help": "Enabled hypervisors (default: process)"}),
+    cli.Option(("--enabled-disk-templates",), {"default": None, "metavar": "DT,...",
+                                               "help": "Enabled disk templates"
+                                                       " (default: file)"}),
+    cli.Option(("--compression-tools",), {"default": None, "metavar": "TOOL,...",
+                                          "help": "Allowed export compression tools"}),
+    cli.Option(("--shared-export-dir",), {"action": "store_true", "default": False,
+                                          "help": "The export directory is shared between"
+                                                  " nodes (older exports are then kept)"}),
+)
+
+COMMANDS: dict[str, cli.Command] = {
+    "init": cli.Command(init, (cli.Arg("cluster_name"),), _INIT_OPTS,
+                        "Create a new cluster with this node as master"),
+    "info": cli.Command(info, (), (), "Show cluster configuration"),
+    "verify": cli.Command(verify, (), cli.SUBMIT_OPTS,
+                          "Check that every node answers with a compatible daemon"),
+    "master-ping": cli.Command(
+        master_ping, (), (cli.Option(("--timeout",), {"type": float, "default": 10.0}),),
+        "Exit 0 if the master daemon answers"),
+    "destroy": cli.Command(
+        destroy, (), (cli.Option(("--yes-do-it",), {"action": "store_true",
+                                                     "default": False}),),
+        "Destroy a cluster that has only the master node left"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.generic_main("gnt-cluster", COMMANDS, argv)

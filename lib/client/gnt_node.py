@@ -1,0 +1,107 @@
+"""gnt-node: add, remove, list, inspect and modify nodes."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganeti import cli, opcodes
+
+LIST_DEFAULT_FIELDS = ("name", "pip", "port", "role", "group", "pinst_cnt")
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got '{value}'")
+
+
+def add(opts: argparse.Namespace) -> int:
+    op = opcodes.OpNodeAdd.create(
+        node_name=opts.node, primary_ip=opts.primary_ip, secondary_ip=opts.secondary_ip,
+        readd=opts.readd, port=opts.port, ssh_user=opts.ssh_user, ssh_port=opts.ssh_port,
+        master_capable=opts.master_capable, vm_capable=opts.vm_capable)
+    cli.submit_opcode(op, opts)
+    return cli.EXIT_SUCCESS
+
+
+def remove(opts: argparse.Namespace) -> int:
+    cli.submit_opcode(opcodes.OpNodeRemove.create(node_name=opts.node), opts)
+    return cli.EXIT_SUCCESS
+
+
+def list_nodes(opts: argparse.Namespace) -> int:
+    fields = cli.parse_fields(opts.output, LIST_DEFAULT_FIELDS)
+    qfilter = ["|", *[["=", "name", n] for n in opts.nodes]] if opts.nodes else None
+    with cli.get_client() as cl:
+        return cli.generic_list(cl, "node", fields, qfilter, opts)
+
+
+def info(opts: argparse.Namespace) -> int:
+    fields = ["name", "uuid", "pip", "sip", "port", "role", "offline", "drained",
+              "master_candidate", "master_capable", "vm_capable", "group", "pinst_list",
+              "tags", "serial_no", "ctime", "mtime"]
+    qfilter = ["|", *[["=", "name", n] for n in opts.nodes]] if opts.nodes else None
+    with cli.get_client() as cl:
+        result = cl.query("node", fields, qfilter)
+    for row in result["data"]:
+        values = {f: v for f, (_status, v) in zip(fields, row, strict=True)}
+        print(f"Node name: {values['name']}")
+        for field in fields[1:]:
+            value = values[field]
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value)
+            elif field in ("ctime", "mtime") and value is not None:
+                value = cli.format_timestamp(value)
+            print(f"  {field}: {value}")
+    return cli.EXIT_SUCCESS
+
+
+def modify(opts: argparse.Namespace) -> int:
+    op = opcodes.OpNodeSetParams.create(node_name=opts.node, offline=opts.offline,
+                                        drained=opts.drained,
+                                        master_candidate=opts.master_candidate)
+    for name, value in cli.submit_opcode(op, opts) or []:
+        print(f"Modified node {opts.node}: {name} -> {value}")
+    return cli.EXIT_SUCCESS
+
+
+_ADD_OPTS = (
+    cli.Option(("-s", "--secondary-ip"), {"default": None}),
+    cli.Option(("--primary-ip",), {"default": None,
+                                   "help": "Node address (default: resolve the name)"}),
+    cli.Option(("--port",), {"type": int, "default": None,
+                             "help": "Node daemon port if not the cluster's"}),
+    cli.Option(("--readd",), {"action": "store_true", "default": False,
+                              "help": "Re-add a node that is already in the config"}),
+    cli.Option(("--ssh-user",), {"default": None,
+                                 "help": "Install the node over SSH as this user first"}),
+    cli.Option(("--ssh-port",), {"type": int, "default": None}),
+    cli.Option(("--master-capable",), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("--vm-capable",), {"type": _bool, "default": None, "metavar": "yes|no"}),
+)
+_MODIFY_OPTS = (
+    cli.Option(("-O", "--offline"), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("-D", "--drained"), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("-C", "--master-candidate"), {"type": _bool, "default": None,
+                                              "metavar": "yes|no"}),
+)
+
+COMMANDS: dict[str, cli.Command] = {
+    "add": cli.Command(add, (cli.Arg("node"),), (*_ADD_OPTS, *cli.SUBMIT_OPTS),
+                       "Add a node to the cluster"),
+    "remove": cli.Command(remove, (cli.Arg("node"),), cli.SUBMIT_OPTS,
+                          "Remove a node from the cluster"),
+    "list": cli.Command(list_nodes, (cli.Arg("nodes", min=0, max=None),),
+                        (*cli.LIST_OPTS, cli.UNITS_OPT), "List nodes"),
+    "info": cli.Command(info, (cli.Arg("nodes", min=0, max=None),), (),
+                        "Show node details"),
+    "modify": cli.Command(modify, (cli.Arg("node"),), (*_MODIFY_OPTS, *cli.SUBMIT_OPTS),
+                          "Change a node's offline, drained or master-candidate flag"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.generic_main("gnt-node", COMMANDS, argv)

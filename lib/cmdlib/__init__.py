@@ -1,0 +1,45 @@
+"""Logical units, one module per area; this module maps opcodes to them.
+
+The LU for ``OpFooBar`` is the class ``LUFooBar`` in one of ``LU_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+
+from ganeti import errors
+from ganeti.cmdlib.base import LogicalUnit
+
+# modules holding LUs; an area's module is added here when it lands
+LU_MODULES: tuple[str, ...] = (
+    "ganeti.cmdlib.test",
+    "ganeti.cmdlib.cluster",
+    "ganeti.cmdlib.node",
+)
+
+
+@cache
+def _lu_table() -> dict[str, type[LogicalUnit]]:
+    table: dict[str, type[LogicalUnit]] = {}
+    for module_name in LU_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        for name, obj in vars(module).items():
+            if (name.startswith("LU") and isinstance(obj, type)
+                    and issubclass(obj, LogicalUnit) and obj.__module__ == module_name):
+                table[name] = obj
+    return table
+
+
+def get_lu_class(op_class_name: str) -> type[LogicalUnit]:
+    """The LU implementing the opcode class ``op_class_name`` (e.g. OpTestDelay)."""
+    lu_name = "LU" + op_class_name.removeprefix("Op")
+    try:
+        return _lu_table()[lu_name]
+    except KeyError:
+        raise errors.OpCodeUnknown(f"No logical unit implements {op_class_name}") from None

@@ -1,0 +1,109 @@
+"""Cluster-level logical units."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ganeti import constants, errors, locking
+from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
+
+
+class LUClusterQuery(NoHooksLU):
+    """Cluster information for `gnt-cluster info` and LUXI QueryClusterInfo."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        cluster = self.cfg.get_cluster_info()
+        return {
+            "name": cluster.cluster_name,
+            "uuid": cluster.uuid,
+            "master": self.cfg.get_master_node_name(),
+            "master_ip": cluster.master_ip,
+            "noded_port": cluster.noded_port,
+            "enabled_hypervisors": list(cluster.enabled_hypervisors),
+            "enabled_disk_templates": list(cluster.enabled_disk_templates),
+            "compression_tools": list(cluster.compression_tools),
+            "shared_export_dir": cluster.shared_export_dir,
+            "hooks_timeout": cluster.hooks_timeout,
+            "beparams": dict(cluster.beparams),
+            "tags": list(cluster.tags),
+            "ctime": cluster.ctime,
+            "mtime": cluster.mtime,
+            "serial_no": self.cfg.get_serial(),
+        }
+
+
+class LUClusterVerify(NoHooksLU):
+    """Check that every online node answers and runs a compatible daemon."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {locking.LEVEL_NODE: locking.ALL_SET}
+        self.share_locks[locking.LEVEL_NODE] = True
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        nodes = sorted(n.name for n in self.cfg.get_all_nodes_info().values())
+        problems: list[str] = []
+        if self.rpc is None:
+            problems.append("RPC layer unavailable: nodes not checked")
+            return problems
+        results = self.rpc.call_version(nodes)
+        for name in nodes:
+            res = results[name]
+            if res.offline:
+                feedback_fn(f"Node {name} is offline, skipped")
+            elif res.fail_msg:
+                problems.append(f"node {name}: {res.fail_msg}")
+            elif res.payload != constants.PROTOCOL_VERSION:
+                problems.append(f"node {name}: protocol version {res.payload},"
+                                f" master has {constants.PROTOCOL_VERSION}")
+        for problem in problems:
+            self.LogWarning(problem)
+        if not problems:
+            feedback_fn(f"All {len(nodes)} nodes answer with protocol version"
+                        f" {constants.PROTOCOL_VERSION}")
+        return problems
+
+
+class LUClusterDestroy(NoHooksLU):
+    """Dismantle a cluster reduced to its master: set its files aside.
+
+    The configuration and crypto material are renamed (not deleted), so an
+    accidental destroy can be undone by hand; the CLI then stops the daemons.
+    """
+
+    REQ_BGL = True
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        master = self.cfg.get_master_node()
+        others = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+                        if n.uuid != master)
+        if others:
+            raise errors.OpPrereqError(
+                f"There are still {len(others)} node(s) in this cluster ({', '.join(others)});"
+                " remove them first", errors.ECODE_INVAL)
+        instances = self.cfg.get_instance_list()
+        if instances:
+            raise errors.OpPrereqError(
+                f"There are still {len(instances)} instance(s) in this cluster;"
+                " remove them first", errors.ECODE_INVAL)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        paths = self.context.paths
+        suffix = time.strftime(".destroyed-%Y%m%d%H%M%S")
+        for path in (paths.cluster_conf_file, paths.cluster_domain_secret_file,
+                     paths.crypto_dir):
+            if path.exists():
+                os.rename(path, path.with_name(path.name + suffix))
+        feedback_fn(f"Cluster files set aside with suffix {suffix}")
+        return self.cfg.get_master_node_name()

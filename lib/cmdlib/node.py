@@ -1,0 +1,285 @@
+"""Node logical units: add, remove, modify, query."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from ganeti import constants, errors, locking, opcodes
+from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.objects import Node
+
+# How many nodes hold a copy of the configuration (Ganeti's candidate pool size)
+CANDIDATE_POOL_SIZE = 10
+
+
+def _check_ip(value: str, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise errors.OpPrereqError(f"Invalid {field} '{value}': not an IP address",
+                                   errors.ECODE_INVAL) from None
+
+
+class LUNodeAdd(LogicalUnit):
+    """Add a node whose daemon runs with the cluster's certificates.
+
+    When ``ssh_user`` is given, the node's certificate is first installed and
+    its daemon started over SSH (``ganeti.ssh_setup``).
+    """
+
+    HPATH = "node-add"
+    HTYPE = constants.HTYPE_NODE
+    REQ_BGL = True
+    op: opcodes.OpNodeAdd
+
+    def CheckArguments(self) -> None:
+        if self.op.primary_ip is not None:
+            self.op.primary_ip = _check_ip(self.op.primary_ip, "primary_ip")
+        if self.op.secondary_ip is not None:
+            self.op.secondary_ip = _check_ip(self.op.secondary_ip, "secondary_ip")
+
+    def ExpandNames(self) -> None:
+        # the BGL, held exclusively, is enough: nobody else holds node locks
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        existing = self.cfg.get_node_info_by_name(self.op.node_name)
+        if existing is not None and not self.op.readd:
+            raise errors.OpPrereqError(f"Node {self.op.node_name} is already in the cluster",
+                                       errors.ECODE_EXISTS)
+        if existing is None and self.op.readd:
+            raise errors.OpPrereqError(f"Node {self.op.node_name} is not in the cluster,"
+                                       " cannot re-add it", errors.ECODE_NOENT)
+        if self.op.primary_ip is None:
+            try:
+                self.op.primary_ip = socket.gethostbyname(self.op.node_name)
+            except OSError as err:
+                raise errors.OpPrereqError(
+                    f"Cannot resolve node name {self.op.node_name}: {err}; give --primary-ip",
+                    errors.ECODE_RESOLVER) from None
+        for node in self.cfg.get_all_nodes_info().values():
+            if node.name == self.op.node_name:
+                continue
+            port = node.port or self.cfg.get_cluster_info().noded_port
+            if node.primary_ip == self.op.primary_ip and port == self._port():
+                raise errors.OpPrereqError(
+                    f"Address {self.op.primary_ip}:{port} is already used by node {node.name}",
+                    errors.ECODE_NOTUNIQUE)
+        self.existing = existing
+
+    def _port(self) -> int:
+        return self.op.port or self.cfg.get_cluster_info().noded_port
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return {"OP_TARGET": self.op.node_name, "NODE_NAME": self.op.node_name,
+                "NODE_PIP": self.op.primary_ip, "NODE_SIP": self.op.secondary_ip or ""}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        master = self.cfg.get_master_node_name()
+        return [master], [master, self.op.node_name]
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        from ganeti import node_join
+
+        assert self.op.primary_ip is not None
+        port = self._port()
+        if self.op.ssh_user:
+            node_join.install_over_ssh(self.context.paths, self.op.node_name,
+                                       self.op.primary_ip, port, self.op.ssh_user,
+                                       self.op.ssh_port or 22, feedback_fn)
+        version = node_join.check_node_daemon(self.context.paths, self.op.node_name,
+                                              self.op.primary_ip, port)
+        feedback_fn(f"Node {self.op.node_name} answers (protocol version {version})")
+        candidates = len(self.cfg.get_master_candidates())
+        master_capable = True if self.op.master_capable is None else self.op.master_capable
+        if self.existing is not None:
+            node = self.existing
+            node.primary_ip = self.op.primary_ip
+            node.port = self.op.port
+            node.offline = False
+            node.drained = False
+            self.cfg.update(node)
+        else:
+            node = Node(name=self.op.node_name, primary_ip=self.op.primary_ip,
+                        secondary_ip=self.op.secondary_ip, port=self.op.port,
+                        master_capable=master_capable,
+                        vm_capable=True if self.op.vm_capable is None else self.op.vm_capable,
+                        master_candidate=master_capable and candidates < CANDIDATE_POOL_SIZE,
+                        ndparams=self.op.ndparams or {})
+            self.context.add_node(node)
+        # the CA certificate and the configuration go to the new node
+        self.context.distribute_files([node.name])
+        return node.name
+
+
+class LUNodeRemove(LogicalUnit):
+    HPATH = "node-remove"
+    HTYPE = constants.HTYPE_NODE
+    REQ_BGL = True
+    op: opcodes.OpNodeRemove
+
+    def ExpandNames(self) -> None:
+        self.op.node_name = self.expand_node_name(self.op.node_name)
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        node = self.cfg.get_node_info_by_name(self.op.node_name)
+        assert node is not None
+        if node.uuid == self.cfg.get_master_node():
+            raise errors.OpPrereqError(
+                f"Node {node.name} is the master node; it cannot be removed",
+                errors.ECODE_INVAL)
+        instances = self.cfg.get_node_instances(node.uuid)
+        if instances:
+            names = [i.name for u in instances if (i := self.cfg.get_instance_info(u))]
+            raise errors.OpPrereqError(
+                f"Node {node.name} still hosts instance(s) {', '.join(names)}",
+                errors.ECODE_STATE)
+        self.node = node
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return {"OP_TARGET": self.op.node_name, "NODE_NAME": self.op.node_name}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        master = self.cfg.get_master_node_name()
+        others = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+                        if n.name != self.op.node_name)
+        return [master, *[n for n in others if n != master]], others
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        self.context.remove_node(self.node)
+        feedback_fn(f"Node {self.node.name} removed from the cluster")
+        return True
+
+
+class LUNodeSetParams(LogicalUnit):
+    HPATH = "node-modify"
+    HTYPE = constants.HTYPE_NODE
+    REQ_BGL = False
+    op: opcodes.OpNodeSetParams
+
+    def CheckArguments(self) -> None:
+        flags = [self.op.offline, self.op.drained, self.op.master_candidate]
+        if all(f is None for f in flags):
+            raise errors.OpPrereqError("Please pass at least one modification",
+                                       errors.ECODE_INVAL)
+        if sum(1 for f in flags if f) > 1:
+            raise errors.OpPrereqError(
+                "Can't set the node into more than one state (offline, drained,"
+                " master_candidate) at the same time", errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        self.op.node_name = self.expand_node_name(self.op.node_name)
+        self.needed_locks = {locking.LEVEL_NODE: [self.op.node_name]}
+
+    def CheckPrereq(self) -> None:
+        node = self.cfg.get_node_info_by_name(self.op.node_name)
+        assert node is not None
+        is_master = node.uuid == self.cfg.get_master_node()
+        if is_master and (self.op.offline or self.op.drained
+                          or self.op.master_candidate is False):
+            raise errors.OpPrereqError(
+                f"The master node {node.name} cannot be offlined, drained or demoted",
+                errors.ECODE_INVAL)
+        if self.op.master_candidate and not node.master_capable:
+            raise errors.OpPrereqError(f"Node {node.name} is not master capable",
+                                       errors.ECODE_STATE)
+        self.node = node
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return {"OP_TARGET": self.op.node_name, "NODE_NAME": self.op.node_name,
+                "OFFLINE": self.op.offline, "DRAINED": self.op.drained,
+                "MASTER_CANDIDATE": self.op.master_candidate}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = [self.cfg.get_master_node_name(), self.op.node_name]
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        node = self.node
+        changes: list[tuple[str, Any]] = []
+        # entering one state leaves the others (offline nodes are not candidates)
+        if self.op.offline is not None:
+            node.offline = self.op.offline
+            changes.append(("offline", node.offline))
+            if node.offline:
+                node.master_candidate = node.drained = False
+        if self.op.drained is not None:
+            node.drained = self.op.drained
+            changes.append(("drained", node.drained))
+            if node.drained:
+                node.master_candidate = node.offline = False
+        if self.op.master_candidate is not None:
+            node.master_candidate = self.op.master_candidate
+            changes.append(("master_candidate", node.master_candidate))
+            if node.master_candidate:
+                node.offline = node.drained = False
+        self.cfg.update(node)
+        if node.master_candidate:
+            self.context.distribute_files([node.name])
+        return changes
+
+
+NODE_FIELDS = ("name", "uuid", "pip", "sip", "port", "offline", "drained",
+               "master_candidate", "master_capable", "vm_capable", "role", "group",
+               "pinst_cnt", "pinst_list", "tags", "serial_no", "ctime", "mtime")
+
+
+class LUNodeQuery(NoHooksLU):
+    REQ_BGL = False
+    op: opcodes.OpNodeQuery
+
+    def CheckArguments(self) -> None:
+        unknown = sorted(set(self.op.output_fields) - set(NODE_FIELDS))
+        if unknown:
+            raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
+                                       errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        self.op.names = [self.expand_node_name(n) for n in self.op.names]
+        self.needed_locks = {}
+        if self.op.use_locking:
+            self.needed_locks[locking.LEVEL_NODE] = self.op.names or locking.ALL_SET
+            self.share_locks[locking.LEVEL_NODE] = True
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        rows = node_rows(self.cfg)
+        wanted = set(self.op.names)
+        return [[row[f] for f in self.op.output_fields]
+                for row in rows if not wanted or row["name"] in wanted]
+
+
+def node_rows(cfg: Any) -> list[dict[str, Any]]:
+    """One dict per node with every field of NODE_FIELDS, sorted by name."""
+    master = cfg.get_master_node()
+    groups = cfg.get_all_nodegroups_info()
+    instances = cfg.get_all_instances_info().values()
+    rows = []
+    for node in sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name):
+        primaries = sorted(i.name for i in instances if i.primary_node == node.uuid)
+        if node.uuid == master:
+            role = "M"
+        elif node.offline:
+            role = "O"
+        elif node.drained:
+            role = "D"
+        elif node.master_candidate:
+            role = "C"
+        else:
+            role = "R"
+        group = groups.get(node.group)
+        rows.append({
+            "name": node.name, "uuid": node.uuid, "pip": node.primary_ip,
+            "sip": node.secondary_ip or node.primary_ip,
+            "port": node.port or cfg.get_cluster_info().noded_port,
+            "offline": node.offline, "drained": node.drained,
+            "master_candidate": node.master_candidate,
+            "master_capable": node.master_capable, "vm_capable": node.vm_capable,
+            "role": role, "group": group.name if group else node.group,
+            "pinst_cnt": len(primaries), "pinst_list": primaries,
+            "tags": sorted(node.tags), "serial_no": node.serial_no,
+            "ctime": node.ctime, "mtime": node.mtime,
+        })
+    return rows

@@ -1,0 +1,242 @@
+"""A real multi-node cluster on one machine, for development, the demo and tests.
+
+Every node is a real ``ganeti-noded`` bound to its own loopback address
+(127.x.y.1, .2, ...) with its own root directory (data, run, log and export
+dirs), all nodes sharing one port; the master node also runs
+``ganeti-masterd``.  Nodes other than the master join through the normal
+``gnt-node add`` path, so the tool exercises what an administrator does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ganeti import bootstrap, constants, daemon, pathutils
+
+SOURCE_TOP = Path(__file__).resolve().parents[2]
+STATE_FILE = "local-cluster.json"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    address: str
+    root: str
+
+    @property
+    def paths(self) -> pathutils.Paths:
+        return pathutils.Paths.for_root(self.root)
+
+
+def _port_is_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_port(addresses: list[str], start: int | None = None) -> int:
+    """A port free on every address (random in the ephemeral range unless ``start``)."""
+    for _ in range(200):
+        port = start if start is not None else random.randint(20000, 60000)
+        if all(_port_is_free(a, port) for a in addresses):
+            return port
+        if start is not None:
+            start += 1
+    raise RuntimeError("No free port found for the local cluster")
+
+
+def random_subnet() -> str:
+    """A 127.a.b. prefix so that clusters of parallel test runs never collide."""
+    return f"127.{random.randint(2, 250)}.{random.randint(0, 250)}."
+
+
+class LocalCluster:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        state = json.loads((self.root / STATE_FILE).read_text())
+        self.cluster_name: str = state["cluster_name"]
+        self.port: int = state["port"]
+        self.nodes = [NodeSpec(**n) for n in state["nodes"]]
+
+    # --- creation -------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str | os.PathLike[str], node_count: int = 3,
+               subnet: str = "127.1.0.", port: int | None = None,
+               cluster_name: str = "cluster.local") -> LocalCluster:
+        """Lay out roots, create the cluster on node1 and certificates for the others."""
+        root_path = Path(root).resolve()
+        if (root_path / STATE_FILE).exists():
+            raise RuntimeError(f"A local cluster already exists in {root_path}")
+        if node_count < 1:
+            raise ValueError("A cluster needs at least one node")
+        addresses = [f"{subnet}{i}" for i in range(1, node_count + 1)]
+        chosen_port = pick_free_port(addresses, port)
+        nodes = [NodeSpec(f"node{i}", addresses[i - 1], str(root_path / f"node{i}"))
+                 for i in range(1, node_count + 1)]
+        root_path.mkdir(parents=True, exist_ok=True)
+        master = nodes[0]
+        bootstrap.init_cluster(master.paths, cluster_name, master.name, master.address,
+                               noded_port=chosen_port)
+        for node in nodes[1:]:
+            bootstrap.prepare_node_files(master.paths, node.name, [node.address]) \
+                .install(node.paths)
+        (root_path / STATE_FILE).write_text(json.dumps({
+            "cluster_name": cluster_name, "port": chosen_port,
+            "nodes": [asdict(n) for n in nodes]}, indent=2))
+        return cls(root_path)
+
+    # --- running -------------------------------------------------------------------
+
+    @property
+    def master(self) -> NodeSpec:
+        return self.nodes[0]
+
+    def env(self, node: NodeSpec | None = None) -> dict[str, str]:
+        """Environment for gnt-* commands (they talk to the master of this cluster)."""
+        env = dict(os.environ)
+        env[pathutils.ROOT_ENV] = (node or self.master).root
+        bindir = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([str(SOURCE_TOP / "scripts"), bindir,
+                                       env.get("PATH", "")])
+        return env
+
+    def _run_daemon(self, args: list[str], node: NodeSpec) -> None:
+        proc = subprocess.run([sys.executable, *args, "--root", node.root],
+                              env=self.env(node), capture_output=True, text=True,
+                              timeout=START_TIMEOUT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args[0]} on {node.name} failed to start:"
+                               f" {proc.stderr.strip() or proc.stdout.strip()}")
+
+    def start(self, log: Any = print) -> None:
+        """Start every daemon that is not running; then add nodes not yet in the config."""
+        for node in self.nodes:
+            if not self.is_running(constants.NODED, node):
+                self._run_daemon([str(SOURCE_TOP / "daemons" / constants.NODED),
+                                  "--bind", node.address, "--port", str(self.port)], node)
+                log(f"{node.name}: {constants.NODED} listening on {node.address}:{self.port}")
+        if not self.is_running(constants.MASTERD, self.master):
+            self._run_daemon([str(SOURCE_TOP / "daemons" / constants.MASTERD)], self.master)
+            log(f"{self.master.name}: {constants.MASTERD} started")
+        known = set(self.gnt("gnt-node", "list", "--no-headers", "-o", "name",
+                             check=True).stdout.split())
+        for node in self.nodes[1:]:
+            if node.name not in known:
+                self.gnt("gnt-node", "add", "--primary-ip", node.address, node.name,
+                         check=True)
+                log(f"{node.name}: added to the cluster")
+
+    def is_running(self, daemon_name: str, node: NodeSpec) -> bool:
+        pid = daemon.read_pid(node.paths.pid_file(daemon_name))
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, log: Any = print) -> None:
+        """SIGTERM every daemon (master first) and wait; SIGKILL what is left."""
+        targets: list[tuple[str, NodeSpec]] = [(constants.MASTERD, self.master)]
+        targets += [(constants.NODED, n) for n in self.nodes]
+        pids = []
+        for name, node in targets:
+            pid = daemon.read_pid(node.paths.pid_file(name))
+            if pid is not None and self.is_running(name, node):
+                os.kill(pid, signal.SIGTERM)
+                pids.append((name, node, pid))
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, node, pid in pids:
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                log(f"{node.name}: {name} did not stop in time, killed")
+            else:
+                log(f"{node.name}: {name} stopped")
+
+    def gnt(self, *argv: str, check: bool = False, timeout: float = 300,
+            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a gnt-* command against this cluster, as an administrator would."""
+        script = SOURCE_TOP / "scripts" / argv[0]
+        proc = subprocess.run([sys.executable, str(script), *argv[1:]], env=self.env(),
+                              capture_output=True, text=True, timeout=timeout,
+                              input=input_text)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):"
+                               f" {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="local-cluster", description=__doc__)
+    parser.add_argument("--root", default=os.environ.get("GANETI_LOCAL_CLUSTER",
+                                                         "/tmp/ganeti-local-cluster"),
+                        help="Directory holding every node's root")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="Create (first time) and start the cluster")
+    start.add_argument("--nodes", type=int, default=3)
+    start.add_argument("--subnet", default="127.1.0.",
+                       help="Loopback prefix; nodes get .1, .2, ...")
+    start.add_argument("--port", type=int, default=constants.DEFAULT_NODED_PORT,
+                       help="First port to try for the node daemons")
+    sub.add_parser("stop", help="Stop every daemon of the cluster")
+    sub.add_parser("env", help="Print shell exports for using gnt-* with this cluster")
+    sub.add_parser("status", help="Show which daemons run")
+    opts = parser.parse_args(argv)
+    root = Path(opts.root)
+    if opts.command == "start":
+        if not (root / STATE_FILE).exists():
+            LocalCluster.create(root, opts.nodes, opts.subnet, opts.port)
+            print(f"Created a {opts.nodes}-node cluster in {root}")
+        LocalCluster(root).start()
+        return 0
+    try:
+        cluster = LocalCluster(root)
+    except FileNotFoundError:
+        print(f"No local cluster in {root}", file=sys.stderr)
+        return 1
+    if opts.command == "stop":
+        cluster.stop()
+    elif opts.command == "env":
+        env = cluster.env()
+        print(f"export {pathutils.ROOT_ENV}={env[pathutils.ROOT_ENV]}")
+        print(f"export PATH={env['PATH']}")
+    elif opts.command == "status":
+        for node in cluster.nodes:
+            names = [constants.NODED] + ([constants.MASTERD] if node is cluster.master else [])
+            states = ", ".join(f"{n} {'running' if cluster.is_running(n, node) else 'stopped'}"
+                               for n in names)
+            print(f"{node.name} {node.address}:{cluster.port}: {states}")
+    return 0
