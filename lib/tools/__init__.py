@@ -1,0 +1,1 @@
+"""Implementations of the programs in tools/ (importable, so tests can drive them)."""
