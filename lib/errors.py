@@ -243,9 +243,9 @@ def maybe_raise(data: Any) -> NoReturn:
 def format_error(err: BaseException) -> str:
     """One line for a human, as the CLI prints it."""
     if isinstance(err, OpPrereqError):
-        return f"Failure: prerequisites not met for this operation:\n{err.args[0]} ({err.ecode})"
+        return f"Failure: prerequisites not met for this operation: {err.args[0]} ({err.ecode})"
     if isinstance(err, OpExecError):
-        return f"Failure: command execution error:\n{err.args[0] if err.args else ''}"
+        return f"Failure: command execution error: {err.args[0] if err.args else ''}"
     if isinstance(err, HooksAbort):
         lines = [f"Failure: hooks failed: {err.args[0] if err.args else ''}"]
         for item in (err.args[1] if len(err.args) > 1 else []):

@@ -126,6 +126,12 @@ class JobQueue:
         assert ok and isinstance(result, int)
         return result
 
+    def submit_job_to_drained_queue(self, ops: list[opcodes.OpCode]) -> int:
+        """Submit even while drained (the master's own maintenance jobs)."""
+        (ok, result), = self._submit([ops], check_drain=False, single=True)
+        assert ok and isinstance(result, int)
+        return result
+
     def submit_many_jobs(self, jobs: list[list[opcodes.OpCode]]) -> list[SubmitResult]:
         return self._submit(jobs, check_drain=True, single=False)
 

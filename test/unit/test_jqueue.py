@@ -430,6 +430,8 @@ def test_drain_flag_is_persistent(tmp_path: Path, executor: FakeExecutor) -> Non
             queue.submit_job([op("x")])
         with pytest.raises(errors.JobQueueDrainError):
             queue.submit_many_jobs([[op("x")]])
+        # the explicit bypass still works while drained
+        assert wait_status(queue, queue.submit_job_to_drained_queue([op("y")])) == SUCCESS
     with running_queue(tmp_path / "q.db", executor) as queue:
         assert queue.get_drain_flag() is True
         queue.set_drain_flag(False)

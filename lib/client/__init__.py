@@ -1,0 +1,1 @@
+"""Command-line programs (gnt-job, gnt-debug, ...), one module per script."""

@@ -1,0 +1,147 @@
+"""Shared plumbing for daemons: pid file lock, daemonizing, logging, signals.
+
+The pid file is held with ``flock`` for the daemon's whole life, so a second
+instance learns reliably (even after a crash left the file behind) whether
+the first is still alive.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from ganeti import errors
+
+LOG_FORMAT = "%(asctime)s: %(name)s pid=%(process)d %(levelname)s %(message)s"
+
+
+class DaemonAlreadyRunning(errors.GenericError):
+    """Another instance holds the pid file lock."""
+
+
+class PidFile:
+    """An flock-held pid file; the lock survives fork and dies with the process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 64).decode("ascii", "replace").strip()
+            os.close(fd)
+            pid = f" (pid {other})" if other else ""
+            raise DaemonAlreadyRunning(
+                f"Another instance is already running{pid}; pid file {self.path} is locked"
+            ) from None
+        self._fd = fd
+
+    def write_pid(self, pid: int | None = None) -> None:
+        """Record our pid; called after daemonizing since forking changes it."""
+        if self._fd is None:
+            raise errors.ProgrammerError("pid file not acquired")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{pid or os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(self._fd)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid recorded in a pid file (None if missing or unreadable)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def daemonize() -> int:
+    """Double fork and detach; returns a pipe fd to report startup to the parent.
+
+    The original process waits on the pipe and exits 0 once the daemon calls
+    :func:`report_startup` with no error, or prints the error and exits 1.
+    """
+    rfd, wfd = os.pipe()
+    if os.fork() > 0:
+        os.close(wfd)
+        chunks = []
+        while True:
+            chunk = os.read(rfd, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        message = b"".join(chunks).decode("utf-8", "replace")
+        if message == "ok":
+            os._exit(0)
+        sys.stderr.write((message or "Daemon exited during startup") + "\n")
+        os._exit(1)
+    os.close(rfd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    os.umask(0o077)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    return wfd
+
+
+def report_startup(fd: int | None, error: str | None = None) -> None:
+    """Tell the waiting parent (if any) whether startup worked."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, (error or "ok").encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def setup_logging(log_file: Path | None, program: str, debug: bool = False,
+                  stderr: bool = False) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    fmt = logging.Formatter(LOG_FORMAT.replace("%(name)s", program + " %(name)s"))
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    if stderr:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        root.addHandler(sh)
+
+
+def install_stop_signals(event: threading.Event,
+                         signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """Make the given signals set ``event``; the main thread waits on it."""
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("Received signal %d, shutting down", signum)
+        event.set()
+
+    for sig in signals:
+        signal.signal(sig, handler)

@@ -1,0 +1,1 @@
+"""Daemon main programs (master daemon, node daemon)."""

@@ -1,0 +1,134 @@
+"""The master daemon: job queue plus the LUXI server in front of it.
+
+Startup order matters: the pid file lock comes first (a second instance must
+fail before touching anything), the context and queue next, the socket last,
+so clients never connect to a master that cannot serve them yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from ganeti import constants, daemon, errors, pathutils
+from ganeti.server import luxi_server
+
+LOG = logging.getLogger("ganeti.masterd")
+
+DEFAULT_WORKERS = 25
+DEFAULT_MAX_JOBS = 10000
+# Running opcodes get this long to finish on SIGTERM; leftovers recover at next start
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=constants.MASTERD,
+                                     description="Ganeti master daemon")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="Do not daemonize; log to stderr as well")
+    parser.add_argument("-d", "--debug", action="store_true", help="Log debug messages")
+    parser.add_argument("--root", metavar="DIR",
+                        help="Run with every path under DIR (sets GANETI_ROOT)")
+    return parser.parse_args(argv)
+
+
+def _queue_limits(context: Any) -> tuple[int, int]:
+    """(workers, max jobs) from the cluster config: max_running_jobs, max_queued_jobs."""
+    try:
+        cluster = context.cfg.get_cluster_info()
+    except errors.GenericError:
+        cluster = None
+    workers = getattr(cluster, "max_running_jobs", None)
+    max_jobs = getattr(cluster, "max_queued_jobs", None)
+    return (workers if isinstance(workers, int) and workers > 0 else DEFAULT_WORKERS,
+            max_jobs if isinstance(max_jobs, int) and max_jobs > 0 else DEFAULT_MAX_JOBS)
+
+
+class Master:
+    """Everything the running daemon owns, so startup and shutdown stay symmetric."""
+
+    def __init__(self, paths: pathutils.Paths) -> None:
+        self.paths = paths
+        self.context: Any = None
+        self.queue: Any = None
+        self.server: luxi_server.LuxiServer | None = None
+
+    def start(self) -> None:
+        from ganeti.context import MasterContext
+        from ganeti.jqueue import JobQueue
+
+        self.context = MasterContext.from_paths(self.paths)
+        self.paths.queue_db.parent.mkdir(parents=True, exist_ok=True)
+        workers, max_jobs = _queue_limits(self.context)
+        self.queue = JobQueue(self.paths.queue_db, self.context.processor,
+                              workers=workers, max_jobs=max_jobs)
+        self.queue.start()
+        backend = luxi_server.MasterBackend(self.queue, self.context)
+        self.server = luxi_server.LuxiServer(self.paths.master_socket,
+                                             luxi_server.build_method_table(backend))
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.queue is not None:
+            LOG.info("Shutting down the job queue")
+            self.queue.shutdown(SHUTDOWN_TIMEOUT)
+            self.queue = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.root:
+        os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
+    paths = pathutils.current()
+    prog = constants.MASTERD
+
+    pidfile = daemon.PidFile(paths.pid_file(prog))
+    try:
+        pidfile.acquire()
+    except daemon.DaemonAlreadyRunning as err:
+        sys.stderr.write(f"{prog}: {err.args[0]}\n")
+        return 1
+    except OSError as err:
+        sys.stderr.write(f"{prog}: cannot create pid file: {err}\n")
+        return 1
+
+    startup_fd = None if opts.foreground else daemon.daemonize()
+    pidfile.write_pid()
+    daemon.setup_logging(paths.log_file(prog), prog, debug=opts.debug,
+                         stderr=opts.foreground)
+    stop = threading.Event()
+    daemon.install_stop_signals(stop)
+
+    master = Master(paths)
+    try:
+        master.start()
+    except Exception as err:
+        message = errors.format_error(err)
+        LOG.error("Startup failed: %s", message, exc_info=opts.debug)
+        master.stop()
+        pidfile.release()
+        if startup_fd is None:
+            sys.stderr.write(f"{prog}: startup failed: {message}\n")
+        daemon.report_startup(startup_fd, f"{prog}: startup failed: {message}")
+        return 1
+
+    LOG.info("Master daemon started (pid %d, root %s)", os.getpid(), paths.root)
+    daemon.report_startup(startup_fd)
+    while not stop.wait(3600):
+        pass
+    LOG.info("Master daemon stopping")
+    master.stop()
+    pidfile.release()
+    LOG.info("Master daemon stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

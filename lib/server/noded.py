@@ -1,0 +1,322 @@
+"""The node daemon: answers the master's RPC calls over mutually authenticated HTTPS.
+
+Wire protocol: ``POST /<procedure>`` with a JSON list of arguments; the reply is
+``200`` with ``[true, payload]`` or ``[false, "message"]``.  Transport-level
+problems (no Content-Length, oversized body, bad JSON, unknown procedure) get an
+HTTP error status with a ``[false, "message"]`` body.  Only peers presenting a
+certificate signed by the cluster CA get past the TLS handshake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
+from typing import Any
+
+from ganeti import constants, crypto, daemon, errors, pathutils
+from ganeti.backend import NodeContext, RpcFail, files, hooks, info
+
+LOG = logging.getLogger("ganeti.noded")
+
+MAX_BODY_SIZE = 64 * 1024 * 1024
+HANDSHAKE_TIMEOUT = 10.0
+# How long an idle keep-alive connection stays open (the master reuses them)
+IDLE_TIMEOUT = 300.0
+# Connections served at once; beyond this new ones are closed right away, so a
+# flood of (even unauthenticated) handshakes cannot exhaust threads
+MAX_CONNECTIONS = 512
+_PROCEDURE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+Procedure = Callable[..., Any]
+
+# The declarative dispatch table: wire name -> backend function(ctx, *args)
+PROCEDURES: Mapping[str, Procedure] = MappingProxyType({
+    "version": info.version,
+    "ping": info.ping,
+    "node_info": info.node_info,
+    "test_delay": info.test_delay,
+    "upload_file": files.upload_file,
+    "write_ssconf_files": files.write_ssconf_files,
+    "hooks_runner": hooks.hooks_runner,
+})
+
+
+class NodeRpcServer(ThreadingHTTPServer):
+    """HTTPS server running each connection in its own thread (TLS handshake included)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], ssl_context: ssl.SSLContext,
+                 node_context: NodeContext,
+                 procedures: Mapping[str, Procedure] = PROCEDURES,
+                 max_body_size: int = MAX_BODY_SIZE,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.ssl_context = ssl_context
+        self.node_context = node_context
+        self.procedures = procedures
+        self.signatures = {name: inspect.signature(fn) for name, fn in procedures.items()}
+        self.max_body_size = max_body_size
+        self._active: set[ssl.SSLSocket] = set()
+        self._active_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, _RequestHandler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            LOG.warning("Too many connections, closing the one from %s",
+                        _format_peer(client_address))
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the connection's own thread, so a slow or hostile handshake
+        # never blocks the accept loop.
+        peer = _format_peer(client_address)
+        LOG.debug("Connection from %s", peer)
+        try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as err:
+            LOG.warning("TLS handshake with %s failed: %s", peer, err)
+            request.close()
+            return
+        with self._active_lock:
+            self._active.add(tls)
+        try:
+            tls.settimeout(IDLE_TIMEOUT)
+            _RequestHandler(tls, client_address, self)
+        except (ssl.SSLError, OSError) as err:
+            LOG.debug("Connection from %s ended: %s", peer, err)
+        finally:
+            with self._active_lock:
+                self._active.discard(tls)
+            tls.close()
+
+    def server_close(self) -> None:
+        """Stop listening and drop open (kept-alive) connections too."""
+        super().server_close()
+        with self._active_lock:
+            active = list(self._active)
+        for tls in active:
+            try:
+                tls.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        LOG.exception("Error while serving %s", _format_peer(client_address))
+
+    def dispatch(self, name: str, args: list[Any]) -> tuple[bool, Any]:
+        """Run one procedure; failures become ``(False, message)``, never exceptions."""
+        func = self.procedures.get(name)
+        if func is None:
+            return False, f"Unknown procedure '{name}'"
+        try:
+            self.signatures[name].bind(self.node_context, *args)
+        except TypeError as err:
+            return False, f"Invalid arguments for procedure '{name}': {err}"
+        try:
+            return True, func(self.node_context, *args)
+        except RpcFail as err:
+            LOG.warning("Procedure %s failed: %s", name, err)
+            return False, str(err)
+        except errors.GenericError as err:
+            LOG.warning("Procedure %s failed: %s", name, errors.format_error(err))
+            return False, errors.format_error(err)
+        except Exception as err:
+            LOG.exception("Unexpected error in procedure %s", name)
+            return False, f"Error while executing procedure '{name}': {type(err).__name__}: {err}"
+
+
+def _format_peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = f"{constants.NODED}/{constants.PROTOCOL_VERSION}"
+    server: NodeRpcServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        LOG.debug("%s %s", _format_peer(self.client_address), format % args)
+
+    def _reply(self, status: int, body: list[Any], close: bool = False) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refuse(self, status: int, message: str, close: bool = False) -> None:
+        LOG.warning("Refused request %s %s from %s: %s", self.command, self.path,
+                    _format_peer(self.client_address), message)
+        self._reply(status, [False, message], close)
+
+    def _read_args(self) -> list[Any] | None:
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self._refuse(411, "Content-Length required", close=True)
+            return None
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._refuse(400, f"Invalid Content-Length {length_text!r}", close=True)
+            return None
+        if length > self.server.max_body_size:
+            # The body is not read, so the connection cannot be reused
+            self._refuse(413, f"Request body too large ({length} bytes, limit "
+                              f"{self.server.max_body_size})", close=True)
+            return None
+        raw = self.rfile.read(length)
+        if len(raw) != length:
+            self.close_connection = True
+            return None
+        try:
+            args = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            self._refuse(400, f"Invalid JSON body: {err}")
+            return None
+        if not isinstance(args, list):
+            self._refuse(400, "Request body must be a JSON list of arguments")
+            return None
+        return args
+
+    def do_POST(self) -> None:
+        start = time.monotonic()
+        peer = _format_peer(self.client_address)
+        name = self.path.lstrip("/").split("?", 1)[0]
+        args = self._read_args()
+        if args is None:
+            return
+        if not _PROCEDURE_RE.match(name) or name not in self.server.procedures:
+            self._refuse(404, f"Unknown procedure '{name}'")
+            return
+        LOG.debug("RPC %s from %s started", name, peer)
+        ok, payload = self.server.dispatch(name, args)
+        try:
+            data = json.dumps([ok, payload]).encode("utf-8")
+        except (TypeError, ValueError) as err:
+            LOG.error("Result of procedure %s cannot be encoded: %s", name, err)
+            ok, data = False, json.dumps(
+                [False, f"Result of procedure '{name}' cannot be encoded: {err}"]).encode()
+        LOG.info("RPC %s from %s %s in %.3fs", name, peer, "succeeded" if ok else "failed",
+                 time.monotonic() - start)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _not_allowed(self) -> None:
+        self.send_response(405)
+        self.send_header("Allow", "POST")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=constants.NODED,
+                                     description="Ganeti node daemon (RPC server)")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="do not detach; also log to stderr")
+    parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--root", metavar="DIR", default=None,
+                        help=f"cluster root directory (sets {pathutils.ROOT_ENV})")
+    parser.add_argument("-b", "--bind", metavar="ADDR", default="0.0.0.0",
+                        help="address to listen on (default: %(default)s)")
+    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_NODED_PORT,
+                        help="TCP port, 0 for any free port (default: %(default)s)")
+    opts = parser.parse_args(argv)
+    if not 0 <= opts.port <= 65535:
+        parser.error(f"invalid port {opts.port}")
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.root:
+        # Absolute before daemonizing changes the directory; exported so that
+        # hook scripts and helpers started by procedures see the same root.
+        os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
+    paths = pathutils.current()
+    try:
+        ssl_context = crypto.server_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
+    except errors.X509CertError as err:
+        sys.stderr.write(f"{constants.NODED}: {err.args[0]}\n")
+        return 1
+    pid_file = daemon.PidFile(paths.pid_file(constants.NODED))
+    try:
+        pid_file.acquire()
+    except daemon.DaemonAlreadyRunning as err:
+        sys.stderr.write(f"{constants.NODED}: {err.args[0]}\n")
+        return 1
+    try:
+        server = NodeRpcServer((opts.bind, opts.port), ssl_context, NodeContext(paths=paths))
+    except OSError as err:
+        sys.stderr.write(f"{constants.NODED}: cannot listen on {opts.bind}:{opts.port}: "
+                         f"{err}\n")
+        pid_file.release()
+        return 1
+    startup_fd = None if opts.foreground else daemon.daemonize()
+    pid_file.write_pid()
+    daemon.setup_logging(paths.log_file(constants.NODED), constants.NODED,
+                         debug=opts.debug, stderr=opts.foreground)
+    stop = threading.Event()
+    daemon.install_stop_signals(stop)
+    acceptor = threading.Thread(target=server.serve_forever, name="noded-accept",
+                                daemon=True)
+    acceptor.start()
+    LOG.info("Listening on %s:%d (root %s)", opts.bind, server.port, paths.root)
+    daemon.report_startup(startup_fd)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    pid_file.release()
+    LOG.info("Node daemon stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
