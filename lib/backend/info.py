@@ -1,0 +1,72 @@
+"""Liveness and node information procedures."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from ganeti import constants
+from ganeti.backend import NodeContext, RpcFail
+
+# Upper bound for test_delay, so a typo cannot park a daemon thread for days
+MAX_TEST_DELAY = 24 * 3600.0
+_MIB = 1024 * 1024
+
+
+def version(ctx: NodeContext) -> int:
+    """The RPC protocol version this node speaks."""
+    return constants.PROTOCOL_VERSION
+
+
+def ping(ctx: NodeContext) -> bool:
+    return True
+
+
+def test_delay(ctx: NodeContext, duration: float) -> None:
+    """Sleep on the node; used to test the job engine and RPC timeouts."""
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+        raise RpcFail(f"Invalid delay duration {duration!r}: expected a number")
+    if not math.isfinite(duration) or duration < 0 or duration > MAX_TEST_DELAY:
+        raise RpcFail(f"Invalid delay duration {duration!r}: must be 0..{MAX_TEST_DELAY:g}")
+    time.sleep(duration)
+
+
+def _meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
+    values: dict[str, int] = {}
+    try:
+        text = path.read_text(encoding="ascii")
+    except OSError:
+        return values
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[key] = int(parts[0])  # kB
+    return values
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def node_info(ctx: NodeContext) -> dict[str, Any]:
+    """Hostname, memory (MiB), CPU count and disk space (MiB) under the node's root."""
+    mem = _meminfo()
+    disk_root = _existing_ancestor(ctx.paths.root)
+    usage = shutil.disk_usage(disk_root)
+    return {
+        "hostname": socket.gethostname(),
+        "memory_total": mem.get("MemTotal", 0) // 1024,
+        "memory_free": mem.get("MemAvailable", mem.get("MemFree", 0)) // 1024,
+        "cpu_count": os.cpu_count() or 1,
+        "disk_total": usage.total // _MIB,
+        "disk_free": usage.free // _MIB,
+        "root": str(ctx.paths.root),
+    }

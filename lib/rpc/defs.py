@@ -1,0 +1,127 @@
+"""Declarative table of node RPC calls made by the master.
+
+Each entry names the node daemon procedure, a timeout class, the arguments
+(with optional encoders turning master-side values into wire values) and
+whether it targets one node or many.  :class:`ganeti.rpc.client.RpcRunner`
+turns every entry ``NAME`` into a method ``call_NAME``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ganeti import pathutils
+
+# Timeout classes (seconds)
+TMO_URGENT = 60.0
+TMO_FAST = 10.0
+TMO_NORMAL = 60.0
+TMO_SLOW = 900.0
+TMO_4HRS = 4 * 3600.0
+TMO_1DAY = 24 * 3600.0
+TIMEOUT_CLASSES: Mapping[str, float] = MappingProxyType({
+    "fast": TMO_FAST,
+    "normal": TMO_NORMAL,
+    "slow": TMO_SLOW,
+    "long": TMO_4HRS,
+    "day": TMO_1DAY,
+})
+
+# Keyword the generated methods take to override a call's timeout
+TIMEOUT_KW = "timeout"
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a call; ``encoder`` maps the caller's value to the wire value."""
+
+    name: str
+    encoder: Callable[[Any], Any] | None = None
+
+
+# Computes the timeout from the call's (unencoded) arguments
+TimeoutFn = Callable[[Mapping[str, Any]], float]
+# Rewrites all arguments at once (e.g. read a local file); gets the master's paths
+PrepareFn = Callable[[pathutils.Paths, Mapping[str, Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class RpcCall:
+    name: str
+    procedure: str
+    timeout: str | TimeoutFn
+    args: tuple[Arg, ...] = ()
+    single_node: bool = False
+    prepare: PrepareFn | None = None
+    doc: str = ""
+
+    def timeout_for(self, values: Mapping[str, Any]) -> float:
+        if callable(self.timeout):
+            return float(self.timeout(values))
+        return TIMEOUT_CLASSES[self.timeout]
+
+    def encode_args(self, paths: pathutils.Paths, values: Mapping[str, Any]) -> list[Any]:
+        if self.prepare is not None:
+            return self.prepare(paths, values)
+        return [arg.encoder(values[arg.name]) if arg.encoder else values[arg.name]
+                for arg in self.args]
+
+
+def _test_delay_timeout(values: Mapping[str, Any]) -> float:
+    return float(values["duration"]) + 5.0
+
+
+def _string_env(env: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _prepare_upload(paths: pathutils.Paths, values: Mapping[str, Any]) -> list[Any]:
+    # Sent as a root-relative name: on a local cluster every node has its own
+    # root, in production all roots are "/" and the name is the real path.
+    from ganeti.backend.files import to_wire_name
+
+    path = Path(values["file_name"])
+    data = path.read_bytes()
+    stat = os.stat(path)
+    return [to_wire_name(paths, path), base64.b64encode(data).decode("ascii"),
+            stat.st_mode & 0o7777, stat.st_mtime]
+
+
+_CALL_LIST = (
+    RpcCall("version", "version", "fast", doc="Protocol version of each node"),
+    RpcCall("ping", "ping", "fast", doc="Liveness check"),
+    RpcCall("node_info", "node_info", "fast",
+            doc="Hostname, memory, CPUs and free disk of each node"),
+    RpcCall("test_delay", "test_delay", _test_delay_timeout, (Arg("duration", float),),
+            doc="Sleep on the nodes (job engine tests)"),
+    RpcCall("upload_file", "upload_file", "normal", (Arg("file_name"),),
+            prepare=_prepare_upload,
+            doc="Copy a master-side cluster file (config, CA) to the nodes"),
+    RpcCall("write_ssconf_files", "write_ssconf_files", "fast", (Arg("values", dict),),
+            doc="Write ssconf_<key> files on the nodes"),
+    RpcCall("hooks_runner", "hooks_runner", "slow",
+            (Arg("hpath"), Arg("phase"), Arg("env", _string_env)),
+            doc="Run hook scripts; payload is [(script, status, output), ...]"),
+)
+
+
+def _check(calls: tuple[RpcCall, ...]) -> Mapping[str, RpcCall]:
+    table: dict[str, RpcCall] = {}
+    for call in calls:
+        if call.name in table:
+            raise ValueError(f"Duplicate RPC call {call.name}")
+        if any(arg.name == TIMEOUT_KW for arg in call.args):
+            raise ValueError(f"RPC call {call.name}: argument name {TIMEOUT_KW} is reserved")
+        if isinstance(call.timeout, str) and call.timeout not in TIMEOUT_CLASSES:
+            raise ValueError(f"RPC call {call.name}: unknown timeout class {call.timeout}")
+        table[call.name] = call
+    return MappingProxyType(table)
+
+
+CALLS: Mapping[str, RpcCall] = _check(_CALL_LIST)
