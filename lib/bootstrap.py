@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ganeti import constants, crypto, errors, pathutils
 from ganeti.config import ConfigStore, make_initial_config
+from ganeti.fileutils import atomic_write
 
 CA_VALIDITY_DAYS = 10 * 365
 NODE_CERT_VALIDITY_DAYS = 5 * 365
@@ -47,14 +48,7 @@ class NodeFiles:
     def install(self, paths: pathutils.Paths) -> None:
         ensure_dirs(paths)
         crypto.write_pem_pair(paths.node_cert_file, self.node_cert_pem, self.node_key_pem)
-        write_public(paths.cluster_ca_file, self.ca_cert_pem)
-
-
-def write_public(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+        atomic_write(paths.cluster_ca_file, self.ca_cert_pem, 0o644)
 
 
 def prepare_node_files(master_paths: pathutils.Paths, node_name: str,
@@ -92,7 +86,7 @@ def init_cluster(paths: pathutils.Paths, cluster_name: str, master_name: str,
     ensure_dirs(paths)
     ca_cert, ca_key = crypto.generate_cluster_ca(cluster_name, CA_VALIDITY_DAYS)
     crypto.write_private_file(ca_key_file(paths), ca_key)
-    write_public(paths.cluster_ca_file, ca_cert)
+    atomic_write(paths.cluster_ca_file, ca_cert, 0o644)
     cert, key = crypto.generate_node_certificate(ca_cert, ca_key, master_name, [primary_ip],
                                                  NODE_CERT_VALIDITY_DAYS)
     crypto.write_pem_pair(paths.node_cert_file, cert, key)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ganeti import constants, errors
+from ganeti.fileutils import atomic_write
 from ganeti.objects import (
     Cluster,
     ConfigData,
@@ -92,49 +92,9 @@ def _load(path: Path) -> tuple[ConfigData, bytes, _FileKey]:
     return _parse(raw, path), raw, key
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; the new file is already visible, so only warn on failure."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        logger.warning("Cannot fsync directory %s: %s", directory, err)
-
-
 def _write_file(path: Path, raw: bytes, *, exclusive: bool) -> _FileKey:
-    """Write ``raw`` to ``path`` via a synced temp file; readers see old or new, never part.
-
-    ``exclusive`` refuses to overwrite an existing file (link() fails atomically).
-    """
-    directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        try:
-            os.fchmod(fd, CONFIG_FILE_MODE)
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-            key = _file_key(os.fstat(fd))
-        finally:
-            os.close(fd)
-        if exclusive:
-            os.link(tmp, path)
-            tmp.unlink()
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-    return key
+    """Write ``raw`` to ``path`` atomically; ``exclusive`` refuses to overwrite a file."""
+    return _file_key(atomic_write(path, raw, CONFIG_FILE_MODE, exclusive=exclusive))
 
 
 class ConfigStore:

@@ -15,7 +15,6 @@ import ipaddress
 import os
 import secrets
 import ssl
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ganeti import errors
+from ganeti.fileutils import atomic_write
 
 # Clock skew tolerated between nodes when a certificate becomes valid
 _NOT_BEFORE_SLACK = dt.timedelta(minutes=5)
@@ -151,23 +151,9 @@ def generate_self_signed(common_name: str, validity_seconds: int) -> tuple[str, 
 
 
 def _write_private(path: Path, data: str) -> None:
-    # Created 0600 from the start and renamed into place, so the key is
-    # never readable by others, not even briefly, and never half written.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # created 0600 from the start and renamed into place: never readable by
+    # others, not even briefly, and never half written
+    atomic_write(path, data, 0o600)
 
 
 def write_pem_pair(path: str | os.PathLike[str], cert: PemData, key: PemData) -> None:

@@ -7,13 +7,13 @@ import binascii
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ganeti import pathutils
 from ganeti.backend import NodeContext, RpcFail
+from ganeti.fileutils import atomic_write
 
 # Files the master may overwrite on a node.  Anything else (above all the
 # node's own certificate and key) is refused, so a stolen master-side client
@@ -25,28 +25,6 @@ UPLOAD_ALLOWED: tuple[Callable[[pathutils.Paths], Path], ...] = (
 SSCONF_PREFIX = "ssconf_"
 _SSCONF_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644,
-                 mtime: float | None = None) -> None:
-    """Replace ``path`` so that readers see the old or the new file, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mtime is not None:
-            os.utime(tmp, (mtime, mtime))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def to_wire_name(paths: pathutils.Paths, path: str | os.PathLike[str]) -> str:
@@ -86,7 +64,7 @@ def upload_file(ctx: NodeContext, file_name: str, data_base64: str, mode: int,
         raise RpcFail(f"Invalid base64 data for {file_name}: {err}") from None
     if len(data) > MAX_UPLOAD_BYTES:
         raise RpcFail(f"File {file_name} too large ({len(data)} bytes)")
-    atomic_write(target, data, mode, None if mtime is None else float(mtime))
+    atomic_write(target, data, mode, mtime=None if mtime is None else float(mtime))
 
 
 def _ssconf_text(key: str, value: Any) -> str:
