@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, ClassVar
 
@@ -218,7 +219,7 @@ def test_wrong_result_type_is_reported() -> None:
 
 def test_assertion_becomes_internal_error() -> None:
     ctx = FakeContext()
-    with pytest.raises(errors.OpExecError, match="Internal error in LUUnittestRecord.*deliberate"):
+    with pytest.raises(errors.OpExecError, match=r"Internal error in LUUnittestRecord.*deliberate"):
         make_processor(ctx).execute_opcode(OpUnittestRecord(fail_assert=True), Callbacks())
     assert not ctx.glm.is_owned(locking.LEVEL_INSTANCE)
 
@@ -316,4 +317,4 @@ def test_lock_attempt_timeouts_grow_to_fifteen_seconds() -> None:
     timeouts = lock_attempt_timeouts()
     assert timeouts[0] == 1.0
     assert timeouts[-1] == 15.0
-    assert all(a < b for a, b in zip(timeouts, timeouts[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(timeouts))

@@ -1,0 +1,162 @@
+"""File-backed disks: sparse image files under ``<file storage dir>/<instance>/``.
+
+Live snapshots are reflink clones placed next to the image, which makes them
+instant and consistent but requires a filesystem with ``FICLONE`` (btrfs,
+XFS with reflink, ...).  Every logical id is checked to point inside the
+storage directory, since it reaches us over RPC and we run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ganeti import constants, errors, pathutils
+from ganeti.objects import Disk
+from ganeti.storage import reflink
+from ganeti.storage.base import (
+    MIB,
+    SNAP_MARKER,
+    DiskDriver,
+    LogicalId,
+    check_logical_id,
+    snapshot_name_of,
+)
+
+# Ganeti names the first element of a file logical id after the access driver.
+FILE_DRIVERS = frozenset({"file", "loop"})
+
+_IV_INDEX_RE = re.compile(r"^disk/(\d+)$")
+
+
+def _check_component(name: str, what: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise errors.FileStoragePathError(f"Invalid {what} '{name}' for a file disk path")
+    return name
+
+
+class FileDiskDriver(DiskDriver):
+    """Driver for the ``file`` disk template."""
+
+    dev_type = constants.DT_FILE
+
+    def __init__(self, paths: pathutils.Paths,
+                 storage_dir: str | os.PathLike[str] | None = None) -> None:
+        self.storage_dir = Path(os.path.normpath(storage_dir or paths.file_storage_dir))
+
+    def _path(self, logical_id: Sequence[Any]) -> Path:
+        driver, raw = check_logical_id(logical_id, "file disk")
+        if driver not in FILE_DRIVERS:
+            raise errors.StorageError(f"Unknown file driver '{driver}' in {logical_id!r}")
+        norm = os.path.normpath(raw)
+        path = Path(norm)
+        if norm != raw.rstrip("/") or not path.is_absolute() \
+                or self.storage_dir not in path.parents:
+            raise errors.FileStoragePathError(
+                f"File disk path {raw} is not inside the file storage directory"
+                f" {self.storage_dir}")
+        return path
+
+    def _new_path(self, instance_name: str, disk: Disk) -> Path:
+        match = _IV_INDEX_RE.match(disk.iv_name)
+        suffix = f".disk{match.group(1)}" if match else ".disk"
+        return self.storage_dir / _check_component(instance_name, "instance name") \
+            / _check_component(f"{disk.uuid}{suffix}", "disk name")
+
+    def create(self, instance_name: str, disk: Disk) -> LogicalId:
+        path = self._path(disk.logical_id) if disk.logical_id \
+            else self._new_path(instance_name, disk)
+        if SNAP_MARKER in path.name:
+            raise errors.StorageError(f"Disk file name {path.name} looks like a snapshot")
+        try:
+            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            raise errors.StorageError(f"Disk file {path} already exists") from None
+        except OSError as err:
+            raise errors.StorageError(f"Cannot create disk file {path}: {err}") from None
+        try:
+            os.ftruncate(fd, disk.size * MIB)
+        except OSError as err:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise errors.StorageError(
+                f"Cannot size disk file {path} to {disk.size} MiB: {err}") from None
+        os.close(fd)
+        return ["file", str(path)]
+
+    def remove(self, logical_id: Sequence[Any]) -> None:
+        path = self._path(logical_id)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise errors.StorageError(f"Cannot remove disk file {path}: {err}") from None
+        if path.parent.parent == self.storage_dir:
+            try:  # the instance directory goes with its last file
+                path.parent.rmdir()
+            except OSError:
+                pass
+
+    def grow(self, logical_id: Sequence[Any], new_size_mib: int) -> None:
+        path = self._path(logical_id)
+        current = self._stat_size(path)
+        new_size = new_size_mib * MIB
+        if new_size < current:
+            raise errors.StorageError(
+                f"Cannot shrink disk file {path} from {current // MIB} to {new_size_mib} MiB")
+        try:
+            os.truncate(path, new_size)
+        except OSError as err:
+            raise errors.StorageError(f"Cannot grow disk file {path}: {err}") from None
+
+    def device_path(self, logical_id: Sequence[Any]) -> Path:
+        return self._path(logical_id)
+
+    def exists(self, logical_id: Sequence[Any]) -> bool:
+        return self._path(logical_id).is_file()
+
+    def size_mib(self, logical_id: Sequence[Any]) -> int:
+        return self._stat_size(self._path(logical_id)) // MIB
+
+    @staticmethod
+    def _stat_size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            raise errors.StorageError(f"Disk file {path} does not exist") from None
+        except OSError as err:
+            raise errors.StorageError(f"Cannot stat disk file {path}: {err}") from None
+
+    def can_snapshot_live(self, logical_id: Sequence[Any]) -> bool:
+        path = self._path(logical_id)
+        return path.is_file() and reflink.supports_reflink(path.parent)
+
+    def snapshot(self, logical_id: Sequence[Any], snap_name: str) -> LogicalId:
+        path = self._path(logical_id)
+        if not path.is_file():
+            raise errors.StorageError(f"Cannot snapshot {path}: disk file does not exist")
+        snap = path.with_name(snapshot_name_of(path.name, snap_name))
+        reflink.clone_file(path, snap)
+        return ["file", str(snap)]
+
+    def remove_snapshot(self, snap_logical_id: Sequence[Any]) -> None:
+        path = self._path(snap_logical_id)
+        if SNAP_MARKER not in path.name:
+            raise errors.StorageError(f"{path} is not a snapshot; refusing to remove it")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            raise errors.StorageError(f"Cannot remove snapshot {path}: {err}") from None
+
+    def list_snapshots(self, logical_id: Sequence[Any]) -> list[LogicalId]:
+        path = self._path(logical_id)
+        prefix = path.name + SNAP_MARKER
+        try:
+            names = sorted(entry.name for entry in os.scandir(path.parent)
+                           if entry.name.startswith(prefix) and entry.is_file())
+        except FileNotFoundError:
+            return []
+        return [["file", str(path.parent / name)] for name in names]
