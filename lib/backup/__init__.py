@@ -1,0 +1,1 @@
+"""The backup subsystem's shared pieces: export format and naming rules."""
