@@ -1,0 +1,91 @@
+"""Node-side export directories: staging, atomic replace, list, remove, cleanup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganeti import pathutils
+from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import export as ex
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> NodeContext:
+    return NodeContext(paths=pathutils.Paths.for_root(tmp_path))
+
+
+def _write_export(ctx: NodeContext, name: str, payload: bytes, config: str) -> Path:
+    staging = Path(ex.export_prepare(ctx, name))
+    (staging / "disk0.img").write_bytes(payload)
+    return Path(ex.export_finalize(ctx, name, config))
+
+
+def test_first_export_then_replacement(ctx: NodeContext) -> None:
+    final = _write_export(ctx, "inst1", b"old", "[export]\nversion = 0\n# one\n")
+    assert (final / "disk0.img").read_bytes() == b"old"
+    assert ex.export_list(ctx) == ["inst1"]
+    final2 = _write_export(ctx, "inst1", b"new", "[export]\nversion = 0\n# two\n")
+    assert final2 == final
+    assert (final / "disk0.img").read_bytes() == b"new"
+    assert "# two" in ex.export_info(ctx, "inst1")["config"]
+    # no staging, trash or previous copy is left behind
+    assert sorted(p.name for p in ctx.paths.export_dir.iterdir()) == ["inst1"]
+
+
+def test_replacement_without_rename_exchange(ctx: NodeContext,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_export(ctx, "inst1", b"old", "a")
+
+    def no_exchange(a: Path, b: Path) -> None:
+        raise OSError(38, "not supported")
+
+    monkeypatch.setattr(ex, "_exchange", no_exchange)
+    final = _write_export(ctx, "inst1", b"new", "b")
+    assert (final / "disk0.img").read_bytes() == b"new"
+    assert sorted(p.name for p in ctx.paths.export_dir.iterdir()) == ["inst1"]
+
+
+def test_aborted_export_keeps_the_previous_one(ctx: NodeContext) -> None:
+    _write_export(ctx, "inst1", b"good", "good config")
+    staging = Path(ex.export_prepare(ctx, "inst1"))
+    (staging / "disk0.img").write_bytes(b"half")
+    # while staging exists, only the complete export is listed and readable
+    assert ex.export_list(ctx) == ["inst1"]
+    assert ex.export_info(ctx, "inst1")["config"] == "good config"
+    assert ex.export_abort(ctx, "inst1") is True
+    assert not staging.exists()
+    assert (ex.export_path(ctx, "inst1") / "disk0.img").read_bytes() == b"good"
+
+
+def test_finalize_without_staging_is_refused(ctx: NodeContext) -> None:
+    with pytest.raises(RpcFail, match="No export of inst1 is being written"):
+        ex.export_finalize(ctx, "inst1", "x")
+
+
+def test_remove_and_info_of_missing(ctx: NodeContext) -> None:
+    _write_export(ctx, "inst1", b"x", "cfg")
+    assert ex.export_remove(ctx, "inst1") is True
+    assert ex.export_list(ctx) == []
+    with pytest.raises(RpcFail, match="No export of inst1"):
+        ex.export_remove(ctx, "inst1")
+    with pytest.raises(RpcFail, match="No export of inst1"):
+        ex.export_info(ctx, "inst1")
+
+
+def test_cleanup_removes_leftovers_only(ctx: NodeContext) -> None:
+    _write_export(ctx, "keep", b"x", "cfg")
+    ex.export_prepare(ctx, "crashed")
+    (ctx.paths.export_dir / ".removed-old-1").mkdir()
+    assert ex.export_cleanup(ctx) == [".removed-old-1", "crashed.new"]
+    assert ex.export_list(ctx) == ["keep"]
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", "/etc", ".hidden", "x\x00y",
+                                  "a" * 300, "inst.new", 5, None])
+def test_bad_names_are_refused(ctx: NodeContext, name: object) -> None:
+    for proc in (ex.export_prepare, ex.export_abort, ex.export_info, ex.export_remove):
+        with pytest.raises(RpcFail, match="Invalid instance name"):
+            proc(ctx, name)  # type: ignore[arg-type]
+    assert not ctx.paths.export_dir.exists() or not any(ctx.paths.export_dir.iterdir())
