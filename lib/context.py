@@ -113,8 +113,10 @@ class MasterContext:
         self.glm.remove(locking.LEVEL_NODE_RES, [node.name])
 
     def add_instance(self, instance: Instance) -> None:
+        """Store a new instance; its lock normally exists already (LU add_locks)."""
         self.cfg.add_instance(instance)
-        self.glm.add(locking.LEVEL_INSTANCE, [instance.name])
+        if instance.name not in self.glm.names(locking.LEVEL_INSTANCE):
+            self.glm.add(locking.LEVEL_INSTANCE, [instance.name])
 
     def remove_instance(self, instance: Instance) -> None:
         self.cfg.remove_instance(instance.uuid)

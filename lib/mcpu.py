@@ -112,25 +112,46 @@ class Processor:
     def _lock_levels_and_exec(self, lu: LogicalUnit, cbs: OpExecCallbacks,
                               timeout: float | None) -> Any:
         assert lu.needed_locks is not None
-        for level in locking.LEVELS:
-            if level == locking.LEVEL_CLUSTER:
-                continue
-            lu.DeclareLocks(level)
-            if level in lu.recalculate_locks:
-                raise errors.ProgrammerError(
-                    f"{type(lu).__name__} left recalculate_locks for level"
-                    f" {locking.LEVEL_NAMES[level]}")
-            if level not in lu.needed_locks:
-                continue
-            names = lu.needed_locks[level]
-            if names is not locking.ALL_SET:
-                names = sorted(set(names))
-                if not names:
-                    continue
-            self._acquire(level, names, lu.share_locks.get(level, False),
-                          lu.opportunistic_locks.get(level, False), timeout, cbs)
-        cbs.notify_start()
-        return self._exec_lu(lu, cbs)
+        glm = self.context.glm
+        added: list[tuple[int, list[str]]] = []
+        try:
+            for level in locking.LEVELS:
+                if level != locking.LEVEL_CLUSTER:
+                    self._lock_level(lu, level, cbs, timeout, added)
+            cbs.notify_start()
+            return self._exec_lu(lu, cbs)
+        except BaseException:
+            for level, names in reversed(added):
+                glm.remove(level, names)
+            raise
+
+    def _lock_level(self, lu: LogicalUnit, level: int, cbs: OpExecCallbacks,
+                    timeout: float | None, added: list[tuple[int, list[str]]]) -> None:
+        assert lu.needed_locks is not None
+        if level in lu.add_locks:
+            names = sorted(lu.add_locks[level])
+            try:
+                self.context.glm.add(level, names, acquired=True)
+            except errors.LockError as err:
+                # the name exists, or a concurrent opcode is creating it
+                raise errors.OpPrereqError(
+                    f"Cannot create {locking.LEVEL_NAMES[level]} {', '.join(names)}: {err}",
+                    errors.ECODE_EXISTS) from None
+            added.append((level, names))
+        lu.DeclareLocks(level)
+        if level in lu.recalculate_locks:
+            raise errors.ProgrammerError(
+                f"{type(lu).__name__} left recalculate_locks for level"
+                f" {locking.LEVEL_NAMES[level]}")
+        if level not in lu.needed_locks:
+            return
+        names = lu.needed_locks[level]
+        if names is not locking.ALL_SET:
+            names = sorted(set(names))
+            if not names:
+                return
+        self._acquire(level, names, lu.share_locks.get(level, False),
+                      lu.opportunistic_locks.get(level, False), timeout, cbs)
 
     def _acquire(self, level: int, names: Any, shared: bool, opportunistic: bool,
                  timeout: float | None, cbs: OpExecCallbacks) -> None:

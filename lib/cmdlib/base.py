@@ -45,6 +45,10 @@ class LogicalUnit:
         self.share_locks: dict[int, bool] = dict.fromkeys(locking.LEVELS, False)
         self.opportunistic_locks: dict[int, bool] = dict.fromkeys(locking.LEVELS, False)
         self.recalculate_locks: dict[int, str] = {}
+        # locks for objects this LU creates (e.g. a new instance's name): the
+        # processor adds them, held exclusively, in level order -- never later
+        # while holding locks of further levels -- and removes them if the LU fails
+        self.add_locks: dict[int, list[str]] = {}
         self.dry_run_result: Any = None
         self.tasklets: list[Tasklet] | None = None
         self.CheckArguments()

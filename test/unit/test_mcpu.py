@@ -318,3 +318,49 @@ def test_lock_attempt_timeouts_grow_to_fifteen_seconds() -> None:
     assert timeouts[0] == 1.0
     assert timeouts[-1] == 15.0
     assert all(a < b for a, b in itertools.pairwise(timeouts))
+
+
+class OpUnittestCreate(opcodes.OpCode):
+    instance_name: str
+    fail: bool = False
+
+
+class LUUnittestCreate(NoHooksLU):
+    REQ_BGL = False
+    op: OpUnittestCreate
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {locking.LEVEL_NODE: ["node1"]}
+        self.add_locks[locking.LEVEL_INSTANCE] = [self.op.instance_name]
+
+    def Exec(self, feedback_fn: Any) -> Any:
+        self.context.held_new = self.glm.check_owned(  # type: ignore[attr-defined]
+            locking.LEVEL_INSTANCE, self.op.instance_name, shared=0)
+        if self.op.fail:
+            raise errors.OpExecError("creation failed")
+        return True
+
+
+LUS["OpUnittestCreate"] = LUUnittestCreate
+
+
+def test_add_locks_are_added_in_level_order_and_kept_on_success() -> None:
+    ctx = FakeContext()
+    proc = make_processor(ctx)
+    assert proc.execute_opcode(OpUnittestCreate(instance_name="new1"), Callbacks())
+    assert ctx.held_new  # type: ignore[attr-defined]
+    assert "new1" in ctx.glm.names(locking.LEVEL_INSTANCE)
+    assert not ctx.glm.is_owned(locking.LEVEL_INSTANCE)
+    with pytest.raises(errors.OpPrereqError, match="Cannot create instance new1") as err:
+        proc.execute_opcode(OpUnittestCreate(instance_name="new1"), Callbacks())
+    assert err.value.ecode == errors.ECODE_EXISTS
+
+
+def test_add_locks_are_removed_when_the_lu_fails() -> None:
+    ctx = FakeContext()
+    with pytest.raises(errors.OpExecError):
+        make_processor(ctx).execute_opcode(
+            OpUnittestCreate(instance_name="new2", fail=True), Callbacks())
+    assert "new2" not in ctx.glm.names(locking.LEVEL_INSTANCE)
+    for level in locking.LEVELS:
+        assert not ctx.glm.is_owned(level)
