@@ -1,4 +1,4 @@
-"""Query resources backed by the cluster configuration (node; more areas add theirs).
+"""Query resources backed by the cluster configuration (node, instance; more areas add theirs).
 
 Imported by the master context so that LUXI ``Query("node", ...)`` works.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ganeti import query
+from ganeti.cmdlib.instance import LIVE_FIELDS, instance_rows
 from ganeti.cmdlib.node import node_rows
 
 _NODE_FIELDS: tuple[tuple[str, str, str, str], ...] = (
@@ -41,3 +42,44 @@ query.register(query.RESOURCE_NODE,
                [query.FieldDef(name, title, kind, doc, query.item_getter(name))
                 for name, title, kind, doc in _NODE_FIELDS],
                _nodes)
+
+
+_INSTANCE_FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    ("name", "Instance", query.QFT_TEXT, "Instance name"),
+    ("uuid", "UUID", query.QFT_TEXT, "Instance UUID"),
+    ("os", "OS", query.QFT_TEXT, "Operating system"),
+    ("pnode", "Primary_node", query.QFT_TEXT, "Primary node"),
+    ("snodes", "Secondary_Nodes", query.QFT_OTHER, "Secondary nodes"),
+    ("hypervisor", "Hypervisor", query.QFT_TEXT, "Hypervisor name"),
+    ("disk_template", "Disk_template", query.QFT_TEXT, "Disk template"),
+    ("admin_state", "InstanceState", query.QFT_TEXT, "Desired state (up, down, offline)"),
+    ("status", "Status", query.QFT_TEXT,
+     "running, ADMIN_down, ERROR_down, ERROR_up, ERROR_nodeoffline, ERROR_nodedown"),
+    ("oper_state", "Running", query.QFT_BOOL, "Whether the instance really runs"),
+    ("oper_ram", "Memory", query.QFT_UNIT, "Memory the running instance uses (MiB)"),
+    ("oper_vcpus", "VCPUs", query.QFT_NUMBER, "VCPUs of the running instance"),
+    ("be/maxmem", "ConfigMaxMem", query.QFT_UNIT, "Configured maximum memory (MiB)"),
+    ("be/minmem", "ConfigMinMem", query.QFT_UNIT, "Configured minimum memory (MiB)"),
+    ("be/vcpus", "ConfigVCPUs", query.QFT_NUMBER, "Configured VCPUs"),
+    ("disk.count", "Disks", query.QFT_NUMBER, "Number of disks"),
+    ("disk.sizes", "Disk_sizes", query.QFT_OTHER, "Disk sizes (MiB)"),
+    ("disk_usage", "DiskUsage", query.QFT_UNIT, "Total disk space used (MiB)"),
+    ("nic.count", "NICs", query.QFT_NUMBER, "Number of network interfaces"),
+    ("nic.macs", "NIC_MACs", query.QFT_OTHER, "MAC addresses"),
+    ("tags", "Tags", query.QFT_OTHER, "Tags"),
+    ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
+    ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
+    ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
+)
+
+
+def _instances(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
+    # nodes are only contacted when a live field is selected or filtered on
+    context = source.context
+    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS))
+
+
+query.register(query.RESOURCE_INSTANCE,
+               [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+                for name, title, kind, doc in _INSTANCE_FIELDS],
+               _instances, wants_fields=True)

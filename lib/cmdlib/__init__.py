@@ -16,6 +16,7 @@ LU_MODULES: tuple[str, ...] = (
     "ganeti.cmdlib.test",
     "ganeti.cmdlib.cluster",
     "ganeti.cmdlib.node",
+    "ganeti.cmdlib.instance",
 )
 
 

@@ -1,0 +1,150 @@
+"""Instance procedures: start, stop, reboot and report instances on this node.
+
+Instances arrive as ``Instance.to_dict()`` with the cluster defaults already
+filled into ``beparams``/``hvparams`` by the master, so the node needs no
+copy of the cluster configuration to start one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ganeti import errors, hypervisor, storage
+from ganeti.backend import NodeContext, RpcFail
+from ganeti.objects import Instance
+
+_T = TypeVar("_T")
+
+# upper bound for shutdown timeouts sent over the wire
+MAX_SHUTDOWN_TIMEOUT = 24 * 3600
+REBOOT_TYPES = ("soft", "hard", "full")
+
+
+def _detail(err: BaseException) -> str:
+    if isinstance(err, errors.GenericError) and err.args:
+        return "; ".join(str(a) for a in err.args)
+    return str(err) or type(err).__name__
+
+
+def _guard(what: str, func: Callable[[], _T]) -> _T:
+    try:
+        return func()
+    except (errors.GenericError, OSError) as err:
+        raise RpcFail(f"{what}: {_detail(err)}") from None
+
+
+def _instance(instance_dict: Any) -> Instance:
+    try:
+        return Instance.from_dict(instance_dict)
+    except errors.ConfigurationError as err:
+        raise RpcFail(str(err)) from None
+
+
+def _hypervisor(ctx: NodeContext, name: Any) -> hypervisor.Hypervisor:
+    if not isinstance(name, str):
+        raise RpcFail(f"Invalid hypervisor name {name!r}")
+    try:
+        return hypervisor.get_hypervisor(name, ctx.paths)
+    except errors.HypervisorError as err:
+        raise RpcFail(_detail(err)) from None
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= MAX_SHUTDOWN_TIMEOUT:
+        raise RpcFail(f"Invalid shutdown timeout {value!r}: must be 0..{MAX_SHUTDOWN_TIMEOUT}")
+    return float(value)
+
+
+def disk_paths(ctx: NodeContext, instance: Instance) -> list[Path]:
+    """What the hypervisor opens for each disk; the drivers check every logical id."""
+    paths = []
+    for disk in instance.disks:
+        what = f"Invalid disk {disk.iv_name or disk.uuid} of {instance.name}"
+        try:
+            driver = storage.get_driver(disk.dev_type, ctx.paths)
+            paths.append(driver.device_path(disk.logical_id))
+        except (errors.GenericError, OSError) as err:
+            raise RpcFail(f"{what}: {_detail(err)}") from None
+    return paths
+
+
+def instance_start(ctx: NodeContext, instance_dict: dict[str, Any],
+                   startup_paused: bool = False) -> None:
+    """Start the instance and return once it runs."""
+    inst = _instance(instance_dict)
+    hv = _hypervisor(ctx, inst.hypervisor)
+    disks = disk_paths(ctx, inst)
+    _guard(f"Cannot start instance {inst.name}",
+           lambda: hv.start_instance(inst, disks, bool(startup_paused)))
+
+
+def instance_shutdown(ctx: NodeContext, instance_name: str, hypervisor_name: str,
+                      timeout: float) -> None:
+    """Stop the instance (killing it after ``timeout``); not running is fine."""
+    hv = _hypervisor(ctx, hypervisor_name)
+    seconds = _timeout(timeout)
+    _guard(f"Cannot shut down instance {instance_name}",
+           lambda: hv.stop_instance(instance_name, seconds))
+
+
+def instance_reboot(ctx: NodeContext, instance_dict: dict[str, Any], reboot_type: str,
+                    shutdown_timeout: float) -> None:
+    """Stop (if running) and start again; every reboot type is a full restart here."""
+    if reboot_type not in REBOOT_TYPES:
+        raise RpcFail(f"Invalid reboot type {reboot_type!r}")
+    inst = _instance(instance_dict)
+    hv = _hypervisor(ctx, inst.hypervisor)
+    seconds = _timeout(shutdown_timeout)
+    disks = disk_paths(ctx, inst)
+    _guard(f"Cannot shut down instance {inst.name} for the reboot",
+           lambda: hv.stop_instance(inst.name, seconds))
+    _guard(f"Cannot start instance {inst.name} after the shutdown",
+           lambda: hv.start_instance(inst, disks))
+
+
+def instance_info(ctx: NodeContext, instance_name: str,
+                  hypervisor_name: str) -> dict[str, Any] | None:
+    """Live state of one instance, None if it does not run here."""
+    hv = _hypervisor(ctx, hypervisor_name)
+    info = _guard(f"Cannot get information on instance {instance_name}",
+                  lambda: hv.instance_info(instance_name))
+    return info.to_dict() if info is not None else None
+
+
+def all_instances_info(ctx: NodeContext, hypervisors: list[str]) -> dict[str, dict[str, Any]]:
+    """Live state of every instance running here under one of ``hypervisors``."""
+    if not isinstance(hypervisors, list):
+        raise RpcFail(f"Invalid hypervisor list {hypervisors!r}")
+    result: dict[str, dict[str, Any]] = {}
+    for name in hypervisors:
+        hv = _hypervisor(ctx, name)
+        for inst_name in _guard(f"Cannot list {name} instances", hv.list_instances):
+            info = hv.instance_info(inst_name)
+            if info is not None:
+                result[inst_name] = info.to_dict()
+    return result
+
+
+def instance_verify(ctx: NodeContext, instance_dict: dict[str, Any]) -> list[str]:
+    """Problems with the instance on this node (missing disks); [] if none."""
+    inst = _instance(instance_dict)
+    problems = []
+    for idx, disk in enumerate(inst.disks):
+        try:
+            driver = storage.get_driver(disk.dev_type, ctx.paths)
+            if not driver.exists(disk.logical_id):
+                problems.append(f"disk/{idx} ({disk.logical_id!r}) is missing")
+        except errors.GenericError as err:
+            problems.append(f"disk/{idx}: {_detail(err)}")
+    return problems
+
+
+def hypervisor_verify(ctx: NodeContext, hypervisors: list[str]) -> dict[str, list[str]]:
+    """Per hypervisor, what keeps it from working on this node."""
+    if not isinstance(hypervisors, list):
+        raise RpcFail(f"Invalid hypervisor list {hypervisors!r}")
+    return {name: _guard(f"Cannot verify hypervisor {name}", _hypervisor(ctx, name).verify)
+            for name in hypervisors}

@@ -1,0 +1,657 @@
+"""Instance logical units: create, remove, start, stop, reboot, modify, query.
+
+Every LU locks the instance and only the nodes it touches.  Node-side work
+goes through the RPC calls of ``ganeti.rpc.calls_instance``; the admin state
+("up"/"down") is kept in the configuration, the operational state comes live
+from the primary node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ganeti import constants, errors, locking, opcodes, query
+from ganeti.cmdlib import instance_utils as iu
+from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.hypervisor.base import check_instance_name
+from ganeti.objects import NIC, Disk, Instance, Node
+
+IMPORT_UNAVAILABLE = "instance import is not available yet"
+
+
+def _lock_instance_and_nodes(lu: LogicalUnit, node_res: bool = False,
+                             shared_nodes: bool = False) -> None:
+    """ExpandNames part: the instance, plus its nodes computed in DeclareLocks."""
+    lu.expand_and_lock_instance()
+    assert lu.needed_locks is not None
+    lu.needed_locks[locking.LEVEL_NODE] = []
+    lu.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
+    lu.share_locks[locking.LEVEL_NODE] = shared_nodes
+    if node_res:
+        lu.needed_locks[locking.LEVEL_NODE_RES] = []
+        lu.recalculate_locks[locking.LEVEL_NODE_RES] = LOCKS_REPLACE
+
+
+def _declare_instance_node_locks(lu: LogicalUnit, level: int) -> None:
+    if level in (locking.LEVEL_NODE, locking.LEVEL_NODE_RES) and level in lu.recalculate_locks:
+        lu.lock_instances_nodes(level)
+
+
+def _get_instance(lu: LogicalUnit, name: str) -> Instance:
+    inst = lu.cfg.get_instance_info_by_name(name)
+    if inst is None:
+        raise errors.OpPrereqError(f"Instance '{name}' not known", errors.ECODE_NOENT)
+    return inst
+
+
+def _check_node_online(lu: LogicalUnit, node_uuid: str, what: str = "") -> Node:
+    node = lu.cfg.get_node_info(node_uuid)
+    if node is None:
+        raise errors.OpPrereqError(f"Node {node_uuid} not known", errors.ECODE_NOENT)
+    if node.offline:
+        raise errors.OpPrereqError(f"Node {node.name} is offline{what}", errors.ECODE_STATE)
+    return node
+
+
+class LUInstanceCreate(LogicalUnit):
+    """Create an instance: disks on the primary, config entry, then start it.
+
+    Import modes plug in through ``_check_import_arguments``,
+    ``_expand_import_names``, ``_check_import_prereq`` and ``fill_disks``.
+    """
+
+    HPATH = "instance-add"
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    op: opcodes.OpInstanceCreate
+
+    def CheckArguments(self) -> None:
+        op = self.op
+        try:
+            check_instance_name(op.instance_name)
+        except errors.HypervisorError as err:
+            raise errors.OpPrereqError(str(err.args[0]), errors.ECODE_INVAL) from None
+        if op.mode != constants.INSTANCE_CREATE:
+            self._check_import_arguments()
+        if op.disk_template not in constants.DISK_TEMPLATES:
+            raise errors.OpPrereqError(
+                f"Invalid disk template '{op.disk_template}' (known:"
+                f" {', '.join(sorted(constants.DISK_TEMPLATES))})", errors.ECODE_INVAL)
+        self.disk_specs = iu.check_disk_specs(op.disks)
+        if op.disk_template == constants.DT_DISKLESS and self.disk_specs:
+            raise errors.OpPrereqError("Diskless instances cannot have disks",
+                                       errors.ECODE_INVAL)
+        if op.disk_template != constants.DT_DISKLESS and not self.disk_specs \
+                and op.mode == constants.INSTANCE_CREATE:
+            raise errors.OpPrereqError(
+                f"Disk template {op.disk_template} needs at least one disk", errors.ECODE_INVAL)
+        self.nic_specs = iu.check_nic_specs(op.nics)
+        self.beparams = iu.check_beparams(op.beparams)
+        if op.hypervisor is not None and op.hypervisor not in constants.HYPER_TYPES:
+            raise errors.OpPrereqError(f"Unknown hypervisor '{op.hypervisor}'",
+                                       errors.ECODE_INVAL)
+        if op.snode is not None:
+            raise errors.OpPrereqError(
+                f"Disk template {op.disk_template} does not use a secondary node",
+                errors.ECODE_INVAL)
+
+    def _check_import_arguments(self) -> None:
+        """Replaced by the backup area; until then imports are refused."""
+        raise errors.OpPrereqError(IMPORT_UNAVAILABLE, errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        if self.cfg.get_instance_info_by_name(self.op.instance_name) is not None:
+            raise errors.OpPrereqError(f"Instance '{self.op.instance_name}' is already in"
+                                       " the cluster", errors.ECODE_EXISTS)
+        if self.op.pnode:
+            self.op.pnode = self.expand_node_name(self.op.pnode)
+        else:
+            self.op.pnode = self._choose_node()
+        nodes = [self.op.pnode]
+        if self.op.mode != constants.INSTANCE_CREATE:
+            nodes.extend(self._expand_import_names())
+        self.needed_locks = {locking.LEVEL_NODE: sorted(set(nodes)),
+                             locking.LEVEL_NODE_RES: [self.op.pnode]}
+
+    def _expand_import_names(self) -> list[str]:
+        """Extra node names an import needs locked (e.g. the source node)."""
+        return []
+
+    def _choose_node(self) -> str:
+        """The usable node with the fewest primary instances (ties: by name)."""
+        counts: dict[str, int] = {}
+        for inst in self.cfg.get_all_instances_info().values():
+            counts[inst.primary_node] = counts.get(inst.primary_node, 0) + 1
+        usable = [n for n in self.cfg.get_all_nodes_info().values()
+                  if not n.offline and not n.drained and n.vm_capable]
+        if not usable:
+            raise errors.OpPrereqError("No online, non-drained, vm-capable node available",
+                                       errors.ECODE_NORES)
+        best = min(usable, key=lambda n: (counts.get(n.uuid, 0), n.name))
+        return str(best.name)
+
+    def CheckPrereq(self) -> None:
+        op = self.op
+        cluster = self.cfg.get_cluster_info()
+        if self.cfg.get_instance_info_by_name(op.instance_name) is not None:
+            raise errors.OpPrereqError(f"Instance '{op.instance_name}' is already in the"
+                                       " cluster", errors.ECODE_EXISTS)
+        if op.disk_template not in cluster.enabled_disk_templates \
+                and op.disk_template != constants.DT_DISKLESS:
+            raise errors.OpPrereqError(
+                f"Disk template {op.disk_template} is not enabled in this cluster (enabled:"
+                f" {', '.join(cluster.enabled_disk_templates) or 'none'})", errors.ECODE_STATE)
+        hv_name = op.hypervisor or (cluster.enabled_hypervisors or [constants.HT_PROCESS])[0]
+        if hv_name not in cluster.enabled_hypervisors:
+            raise errors.OpPrereqError(
+                f"Hypervisor {hv_name} is not enabled in this cluster (enabled:"
+                f" {', '.join(cluster.enabled_hypervisors) or 'none'})", errors.ECODE_STATE)
+        iu.check_hvparams(hv_name, cluster, op.hvparams)
+        assert op.pnode is not None
+        pnode = self.cfg.get_node_info_by_name(op.pnode)
+        if pnode is None:
+            raise errors.OpPrereqError(f"Node '{op.pnode}' not known", errors.ECODE_NOENT)
+        if pnode.offline:
+            raise errors.OpPrereqError(f"Cannot use offline primary node {pnode.name}",
+                                       errors.ECODE_STATE)
+        if pnode.drained:
+            raise errors.OpPrereqError(f"Cannot use drained primary node {pnode.name}",
+                                       errors.ECODE_STATE)
+        if not pnode.vm_capable:
+            raise errors.OpPrereqError(f"Node {pnode.name} is not vm-capable",
+                                       errors.ECODE_STATE)
+        self.pnode = pnode
+        self.instance = self._build_instance(hv_name)
+        iu.check_filled_beparams(cluster, self.instance)
+        if op.mode != constants.INSTANCE_CREATE:
+            self._check_import_prereq()
+
+    def _check_import_prereq(self) -> None:
+        """Import-specific checks (source exists, disks match, ...)."""
+
+    def _build_instance(self, hv_name: str) -> Instance:
+        op = self.op
+        macs = iu.used_macs(self.cfg)
+        nics = []
+        for spec in self.nic_specs:
+            mac = spec.get("mac") or iu.generate_mac(macs)
+            if spec.get("mac") and mac in macs:
+                raise errors.OpPrereqError(f"MAC address {mac} is already in use",
+                                           errors.ECODE_NOTUNIQUE)
+            macs.add(mac)
+            params = {k: spec[k] for k in ("mode", "link", "vlan") if spec.get(k) is not None}
+            nics.append(NIC(mac=mac, ip=spec.get("ip"), name=spec.get("name"),
+                            network=spec.get("network"), nicparams=params))
+        disks = [Disk.from_dict({"size": spec["size"], "mode": spec["mode"],
+                                 "name": spec["name"], "dev_type": op.disk_template,
+                                 "iv_name": f"disk/{idx}"})
+                 for idx, spec in enumerate(self.disk_specs)]
+        return Instance(name=op.instance_name, primary_node=self.pnode.uuid,
+                        os=op.os_type or "", hypervisor=hv_name, hvparams=dict(op.hvparams),
+                        beparams=self.beparams, osparams=dict(op.osparams),
+                        admin_state=constants.ADMINST_DOWN, disk_template=op.disk_template,
+                        disks=disks, nics=nics, tags=sorted(set(op.tags)))
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        override: dict[str, Any] = {"INSTANCE_ADD_MODE": self.op.mode}
+        if self.op.mode == constants.INSTANCE_IMPORT:
+            override["INSTANCE_SRC_NODE"] = self.op.src_node
+            override["INSTANCE_SRC_PATH"] = self.op.src_path
+        return iu.instance_hook_env(self.cfg, self.instance, override)
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        inst = self.instance
+        if inst.disks:
+            feedback_fn(f"* creating {len(inst.disks)} disk(s) on {self.pnode.name}")
+            iu.create_disks(self, inst)
+        try:
+            self.fill_disks(feedback_fn)
+            self.context.add_instance(inst)
+        except BaseException:
+            iu.remove_disks(self, inst, warn=self.LogWarning)
+            raise
+        feedback_fn(f"Instance {inst.name} added to the configuration")
+        if self.op.start:
+            feedback_fn("* starting instance...")
+            try:
+                iu.start_instance(self, inst)
+            except errors.OpExecError as err:
+                raise errors.OpExecError(
+                    f"Instance {inst.name} was created but could not be started:"
+                    f" {err.args[0]}") from None
+            self.cfg.set_instance_admin_state(inst.uuid, constants.ADMINST_UP)
+            inst.admin_state = constants.ADMINST_UP
+        return [self.pnode.name]
+
+    def fill_disks(self, feedback_fn: FeedbackFn) -> None:
+        """Put data on the new (empty) disks; imports do their copy here."""
+
+
+class LUInstanceRemove(LogicalUnit):
+    HPATH = "instance-remove"
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    op: opcodes.OpInstanceRemove
+
+    def ExpandNames(self) -> None:
+        _lock_instance_and_nodes(self, node_res=True)
+
+    def DeclareLocks(self, level: int) -> None:
+        _declare_instance_node_locks(self, level)
+
+    def CheckPrereq(self) -> None:
+        self.instance = _get_instance(self, self.op.instance_name)
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return iu.instance_hook_env(self.cfg, self.instance,
+                                    {"SHUTDOWN_TIMEOUT": self.op.shutdown_timeout})
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return [nodes[0]], nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        inst = self.instance
+        feedback_fn(f"Shutting down instance {inst.name}")
+        problem = iu.shutdown_instance(self, inst, self.op.shutdown_timeout)
+        if problem:
+            if not self.op.ignore_failures:
+                raise errors.OpExecError(problem)
+            self.LogWarning(problem)
+        feedback_fn(f"Removing disks of instance {inst.name}")
+        failures = iu.remove_disks(self, inst, warn=self.LogWarning)
+        if failures and not self.op.ignore_failures:
+            raise errors.OpExecError(f"Could not remove the disks of instance {inst.name}:"
+                                     f" {'; '.join(failures)}")
+        self.context.remove_instance(inst)
+        feedback_fn(f"Instance {inst.name} removed")
+        return None
+
+
+class LUInstanceStartup(LogicalUnit):
+    HPATH = "instance-start"
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    op: opcodes.OpInstanceStartup
+
+    def CheckArguments(self) -> None:
+        self.beparams = iu.check_beparams(self.op.beparams)
+
+    def ExpandNames(self) -> None:
+        _lock_instance_and_nodes(self, shared_nodes=True)
+
+    def DeclareLocks(self, level: int) -> None:
+        _declare_instance_node_locks(self, level)
+
+    def CheckPrereq(self) -> None:
+        self.instance = inst = _get_instance(self, self.op.instance_name)
+        cluster = self.cfg.get_cluster_info()
+        if self.op.hvparams:
+            iu.check_hvparams(inst.hypervisor, cluster,
+                              {**inst.hvparams, **self.op.hvparams})
+        if inst.admin_state == constants.ADMINST_OFFLINE:
+            raise errors.OpPrereqError(f"Instance {inst.name} is marked offline",
+                                       errors.ECODE_STATE)
+        node = self.cfg.get_node_info(inst.primary_node)
+        self.primary_offline = node is not None and node.offline
+        if self.primary_offline and not self.op.ignore_offline_nodes:
+            raise errors.OpPrereqError(
+                f"Primary node {node.name if node else inst.primary_node} of instance"
+                f" {inst.name} is offline", errors.ECODE_STATE)
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return iu.instance_hook_env(self.cfg, self.instance, {"FORCE": self.op.force})
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        inst = self.instance
+        if self.primary_offline:
+            self.LogWarning("Primary node offline, only marking the instance as started")
+        elif iu.instance_running(self, inst):
+            feedback_fn(f"Instance {inst.name} is already running")
+        else:
+            iu.start_instance(self, inst, self.beparams, self.op.hvparams,
+                              self.op.startup_paused)
+        if not self.op.no_remember:
+            self.cfg.set_instance_admin_state(inst.uuid, constants.ADMINST_UP)
+        return None
+
+
+class LUInstanceShutdown(LogicalUnit):
+    HPATH = "instance-stop"
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    op: opcodes.OpInstanceShutdown
+
+    def ExpandNames(self) -> None:
+        _lock_instance_and_nodes(self, shared_nodes=True)
+
+    def DeclareLocks(self, level: int) -> None:
+        _declare_instance_node_locks(self, level)
+
+    def CheckPrereq(self) -> None:
+        self.instance = inst = _get_instance(self, self.op.instance_name)
+        node = self.cfg.get_node_info(inst.primary_node)
+        self.primary_offline = node is not None and node.offline
+        if self.primary_offline and not self.op.ignore_offline_nodes:
+            raise errors.OpPrereqError(
+                f"Primary node {node.name if node else inst.primary_node} of instance"
+                f" {inst.name} is offline", errors.ECODE_STATE)
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return iu.instance_hook_env(self.cfg, self.instance, {"TIMEOUT": self.op.timeout})
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        inst = self.instance
+        if not self.op.no_remember:
+            self.cfg.set_instance_admin_state(inst.uuid, constants.ADMINST_DOWN)
+        if self.primary_offline:
+            self.LogWarning("Primary node offline, only marking the instance as stopped")
+            return None
+        problem = iu.shutdown_instance(self, inst, self.op.timeout)
+        if problem:
+            if not self.op.force:
+                raise errors.OpExecError(problem)
+            self.LogWarning(problem)
+        return None
+
+
+class LUInstanceReboot(LogicalUnit):
+    HPATH = "instance-reboot"
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    op: opcodes.OpInstanceReboot
+
+    def ExpandNames(self) -> None:
+        _lock_instance_and_nodes(self, shared_nodes=True)
+
+    def DeclareLocks(self, level: int) -> None:
+        _declare_instance_node_locks(self, level)
+
+    def CheckPrereq(self) -> None:
+        self.instance = inst = _get_instance(self, self.op.instance_name)
+        if inst.admin_state != constants.ADMINST_UP:
+            raise errors.OpPrereqError(
+                f"Instance {inst.name} is administratively down; start it instead",
+                errors.ECODE_STATE)
+        _check_node_online(self, inst.primary_node, f", cannot reboot {inst.name}")
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return iu.instance_hook_env(self.cfg, self.instance, {
+            "REBOOT_TYPE": self.op.reboot_type,
+            "SHUTDOWN_TIMEOUT": self.op.shutdown_timeout,
+            "IGNORE_SECONDARIES": self.op.ignore_secondaries})
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        inst = self.instance
+        pnode = iu.node_name(self.cfg, inst.primary_node)
+        result = self.rpc.call_instance_reboot(pnode, iu.filled_instance(self.cfg, inst),
+                                               self.op.reboot_type, self.op.shutdown_timeout)
+        result.raise_on_failure(f"Could not reboot instance {inst.name}")
+        return None
+
+
+class LUInstanceSetParams(LogicalUnit):
+    """Change backend/hypervisor/OS parameters; they apply at the next start."""
+
+    HPATH = "instance-modify"
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    op: opcodes.OpInstanceSetParams
+
+    def CheckArguments(self) -> None:
+        if not (self.op.beparams or self.op.hvparams or self.op.osparams):
+            raise errors.OpPrereqError("No changes submitted", errors.ECODE_INVAL)
+        self.beparams = iu.check_beparams(self.op.beparams, allow_default=True)
+
+    def ExpandNames(self) -> None:
+        self.expand_and_lock_instance()
+
+    def CheckPrereq(self) -> None:
+        self.instance = inst = _get_instance(self, self.op.instance_name)
+        cluster = self.cfg.get_cluster_info()
+        self.new_hvparams = _apply_changes(inst.hvparams, self.op.hvparams)
+        self.new_beparams = _apply_changes(inst.beparams, self.beparams)
+        self.new_osparams = _apply_changes(inst.osparams, self.op.osparams)
+        iu.check_hvparams(inst.hypervisor, cluster, self.new_hvparams)
+        check = inst.model_copy(deep=True)
+        check.beparams = self.new_beparams
+        iu.check_filled_beparams(cluster, check)
+        self.new_beparams = check.beparams
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return iu.instance_hook_env(self.cfg, self.instance)
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return nodes, nodes
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        inst = self.instance
+        changes: list[tuple[str, Any]] = []
+        for prefix, old, new in (("be", inst.beparams, self.new_beparams),
+                                 ("hv", inst.hvparams, self.new_hvparams),
+                                 ("os", inst.osparams, self.new_osparams)):
+            for key in sorted(set(old) | set(new)):
+                if old.get(key) != new.get(key):
+                    changes.append((f"{prefix}/{key}", new.get(key, "default")))
+        inst.beparams = self.new_beparams
+        inst.hvparams = self.new_hvparams
+        inst.osparams = self.new_osparams
+        self.cfg.update(inst)
+        if changes and inst.admin_state == constants.ADMINST_UP:
+            feedback_fn("Changes take effect at the next start of the instance")
+        return changes
+
+
+def _apply_changes(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Values "default" (or None) drop the instance's own value."""
+    result = dict(current)
+    for key, value in changes.items():
+        if value is None or value == "default":
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+# --- queries -------------------------------------------------------------------------
+
+# fields needing the live state from the primary nodes
+LIVE_FIELDS = frozenset({"status", "oper_state", "oper_ram", "oper_vcpus"})
+INSTANCE_FIELDS = (
+    "name", "uuid", "os", "pnode", "snodes", "hypervisor", "disk_template", "admin_state",
+    "status", "oper_state", "oper_ram", "oper_vcpus", "be/maxmem", "be/minmem", "be/vcpus",
+    "disk.count", "disk.sizes", "disk_usage", "nic.count", "nic.macs", "tags", "ctime",
+    "mtime", "serial_no")
+
+ST_RUNNING = "running"
+ST_ADMIN_DOWN = "ADMIN_down"
+ST_ADMIN_OFFLINE = "ADMIN_offline"
+ST_ERROR_DOWN = "ERROR_down"
+ST_ERROR_UP = "ERROR_up"
+ST_NODE_OFFLINE = "ERROR_nodeoffline"
+ST_NODE_DOWN = "ERROR_nodedown"
+
+
+def collect_live_info(cfg: Any, rpc: Any, instances: Iterable[Instance]
+                      ) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per primary node uuid: ("ok"|"offline"|"down", {instance name: info})."""
+    by_node: dict[str, set[str]] = {}
+    for inst in instances:
+        by_node.setdefault(inst.primary_node, set()).add(inst.hypervisor)
+    result: dict[str, tuple[str, dict[str, Any]]] = {}
+    to_call: dict[str, str] = {}
+    for uuid in by_node:
+        node = cfg.get_node_info(uuid)
+        if node is None or node.offline:
+            result[uuid] = ("offline", {})
+        else:
+            to_call[node.name] = uuid
+    if rpc is None:
+        return {**result, **{uuid: ("down", {}) for uuid in to_call.values()}}
+    hvs = sorted({hv for hvset in by_node.values() for hv in hvset})
+    if to_call:
+        answers = rpc.call_all_instances_info(sorted(to_call), hvs)
+        for name, uuid in to_call.items():
+            res = answers.get(name)
+            if res is None or res.fail_msg or not isinstance(res.payload, dict):
+                result[uuid] = ("offline" if res is not None and res.offline else "down", {})
+            else:
+                result[uuid] = ("ok", res.payload)
+    return result
+
+
+def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str:
+    if node_state == "offline":
+        return ST_NODE_OFFLINE
+    if node_state == "down":
+        return ST_NODE_DOWN
+    up = inst.admin_state == constants.ADMINST_UP
+    if info is not None:
+        return ST_RUNNING if up else ST_ERROR_UP
+    if up:
+        return ST_ERROR_DOWN
+    return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
+
+
+def instance_rows(cfg: Any, rpc: Any = None, live: bool = False,
+                  names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per instance with every INSTANCE_FIELDS value, sorted by name.
+
+    Live fields hold query status markers unless ``live`` (then the primary
+    nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
+    """
+    wanted = set(names) if names else None
+    instances = sorted((i for i in cfg.get_all_instances_info().values()
+                        if wanted is None or i.name in wanted), key=lambda i: i.name)
+    cluster = cfg.get_cluster_info()
+    live_info = collect_live_info(cfg, rpc, instances) if live and instances else {}
+    rows = []
+    for inst in instances:
+        be = cluster.fill_beparams(inst)
+        row: dict[str, Any] = {
+            "name": inst.name, "uuid": inst.uuid, "os": inst.os,
+            "pnode": iu.node_name(cfg, inst.primary_node),
+            "snodes": [iu.node_name(cfg, n) for n in inst.secondary_nodes],
+            "hypervisor": inst.hypervisor, "disk_template": inst.disk_template,
+            "admin_state": inst.admin_state,
+            "be/maxmem": be.get("maxmem"), "be/minmem": be.get("minmem"),
+            "be/vcpus": be.get("vcpus"),
+            "disk.count": len(inst.disks), "disk.sizes": [d.size for d in inst.disks],
+            "disk_usage": sum(d.size for d in inst.disks),
+            "nic.count": len(inst.nics), "nic.macs": [n.mac for n in inst.nics],
+            "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
+            "serial_no": inst.serial_no,
+        }
+        if live:
+            node_state, infos = live_info.get(inst.primary_node, ("down", {}))
+            info = infos.get(inst.name)
+            row["status"] = _status(inst, node_state, info)
+            if node_state == "ok":
+                row["oper_state"] = info is not None
+                row["oper_ram"] = info["memory"] if info else query.NODATA
+                row["oper_vcpus"] = info["vcpus"] if info else query.NODATA
+            else:
+                marker = query.OFFLINE if node_state == "offline" else query.UNAVAIL
+                row.update({"oper_state": marker, "oper_ram": marker, "oper_vcpus": marker})
+        else:
+            row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
+        rows.append(row)
+    return rows
+
+
+def _hv_actual(cluster: Any, inst: Instance) -> dict[str, Any]:
+    """Parameters in effect, hypervisor defaults included where they can be computed."""
+    filled = cluster.fill_hvparams(inst)
+    try:
+        return iu.check_hvparams(inst.hypervisor, cluster, inst.hvparams)
+    except errors.OpPrereqError:
+        return dict(filled)
+
+
+def _plain(value: Any) -> Any:
+    return None if isinstance(value, type(query.UNAVAIL)) else value
+
+
+class LUInstanceQuery(NoHooksLU):
+    REQ_BGL = False
+    op: opcodes.OpInstanceQuery
+
+    def CheckArguments(self) -> None:
+        unknown = sorted(set(self.op.output_fields) - set(INSTANCE_FIELDS))
+        if unknown:
+            raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
+                                       errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        self.op.names = [self.expand_instance_name(n) for n in self.op.names]
+        self.needed_locks = {}
+        if self.op.use_locking:
+            self.needed_locks[locking.LEVEL_INSTANCE] = self.op.names or locking.ALL_SET
+            self.share_locks[locking.LEVEL_INSTANCE] = True
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        live = bool(LIVE_FIELDS & set(self.op.output_fields))
+        rows = instance_rows(self.cfg, self.rpc, live, self.op.names or None)
+        return [[_plain(row[f]) for f in self.op.output_fields] for row in rows]
+
+
+class LUInstanceQueryData(NoHooksLU):
+    """Detailed information per instance (``gnt-instance info``)."""
+
+    REQ_BGL = False
+    op: opcodes.OpInstanceQueryData
+
+    def ExpandNames(self) -> None:
+        self.op.instances = [self.expand_instance_name(n) for n in self.op.instances]
+        self.needed_locks = {}
+        if self.op.use_locking:
+            self.needed_locks[locking.LEVEL_INSTANCE] = self.op.instances or locking.ALL_SET
+            self.share_locks[locking.LEVEL_INSTANCE] = True
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        names = self.op.instances or None
+        rows = {r["name"]: r for r in instance_rows(self.cfg, self.rpc, not self.op.static,
+                                                     names)}
+        cluster = self.cfg.get_cluster_info()
+        result: dict[str, Any] = {}
+        for name, row in rows.items():
+            inst = self.cfg.get_instance_info_by_name(name)
+            if inst is None:
+                continue
+            result[name] = {
+                "name": name, "uuid": inst.uuid, "os": inst.os, "pnode": row["pnode"],
+                "snodes": row["snodes"], "hypervisor": inst.hypervisor,
+                "disk_template": inst.disk_template, "admin_state": inst.admin_state,
+                "run_state": None if self.op.static else row["status"],
+                "oper_ram": _plain(row["oper_ram"]), "oper_vcpus": _plain(row["oper_vcpus"]),
+                "be_instance": dict(inst.beparams), "be_actual": cluster.fill_beparams(inst),
+                "hv_instance": dict(inst.hvparams), "hv_actual": _hv_actual(cluster, inst),
+                "os_instance": dict(inst.osparams),
+                "disks": [{"iv_name": d.iv_name, "name": d.name, "size": d.size,
+                           "mode": d.mode, "dev_type": d.dev_type,
+                           "logical_id": list(d.logical_id)} for d in inst.disks],
+                "nics": [{"mac": n.mac, "ip": n.ip, "name": n.name,
+                          "mode": n.nicparams.get("mode"), "link": n.nicparams.get("link")}
+                         for n in inst.nics],
+                "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
+                "serial_no": inst.serial_no,
+            }
+        return result

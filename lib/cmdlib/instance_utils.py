@@ -1,0 +1,251 @@
+"""Helpers shared by the instance logical units (and the backup area).
+
+Disk creation/removal, starting and stopping through the node RPC, parameter
+validation and the hook environment live here so that other areas (import,
+export) use exactly the same steps as ``gnt-instance``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ganeti import constants, errors, hypervisor
+from ganeti.hooks.master import build_instance_hook_env
+from ganeti.objects import Cluster, Disk, Instance
+
+MAC_PREFIX = "aa:00:00"
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+MAC_AUTO = ("auto", "generate")
+
+DISK_KEYS = frozenset({"size", "mode", "name"})
+NIC_KEYS = frozenset({"mac", "ip", "link", "mode", "name", "network", "vlan"})
+NIC_MODES = ("bridged", "routed", "openvswitch")
+# backend parameters and whether they are positive integers
+BE_INT_PARAMS = frozenset({"maxmem", "minmem", "vcpus", "spindle_use"})
+BE_BOOL_PARAMS = frozenset({"auto_balance", "always_failover"})
+BE_PARAMS = BE_INT_PARAMS | BE_BOOL_PARAMS | {"memory"}
+
+
+def check_disk_specs(disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Syntax of the ``disks`` opcode field; returns normalised copies."""
+    result = []
+    for idx, spec in enumerate(disks):
+        if not isinstance(spec, dict):
+            raise errors.OpPrereqError(f"Disk {idx}: specification must be a dictionary",
+                                       errors.ECODE_INVAL)
+        unknown = sorted(set(spec) - DISK_KEYS)
+        if unknown:
+            raise errors.OpPrereqError(f"Disk {idx}: unknown parameter(s) {', '.join(unknown)}",
+                                       errors.ECODE_INVAL)
+        size = spec.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise errors.OpPrereqError(
+                f"Disk {idx}: invalid size {size!r} (a positive number of MiB is needed)",
+                errors.ECODE_INVAL)
+        mode = spec.get("mode", constants.DISK_RDWR)
+        if mode not in (constants.DISK_RDWR, constants.DISK_RDONLY):
+            raise errors.OpPrereqError(f"Disk {idx}: invalid mode {mode!r} (rw or ro)",
+                                       errors.ECODE_INVAL)
+        name = spec.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise errors.OpPrereqError(f"Disk {idx}: invalid name {name!r}", errors.ECODE_INVAL)
+        result.append({"size": size, "mode": mode, "name": name})
+    return result
+
+
+def check_nic_specs(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Syntax of the ``nics`` opcode field; MACs are lower-cased, "auto" kept."""
+    result = []
+    for idx, spec in enumerate(nics):
+        if not isinstance(spec, dict):
+            raise errors.OpPrereqError(f"NIC {idx}: specification must be a dictionary",
+                                       errors.ECODE_INVAL)
+        unknown = sorted(set(spec) - NIC_KEYS)
+        if unknown:
+            raise errors.OpPrereqError(f"NIC {idx}: unknown parameter(s) {', '.join(unknown)}",
+                                       errors.ECODE_INVAL)
+        nic = dict(spec)
+        mac = nic.get("mac")
+        if mac in (None, "", *MAC_AUTO):
+            nic["mac"] = None
+        elif not isinstance(mac, str) or not _MAC_RE.match(mac.lower()):
+            raise errors.OpPrereqError(f"NIC {idx}: invalid MAC address {mac!r}",
+                                       errors.ECODE_INVAL)
+        else:
+            nic["mac"] = mac.lower()
+        mode = nic.get("mode")
+        if mode is not None and mode not in NIC_MODES:
+            raise errors.OpPrereqError(
+                f"NIC {idx}: invalid mode {mode!r} (one of {', '.join(NIC_MODES)})",
+                errors.ECODE_INVAL)
+        result.append(nic)
+    return result
+
+
+def check_beparams(params: dict[str, Any], allow_default: bool = False) -> dict[str, Any]:
+    """Validate backend parameters; ``memory`` sets both maxmem and minmem.
+
+    With ``allow_default`` the value "default" (reset to the cluster value) passes.
+    """
+    unknown = sorted(set(params) - BE_PARAMS)
+    if unknown:
+        raise errors.OpPrereqError(f"Unknown backend parameter(s): {', '.join(unknown)}",
+                                   errors.ECODE_INVAL)
+    checked = dict(params)
+    if "memory" in checked:
+        memory = checked.pop("memory")
+        checked.setdefault("maxmem", memory)
+        checked.setdefault("minmem", memory)
+    for key, value in checked.items():
+        if allow_default and value == "default":
+            continue
+        if key in BE_INT_PARAMS and (isinstance(value, bool) or not isinstance(value, int)
+                                     or value <= 0):
+            raise errors.OpPrereqError(
+                f"Invalid backend parameter {key}={value!r}: must be a positive integer",
+                errors.ECODE_INVAL)
+        if key in BE_BOOL_PARAMS and not isinstance(value, bool):
+            raise errors.OpPrereqError(
+                f"Invalid backend parameter {key}={value!r}: must be a boolean",
+                errors.ECODE_INVAL)
+    return checked
+
+
+def check_filled_beparams(cluster: Cluster, instance: Instance) -> None:
+    """minmem may not exceed maxmem; a lowered maxmem alone pulls minmem down with it."""
+    filled = cluster.fill_beparams(instance)
+    if filled.get("minmem", 0) <= filled.get("maxmem", 0):
+        return
+    if "maxmem" in instance.beparams and "minmem" not in instance.beparams:
+        instance.beparams = {**instance.beparams, "minmem": instance.beparams["maxmem"]}
+        return
+    raise errors.OpPrereqError(
+        f"minmem ({filled.get('minmem')}) is larger than maxmem ({filled.get('maxmem')})",
+        errors.ECODE_INVAL)
+
+
+def check_hvparams(hv_name: str, cluster: Cluster, params: dict[str, Any]) -> dict[str, Any]:
+    """Cluster defaults plus ``params`` filled and validated by the hypervisor class."""
+    cls = hypervisor.HYPERVISORS.get(hv_name)
+    if cls is None:
+        raise errors.OpPrereqError(f"Unknown hypervisor '{hv_name}'", errors.ECODE_INVAL)
+    try:
+        return cls.fill_parameters({**cluster.hvparams.get(hv_name, {}), **params})
+    except errors.HypervisorError as err:
+        raise errors.OpPrereqError(str(err.args[0]), errors.ECODE_INVAL) from None
+
+
+def generate_mac(existing: Iterable[str], rng: random.Random | None = None) -> str:
+    """A MAC ``aa:00:00:xx:xx:xx`` not used by any instance yet."""
+    used = set(existing)
+    pick = rng or random.SystemRandom()
+    for _ in range(1000):
+        tail = ":".join(f"{pick.randrange(256):02x}" for _ in range(3))
+        mac = f"{MAC_PREFIX}:{tail}"
+        if mac not in used:
+            return mac
+    raise errors.OpExecError("Cannot generate a unique MAC address")
+
+
+def used_macs(cfg: Any) -> set[str]:
+    return {nic.mac for inst in cfg.get_all_instances_info().values()
+            for nic in inst.nics if nic.mac}
+
+
+def filled_instance(cfg: Any, instance: Instance,
+                    beparams: dict[str, Any] | None = None,
+                    hvparams: dict[str, Any] | None = None) -> Instance:
+    """The copy nodes get: cluster defaults and temporary overrides filled in."""
+    cluster = cfg.get_cluster_info()
+    copy = instance.model_copy(deep=True)
+    copy.beparams = {**cluster.fill_beparams(instance), **(beparams or {})}
+    copy.hvparams = {**cluster.fill_hvparams(instance), **(hvparams or {})}
+    return copy
+
+
+def node_name(cfg: Any, node_uuid: str) -> str:
+    node = cfg.get_node_info(node_uuid)
+    return str(node.name) if node is not None else node_uuid
+
+
+def instance_hook_env(cfg: Any, instance: Instance,
+                      override: dict[str, Any] | None = None) -> dict[str, Any]:
+    # the post phase rebuilds the environment: show the state after Exec
+    current = cfg.get_instance_info(instance.uuid)
+    env = build_instance_hook_env(current or instance, cfg.get_cluster_info(),
+                                  lambda uuid: node_name(cfg, uuid), override)
+    env.setdefault("OP_TARGET", instance.name)
+    return env
+
+
+def instance_hook_nodes(cfg: Any, instance: Instance) -> list[str]:
+    """Master first, then the instance's nodes."""
+    names = [cfg.get_master_node_name()]
+    for uuid in instance.all_nodes:
+        name = node_name(cfg, uuid)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+# --- node operations --------------------------------------------------------------
+
+
+def create_disks(lu: Any, instance: Instance) -> None:
+    """Create every disk on the primary, storing the logical ids in ``instance``.
+
+    On failure the disks created so far are removed again before raising.
+    """
+    pnode = node_name(lu.cfg, instance.primary_node)
+    created: list[Disk] = []
+    for disk in instance.disks:
+        result = lu.rpc.call_blockdev_create(pnode, instance.name, disk)
+        if result.fail_msg:
+            remove_disks(lu, instance, disks=created, warn=lu.LogWarning)
+            raise errors.OpExecError(
+                f"Cannot create disk {disk.iv_name} on node {pnode}: {result.fail_msg}")
+        disk.logical_id = list(result.payload)
+        created.append(disk)
+
+
+def remove_disks(lu: Any, instance: Instance, disks: Iterable[Disk] | None = None,
+                 warn: Any = None) -> list[str]:
+    """Remove disks on the primary; returns failure messages (each also warned)."""
+    pnode = node_name(lu.cfg, instance.primary_node)
+    failures = []
+    for disk in instance.disks if disks is None else disks:
+        if not disk.logical_id:
+            continue
+        result = lu.rpc.call_blockdev_remove(pnode, disk.dev_type, disk.logical_id)
+        if result.fail_msg:
+            msg = f"Could not remove disk {disk.iv_name} on node {pnode}: {result.fail_msg}"
+            failures.append(msg)
+            if warn is not None:
+                warn(msg)
+    return failures
+
+
+def start_instance(lu: Any, instance: Instance, beparams: dict[str, Any] | None = None,
+                   hvparams: dict[str, Any] | None = None, paused: bool = False) -> None:
+    pnode = node_name(lu.cfg, instance.primary_node)
+    result = lu.rpc.call_instance_start(
+        pnode, filled_instance(lu.cfg, instance, beparams, hvparams), paused)
+    result.raise_on_failure(f"Could not start instance {instance.name}")
+
+
+def shutdown_instance(lu: Any, instance: Instance, timeout: int) -> str | None:
+    """Stop the instance on its primary; the failure message or None."""
+    pnode = node_name(lu.cfg, instance.primary_node)
+    result = lu.rpc.call_instance_shutdown(pnode, instance.name, instance.hypervisor, timeout)
+    return None if not result.fail_msg else \
+        f"Could not shut down instance {instance.name} on node {pnode}: {result.fail_msg}"
+
+
+def instance_running(lu: Any, instance: Instance) -> bool:
+    pnode = node_name(lu.cfg, instance.primary_node)
+    result = lu.rpc.call_instance_info(pnode, instance.name, instance.hypervisor)
+    result.raise_on_failure(f"Cannot get the state of instance {instance.name}")
+    return result.payload is not None

@@ -1,0 +1,211 @@
+"""Instances end to end: gnt-instance on a real 3-node cluster with process guests."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ganeti.hypervisor import guest_sim, procutil
+from ganeti.hypervisor.hv_process import ProcessHypervisor
+from ganeti.tools.local_cluster import LocalCluster, NodeSpec
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 60.0
+
+
+def _gnt(cluster: LocalCluster, *args: str, input_text: str | None = None) -> Any:
+    proc = cluster.gnt("gnt-instance", *args, input_text=input_text)
+    assert proc.returncode == 0, f"gnt-instance {' '.join(args)}: {proc.stderr}{proc.stdout}"
+    return proc
+
+
+def _rows(cluster: LocalCluster, *fields: str) -> dict[str, list[str]]:
+    out = _gnt(cluster, "list", "--no-headers", "--separator", "|", "-o",
+               ",".join(("name", *fields))).stdout
+    return {cells[0]: cells[1:] for cells in (line.split("|") for line in out.splitlines())}
+
+
+def _config_instance(cluster: LocalCluster, name: str) -> dict[str, Any] | None:
+    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    return next((i for i in data["instances"].values() if i["name"] == name), None)
+
+
+def _node(cluster: LocalCluster, name: str) -> NodeSpec:
+    return next(n for n in cluster.nodes if n.name == name)
+
+
+def _guest_pids(node: NodeSpec, name: str) -> list[int]:
+    # the guest's arguments name its state directory under the node's own root
+    return procutil.find_processes(str(node.paths.run_dir / "instances" / name))
+
+
+def _wait_generation(node: NodeSpec, name: str, above: int) -> int:
+    hv = ProcessHypervisor(node.paths)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        status = hv.guest_status(name)
+        if status is not None and status.generation > above:
+            return status.generation
+        time.sleep(0.02)
+    raise AssertionError(f"guest {name} did not write past generation {above}")
+
+
+def _disk_files(cluster: LocalCluster, name: str) -> list[Path]:
+    found: list[Path] = []
+    for node in cluster.nodes:
+        inst_dir = node.paths.file_storage_dir / name
+        if inst_dir.exists():
+            found.extend(p for p in inst_dir.iterdir())
+    return found
+
+
+def test_instance_life_cycle(cluster: LocalCluster) -> None:
+    node2 = _node(cluster, "node2")
+    _gnt(cluster, "add", "-t", "file", "-n", "node2", "--disk", "0:size=16M",
+         "--disk", "1:size=8M,name=data", "-H", "process:write_interval_ms=5,blocks=64",
+         "-B", "maxmem=256M,vcpus=2", "life1")
+    rows = _rows(cluster, "pnode", "status", "oper_state", "oper_ram", "disk.sizes",
+                 "hypervisor")
+    assert rows["life1"] == ["node2", "running", "Y", "256", "16,8", "process"]
+    conf = _config_instance(cluster, "life1")
+    assert conf is not None and conf["admin_state"] == "up"
+    disks = [Path(d["logical_id"][1]) for d in conf["disks"]]
+    assert all(node2.paths.file_storage_dir in d.parents for d in disks)
+    assert [d.stat().st_size for d in disks] == [16 << 20, 8 << 20]
+
+    # the guest really runs on node2 and keeps writing its disks
+    pids = _guest_pids(node2, "life1")
+    assert len(pids) == 1
+    assert _guest_pids(_node(cluster, "node3"), "life1") == []
+    gen = _wait_generation(node2, "life1", 0)
+    _wait_generation(node2, "life1", gen)
+
+    info = _gnt(cluster, "info", "life1").stdout
+    assert "State: configured to be up, actual state is running" in info
+    assert "primary: node2" in info and "disk/1 (data)" in info
+    assert "write_interval_ms: 5" in info and "vcpus: 2" in info
+
+    _gnt(cluster, "stop", "--timeout", "20", "life1")
+    assert _guest_pids(node2, "life1") == []
+    assert not (node2.paths.run_dir / "instances" / "life1").exists()
+    for disk in disks:
+        report = guest_sim.verify_disk(disk)
+        assert report.clean and report.invalid_blocks == 0 and report.consistent
+        assert report.max_generation >= gen
+    assert _rows(cluster, "status", "oper_state")["life1"] == ["ADMIN_down", "N"]
+
+    _gnt(cluster, "start", "life1")
+    first_pid = _guest_pids(node2, "life1")
+    assert len(first_pid) == 1 and first_pid != pids
+    stopped_at = guest_sim.verify_disk(disks[0]).clean_generation
+    _wait_generation(node2, "life1", stopped_at)  # continues after the last generation
+
+    _gnt(cluster, "reboot", "life1")
+    rebooted = _guest_pids(node2, "life1")
+    assert len(rebooted) == 1 and rebooted != first_pid
+    assert _rows(cluster, "status")["life1"] == ["running"]
+
+    out = _gnt(cluster, "modify", "-B", "maxmem=512M", "life1").stdout
+    assert "be/maxmem -> 512" in out
+    assert _rows(cluster, "be/maxmem", "oper_ram")["life1"] == ["512", "256"]
+    _gnt(cluster, "reboot", "life1")  # parameters apply at the next start
+    assert _rows(cluster, "oper_ram")["life1"] == ["512"]
+
+    # remove asks first; "no" keeps everything
+    proc = cluster.gnt("gnt-instance", "remove", "life1", input_text="n\n")
+    assert proc.returncode == 1 and _config_instance(cluster, "life1") is not None
+    _gnt(cluster, "remove", "--shutdown-timeout", "20", "life1", input_text="y\n")
+    assert _config_instance(cluster, "life1") is None
+    assert _guest_pids(node2, "life1") == []
+    assert not any(d.exists() for d in disks)
+    assert _disk_files(cluster, "life1") == []
+    assert not (node2.paths.run_dir / "instances" / "life1").exists()
+    assert "life1" not in _rows(cluster)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-n", "nodeX", "-s", "8M", "bad1"), "Node 'nodeX' not known"),
+    (("-n", "node2", "-s", "8M", "dup1"), "Instance 'dup1' is already in the cluster"),
+    (("-t", "plain", "-n", "node2", "-s", "8M", "bad2"), "Disk template plain is not enabled"),
+    (("-n", "node2", "-s", "12Q", "bad3"), "Invalid size '12Q'"),
+    (("-n", "node2", "--disk", "0:size=-1", "bad4"), "Invalid size '-1'"),
+    (("-n", "node2", "-s", "8M", "-H", "kvm", "bad5"), "Hypervisor kvm is not enabled"),
+    (("-n", "node2", "-s", "8M", "-B", "color=red", "bad6"), "Unknown backend parameter"),
+])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(
+        cluster: LocalCluster, args: tuple[str, ...], message: str) -> None:
+    if _config_instance(cluster, "dup1") is None:
+        _gnt(cluster, "add", "-n", "node3", "-s", "8M", "--no-start", "dup1")
+    before = sorted(_rows(cluster))
+    dup_disks = _disk_files(cluster, "dup1")
+    proc = cluster.gnt("gnt-instance", "add", *args)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert sorted(_rows(cluster)) == before
+    name = args[-1]
+    if name != "dup1":
+        assert _disk_files(cluster, name) == []
+    assert _disk_files(cluster, "dup1") == dup_disks
+
+
+def _write_hook(node: NodeSpec, hpath: str, phase: str, out: Path) -> Path:
+    hook_dir = node.paths.hooks_dir / f"{hpath}-{phase}.d"
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    script = hook_dir / "50-dump"
+    script.write_text(f"#!/bin/sh\nenv > {out}\n")
+    script.chmod(0o755)
+    return script
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def test_instance_hooks_run_on_master_and_primary(cluster: LocalCluster,
+                                                   tmp_path: Path) -> None:
+    scripts = []
+    for node in cluster.nodes:
+        for hpath, phase in (("instance-add", "post"), ("instance-start", "pre"),
+                             ("instance-stop", "post")):
+            scripts.append(_write_hook(node, hpath, phase,
+                                       tmp_path / f"{node.name}-{hpath}-{phase}"))
+    try:
+        _gnt(cluster, "add", "-n", "node2", "-s", "8M", "--no-start", "--tags", "web,db",
+             "hook1")
+        _gnt(cluster, "start", "hook1")
+        _gnt(cluster, "stop", "--timeout", "15", "hook1")
+    finally:
+        for script in scripts:
+            script.unlink()
+        _gnt(cluster, "remove", "-f", "hook1")
+    for hpath, phase in (("instance-add", "post"), ("instance-start", "pre"),
+                         ("instance-stop", "post")):
+        assert not (tmp_path / f"node3-{hpath}-{phase}").exists()
+        envs = [_read_env(tmp_path / f"{n}-{hpath}-{phase}") for n in ("node1", "node2")]
+        for env in envs:
+            assert env["GANETI_HOOKS_PATH"] == hpath
+            assert env["GANETI_HOOKS_PHASE"] == phase
+            assert env["GANETI_OBJECT_TYPE"] == "INSTANCE"
+            assert env["GANETI_INSTANCE_NAME"] == "hook1"
+            assert env["GANETI_INSTANCE_PRIMARY"] == "node2"
+            assert env["GANETI_INSTANCE_HYPERVISOR"] == "process"
+            assert env["GANETI_INSTANCE_DISK_TEMPLATE"] == "file"
+            assert env["GANETI_INSTANCE_DISK_COUNT"] == "1"
+            assert env["GANETI_INSTANCE_DISK0_SIZE"] == "8"
+            assert env["GANETI_INSTANCE_NIC_COUNT"] == "1"
+            assert env["GANETI_INSTANCE_NIC0_MAC"].startswith("aa:00:00:")
+            assert env["GANETI_INSTANCE_TAGS"] == "db web"
+            assert env["GANETI_MASTER"] == "node1"
+    add_env = _read_env(tmp_path / "node2-instance-add-post")
+    assert add_env["GANETI_INSTANCE_ADD_MODE"] == "create"
+    assert add_env["GANETI_OP_CODE"] == "OP_INSTANCE_CREATE"
+    assert _read_env(tmp_path / "node1-instance-start-pre")["GANETI_FORCE"] == "False"
+    stop_env = _read_env(tmp_path / "node2-instance-stop-post")
+    assert stop_env["GANETI_TIMEOUT"] == "15"
+    assert stop_env["GANETI_POST_INSTANCE_STATUS"] == "down"
