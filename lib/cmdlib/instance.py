@@ -113,6 +113,8 @@ class LUInstanceCreate(LogicalUnit):
             nodes.extend(self._expand_import_names())
         self.needed_locks = {locking.LEVEL_NODE: sorted(set(nodes)),
                              locking.LEVEL_NODE_RES: [self.op.pnode]}
+        # the new name is locked before any node lock (the processor adds it)
+        self.add_locks[locking.LEVEL_INSTANCE] = [self.op.instance_name]
 
     def _expand_import_names(self) -> list[str]:
         """Extra node names an import needs locked (e.g. the source node)."""

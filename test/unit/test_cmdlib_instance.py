@@ -183,8 +183,8 @@ def test_create_makes_disks_config_lock_and_starts(env: Env) -> None:
     assert pre["GANETI_INSTANCE_ADD_MODE"] == "create"
     assert pre["GANETI_OBJECT_TYPE"] == "INSTANCE"
     assert add_hooks[2]["env"]["GANETI_POST_INSTANCE_STATUS"] == "up"
-    # only the primary node was locked, no instance lock existed yet
-    assert add_hooks[0]["locks"] == {locking.LEVEL_INSTANCE: [],
+    # the new name (added by the processor in level order) and the primary node
+    assert add_hooks[0]["locks"] == {locking.LEVEL_INSTANCE: ["inst1"],
                                      locking.LEVEL_NODE: ["node2"],
                                      locking.LEVEL_NODE_RES: ["node2"]}
 
