@@ -1,0 +1,219 @@
+"""Node-side procedures of the disk transfer engine (see :mod:`ganeti.transfer`).
+
+File paths arrive root-relative (as in ``files.upload_file``) and must stay
+inside the node's export or file storage directory, after resolving symlinks;
+disks are opened through their storage driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ganeti import crypto, errors, storage
+from ganeti.backend import NodeContext, RpcFail
+from ganeti.storage.extents import DiskReader, DiskWriter
+from ganeti.transfer import COMPRESSIONS, TransferError, registry
+
+_TIMEOUT_KEYS = ("connect_timeout", "listen_timeout", "progress_timeout")
+
+
+def _allowed_roots(ctx: NodeContext) -> list[Path]:
+    return [Path(os.path.realpath(ctx.paths.export_dir)),
+            Path(os.path.realpath(ctx.paths.file_storage_dir))]
+
+
+def resolve_file(ctx: NodeContext, name: Any, create_parents: bool = False) -> Path:
+    """The local path of a root-relative file name, refused outside the allowed dirs."""
+    if not isinstance(name, str) or not name.startswith("/") or "\x00" in name:
+        raise RpcFail(f"Invalid file name {name!r}: must be an absolute path")
+    if ".." in Path(name).parts:
+        raise RpcFail(f"Invalid file name {name!r}: '..' is not allowed")
+    local = ctx.paths.root / name.lstrip("/")
+    roots = _allowed_roots(ctx)
+    parent = Path(os.path.realpath(local.parent))
+    if not any(parent == root or parent.is_relative_to(root) for root in roots):
+        raise RpcFail(f"File {name} is outside the export and file storage directories")
+    if create_parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RpcFail(f"Cannot create directory {parent}: {err}") from None
+    target = parent / local.name
+    if target.is_symlink():
+        raise RpcFail(f"File {name} is a symbolic link")
+    return target
+
+
+def _ssl_context(ctx: NodeContext, options: Mapping[str, Any], server: bool) -> ssl.SSLContext:
+    """Cluster certificates unless the master names others (remote exports)."""
+    cert = options.get("cert_file") or ctx.paths.node_cert_file
+    ca = options.get("ca_file") or ctx.paths.cluster_ca_file
+    make = crypto.server_ssl_context if server else crypto.client_ssl_context
+    try:
+        return make(cert, ca)
+    except errors.X509CertError as err:
+        raise RpcFail(str(err)) from None
+
+
+def _stream_options(options: Any) -> registry.StreamOptions:
+    if not isinstance(options, dict):
+        raise RpcFail(f"Invalid transfer options {options!r}")
+    values: dict[str, Any] = {}
+    for key in _TIMEOUT_KEYS:
+        if options.get(key) is not None:
+            value = options[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise RpcFail(f"Invalid {key} {value!r}")
+            values[key] = float(value)
+    level = options.get("compress_level")
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, int) or not -5 <= level <= 22:
+            raise RpcFail(f"Invalid compress_level {level!r}")
+        values["compress_level"] = level
+    return registry.StreamOptions(**values)
+
+
+def _check_common(transfer_id: Any, magic: Any, compress: Any) -> None:
+    try:
+        registry.check_id(transfer_id)
+    except TransferError as err:
+        raise RpcFail(str(err)) from None
+    if not isinstance(magic, str) or not 8 <= len(magic) <= 256:
+        raise RpcFail("Invalid stream magic: expected a string of 8..256 characters")
+    if compress not in COMPRESSIONS:
+        raise RpcFail(f"Unsupported compression {compress!r}")
+
+
+def _disk_spec(spec: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    dev_type, logical_id = spec.get("dev_type"), spec.get("logical_id")
+    if not isinstance(dev_type, str) or not isinstance(logical_id, list):
+        raise RpcFail(f"Invalid disk specification {dict(spec)!r}")
+    return dev_type, logical_id
+
+
+def _writer_for(ctx: NodeContext, dest: Any) -> tuple[
+        Callable[[int], DiskWriter], Callable[[], None] | None, str]:
+    if not isinstance(dest, dict):
+        raise RpcFail(f"Invalid destination {dest!r}")
+    kind = dest.get("kind")
+    if kind == "file":
+        path = resolve_file(ctx, dest.get("path"), create_parents=True)
+        if path.exists() and not path.is_file():
+            raise RpcFail(f"Destination {dest.get('path')} is not a regular file")
+
+        def remove() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+        return (lambda size: DiskWriter.create(path, size)), remove, str(dest.get("path"))
+    if kind == "disk":
+        dev_type, logical_id = _disk_spec(dest)
+        driver = _driver(ctx, dev_type)
+        return (lambda _size: driver.open_writer(logical_id)), None, f"{dev_type} disk"
+    raise RpcFail(f"Unknown destination kind {kind!r}")
+
+
+def _reader_for(ctx: NodeContext, source: Any) -> tuple[Callable[[], DiskReader], str]:
+    if not isinstance(source, dict):
+        raise RpcFail(f"Invalid source {source!r}")
+    kind = source.get("kind")
+    if kind == "file":
+        path = resolve_file(ctx, source.get("path"))
+        if not path.is_file():
+            raise RpcFail(f"Source {source.get('path')} is not a regular file")
+        return (lambda: DiskReader(path)), str(source.get("path"))
+    if kind == "disk":
+        dev_type, logical_id = _disk_spec(source)
+        driver = _driver(ctx, dev_type)
+        return (lambda: driver.open_reader(logical_id)), f"{dev_type} disk"
+    raise RpcFail(f"Unknown source kind {kind!r}")
+
+
+def _driver(ctx: NodeContext, dev_type: str) -> storage.DiskDriver:
+    try:
+        return storage.get_driver(dev_type, ctx.paths)
+    except errors.StorageError as err:
+        raise RpcFail(str(err)) from None
+
+
+def _port_range(options: Mapping[str, Any]) -> tuple[int, int] | None:
+    value = options.get("port_range")
+    if value is None:
+        return None
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or not all(isinstance(p, int) and 0 < p < 65536 for p in value)
+            or value[0] > value[1]):
+        raise RpcFail(f"Invalid port range {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def transfer_receive_start(ctx: NodeContext, transfer_id: str, dest: dict[str, Any],
+                           size: int | None, magic: str, compress: str,
+                           options: dict[str, Any]) -> dict[str, Any]:
+    """Listen for one stream into ``dest``; returns where the sender must connect."""
+    _check_common(transfer_id, magic, compress)
+    stream_options = _stream_options(options)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise RpcFail(f"Invalid size {size!r}")
+    address = options.get("bind") or "0.0.0.0"
+    if not isinstance(address, str):
+        raise RpcFail(f"Invalid bind address {address!r}")
+    open_writer, remove, label = _writer_for(ctx, dest)
+    ssl_ctx = _ssl_context(ctx, options, server=True)
+    try:
+        transfer = registry.start_receive(
+            transfer_id, label, address, ssl_ctx, magic, size, open_writer, remove,
+            stream_options, port_range=_port_range(options))
+    except TransferError as err:
+        raise RpcFail(str(err)) from None
+    return {"host": options.get("host") or address, "port": transfer.port}
+
+
+def transfer_send_start(ctx: NodeContext, transfer_id: str, source: dict[str, Any],
+                        host: str, port: int, magic: str, compress: str,
+                        options: dict[str, Any]) -> bool:
+    """Connect to a receiver and stream ``source`` in a thread."""
+    _check_common(transfer_id, magic, compress)
+    stream_options = _stream_options(options)
+    if not isinstance(host, str) or not host:
+        raise RpcFail(f"Invalid receiver host {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise RpcFail(f"Invalid receiver port {port!r}")
+    open_reader, label = _reader_for(ctx, source)
+    ssl_ctx = _ssl_context(ctx, options, server=False)
+    try:
+        registry.start_send(transfer_id, label, host, port, ssl_ctx, magic, open_reader,
+                            compress, stream_options)
+    except TransferError as err:
+        raise RpcFail(str(err)) from None
+    return True
+
+
+def _ids(transfer_ids: Any) -> list[str]:
+    if not isinstance(transfer_ids, list) or not all(isinstance(t, str) for t in transfer_ids):
+        raise RpcFail(f"Invalid transfer id list {transfer_ids!r}")
+    return transfer_ids
+
+
+def transfer_status(ctx: NodeContext, transfer_ids: list[str]) -> dict[str, Any]:
+    """Status of each known id; ids this node does not know are absent."""
+    return registry.status(_ids(transfer_ids))
+
+
+def transfer_abort(ctx: NodeContext, transfer_ids: list[str]) -> list[str]:
+    return registry.abort(_ids(transfer_ids))
+
+
+def transfer_cleanup(ctx: NodeContext, transfer_ids: list[str]) -> list[str]:
+    """Forget transfers (aborting live ones); failed receivers lose their output."""
+    return registry.cleanup(_ids(transfer_ids))
+
+
+def transfer_list(ctx: NodeContext) -> dict[str, Any]:
+    """Every transfer the daemon still remembers (leftovers of crashed masters)."""
+    return registry.list_transfers()

@@ -1,0 +1,333 @@
+"""Master side: start receivers and senders, watch them, report, always clean up.
+
+``run_transfers`` drives several disks in parallel.  A disk is done when both
+of its sides are; when one side fails the other is aborted at once, and
+``transfer_cleanup`` is called on every involved node whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganeti.transfer import (
+    COMPRESS_NONE,
+    DEFAULT_COMPRESS_LEVEL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LISTEN_TIMEOUT,
+    DEFAULT_PROGRESS_TIMEOUT,
+)
+
+LOG = logging.getLogger(__name__)
+
+FeedbackFn = Callable[[str], Any]
+# Called once per disk with its index and result (e.g. to drop its snapshot)
+DoneFn = Callable[[int, "TransferResult"], Any]
+# Consecutive failed status polls after which a node counts as gone
+RPC_FAILURE_LIMIT = 3
+_UNITS = "KMGT"
+
+
+@dataclass
+class DiskTransfer:
+    """One disk to copy; specs are the dicts ``transfer_*_start`` take."""
+
+    label: str
+    source_node: str
+    source: dict[str, Any]
+    dest_node: str
+    dest: dict[str, Any]
+    size: int | None = None
+    compress: str = COMPRESS_NONE
+    # Receiver's address as the config knows it (primary IP); it binds there
+    dest_address: str | None = None
+
+
+@dataclass
+class TransferResult:
+    label: str
+    success: bool
+    bytes: int = 0
+    checksum: str | None = None
+    error: str | None = None
+    elapsed: float = 0.0
+
+
+def format_size(num: float) -> str:
+    """Binary units, like "268M" or "1.0G"."""
+    if num < 1024:
+        return f"{int(num)}B"
+    value = float(num)
+    unit = ""
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            break
+    return f"{value:.1f}{unit}" if value < 10 else f"{round(value)}{unit}"
+
+
+def format_duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def progress_line(label: str, done: int, total: int, rate: float) -> str:
+    """ "disk/0 sent 268M, 44.6 MiB/s, 12%, ETA 49m 1s" (ETA only when known)."""
+    parts = [f"{label} sent {format_size(done)}", f"{rate / 1048576:.1f} MiB/s"]
+    if total > 0:
+        parts.append(f"{min(100, int(done * 100 / total))}%")
+        if rate > 0 and done < total:
+            parts.append(f"ETA {format_duration((total - done) / rate)}")
+    return ", ".join(parts)
+
+
+@dataclass
+class _Disk:
+    index: int
+    spec: DiskTransfer
+    transfer_id: str
+    magic: str
+    started: float = field(default_factory=time.monotonic)
+    send_started: bool = False
+    recv_status: dict[str, Any] | None = None
+    send_status: dict[str, Any] | None = None
+    recv_rpc_error: str | None = None
+    send_rpc_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+    finished: bool = False
+    notified: bool = False
+    result: TransferResult | None = None
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    # Each side has its own id: source and destination may be the same node
+    @property
+    def recv_id(self) -> str:
+        return f"{self.transfer_id}-r"
+
+    @property
+    def send_id(self) -> str:
+        return f"{self.transfer_id}-s"
+
+
+class _Run:
+    def __init__(self, rpc: Any, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
+                 options: dict[str, Any], on_done: DoneFn | None = None) -> None:
+        self.rpc = rpc
+        self.feedback = feedback_fn
+        self.options = options
+        self.on_done = on_done
+        run_id = uuid.uuid4().hex[:12]
+        self.disks = [_Disk(index, spec, f"{run_id}-{index}", secrets.token_hex(16))
+                      for index, spec in enumerate(transfers)]
+        self.rpc_failures: dict[str, int] = {}
+
+    # --- start -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for disk in self.disks:
+            spec = disk.spec
+            options = dict(self.options)
+            if spec.dest_address:
+                options["bind"] = spec.dest_address
+            res = self.rpc.call_transfer_receive_start(
+                spec.dest_node, disk.recv_id, spec.dest, spec.size, disk.magic,
+                spec.compress, options)
+            if res.failed:
+                self._fail(disk, f"cannot start the receiver on {spec.dest_node}:"
+                                 f" {res.fail_msg}")
+                continue
+            host, port = res.payload["host"], res.payload["port"]
+            res = self.rpc.call_transfer_send_start(
+                spec.source_node, disk.send_id, spec.source, host, port, disk.magic,
+                spec.compress, self.options)
+            if res.failed:
+                self._fail(disk, f"cannot start the sender on {spec.source_node}:"
+                                 f" {res.fail_msg}")
+                self._abort(spec.dest_node, [disk.recv_id])
+                continue
+            disk.send_started = True
+
+    # --- polling -----------------------------------------------------------------
+
+    def poll(self) -> None:
+        running = [d for d in self.disks if not d.finished]
+        by_node: dict[str, list[str]] = {}
+        for disk in running:
+            by_node.setdefault(disk.spec.dest_node, []).append(disk.recv_id)
+            by_node.setdefault(disk.spec.source_node, []).append(disk.send_id)
+        if not by_node:
+            return
+        ids = sorted({tid for tids in by_node.values() for tid in tids})
+        results = self.rpc.call_transfer_status(sorted(by_node), ids)
+        for node, res in results.items():
+            if res.failed:
+                self.rpc_failures[node] = self.rpc_failures.get(node, 0) + 1
+            else:
+                self.rpc_failures[node] = 0
+        for disk in running:
+            self._update(disk, results)
+
+    def _side(self, tid: str, node: str, results: dict[str, Any], role: str
+              ) -> tuple[dict[str, Any] | None, str | None]:
+        res = results.get(node)
+        if res is None or res.failed:
+            msg = res.fail_msg if res is not None else "no answer"
+            if self.rpc_failures.get(node, 0) >= RPC_FAILURE_LIMIT:
+                return None, f"{role} node {node} is unreachable: {msg}"
+            return None, None
+        status = res.payload.get(tid)
+        if status is None:
+            return None, (f"{role} on {node} is unknown to the node daemon"
+                          " (was it restarted?)")
+        return status, None
+
+    def _update(self, disk: _Disk, results: dict[str, Any]) -> None:
+        spec = disk.spec
+        recv, recv_err = self._side(disk.recv_id, spec.dest_node, results, "receiver")
+        send, send_err = self._side(disk.send_id, spec.source_node, results, "sender")
+        disk.recv_status = recv or disk.recv_status
+        disk.send_status = send or disk.send_status
+        problems = []
+        if recv_err:
+            problems.append(recv_err)
+        elif recv and recv["done"] and not recv["success"]:
+            problems.append(f"receiver on {spec.dest_node}: {recv['error']}")
+        if send_err:
+            problems.append(send_err)
+        elif send and send["done"] and not send["success"]:
+            problems.append(f"sender on {spec.source_node}: {send['error']}")
+        if problems:
+            # a node that stopped answering is the likely root cause: name it first
+            for node, role in ((spec.dest_node, "receiver"), (spec.source_node, "sender")):
+                res = results.get(node)
+                if res is not None and res.failed and not any(node in p for p in problems):
+                    problems.insert(0, f"{role} node {node} does not answer: {res.fail_msg}")
+            self._fail(disk, "; ".join(problems))
+            return
+        if recv and send and recv["done"] and send["done"]:
+            if recv["checksum"] != send["checksum"]:
+                self._fail(disk, f"checksum mismatch: sender on {spec.source_node}"
+                                 f" {send['checksum']}, receiver on {spec.dest_node}"
+                                 f" {recv['checksum']}")
+                return
+            # the sender's clock covers connect to the receiver's final ACK
+            elapsed = send["elapsed"]
+            nbytes = send["bytes"]
+            disk.finished = True
+            disk.result = TransferResult(spec.label, True, nbytes, send["checksum"],
+                                         None, elapsed)
+            rate = nbytes / elapsed if elapsed > 0 else 0.0
+            self.feedback(f"{spec.label} finished: {format_size(nbytes)} in {elapsed:.1f}s,"
+                          f" {rate / 1048576:.1f} MiB/s, checksum {send['checksum']}")
+            self.notify(disk)  # both sides are done with source and destination
+
+    def notify(self, disk: _Disk) -> None:
+        """Tell the caller a disk is done; its failure must not hide the others' results."""
+        if disk.notified or self.on_done is None or disk.result is None:
+            return
+        disk.notified = True
+        try:
+            self.on_done(disk.index, disk.result)
+        except Exception as err:
+            LOG.exception("Completion callback for %s failed", disk.label)
+            self.feedback(f"warning: completion handling of {disk.label} failed: {err}")
+
+    def _fail(self, disk: _Disk, reason: str) -> None:
+        disk.finished = True
+        spec = disk.spec
+        status = disk.send_status or {}
+        disk.result = TransferResult(spec.label, False, int(status.get("bytes", 0)), None,
+                                     f"{spec.label}: {reason}",
+                                     time.monotonic() - disk.started)
+        self.feedback(f"{spec.label} failed: {reason}")
+        self._abort(spec.dest_node, [disk.recv_id])
+        if disk.send_started:
+            self._abort(spec.source_node, [disk.send_id])
+
+    def _abort(self, node: str, ids: list[str]) -> None:
+        res = self.rpc.call_transfer_abort([node], ids)[node]
+        if res.failed:
+            LOG.info("Abort of %s on %s failed: %s", ids, node, res.fail_msg)
+
+    def report(self) -> None:
+        for disk in self.disks:
+            status = disk.send_status
+            if disk.finished or not status:
+                continue
+            self.feedback(progress_line(disk.label, int(status["bytes"]),
+                                        int(status["data_total"]), float(status["rate"])))
+
+    def abort_all(self, reason: str) -> None:
+        for disk in self.disks:
+            if not disk.finished:
+                self._fail(disk, reason)
+
+    def cleanup(self) -> None:
+        by_node: dict[str, list[str]] = {}
+        for disk in self.disks:
+            by_node.setdefault(disk.spec.dest_node, []).append(disk.recv_id)
+            by_node.setdefault(disk.spec.source_node, []).append(disk.send_id)
+        for node, ids in sorted(by_node.items()):
+            try:
+                res = self.rpc.call_transfer_cleanup([node], ids)[node]
+            except Exception as err:  # cleanup must never hide the real outcome
+                LOG.warning("Cleanup of transfers on %s failed: %s", node, err)
+                continue
+            if res.failed:
+                self.feedback(f"warning: cleanup of transfers on {node} failed:"
+                              f" {res.fail_msg}")
+
+
+def run_transfers(rpc: Any, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
+                  poll_interval: float = 1.0, report_interval: float = 5.0, *,
+                  on_done: DoneFn | None = None,
+                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                  listen_timeout: float = DEFAULT_LISTEN_TIMEOUT,
+                  progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
+                  compress_level: int = DEFAULT_COMPRESS_LEVEL,
+                  extra_options: dict[str, Any] | None = None,
+                  sleep_fn: Callable[[float], Any] = time.sleep) -> list[TransferResult]:
+    """Copy every disk (in parallel); one result per transfer, in the given order.
+
+    ``rpc`` is an :class:`ganeti.rpc.client.RpcRunner`.  ``extra_options``
+    reach both nodes (e.g. ``cert_file``/``ca_file``/``port_range``).
+    ``on_done(index, result)`` runs once per disk: right away for a success,
+    after the node cleanup (which stops the streams) for a failure.
+    """
+    options: dict[str, Any] = {"connect_timeout": connect_timeout,
+                               "listen_timeout": listen_timeout,
+                               "progress_timeout": progress_timeout,
+                               "compress_level": compress_level, **(extra_options or {})}
+    run = _Run(rpc, transfers, feedback_fn, options, on_done)
+    try:
+        run.start()
+        next_report = time.monotonic() + report_interval
+        while not all(d.finished for d in run.disks):
+            sleep_fn(poll_interval)
+            run.poll()
+            if time.monotonic() >= next_report:
+                run.report()
+                next_report = time.monotonic() + report_interval
+    except BaseException as err:
+        run.abort_all(f"transfer interrupted: {err or type(err).__name__}")
+        raise
+    finally:
+        run.cleanup()
+        for disk in run.disks:
+            run.notify(disk)
+    return [d.result or TransferResult(d.label, False, error=f"{d.label}: no result")
+            for d in run.disks]

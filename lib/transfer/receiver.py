@@ -1,0 +1,261 @@
+"""Receiving side of a disk stream: listens, checks the header, writes data regions."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from ganeti import errors
+from ganeti.storage.extents import DiskWriter
+from ganeti.transfer import (
+    BLOCK_SIZE,
+    COMPRESS_NONE,
+    DEFAULT_LISTEN_TIMEOUT,
+    DEFAULT_PROGRESS_TIMEOUT,
+    BufferPool,
+    Progress,
+    TransferAborted,
+    TransferError,
+)
+from ganeti.transfer import protocol as proto
+from ganeti.transfer.checksum import BlockChecksum
+
+# Opens the destination once the header is accepted; gets the disk size in bytes
+WriterFactory = Callable[[int], DiskWriter]
+
+HANDSHAKE_TIMEOUT = 15.0
+# Blocks received ahead of the disk writes
+PIPELINE_DEPTH = 3
+
+
+class Listener:
+    """A listening socket for one stream; bound before the sender is told the port."""
+
+    def __init__(self, address: str, port: int = 0,
+                 port_range: tuple[int, int] | None = None) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        candidates = range(port_range[0], port_range[1] + 1) if port_range else [port]
+        last_err: OSError | None = None
+        for candidate in candidates:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.bind((address, candidate))
+                sock.listen(4)
+            except OSError as err:
+                sock.close()
+                last_err = err
+                continue
+            self._sock = sock
+            break
+        else:
+            where = (f"ports {port_range[0]}-{port_range[1]}" if port_range
+                     else f"port {port}")
+            raise TransferError(f"Cannot listen on {address} {where}: {last_err}")
+        self.address = address
+        self.port: int = self._sock.getsockname()[1]
+        self._closed = False
+
+    def accept(self, ssl_ctx: ssl.SSLContext, timeout: float = DEFAULT_LISTEN_TIMEOUT,
+               abort: threading.Event | None = None,
+               handshake_timeout: float = HANDSHAKE_TIMEOUT) -> ssl.SSLSocket:
+        """The first peer that passes the TLS handshake; strangers are turned away."""
+        deadline = time.monotonic() + timeout
+        rejected: list[str] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if abort is not None and abort.is_set():
+                raise TransferAborted("Transfer aborted while waiting for the sender")
+            if remaining <= 0:
+                extra = f" (refused: {'; '.join(rejected[-3:])})" if rejected else ""
+                raise TransferError(
+                    f"No sender connected within {timeout:g}s{extra}")
+            self._sock.settimeout(remaining)
+            try:
+                conn, peer = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError as err:
+                if abort is not None and abort.is_set():
+                    raise TransferAborted("Transfer aborted while waiting for the sender") \
+                        from None
+                raise TransferError(f"Listening socket failed: {err}") from None
+            conn.settimeout(min(handshake_timeout, max(remaining, 1.0)))
+            try:
+                tls = ssl_ctx.wrap_socket(conn, server_side=True)
+            except (OSError, ValueError) as err:
+                conn.close()
+                rejected.append(f"{peer[0]}: {err}")
+                continue
+            self.close()
+            return tls
+
+    def close(self) -> None:
+        """Also wakes up a thread blocked in :meth:`accept` (used for aborts)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
+                   open_writer: WriterFactory, *, progress: Progress | None = None,
+                   progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
+                   abort: threading.Event | None = None) -> str:
+    """Receive one stream into the writer ``open_writer`` returns; returns the checksum.
+
+    Nothing is opened or written before the header (magic, version, size)
+    has been accepted.
+    """
+    progress = progress or Progress()
+    abort = abort or threading.Event()
+    frames = proto.FrameReader(sock.recv_into)
+    try:
+        try:
+            return _receive(sock, frames, magic, expected_size, open_writer, progress,
+                            progress_timeout, abort)
+        except (TransferError, errors.StorageError, OSError, ValueError):
+            if abort.is_set():  # whatever broke, the abort was the cause
+                raise TransferAborted("Transfer aborted") from None
+            raise
+    except proto.PeerError as err:
+        raise TransferError(f"Sender failed: {err}") from None
+    except proto.ConnectionClosed:
+        if abort.is_set():
+            raise TransferAborted("Transfer aborted") from None
+        raise TransferError("Sender closed the connection before the end of the stream") \
+            from None
+    except (proto.ProtocolError, TransferAborted) as err:
+        proto.send_error(sock, f"Receiver: {err}")
+        raise
+    except TransferError as err:
+        proto.send_error(sock, f"Receiver failed: {err}")
+        raise
+    except errors.StorageError as err:
+        proto.send_error(sock, f"Receiver failed: {err}")
+        raise TransferError(str(err)) from None
+    except (OSError, ValueError) as err:
+        if abort.is_set():
+            raise TransferAborted("Transfer aborted") from None
+        raise TransferError(proto.describe_io_error(err, "sender", progress_timeout)) \
+            from None
+    finally:
+        if progress.finished is None:
+            progress.finished = time.monotonic()
+
+
+def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
+             expected_size: int | None, open_writer: WriterFactory, progress: Progress,
+             progress_timeout: float, abort: threading.Event) -> str:
+    sock.settimeout(progress_timeout)
+    _, payload = frames.expect(proto.HEADER)
+    header = proto.decode_json(payload)
+    proto.check_header(header, magic, expected_size)
+    size: int = header["size"]
+    progress.size = size
+    data_total = header.get("data_total")
+    progress.data_total = data_total if isinstance(data_total, int) else size
+    with open_writer(size) as writer:
+        return _receive_data(sock, frames, writer, size, progress, abort)
+
+
+class _Writer(threading.Thread):
+    """Decompresses, writes and hashes blocks while the stream thread keeps reading."""
+
+    def __init__(self, writer: DiskWriter, size: int, progress: Progress,
+                 depth: int = PIPELINE_DEPTH) -> None:
+        super().__init__(name="transfer-write", daemon=True)
+        self.writer = writer
+        self.progress = progress
+        self.summer = BlockChecksum(size)
+        self.codec = proto.Codec(COMPRESS_NONE, 0)
+        self.pool = BufferPool(depth, proto.MAX_PAYLOAD)
+        self.work: queue.SimpleQueue[tuple[bytearray, memoryview] | None] = \
+            queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.pos = 0
+
+    def run(self) -> None:
+        while (item := self.work.get()) is not None:
+            buf, payload = item
+            if self.error is None:
+                try:
+                    self._store(payload)
+                except BaseException as err:
+                    self.error = err
+            self.pool.put(buf)
+
+    def _store(self, payload: memoryview) -> None:
+        offset, raw_len, encoding, body = proto.decode_data(payload)
+        data = self.codec.decompress(encoding, body, raw_len)
+        if not self.writer.holes_are_zero and offset > self.pos:
+            self.writer.write_zeros(self.pos, offset - self.pos)
+        self.writer.write_at(offset, data)
+        self.summer.update(offset, data)
+        self.pos = offset + raw_len
+        self.progress.bytes += raw_len
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _receive_data(sock: ssl.SSLSocket, frames: proto.FrameReader, writer: DiskWriter,
+                  size: int, progress: Progress, abort: threading.Event) -> str:
+    if writer.size < size:
+        raise TransferError(f"Destination {writer.path} has {writer.size} bytes,"
+                            f" the stream {size}")
+    sock.sendall(proto.encode_json(proto.READY, {}))
+    worker = _Writer(writer, size, progress)
+    worker.start()
+    try:
+        payload = _read_data(frames, worker, size, progress, abort)
+    finally:
+        worker.work.put(None)
+        worker.join()
+    worker.check()
+    end = proto.decode_json(payload)
+    if not writer.holes_are_zero and worker.pos < size:
+        writer.write_zeros(worker.pos, size - worker.pos)
+    writer.fsync()
+    checksum = worker.summer.finish()
+    theirs = end.get("checksum")
+    sent = end.get("data_bytes")
+    if isinstance(sent, int) and sent > progress.bytes:
+        progress.bytes = sent  # zero blocks the sender skipped count as done
+    sock.sendall(proto.encode_json(proto.ACK, {"checksum": checksum, "ok": theirs == checksum}))
+    if theirs != checksum:
+        raise TransferError(f"Checksum mismatch: sender {theirs}, received data {checksum}")
+    return checksum
+
+
+def _read_data(frames: proto.FrameReader, worker: _Writer, size: int, progress: Progress,
+               abort: threading.Event) -> memoryview:
+    """Hand DATA frames to the writer until END; returns the END payload."""
+    pos = 0
+    while True:
+        if abort.is_set():
+            raise TransferAborted("Transfer aborted")
+        worker.check()
+        buf = worker.pool.get(lambda: worker.error is not None or abort.is_set())
+        if buf is None:
+            continue  # the loop top reports why
+        ftype, payload = frames.expect(proto.DATA, proto.END, into=memoryview(buf))
+        if ftype == proto.END:
+            worker.pool.put(buf)
+            return memoryview(bytes(payload))
+        offset, raw_len, _, _ = proto.decode_data(payload)
+        if offset < pos or raw_len > BLOCK_SIZE or offset + raw_len > size:
+            worker.pool.put(buf)
+            raise proto.ProtocolError(
+                f"Data frame at {offset} (+{raw_len}) is out of order or beyond the disk"
+                f" end ({size})")
+        pos = offset + raw_len
+        progress.wire_bytes += proto.FRAME_HEAD.size + len(payload)
+        worker.work.put((buf, payload))
