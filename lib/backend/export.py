@@ -15,11 +15,13 @@ import errno
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ganeti import constants
 from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend.files import to_wire_name
 from ganeti.fileutils import atomic_write, fsync_dir
 
 STAGING_SUFFIX = ".new"
@@ -66,12 +68,16 @@ def _exchange(a: Path, b: Path) -> None:
 
 
 def export_prepare(ctx: NodeContext, instance_name: str) -> str:
-    """Create an empty staging directory (dropping a stale one); returns its path."""
+    """Create an empty staging directory (dropping a stale one).
+
+    Returns its root-relative name, the form transfer specs use (every node
+    of a local cluster has its own root).
+    """
     staging = staging_path(ctx, instance_name)
     ctx.paths.export_dir.mkdir(parents=True, exist_ok=True)
     _remove_tree(staging)
     staging.mkdir(mode=0o750)
-    return str(staging)
+    return to_wire_name(ctx.paths, staging)
 
 
 def export_finalize(ctx: NodeContext, instance_name: str, config_text: str) -> str:
@@ -123,13 +129,13 @@ def export_list(ctx: NodeContext) -> list[str]:
 
 
 def export_info(ctx: NodeContext, instance_name: str) -> dict[str, Any]:
-    """config.ini text and the export's path on this node."""
+    """config.ini text and the export's root-relative path on this node."""
     path = export_path(ctx, instance_name)
     try:
         text = (path / constants.EXPORT_CONF_FILE).read_text()
     except FileNotFoundError:
         raise RpcFail(f"No export of {instance_name} on this node") from None
-    return {"path": str(path), "config": text}
+    return {"path": to_wire_name(ctx.paths, path), "config": text}
 
 
 def export_remove(ctx: NodeContext, instance_name: str) -> bool:
@@ -153,7 +159,7 @@ def export_cleanup(ctx: NodeContext) -> list[str]:
     return sorted(removed)
 
 
-PROCEDURES = {
+PROCEDURES: dict[str, Callable[..., Any]] = {
     "export_prepare": export_prepare,
     "export_finalize": export_finalize,
     "export_abort": export_abort,

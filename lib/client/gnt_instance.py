@@ -117,14 +117,15 @@ def hv_from_opt(text: str | None) -> tuple[str | None, dict[str, Any]]:
     return name or None, params
 
 
-def add(opts: argparse.Namespace) -> int:
+def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[str, Any]:
+    """OpInstanceCreate fields from the add options (shared with gnt-backup import)."""
     hv_name, hvparams = hv_from_opt(opts.hypervisor)
     if opts.no_nics and opts.nics:
         raise errors.OpPrereqError("Use either --net or --no-nics, not both",
                                    errors.ECODE_INVAL)
     # like Ganeti: one NIC with a generated MAC unless told otherwise
     nics: list[dict[str, Any]] = [] if opts.no_nics else \
-        [dict(nic) for nic in parse_indexed(opts.nics, "NIC")] or [{}]
+        [dict(nic) for nic in parse_indexed(opts.nics, "NIC")] or ([{}] if default_nic else [])
     pnode = opts.node.split(":", 1)[0] if opts.node else None
     fields: dict[str, Any] = {
         "instance_name": opts.instance, "disks": disks_from_opts(opts.disks, opts.size),
@@ -135,8 +136,11 @@ def add(opts: argparse.Namespace) -> int:
     }
     if opts.disk_template:
         fields["disk_template"] = opts.disk_template
-    op = opcodes.OpInstanceCreate.create(**fields)
-    cli.submit_opcode(op, opts)
+    return fields
+
+
+def add(opts: argparse.Namespace) -> int:
+    cli.submit_opcode(opcodes.OpInstanceCreate.create(**create_fields(opts)), opts)
     return cli.EXIT_SUCCESS
 
 
@@ -273,7 +277,7 @@ _SHUTDOWN_TIMEOUT_OPT = cli.Option(("--shutdown-timeout",), {
     "type": _timeout, "default": constants.DEFAULT_SHUTDOWN_TIMEOUT, "metavar": "SECONDS",
     "help": "How long to wait for a clean shutdown before killing the instance"})
 
-_ADD_OPTS = (
+ADD_OPTS = (
     cli.Option(("-t", "--disk-template"), {"default": None, "metavar": "TEMPLATE",
                                            "help": "Disk template (file, plain, diskless)"}),
     cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
@@ -294,7 +298,7 @@ _ADD_OPTS = (
 )
 
 COMMANDS: dict[str, cli.Command] = {
-    "add": cli.Command(add, (cli.Arg("instance"),), (*_ADD_OPTS, *cli.SUBMIT_OPTS),
+    "add": cli.Command(add, (cli.Arg("instance"),), (*ADD_OPTS, *cli.SUBMIT_OPTS),
                        "Create an instance"),
     "list": cli.Command(list_instances, (cli.Arg("instances", min=0, max=None),),
                         (*cli.LIST_OPTS, cli.UNITS_OPT), "List instances"),

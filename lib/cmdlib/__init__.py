@@ -17,6 +17,7 @@ LU_MODULES: tuple[str, ...] = (
     "ganeti.cmdlib.cluster",
     "ganeti.cmdlib.node",
     "ganeti.cmdlib.instance",
+    "ganeti.cmdlib.backup",
 )
 
 

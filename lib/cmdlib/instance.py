@@ -12,12 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from ganeti import constants, errors, locking, opcodes, query
+from ganeti.cmdlib import backup_import
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
 from ganeti.hypervisor.base import check_instance_name
 from ganeti.objects import NIC, Disk, Instance, Node
-
-IMPORT_UNAVAILABLE = "instance import is not available yet"
 
 
 def _lock_instance_and_nodes(lu: LogicalUnit, node_res: bool = False,
@@ -97,8 +96,7 @@ class LUInstanceCreate(LogicalUnit):
                 errors.ECODE_INVAL)
 
     def _check_import_arguments(self) -> None:
-        """Replaced by the backup area; until then imports are refused."""
-        raise errors.OpPrereqError(IMPORT_UNAVAILABLE, errors.ECODE_INVAL)
+        backup_import.check_arguments(self.op)
 
     def ExpandNames(self) -> None:
         if self.cfg.get_instance_info_by_name(self.op.instance_name) is not None:
@@ -117,8 +115,8 @@ class LUInstanceCreate(LogicalUnit):
         self.add_locks[locking.LEVEL_INSTANCE] = [self.op.instance_name]
 
     def _expand_import_names(self) -> list[str]:
-        """Extra node names an import needs locked (e.g. the source node)."""
-        return []
+        """Extra node names an import needs locked: the source node."""
+        return [backup_import.find_source_node(self)]
 
     def _choose_node(self) -> str:
         """The usable node with the fewest primary instances (ties: by name)."""
@@ -139,6 +137,8 @@ class LUInstanceCreate(LogicalUnit):
         if self.cfg.get_instance_info_by_name(op.instance_name) is not None:
             raise errors.OpPrereqError(f"Instance '{op.instance_name}' is already in the"
                                        " cluster", errors.ECODE_EXISTS)
+        if op.mode != constants.INSTANCE_CREATE:
+            self._check_import_prereq()
         if op.disk_template not in cluster.enabled_disk_templates \
                 and op.disk_template != constants.DT_DISKLESS:
             raise errors.OpPrereqError(
@@ -166,11 +166,11 @@ class LUInstanceCreate(LogicalUnit):
         self.pnode = pnode
         self.instance = self._build_instance(hv_name)
         iu.check_filled_beparams(cluster, self.instance)
-        if op.mode != constants.INSTANCE_CREATE:
-            self._check_import_prereq()
 
     def _check_import_prereq(self) -> None:
-        """Import-specific checks (source exists, disks match, ...)."""
+        """Read the export and default disks, NICs and parameters from it."""
+        self.import_source = backup_import.ImportSource(self)
+        self.import_source.apply_defaults(self)
 
     def _build_instance(self, hv_name: str) -> Instance:
         op = self.op
@@ -232,6 +232,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
         """Put data on the new (empty) disks; imports do their copy here."""
+        if self.op.mode == constants.INSTANCE_IMPORT:
+            self.import_source.copy_into(self, feedback_fn)
 
 
 class LUInstanceRemove(LogicalUnit):

@@ -6,17 +6,17 @@ from ganeti.rpc.calltypes import Arg, RpcCall
 
 CALLS: tuple[RpcCall, ...] = (
     RpcCall("export_prepare", "export_prepare", "normal", (Arg("instance_name"),),
-            doc="Create an empty staging dir for a new export; returns its path"),
+            single_node=True, doc="Create an empty staging dir for a new export; returns its path"),
     RpcCall("export_finalize", "export_finalize", "slow",
-            (Arg("instance_name"), Arg("config_text")),
+            (Arg("instance_name"), Arg("config_text")), single_node=True,
             doc="Write config.ini and atomically replace the previous export"),
     RpcCall("export_abort", "export_abort", "normal", (Arg("instance_name"),),
-            doc="Drop a staging dir (the previous export stays)"),
+            single_node=True, doc="Drop a staging dir (the previous export stays)"),
     RpcCall("export_list", "export_list", "fast", doc="Instances with an export here"),
     RpcCall("export_info", "export_info", "fast", (Arg("instance_name"),),
-            doc="config.ini text and path of an export"),
+            single_node=True, doc="config.ini text and path of an export"),
     RpcCall("export_remove", "export_remove", "normal", (Arg("instance_name"),),
-            doc="Remove an export"),
+            single_node=True, doc="Remove an export"),
     RpcCall("export_cleanup", "export_cleanup", "normal",
             doc="Remove leftovers of interrupted exports"),
 )

@@ -27,6 +27,10 @@ from typing import Any
 
 from ganeti import constants, crypto, daemon, errors, pathutils
 from ganeti.backend import NodeContext, RpcFail, files, hooks, info
+from ganeti.backend import export as bk_export
+from ganeti.backend import instance as bk_instance
+from ganeti.backend import storage as bk_storage
+from ganeti.backend import transfer as bk_transfer
 
 LOG = logging.getLogger("ganeti.noded")
 
@@ -50,6 +54,28 @@ PROCEDURES: Mapping[str, Procedure] = MappingProxyType({
     "upload_file": files.upload_file,
     "write_ssconf_files": files.write_ssconf_files,
     "hooks_runner": hooks.hooks_runner,
+    "blockdev_create": bk_storage.blockdev_create,
+    "blockdev_remove": bk_storage.blockdev_remove,
+    "blockdev_grow": bk_storage.blockdev_grow,
+    "blockdev_exists": bk_storage.blockdev_exists,
+    "blockdev_can_snapshot": bk_storage.blockdev_can_snapshot,
+    "blockdev_snapshot": bk_storage.blockdev_snapshot,
+    "blockdev_remove_snapshot": bk_storage.blockdev_remove_snapshot,
+    "blockdev_list_snapshots": bk_storage.blockdev_list_snapshots,
+    "instance_start": bk_instance.instance_start,
+    "instance_shutdown": bk_instance.instance_shutdown,
+    "instance_reboot": bk_instance.instance_reboot,
+    "instance_info": bk_instance.instance_info,
+    "all_instances_info": bk_instance.all_instances_info,
+    "instance_verify": bk_instance.instance_verify,
+    "hypervisor_verify": bk_instance.hypervisor_verify,
+    "transfer_receive_start": bk_transfer.transfer_receive_start,
+    "transfer_send_start": bk_transfer.transfer_send_start,
+    "transfer_status": bk_transfer.transfer_status,
+    "transfer_abort": bk_transfer.transfer_abort,
+    "transfer_cleanup": bk_transfer.transfer_cleanup,
+    "transfer_list": bk_transfer.transfer_list,
+    **bk_export.PROCEDURES,
 })
 
 

@@ -102,6 +102,21 @@ class LocalCluster:
             "nodes": [asdict(n) for n in nodes]}, indent=2))
         return cls(root_path)
 
+    @classmethod
+    def create_and_start(cls, root: str | os.PathLike[str], node_count: int = 3,
+                         attempts: int = 3) -> LocalCluster:
+        """A started cluster on a random loopback subnet (parallel test runs never clash)."""
+        last: OSError | None = None
+        for _ in range(attempts):
+            try:
+                cluster = cls.create(root, node_count, subnet=random_subnet())
+            except OSError as err:  # a subnet/port race with a parallel run
+                last = err
+                continue
+            cluster.start(log=lambda _msg: None)
+            return cluster
+        raise RuntimeError(f"Cannot create a local cluster in {root}: {last}")
+
     # --- running -------------------------------------------------------------------
 
     @property

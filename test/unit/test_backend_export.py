@@ -16,20 +16,29 @@ def ctx(tmp_path: Path) -> NodeContext:
     return NodeContext(paths=pathutils.Paths.for_root(tmp_path))
 
 
+def _local(ctx: NodeContext, wire_name: str) -> Path:
+    """Root-relative names (as procedures return them) on this node."""
+    assert wire_name.startswith("/")
+    return ctx.paths.root / wire_name.lstrip("/")
+
+
 def _write_export(ctx: NodeContext, name: str, payload: bytes, config: str) -> Path:
-    staging = Path(ex.export_prepare(ctx, name))
+    staging = _local(ctx, ex.export_prepare(ctx, name))
     (staging / "disk0.img").write_bytes(payload)
     return Path(ex.export_finalize(ctx, name, config))
 
 
 def test_first_export_then_replacement(ctx: NodeContext) -> None:
     final = _write_export(ctx, "inst1", b"old", "[export]\nversion = 0\n# one\n")
+    assert final == ex.export_path(ctx, "inst1")
     assert (final / "disk0.img").read_bytes() == b"old"
     assert ex.export_list(ctx) == ["inst1"]
     final2 = _write_export(ctx, "inst1", b"new", "[export]\nversion = 0\n# two\n")
     assert final2 == final
     assert (final / "disk0.img").read_bytes() == b"new"
-    assert "# two" in ex.export_info(ctx, "inst1")["config"]
+    info = ex.export_info(ctx, "inst1")
+    assert "# two" in info["config"]
+    assert _local(ctx, info["path"]) == final
     # no staging, trash or previous copy is left behind
     assert sorted(p.name for p in ctx.paths.export_dir.iterdir()) == ["inst1"]
 
@@ -49,7 +58,7 @@ def test_replacement_without_rename_exchange(ctx: NodeContext,
 
 def test_aborted_export_keeps_the_previous_one(ctx: NodeContext) -> None:
     _write_export(ctx, "inst1", b"good", "good config")
-    staging = Path(ex.export_prepare(ctx, "inst1"))
+    staging = _local(ctx, ex.export_prepare(ctx, "inst1"))
     (staging / "disk0.img").write_bytes(b"half")
     # while staging exists, only the complete export is listed and readable
     assert ex.export_list(ctx) == ["inst1"]

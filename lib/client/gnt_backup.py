@@ -1,0 +1,194 @@
+"""gnt-backup: export instances, import exports, list and remove them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ganeti import cli, constants, opcodes
+from ganeti.client import gnt_instance
+
+# (name, title, description) of the fields `gnt-backup list` knows
+LIST_FIELDS = (
+    ("node", "Node", "Node holding the export"),
+    ("export", "Export", "Name of the exported instance"),
+)
+LIST_DEFAULT_FIELDS = ("node", "export")
+
+# "disk/0 sent 268M, 44.6 MiB/s, 12%, ETA 49m 1s" -- redrawn in place on a terminal
+_PROGRESS_RE = re.compile(r"^disk/\d+ sent ")
+
+
+class ProgressPrinter:
+    """Job log printer: progress lines overwrite each other on a tty, plain otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._pending = False
+
+    def __call__(self, entry: Sequence[Any]) -> None:
+        line = cli.format_log_entry(entry)
+        message = entry[3] if isinstance(entry[3], str) else ""
+        if self.tty and _PROGRESS_RE.match(message):
+            self.stream.write("\r\x1b[K" + line)
+            self._pending = True
+        else:
+            if self._pending:
+                self.stream.write("\n")
+                self._pending = False
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._pending:
+            self.stream.write("\n")
+            self._pending = False
+
+
+def _submit(op: opcodes.OpCode, opts: argparse.Namespace) -> Any:
+    printer = ProgressPrinter()
+    try:
+        return cli.submit_opcode(op, opts, feedback_fn=printer)
+    finally:
+        printer.close()
+
+
+def export(opts: argparse.Namespace) -> int:
+    op = opcodes.OpBackupExport.create(
+        instance_name=opts.instance, target_node=opts.node, shutdown=opts.shutdown,
+        shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
+        ignore_remove_failures=opts.ignore_remove_failures, long_sleep=opts.long_sleep,
+        compress=opts.transport_compression)
+    result = _submit(op, opts)
+    if opts.dry_run:
+        return cli.EXIT_SUCCESS
+    finalize_ok, disks_ok = result
+    if not finalize_ok or not all(disks_ok):
+        return cli.EXIT_FAILURE
+    return cli.EXIT_SUCCESS
+
+
+def import_instance(opts: argparse.Namespace) -> int:
+    fields = gnt_instance.create_fields(opts, default_nic=False)
+    fields.update(mode=constants.INSTANCE_IMPORT, src_node=opts.src_node,
+                  src_path=opts.src_dir, identify_defaults=opts.identify_defaults,
+                  compress=opts.transport_compression)
+    _submit(opcodes.OpInstanceCreate.create(**fields), opts)
+    return cli.EXIT_SUCCESS
+
+
+def _export_rows(cl: Any, nodes: list[str]) -> tuple[list[list[str]], list[str]]:
+    answers = cl.query_exports(nodes, False)
+    rows: list[list[str]] = []
+    unreachable: list[str] = []
+    for node in sorted(answers):
+        names = answers[node]
+        if names is False:
+            unreachable.append(node)
+            continue
+        rows.extend([node, name] for name in sorted(names))
+    return rows, unreachable
+
+
+def list_exports(opts: argparse.Namespace) -> int:
+    fields = cli.parse_fields(opts.output, LIST_DEFAULT_FIELDS)
+    known = {name: title for name, title, _doc in LIST_FIELDS}
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
+        return cli.EXIT_FAILURE
+    with cli.get_client() as cl:
+        rows, unreachable = _export_rows(cl, opts.nodes)
+    for node in unreachable:
+        print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
+    by_field = [dict(zip(("node", "export"), row, strict=True)) for row in rows]
+    data = [[row[f] for f in fields] for row in by_field]
+    headers = None if opts.no_headers else known
+    for line in cli.generate_table(headers, fields, opts.separator, data):
+        print(line)
+    return cli.EXIT_FAILURE if unreachable else cli.EXIT_SUCCESS
+
+
+def list_fields(opts: argparse.Namespace) -> int:
+    data = [[name, title, doc] for name, title, doc in LIST_FIELDS]
+    headers = None if opts.no_headers else {"name": "Name", "title": "Title",
+                                            "doc": "Description"}
+    for line in cli.generate_table(headers, ["name", "title", "doc"], opts.separator, data):
+        print(line)
+    return cli.EXIT_SUCCESS
+
+
+def remove(opts: argparse.Namespace) -> int:
+    cli.submit_opcode(opcodes.OpBackupRemove.create(instance_name=opts.instance), opts)
+    return cli.EXIT_SUCCESS
+
+
+def _compression(value: str) -> str:
+    if value not in constants.IEC_DEFAULT_TOOLS:
+        raise argparse.ArgumentTypeError(
+            f"unknown compression '{value}' (choose from"
+            f" {', '.join(constants.IEC_DEFAULT_TOOLS)})")
+    return value
+
+
+_COMPRESS_OPT = cli.Option(("--transport-compression", "--compress"), {
+    "dest": "transport_compression", "type": _compression, "default": constants.IEC_NONE,
+    "metavar": "TOOL", "help": "Compress the disk streams (none, zstd, gzip)"})
+
+_EXPORT_OPTS = (
+    cli.Option(("-n", "--node"), {"required": True, "metavar": "NODE",
+                                  "help": "Node that receives the export"}),
+    cli.Option(("--noshutdown",), {"dest": "shutdown", "action": "store_false",
+                                   "default": True,
+                                   "help": "Do not shut the instance down (needs disks that"
+                                           " can be snapshotted live)"}),
+    cli.Option(("--shutdown-timeout",), {"type": int,
+                                         "default": constants.DEFAULT_SHUTDOWN_TIMEOUT,
+                                         "metavar": "SECONDS"}),
+    cli.Option(("--remove-instance",), {"action": "store_true", "default": False,
+                                        "help": "Remove the instance after the export"}),
+    cli.Option(("--ignore-remove-failures",), {"action": "store_true", "default": False}),
+    cli.Option(("--long-sleep",), {"action": "store_true", "default": False,
+                                   "help": "Allow the instance to stay down for the whole"
+                                           " copy when its disks cannot be snapshotted"}),
+    _COMPRESS_OPT,
+)
+
+_IMPORT_OPTS = (
+    *gnt_instance.ADD_OPTS,
+    cli.Option(("--src-node",), {"default": None, "metavar": "NODE",
+                                 "help": "Node holding the export (default: search)"}),
+    cli.Option(("--src-dir",), {"default": None, "metavar": "DIR",
+                                "help": "Export to import (its name or directory;"
+                                        " default: the new instance's name)"}),
+    cli.Option(("--identify-defaults",), {"action": "store_true", "default": False,
+                                          "help": "Drop parameters equal to the cluster"
+                                                  " defaults"}),
+    _COMPRESS_OPT,
+)
+
+_NODE_FILTER_OPT = cli.Option(("--node",), {"dest": "nodes", "action": "append",
+                                            "default": [], "metavar": "NODE",
+                                            "help": "Only list exports on NODE"})
+
+COMMANDS: dict[str, cli.Command] = {
+    "export": cli.Command(export, (cli.Arg("instance"),), (*_EXPORT_OPTS, *cli.SUBMIT_OPTS),
+                          "Export an instance to a node"),
+    "import": cli.Command(import_instance, (cli.Arg("instance"),),
+                          (*_IMPORT_OPTS, *cli.SUBMIT_OPTS),
+                          "Create an instance from an export"),
+    "list": cli.Command(list_exports, (), (_NODE_FILTER_OPT, *cli.LIST_OPTS),
+                        "List exports"),
+    "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
+                               "List the fields of 'list'"),
+    "remove": cli.Command(remove, (cli.Arg("instance"),), cli.SUBMIT_OPTS,
+                          "Remove the exports of an instance"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.generic_main("gnt-backup", COMMANDS, argv)
