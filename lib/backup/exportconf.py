@@ -222,6 +222,16 @@ def parse(text: str) -> ExportInfo:
     return info
 
 
+def typed_value(text: str) -> Any:
+    """A parameter value read back from config.ini (ints and booleans restored)."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def from_instance(instance: Any, cluster: Any, source_node: str,
                   checksums: list[str | None], timestamp: int | None = None,
                   compression: str = constants.IEC_NONE) -> ExportInfo:
@@ -241,6 +251,8 @@ def from_instance(instance: Any, cluster: Any, source_node: str,
                         link=nic.nicparams.get("link"), network=nic.network,
                         name=nic.name, vlan=nic.nicparams.get("vlan"))
               for nic in instance.nics],
-        hvparams=dict(instance.hvparams), beparams=dict(instance.beparams),
-        osparams=dict(instance.osparams),
+        # filled with the cluster defaults, as Ganeti writes them; an import with
+        # identify_defaults drops the ones still equal to its cluster's defaults
+        hvparams=cluster.fill_hvparams(instance), beparams=be,
+        osparams=cluster.fill_osparams(instance),
     )

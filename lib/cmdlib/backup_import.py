@@ -97,6 +97,13 @@ class ImportSource:
             op.os_type = info.os
         if op.hypervisor is None and info.hypervisor in cluster.enabled_hypervisors:
             op.hypervisor = info.hypervisor
+        if op.hypervisor == info.hypervisor and info.hvparams:
+            defaults = cluster.hvparams.get(info.hypervisor, {})
+            exported = {k: exportconf.typed_value(v) for k, v in info.hvparams.items()
+                        if v not in ("", "None")}
+            if op.identify_defaults:
+                exported = {k: v for k, v in exported.items() if defaults.get(k) != v}
+            op.hvparams = {**exported, **op.hvparams}
         beparams = {k: v for k, v in
                     (("maxmem", info.maxmem), ("minmem", info.minmem), ("vcpus", info.vcpus))
                     if v is not None}

@@ -143,6 +143,8 @@ def test_export_of_a_stopped_instance_and_import(cluster: LocalCluster) -> None:
     assert sha256(copy) == sha256(src)
     conf = instance_conf(cluster, "cold1-copy")
     assert conf is not None and conf["disks"][0]["size"] == 8
+    # parameters come from the export ([hypervisor] section)
+    assert conf["hvparams"]["blocks"] == 256 and conf["hvparams"]["write_interval_ms"] == 2
     run(cluster, "gnt-instance", "remove", "-f", "cold1-copy")
     run(cluster, "gnt-instance", "remove", "-f", "cold1")
 
