@@ -8,11 +8,8 @@ well-known slot ``/tmp/ganeti-test-fs-<worker>`` that is guarded by a lock
 file; a slot left behind by a crashed run is cleaned up by the next run that
 takes its lock.
 
-Use from pytest (import the fixtures into the test module)::
-
-    from fsfixture import noreflink_dir, reflink_dir, reflink_fs  # noqa: F401
-
-or directly (benchmarks, e2e helpers)::
+test/conftest.py registers the fixtures (reflink_fs, reflink_dir,
+noreflink_dir) for every test; use the module directly (benchmarks, e2e helpers)::
 
     mountpoint, cleanup = mount_reflink_fs(Path("/tmp/my-slot"))
 """

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fsfixture import reflink_fs  # noqa: F401 - session fixture used by rcluster
 
 from ganeti import constants, daemon
 from ganeti.backup import exportconf
@@ -33,7 +32,7 @@ WAIT = 60.0
 
 
 @pytest.fixture(scope="module")
-def rcluster(reflink_fs: Path) -> Iterator[LocalCluster]:  # noqa: F811
+def rcluster(reflink_fs: Path) -> Iterator[LocalCluster]:
     """A 3-node cluster whose node roots live on a reflink-capable filesystem."""
     root = reflink_fs / f"cluster-{os.getpid()}-{time.monotonic_ns()}"
     lc = LocalCluster.create_and_start(root)

@@ -19,8 +19,6 @@ from ganeti.storage import (
     open_writer,
 )
 
-pytest_plugins = ["fsfixture"]
-
 REGIONS = [(5 * MIB, MIB), (20 * MIB, MIB), (63 * MIB, MIB)]
 
 

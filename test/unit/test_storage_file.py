@@ -20,8 +20,6 @@ from ganeti.storage import (
     supported_dev_types,
 )
 
-pytest_plugins = ["fsfixture"]
-
 
 @pytest.fixture
 def paths(tmp_path: Path) -> pathutils.Paths:

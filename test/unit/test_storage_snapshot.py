@@ -22,8 +22,6 @@ from ganeti import errors, pathutils
 from ganeti.objects import Disk
 from ganeti.storage import MIB, FileDiskDriver, allocated_bytes, open_reader
 
-pytest_plugins = ["fsfixture"]
-
 BLOCK = 4096
 HEADER = struct.Struct("<QQ32s")  # generation, block index, sha256 of everything else
 DISK_MIB = 8

@@ -1,0 +1,3 @@
+"""Shared pytest setup: the reflink test filesystem fixtures (test/fsfixture.py)."""
+
+pytest_plugins = ["fsfixture"]
