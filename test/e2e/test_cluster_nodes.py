@@ -155,3 +155,30 @@ def test_node_add_hooks_pre_failure_aborts_post_failure_warns(
     finally:
         post.unlink()
     assert [r[0] for r in _rows(cluster, "name")] == ["node1", "node2", "node3"]
+
+
+def test_cluster_destroy(tmp_path: Path) -> None:
+    lc = LocalCluster.create_and_start(tmp_path / "c", node_count=2)
+    try:
+        proc = lc.gnt("gnt-cluster", "destroy")
+        assert proc.returncode == 1 and "--yes-do-it" in proc.stderr
+        proc = lc.gnt("gnt-cluster", "destroy", "--yes-do-it")
+        assert proc.returncode == 1 and "node2" in proc.stderr and "remove them" in proc.stderr
+        assert lc.gnt("gnt-node", "remove", "node2").returncode == 0
+        proc = lc.gnt("gnt-cluster", "destroy", "--yes-do-it")
+        assert proc.returncode == 0, proc.stderr
+        master = lc.master
+        for _ in range(200):
+            if not (lc.is_running(constants.MASTERD, master)
+                    or lc.is_running(constants.NODED, master)):
+                break
+            time.sleep(0.05)
+        assert not lc.is_running(constants.MASTERD, master)
+        assert not lc.is_running(constants.NODED, master)
+        data_dir = master.paths.data_dir
+        assert not master.paths.cluster_conf_file.exists()
+        # set aside, not deleted: recoverable by hand
+        assert [p.name for p in data_dir.iterdir() if p.name.startswith("config.data.destroyed")]
+        assert lc.gnt("gnt-cluster", "master-ping").returncode == 1
+    finally:
+        lc.stop(log=lambda _m: None)
