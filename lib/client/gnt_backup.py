@@ -148,10 +148,14 @@ _EXPORT_OPTS = (
                                            " can be snapshotted live)"}),
     cli.Option(("--shutdown-timeout",), {"type": int,
                                          "default": constants.DEFAULT_SHUTDOWN_TIMEOUT,
-                                         "metavar": "SECONDS"}),
+                                         "metavar": "SECONDS",
+                                         "help": "How long a clean shutdown may take before"
+                                                 " the instance is killed"}),
     cli.Option(("--remove-instance",), {"action": "store_true", "default": False,
                                         "help": "Remove the instance after the export"}),
-    cli.Option(("--ignore-remove-failures",), {"action": "store_true", "default": False}),
+    cli.Option(("--ignore-remove-failures",), {"action": "store_true", "default": False,
+                                               "help": "With --remove-instance: turn removal"
+                                                       " failures into warnings"}),
     cli.Option(("--long-sleep",), {"action": "store_true", "default": False,
                                    "help": "Allow the instance to stay down for the whole"
                                            " copy when its disks cannot be snapshotted"}),
