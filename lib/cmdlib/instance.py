@@ -53,6 +53,31 @@ def _check_node_online(lu: LogicalUnit, node_uuid: str, what: str = "") -> Node:
     return node
 
 
+class InstanceLU(LogicalUnit):
+    """An LU acting on one existing instance: locks it and its nodes, hooks on them.
+
+    Subclasses choose whether node locks are shared and whether node-res
+    locks are taken too.
+    """
+
+    HTYPE = constants.HTYPE_INSTANCE
+    REQ_BGL = False
+    SHARED_NODES: bool = True
+    NODE_RES: bool = False
+    instance: Instance
+
+    def ExpandNames(self) -> None:
+        _lock_instance_and_nodes(self, node_res=self.NODE_RES,
+                                 shared_nodes=self.SHARED_NODES)
+
+    def DeclareLocks(self, level: int) -> None:
+        _declare_instance_node_locks(self, level)
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
+        return nodes, nodes
+
+
 class LUInstanceCreate(LogicalUnit):
     """Create an instance: disks on the primary, config entry, then start it.
 
@@ -236,17 +261,11 @@ class LUInstanceCreate(LogicalUnit):
             self.import_source.copy_into(self, feedback_fn)
 
 
-class LUInstanceRemove(LogicalUnit):
+class LUInstanceRemove(InstanceLU):
     HPATH = "instance-remove"
-    HTYPE = constants.HTYPE_INSTANCE
-    REQ_BGL = False
+    SHARED_NODES = False
+    NODE_RES = True
     op: opcodes.OpInstanceRemove
-
-    def ExpandNames(self) -> None:
-        _lock_instance_and_nodes(self, node_res=True)
-
-    def DeclareLocks(self, level: int) -> None:
-        _declare_instance_node_locks(self, level)
 
     def CheckPrereq(self) -> None:
         self.instance = _get_instance(self, self.op.instance_name)
@@ -277,20 +296,12 @@ class LUInstanceRemove(LogicalUnit):
         return None
 
 
-class LUInstanceStartup(LogicalUnit):
+class LUInstanceStartup(InstanceLU):
     HPATH = "instance-start"
-    HTYPE = constants.HTYPE_INSTANCE
-    REQ_BGL = False
     op: opcodes.OpInstanceStartup
 
     def CheckArguments(self) -> None:
         self.beparams = iu.check_beparams(self.op.beparams)
-
-    def ExpandNames(self) -> None:
-        _lock_instance_and_nodes(self, shared_nodes=True)
-
-    def DeclareLocks(self, level: int) -> None:
-        _declare_instance_node_locks(self, level)
 
     def CheckPrereq(self) -> None:
         self.instance = inst = _get_instance(self, self.op.instance_name)
@@ -311,10 +322,6 @@ class LUInstanceStartup(LogicalUnit):
     def BuildHooksEnv(self) -> dict[str, Any]:
         return iu.instance_hook_env(self.cfg, self.instance, {"FORCE": self.op.force})
 
-    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
-        return nodes, nodes
-
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         inst = self.instance
         if self.primary_offline:
@@ -329,17 +336,9 @@ class LUInstanceStartup(LogicalUnit):
         return None
 
 
-class LUInstanceShutdown(LogicalUnit):
+class LUInstanceShutdown(InstanceLU):
     HPATH = "instance-stop"
-    HTYPE = constants.HTYPE_INSTANCE
-    REQ_BGL = False
     op: opcodes.OpInstanceShutdown
-
-    def ExpandNames(self) -> None:
-        _lock_instance_and_nodes(self, shared_nodes=True)
-
-    def DeclareLocks(self, level: int) -> None:
-        _declare_instance_node_locks(self, level)
 
     def CheckPrereq(self) -> None:
         self.instance = inst = _get_instance(self, self.op.instance_name)
@@ -352,10 +351,6 @@ class LUInstanceShutdown(LogicalUnit):
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         return iu.instance_hook_env(self.cfg, self.instance, {"TIMEOUT": self.op.timeout})
-
-    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
-        return nodes, nodes
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         inst = self.instance
@@ -372,17 +367,9 @@ class LUInstanceShutdown(LogicalUnit):
         return None
 
 
-class LUInstanceReboot(LogicalUnit):
+class LUInstanceReboot(InstanceLU):
     HPATH = "instance-reboot"
-    HTYPE = constants.HTYPE_INSTANCE
-    REQ_BGL = False
     op: opcodes.OpInstanceReboot
-
-    def ExpandNames(self) -> None:
-        _lock_instance_and_nodes(self, shared_nodes=True)
-
-    def DeclareLocks(self, level: int) -> None:
-        _declare_instance_node_locks(self, level)
 
     def CheckPrereq(self) -> None:
         self.instance = inst = _get_instance(self, self.op.instance_name)
@@ -398,10 +385,6 @@ class LUInstanceReboot(LogicalUnit):
             "SHUTDOWN_TIMEOUT": self.op.shutdown_timeout,
             "IGNORE_SECONDARIES": self.op.ignore_secondaries})
 
-    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
-        return nodes, nodes
-
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         inst = self.instance
         pnode = iu.node_name(self.cfg, inst.primary_node)
@@ -411,12 +394,10 @@ class LUInstanceReboot(LogicalUnit):
         return None
 
 
-class LUInstanceSetParams(LogicalUnit):
+class LUInstanceSetParams(InstanceLU):
     """Change backend/hypervisor/OS parameters; they apply at the next start."""
 
     HPATH = "instance-modify"
-    HTYPE = constants.HTYPE_INSTANCE
-    REQ_BGL = False
     op: opcodes.OpInstanceSetParams
 
     def CheckArguments(self) -> None:
@@ -426,6 +407,9 @@ class LUInstanceSetParams(LogicalUnit):
 
     def ExpandNames(self) -> None:
         self.expand_and_lock_instance()
+
+    def DeclareLocks(self, level: int) -> None:
+        """Only the instance lock: parameter changes apply at the next start."""
 
     def CheckPrereq(self) -> None:
         self.instance = inst = _get_instance(self, self.op.instance_name)
@@ -441,10 +425,6 @@ class LUInstanceSetParams(LogicalUnit):
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         return iu.instance_hook_env(self.cfg, self.instance)
-
-    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        nodes = iu.instance_hook_nodes(self.cfg, self.instance)
-        return nodes, nodes
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         inst = self.instance
