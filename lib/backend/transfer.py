@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ganeti import crypto, errors, storage
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, x509
 from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.transfer import COMPRESSIONS, TransferError, registry
+from ganeti.transfer.checksum import ALGORITHMS
 
 _TIMEOUT_KEYS = ("connect_timeout", "listen_timeout", "progress_timeout")
 
@@ -51,6 +52,9 @@ def resolve_file(ctx: NodeContext, name: Any, create_parents: bool = False) -> P
 
 def _ssl_context(ctx: NodeContext, options: Mapping[str, Any], server: bool) -> ssl.SSLContext:
     """Cluster certificates unless the master names others (remote exports)."""
+    if options.get("x509_key_name") is not None:
+        # remote export: this node's per-transfer key, trusting only the peer's
+        return x509.transfer_ssl_context(ctx, options, server)
     cert = options.get("cert_file") or ctx.paths.node_cert_file
     ca = options.get("ca_file") or ctx.paths.cluster_ca_file
     make = crypto.server_ssl_context if server else crypto.client_ssl_context
@@ -75,6 +79,17 @@ def _stream_options(options: Any) -> registry.StreamOptions:
         if isinstance(level, bool) or not isinstance(level, int) or not -5 <= level <= 22:
             raise RpcFail(f"Invalid compress_level {level!r}")
         values["compress_level"] = level
+    checksum = options.get("checksum")
+    if checksum is not None:
+        if checksum not in ALGORITHMS:
+            raise RpcFail(f"Invalid checksum {checksum!r}: expected one of"
+                          f" {', '.join(sorted(ALGORITHMS))}")
+        values["checksum"] = checksum
+    verify = options.get("verify_receive")
+    if verify is not None:
+        if not isinstance(verify, bool):
+            raise RpcFail(f"Invalid verify_receive {verify!r}: expected true or false")
+        values["verify_receive"] = verify
     return registry.StreamOptions(**values)
 
 

@@ -1,10 +1,15 @@
 """Disk checksum that does not depend on where a filesystem keeps holes.
 
 The disk is cut into fixed 4 MiB blocks; each block's bytes (holes read as
-zeros) are hashed with SHA-256 and the disk checksum is SHA-256 over the
-concatenated block digests, written ``sha256-4m:<hex>``.  Sender, receiver
+zeros) are hashed and the disk checksum is the same hash over the
+concatenated block digests, written ``<algorithm>:<hex>``.  Sender, receiver
 and a later verifier therefore agree however each of them sees the extents,
 and blocks that are entirely hole cost a cached digest instead of a read.
+
+Two algorithms: ``blake3-4m`` (the default: about five times faster than
+SHA-256 here and it releases the GIL, so it barely competes with TLS for a
+core) and ``sha256-4m`` (what older exports recorded; still computed on
+request, so they can be verified and imported).
 """
 
 from __future__ import annotations
@@ -15,16 +20,45 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
+import blake3
+
 from ganeti.storage.extents import DiskReader
 from ganeti.transfer import BLOCK_SIZE
-from ganeti.transfer.protocol import CHECKSUM_ALGORITHM
+
+SHA256_4M = "sha256-4m"
+BLAKE3_4M = "blake3-4m"
+DEFAULT_ALGORITHM = BLAKE3_4M
+ALGORITHMS = frozenset({SHA256_4M, BLAKE3_4M})
+_HEX_DIGITS = 64  # both give 32-byte digests
 
 _ZEROS = memoryview(bytes(BLOCK_SIZE))
 
 
-@lru_cache(maxsize=8)
-def _zero_digest(length: int) -> bytes:
-    return hashlib.sha256(_ZEROS[:length]).digest()
+def new_hash(algorithm: str, data: Any = b"") -> Any:
+    """A hash object of the algorithm behind ``algorithm`` (hashlib interface)."""
+    if algorithm == BLAKE3_4M:
+        return blake3.blake3(data)
+    if algorithm == SHA256_4M:
+        return hashlib.sha256(data)
+    raise ValueError(f"Unknown checksum algorithm {algorithm!r} (known:"
+                     f" {', '.join(sorted(ALGORITHMS))})")
+
+
+def algorithm_of(checksum: str) -> str:
+    """The algorithm of a ``<algorithm>:<hex>`` value; ValueError saying what is wrong."""
+    algorithm, sep, digest = str(checksum).partition(":")
+    if not sep or algorithm not in ALGORITHMS:
+        raise ValueError(f"Unknown checksum algorithm in {checksum!r} (known:"
+                         f" {', '.join(sorted(ALGORITHMS))})")
+    if len(digest) != _HEX_DIGITS or digest.strip("0123456789abcdef"):
+        raise ValueError(f"Malformed {algorithm} checksum {checksum!r}: expected"
+                         f" {_HEX_DIGITS} lowercase hex digits")
+    return algorithm
+
+
+@lru_cache(maxsize=16)
+def _zero_digest(algorithm: str, length: int) -> bytes:
+    return bytes(new_hash(algorithm, _ZEROS[:length]).digest())
 
 
 class BlockChecksum:
@@ -33,16 +67,18 @@ class BlockChecksum:
     Gaps between updates (holes, skipped zero blocks) count as zeros.
     """
 
-    def __init__(self, size: int, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, size: int, block_size: int = BLOCK_SIZE,
+                 algorithm: str = DEFAULT_ALGORITHM) -> None:
         if size < 0:
             raise ValueError("size must not be negative")
         if not 0 < block_size <= BLOCK_SIZE:
             raise ValueError(f"block size must be 1..{BLOCK_SIZE}")
         self.size = size
+        self.algorithm = algorithm
         self._block = block_size
         self._pos = 0
         self._current: Any = None  # hash of the partly seen block, if any
-        self._outer = hashlib.sha256()
+        self._outer = new_hash(algorithm)
         self._result: str | None = None
 
     @property
@@ -62,12 +98,12 @@ class BlockChecksum:
             block_end = self._block_end()
             block_start = self._pos - self._pos % self._block
             if self._current is None and self._pos == block_start and target >= block_end:
-                self._outer.update(_zero_digest(block_end - block_start))
+                self._outer.update(_zero_digest(self.algorithm, block_end - block_start))
                 self._pos = block_end
                 continue
             step = min(target, block_end) - self._pos
             if self._current is None:
-                self._current = hashlib.sha256()
+                self._current = new_hash(self.algorithm)
             self._current.update(_ZEROS[:step])
             self._pos += step
             self._close_block_if_full(block_end)
@@ -88,11 +124,11 @@ class BlockChecksum:
             part = view[done:done + step]
             if self._current is None and step == block_end - (self._pos - self._pos
                                                                  % self._block):
-                self._outer.update(hashlib.sha256(part).digest())
+                self._outer.update(new_hash(self.algorithm, part).digest())
                 self._pos += step
             else:
                 if self._current is None:
-                    self._current = hashlib.sha256()
+                    self._current = new_hash(self.algorithm)
                 self._current.update(part)
                 self._pos += step
                 self._close_block_if_full(block_end)
@@ -102,7 +138,7 @@ class BlockChecksum:
         """The disk checksum; the rest of the disk after the last update counts as zeros."""
         if self._result is None:
             self._skip_to(self.size)
-            self._result = f"{CHECKSUM_ALGORITHM}:{self._outer.hexdigest()}"
+            self._result = f"{self.algorithm}:{self._outer.hexdigest()}"
         return self._result
 
 
@@ -117,8 +153,8 @@ def block_pieces(extents: Iterable[tuple[int, int]],
             offset += step
 
 
-def checksum_reader(reader: DiskReader) -> str:
-    summer = BlockChecksum(reader.size)
+def checksum_reader(reader: DiskReader, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    summer = BlockChecksum(reader.size, algorithm=algorithm)
     buf = memoryview(bytearray(BLOCK_SIZE))
     for offset, length in block_pieces(reader.extents()):
         got = reader.readinto(offset, buf[:length])
@@ -126,7 +162,13 @@ def checksum_reader(reader: DiskReader) -> str:
     return summer.finish()
 
 
-def checksum_file(path: str | os.PathLike[str]) -> str:
-    """``sha256-4m:<hex>`` of an image file or block device."""
+def checksum_file(path: str | os.PathLike[str], algorithm: str = DEFAULT_ALGORITHM) -> str:
+    """``<algorithm>:<hex>`` of an image file or block device."""
+    new_hash(algorithm)  # unknown algorithms fail before the file is read
     with DiskReader(path) as reader:
-        return checksum_reader(reader)
+        return checksum_reader(reader, algorithm)
+
+
+def file_matches(path: str | os.PathLike[str], expected: str) -> bool:
+    """Whether a file has the recorded checksum, in whichever algorithm it was recorded."""
+    return checksum_file(path, algorithm_of(expected)) == expected

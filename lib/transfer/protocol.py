@@ -6,9 +6,12 @@ payload``.  Control frames carry a JSON object; DATA frames carry
 
     sender   HEADER ------------------>  receiver checks magic, version, size
              <------------------ READY   (or ERROR, before any byte is written)
-             DATA ... DATA END ------->
-             <-------------------- ACK   receiver's own checksum
+             DATA ... DATA END ------->  byte counts and the sender's checksum
+             <-------------------- ACK   receiver's own checksum, or null
 
+The sender always hashes what it reads (that checksum is what an export
+records).  The receiver checks the byte counts and hashes the received data
+only when asked to (``verify``): TLS already protects the bytes in transit.
 Either side may send ERROR at any point; the other side then fails too.
 """
 
@@ -29,9 +32,11 @@ from ganeti.transfer import (
     COMPRESSIONS,
     TransferError,
 )
+from ganeti.transfer.checksum import ALGORITHMS, DEFAULT_ALGORITHM
 
-PROTOCOL_VERSION = 1
-CHECKSUM_ALGORITHM = "sha256-4m"
+# 2: the header names the checksum algorithm, END carries sent_bytes and the
+# receiver's ACK checksum may be null (not verified)
+PROTOCOL_VERSION = 2
 
 HEADER = 1
 READY = 2
@@ -166,9 +171,10 @@ def error_message(payload: memoryview | bytes) -> str:
     return str(message) if message else "unspecified error"
 
 
-def make_header(magic: str, size: int, data_total: int, compress: str) -> dict[str, Any]:
+def make_header(magic: str, size: int, data_total: int, compress: str,
+                checksum: str = DEFAULT_ALGORITHM) -> dict[str, Any]:
     return {"magic": magic, "version": PROTOCOL_VERSION, "size": size,
-            "data_total": data_total, "compress": compress, "checksum": CHECKSUM_ALGORITHM}
+            "data_total": data_total, "compress": compress, "checksum": checksum}
 
 
 def check_header(header: dict[str, Any], magic: str, size: int | None) -> None:
@@ -188,7 +194,7 @@ def check_header(header: dict[str, Any], magic: str, size: int | None) -> None:
         raise ProtocolError(f"Sender has {their_size} bytes, receiver expects {size}")
     if header.get("compress") not in COMPRESSIONS:
         raise ProtocolError(f"Unsupported compression {header.get('compress')!r}")
-    if header.get("checksum") != CHECKSUM_ALGORITHM:
+    if header.get("checksum") not in ALGORITHMS:
         raise ProtocolError(f"Unsupported checksum algorithm {header.get('checksum')!r}")
 
 

@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ganeti import errors
 from ganeti.storage.extents import DiskWriter
@@ -23,7 +24,7 @@ from ganeti.transfer import (
     TransferError,
 )
 from ganeti.transfer import protocol as proto
-from ganeti.transfer.checksum import BlockChecksum
+from ganeti.transfer.checksum import BlockChecksum, algorithm_of
 
 # Opens the destination once the header is accepted; gets the disk size in bytes
 WriterFactory = Callable[[int], DiskWriter]
@@ -107,11 +108,13 @@ class Listener:
 def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
                    open_writer: WriterFactory, *, progress: Progress | None = None,
                    progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
-                   abort: threading.Event | None = None) -> str:
+                   abort: threading.Event | None = None, verify: bool = False) -> str:
     """Receive one stream into the writer ``open_writer`` returns; returns the checksum.
 
     Nothing is opened or written before the header (magic, version, size)
-    has been accepted.
+    has been accepted.  The byte counts are always checked; ``verify`` also
+    hashes the received data and compares it with the sender's checksum,
+    otherwise the sender's checksum is returned as is (TLS protected it).
     """
     progress = progress or Progress()
     abort = abort or threading.Event()
@@ -119,7 +122,7 @@ def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
     try:
         try:
             return _receive(sock, frames, magic, expected_size, open_writer, progress,
-                            progress_timeout, abort)
+                            progress_timeout, abort, verify)
         except (TransferError, errors.StorageError, OSError, ValueError):
             if abort.is_set():  # whatever broke, the abort was the cause
                 raise TransferAborted("Transfer aborted") from None
@@ -152,7 +155,7 @@ def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
 
 def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
              expected_size: int | None, open_writer: WriterFactory, progress: Progress,
-             progress_timeout: float, abort: threading.Event) -> str:
+             progress_timeout: float, abort: threading.Event, verify: bool) -> str:
     sock.settimeout(progress_timeout)
     _, payload = frames.expect(proto.HEADER)
     header = proto.decode_json(payload)
@@ -161,19 +164,23 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     progress.size = size
     data_total = header.get("data_total")
     progress.data_total = data_total if isinstance(data_total, int) else size
+    algorithm = str(header["checksum"])
     with open_writer(size) as writer:
-        return _receive_data(sock, frames, writer, size, progress, abort)
+        return _receive_data(sock, frames, writer, size, progress, abort,
+                             algorithm if verify else None)
 
 
 class _Writer(threading.Thread):
-    """Decompresses, writes and hashes blocks while the stream thread keeps reading."""
+    """Decompresses, writes (and hashes, if asked) while the stream thread keeps reading."""
 
     def __init__(self, writer: DiskWriter, size: int, progress: Progress,
-                 depth: int = PIPELINE_DEPTH) -> None:
+                 algorithm: str | None, depth: int = PIPELINE_DEPTH) -> None:
         super().__init__(name="transfer-write", daemon=True)
         self.writer = writer
         self.progress = progress
-        self.summer = BlockChecksum(size)
+        self.summer = None if algorithm is None else BlockChecksum(size,
+                                                                   algorithm=algorithm)
+        self.received = 0  # raw bytes of the DATA frames
         self.codec = proto.Codec(COMPRESS_NONE, 0)
         self.pool = BufferPool(depth, proto.MAX_PAYLOAD)
         self.work: queue.SimpleQueue[tuple[bytearray, memoryview] | None] = \
@@ -197,8 +204,10 @@ class _Writer(threading.Thread):
         if not self.writer.holes_are_zero and offset > self.pos:
             self.writer.write_zeros(self.pos, offset - self.pos)
         self.writer.write_at(offset, data)
-        self.summer.update(offset, data)
+        if self.summer is not None:
+            self.summer.update(offset, data)
         self.pos = offset + raw_len
+        self.received += raw_len
         self.progress.bytes += raw_len
 
     def check(self) -> None:
@@ -207,12 +216,14 @@ class _Writer(threading.Thread):
 
 
 def _receive_data(sock: ssl.SSLSocket, frames: proto.FrameReader, writer: DiskWriter,
-                  size: int, progress: Progress, abort: threading.Event) -> str:
+                  size: int, progress: Progress, abort: threading.Event,
+                  algorithm: str | None) -> str:
+    """Store the data frames; ``algorithm`` None: check byte counts, do not hash."""
     if writer.size < size:
         raise TransferError(f"Destination {writer.path} has {writer.size} bytes,"
                             f" the stream {size}")
     sock.sendall(proto.encode_json(proto.READY, {}))
-    worker = _Writer(writer, size, progress)
+    worker = _Writer(writer, size, progress, algorithm)
     worker.start()
     try:
         payload = _read_data(frames, worker, size, progress, abort)
@@ -221,18 +232,39 @@ def _receive_data(sock: ssl.SSLSocket, frames: proto.FrameReader, writer: DiskWr
         worker.join()
     worker.check()
     end = proto.decode_json(payload)
+    theirs = _check_end(end, worker.received)
     if not writer.holes_are_zero and worker.pos < size:
         writer.write_zeros(worker.pos, size - worker.pos)
     writer.fsync()
-    checksum = worker.summer.finish()
-    theirs = end.get("checksum")
     sent = end.get("data_bytes")
     if isinstance(sent, int) and sent > progress.bytes:
         progress.bytes = sent  # zero blocks the sender skipped count as done
+    if worker.summer is None:
+        sock.sendall(proto.encode_json(proto.ACK, {"checksum": None, "ok": True}))
+        return theirs
+    checksum = worker.summer.finish()
     sock.sendall(proto.encode_json(proto.ACK, {"checksum": checksum, "ok": theirs == checksum}))
     if theirs != checksum:
         raise TransferError(f"Checksum mismatch: sender {theirs}, received data {checksum}")
     return checksum
+
+
+def _check_end(end: dict[str, Any], received: int) -> str:
+    """The sender's checksum from END, once its byte count matches what arrived."""
+    theirs = end.get("checksum")
+    if not isinstance(theirs, str):
+        raise proto.ProtocolError(f"END frame: invalid checksum {theirs!r}")
+    try:
+        algorithm_of(theirs)
+    except ValueError as err:
+        raise proto.ProtocolError(f"END frame: {err}") from None
+    sent = end.get("sent_bytes")
+    if isinstance(sent, bool) or not isinstance(sent, int):
+        raise proto.ProtocolError(f"END frame: invalid sent_bytes {sent!r}")
+    if sent != received:
+        raise TransferError(f"Byte count mismatch: the sender sent {sent} data bytes,"
+                            f" {received} arrived")
+    return theirs
 
 
 def _read_data(frames: proto.FrameReader, worker: _Writer, size: int, progress: Progress,

@@ -29,6 +29,7 @@ from ganeti.transfer import (
     TransferAborted,
     TransferError,
 )
+from ganeti.transfer.checksum import DEFAULT_ALGORITHM
 from ganeti.transfer.receiver import Listener, WriterFactory, receive_stream
 from ganeti.transfer.sender import connect, send_stream
 
@@ -47,6 +48,10 @@ class StreamOptions:
     listen_timeout: float = DEFAULT_LISTEN_TIMEOUT
     progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT
     compress_level: int = DEFAULT_COMPRESS_LEVEL
+    # the sender's checksum algorithm (imports ask for the one the export recorded)
+    checksum: str = DEFAULT_ALGORITHM
+    # receivers: hash the received data too (TLS already protects it in transit)
+    verify_receive: bool = False
 
 
 def check_id(transfer_id: Any) -> str:
@@ -203,7 +208,7 @@ def start_receive(transfer_id: str, label: str, address: str, ssl_ctx: ssl.SSLCo
         tr.attach_socket(sock)
         return receive_stream(sock, magic, size, open_writer, progress=tr.progress,
                               progress_timeout=options.progress_timeout,
-                              abort=tr.abort_event)
+                              abort=tr.abort_event, verify=options.verify_receive)
 
     transfer.port = listener.port
     transfer.start(work)
@@ -224,7 +229,7 @@ def start_send(transfer_id: str, label: str, host: str, port: int,
             return send_stream(sock, reader, magic, compress=compress or COMPRESS_NONE,
                                level=options.compress_level, progress=tr.progress,
                                progress_timeout=options.progress_timeout,
-                               abort=tr.abort_event)
+                               abort=tr.abort_event, checksum=options.checksum)
 
     transfer.start(work)
     return transfer

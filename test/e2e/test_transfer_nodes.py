@@ -32,7 +32,7 @@ _PROGRESS_RE = re.compile(
     r"^disk/0 sent \d+(\.\d)?[BKMGT]?, \d+\.\d MiB/s, \d+%(, ETA (\d+h )?(\d+m )?\d+s)?$")
 _FINISHED_RE = re.compile(
     r"^disk/0 finished: \d+(\.\d)?[BKMGT]? in \d+\.\ds, \d+\.\d MiB/s,"
-    r" checksum sha256-4m:[0-9a-f]{64}$")
+    r" checksum blake3-4m:[0-9a-f]{64}$")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ from ganeti.rpc.result import RpcResult
 from ganeti.transfer import BLOCK_SIZE, registry
 from ganeti.transfer.checksum import checksum_file
 from ganeti.transfer.coordinator import (
+    MIN_POLL_INTERVAL,
     DiskTransfer,
+    _Run,
     format_duration,
     format_size,
     progress_line,
@@ -115,6 +117,12 @@ def test_procedures_refuse_bad_arguments(nodes: dict[str, NodeContext]) -> None:
     with pytest.raises(RpcFail, match="progress_timeout"):
         bk.transfer_receive_start(ctx, "t1", dest, 10, "magic-magic", "none",
                                   {"progress_timeout": -1})
+    with pytest.raises(RpcFail, match="Invalid checksum 'md5': expected one of"):
+        bk.transfer_send_start(ctx, "t1", {"kind": "file", "path": "/srv/ganeti/export/a"},
+                               "127.0.0.1", 1, "magic-magic", "none", {"checksum": "md5"})
+    with pytest.raises(RpcFail, match="Invalid verify_receive 'yes'"):
+        bk.transfer_receive_start(ctx, "t1", dest, 10, "magic-magic", "none",
+                                  {"verify_receive": "yes"})
     with pytest.raises(RpcFail, match="outside"):
         bk.transfer_send_start(ctx, "t1", {"kind": "file", "path": "/etc/passwd"},
                                "127.0.0.1", 1, "magic-magic", "none", {})
@@ -150,7 +158,7 @@ def test_coordinator_copies_disks_in_parallel(nodes: dict[str, NodeContext]) -> 
         assert result.checksum == checksum_file(copy)
         assert f"disk/{index} finished: " in "\n".join(lines)
     finished = [line for line in lines if "finished" in line]
-    assert len(finished) == 2 and all("checksum sha256-4m:" in line for line in finished)
+    assert len(finished) == 2 and all("checksum blake3-4m:" in line for line in finished)
     # cleanup ran on both nodes and nothing is left behind
     assert {node for name, node in rpc.calls if name == "transfer_cleanup"} == \
         {"node1", "node2"}
@@ -226,3 +234,51 @@ def test_coordinator_disk_to_disk_through_the_storage_driver(
     assert result.success, result.error
     assert dest.read_bytes() == src.read_bytes()
     assert result.checksum == checksum_file(dest)
+
+
+def test_coordinator_sha256_sender_and_verifying_receiver(
+        nodes: dict[str, NodeContext]) -> None:
+    options: dict[str, dict[str, Any]] = {}
+
+    class Recording(FakeRpc):
+        def _one(self, name: str, node: str, args: tuple[Any, ...]) -> RpcResult:
+            if name.endswith("_start"):
+                options[name] = args[-1]
+            return super()._one(name, node, args)
+
+    rpc = Recording(nodes)
+    src = _sparse(nodes["node1"].paths.file_storage_dir / "old" / "disk0",
+                  BLOCK_SIZE + 10, [(3, os.urandom(5000))])
+    spec = DiskTransfer("disk/0", "node1",
+                        {"kind": "file", "path": "/var/lib/ganeti/file-storage/old/disk0"},
+                        "node2", {"kind": "file", "path": "/srv/ganeti/export/old/disk0"},
+                        dest_address="127.0.0.1", checksum="sha256-4m")
+    (result,) = run_transfers(rpc, [spec], lambda _m: None, poll_interval=0.05,
+                              extra_options={"verify_receive": True})
+    assert result.success, result.error
+    assert result.checksum == checksum_file(src, "sha256-4m")
+    assert options["transfer_send_start"]["checksum"] == "sha256-4m"
+    assert "checksum" not in options["transfer_receive_start"]
+    assert options["transfer_receive_start"]["verify_receive"] is True
+
+
+def test_poll_pause_follows_the_expected_end() -> None:
+    spec = DiskTransfer("disk/0", "a", {}, "b", {})
+    run = _Run(None, [spec, spec], lambda _m: None, {})
+    first, second = run.disks
+    assert run.next_poll(1.0) == MIN_POLL_INTERVAL  # no rate known yet
+    first.send_status = {"bytes": 0, "data_total": 100 * MIB, "rate": 10.0 * MIB}
+    second.send_status = {"bytes": 50 * MIB, "data_total": 100 * MIB, "rate": 100.0 * MIB}
+    assert run.next_poll(1.0) == pytest.approx(0.25)  # the second ends in 0.5 s
+    assert run.next_poll(0.2) == 0.2                   # never longer than asked
+    second.send_status = {"bytes": 99 * MIB, "data_total": 100 * MIB, "rate": 100.0 * MIB}
+    assert run.next_poll(1.0) == MIN_POLL_INTERVAL     # never shorter than the minimum
+    second.finished = True
+    assert run.next_poll(1.0) == 1.0
+    first.send_status = {"bytes": 100 * MIB, "data_total": 100 * MIB, "rate": 1.0}
+    # all sent, the receiver syncs: soon, then less and less often
+    pauses = [run.next_poll(1.0) for _ in range(12)]
+    assert pauses[:3] == pytest.approx([0.1, 0.125, 0.15625])
+    assert pauses[-1] == 1.0 and pauses == sorted(pauses)
+    run.rpc_failures["b"] = 1                       # a node missed a poll: full pause
+    assert run.next_poll(1.0) == 1.0

@@ -80,8 +80,10 @@ def test_header_checks() -> None:
     good = proto.make_header("a" * 32, 100, 100, COMPRESS_NONE)
     proto.check_header(good, "a" * 32, 100)
     proto.check_header(good, "a" * 32, None)
-    with pytest.raises(proto.ProtocolError, match="Unsupported protocol version 2"):
-        proto.check_header({**good, "version": 2}, "a" * 32, 100)
+    with pytest.raises(proto.ProtocolError, match="Unsupported protocol version 1"):
+        proto.check_header({**good, "version": 1}, "a" * 32, 100)
+    assert good["checksum"] == "blake3-4m"
+    proto.check_header({**good, "checksum": "sha256-4m"}, "a" * 32, 100)
     with pytest.raises(proto.ProtocolError, match="Wrong stream magic"):
         proto.check_header(good, "b" * 32, 100)
     with pytest.raises(proto.ProtocolError, match="expects 101"):

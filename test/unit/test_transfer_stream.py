@@ -364,3 +364,78 @@ def test_duplicate_and_invalid_ids(certs: Certs, tmp_path: Path) -> None:
     assert "r-dup" in registry.list_transfers()
     _finish(recv)
     assert "r-dup" not in registry.list_transfers()
+
+
+def test_verifying_receiver_with_an_old_sha256_sender(certs: Certs, tmp_path: Path) -> None:
+    # an import of an old export: the sender re-reads the dump with sha256-4m
+    size = 2 * BLOCK_SIZE + 333
+    src = _sparse(tmp_path / "src", size, [(10, os.urandom(BLOCK_SIZE + 50))])
+    dest = tmp_path / "dest"
+    recv = _receive(certs, "r-verify", dest, "magic-verify-001", size,
+                    options=registry.StreamOptions(verify_receive=True))
+    send = _send(certs, "s-verify", src, recv.port or 0, "magic-verify-001",
+                 options=registry.StreamOptions(checksum="sha256-4m"))
+    _finish(send, recv)
+    assert send.success and recv.success, (send.error, recv.error)
+    assert send.checksum == recv.checksum == checksum_file(dest, "sha256-4m")
+    assert (send.checksum or "").startswith("sha256-4m:")
+
+
+def _hand_sender(certs: Certs, port: int, magic: str, size: int,
+                 end: dict[str, object]) -> str:
+    """Send 5 bytes at offset 0 and the given END; the receiver's answer (ERROR text or ACK)."""
+    with connect("127.0.0.1", port, certs.client, WAIT) as sock:
+        sock.sendall(proto.encode_json(proto.HEADER, proto.make_header(
+            magic, size, 5, COMPRESS_NONE)))
+        frames = proto.FrameReader(sock.recv_into)
+        frames.expect(proto.READY)
+        sock.sendall(proto.data_prefix(0, 5, proto.ENC_RAW, 5) + b"hello")
+        sock.sendall(proto.encode_json(proto.END, end))
+        try:
+            _, payload = frames.expect(proto.ACK)
+        except proto.PeerError as err:
+            return f"ERROR {err}"
+    return f"ACK {proto.decode_json(payload)}"
+
+
+def test_receiver_checks_byte_counts_and_removes_the_output(certs: Certs,
+                                                            tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    recv = _receive(certs, "r-count", dest, "magic-count-0001", MIB)
+    real = checksum_file(_sparse(tmp_path / "src", MIB, [(0, b"hello")]))
+    message = _hand_sender(certs, recv.port or 0, "magic-count-0001", MIB,
+                           {"data_bytes": 10, "sent_bytes": 10, "checksum": real})
+    assert message.startswith("ERROR ")
+    assert "Byte count mismatch: the sender sent 10 data bytes, 5 arrived" in message
+    assert recv.join(WAIT) and recv.success is False
+    assert "Byte count mismatch" in (recv.error or "")
+    assert not dest.exists()
+    _finish(recv)
+
+
+@pytest.mark.parametrize(("checksum", "expected"), [
+    ("md5:1234", "END frame: Unknown checksum algorithm"),
+    (None, "END frame: invalid checksum None")])
+def test_receiver_refuses_a_malformed_end(certs: Certs, tmp_path: Path,
+                                          checksum: str | None, expected: str) -> None:
+    dest = tmp_path / "dest"
+    recv = _receive(certs, "r-end", dest, "magic-end-000001", MIB)
+    message = _hand_sender(certs, recv.port or 0, "magic-end-000001", MIB,
+                           {"data_bytes": 5, "sent_bytes": 5, "checksum": checksum})
+    assert message.startswith("ERROR ") and expected in message
+    _finish(recv)
+    assert recv.success is False and not dest.exists()
+
+
+def test_verifying_receiver_catches_a_wrong_checksum(certs: Certs, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    recv = _receive(certs, "r-wrong", dest, "magic-wrong-0001", MIB,
+                    options=registry.StreamOptions(verify_receive=True))
+    real = checksum_file(_sparse(tmp_path / "src", MIB, [(0, b"hello")]))
+    wrong = real[:-1] + ("0" if real[-1] != "0" else "1")
+    message = _hand_sender(certs, recv.port or 0, "magic-wrong-0001", MIB,
+                           {"data_bytes": 5, "sent_bytes": 5, "checksum": wrong})
+    assert message == f"ACK {{'checksum': '{real}', 'ok': False}}"
+    _finish(recv)
+    assert recv.success is False and not dest.exists()
+    assert f"Checksum mismatch: sender {wrong}, received data {real}" in (recv.error or "")
