@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from ganeti import constants, errors
 from ganeti.fileutils import atomic_write
 from ganeti.objects import (
+    BackupSchedule,
     Cluster,
     ConfigData,
     Instance,
@@ -388,6 +389,49 @@ class ConfigStore:
             inst.admin_state_source = source  # type: ignore[assignment]
             inst.serial_no += 1
             inst.mtime = now
+
+        self._commit(mutate)
+
+    # --- backup schedules -----------------------------------------------------------
+
+    def get_backup_schedules(self) -> dict[str, BackupSchedule]:
+        """Schedules by name (copies)."""
+        with self._lock:
+            return {s.name: s.model_copy(deep=True)
+                    for s in self._data.backup_schedules.values()}
+
+    def put_backup_schedule(self, schedule: BackupSchedule, *, create: bool) -> None:
+        """Add (``create``) or replace the schedule of that name."""
+        new = schedule.validated_copy()
+
+        def mutate(data: ConfigData, now: float) -> None:
+            current = next((s for s in data.backup_schedules.values()
+                            if s.name == new.name), None)
+            if create and current is not None:
+                raise errors.OpPrereqError(f"Backup schedule '{new.name}' already exists",
+                                           errors.ECODE_EXISTS)
+            if not create and current is None:
+                raise errors.OpPrereqError(f"Backup schedule '{new.name}' does not exist",
+                                           errors.ECODE_NOENT)
+            if current is not None:
+                del data.backup_schedules[current.uuid]
+                new.uuid, new.ctime = current.uuid, current.ctime
+                new.serial_no = current.serial_no + 1
+            else:
+                new.ctime = now
+            new.mtime = now
+            data.backup_schedules[new.uuid] = new
+
+        self._commit(mutate)
+
+    def remove_backup_schedule(self, name: str) -> None:
+        def mutate(data: ConfigData, now: float) -> None:
+            for uuid, sched in data.backup_schedules.items():
+                if sched.name == name:
+                    del data.backup_schedules[uuid]
+                    return
+            raise errors.OpPrereqError(f"Backup schedule '{name}' does not exist",
+                                       errors.ECODE_NOENT)
 
         self._commit(mutate)
 

@@ -236,6 +236,25 @@ class Cluster(ConfigObject):
         return node.port if node.port is not None else self.noded_port
 
 
+class BackupSchedule(ConfigObject):
+    """A scheduled export (spec section 11); the runner turns it into export jobs."""
+
+    name: NonEmptyStr
+    instances: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    all_instances: bool = False
+    # fixed: target_node; primary: the instance's primary; other: a node other than it
+    node_policy: Literal["fixed", "primary", "other"] = "fixed"
+    target_node: str | None = None
+    cron: NonEmptyStr
+    compress: NonEmptyStr = constants.IEC_NONE
+    # shutdown: stop the instance for the snapshot/copy; snapshot: live (--noshutdown)
+    shutdown_mode: Literal["shutdown", "snapshot"] = "shutdown"
+    # keep_last, keep_hourly, ... (ganeti.backup.retention); empty keeps everything
+    retention: dict[str, int] = Field(default_factory=dict)
+    enabled: bool = True
+
+
 class ConfigData(ConfigObject):
     """The whole configuration file: the cluster and every object table keyed by uuid."""
 
@@ -245,12 +264,14 @@ class ConfigData(ConfigObject):
     nodegroups: dict[str, NodeGroup] = Field(default_factory=dict)
     instances: dict[str, Instance] = Field(default_factory=dict)
     networks: dict[str, Network] = Field(default_factory=dict)
+    backup_schedules: dict[str, BackupSchedule] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_keys(self) -> Self:
         tables: Iterable[tuple[str, dict[str, Any]]] = (
             ("nodes", self.nodes), ("nodegroups", self.nodegroups),
-            ("instances", self.instances), ("networks", self.networks))
+            ("instances", self.instances), ("networks", self.networks),
+            ("backup_schedules", self.backup_schedules))
         for table_name, table in tables:
             for key, obj in table.items():
                 if key != obj.uuid:

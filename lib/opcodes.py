@@ -46,6 +46,8 @@ class OpCode(BaseModel):
     OP_DSC_FIELD: ClassVar[str | None] = None
     # type of the result Exec must return; the processor checks it (None: any JSON value)
     OP_RESULT: ClassVar[Any] = None
+    # fields holding secrets: kept in memory only, never in the job store or job queries
+    OP_SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     dry_run: bool = False
     debug_level: Annotated[int, Field(ge=0)] = 0
@@ -152,8 +154,13 @@ class OpClusterDestroy(OpCode):
 
 
 class OpClusterRenewCrypto(OpCode):
+    OP_SECRET_FIELDS = ("cluster_domain_secret",)
     new_cluster_domain_secret: bool = False
     cluster_domain_secret: str | None = None
+
+
+class OpClusterCleanupLeftovers(OpCode):
+    """Remove export snapshots, staging dirs and transfers no running job uses."""
 
 
 # --- tests -----------------------------------------------------------------
@@ -332,6 +339,9 @@ class OpBackupExport(OpCode):
     destination_x509_ca: str | None = None
     compress: NonEmptyStr = constants.IEC_NONE
     long_sleep: bool = False
+    # keep the replaced export as an older generation (scheduled exports) instead
+    # of deleting it (Ganeti's semantics, the default)
+    keep_generations: bool = False
 
     # (finalize ok, per-disk ok)
     OP_RESULT = tuple[bool, list[bool]]
@@ -345,6 +355,82 @@ class OpBackupQuery(OpCode):
 class OpBackupRemove(OpCode):
     OP_DSC_FIELD = "instance_name"
     instance_name: NonEmptyStr
+
+
+# --- scheduled exports and retention (ganeti.cmdlib.backup_schedule) ----------
+
+KeepCount = Annotated[int, Field(ge=0)] | None
+
+
+class OpBackupListGenerations(OpCode):
+    """Every export generation with timestamp and sizes (QueryExports stays as is)."""
+
+    nodes: list[NonEmptyStr] = Field(default_factory=list)
+    instances: list[NonEmptyStr] = Field(default_factory=list)
+
+
+class OpBackupPrune(OpCode):
+    """Apply a retention policy to the generations of instances (all if none named)."""
+
+    OP_DSC_FIELD = "instances"
+    instances: list[NonEmptyStr] = Field(default_factory=list)
+    nodes: list[NonEmptyStr] = Field(default_factory=list)
+    keep_last: KeepCount = None
+    keep_hourly: KeepCount = None
+    keep_daily: KeepCount = None
+    keep_weekly: KeepCount = None
+    keep_monthly: KeepCount = None
+    keep_yearly: KeepCount = None
+
+
+class OpBackupRemoveGeneration(OpCode):
+    """Remove one older export generation (the newest: OpBackupRemove)."""
+
+    OP_DSC_FIELD = "instance_name"
+    instance_name: NonEmptyStr
+    generation: NonEmptyStr
+    nodes: list[NonEmptyStr] = Field(default_factory=list)
+
+
+class OpBackupScheduleAdd(OpCode):
+    OP_DSC_FIELD = "name"
+    name: NonEmptyStr
+    instances: list[NonEmptyStr] = Field(default_factory=list)
+    tags: list[NonEmptyStr] = Field(default_factory=list)
+    all_instances: bool = False
+    node_policy: Literal["fixed", "primary", "other"] = "fixed"
+    target_node: NonEmptyStr | None = None
+    cron: NonEmptyStr
+    compress: NonEmptyStr = constants.IEC_NONE
+    shutdown_mode: Literal["shutdown", "snapshot"] = "shutdown"
+    retention: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class OpBackupScheduleModify(OpCode):
+    """Change the given fields of a schedule (None: unchanged)."""
+
+    OP_DSC_FIELD = "name"
+    name: NonEmptyStr
+    instances: list[NonEmptyStr] | None = None
+    tags: list[NonEmptyStr] | None = None
+    all_instances: bool | None = None
+    node_policy: Literal["fixed", "primary", "other"] | None = None
+    target_node: str | None = None
+    cron: NonEmptyStr | None = None
+    compress: NonEmptyStr | None = None
+    shutdown_mode: Literal["shutdown", "snapshot"] | None = None
+    retention: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    enabled: bool | None = None
+
+
+class OpBackupScheduleRemove(OpCode):
+    OP_DSC_FIELD = "name"
+    name: NonEmptyStr
+
+
+class OpBackupScheduleQuery(OpCode):
+    names: list[NonEmptyStr] = Field(default_factory=list)
 
 
 def all_op_ids() -> list[str]:

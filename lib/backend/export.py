@@ -80,8 +80,13 @@ def export_prepare(ctx: NodeContext, instance_name: str) -> str:
     return to_wire_name(ctx.paths, staging)
 
 
-def export_finalize(ctx: NodeContext, instance_name: str, config_text: str) -> str:
-    """Write config.ini into the staging dir and make it the instance's export."""
+def export_finalize(ctx: NodeContext, instance_name: str, config_text: str,
+                    keep_generations: bool = False) -> str:
+    """Write config.ini into the staging dir and make it the instance's export.
+
+    With ``keep_generations`` the previous export is moved under the hidden
+    generations dir (``ganeti.backend.export_generations``) instead of deleted.
+    """
     staging = staging_path(ctx, instance_name)
     final = export_path(ctx, instance_name)
     if not staging.is_dir():
@@ -102,7 +107,11 @@ def export_finalize(ctx: NodeContext, instance_name: str, config_text: str) -> s
             os.rename(staging, final)
             staging = aside
         fsync_dir(ctx.paths.export_dir)
-        _remove_tree(staging)     # now the previous export
+        if keep_generations:      # staging now holds the previous export
+            from ganeti.backend import export_generations
+            export_generations.retire(ctx, instance_name, staging)
+        else:
+            _remove_tree(staging)
     else:
         os.rename(staging, final)
     fsync_dir(ctx.paths.export_dir)

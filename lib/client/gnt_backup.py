@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ganeti import cli, constants, opcodes
-from ganeti.client import gnt_instance
+from ganeti.client import gnt_backup_schedule, gnt_instance
 
 # (name, title, description) of the fields `gnt-backup list` knows
 LIST_FIELDS = (
     ("node", "Node", "Node holding the export"),
     ("export", "Export", "Name of the exported instance"),
+    ("generation", "Generation", "UTC time naming the export (import NAME@GENERATION)"),
+    ("timestamp", "Timestamp", "When the export was taken (UTC)"),
+    ("size", "Size", "Bytes of the export's files"),
+    ("used", "Used", "Bytes the export occupies on disk (sparse dumps use less)"),
+    ("newest", "Newest", "Whether this is the newest export (the Ganeti-visible one)"),
 )
+# fields only the detailed generations query knows
+GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "newest")
 LIST_DEFAULT_FIELDS = ("node", "export")
+LIST_GENERATIONS_FIELDS = ("node", "export", "generation", "timestamp", "size")
 
 # "disk/0 sent 268M, 44.6 MiB/s, 12%, ETA 49m 1s" -- redrawn in place on a terminal
 _PROGRESS_RE = re.compile(r"^disk/\d+ sent ")
@@ -62,7 +71,7 @@ def export(opts: argparse.Namespace) -> int:
         instance_name=opts.instance, target_node=opts.node, shutdown=opts.shutdown,
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
         ignore_remove_failures=opts.ignore_remove_failures, long_sleep=opts.long_sleep,
-        compress=opts.transport_compression)
+        compress=opts.transport_compression, keep_generations=opts.keep_generations)
     result = _submit(op, opts)
     if opts.dry_run:
         return cli.EXIT_SUCCESS
@@ -74,8 +83,11 @@ def export(opts: argparse.Namespace) -> int:
 
 def import_instance(opts: argparse.Namespace) -> int:
     fields = gnt_instance.create_fields(opts, default_nic=False)
+    src_path = opts.src_dir
+    if opts.generation:
+        src_path = f"{(src_path or opts.instance).rstrip('/')}@{opts.generation}"
     fields.update(mode=constants.INSTANCE_IMPORT, src_node=opts.src_node,
-                  src_path=opts.src_dir, identify_defaults=opts.identify_defaults,
+                  src_path=src_path, identify_defaults=opts.identify_defaults,
                   compress=opts.transport_compression)
     _submit(opcodes.OpInstanceCreate.create(**fields), opts)
     return cli.EXIT_SUCCESS
@@ -95,22 +107,44 @@ def _export_rows(cl: Any, nodes: list[str]) -> tuple[list[list[str]], list[str]]
 
 
 def list_exports(opts: argparse.Namespace) -> int:
-    fields = cli.parse_fields(opts.output, LIST_DEFAULT_FIELDS)
+    fields = cli.parse_fields(opts.output, LIST_GENERATIONS_FIELDS if opts.generations
+                              else LIST_DEFAULT_FIELDS)
     known = {name: title for name, title, _doc in LIST_FIELDS}
     unknown = [f for f in fields if f not in known]
     if unknown:
         print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
         return cli.EXIT_FAILURE
-    with cli.get_client() as cl:
-        rows, unreachable = _export_rows(cl, opts.nodes)
+    if opts.generations or set(fields) & set(GENERATION_FIELDS):
+        by_field, unreachable = _generation_rows(opts)
+    else:
+        with cli.get_client() as cl:
+            rows, unreachable = _export_rows(cl, opts.nodes)
+        by_field = [dict(zip(("node", "export"), row, strict=True)) for row in rows]
     for node in unreachable:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
-    by_field = [dict(zip(("node", "export"), row, strict=True)) for row in rows]
     data = [[row[f] for f in fields] for row in by_field]
     headers = None if opts.no_headers else known
     for line in cli.generate_table(headers, fields, opts.separator, data):
         print(line)
     return cli.EXIT_FAILURE if unreachable else cli.EXIT_SUCCESS
+
+
+def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], list[str]]:
+    """Rows of the detailed query; older generations only with --generations."""
+    op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes)
+    result = cli.submit_opcode(op, feedback_fn=lambda _e: None)
+    rows = []
+    for gen in sorted(result["generations"],
+                      key=lambda g: (g["node"], g["instance"], -g["timestamp"])):
+        if not (gen["newest"] or opts.generations):
+            continue
+        rows.append({"node": gen["node"], "export": gen["instance"],
+                     "generation": gen["generation"],
+                     "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ",
+                                                time.gmtime(gen["timestamp"])),
+                     "size": str(gen["size"]), "used": str(gen["used"]),
+                     "newest": "Y" if gen["newest"] else "N"})
+    return rows, list(result["unreachable"])
 
 
 def list_fields(opts: argparse.Namespace) -> int:
@@ -123,7 +157,14 @@ def list_fields(opts: argparse.Namespace) -> int:
 
 
 def remove(opts: argparse.Namespace) -> int:
-    cli.submit_opcode(opcodes.OpBackupRemove.create(instance_name=opts.instance), opts)
+    name, _sep, generation = opts.instance.partition("@")
+    generation = opts.generation or generation
+    if generation:
+        op: opcodes.OpCode = opcodes.OpBackupRemoveGeneration.create(
+            instance_name=name, generation=generation)
+    else:
+        op = opcodes.OpBackupRemove.create(instance_name=name)
+    cli.submit_opcode(op, opts)
     return cli.EXIT_SUCCESS
 
 
@@ -159,6 +200,9 @@ _EXPORT_OPTS = (
     cli.Option(("--long-sleep",), {"action": "store_true", "default": False,
                                    "help": "Allow the instance to stay down for the whole"
                                            " copy when its disks cannot be snapshotted"}),
+    cli.Option(("--keep-generations",), {"action": "store_true", "default": False,
+                                         "help": "Keep the replaced export as an older"
+                                                 " generation instead of deleting it"}),
     _COMPRESS_OPT,
 )
 
@@ -168,13 +212,20 @@ _IMPORT_OPTS = (
                                  "help": "Node holding the export (default: search)"}),
     cli.Option(("--src-dir",), {"default": None, "metavar": "DIR",
                                 "help": "Export to import (its name or directory;"
-                                        " default: the new instance's name)"}),
+                                        " default: the new instance's name;"
+                                        " NAME@GENERATION picks an older generation)"}),
+    cli.Option(("--generation",), {"default": None, "metavar": "GENERATION",
+                                   "help": "Import this generation (e.g. 20261129T031500Z,"
+                                           " see gnt-backup list --generations)"}),
     cli.Option(("--identify-defaults",), {"action": "store_true", "default": False,
                                           "help": "Drop parameters equal to the cluster"
                                                   " defaults"}),
     _COMPRESS_OPT,
 )
 
+_GENERATIONS_OPT = cli.Option(("-g", "--generations"), {
+    "action": "store_true", "default": False,
+    "help": "Also list the older retained generations (with timestamps and sizes)"})
 _NODE_FILTER_OPT = cli.Option(("--node",), {"dest": "nodes", "action": "append",
                                             "default": [], "metavar": "NODE",
                                             "help": "Only list exports on NODE"})
@@ -185,14 +236,26 @@ COMMANDS: dict[str, cli.Command] = {
     "import": cli.Command(import_instance, (cli.Arg("instance"),),
                           (*_IMPORT_OPTS, *cli.SUBMIT_OPTS),
                           "Create an instance from an export"),
-    "list": cli.Command(list_exports, (), (_NODE_FILTER_OPT, *cli.LIST_OPTS),
-                        "List exports"),
+    "list": cli.Command(list_exports, (), (_NODE_FILTER_OPT, _GENERATIONS_OPT,
+                                           *cli.LIST_OPTS), "List exports"),
     "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
                                "List the fields of 'list'"),
-    "remove": cli.Command(remove, (cli.Arg("instance"),), cli.SUBMIT_OPTS,
-                          "Remove the exports of an instance"),
+    "remove": cli.Command(remove, (cli.Arg("instance"),),
+                          (cli.Option(("--generation",), {
+                              "default": None, "metavar": "GENERATION",
+                              "help": "Remove only this older generation (also"
+                                      " INSTANCE@GENERATION)"}), *cli.SUBMIT_OPTS),
+                          "Remove the exports of an instance (or one older generation)"),
+    "prune": gnt_backup_schedule.PRUNE_COMMAND,
+    # listed for --help; main() hands "schedule ..." to its own command table
+    "schedule": cli.Command(lambda _opts: cli.EXIT_USAGE,
+                            (cli.Arg("subcommand", min=0, max=None),), (),
+                            "Scheduled exports: add, modify, remove, list, run-now"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "schedule":
+        return gnt_backup_schedule.main(args[1:])
     return cli.generic_main("gnt-backup", COMMANDS, argv)

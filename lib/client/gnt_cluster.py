@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ganeti import bootstrap, cli, constants, daemon, errors, opcodes, pathutils
+from ganeti.client import cluster_crypto
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -118,6 +119,7 @@ COMMANDS: dict[str, cli.Command] = {
         destroy, (), (cli.Option(("--yes-do-it",), {"action": "store_true",
                                                      "default": False}),),
         "Destroy a cluster that has only the master node left"),
+    "renew-crypto": cluster_crypto.COMMAND,
 }
 
 

@@ -18,6 +18,8 @@ LU_MODULES: tuple[str, ...] = (
     "ganeti.cmdlib.node",
     "ganeti.cmdlib.instance",
     "ganeti.cmdlib.backup",
+    "ganeti.cmdlib.backup_schedule",
+    "ganeti.cmdlib.maintenance",
 )
 
 

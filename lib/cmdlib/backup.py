@@ -14,13 +14,13 @@ from typing import Any
 from ganeti import constants, errors, locking, opcodes
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
+from ganeti.cmdlib import backup_remote
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
 from ganeti.objects import Instance, Node
 from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
 
 MIB = 1024 * 1024
-REMOTE_UNAVAILABLE = "remote (inter-cluster) export is not available yet"
 
 
 def _node(lu: LogicalUnit, name: str) -> Node:
@@ -42,19 +42,17 @@ def failure_text(finalize_ok: bool, disks_ok: list[bool]) -> str:
 
 
 class LUBackupPrepare(NoHooksLU):
-    """Local mode needs no preparation; remote mode creates transfer keys (later)."""
+    """Local mode needs no preparation; remote mode creates the source's transfer key."""
 
     REQ_BGL = False
     op: opcodes.OpBackupPrepare
-
-    def CheckArguments(self) -> None:
-        if self.op.mode == constants.EXPORT_MODE_REMOTE:
-            raise errors.OpPrereqError(REMOTE_UNAVAILABLE, errors.ECODE_INVAL)
 
     def ExpandNames(self) -> None:
         self.expand_and_lock_instance(shared=True)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        if self.op.mode == constants.EXPORT_MODE_REMOTE:
+            return backup_remote.prepare(self)
         return None
 
 
@@ -69,17 +67,8 @@ class LUBackupExport(LogicalUnit):
     def CheckArguments(self) -> None:
         op = self.op
         if op.mode == constants.EXPORT_MODE_REMOTE:
-            if not op.x509_key_name:
-                raise errors.OpPrereqError("Remote export needs x509_key_name",
-                                           errors.ECODE_INVAL)
-            if not op.destination_x509_ca:
-                raise errors.OpPrereqError("Remote export needs destination_x509_ca",
-                                           errors.ECODE_INVAL)
-            if not isinstance(op.target_node, list):
-                raise errors.OpPrereqError(
-                    "In remote mode target_node must be a list of per-disk destinations",
-                    errors.ECODE_INVAL)
-            raise errors.OpPrereqError(REMOTE_UNAVAILABLE, errors.ECODE_INVAL)
+            backup_remote.check_export_arguments(op)
+            return
         if not isinstance(op.target_node, str):
             raise errors.OpPrereqError("In local mode target_node must be a node name",
                                        errors.ECODE_INVAL)
@@ -89,6 +78,9 @@ class LUBackupExport(LogicalUnit):
                 errors.ECODE_INVAL)
 
     def ExpandNames(self) -> None:
+        if self.op.mode == constants.EXPORT_MODE_REMOTE:
+            backup_remote.expand_export_names(self)
+            return
         self.expand_and_lock_instance()
         assert isinstance(self.op.target_node, str) and self.needed_locks is not None
         self.op.target_node = self.expand_node_name(self.op.target_node)
@@ -100,6 +92,8 @@ class LUBackupExport(LogicalUnit):
     def DeclareLocks(self, level: int) -> None:
         if level == locking.LEVEL_NODE:
             self.lock_instances_nodes(primary_only=True)
+            if self.op.mode == constants.EXPORT_MODE_REMOTE:
+                return
             assert self.needed_locks is not None and isinstance(self.op.target_node, str)
             self.needed_locks[level] = sorted({*self.needed_locks[level],
                                                self.op.target_node})
@@ -108,7 +102,6 @@ class LUBackupExport(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         op = self.op
-        assert isinstance(op.target_node, str)
         inst = self.cfg.get_instance_info_by_name(op.instance_name)
         assert inst is not None
         self.instance: Instance = inst
@@ -118,13 +111,10 @@ class LUBackupExport(LogicalUnit):
         if self.primary.offline:
             raise errors.OpPrereqError(f"Primary node {self.primary.name} of instance"
                                        f" {inst.name} is offline", errors.ECODE_STATE)
-        self.target = _node(self, op.target_node)
-        if self.target.offline:
-            raise errors.OpPrereqError(f"Target node {self.target.name} is offline",
-                                       errors.ECODE_STATE)
-        if self.target.drained:
-            raise errors.OpPrereqError(f"Target node {self.target.name} is drained",
-                                       errors.ECODE_STATE)
+        if op.mode == constants.EXPORT_MODE_REMOTE:
+            backup_remote.check_export_prereq(self)
+        else:
+            self._check_target_node()
         cluster = self.cfg.get_cluster_info()
         if op.compress not in cluster.compression_tools:
             raise errors.OpPrereqError(
@@ -151,6 +141,16 @@ class LUBackupExport(LogicalUnit):
                     " snapshotted, so the instance would stay down for the whole copy;"
                     " confirm this with long_sleep (--long-sleep)", errors.ECODE_STATE)
 
+    def _check_target_node(self) -> None:
+        assert isinstance(self.op.target_node, str)
+        self.target = _node(self, self.op.target_node)
+        if self.target.offline:
+            raise errors.OpPrereqError(f"Target node {self.target.name} is offline",
+                                       errors.ECODE_STATE)
+        if self.target.drained:
+            raise errors.OpPrereqError(f"Target node {self.target.name} is drained",
+                                       errors.ECODE_STATE)
+
     def _can_snapshot(self, disk: Any) -> bool:
         res = self.rpc.call_blockdev_can_snapshot(self.primary.name, disk.dev_type,
                                                   disk.logical_id)
@@ -172,13 +172,17 @@ class LUBackupExport(LogicalUnit):
         return {**env, **iu.instance_hook_env(self.cfg, inst, None)}
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        nodes = [self.cfg.get_master_node_name(), self.primary.name, self.target.name]
+        nodes = [self.cfg.get_master_node_name(), self.primary.name]
+        if self.op.mode != constants.EXPORT_MODE_REMOTE:
+            nodes.append(self.target.name)
         unique = list(dict.fromkeys(nodes))
         return unique, unique
 
     # --- execution -------------------------------------------------------------------
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        if self.op.mode == constants.EXPORT_MODE_REMOTE:
+            return backup_remote.export_exec(self, feedback_fn)
         inst, op = self.instance, self.op
         # the target must accept the export before the instance is touched
         res = self.rpc.call_export_prepare(self.target.name, inst.name)
@@ -261,6 +265,8 @@ class LUBackupExport(LogicalUnit):
 
     def _copy_and_finalize(self, snapshots: dict[int, list[Any]],
                            feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
+        if self.op.mode == constants.EXPORT_MODE_REMOTE:
+            return backup_remote.copy_to_remote(self, snapshots, feedback_fn)
         inst, target, staging = self.instance, self.target, self.staging
         transfers = [
             DiskTransfer(
@@ -285,7 +291,8 @@ class LUBackupExport(LogicalUnit):
             return False, disks_ok
         info = exportconf.from_instance(inst, self.cfg.get_cluster_info(), self.primary.name,
                                         [r.checksum for r in results])
-        fin = self.rpc.call_export_finalize(target.name, inst.name, exportconf.render(info))
+        fin = self.rpc.call_export_finalize(target.name, inst.name, exportconf.render(info),
+                                             self.op.keep_generations)
         if fin.fail_msg:
             self.LogWarning("Finalizing the export on %s failed: %s", target.name,
                             fin.fail_msg)

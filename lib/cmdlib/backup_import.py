@@ -14,21 +14,37 @@ from typing import Any
 from ganeti import constants, errors
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
+from ganeti.cmdlib import backup_remote
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup import MIB, online_node_names, query_exports
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
+from ganeti.transfer.checksum import algorithm_of
 from ganeti.transfer.coordinator import DiskTransfer, run_transfers
 
 
 def export_name(op: Any) -> str:
     """The export to import: ``src_path`` (a name or a path ending in it) or the name."""
     path = (op.src_path or op.instance_name).rstrip("/")
-    return path.rsplit("/", 1)[-1]
+    return path.rsplit("/", 1)[-1].split("@", 1)[0]
+
+
+def export_generation(op: Any) -> str | None:
+    """``NAME@GENERATION`` in src_path picks an older generation (None: the newest)."""
+    path = (op.src_path or "").rstrip("/")
+    last = path.rsplit("/", 1)[-1]
+    if "@" not in last:
+        return None
+    generation = last.split("@", 1)[1]
+    if not generation:
+        raise errors.OpPrereqError(f"Invalid export source '{op.src_path}': empty"
+                                   " generation after '@'", errors.ECODE_INVAL)
+    return generation
 
 
 def check_arguments(op: Any) -> None:
     if op.mode == constants.INSTANCE_REMOTE_IMPORT:
-        raise errors.OpPrereqError("remote import is not available yet", errors.ECODE_INVAL)
+        backup_remote.check_import_arguments(op)
+        return
     name = export_name(op)
     if not name or name.startswith("."):
         raise errors.OpPrereqError(f"Invalid export source '{op.src_path}'",
@@ -45,15 +61,34 @@ def find_source_node(lu: LogicalUnit) -> str:
         op.src_node = lu.expand_node_name(op.src_node)
         return str(op.src_node)
     name = export_name(op)
-    candidates = ExportIndex.for_paths(lu.context.paths).nodes(name)
+    generation = export_generation(op)
+    if generation is not None:
+        # older generations are not in the index: ask the nodes which has this one
+        answers = lu.rpc.call_export_generations(online_node_names(lu), [name])
+        candidates = sorted(node for node, res in answers.items() if not res.fail_msg
+                            and any(g["generation"] == generation for g in res.payload))
+    else:
+        candidates = ExportIndex.for_paths(lu.context.paths).nodes(name)
+        if not candidates:
+            exports = query_exports(lu, online_node_names(lu))
+            candidates = sorted(n for n, names in exports.items() if names and name in names)
     if not candidates:
-        answers = query_exports(lu, online_node_names(lu))
-        candidates = sorted(n for n, names in answers.items() if names and name in names)
-    if not candidates:
-        raise errors.OpPrereqError(f"No export of {name} found on any node",
+        what = name if generation is None else f"{name}@{generation}"
+        raise errors.OpPrereqError(f"No export of {what} found on any node",
                                    errors.ECODE_NOENT)
     op.src_node = candidates[0]
     return str(op.src_node)
+
+
+def _recorded_algorithm(idx: int, checksum: str | None) -> str | None:
+    """The algorithm of ``disk<idx>_checksum``: the sender re-reads the dump with it."""
+    if not checksum:
+        return None
+    try:
+        return algorithm_of(checksum)
+    except ValueError as err:
+        raise errors.OpPrereqError(f"config.ini of the export: disk{idx}_checksum: {err}",
+                                   errors.ECODE_INVAL) from None
 
 
 class ImportSource:
@@ -63,11 +98,18 @@ class ImportSource:
         op: Any = lu.op
         self.node = str(op.src_node)
         self.name = export_name(op)
-        res = lu.rpc.call_export_info(self.node, self.name)
-        res.raise_on_failure(f"Cannot read the export of {self.name} on {self.node}",
+        generation = export_generation(op)
+        if generation is None:
+            res = lu.rpc.call_export_info(self.node, self.name)
+        else:
+            res = lu.rpc.call_export_generation_info(self.node, self.name, generation)
+        what = self.name if generation is None else f"{self.name}@{generation}"
+        res.raise_on_failure(f"Cannot read the export of {what} on {self.node}",
                              prereq=True, ecode=errors.ECODE_NOENT)
         self.path = str(res.payload["path"])
         self.info = exportconf.parse(res.payload["config"])
+        self.algorithms = [_recorded_algorithm(idx, d.checksum)
+                           for idx, d in enumerate(self.info.disks)]
 
     def apply_defaults(self, lu: Any) -> None:
         """Fill what the opcode left open from the export (disks, NICs, params, OS)."""
@@ -125,7 +167,7 @@ class ImportSource:
                 dest={"kind": "disk", "dev_type": disk.dev_type,
                       "logical_id": disk.logical_id},
                 size=self.info.disks[idx].size * MIB, compress=lu.op.compress,
-                dest_address=pnode.primary_ip)
+                dest_address=pnode.primary_ip, checksum=self.algorithms[idx])
             for idx, disk in enumerate(inst.disks)]
         feedback_fn(f"Importing {len(transfers)} disk(s) of the export of {self.name}"
                     f" from {self.node}")

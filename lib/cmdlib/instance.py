@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ganeti import constants, errors, locking, opcodes, query
-from ganeti.cmdlib import backup_import
+from ganeti.cmdlib import backup_import, backup_remote
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
 from ganeti.hypervisor.base import check_instance_name
@@ -141,6 +141,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def _expand_import_names(self) -> list[str]:
         """Extra node names an import needs locked: the source node."""
+        if self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
+            return []  # the source is in another cluster
         return [backup_import.find_source_node(self)]
 
     def _choose_node(self) -> str:
@@ -194,6 +196,9 @@ class LUInstanceCreate(LogicalUnit):
 
     def _check_import_prereq(self) -> None:
         """Read the export and default disks, NICs and parameters from it."""
+        if self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
+            self.remote_import = backup_remote.RemoteImport(self)
+            return
         self.import_source = backup_import.ImportSource(self)
         self.import_source.apply_defaults(self)
 
@@ -259,6 +264,8 @@ class LUInstanceCreate(LogicalUnit):
         """Put data on the new (empty) disks; imports do their copy here."""
         if self.op.mode == constants.INSTANCE_IMPORT:
             self.import_source.copy_into(self, feedback_fn)
+        elif self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
+            self.remote_import.copy_into(self, feedback_fn)
 
 
 class LUInstanceRemove(InstanceLU):

@@ -68,6 +68,8 @@ class QueuedOpCode:
     exec_ts: int | None = None
     end_ts: int | None = None
     log: list[LogEntry] = field(default_factory=list)
+    # values of OP_SECRET_FIELDS (input holds REDACTED instead); memory only
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def finalized(self) -> bool:

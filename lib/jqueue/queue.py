@@ -234,7 +234,10 @@ class JobQueue:
 
     def _execute(self, job: QueuedJob, idx: int, qop: QueuedOpCode) -> tuple[str, Any]:
         try:
-            op = opcodes.from_dict(qop.input)
+            if REDACTED in qop.input.values() and not qop.secrets:
+                raise errors.OpExecError("The secrets of this opcode are never stored, so it"
+                                         " cannot run after a master restart; resubmit it")
+            op = opcodes.from_dict({**qop.input, **qop.secrets})
             op.priority = qop.priority
             result = self._executor.execute_opcode(op, _OpCallbacks(self, job, idx, qop))
         except errors.JobCanceled as err:
@@ -508,14 +511,21 @@ def _check_deps_resolvable(ops: list[opcodes.OpCode], idx: int, ids: dict[int, i
     return None
 
 
+# stored (and shown) in place of an opcode's secret fields
+REDACTED = "<redacted>"
+
+
 def _build_job(job_id: int, ops: list[opcodes.OpCode], ids: dict[int, int], idx: int,
                received: int) -> QueuedJob:
     qops = []
     for op in ops:
         data = op.to_dict()
+        secrets = {name: data[name] for name in op.OP_SECRET_FIELDS
+                   if data.get(name) is not None}
+        data.update(dict.fromkeys(secrets, REDACTED))
         if op.depends:
             data["depends"] = [[dep_id if dep_id > 0 else ids[idx + dep_id], list(statuses)]
                                for dep_id, statuses in op.depends]
-        qops.append(QueuedOpCode(input=data, priority=op.priority))
+        qops.append(QueuedOpCode(input=data, priority=op.priority, secrets=secrets))
     return QueuedJob(id=job_id, ops=qops, received_ts=received,
                      summaries=[op.Summary() for op in ops])

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ganeti import pathutils
-from ganeti.rpc import calls_export, calls_instance, calls_transfer
+from ganeti.rpc import calls_export, calls_instance, calls_transfer, calls_x509
 from ganeti.rpc.calltypes import (  # noqa: F401 - re-exported for callers
     TIMEOUT_CLASSES,
     TIMEOUT_KW,
@@ -86,6 +86,6 @@ def _check(calls: tuple[RpcCall, ...]) -> Mapping[str, RpcCall]:
 
 # Each area keeps its calls in lib/rpc/calls_<area>.py (a CALLS tuple) and is listed here.
 _AREA_CALLS: tuple[RpcCall, ...] = (*calls_instance.CALLS, *calls_transfer.CALLS,
-                                     *calls_export.CALLS)
+                                     *calls_export.CALLS, *calls_x509.CALLS)
 
 CALLS: Mapping[str, RpcCall] = _check((*_CALL_LIST, *_AREA_CALLS))

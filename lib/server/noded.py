@@ -28,9 +28,11 @@ from typing import Any
 from ganeti import constants, crypto, daemon, errors, pathutils
 from ganeti.backend import NodeContext, RpcFail, files, hooks, info
 from ganeti.backend import export as bk_export
+from ganeti.backend import export_generations as bk_export_generations
 from ganeti.backend import instance as bk_instance
 from ganeti.backend import storage as bk_storage
 from ganeti.backend import transfer as bk_transfer
+from ganeti.backend import x509 as bk_x509
 
 LOG = logging.getLogger("ganeti.noded")
 
@@ -76,6 +78,8 @@ PROCEDURES: Mapping[str, Procedure] = MappingProxyType({
     "transfer_cleanup": bk_transfer.transfer_cleanup,
     "transfer_list": bk_transfer.transfer_list,
     **bk_export.PROCEDURES,
+    **bk_export_generations.PROCEDURES,
+    **bk_x509.PROCEDURES,
 })
 
 

@@ -227,7 +227,7 @@ def test_create_picks_least_used_usable_node(env: Env) -> None:
 @pytest.mark.parametrize("fields, message", [
     ({"mode": "import", "compress": "lzma"}, "Unknown compression tool 'lzma'"),
     ({"mode": "import", "src_path": "/srv/export/.hidden"}, "Invalid export source"),
-    ({"mode": "remote-import"}, "remote import is not available yet"),
+    ({"mode": "remote-import"}, "source_handshake is required"),
     ({"disks": [{"size": 0}]}, "invalid size 0"),
     ({"disks": [{"size": "1G"}]}, "invalid size '1G'"),
     ({"disks": [{"size": 1, "colour": "red"}]}, "unknown parameter"),

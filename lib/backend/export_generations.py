@@ -1,0 +1,147 @@
+"""Node side of retained export generations (scheduled exports, spec section 11).
+
+The newest export of an instance stays at ``<export_dir>/<instance>/`` in
+Ganeti's layout; older ones kept by a retention policy live in
+``<export_dir>/.generations/<instance>/<UTC time>/`` (e.g.
+``20261129T031500Z``), hidden from Ganeti-style tools.  A generation is
+named by the ``[export] timestamp`` of its config.ini; the newest one has a
+name too, so users can address every generation the same way.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ganeti import constants
+from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend.export import _remove_tree, export_list, export_path
+from ganeti.backend.files import to_wire_name
+from ganeti.fileutils import fsync_dir
+
+GENERATIONS_DIR = ".generations"
+_GEN_RE = re.compile(r"^\d{8}T\d{6}Z(-\d{1,4})?$")
+
+
+def generation_name(timestamp: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(timestamp))
+
+
+def _check_generation(generation: Any) -> str:
+    if not isinstance(generation, str) or not _GEN_RE.match(generation):
+        raise RpcFail(f"Invalid export generation {generation!r} (expected e.g."
+                      " 20261129T031500Z)")
+    return generation
+
+
+def generations_root(ctx: NodeContext, instance_name: str) -> Path:
+    return ctx.paths.export_dir / GENERATIONS_DIR / export_path(ctx, instance_name).name
+
+
+def _timestamp(path: Path) -> float:
+    """The export's own timestamp; the directory's mtime if config.ini lacks one."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string((path / constants.EXPORT_CONF_FILE).read_text())
+        return float(parser.get("export", "timestamp"))
+    except (OSError, configparser.Error, ValueError):
+        return path.stat().st_mtime
+
+
+def retire(ctx: NodeContext, instance_name: str, old_export: Path) -> Path:
+    """Move a replaced export into the generations dir (one rename, never partial)."""
+    root = generations_root(ctx, instance_name)
+    root.mkdir(parents=True, exist_ok=True)
+    base = generation_name(_timestamp(old_export))
+    target, suffix = root / base, 0
+    while target.exists():
+        suffix += 1
+        target = root / f"{base}-{suffix}"
+    os.rename(old_export, target)
+    fsync_dir(root)
+    fsync_dir(old_export.parent)
+    return target
+
+
+def _sizes(path: Path) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of the files of one export."""
+    size = used = 0
+    for entry in path.iterdir():
+        st = entry.stat()
+        size += st.st_size
+        used += st.st_blocks * 512
+    return size, used
+
+
+def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool,
+              name: str | None = None) -> dict[str, Any]:
+    stamp = _timestamp(path)
+    size, used = _sizes(path)
+    return {"instance": instance, "generation": name or generation_name(stamp),
+            "timestamp": stamp, "size": size, "used": used, "newest": newest,
+            "path": to_wire_name(ctx.paths, path)}
+
+
+def export_generations(ctx: NodeContext, instance_names: list[str] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Every complete generation on this node (newest exports included)."""
+    wanted = set(instance_names) if instance_names else None
+    names = set(export_list(ctx))
+    gen_base = ctx.paths.export_dir / GENERATIONS_DIR
+    if gen_base.is_dir():
+        names.update(e.name for e in gen_base.iterdir() if e.is_dir())
+    result: list[dict[str, Any]] = []
+    for inst in sorted(names):
+        if wanted is not None and inst not in wanted:
+            continue
+        newest = export_path(ctx, inst)
+        if (newest / constants.EXPORT_CONF_FILE).is_file():
+            result.append(_describe(ctx, inst, newest, True))
+        root = generations_root(ctx, inst)
+        if root.is_dir():
+            for entry in sorted(root.iterdir()):
+                if _GEN_RE.match(entry.name) and (entry / constants.EXPORT_CONF_FILE).is_file():
+                    result.append(_describe(ctx, inst, entry, False, entry.name))
+    return result
+
+
+def _find(ctx: NodeContext, instance_name: str, generation: str) -> tuple[Path, bool]:
+    _check_generation(generation)
+    older = generations_root(ctx, instance_name) / generation
+    if (older / constants.EXPORT_CONF_FILE).is_file():
+        return older, False
+    newest = export_path(ctx, instance_name)
+    if ((newest / constants.EXPORT_CONF_FILE).is_file()
+            and generation_name(_timestamp(newest)) == generation):
+        return newest, True
+    raise RpcFail(f"No export generation {generation} of {instance_name} on this node")
+
+
+def export_generation_info(ctx: NodeContext, instance_name: str,
+                           generation: str) -> dict[str, Any]:
+    """Like export_info, for a named generation (older or the newest)."""
+    path, _newest = _find(ctx, instance_name, generation)
+    return {"path": to_wire_name(ctx.paths, path),
+            "config": (path / constants.EXPORT_CONF_FILE).read_text()}
+
+
+def export_generation_remove(ctx: NodeContext, instance_name: str, generation: str) -> bool:
+    """Remove an older generation; the newest stays (it is the Ganeti-visible export)."""
+    path, newest = _find(ctx, instance_name, generation)
+    if newest:
+        raise RpcFail(f"Generation {generation} is the newest export of {instance_name};"
+                      " remove it with gnt-backup remove")
+    _remove_tree(path)
+    return True
+
+
+PROCEDURES: dict[str, Callable[..., Any]] = {
+    "export_generations": export_generations,
+    "export_generation_info": export_generation_info,
+    "export_generation_remove": export_generation_remove,
+}

@@ -1,0 +1,274 @@
+"""gnt-backup schedule add/modify/remove/list/run-now, and gnt-backup prune.
+
+``gnt-backup schedule ...`` is a nested command table: gnt_backup.main hands
+everything after "schedule" to :func:`main` here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ganeti import cli, constants, errors, opcodes
+from ganeti.backup import generations, retention
+from ganeti.backup import schedule as sched
+from ganeti.tools import backup_runner
+
+LIST_FIELDS = (
+    ("name", "Name"), ("enabled", "Enabled"), ("cron", "Cron"), ("instances", "Instances"),
+    ("target", "Target"), ("retention", "Retention"), ("compress", "Compress"),
+    ("shutdown_mode", "Shutdown"), ("last_run", "LastRun"), ("last_result", "LastResult"),
+    ("next_run", "NextRun"),
+)
+LIST_DEFAULT = ("name", "enabled", "cron", "instances", "target", "retention", "next_run",
+                "last_result")
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("yes", "true", "1", "on"):
+        return True
+    if value.lower() in ("no", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got '{value}'")
+
+
+def _names(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+KEEP_OPTS = tuple(
+    cli.Option((f"--{rule.replace('_', '-')}",),
+               {"dest": rule, "type": _count, "default": None, "metavar": "N",
+                "help": f"Retention: {rule.replace('_', '-')} (see gnt-backup prune)"})
+    for rule in retention.RULE_NAMES)
+
+
+def _retention(opts: argparse.Namespace) -> dict[str, int]:
+    return {rule: getattr(opts, rule) for rule in retention.RULE_NAMES
+            if getattr(opts, rule) is not None}
+
+
+def _schedule_fields(opts: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if opts.instances is not None:
+        fields["instances"] = opts.instances
+    if opts.tags is not None:
+        fields["tags"] = opts.tags
+    if opts.all_instances is not None:
+        fields["all_instances"] = opts.all_instances
+    if opts.node is not None:
+        fields["target_node"] = opts.node
+    if opts.node_policy is not None:
+        fields["node_policy"] = opts.node_policy
+    if opts.cron is not None:
+        fields["cron"] = opts.cron
+    if opts.compress is not None:
+        fields["compress"] = opts.compress
+    if opts.shutdown_mode is not None:
+        fields["shutdown_mode"] = opts.shutdown_mode
+    if opts.enabled is not None:
+        fields["enabled"] = opts.enabled
+    return fields
+
+
+def add(opts: argparse.Namespace) -> int:
+    fields = _schedule_fields(opts)
+    if "target_node" in fields and "node_policy" not in fields:
+        fields["node_policy"] = "fixed"
+    op = opcodes.OpBackupScheduleAdd.create(name=opts.name, retention=_retention(opts),
+                                            **fields)
+    cli.submit_opcode(op, opts)
+    return cli.EXIT_SUCCESS
+
+
+def modify(opts: argparse.Namespace) -> int:
+    fields = _schedule_fields(opts)
+    policy = _retention(opts)
+    if policy or opts.keep_all:
+        current = _query([opts.name])[0].get("retention", {})
+        fields["retention"] = {} if opts.keep_all else {**current, **policy}
+    op = opcodes.OpBackupScheduleModify.create(name=opts.name, **fields)
+    cli.submit_opcode(op, opts)
+    return cli.EXIT_SUCCESS
+
+
+def remove(opts: argparse.Namespace) -> int:
+    cli.submit_opcode(opcodes.OpBackupScheduleRemove.create(name=opts.name), opts)
+    return cli.EXIT_SUCCESS
+
+
+def _query(names: list[str]) -> list[dict[str, Any]]:
+    op = opcodes.OpBackupScheduleQuery.create(names=names)
+    return list(cli.submit_opcode(op, feedback_fn=lambda _e: None))
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
+
+
+def _row(schedule: dict[str, Any], state: backup_runner.RunnerState) -> dict[str, str]:
+    st = state.schedules.get(schedule["name"], backup_runner.ScheduleState())
+    since = st.last_run if st.last_run is not None else schedule["ctime"]
+    if schedule["all_instances"]:
+        selection = "(all)"
+    else:
+        selection = ",".join([*schedule["instances"], *(f"tag:{t}" for t in schedule["tags"])])
+    policy = schedule["retention"]
+    return {
+        "name": schedule["name"], "enabled": "Y" if schedule["enabled"] else "N",
+        "cron": schedule["cron"], "instances": selection,
+        "target": schedule["target_node"] or f"({schedule['node_policy']})",
+        "retention": ",".join(f"{k.removeprefix('keep_')}={v}" for k, v in policy.items())
+                     or "(all)",
+        "compress": schedule["compress"], "shutdown_mode": schedule["shutdown_mode"],
+        "last_run": _when(st.last_run),
+        "last_result": ("running" if st.jobs else st.last_result) or "-",
+        "next_run": _when(sched.next_slot(schedule["cron"], since))
+                    if schedule["enabled"] else "-",
+    }
+
+
+def list_schedules(opts: argparse.Namespace) -> int:
+    fields = cli.parse_fields(opts.output, LIST_DEFAULT)
+    known = dict(LIST_FIELDS)
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
+        return cli.EXIT_FAILURE
+    state = backup_runner.load_state()
+    rows = [_row(s, state) for s in _query(opts.names)]
+    headers = None if opts.no_headers else known
+    for line in cli.generate_table(headers, fields, opts.separator,
+                                   [[r[f] for f in fields] for r in rows]):
+        print(line)
+    return cli.EXIT_SUCCESS
+
+
+def run_now(opts: argparse.Namespace) -> int:
+    return backup_runner.execute(opts.names, None, opts.dry_run, opts.wait)
+
+
+# --- prune -------------------------------------------------------------------------------
+
+
+def prune(opts: argparse.Namespace) -> int:
+    policy = _retention(opts)
+    if opts.schedule:
+        if policy:
+            raise errors.OpPrereqError("--schedule and --keep-* options exclude each other",
+                                       errors.ECODE_INVAL)
+        policy = dict(_query([opts.schedule])[0]["retention"])
+    if retention.is_keep_all(policy):
+        raise errors.OpPrereqError(
+            "Prune needs a retention policy: give at least one of "
+            + ", ".join(f"--{r.replace('_', '-')}" for r in retention.RULE_NAMES)
+            + " (or --schedule NAME)", errors.ECODE_INVAL)
+    if opts.dry_run:
+        op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes,
+                                                    instances=opts.instances)
+        result = cli.submit_opcode(op, feedback_fn=lambda _e: None)
+        rows = generations.prune_plan(result["generations"], policy)
+        unreachable = result["unreachable"]
+    else:
+        op = opcodes.OpBackupPrune.create(instances=opts.instances, nodes=opts.nodes,
+                                          **policy)
+        result = cli.submit_opcode(op, opts, feedback_fn=lambda _e: None)
+        rows, unreachable = result["plan"], result["unreachable"]
+    verb = "would remove" if opts.dry_run else "removed"
+    for row in rows:
+        action = "keep" if row["keep"] else verb
+        print(f"{row['node']} {row['instance']}@{row['generation']}"
+              f" {_when(row['timestamp'])} {action} ({'; '.join(row['reasons'])})")
+    gone = sum(1 for r in rows if not r["keep"])
+    print(f"{len(rows) - gone} kept, {gone} {verb}")
+    for node in unreachable:
+        print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
+    return cli.EXIT_FAILURE if unreachable else cli.EXIT_SUCCESS
+
+
+# --- tables ------------------------------------------------------------------------------
+
+
+def _compression(value: str) -> str:
+    if value not in constants.IEC_DEFAULT_TOOLS:
+        raise argparse.ArgumentTypeError(f"unknown compression '{value}' (choose from"
+                                         f" {', '.join(constants.IEC_DEFAULT_TOOLS)})")
+    return value
+
+
+def _schedule_opts(required_cron: bool) -> tuple[cli.Option, ...]:
+    return (
+        cli.Option(("--instances",), {"type": _names, "default": None, "metavar": "I1,I2",
+                                      "help": "Instances to export, by name"}),
+        cli.Option(("--tags",), {"type": _names, "default": None, "metavar": "T1,T2",
+                                 "help": "Export the instances carrying any of these tags"}),
+        cli.Option(("--all-instances",), {"type": _bool, "default": None, "nargs": "?",
+                                          "const": True, "metavar": "yes|no",
+                                          "help": "Export every instance"}),
+        cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
+                                      "help": "Target node (node policy 'fixed')"}),
+        cli.Option(("--node-policy",), {"choices": sched.NODE_POLICIES, "default": None,
+                                        "help": "fixed (--node), primary (the instance's"
+                                                " primary) or other (a node other than the"
+                                                " primary, staying where older exports"
+                                                " are)"}),
+        cli.Option(("--cron",), {"required": required_cron, "default": None,
+                                 "metavar": "'M H DOM MON DOW'",
+                                 "help": "Cron expression (5 fields, UTC)"}),
+        cli.Option(("--compress",), {"type": _compression, "default": None,
+                                     "metavar": "TOOL"}),
+        cli.Option(("--shutdown-mode",), {"choices": sched.SHUTDOWN_MODES, "default": None,
+                                          "help": "shutdown (may keep the instance down"
+                                                  " while copying without snapshots) or"
+                                                  " snapshot (live, needs snapshots)"}),
+        cli.Option(("--enabled",), {"type": _bool, "default": None, "metavar": "yes|no"}),
+        *KEEP_OPTS,
+    )
+
+
+_NAME = (cli.Arg("name"),)
+_WAIT_OPT = cli.Option(("--no-wait",), {"dest": "wait", "action": "store_false",
+                                        "default": True,
+                                        "help": "Submit the jobs and do not wait"})
+_KEEP_ALL_OPT = cli.Option(("--keep-all",), {"action": "store_true", "default": False,
+                                             "help": "Drop the retention policy"})
+
+COMMANDS: dict[str, cli.Command] = {
+    "add": cli.Command(add, _NAME, (*_schedule_opts(True), *cli.SUBMIT_OPTS),
+                       "Add a backup schedule"),
+    "modify": cli.Command(modify, _NAME,
+                          (*_schedule_opts(False), _KEEP_ALL_OPT, *cli.SUBMIT_OPTS),
+                          "Change a backup schedule"),
+    "remove": cli.Command(remove, _NAME, cli.SUBMIT_OPTS, "Remove a backup schedule"),
+    "list": cli.Command(list_schedules, (cli.Arg("names", min=0, max=None),),
+                        cli.LIST_OPTS, "List backup schedules"),
+    "run-now": cli.Command(run_now, (cli.Arg("names", min=1, max=None),),
+                           (cli.DRY_RUN_OPT, _WAIT_OPT),
+                           "Run schedules now (as the runner would) and print a summary"),
+}
+
+PRUNE_COMMAND = cli.Command(
+    prune, (cli.Arg("instances", min=0, max=None),),
+    (*KEEP_OPTS,
+     cli.Option(("--schedule",), {"default": None, "metavar": "NAME",
+                                  "help": "Use the retention policy of this schedule"}),
+     cli.Option(("--node",), {"dest": "nodes", "action": "append", "default": [],
+                              "metavar": "NODE", "help": "Only prune on NODE"}),
+     *cli.SUBMIT_OPTS),
+    "Remove export generations a retention policy does not keep (--dry-run: show them)")
+
+
+def main(argv: list[str]) -> int:
+    return cli.generic_main("gnt-backup schedule", COMMANDS, argv)

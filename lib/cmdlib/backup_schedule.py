@@ -1,0 +1,252 @@
+"""Logical units of scheduled exports: schedules in the config, generations, prune.
+
+Schedules are plain configuration (no instance or node locks: the config
+store serialises writes); the runner (``ganeti.tools.backup_runner``) reads
+them and submits export jobs.  Listing and pruning generations talk to the
+nodes only; removal is by generation name and never touches the newest
+export, so it is safe next to a running export of the same instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ganeti import errors, opcodes
+from ganeti.backup import generations, retention
+from ganeti.backup import schedule as sched
+from ganeti.cmdlib.backup import online_node_names
+from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
+from ganeti.objects import BackupSchedule
+
+SCHEDULE_FIELDS = ("instances", "tags", "all_instances", "node_policy", "target_node",
+                   "cron", "compress", "shutdown_mode", "retention", "enabled")
+
+
+def policy_of(op: Any) -> dict[str, int | None]:
+    return {name: getattr(op, name) for name in retention.RULE_NAMES}
+
+
+def collect_generations(lu: NoHooksLU, nodes: list[str], instances: list[str] | None
+                        ) -> tuple[list[dict[str, Any]], list[str]]:
+    """(generations with their node, nodes that could not be asked)."""
+    found: list[dict[str, Any]] = []
+    unreachable: list[str] = []
+    for node, res in sorted(lu.rpc.call_export_generations(nodes, instances or None).items()):
+        if res.fail_msg:
+            unreachable.append(node)
+            lu.LogWarning("Cannot list the export generations of %s: %s", node, res.fail_msg)
+            continue
+        found.extend({**gen, "node": node} for gen in res.payload)
+    return found, unreachable
+
+
+class _ScheduleLU(NoHooksLU):
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def _validate(self, schedule: BackupSchedule) -> None:
+        """Cross-field and cluster checks; each error names the field."""
+        sched.check_name(schedule.name)
+        schedule.cron = sched.check_cron(schedule.cron)
+        sched.check_selection(schedule.instances, schedule.tags, schedule.all_instances)
+        sched.check_target(schedule.node_policy, schedule.target_node)
+        schedule.retention = sched.check_retention(schedule.retention)
+        if schedule.target_node:
+            node = self.cfg.expand_node_name(schedule.target_node)
+            info = None if node is None else self.cfg.get_node_info(node)
+            if info is None:
+                raise errors.OpPrereqError(f"Schedule field 'target_node': node"
+                                           f" '{schedule.target_node}' not known",
+                                           errors.ECODE_NOENT)
+            schedule.target_node = info.name
+        names = []
+        for name in schedule.instances:
+            uuid = self.cfg.expand_instance_name(name)
+            inst = None if uuid is None else self.cfg.get_instance_info(uuid)
+            if inst is None:
+                raise errors.OpPrereqError(f"Schedule field 'instances': instance"
+                                           f" '{name}' not known", errors.ECODE_NOENT)
+            names.append(inst.name)
+        schedule.instances = sorted(set(names))
+        tools = self.cfg.get_cluster_info().compression_tools
+        if schedule.compress not in tools:
+            raise errors.OpPrereqError(
+                f"Schedule field 'compress': '{schedule.compress}' is not allowed in this"
+                f" cluster (allowed: {', '.join(tools)})", errors.ECODE_INVAL)
+
+
+class LUBackupScheduleAdd(_ScheduleLU):
+    op: opcodes.OpBackupScheduleAdd
+
+    def CheckArguments(self) -> None:
+        sched.check_name(self.op.name)
+        sched.check_cron(self.op.cron)
+        sched.check_retention(self.op.retention)
+
+    def CheckPrereq(self) -> None:
+        if self.op.name in self.cfg.get_backup_schedules():
+            raise errors.OpPrereqError(f"Backup schedule '{self.op.name}' already exists",
+                                       errors.ECODE_EXISTS)
+        self.new = BackupSchedule(name=self.op.name,
+                                  **{f: getattr(self.op, f) for f in SCHEDULE_FIELDS})
+        self._validate(self.new)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        self.cfg.put_backup_schedule(self.new, create=True)
+        feedback_fn(f"Added backup schedule {self.new.name}")
+        return self.new.name
+
+
+class LUBackupScheduleModify(_ScheduleLU):
+    op: opcodes.OpBackupScheduleModify
+
+    def CheckArguments(self) -> None:
+        if self.op.cron is not None:
+            sched.check_cron(self.op.cron)
+        if self.op.retention is not None:
+            sched.check_retention(self.op.retention)
+
+    def CheckPrereq(self) -> None:
+        current = self.cfg.get_backup_schedules().get(self.op.name)
+        if current is None:
+            raise errors.OpPrereqError(f"Backup schedule '{self.op.name}' does not exist",
+                                       errors.ECODE_NOENT)
+        changes = {f: getattr(self.op, f) for f in SCHEDULE_FIELDS
+                   if getattr(self.op, f) is not None}
+        if not changes:
+            raise errors.OpPrereqError("Nothing to change", errors.ECODE_INVAL)
+        if changes.get("target_node") == "":
+            changes["target_node"] = None
+        if changes.get("node_policy", "fixed") != "fixed" and "target_node" not in changes:
+            changes["target_node"] = None
+        if changes.get("target_node") and "node_policy" not in changes:
+            changes["node_policy"] = "fixed"
+        selection = {"instances", "tags", "all_instances"} & set(changes)
+        if changes.get("all_instances"):
+            changes.setdefault("instances", [])
+            changes.setdefault("tags", [])
+        elif selection and "all_instances" not in changes:
+            changes["all_instances"] = False
+        self.updated = current.model_copy(update=changes)
+        self._validate(self.updated)
+        self.changes = sorted(changes)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        self.cfg.put_backup_schedule(self.updated, create=False)
+        feedback_fn(f"Modified backup schedule {self.updated.name}:"
+                    f" {', '.join(self.changes)}")
+        return self.changes
+
+
+class LUBackupScheduleRemove(_ScheduleLU):
+    op: opcodes.OpBackupScheduleRemove
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        self.cfg.remove_backup_schedule(self.op.name)
+        feedback_fn(f"Removed backup schedule {self.op.name}")
+        return True
+
+
+class LUBackupScheduleQuery(_ScheduleLU):
+    op: opcodes.OpBackupScheduleQuery
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        schedules = self.cfg.get_backup_schedules()
+        unknown = [n for n in self.op.names if n not in schedules]
+        if unknown:
+            raise errors.OpPrereqError(f"Unknown backup schedule(s): {', '.join(unknown)}",
+                                       errors.ECODE_NOENT)
+        names = self.op.names or sorted(schedules)
+        return [schedules[n].to_dict() for n in names]
+
+
+class LUBackupListGenerations(NoHooksLU):
+    REQ_BGL = False
+    op: opcodes.OpBackupListGenerations
+
+    def ExpandNames(self) -> None:
+        self.op.nodes = [self.expand_node_name(n) for n in self.op.nodes]
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        nodes = self.op.nodes or online_node_names(self)
+        found, unreachable = collect_generations(self, nodes, self.op.instances)
+        return {"generations": found, "unreachable": unreachable}
+
+
+class LUBackupPrune(NoHooksLU):
+    """Remove the generations a retention policy does not keep."""
+
+    REQ_BGL = False
+    op: opcodes.OpBackupPrune
+
+    def CheckArguments(self) -> None:
+        try:
+            policy = retention.check_policy(policy_of(self.op))
+        except retention.PolicyError as err:
+            raise errors.OpPrereqError(str(err), errors.ECODE_INVAL) from None
+        if not policy:
+            raise errors.OpPrereqError(
+                "Prune needs a retention policy: set at least one of "
+                + ", ".join(retention.RULE_NAMES), errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        self.op.nodes = [self.expand_node_name(n) for n in self.op.nodes]
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        nodes = self.op.nodes or online_node_names(self)
+        found, unreachable = collect_generations(self, nodes, self.op.instances)
+        rows = generations.prune_plan(found, policy_of(self.op))
+        failed = []
+        for row in rows:
+            row["removed"] = False
+            if row["keep"]:
+                continue
+            res = self.rpc.call_export_generation_remove(row["node"], row["instance"],
+                                                         row["generation"])
+            if res.fail_msg:
+                failed.append(f"{row['instance']}@{row['generation']} on {row['node']}")
+                self.LogWarning("Could not remove generation %s of %s on %s: %s",
+                                row["generation"], row["instance"], row["node"],
+                                res.fail_msg)
+            else:
+                row["removed"] = True
+                feedback_fn(f"Pruned {row['instance']}@{row['generation']} on {row['node']}"
+                            f" ({'; '.join(row['reasons'])})")
+        if failed:
+            raise errors.OpExecError(f"Could not prune: {', '.join(failed)}")
+        return {"plan": rows, "unreachable": unreachable}
+
+
+class LUBackupRemoveGeneration(NoHooksLU):
+    REQ_BGL = False
+    op: opcodes.OpBackupRemoveGeneration
+
+    def ExpandNames(self) -> None:
+        self.op.nodes = [self.expand_node_name(n) for n in self.op.nodes]
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        name, generation = self.op.instance_name, self.op.generation
+        found, unreachable = collect_generations(self, self.op.nodes or
+                                                 online_node_names(self), [name])
+        holders = [g for g in found if g["generation"] == generation]
+        if not holders:
+            hint = f" (not asked: {', '.join(unreachable)})" if unreachable else ""
+            raise errors.OpPrereqError(f"No export generation {generation} of {name} found"
+                                       f"{hint}", errors.ECODE_NOENT)
+        if any(g["newest"] for g in holders):
+            raise errors.OpPrereqError(
+                f"Generation {generation} is the newest export of {name}; remove it with"
+                f" 'gnt-backup remove {name}'", errors.ECODE_INVAL)
+        removed = []
+        for gen in holders:
+            res = self.rpc.call_export_generation_remove(gen["node"], name, generation)
+            res.raise_on_failure(f"Could not remove generation {generation} of {name} on"
+                                 f" {gen['node']}")
+            removed.append(gen["node"])
+            feedback_fn(f"Removed generation {generation} of {name} on {gen['node']}")
+        return removed

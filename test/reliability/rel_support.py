@@ -1,0 +1,148 @@
+"""Helpers of the reliability suite: clusters, the watcher, job and leftover checks.
+
+``SOAK`` (environment GANETI_SOAK=1, set by tools/soak) scales the numbers up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ganeti import constants, daemon, luxi
+from ganeti.config import ConfigStore
+from ganeti.context import _make_rpc_runner
+from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+
+SOAK = os.environ.get("GANETI_SOAK") == "1"
+WAIT = 120.0
+FINAL = frozenset(constants.JOBS_FINALIZED)
+
+
+def scaled(default: int, soak: int) -> int:
+    return soak if SOAK else default
+
+
+def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = cluster.gnt(*argv)
+    if ok:
+        assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def watcher(cluster: LocalCluster, node: NodeSpec | None = None,
+            job_timeout: float = WAIT, *extra: str) -> subprocess.CompletedProcess[str]:
+    node = node or cluster.master
+    return subprocess.run(
+        [sys.executable, str(SOURCE_TOP / "daemons" / "ganeti-watcher"), "--root", node.root,
+         "--job-timeout", str(job_timeout), *extra],
+        env=cluster.env(node), capture_output=True, text=True, timeout=WAIT * 3)
+
+
+def client(cluster: LocalCluster, timeout: float = 60) -> luxi.Client:
+    return luxi.Client(str(cluster.master.paths.master_socket), timeout=timeout)
+
+
+def rpc_runner(cluster: LocalCluster) -> Any:
+    paths = cluster.master.paths
+    return _make_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
+
+
+def kill9(cluster: LocalCluster, name: str, node: NodeSpec | None = None) -> int:
+    node = node or cluster.master
+    pid = daemon.read_pid(node.paths.pid_file(name))
+    assert pid is not None, f"{name} on {node.name} has no pid file"
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + WAIT
+    while cluster.is_running(name, node) and _not_zombie(pid):
+        assert time.monotonic() < deadline, f"{name} survived SIGKILL"
+        time.sleep(0.02)
+    return pid
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_final(cl: luxi.Client, job_ids: list[int], timeout: float = WAIT) -> dict[int, str]:
+    """Final status of every job; fails the test if one does not end in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = cl.query_jobs(job_ids, ["id", "status"])
+        status = {int(r[0]): r[1] for r in rows if r is not None and r[0] is not None}
+        if len(status) == len(job_ids) and set(status.values()) <= FINAL:
+            return status
+        assert time.monotonic() < deadline, f"jobs not final: { {k: v for k, v in status.items() if v not in FINAL} }"  # noqa: E501
+        time.sleep(0.1)
+
+
+def instance_conf(cluster: LocalCluster, name: str) -> dict[str, Any] | None:
+    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    return next((i for i in data["instances"].values() if i["name"] == name), None)
+
+
+def node_by_name(cluster: LocalCluster, name: str) -> NodeSpec:
+    return next(n for n in cluster.nodes if n.name == name)
+
+
+def leftovers(cluster: LocalCluster, rpc: Any) -> dict[str, list[str]]:
+    """Snapshots, staging/trash dirs and remembered transfers, per node."""
+    found: dict[str, list[str]] = {}
+    for node in cluster.nodes:
+        items: list[str] = []
+        if node.paths.file_storage_dir.exists():
+            items += [p.name for p in node.paths.file_storage_dir.rglob("*.snap-*")]
+        if node.paths.export_dir.exists():
+            items += [p.name for p in node.paths.export_dir.iterdir()
+                      if p.name.endswith(".new") or p.name.startswith(".removed-")]
+        res = rpc.call_transfer_list([node.name])[node.name]
+        assert not res.fail_msg, res.fail_msg
+        items += [f"transfer:{t}" for t in res.payload]
+        if items:
+            found[node.name] = sorted(items)
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def master_pid(cluster: LocalCluster) -> int:
+    pid = daemon.read_pid(cluster.master.paths.pid_file(constants.MASTERD))
+    assert pid is not None
+    return pid
+
+
+def add_instance(cluster: LocalCluster, name: str, pnode: str, size: str = "8M",
+                 *extra: str) -> None:
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", pnode, "--disk",
+        f"0:size={size}", "-H", "process:write_interval_ms=5,blocks=64", *extra, name)
+
+
+def fill_disk(cluster: LocalCluster, name: str, mib: int) -> None:
+    """Random (incompressible) data in the instance's disk, so a copy takes a while."""
+    conf = instance_conf(cluster, name)
+    assert conf is not None
+    path = Path(conf["disks"][0]["logical_id"][1])
+    with open(path, "r+b") as handle:
+        for idx in range(mib):
+            handle.seek(idx << 20)
+            handle.write(os.urandom(1 << 20))
+
+
+def instance_running(cluster: LocalCluster, name: str) -> bool:
+    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name,oper_state").stdout
+    return any(line.split() == [name, "Y"] for line in out.splitlines())

@@ -1,0 +1,300 @@
+"""Bad input against real daemons: fuzzed LUXI messages, RPC bodies and opcode dicts,
+hostile names, hook script names and export descriptions.
+
+The invariant everywhere: a typed error (LUXI: ``[class name, args]`` of a
+GenericError subclass; RPC: ``[false, message]``), never a daemon crash or
+hang, and the daemon keeps serving afterwards.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from rel_support import client, run, scaled
+
+from ganeti import constants, crypto, errors, opcodes
+from ganeti.backup import exportconf
+from ganeti.tools.local_cluster import LocalCluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FUZZED: dict[str, int] = {"luxi": 0, "rpc": 0, "opcode": 0, "exportconf": 0}
+_SETTINGS = settings(max_examples=scaled(120, 3000), deadline=None, derandomize=False,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=5),
+    max_leaves=20)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("fuzz"), node_count=1)
+    try:
+        yield lc
+    finally:
+        lc.stop(log=lambda _m: None)
+
+
+def _error_class_ok(name: Any) -> bool:
+    cls = getattr(errors, name, None) if isinstance(name, str) else None
+    return isinstance(cls, type) and issubclass(cls, errors.GenericError)
+
+
+# --- LUXI ---------------------------------------------------------------------------
+
+
+def _luxi_exchange(cluster: LocalCluster, payload: bytes) -> Any:
+    """Send one framed message, return the decoded reply (None: connection closed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(cluster.master.paths.master_socket))
+        sock.sendall(payload + b"\x03")
+        data = b""
+        while not data.endswith(b"\x03"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    return json.loads(data[:-1])
+
+
+_SAFE_METHODS = ["SubmitJob", "SubmitManyJobs", "CancelJob", "ArchiveJob", "QueryJobs",
+                 "Query", "QueryFields", "QueryExports", "QueryClusterInfo",
+                 "ChangeJobPriority", "QueryConfigValues", "NoSuchMethod"]
+
+
+def _check_luxi_reply(reply: Any) -> None:
+    assert reply is not None, "the master closed the connection without an answer"
+    assert isinstance(reply, dict) and isinstance(reply.get("success"), bool), reply
+    if not reply["success"]:
+        result = reply["result"]
+        assert isinstance(result, list) and len(result) == 2, result
+        assert _error_class_ok(result[0]), result
+
+
+@_SETTINGS
+@given(raw=st.binary(max_size=300).map(lambda b: b.replace(b"\x03", b"")))
+def test_luxi_garbage_bytes(cluster: LocalCluster, raw: bytes) -> None:
+    FUZZED["luxi"] += 1
+    _check_luxi_reply(_luxi_exchange(cluster, raw))
+
+
+@_SETTINGS
+@given(method=st.sampled_from(_SAFE_METHODS), args=json_values,
+       version=st.none() | st.integers(-5, 5000))
+def test_luxi_fuzzed_requests(cluster: LocalCluster, method: str, args: Any,
+                              version: Any) -> None:
+    if method in ("SubmitJob", "SubmitManyJobs"):
+        # only invalid job definitions (valid ones could be anything, even a destroy)
+        assume(not _any_valid_op(args))
+    FUZZED["luxi"] += 1
+    message = {"method": method, "args": args}
+    if version is not None:
+        message["version"] = version
+    _check_luxi_reply(_luxi_exchange(cluster, json.dumps(message).encode()))
+
+
+def _any_valid_op(value: Any) -> bool:
+    if isinstance(value, dict):
+        try:
+            opcodes.from_dict(dict(value))
+            return True
+        except (errors.GenericError, TypeError, ValueError):
+            pass
+    if isinstance(value, list | dict):
+        items = value if isinstance(value, list) else list(value.values())
+        return any(_any_valid_op(v) for v in items)
+    return False
+
+
+def test_luxi_oversized_and_truncated(cluster: LocalCluster) -> None:
+    big = b"[" + b"1," * (constants.LUXI_MAX_MESSAGE // 2 + 10) + b"1]"
+    reply = _luxi_exchange(cluster, big)
+    assert reply is None or reply["success"] is False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(cluster.master.paths.master_socket))
+        sock.sendall(b'{"method": "QueryJobs", "ar')  # and hang up mid-message
+    with client(cluster) as cl:
+        assert cl.query_cluster_info()["cluster_name"]
+
+
+# --- opcode dicts -------------------------------------------------------------------
+
+_OP_IDS = sorted(opcodes.OPCODE_REGISTRY)
+
+
+@settings(max_examples=scaled(400, 10000), deadline=None)
+@given(op_id=st.sampled_from(_OP_IDS) | st.text(max_size=20),
+       fields=st.dictionaries(st.sampled_from(["instance_name", "target_node", "duration",
+                                               "priority", "depends", "node_name", "mode",
+                                               "disks", "nics", "compress", "reason",
+                                               "dry_run", "x"]) | st.text(max_size=8),
+                              json_values, max_size=6))
+def test_opcode_dicts_give_typed_errors(op_id: str, fields: dict[str, Any]) -> None:
+    FUZZED["opcode"] += 1
+    try:
+        op = opcodes.from_dict({"OP_ID": op_id, **fields})
+    except errors.GenericError as err:
+        if isinstance(err, errors.OpPrereqError) and len(err.args) > 1:
+            assert err.args[1] in errors.ECODE_ALL
+        return
+    assert op_id == op.OP_ID
+    assert opcodes.from_dict(op.to_dict()).to_dict() == op.to_dict()
+
+
+# --- RPC bodies ---------------------------------------------------------------------
+
+_SAFE_PROCEDURES = ["version", "ping", "export_info", "export_abort", "export_remove",
+                    "export_list", "blockdev_exists", "blockdev_list_snapshots",
+                    "transfer_status", "transfer_abort", "transfer_cleanup", "instance_info",
+                    "no_such_procedure", "../etc/passwd", ""]
+
+
+def _rpc_post(cluster: LocalCluster, path: str, body: bytes) -> tuple[int, Any]:
+    paths = cluster.master.paths
+    ctx = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
+    conn = http.client.HTTPSConnection(cluster.master.address, cluster.port, context=ctx,
+                                       timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+@_SETTINGS
+@given(proc=st.sampled_from(_SAFE_PROCEDURES), args=json_values)
+def test_rpc_fuzzed_bodies(cluster: LocalCluster, proc: str, args: Any) -> None:
+    FUZZED["rpc"] += 1
+    status, body = _rpc_post(cluster, "/" + proc, json.dumps(args).encode())
+    assert status in (200, 400, 404), (status, body)
+    assert isinstance(body, list) and len(body) == 2 and isinstance(body[0], bool), body
+    if not body[0]:
+        assert isinstance(body[1], str) and body[1]
+
+
+@_SETTINGS
+@given(raw=st.binary(max_size=200))
+def test_rpc_garbage_bodies(cluster: LocalCluster, raw: bytes) -> None:
+    FUZZED["rpc"] += 1
+    status, body = _rpc_post(cluster, "/export_info", raw)
+    assert status in (200, 400), (status, body)
+    assert body[0] is False
+
+
+# --- hostile names ------------------------------------------------------------------
+
+BAD_NAMES = ["../x", "/", "a/../../etc", "x\x00y", "n" * 300, ".hidden", "x.new", ""]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_export_procedures_refuse_hostile_names(cluster: LocalCluster, name: str) -> None:
+    for proc in ("export_prepare", "export_info", "export_remove", "export_abort"):
+        status, body = _rpc_post(cluster, f"/{proc}", json.dumps([name]).encode())
+        assert status == 200 and body[0] is False, (proc, name, body)
+        assert "Invalid instance name" in body[1], body[1]
+    export_dir = cluster.master.paths.export_dir
+    assert not export_dir.exists() or not any(export_dir.iterdir())
+
+
+def test_cli_refuses_hostile_instance_names(cluster: LocalCluster) -> None:
+    for name in ["../x", "a/b", "x" * 300]:
+        res = run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
+                  "0:size=1M", name, ok=False)
+        assert res.returncode != 0
+        assert "name" in res.stderr.lower(), res.stderr
+    res = run(cluster, "gnt-backup", "export", "-n", "node1", "../x", ok=False)
+    assert res.returncode != 0 and "../x" in res.stderr, res.stderr
+    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout
+    assert out.strip() == ""
+
+
+def test_hook_names_outside_the_pattern_never_run(cluster: LocalCluster) -> None:
+    hook_dir = cluster.master.paths.hooks_dir / "instance-add-pre.d"
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    marks = cluster.master.paths.root / "hookmarks"
+    marks.mkdir(exist_ok=True)
+    for name in ["good-hook_1", "bad.sh", "with space", "semi;colon", "~tilde"]:
+        script = hook_dir / name
+        script.write_text(f"#!/bin/sh\ntouch '{marks}/{name}'\n")
+        script.chmod(0o755)
+    try:
+        run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
+            "0:size=1M", "--no-start", "hooked1")
+    finally:
+        for script in hook_dir.iterdir():
+            script.unlink()
+    assert sorted(p.name for p in marks.iterdir()) == ["good-hook_1"]
+    run(cluster, "gnt-instance", "remove", "-f", "hooked1")
+
+
+_HEAD = "[export]\nversion=0\ntimestamp=1\nsource=node1\nos=x\n[instance]\n"
+HOSTILE_CONFIGS = {
+    "missing name": (_HEAD + "disk_count=1\ndisk0_dump=disk0\ndisk0_size=1\nnic_count=0\n",
+                     "name"),
+    "traversal dump": (_HEAD + "name=evil\ndisk_count=1\ndisk0_dump=../../../../etc/passwd\n"
+                       "disk0_size=1\nnic_count=0\n", "disk0_dump"),
+    "huge disk count": (_HEAD + "name=evil\ndisk_count=100000000\nnic_count=0\n",
+                        "disk_count"),
+    "not ini": ("\x00\x01garbage", "config"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CONFIGS))
+def test_import_refuses_hostile_config_ini(cluster: LocalCluster, case: str) -> None:
+    text, field = HOSTILE_CONFIGS[case]
+    src = cluster.master.paths.export_dir / "evil"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / constants.EXPORT_CONF_FILE).write_text(text)
+    (src / "disk0").write_bytes(b"\0" * 4096)
+    try:
+        res = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node1",
+                  "--src-dir", "evil", "--no-start", "evil-copy", ok=False)
+    finally:
+        for item in src.iterdir():
+            item.unlink()
+        src.rmdir()
+    assert res.returncode != 0
+    assert field in res.stderr, res.stderr
+    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout
+    assert "evil-copy" not in out
+
+
+@settings(max_examples=scaled(300, 10000), deadline=None)
+@given(text=st.text(max_size=400) | st.lists(
+    st.sampled_from(["[export]", "[instance]", "version=0", "name=x", "disk_count=1",
+                     "disk0_dump=../x", "disk0_size=-1", "nic_count=1", "nic0_mac=zz",
+                     "disk_count=99999999999", "os=", "[hypervisor]", "kernel_path=/x",
+                     "tags=a b", "memory=-5", "disk0_size=1"]), max_size=14).map("\n".join))
+def test_exportconf_parse_gives_typed_errors(text: str) -> None:
+    FUZZED["exportconf"] += 1
+    try:
+        info = exportconf.parse(text)
+    except errors.GenericError:
+        return
+    for disk in info.disks:
+        assert "/" not in disk.dump and disk.dump not in ("", ".", "..")
+
+
+def test_daemons_survived_and_report(cluster: LocalCluster) -> None:
+    """Runs last in this module: both daemons still serve after all of the above."""
+    with client(cluster) as cl:
+        assert cl.query_cluster_info()["cluster_name"]
+    status, body = _rpc_post(cluster, "/version", b"[]")
+    assert status == 200 and body == [True, constants.PROTOCOL_VERSION]
+    assert cluster.is_running(constants.MASTERD, cluster.master)
+    assert cluster.is_running(constants.NODED, cluster.master)
+    print(f"\ninputs fuzzed: {FUZZED}")
