@@ -77,6 +77,16 @@ class InstanceLU(LogicalUnit):
         nodes = iu.instance_hook_nodes(self.cfg, self.instance)
         return nodes, nodes
 
+    def _check_primary_offline(self, inst: Instance) -> bool:
+        """Whether the primary is offline; refused unless the op ignores offline nodes."""
+        node = self.cfg.get_node_info(inst.primary_node)
+        offline = node is not None and node.offline
+        if offline and not getattr(self.op, "ignore_offline_nodes", False):
+            raise errors.OpPrereqError(
+                f"Primary node {node.name if node else inst.primary_node} of instance"
+                f" {inst.name} is offline", errors.ECODE_STATE)
+        return offline
+
 
 class LUInstanceCreate(LogicalUnit):
     """Create an instance: disks on the primary, config entry, then start it.
@@ -319,12 +329,7 @@ class LUInstanceStartup(InstanceLU):
         if inst.admin_state == constants.ADMINST_OFFLINE:
             raise errors.OpPrereqError(f"Instance {inst.name} is marked offline",
                                        errors.ECODE_STATE)
-        node = self.cfg.get_node_info(inst.primary_node)
-        self.primary_offline = node is not None and node.offline
-        if self.primary_offline and not self.op.ignore_offline_nodes:
-            raise errors.OpPrereqError(
-                f"Primary node {node.name if node else inst.primary_node} of instance"
-                f" {inst.name} is offline", errors.ECODE_STATE)
+        self.primary_offline = self._check_primary_offline(inst)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         return iu.instance_hook_env(self.cfg, self.instance, {"FORCE": self.op.force})
@@ -349,12 +354,7 @@ class LUInstanceShutdown(InstanceLU):
 
     def CheckPrereq(self) -> None:
         self.instance = inst = _get_instance(self, self.op.instance_name)
-        node = self.cfg.get_node_info(inst.primary_node)
-        self.primary_offline = node is not None and node.offline
-        if self.primary_offline and not self.op.ignore_offline_nodes:
-            raise errors.OpPrereqError(
-                f"Primary node {node.name if node else inst.primary_node} of instance"
-                f" {inst.name} is offline", errors.ECODE_STATE)
+        self.primary_offline = self._check_primary_offline(inst)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         return iu.instance_hook_env(self.cfg, self.instance, {"TIMEOUT": self.op.timeout})
