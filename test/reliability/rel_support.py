@@ -11,8 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ganeti import constants, daemon, luxi
 from ganeti.config import ConfigStore
@@ -146,3 +149,16 @@ def fill_disk(cluster: LocalCluster, name: str, mib: int) -> None:
 def instance_running(cluster: LocalCluster, name: str) -> bool:
     out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name,oper_state").stdout
     return any(line.split() == [name, "Y"] for line in out.splitlines())
+
+
+def cluster_fixture(label: str, node_count: int) -> Any:
+    """A module-scoped fixture starting a real cluster of ``node_count`` nodes."""
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+        lc = LocalCluster.create_and_start(tmp_path_factory.mktemp(label),
+                                           node_count=node_count)
+        try:
+            yield lc
+        finally:
+            lc.stop(log=lambda _m: None)
+    return cluster

@@ -21,6 +21,7 @@ from rel_support import (
     WAIT,
     add_instance,
     client,
+    cluster_fixture,
     fill_disk,
     instance_running,
     kill9,
@@ -39,22 +40,8 @@ from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("crash"), node_count=2)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+cluster = cluster_fixture("crash", 2)
 
-
-@pytest.fixture(scope="module")
-def rpc(cluster: LocalCluster) -> Iterator[Any]:
-    runner = rpc_runner(cluster)
-    try:
-        yield runner
-    finally:
-        runner.close()
 
 
 def _staging_has_data(staging: Path) -> bool:

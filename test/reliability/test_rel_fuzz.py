@@ -11,13 +11,12 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from rel_support import client, run, scaled
+from rel_support import client, cluster_fixture, run, scaled
 
 from ganeti import constants, crypto, errors, opcodes
 from ganeti.backup import exportconf
@@ -38,13 +37,7 @@ json_values = st.recursive(
     max_leaves=20)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("fuzz"), node_count=1)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+cluster = cluster_fixture("fuzz", 1)
 
 
 def _error_class_ok(name: Any) -> bool:

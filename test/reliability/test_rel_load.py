@@ -12,13 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from rel_support import (
     WAIT,
     add_instance,
     client,
+    cluster_fixture,
     master_pid,
     rss_kib,
     run,
@@ -37,13 +37,7 @@ EXPORTS = 4
 RSS_GROWTH_LIMIT_KIB = 256 * 1024
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("load"), node_count=3)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+cluster = cluster_fixture("load", 3)
 
 
 def _round(cluster: LocalCluster, per_client: int) -> tuple[dict[int, str], float]:

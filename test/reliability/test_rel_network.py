@@ -25,10 +25,10 @@ from faultproxy import FaultProxy, Faults
 from rel_support import (
     WAIT,
     add_instance,
+    cluster_fixture,
     fill_disk,
     leftovers,
     master_pid,
-    rpc_runner,
     run,
     watcher,
 )
@@ -43,22 +43,8 @@ MIB = 1 << 20
 FAULTS_TRIED: list[str] = []
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("net"), node_count=2)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+cluster = cluster_fixture("net", 2)
 
-
-@pytest.fixture(scope="module")
-def rpc(cluster: LocalCluster) -> Iterator[Any]:
-    runner = rpc_runner(cluster)
-    try:
-        yield runner
-    finally:
-        runner.close()
 
 
 # --- node -> node: a disk stream through the proxy ---------------------------------------

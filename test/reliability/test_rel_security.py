@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_support import add_instance, client, run, wait_final
+from rel_support import add_instance, client, cluster_fixture, run, wait_final
 
 from ganeti import constants, crypto, opcodes
 from ganeti.tools.local_cluster import LocalCluster
@@ -24,13 +24,7 @@ pytestmark = [pytest.mark.e2e]
 USER = "ganeti-reltest"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("sec"), node_count=2)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+cluster = cluster_fixture("sec", 2)
 
 
 def _post(cluster: LocalCluster, ctx: ssl.SSLContext) -> tuple[int, object]:

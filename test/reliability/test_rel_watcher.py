@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from rel_support import kill9, run, watcher
+from rel_support import cluster_fixture, kill9, run, watcher
 
 from ganeti import constants, crypto
 from ganeti.backend import x509
@@ -14,13 +12,7 @@ from ganeti.tools.local_cluster import LocalCluster
 pytestmark = [pytest.mark.e2e]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    lc = LocalCluster.create_and_start(tmp_path_factory.mktemp("watch"), node_count=2)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+cluster = cluster_fixture("watch", 2)
 
 
 def test_watcher_restarts_a_dead_node_daemon(cluster: LocalCluster) -> None:
