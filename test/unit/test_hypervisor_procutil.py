@@ -20,7 +20,12 @@ WAIT = 60.0
 def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A child whose command line carries a unique marker (the tmp path)."""
     marker = str(tmp_path / "marker")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", marker])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)",
+         marker], stdout=subprocess.PIPE)
+    # right after fork the child's cmdline is still the parent's or empty: wait
+    # until the interpreter runs our code
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     yield proc
     proc.kill()
     proc.wait()
