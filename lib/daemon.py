@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -145,3 +146,45 @@ def install_stop_signals(event: threading.Event,
 
     for sig in signals:
         signal.signal(sig, handler)
+
+
+def run(prog: str, pid_file: Path, log_file: Path, foreground: bool, debug: bool,
+        start: Callable[[], Callable[[], None]]) -> int:
+    """The life of a daemon: pid lock, detach, logging, start, wait for a signal, stop.
+
+    ``start`` brings the service up and returns its stop function; if it
+    raises, the error reaches whoever started the daemon (stderr in the
+    foreground, the startup pipe otherwise) and the exit code is 1.  A second
+    instance fails on the pid file lock before touching anything.
+    """
+    pidfile = PidFile(pid_file)
+    try:
+        pidfile.acquire()
+    except DaemonAlreadyRunning as err:
+        sys.stderr.write(f"{prog}: {err.args[0]}\n")
+        return 1
+    except OSError as err:
+        sys.stderr.write(f"{prog}: cannot create pid file: {err}\n")
+        return 1
+    startup_fd = None if foreground else daemonize()
+    pidfile.write_pid()
+    setup_logging(log_file, prog, debug=debug, stderr=foreground)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    try:
+        stop_service = start()
+    except Exception as err:
+        message = errors.format_error(err) if isinstance(err, errors.GenericError) \
+            else str(err)
+        logging.getLogger(prog).error("Startup failed: %s", message, exc_info=debug)
+        pidfile.release()
+        if startup_fd is None:
+            sys.stderr.write(f"{prog}: startup failed: {message}\n")
+        report_startup(startup_fd, f"{prog}: startup failed: {message}")
+        return 1
+    report_startup(startup_fd)
+    while not stop.wait(3600):
+        pass
+    stop_service()
+    pidfile.release()
+    return 0

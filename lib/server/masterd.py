@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import sys
-import threading
 from typing import Any
 
 from ganeti import constants, daemon, errors, pathutils
@@ -87,47 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     if opts.root:
         os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
     paths = pathutils.current()
-    prog = constants.MASTERD
 
-    pidfile = daemon.PidFile(paths.pid_file(prog))
-    try:
-        pidfile.acquire()
-    except daemon.DaemonAlreadyRunning as err:
-        sys.stderr.write(f"{prog}: {err.args[0]}\n")
-        return 1
-    except OSError as err:
-        sys.stderr.write(f"{prog}: cannot create pid file: {err}\n")
-        return 1
+    def start() -> Any:
+        master = Master(paths)
+        try:
+            master.start()
+        except BaseException:
+            master.stop()
+            raise
+        LOG.info("Master daemon started (pid %d, root %s)", os.getpid(), paths.root)
 
-    startup_fd = None if opts.foreground else daemon.daemonize()
-    pidfile.write_pid()
-    daemon.setup_logging(paths.log_file(prog), prog, debug=opts.debug,
-                         stderr=opts.foreground)
-    stop = threading.Event()
-    daemon.install_stop_signals(stop)
+        def stop() -> None:
+            LOG.info("Master daemon stopping")
+            master.stop()
+            LOG.info("Master daemon stopped")
+        return stop
 
-    master = Master(paths)
-    try:
-        master.start()
-    except Exception as err:
-        message = errors.format_error(err)
-        LOG.error("Startup failed: %s", message, exc_info=opts.debug)
-        master.stop()
-        pidfile.release()
-        if startup_fd is None:
-            sys.stderr.write(f"{prog}: startup failed: {message}\n")
-        daemon.report_startup(startup_fd, f"{prog}: startup failed: {message}")
-        return 1
-
-    LOG.info("Master daemon started (pid %d, root %s)", os.getpid(), paths.root)
-    daemon.report_startup(startup_fd)
-    while not stop.wait(3600):
-        pass
-    LOG.info("Master daemon stopping")
-    master.stop()
-    pidfile.release()
-    LOG.info("Master daemon stopped")
-    return 0
+    return daemon.run(constants.MASTERD, paths.pid_file(constants.MASTERD),
+                      paths.log_file(constants.MASTERD), opts.foreground, opts.debug, start)
 
 
 if __name__ == "__main__":

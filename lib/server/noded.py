@@ -311,41 +311,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         # hook scripts and helpers started by procedures see the same root.
         os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
     paths = pathutils.current()
-    try:
+
+    def start() -> Any:
         ssl_context = crypto.server_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
-    except errors.X509CertError as err:
-        sys.stderr.write(f"{constants.NODED}: {err.args[0]}\n")
-        return 1
-    pid_file = daemon.PidFile(paths.pid_file(constants.NODED))
-    try:
-        pid_file.acquire()
-    except daemon.DaemonAlreadyRunning as err:
-        sys.stderr.write(f"{constants.NODED}: {err.args[0]}\n")
-        return 1
-    try:
-        server = NodeRpcServer((opts.bind, opts.port), ssl_context, NodeContext(paths=paths))
-    except OSError as err:
-        sys.stderr.write(f"{constants.NODED}: cannot listen on {opts.bind}:{opts.port}: "
-                         f"{err}\n")
-        pid_file.release()
-        return 1
-    startup_fd = None if opts.foreground else daemon.daemonize()
-    pid_file.write_pid()
-    daemon.setup_logging(paths.log_file(constants.NODED), constants.NODED,
-                         debug=opts.debug, stderr=opts.foreground)
-    stop = threading.Event()
-    daemon.install_stop_signals(stop)
-    acceptor = threading.Thread(target=server.serve_forever, name="noded-accept",
-                                daemon=True)
-    acceptor.start()
-    LOG.info("Listening on %s:%d (root %s)", opts.bind, server.port, paths.root)
-    daemon.report_startup(startup_fd)
-    stop.wait()
-    server.shutdown()
-    server.server_close()
-    pid_file.release()
-    LOG.info("Node daemon stopped")
-    return 0
+        try:
+            server = NodeRpcServer((opts.bind, opts.port), ssl_context,
+                                   NodeContext(paths=paths))
+        except OSError as err:
+            raise OSError(err.errno, f"cannot listen on {opts.bind}:{opts.port}: {err}") \
+                from None
+        threading.Thread(target=server.serve_forever, name="noded-accept",
+                         daemon=True).start()
+        LOG.info("Listening on %s:%d (root %s)", opts.bind, server.port, paths.root)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            LOG.info("Node daemon stopped")
+        return stop
+
+    return daemon.run(constants.NODED, paths.pid_file(constants.NODED),
+                      paths.log_file(constants.NODED), opts.foreground, opts.debug, start)
 
 
 if __name__ == "__main__":
