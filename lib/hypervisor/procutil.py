@@ -134,8 +134,7 @@ def wait_gone(pid: int, timeout: float, start_ticks: int | None = None,
         reap(pid)
         return True
     try:
-        if (start_ticks is not None or markers) and not is_our_process(
-                pid, start_ticks, markers):
+        if not _same_process(pid, start_ticks, markers):
             return True
         if pidfd >= 0:
             while True:
@@ -157,6 +156,21 @@ def wait_gone(pid: int, timeout: float, start_ticks: int | None = None,
             os.close(pidfd)
 
 
+def _same_process(pid: int, start_ticks: int | None, markers: Sequence[str]) -> bool:
+    """Whether ``pid`` still names the recorded process (a newcomer means: gone).
+
+    pid + start time identify a process for the whole boot, so when the start
+    time is known it decides alone: a process that is exiting has already
+    lost its command line, and must not be mistaken for a different one.
+    """
+    if start_ticks is not None:
+        stat = read_stat(pid)
+        return stat is not None and stat.start_ticks == start_ticks
+    if markers:
+        return is_our_process(pid, None, markers)
+    return True
+
+
 def _exited(pid: int) -> bool:
     stat = read_stat(pid)
     return stat is None or stat.state in ("Z", "X", "x")
@@ -164,9 +178,12 @@ def _exited(pid: int) -> bool:
 
 def kill_and_wait(pid: int, start_ticks: int | None, markers: Sequence[str],
                   timeout: float) -> bool:
-    """SIGKILL the recorded process and wait for it to disappear; True once gone."""
-    if not signal_ours(pid, start_ticks, markers, signal.SIGKILL):
-        return True
+    """SIGKILL the recorded process and wait for it to disappear; True once gone.
+
+    Also waits when no signal was sent: a process that is already exiting
+    fails the identity check but has not finished exiting yet.
+    """
+    signal_ours(pid, start_ticks, markers, signal.SIGKILL)
     return wait_gone(pid, timeout, start_ticks, markers)
 
 
