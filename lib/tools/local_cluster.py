@@ -169,7 +169,11 @@ class LocalCluster:
         return True
 
     def stop(self, log: Any = print) -> None:
-        """SIGTERM every daemon (master first) and wait; SIGKILL what is left."""
+        """SIGTERM every daemon (master first) and wait; SIGKILL what is left.
+
+        Guests of this cluster's instances are stopped too: on a real node
+        they would outlive the daemons, here nothing else would ever end them.
+        """
         targets: list[tuple[str, NodeSpec]] = [(constants.MASTERD, self.master)]
         targets += [(constants.NODED, n) for n in self.nodes]
         pids = []
@@ -187,6 +191,15 @@ class LocalCluster:
                 log(f"{node.name}: {name} did not stop in time, killed")
             else:
                 log(f"{node.name}: {name} stopped")
+        self._stop_guests(log)
+
+    def _stop_guests(self, log: Any) -> None:
+        from ganeti.hypervisor import procutil
+
+        for node in self.nodes:
+            for pid in procutil.find_processes(str(node.paths.run_dir / "instances")):
+                procutil.kill_and_wait(pid, None, (), STOP_TIMEOUT)
+                log(f"{node.name}: guest process {pid} stopped")
 
     def gnt(self, *argv: str, check: bool = False, timeout: float = 300,
             input_text: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -62,6 +62,8 @@ class MasterProcess:
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
         if not started.wait(WAIT) or self.proc.poll() is not None:
+            self.proc.kill()  # never leave a half-started daemon behind
+            self.proc.wait(WAIT)
             raise AssertionError("masterd did not start:\n" + "".join(self.stderr_lines))
 
     def signal(self, signum: int) -> int:
