@@ -278,13 +278,7 @@ def poll_job(job_id: int, cl: luxi.Client, feedback_fn: FeedbackFn | None = None
         prev_info = job_info
         if job_info[0] in constants.JOBS_FINALIZED:
             break
-    rows = cl.query_jobs([job_id], ["status", "opstatus", "opresult"])
-    if not rows or rows[0] is None:
-        raise errors.JobLost(f"Job {job_id} not found")
-    status, opstatus, opresult = rows[0]
-    if status == constants.OP_STATUS_SUCCESS:
-        return list(opresult)
-    raise luxi.job_failure(job_id, status, opstatus, opresult)
+    return luxi.job_results(job_id, cl.query_jobs([job_id], luxi.RESULT_FIELDS), "not found")
 
 
 def submit_opcode(op: OpCode, opts: argparse.Namespace | None = None,

@@ -188,6 +188,20 @@ def job_failure(job_id: int, status: str, opstatus: Sequence[str],
     return errors.OpExecError(f"Job {job_id} finished with status {status}")
 
 
+# the QueryJobs fields job_results() reads
+RESULT_FIELDS = ["status", "opstatus", "opresult"]
+
+
+def job_results(job_id: int, rows: Sequence[Any], missing: str) -> list[Any]:
+    """Opcode results of a finished job from its RESULT_FIELDS row; its error otherwise."""
+    if not rows or rows[0] is None:
+        raise errors.JobLost(f"Job {job_id} {missing}")
+    status, opstatus, opresult = rows[0]
+    if status == constants.OP_STATUS_SUCCESS:
+        return list(opresult)
+    raise job_failure(job_id, status, opstatus, opresult)
+
+
 class _SendFailed(Exception):
     """Internal: the request could not be sent, so the server never saw it."""
 

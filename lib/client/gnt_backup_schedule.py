@@ -60,27 +60,18 @@ def _retention(opts: argparse.Namespace) -> dict[str, int]:
             if getattr(opts, rule) is not None}
 
 
+# option dest -> BackupSchedule field, for the options add/modify share
+_SCHEDULE_OPTION_FIELDS = {
+    "instances": "instances", "tags": "tags", "all_instances": "all_instances",
+    "node": "target_node", "node_policy": "node_policy", "cron": "cron",
+    "compress": "compress", "shutdown_mode": "shutdown_mode", "enabled": "enabled",
+}
+
+
 def _schedule_fields(opts: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if opts.instances is not None:
-        fields["instances"] = opts.instances
-    if opts.tags is not None:
-        fields["tags"] = opts.tags
-    if opts.all_instances is not None:
-        fields["all_instances"] = opts.all_instances
-    if opts.node is not None:
-        fields["target_node"] = opts.node
-    if opts.node_policy is not None:
-        fields["node_policy"] = opts.node_policy
-    if opts.cron is not None:
-        fields["cron"] = opts.cron
-    if opts.compress is not None:
-        fields["compress"] = opts.compress
-    if opts.shutdown_mode is not None:
-        fields["shutdown_mode"] = opts.shutdown_mode
-    if opts.enabled is not None:
-        fields["enabled"] = opts.enabled
-    return fields
+    """The schedule fields the user gave (unset options leave the field alone)."""
+    return {field: getattr(opts, dest) for dest, field in _SCHEDULE_OPTION_FIELDS.items()
+            if getattr(opts, dest) is not None}
 
 
 def add(opts: argparse.Namespace) -> int:

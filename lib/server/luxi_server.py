@@ -200,13 +200,8 @@ def wait_for_job_result(queue: JobQueueLike, job_id: int, timeout: float) -> lis
             prev = change[0]
             if prev[0] in constants.JOBS_FINALIZED:
                 break
-    rows = queue.query_jobs([job_id], ["status", "opstatus", "opresult"])
-    if not rows or rows[0] is None:
-        raise errors.JobLost(f"Job {job_id} disappeared")
-    status, opstatus, opresult = rows[0]
-    if status == constants.OP_STATUS_SUCCESS:
-        return list(opresult)
-    raise luxi.job_failure(job_id, status, opstatus, opresult)
+    return luxi.job_results(job_id, queue.query_jobs([job_id], luxi.RESULT_FIELDS),
+                            "disappeared")
 
 
 def build_method_table(backend: MasterBackend) -> dict[str, Method]:
