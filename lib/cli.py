@@ -14,6 +14,7 @@ import re
 import sys
 import time
 import traceback
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -85,6 +86,73 @@ GLOBAL_OPTS: tuple[Option, ...] = (DEBUG_OPT, ROOT_OPT)
 SUBMIT_OPTS: tuple[Option, ...] = (DRY_RUN_OPT, PRIORITY_OPT, SUBMIT_OPT, PRINT_JOBID_OPT,
                                    REASON_OPT)
 LIST_OPTS: tuple[Option, ...] = (FIELDS_OPT, NOHDR_OPT, SEP_OPT)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "(unchanged)"
+
+
+_UNSET: Any = _Unset()
+
+
+def _field_parser(name: str, annotation: Any) -> tuple[Callable[[str], Any], str, list[str]]:
+    """(string -> value, metavar, choices) for one model field; "none" clears an optional."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = type(None) in typing.get_args(annotation)
+    base = args[0] if optional and len(args) == 1 else annotation
+    origin = typing.get_origin(base)
+    while origin is typing.Annotated:
+        base = typing.get_args(base)[0]
+        origin = typing.get_origin(base)
+    choices: list[str] = []
+
+    def convert(text: str) -> Any:
+        if optional and text.lower() in ("", "none", "default"):
+            return None
+        if base is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{name}: expected a whole number, got '{text}'") from None
+        if origin is list:
+            return [v for v in text.split(",") if v]
+        if origin is typing.Literal and text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{name}: choose from {', '.join(choices)}, got '{text}'")
+        return text
+
+    if origin is typing.Literal:
+        choices = [str(c) for c in typing.get_args(base)]
+        return convert, "|".join(choices + (["none"] if optional else [])), choices
+    metavar = "N" if base is int else ("A,B" if origin is list else "VALUE")
+    return convert, metavar, choices
+
+
+def model_options(model: type[Any], prefix: str, dest_prefix: str) -> tuple[Option, ...]:
+    """One ``--PREFIX-FIELD`` option per field of a pydantic model, help from its description.
+
+    Keeps a settings model the single definition of its options (see model_values).
+    """
+    options = []
+    for name, info in model.model_fields.items():
+        convert, metavar, _choices = _field_parser(name, info.annotation)
+        flag = f"--{prefix}-{name.replace('_', '-')}"
+        default = info.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else default
+        options.append(Option((flag,), {"dest": f"{dest_prefix}{name}", "type": convert,
+                                        "default": _UNSET, "metavar": metavar,
+                                        "help": f"{info.description} (default:"
+                                                f" {'none' if shown in (None, '') else shown})"}))
+    return tuple(options)
+
+
+def model_values(opts: argparse.Namespace, model: type[Any], dest_prefix: str
+                 ) -> dict[str, Any]:
+    """The fields of ``model`` the user set through :func:`model_options`."""
+    return {name: getattr(opts, f"{dest_prefix}{name}") for name in model.model_fields
+            if getattr(opts, f"{dest_prefix}{name}", _UNSET) is not _UNSET}
 
 
 # --- positional arguments ----------------------------------------------------------

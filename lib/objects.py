@@ -34,7 +34,7 @@ def new_uuid() -> str:
     return str(uuid_mod.uuid4())
 
 
-def _describe_errors(err: ValidationError, prefix: str = "") -> str:
+def describe_errors(err: ValidationError, prefix: str = "") -> str:
     """Turn pydantic errors into "key path: problem" text an administrator can act on."""
     parts: list[str] = []
     items = err.errors()
@@ -86,7 +86,7 @@ class ConfigObject(BaseModel):
             return cls.model_validate(data)
         except ValidationError as err:
             raise errors.ConfigurationError(
-                f"Invalid {cls.__name__} data: {_describe_errors(err, path)}") from None
+                f"Invalid {cls.__name__} data: {describe_errors(err, path)}") from None
 
     def validated_copy(self) -> Self:
         """Deep copy that is re-validated (catches bad values put into nested dicts)."""
@@ -166,6 +166,8 @@ class Node(ConfigObject):
     vm_capable: bool = True
     ndparams: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    # KiB/s shared by every export stream this node sends or receives; None: no limit
+    backup_bwlimit: Annotated[int, Field(ge=0)] | None = None
 
 
 class NodeGroup(ConfigObject):
@@ -184,6 +186,44 @@ class Network(ConfigObject):
 
 def _default_beparams() -> dict[str, Any]:
     return {"maxmem": 128, "minmem": 128, "vcpus": 1}
+
+
+IoniceClass = Literal["best-effort", "idle"]
+NotifyMode = Literal["always", "failure", "never"]
+
+
+class BackupDefaults(BaseModel):
+    """Cluster-wide defaults of backup jobs; a schedule or one export may override each.
+
+    The one definition of these settings: ``gnt-cluster modify --backup-*`` options, the
+    schedule overrides and the docs are derived from the fields and their descriptions.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    notify: NotifyMode = Field(
+        "failure", description="When to send a run's summary: always, failure or never")
+    mail_to: list[NonEmptyStr] = Field(
+        default_factory=list, description="Mail the summary to these addresses (sendmail)")
+    webhook_url: str | None = Field(
+        None, description="POST the summary as JSON to this http(s) URL")
+    timezone: NonEmptyStr = Field(
+        "UTC", description="Time zone of schedule cron expressions (IANA name)")
+    bwlimit: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Bandwidth limit of one export in KiB/s (0 or unset: none)")
+    ionice_class: IoniceClass | None = Field(
+        None, description="I/O scheduling class of the copy on the nodes")
+    ionice_level: Annotated[int, Field(ge=0, le=7)] | None = Field(
+        None, description="I/O priority level within the best-effort class (0 highest)")
+
+    @model_validator(mode="after")
+    def _check_timezone(self) -> Self:
+        import zoneinfo
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
 
 
 class Cluster(ConfigObject):
@@ -207,6 +247,7 @@ class Cluster(ConfigObject):
     file_storage_dir: str | None = None
     max_running_jobs: Annotated[int, Field(gt=0)] = 25
     max_queued_jobs: Annotated[int, Field(gt=0)] = 10000
+    backup_defaults: BackupDefaults = Field(default_factory=BackupDefaults)
 
     def fill_beparams(self, instance: Instance) -> dict[str, Any]:
         """Backend parameters in effect: cluster defaults overridden by the instance."""

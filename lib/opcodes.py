@@ -159,6 +159,12 @@ class OpClusterRenewCrypto(OpCode):
     cluster_domain_secret: str | None = None
 
 
+class OpClusterSetParams(OpCode):
+    """Change cluster settings; ``backup_defaults`` holds only the keys to change."""
+
+    backup_defaults: dict[str, Any] = Field(default_factory=dict)
+
+
 class OpClusterCleanupLeftovers(OpCode):
     """Remove export snapshots, staging dirs and transfers no running job uses."""
 
@@ -342,6 +348,11 @@ class OpBackupExport(OpCode):
     # keep the replaced export as an older generation (scheduled exports) instead
     # of deleting it (Ganeti's semantics, the default)
     keep_generations: bool = False
+    # KiB/s for this export (0: none); None: the cluster's backup default
+    bwlimit: Annotated[int, Field(ge=0)] | None = None
+    # I/O priority of the copy on both nodes; None: the cluster's backup default
+    ionice_class: Literal["best-effort", "idle"] | None = None
+    ionice_level: Annotated[int, Field(ge=0, le=7)] | None = None
 
     # (finalize ok, per-disk ok)
     OP_RESULT = tuple[bool, list[bool]]

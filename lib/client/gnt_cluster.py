@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from ganeti import bootstrap, cli, constants, daemon, errors, opcodes, pathutils
+from ganeti import bootstrap, cli, constants, daemon, errors, objects, opcodes, pathutils
 from ganeti.client import cluster_crypto
 
 
@@ -47,6 +47,19 @@ def info(opts: argparse.Namespace) -> int:
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(v) for v in value)
         print(f"{key}: {value}")
+    return cli.EXIT_SUCCESS
+
+
+_BACKUP_DEST = "backup_default_"
+_BACKUP_OPTS = cli.model_options(objects.BackupDefaults, "backup", _BACKUP_DEST)
+
+
+def modify(opts: argparse.Namespace) -> int:
+    changes = cli.model_values(opts, objects.BackupDefaults, _BACKUP_DEST)
+    if not changes:
+        raise errors.OpPrereqError("Nothing to change: give at least one option"
+                                   " (see 'gnt-cluster modify --help')", errors.ECODE_INVAL)
+    cli.submit_opcode(opcodes.OpClusterSetParams.create(backup_defaults=changes), opts)
     return cli.EXIT_SUCCESS
 
 
@@ -110,6 +123,8 @@ COMMANDS: dict[str, cli.Command] = {
     "init": cli.Command(init, (cli.Arg("cluster_name"),), _INIT_OPTS,
                         "Create a new cluster with this node as master"),
     "info": cli.Command(info, (), (), "Show cluster configuration"),
+    "modify": cli.Command(modify, (), (*_BACKUP_OPTS, *cli.SUBMIT_OPTS),
+                          "Change cluster settings (the defaults of backup jobs)"),
     "verify": cli.Command(verify, (), cli.SUBMIT_OPTS,
                           "Check that every node answers with a compatible daemon"),
     "master-ping": cli.Command(

@@ -6,7 +6,9 @@ import os
 import time
 from typing import Any
 
-from ganeti import constants, errors, locking
+from pydantic import ValidationError
+
+from ganeti import constants, errors, locking, objects, opcodes
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 
 
@@ -33,10 +35,42 @@ class LUClusterQuery(NoHooksLU):
             "hooks_timeout": cluster.hooks_timeout,
             "beparams": dict(cluster.beparams),
             "tags": list(cluster.tags),
+            "backup_defaults": cluster.backup_defaults.model_dump(mode="json"),
             "ctime": cluster.ctime,
             "mtime": cluster.mtime,
             "serial_no": self.cfg.get_serial(),
         }
+
+
+class LUClusterSetParams(NoHooksLU):
+    """Change cluster settings (today: the backup defaults)."""
+
+    REQ_BGL = False
+    op: opcodes.OpClusterSetParams
+
+    def CheckArguments(self) -> None:
+        if not self.op.backup_defaults:
+            raise errors.OpPrereqError("Nothing to change", errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        self.cluster = self.cfg.get_cluster_info()
+        merged = {**self.cluster.backup_defaults.model_dump(), **self.op.backup_defaults}
+        try:
+            self.new_defaults = objects.BackupDefaults.model_validate(merged)
+        except ValidationError as err:
+            raise errors.OpPrereqError(
+                f"Invalid backup defaults: {objects.describe_errors(err, 'backup_defaults')}",
+                errors.ECODE_INVAL) from None
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        self.cluster.backup_defaults = self.new_defaults
+        self.cfg.update(self.cluster)
+        changed = sorted(self.op.backup_defaults)
+        feedback_fn(f"Changed backup defaults: {', '.join(changed)}")
+        return changed
 
 
 class LUClusterVerify(NoHooksLU):
