@@ -265,6 +265,16 @@ def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
     assert f"p1@{second}" in out and "removed" in out
     assert "2 kept, 1 removed" in out
     assert generations(cluster, "node3", "p1") == [first]
+    # the runner's export + prune jobs skip it too
+    run(cluster, "gnt-backup", "schedule", "add", "hourly-p1", "--instances", "p1", "-n",
+        "node3", "--cron", "0 * * * *", "--keep-last", "1")
+    proc = runner(cluster, "--now", "2030-01-01T03:00:00Z")
+    assert proc.returncode == 0 and "OK        hourly-p1 p1 job" in proc.stdout, (
+        proc.stdout + proc.stderr)
+    run(cluster, "gnt-backup", "schedule", "remove", "hourly-p1")
+    assert generations(cluster, "node3", "p1") == [first]
+    fourth = meta_rows(cluster, "p1")[0][0]
+    assert fourth not in (first, second, third)
 
     bad = run(cluster, "gnt-backup", "remove", f"p1@{first}", ok=False)
     assert bad.returncode == 1 and "is protected" in bad.stderr
@@ -281,17 +291,17 @@ def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
     fill(disk, b"DDDD")
     proc = run(cluster, "gnt-backup", "export", "-n", "node3", "p1")
     assert "is protected: it is kept as an older generation" in proc.stdout + proc.stderr
-    assert generations(cluster, "node3", "p1") == [first, third]
+    assert generations(cluster, "node3", "p1") == [first, fourth]
     rows = meta_rows(cluster, "p1")
     assert [r[1:3] for r in rows] == [["Y", "N"], ["N", "Y"], ["N", "Y"]]
 
     # notes change later; a bad one is refused naming the field
     run(cluster, "gnt-backup", "modify", f"p1@{first}", "--note", "kept for the audit")
-    run(cluster, "gnt-backup", "modify", "p1", "--generation", third, "--protected", "no",
+    run(cluster, "gnt-backup", "modify", "p1", "--generation", fourth, "--protected", "no",
         "--note", "")
-    assert meta_rows(cluster, "p1")[1:] == [[third, "N", "N", ""],
+    assert meta_rows(cluster, "p1")[1:] == [[fourth, "N", "N", ""],
                                             [first, "N", "Y", "kept for the audit"]]
-    assert sidecar(cluster, "p1", third) is None
+    assert sidecar(cluster, "p1", fourth) is None
     bad = run(cluster, "gnt-backup", "modify", f"p1@{first}", "--note", "two\nlines",
               ok=False)
     assert bad.returncode == 1 and "note: must be one line" in bad.stderr
@@ -302,7 +312,7 @@ def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
     # unprotected, it goes like any other
     run(cluster, "gnt-backup", "unprotect", f"p1@{first}")
     run(cluster, "gnt-backup", "remove", f"p1@{first}")
-    run(cluster, "gnt-backup", "remove", f"p1@{third}")
+    run(cluster, "gnt-backup", "remove", f"p1@{fourth}")
     run(cluster, "gnt-backup", "remove", "p1")
     assert meta_rows(cluster, "p1") == []
     assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
