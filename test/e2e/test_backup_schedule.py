@@ -239,6 +239,10 @@ def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
     run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
         "--no-start", "p1")
     disk = disk_file(cluster, "p1")
+    bad = run(cluster, "gnt-backup", "export", "-n", "node3", "--note", "x" * 1025, "p1",
+              ok=False)
+    assert bad.returncode == 1 and "note: at most 1024 characters" in bad.stderr
+    assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
     exports = []
     for marker, note in ((b"AAAA", "before the upgrade"), (b"BBBB", ""), (b"CCCC", "")):
         fill(disk, marker)
