@@ -162,7 +162,7 @@ def export_generation_modify(ctx: NodeContext, instance_name: str, generation: s
             note=current.note if note is None else exportmeta.check_note(note))
     except exportmeta.MetaError as err:
         raise RpcFail(f"Invalid value for {err}") from None
-    export_meta.write(path, meta)
+    export_meta.write_if_present(path, meta)
     return {"protected": meta.protected, "note": meta.note}
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from ganeti import errors, pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_meta
 from ganeti.backend import export as ex
 from ganeti.backend import export_generations as eg
 from ganeti.backup import exportmeta
@@ -220,11 +221,41 @@ def test_bad_stored_note_is_dropped_with_a_warning(ctx: NodeContext, note: objec
         eg.export_generation_modify(ctx, "inst1", None, None, note)  # type: ignore[arg-type]
 
 
-def test_sidecar_that_cannot_be_read_counts_as_protected(ctx: NodeContext) -> None:
+@pytest.mark.parametrize(("kind", "problem"), [
+    ("dir", "not a regular file"), ("fifo", "not a regular file"),
+    ("symlink", "cannot read"),
+])
+def test_sidecar_that_cannot_be_read_counts_as_protected(ctx: NodeContext, kind: str,
+                                                         problem: str) -> None:
     _export(ctx, "inst1", b"one", DAY1)
-    _meta_file(ex.export_path(ctx, "inst1")).mkdir()
+    meta = _meta_file(ex.export_path(ctx, "inst1"))
+    if kind == "dir":
+        meta.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(meta)          # a blocking open would hang the listing
+    else:
+        (ctx.paths.root / "elsewhere").write_text('{"protected": false}')
+        meta.symlink_to(ctx.paths.root / "elsewhere")
     gen = eg.export_generations(ctx)[0]
-    assert gen["protected"] is True and "cannot read" in str(gen["meta_problem"])
+    assert gen["protected"] is True and problem in str(gen["meta_problem"])
+
+
+def test_modify_of_a_generation_removed_meanwhile_leaves_nothing(
+        ctx: NodeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    _export(ctx, "inst1", b"two", DAY2)
+    older = eg.generations_root(ctx, "inst1") / "20260102T030000Z"
+    real_read = export_meta.read
+
+    def read_then_prune(path: Path) -> exportmeta.ExportMeta:
+        meta = real_read(path)
+        ex._remove_tree(path)       # a racing prune of the same generation
+        return meta
+
+    monkeypatch.setattr(export_meta, "read", read_then_prune)
+    with pytest.raises(RpcFail, match="was removed while"):
+        eg.export_generation_modify(ctx, "inst1", "20260102T030000Z", True, None)
+    assert not older.exists()
 
 
 def test_modify_refuses_bad_values_and_unknown_generations(ctx: NodeContext) -> None:
