@@ -1,4 +1,4 @@
-"""gnt-backup: export instances, import exports, list and remove them."""
+"""gnt-backup: export instances, import exports, list, protect, annotate and remove them."""
 
 from __future__ import annotations
 

@@ -293,19 +293,23 @@ class LUBackupSetGenerationParams(NoHooksLU):
             self.op.instance_name = inst.name
             self.needed_locks[locking.LEVEL_INSTANCE] = [inst.name]
 
-    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+    def CheckPrereq(self) -> None:
         name, generation = self.op.instance_name, self.op.generation
         found, unreachable = collect_generations(self, self.op.nodes or
                                                  online_node_names(self), [name])
-        holders = [g for g in found if (g["newest"] if generation is None
-                                        else g["generation"] == generation)]
-        if not holders:
+        self.holders = sorted((g for g in found if (g["newest"] if generation is None
+                                                    else g["generation"] == generation)),
+                              key=lambda g: g["node"])
+        if not self.holders:
             what = f"export generation {generation}" if generation else "export"
             hint = f" (not asked: {', '.join(unreachable)})" if unreachable else ""
             raise errors.OpPrereqError(f"No {what} of {name} found{hint}",
                                        errors.ECODE_NOENT)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        name, generation = self.op.instance_name, self.op.generation
         changed = []
-        for gen in sorted(holders, key=lambda g: g["node"]):
+        for gen in self.holders:
             res = self.rpc.call_export_generation_modify(gen["node"], name, generation,
                                                          self.op.protected, self.op.note)
             res.raise_on_failure(f"Could not change export {name}@{gen['generation']} on"
