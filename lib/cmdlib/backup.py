@@ -38,6 +38,11 @@ def checked_note(note: str) -> str:
         raise errors.OpPrereqError(f"Invalid value for {err}", errors.ECODE_INVAL) from None
 
 
+def unprotect_hint(instance: str, generation: str | None = None) -> str:
+    target = instance if generation is None else f"{instance}@{generation}"
+    return f"'gnt-backup unprotect {target}'"
+
+
 def protected_newest(lu: LogicalUnit, nodes: list[str], instance_name: str
                      ) -> list[tuple[str, str]]:
     """(node, generation) of each protected newest export of the instance on ``nodes``."""
@@ -456,7 +461,7 @@ class LUBackupRemove(NoHooksLU):
             where = ", ".join(f"{gen} on {node}" for node, gen in protected)
             raise errors.OpPrereqError(
                 f"The export of {name} is protected ({where}); unprotect it first with"
-                f" 'gnt-backup unprotect {name}'", errors.ECODE_STATE)
+                f" {unprotect_hint(name)}", errors.ECODE_STATE)
         removed = []
         for node in holders:
             res = self.rpc.call_export_remove(node, name)

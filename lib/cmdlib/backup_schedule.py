@@ -14,7 +14,7 @@ from typing import Any
 from ganeti import errors, locking, opcodes
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
-from ganeti.cmdlib.backup import checked_note, online_node_names
+from ganeti.cmdlib.backup import checked_note, online_node_names, unprotect_hint
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 from ganeti.objects import BackupSchedule
 
@@ -42,11 +42,6 @@ def collect_generations(lu: NoHooksLU, nodes: list[str], instances: list[str] | 
                               node, gen["meta_problem"])
             found.append({**gen, "node": node})
     return found, unreachable
-
-
-def unprotect_hint(instance: str, generation: str | None) -> str:
-    target = instance if generation is None else f"{instance}@{generation}"
-    return f"'gnt-backup unprotect {target}'"
 
 
 class _ScheduleLU(NoHooksLU):
