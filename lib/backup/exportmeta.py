@@ -76,7 +76,7 @@ def parse(raw: bytes | None) -> ExportMeta:
                                                   f" {MAX_META_BYTES} bytes")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # deep nesting
         return ExportMeta(protected=True, problem=f"{META_FILE} is not valid JSON: {err}")
     if not isinstance(data, dict):
         return ExportMeta(protected=True, problem=f"{META_FILE} does not hold a JSON object")

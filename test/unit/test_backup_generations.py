@@ -186,6 +186,7 @@ def test_protected_generations_and_exports_cannot_be_removed(ctx: NodeContext) -
     (b"{not json", "not valid JSON"),
     (b"\xff\xfe", "not valid JSON"),
     (b"[1, 2]", "does not hold a JSON object"),
+    (b"[" * 8000 + b"]" * 8000, "not valid JSON"),
     (b'{"protected": "yes", "note": "x"}', "protected: must be true or false"),
     (b" " * (exportmeta.MAX_META_BYTES + 1), "larger than"),
 ])
