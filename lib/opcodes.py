@@ -353,6 +353,8 @@ class OpBackupExport(OpCode):
     # I/O priority of the copy on both nodes; None: the cluster's backup default
     ionice_class: Literal["best-effort", "idle"] | None = None
     ionice_level: Annotated[int, Field(ge=0, le=7)] | None = None
+    # free-text note stored with the new export (local mode; see OpBackupSetGenerationParams)
+    note: str | None = None
 
     # (finalize ok, per-disk ok)
     OP_RESULT = tuple[bool, list[bool]]
@@ -401,6 +403,24 @@ class OpBackupRemoveGeneration(OpCode):
     instance_name: NonEmptyStr
     generation: NonEmptyStr
     nodes: list[NonEmptyStr] = Field(default_factory=list)
+
+
+class OpBackupSetGenerationParams(OpCode):
+    """Protect/unprotect an export generation or set its note (None: unchanged).
+
+    ``generation`` None addresses the newest export.  A protected generation
+    is skipped by prune and cannot be removed until it is unprotected.
+    """
+
+    OP_DSC_FIELD = "instance_name"
+    instance_name: NonEmptyStr
+    generation: NonEmptyStr | None = None
+    nodes: list[NonEmptyStr] = Field(default_factory=list)
+    protected: bool | None = None
+    note: str | None = None
+
+    # [{"node", "generation", "protected", "note"}] for each copy changed
+    OP_RESULT = list[dict[str, Any]]
 
 
 class OpBackupScheduleAdd(OpCode):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ganeti import constants
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_meta
 from ganeti.backend.files import to_wire_name
 from ganeti.fileutils import atomic_write, fsync_dir
 
@@ -151,6 +151,8 @@ def export_remove(ctx: NodeContext, instance_name: str) -> bool:
     path = export_path(ctx, instance_name)
     if not (path / constants.EXPORT_CONF_FILE).is_file():
         raise RpcFail(f"No export of {instance_name} on this node")
+    export_meta.refuse_if_protected(path, f"The export of {instance_name}",
+                                    f"gnt-backup unprotect {instance_name}")
     _remove_tree(path)
     return True
 

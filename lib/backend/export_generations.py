@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ganeti import constants
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_meta
 from ganeti.backend.export import _remove_tree, export_list, export_path
 from ganeti.backend.files import to_wire_name
+from ganeti.backup import exportmeta
 from ganeti.fileutils import fsync_dir
 
 GENERATIONS_DIR = ".generations"
@@ -82,9 +83,11 @@ def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool,
               name: str | None = None) -> dict[str, Any]:
     stamp = _timestamp(path)
     size, used = _sizes(path)
+    meta = export_meta.read(path)
     return {"instance": instance, "generation": name or generation_name(stamp),
             "timestamp": stamp, "size": size, "used": used, "newest": newest,
-            "path": to_wire_name(ctx.paths, path)}
+            "path": to_wire_name(ctx.paths, path),
+            "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem}
 
 
 def export_generations(ctx: NodeContext, instance_names: list[str] | None = None
@@ -136,12 +139,36 @@ def export_generation_remove(ctx: NodeContext, instance_name: str, generation: s
     if newest:
         raise RpcFail(f"Generation {generation} is the newest export of {instance_name};"
                       " remove it with gnt-backup remove")
+    export_meta.refuse_if_protected(path, f"Generation {generation} of {instance_name}",
+                                    f"gnt-backup unprotect {instance_name}@{generation}")
     _remove_tree(path)
     return True
+
+
+def export_generation_modify(ctx: NodeContext, instance_name: str, generation: str | None,
+                             protected: bool | None, note: str | None) -> dict[str, Any]:
+    """Set protection and/or the note of a generation (None: the newest export)."""
+    if generation is None:
+        path = export_path(ctx, instance_name)
+        if not (path / constants.EXPORT_CONF_FILE).is_file():
+            raise RpcFail(f"No export of {instance_name} on this node")
+    else:
+        path, _newest = _find(ctx, instance_name, generation)
+    current = export_meta.read(path)
+    try:
+        meta = exportmeta.ExportMeta(
+            protected=current.protected if protected is None
+            else exportmeta.check_protected(protected),
+            note=current.note if note is None else exportmeta.check_note(note))
+    except exportmeta.MetaError as err:
+        raise RpcFail(f"Invalid value for {err}") from None
+    export_meta.write_if_present(path, meta)
+    return {"protected": meta.protected, "note": meta.note}
 
 
 PROCEDURES: dict[str, Callable[..., Any]] = {
     "export_generations": export_generations,
     "export_generation_info": export_generation_info,
     "export_generation_remove": export_generation_remove,
+    "export_generation_modify": export_generation_modify,
 }

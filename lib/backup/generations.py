@@ -14,7 +14,12 @@ from ganeti.backup import retention
 
 def prune_plan(generations: Iterable[Mapping[str, Any]],
                policy: Mapping[str, int | None]) -> list[dict[str, Any]]:
-    """One row per generation: node, instance, generation, timestamp, keep, reasons."""
+    """One row per generation: node, instance, generation, timestamp, keep, reasons.
+
+    Protected generations are kept with the reason "protected" and, as in
+    Proxmox VE and PBS, take no keep-* slot and cover no period: the rules
+    select among the unprotected ones as if the protected ones were not there.
+    """
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for gen in generations:
         groups.setdefault((str(gen["node"]), str(gen["instance"])), []).append(gen)
@@ -22,14 +27,22 @@ def prune_plan(generations: Iterable[Mapping[str, Any]],
     for (node, instance), gens in sorted(groups.items()):
         # the newest export first among equal timestamps (same-second exports)
         gens.sort(key=lambda g: (-float(g["timestamp"]), not g.get("newest")))
-        for decision in retention.plan([float(g["timestamp"]) for g in gens], policy):
-            gen = gens[decision.index]
+        candidates = [g for g in gens if not g.get("protected")]
+        decisions = {id(candidates[d.index]): d for d in
+                     retention.plan([float(g["timestamp"]) for g in candidates], policy)}
+        for gen in gens:
             # the newest is the Ganeti-visible export: never pruned
             newest = bool(gen.get("newest"))
-            keep = decision.keep or newest
-            reasons = decision.reasons if decision.keep else (
-                ["newest export"] if newest else decision.reasons)
+            decision = decisions.get(id(gen))
+            if decision is None:
+                keep, reasons = True, ["protected"]
+            elif decision.keep:
+                keep, reasons = True, decision.reasons
+            else:
+                keep, reasons = newest, ["newest export"] if newest else decision.reasons
             rows.append({"node": node, "instance": instance,
                          "generation": gen["generation"], "timestamp": gen["timestamp"],
-                         "newest": newest, "keep": keep, "reasons": list(reasons)})
+                         "newest": newest, "protected": bool(gen.get("protected")),
+                         "note": str(gen.get("note") or ""), "keep": keep,
+                         "reasons": list(reasons)})
     return rows

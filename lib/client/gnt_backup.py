@@ -1,4 +1,4 @@
-"""gnt-backup: export instances, import exports, list and remove them."""
+"""gnt-backup: export instances, import exports, list, protect, annotate and remove them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ganeti import cli, constants, opcodes
+from ganeti.backup import exportmeta
 from ganeti.client import gnt_backup_schedule, gnt_instance
 
 # (name, title, description) of the fields `gnt-backup list` knows
@@ -21,11 +22,14 @@ LIST_FIELDS = (
     ("size", "Size", "Bytes of the export's files"),
     ("used", "Used", "Bytes the export occupies on disk (sparse dumps use less)"),
     ("newest", "Newest", "Whether this is the newest export (the Ganeti-visible one)"),
+    ("protected", "Protected", "Whether prune and remove skip it (gnt-backup protect)"),
+    ("note", "Note", "Free-text note (gnt-backup export/modify --note)"),
 )
 # fields only the detailed generations query knows
-GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "newest")
+GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "newest", "protected", "note")
 LIST_DEFAULT_FIELDS = ("node", "export")
-LIST_GENERATIONS_FIELDS = ("node", "export", "generation", "timestamp", "size")
+LIST_GENERATIONS_FIELDS = ("node", "export", "generation", "timestamp", "size", "protected",
+                           "note")
 
 # "disk/0 sent 268M, 44.6 MiB/s, 12%, ETA 49m 1s" -- redrawn in place on a terminal
 _PROGRESS_RE = re.compile(r"^disk/\d+ sent ")
@@ -71,7 +75,8 @@ def export(opts: argparse.Namespace) -> int:
         instance_name=opts.instance, target_node=opts.node, shutdown=opts.shutdown,
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
         ignore_remove_failures=opts.ignore_remove_failures, long_sleep=opts.long_sleep,
-        compress=opts.transport_compression, keep_generations=opts.keep_generations)
+        compress=opts.transport_compression, keep_generations=opts.keep_generations,
+        note=opts.note)
     result = _submit(op, opts)
     if opts.dry_run:
         return cli.EXIT_SUCCESS
@@ -143,7 +148,12 @@ def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], li
                      "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ",
                                                 time.gmtime(gen["timestamp"])),
                      "size": str(gen["size"]), "used": str(gen["used"]),
-                     "newest": "Y" if gen["newest"] else "N"})
+                     "newest": "Y" if gen["newest"] else "N",
+                     "protected": "Y" if gen.get("protected") else "N",
+                     "note": gen.get("note") or ""})
+        if gen.get("meta_problem"):
+            print(f"Warning: {gen['instance']}@{gen['generation']} on {gen['node']}:"
+                  f" {gen['meta_problem']}", file=sys.stderr)
     return rows, list(result["unreachable"])
 
 
@@ -156,9 +166,34 @@ def list_fields(opts: argparse.Namespace) -> int:
     return cli.EXIT_SUCCESS
 
 
-def remove(opts: argparse.Namespace) -> int:
+def _address(opts: argparse.Namespace) -> tuple[str, str | None]:
+    """NAME, NAME@GENERATION or NAME --generation GENERATION (None: the newest)."""
     name, _sep, generation = opts.instance.partition("@")
-    generation = opts.generation or generation
+    return name, opts.generation or generation or None
+
+
+def _set_params(opts: argparse.Namespace, protected: bool | None, note: str | None) -> int:
+    name, generation = _address(opts)
+    op = opcodes.OpBackupSetGenerationParams.create(
+        instance_name=name, generation=generation, protected=protected, note=note)
+    cli.submit_opcode(op, opts)
+    return cli.EXIT_SUCCESS
+
+
+def protect(opts: argparse.Namespace) -> int:
+    return _set_params(opts, True, None)
+
+
+def unprotect(opts: argparse.Namespace) -> int:
+    return _set_params(opts, False, None)
+
+
+def modify(opts: argparse.Namespace) -> int:
+    return _set_params(opts, opts.protected, opts.note)
+
+
+def remove(opts: argparse.Namespace) -> int:
+    name, generation = _address(opts)
     if generation:
         op: opcodes.OpCode = opcodes.OpBackupRemoveGeneration.create(
             instance_name=name, generation=generation)
@@ -179,6 +214,16 @@ def _compression(value: str) -> str:
 _COMPRESS_OPT = cli.Option(("--transport-compression", "--compress"), {
     "dest": "transport_compression", "type": _compression, "default": constants.IEC_NONE,
     "metavar": "TOOL", "help": "Compress the disk streams (none, zstd, gzip)"})
+
+_NOTE_OPT = cli.Option(("--note",), {
+    "default": None, "metavar": "TEXT",
+    "help": f"Note kept with the export (one line, at most {exportmeta.NOTE_MAX}"
+            " characters; '' clears it)"})
+_GENERATION_OPT = cli.Option(("--generation",), {
+    "default": None, "metavar": "GENERATION",
+    "help": "An older generation instead of the newest export (also INSTANCE@GENERATION)"})
+# NAME, NAME@GENERATION: the newest export or one generation
+_EXPORT_ARG = (cli.Arg("instance"),)
 
 _EXPORT_OPTS = (
     cli.Option(("-n", "--node"), {"required": True, "metavar": "NODE",
@@ -204,6 +249,7 @@ _EXPORT_OPTS = (
                                          "help": "Keep the replaced export as an older"
                                                  " generation instead of deleting it"}),
     _COMPRESS_OPT,
+    _NOTE_OPT,
 )
 
 _IMPORT_OPTS = (
@@ -240,12 +286,21 @@ COMMANDS: dict[str, cli.Command] = {
                                            *cli.LIST_OPTS), "List exports"),
     "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
                                "List the fields of 'list'"),
-    "remove": cli.Command(remove, (cli.Arg("instance"),),
-                          (cli.Option(("--generation",), {
-                              "default": None, "metavar": "GENERATION",
-                              "help": "Remove only this older generation (also"
-                                      " INSTANCE@GENERATION)"}), *cli.SUBMIT_OPTS),
-                          "Remove the exports of an instance (or one older generation)"),
+    "remove": cli.Command(remove, _EXPORT_ARG, (_GENERATION_OPT, *cli.SUBMIT_OPTS),
+                          "Remove the exports of an instance (or one older generation);"
+                          " refused while protected"),
+    "protect": cli.Command(protect, _EXPORT_ARG, (_GENERATION_OPT, *cli.SUBMIT_OPTS),
+                           "Protect an export or generation: prune and remove skip it"),
+    "unprotect": cli.Command(unprotect, _EXPORT_ARG, (_GENERATION_OPT, *cli.SUBMIT_OPTS),
+                             "Drop the protection of an export or generation"),
+    "modify": cli.Command(modify, _EXPORT_ARG,
+                          (_GENERATION_OPT, _NOTE_OPT,
+                           cli.Option(("--protected",), {
+                               "type": gnt_backup_schedule.yes_no, "default": None,
+                               "metavar": "yes|no",
+                               "help": "Protect (yes) or unprotect (no)"}),
+                           *cli.SUBMIT_OPTS),
+                          "Change the note or protection of an export or generation"),
     "prune": gnt_backup_schedule.PRUNE_COMMAND,
     # listed for --help; main() hands "schedule ..." to its own command table
     "schedule": cli.Command(lambda _opts: cli.EXIT_USAGE,

@@ -36,7 +36,7 @@ def _count(value: str) -> int:
     return number
 
 
-def _bool(value: str) -> bool:
+def yes_no(value: str) -> bool:
     if value.lower() in ("yes", "true", "1", "on"):
         return True
     if value.lower() in ("no", "false", "0", "off"):
@@ -205,7 +205,7 @@ def _schedule_opts(required_cron: bool) -> tuple[cli.Option, ...]:
                                       "help": "Instances to export, by name"}),
         cli.Option(("--tags",), {"type": _names, "default": None, "metavar": "T1,T2",
                                  "help": "Export the instances carrying any of these tags"}),
-        cli.Option(("--all-instances",), {"type": _bool, "default": None, "nargs": "?",
+        cli.Option(("--all-instances",), {"type": yes_no, "default": None, "nargs": "?",
                                           "const": True, "metavar": "yes|no",
                                           "help": "Export every instance"}),
         cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
@@ -224,7 +224,7 @@ def _schedule_opts(required_cron: bool) -> tuple[cli.Option, ...]:
                                           "help": "shutdown (may keep the instance down"
                                                   " while copying without snapshots) or"
                                                   " snapshot (live, needs snapshots)"}),
-        cli.Option(("--enabled",), {"type": _bool, "default": None, "metavar": "yes|no"}),
+        cli.Option(("--enabled",), {"type": yes_no, "default": None, "metavar": "yes|no"}),
         *KEEP_OPTS,
     )
 

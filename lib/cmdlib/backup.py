@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ganeti import constants, errors, locking, opcodes
-from ganeti.backup import exportconf
+from ganeti.backup import exportconf, exportmeta
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import backup_remote
 from ganeti.cmdlib import instance_utils as iu
@@ -28,6 +28,31 @@ def _node(lu: LogicalUnit, name: str) -> Node:
     if node is None:
         raise errors.OpPrereqError(f"Node '{name}' not known", errors.ECODE_NOENT)
     return node
+
+
+def checked_note(note: str) -> str:
+    """The note as stored; a bad one is an OpPrereqError naming the field."""
+    try:
+        return exportmeta.check_note(note)
+    except exportmeta.MetaError as err:
+        raise errors.OpPrereqError(f"Invalid value for {err}", errors.ECODE_INVAL) from None
+
+
+def unprotect_hint(instance: str, generation: str | None = None) -> str:
+    target = instance if generation is None else f"{instance}@{generation}"
+    return f"'gnt-backup unprotect {target}'"
+
+
+def protected_newest(lu: LogicalUnit, nodes: list[str], instance_name: str
+                     ) -> list[tuple[str, str]]:
+    """(node, generation) of each protected newest export of the instance on ``nodes``."""
+    found: list[tuple[str, str]] = []
+    for node, res in sorted(lu.rpc.call_export_generations(nodes, [instance_name]).items()):
+        if res.fail_msg:      # the node's own check still refuses to remove it
+            continue
+        found.extend((node, gen["generation"]) for gen in res.payload
+                     if gen["newest"] and gen.get("protected"))
+    return found
 
 
 def failure_text(finalize_ok: bool, disks_ok: list[bool]) -> str:
@@ -67,6 +92,9 @@ class LUBackupExport(LogicalUnit):
     def CheckArguments(self) -> None:
         op = self.op
         if op.mode == constants.EXPORT_MODE_REMOTE:
+            if op.note:
+                raise errors.OpPrereqError("Field 'note': notes are kept with local exports"
+                                           " only", errors.ECODE_INVAL)
             backup_remote.check_export_arguments(op)
             return
         if not isinstance(op.target_node, str):
@@ -76,6 +104,8 @@ class LUBackupExport(LogicalUnit):
             raise errors.OpPrereqError(
                 "long_sleep keeps the instance down during the copy; it needs shutdown",
                 errors.ECODE_INVAL)
+        if op.note is not None:
+            op.note = checked_note(op.note)
 
     def ExpandNames(self) -> None:
         if self.op.mode == constants.EXPORT_MODE_REMOTE:
@@ -115,6 +145,7 @@ class LUBackupExport(LogicalUnit):
             backup_remote.check_export_prereq(self)
         else:
             self._check_target_node()
+            self.keep_generations = self._keep_generations()
         cluster = self.cfg.get_cluster_info()
         if op.compress not in cluster.compression_tools:
             raise errors.OpPrereqError(
@@ -150,6 +181,20 @@ class LUBackupExport(LogicalUnit):
         if self.target.drained:
             raise errors.OpPrereqError(f"Target node {self.target.name} is drained",
                                        errors.ECODE_STATE)
+
+    def _keep_generations(self) -> bool:
+        """A protected export is never deleted by the export replacing it.
+
+        It is kept as an older generation instead, as --keep-generations would.
+        """
+        if self.op.keep_generations:
+            return True
+        kept = protected_newest(self, [self.target.name], self.instance.name)
+        if kept:
+            self.LogInfo("The current export %s@%s on %s is protected: it is kept as an"
+                         " older generation", self.instance.name, kept[0][1],
+                         self.target.name)
+        return bool(kept)
 
     def _can_snapshot(self, disk: Any) -> bool:
         res = self.rpc.call_blockdev_can_snapshot(self.primary.name, disk.dev_type,
@@ -292,13 +337,26 @@ class LUBackupExport(LogicalUnit):
         info = exportconf.from_instance(inst, self.cfg.get_cluster_info(), self.primary.name,
                                         [r.checksum for r in results])
         fin = self.rpc.call_export_finalize(target.name, inst.name, exportconf.render(info),
-                                             self.op.keep_generations)
+                                             self.keep_generations)
         if fin.fail_msg:
             self.LogWarning("Finalizing the export on %s failed: %s", target.name,
                             fin.fail_msg)
             return False, disks_ok
         feedback_fn(f"Export of {inst.name} finalized on {target.name}")
+        if self.op.note:
+            self._set_note(feedback_fn)
         return True, disks_ok
+
+    def _set_note(self, feedback_fn: FeedbackFn) -> None:
+        """The export is complete already: a note that cannot be stored is a warning."""
+        res = self.rpc.call_export_generation_modify(self.target.name, self.instance.name,
+                                                     None, None, self.op.note)
+        if res.fail_msg:
+            self.LogWarning("The export is complete, but its note could not be stored on"
+                            " %s: %s (set it with 'gnt-backup modify %s --note ...')",
+                            self.target.name, res.fail_msg, self.instance.name)
+        else:
+            feedback_fn(f"Note stored with the export of {self.instance.name}")
 
     def _abort_staging(self) -> None:
         res = self.rpc.call_export_abort(self.target.name, self.instance.name)
@@ -325,15 +383,19 @@ class LUBackupExport(LogicalUnit):
     def _remove_older_exports(self, nodes: list[str], index: ExportIndex,
                               feedback_fn: FeedbackFn) -> None:
         inst = self.instance
+        left = []
         for node in nodes:
             if self.cfg.get_node_info_by_name(node) is None:
                 continue
             res = self.rpc.call_export_remove(node, inst.name)
             if res.fail_msg:
+                left.append(node)      # e.g. protected: still there, still indexed
                 self.LogWarning("Could not remove the older export of %s on %s: %s",
                                 inst.name, node, res.fail_msg)
             else:
                 feedback_fn(f"Removed the older export of {inst.name} on {node}")
+        if left:
+            index.set_nodes(inst.name, [self.target.name, *left])
 
 
 def online_node_names(lu: LogicalUnit) -> list[str]:
@@ -394,6 +456,12 @@ class LUBackupRemove(NoHooksLU):
             hint = f" (not asked: {', '.join(unreachable)})" if unreachable else ""
             raise errors.OpPrereqError(f"No export of {name} found on any node{hint}",
                                        errors.ECODE_NOENT)
+        protected = protected_newest(self, holders, name)
+        if protected:
+            where = ", ".join(f"{gen} on {node}" for node, gen in protected)
+            raise errors.OpPrereqError(
+                f"The export of {name} is protected ({where}); unprotect it first with"
+                f" {unprotect_hint(name)}", errors.ECODE_STATE)
         removed = []
         for node in holders:
             res = self.rpc.call_export_remove(node, name)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganeti import errors, opcodes
+from ganeti import errors, locking, opcodes
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
-from ganeti.cmdlib.backup import online_node_names
+from ganeti.cmdlib.backup import checked_note, online_node_names, unprotect_hint
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 from ganeti.objects import BackupSchedule
 
@@ -36,7 +36,11 @@ def collect_generations(lu: NoHooksLU, nodes: list[str], instances: list[str] | 
             unreachable.append(node)
             lu.LogWarning("Cannot list the export generations of %s: %s", node, res.fail_msg)
             continue
-        found.extend({**gen, "node": node} for gen in res.payload)
+        for gen in res.payload:
+            if gen.get("meta_problem"):
+                lu.LogWarning("Export %s@%s on %s: %s", gen["instance"], gen["generation"],
+                              node, gen["meta_problem"])
+            found.append({**gen, "node": node})
     return found, unreachable
 
 
@@ -242,6 +246,12 @@ class LUBackupRemoveGeneration(NoHooksLU):
             raise errors.OpPrereqError(
                 f"Generation {generation} is the newest export of {name}; remove it with"
                 f" 'gnt-backup remove {name}'", errors.ECODE_INVAL)
+        protected = sorted(g["node"] for g in holders if g.get("protected"))
+        if protected:
+            raise errors.OpPrereqError(
+                f"Generation {generation} of {name} is protected (on"
+                f" {', '.join(protected)}); unprotect it first with"
+                f" {unprotect_hint(name, generation)}", errors.ECODE_STATE)
         removed = []
         for gen in holders:
             res = self.rpc.call_export_generation_remove(gen["node"], name, generation)
@@ -250,3 +260,59 @@ class LUBackupRemoveGeneration(NoHooksLU):
             removed.append(gen["node"])
             feedback_fn(f"Removed generation {generation} of {name} on {gen['node']}")
         return removed
+
+
+class LUBackupSetGenerationParams(NoHooksLU):
+    """Protect/unprotect a generation, or set its note, on every node holding it.
+
+    Takes the instance lock (when the instance still exists) so that an export
+    of the same instance cannot retire or replace the directory meanwhile.
+    """
+
+    REQ_BGL = False
+    op: opcodes.OpBackupSetGenerationParams
+
+    def CheckArguments(self) -> None:
+        if self.op.protected is None and self.op.note is None:
+            raise errors.OpPrereqError("Nothing to change: give protected and/or note",
+                                       errors.ECODE_INVAL)
+        if self.op.note is not None:
+            self.op.note = checked_note(self.op.note)
+
+    def ExpandNames(self) -> None:
+        self.op.nodes = [self.expand_node_name(n) for n in self.op.nodes]
+        uuid = self.cfg.expand_instance_name(self.op.instance_name)
+        inst = None if uuid is None else self.cfg.get_instance_info(uuid)
+        self.needed_locks = {}
+        if inst is not None:
+            self.op.instance_name = inst.name
+            self.needed_locks[locking.LEVEL_INSTANCE] = [inst.name]
+
+    def CheckPrereq(self) -> None:
+        name, generation = self.op.instance_name, self.op.generation
+        found, unreachable = collect_generations(self, self.op.nodes or
+                                                 online_node_names(self), [name])
+        self.holders = sorted((g for g in found if (g["newest"] if generation is None
+                                                    else g["generation"] == generation)),
+                              key=lambda g: g["node"])
+        if not self.holders:
+            what = f"export generation {generation}" if generation else "export"
+            hint = f" (not asked: {', '.join(unreachable)})" if unreachable else ""
+            raise errors.OpPrereqError(f"No {what} of {name} found{hint}",
+                                       errors.ECODE_NOENT)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        name, generation = self.op.instance_name, self.op.generation
+        changed = []
+        for gen in self.holders:
+            res = self.rpc.call_export_generation_modify(gen["node"], name, generation,
+                                                         self.op.protected, self.op.note)
+            res.raise_on_failure(f"Could not change export {name}@{gen['generation']} on"
+                                 f" {gen['node']}")
+            changed.append({"node": gen["node"], "generation": gen["generation"],
+                            "protected": res.payload["protected"],
+                            "note": res.payload["note"]})
+            feedback_fn(f"Export {name}@{gen['generation']} on {gen['node']}:"
+                        f" {'protected' if res.payload['protected'] else 'not protected'}"
+                        + (f", note {res.payload['note']!r}" if res.payload["note"] else ""))
+        return changed

@@ -28,5 +28,10 @@ CALLS: tuple[RpcCall, ...] = (
             doc="config.ini text and path of one export generation"),
     RpcCall("export_generation_remove", "export_generation_remove", "normal",
             (Arg("instance_name"), Arg("generation")), single_node=True,
-            doc="Remove an older export generation"),
+            doc="Remove an older export generation (refused while it is protected)"),
+    RpcCall("export_generation_modify", "export_generation_modify", "normal",
+            (Arg("instance_name"), Arg("generation"), Arg("protected"), Arg("note")),
+            single_node=True,
+            doc="Set the protection and/or note of a generation (generation None: the"
+                " newest export)"),
 )

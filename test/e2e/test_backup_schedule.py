@@ -217,3 +217,107 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
         run(cluster, "gnt-instance", "remove", "-f", name)
     run(cluster, "gnt-backup", "schedule", "remove", "nightly")
     assert os.path.isdir(gen_root(cluster, "node3", "g1"))
+
+
+def meta_rows(cluster: LocalCluster, instance: str) -> list[list[str]]:
+    """(generation, newest, protected, note) of every generation on node3, newest first."""
+    out = run(cluster, "gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
+              "--node", "node3", "-o", "export,generation,newest,protected,note").stdout
+    return [line.split("|")[1:] for line in out.splitlines()
+            if line.split("|")[0] == instance]
+
+
+def sidecar(cluster: LocalCluster, instance: str, generation: str | None) -> Any:
+    base = node(cluster, "node3").paths.export_dir
+    path = (base / instance if generation is None
+            else gen_root(cluster, "node3", instance) / generation)
+    meta = path / "ganeti-ng.meta.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+        "--no-start", "p1")
+    disk = disk_file(cluster, "p1")
+    bad = run(cluster, "gnt-backup", "export", "-n", "node3", "--note", "x" * 1025, "p1",
+              ok=False)
+    assert bad.returncode == 1 and "note: at most 1024 characters" in bad.stderr
+    assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
+    exports = []
+    for marker, note in ((b"AAAA", "before the upgrade"), (b"BBBB", ""), (b"CCCC", "")):
+        fill(disk, marker)
+        run(cluster, "gnt-backup", "export", "-n", "node3", "--keep-generations",
+            *(["--note", note] if note else []), "p1")
+        exports.append(meta_rows(cluster, "p1")[0][0])
+        time.sleep(1.1)             # generations are named by the second
+    first, second, third = exports
+    assert meta_rows(cluster, "p1") == [[third, "Y", "N", ""], [second, "N", "N", ""],
+                                        [first, "N", "N", "before the upgrade"]]
+    # the note moved with the export when it was retired; config.ini has none of it
+    assert sidecar(cluster, "p1", first) == {"version": 1, "protected": False,
+                                             "note": "before the upgrade"}
+    assert "upgrade" not in (gen_root(cluster, "node3", "p1") / first
+                             / "config.ini").read_text()
+    # the default list -g columns include Protected and Note
+    out = run(cluster, "gnt-backup", "list", "-g", "--node", "node3").stdout
+    assert out.splitlines()[0].split()[-2:] == ["Protected", "Note"]
+
+    run(cluster, "gnt-backup", "protect", f"p1@{first}")
+    assert sidecar(cluster, "p1", first)["protected"] is True
+    out = run(cluster, "gnt-backup", "prune", "--keep-last", "1", "p1").stdout
+    assert f"node3 p1@{first}" in out and "keep (protected)" in out
+    assert f"p1@{second}" in out and "removed" in out
+    assert "2 kept, 1 removed" in out
+    assert generations(cluster, "node3", "p1") == [first]
+    # the runner's export + prune jobs skip it too
+    run(cluster, "gnt-backup", "schedule", "add", "hourly-p1", "--instances", "p1", "-n",
+        "node3", "--cron", "0 * * * *", "--keep-last", "1")
+    proc = runner(cluster, "--now", "2030-01-01T03:00:00Z")
+    assert proc.returncode == 0 and "OK        hourly-p1 p1 job" in proc.stdout, (
+        proc.stdout + proc.stderr)
+    run(cluster, "gnt-backup", "schedule", "remove", "hourly-p1")
+    assert generations(cluster, "node3", "p1") == [first]
+    fourth = meta_rows(cluster, "p1")[0][0]
+    assert fourth not in (first, second, third)
+
+    bad = run(cluster, "gnt-backup", "remove", f"p1@{first}", ok=False)
+    assert bad.returncode == 1 and "is protected" in bad.stderr
+    assert f"gnt-backup unprotect p1@{first}" in bad.stderr
+    assert generations(cluster, "node3", "p1") == [first]
+
+    # the newest, by instance name alone
+    run(cluster, "gnt-backup", "protect", "p1")
+    bad = run(cluster, "gnt-backup", "remove", "p1", ok=False)
+    assert bad.returncode == 1 and "'gnt-backup unprotect p1'" in bad.stderr
+    assert (node(cluster, "node3").paths.export_dir / "p1" / "config.ini").is_file()
+    # a plain export (Ganeti's replace semantics) never deletes a protected export:
+    # it is kept as an older generation
+    fill(disk, b"DDDD")
+    proc = run(cluster, "gnt-backup", "export", "-n", "node3", "p1")
+    assert "is protected: it is kept as an older generation" in proc.stdout + proc.stderr
+    assert generations(cluster, "node3", "p1") == [first, fourth]
+    rows = meta_rows(cluster, "p1")
+    assert [r[1:3] for r in rows] == [["Y", "N"], ["N", "Y"], ["N", "Y"]]
+
+    # notes change later; a bad one is refused naming the field
+    run(cluster, "gnt-backup", "modify", f"p1@{first}", "--note", "kept for the audit")
+    run(cluster, "gnt-backup", "modify", "p1", "--generation", fourth, "--protected", "no",
+        "--note", "")
+    assert meta_rows(cluster, "p1")[1:] == [[fourth, "N", "N", ""],
+                                            [first, "N", "Y", "kept for the audit"]]
+    assert sidecar(cluster, "p1", fourth) is None
+    bad = run(cluster, "gnt-backup", "modify", f"p1@{first}", "--note", "two\nlines",
+              ok=False)
+    assert bad.returncode == 1 and "note: must be one line" in bad.stderr
+    bad = run(cluster, "gnt-backup", "modify", f"p1@{first}", ok=False)
+    assert bad.returncode == 1 and "Nothing to change" in bad.stderr
+    assert meta_rows(cluster, "p1")[2][3] == "kept for the audit"
+
+    # unprotected, it goes like any other
+    run(cluster, "gnt-backup", "unprotect", f"p1@{first}")
+    run(cluster, "gnt-backup", "remove", f"p1@{first}")
+    run(cluster, "gnt-backup", "remove", f"p1@{fourth}")
+    run(cluster, "gnt-backup", "remove", "p1")
+    assert meta_rows(cluster, "p1") == []
+    assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
+    run(cluster, "gnt-instance", "remove", "-f", "p1")

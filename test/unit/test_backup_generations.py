@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from ganeti import errors, pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_meta
 from ganeti.backend import export as ex
 from ganeti.backend import export_generations as eg
+from ganeti.backup import exportmeta
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.objects import BackupSchedule
 
@@ -119,3 +121,152 @@ def test_config_without_schedules_loads_and_schedules_round_trip(tmp_path: Path)
     with pytest.raises(errors.OpPrereqError, match="does not exist"):
         store.remove_backup_schedule("n")
     assert ConfigStore(path).get_backup_schedules() == {}
+
+
+# --- protection and notes (sidecar in the export's directory) -----------------------
+
+
+def _meta_file(path: Path) -> Path:
+    return path / exportmeta.META_FILE
+
+
+def _by_name(ctx: NodeContext) -> dict[str, dict[str, object]]:
+    return {g["generation"]: g for g in eg.export_generations(ctx)}
+
+
+def test_protection_and_note_move_with_the_generation(ctx: NodeContext) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    newest = ex.export_path(ctx, "inst1")
+    config_before = (newest / "config.ini").read_text()
+    assert eg.export_generation_modify(ctx, "inst1", None, True, "before the upgrade") == {
+        "protected": True, "note": "before the upgrade"}
+    # config.ini stays exactly as Ganeti writes it; the sidecar holds the metadata
+    assert (newest / "config.ini").read_text() == config_before
+    assert json.loads(_meta_file(newest).read_text()) == {
+        "version": 1, "protected": True, "note": "before the upgrade"}
+    _export(ctx, "inst1", b"two", DAY2)
+    gens = _by_name(ctx)
+    old = gens["20260102T030000Z"]
+    assert (old["newest"], old["protected"], old["note"], old["meta_problem"]) == (
+        False, True, "before the upgrade", None)
+    assert (gens["20260103T030000Z"]["protected"], gens["20260103T030000Z"]["note"]) == (
+        False, "")
+    assert not _meta_file(newest).exists()
+    retired = eg.generations_root(ctx, "inst1") / "20260102T030000Z"
+    assert _meta_file(retired).is_file()
+    # only the note changes; protection is kept
+    eg.export_generation_modify(ctx, "inst1", "20260102T030000Z", None, "kept for audit")
+    assert (_by_name(ctx)["20260102T030000Z"]["protected"],
+            _by_name(ctx)["20260102T030000Z"]["note"]) == (True, "kept for audit")
+
+
+def test_protected_generations_and_exports_cannot_be_removed(ctx: NodeContext) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    _export(ctx, "inst1", b"two", DAY2)
+    eg.export_generation_modify(ctx, "inst1", "20260102T030000Z", True, None)
+    eg.export_generation_modify(ctx, "inst1", "20260103T030000Z", True, None)   # newest
+    with pytest.raises(RpcFail, match=r"is protected.*gnt-backup unprotect"
+                                      r" inst1@20260102T030000Z"):
+        eg.export_generation_remove(ctx, "inst1", "20260102T030000Z")
+    with pytest.raises(RpcFail, match=r"export of inst1 is protected.*gnt-backup unprotect"
+                                      r" inst1'"):
+        ex.export_remove(ctx, "inst1")
+    assert sorted(_by_name(ctx)) == ["20260102T030000Z", "20260103T030000Z"]
+    assert (ex.export_path(ctx, "inst1") / "disk0.img").read_bytes() == b"two"
+    eg.export_generation_modify(ctx, "inst1", "20260102T030000Z", False, None)
+    # nothing set any more: no sidecar left behind
+    assert not _meta_file(eg.generations_root(ctx, "inst1") / "20260102T030000Z").exists()
+    assert eg.export_generation_remove(ctx, "inst1", "20260102T030000Z")
+    eg.export_generation_modify(ctx, "inst1", None, False, None)
+    assert ex.export_remove(ctx, "inst1")
+    assert eg.export_generations(ctx) == []
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe", "not valid JSON"),
+    (b"[1, 2]", "does not hold a JSON object"),
+    (b"[" * 8000 + b"]" * 8000, "not valid JSON"),
+    (b'{"protected": "yes", "note": "x"}', "protected: must be true or false"),
+    (b" " * (exportmeta.MAX_META_BYTES + 1), "larger than"),
+])
+def test_hostile_sidecar_keeps_listing_and_counts_as_protected(
+        ctx: NodeContext, content: bytes, problem: str) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    _meta_file(ex.export_path(ctx, "inst1")).write_bytes(content)
+    gen = eg.export_generations(ctx)[0]
+    assert gen["protected"] is True and problem in str(gen["meta_problem"])
+    with pytest.raises(RpcFail, match="counted as protected"):
+        ex.export_remove(ctx, "inst1")
+    # an explicit unprotect writes a clean sidecar (here: none)
+    eg.export_generation_modify(ctx, "inst1", None, False, None)
+    gen = eg.export_generations(ctx)[0]
+    assert (gen["protected"], gen["meta_problem"]) == (False, None)
+    assert ex.export_remove(ctx, "inst1")
+
+
+@pytest.mark.parametrize(("note", "problem"), [
+    (42, "note: must be text"),
+    ("x" * (exportmeta.NOTE_MAX + 1), f"note: at most {exportmeta.NOTE_MAX} characters"),
+    ("two\nlines", "note: must be one line"),
+])
+def test_bad_stored_note_is_dropped_with_a_warning(ctx: NodeContext, note: object,
+                                                   problem: str) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    _meta_file(ex.export_path(ctx, "inst1")).write_text(
+        json.dumps({"protected": False, "note": note}))
+    gen = eg.export_generations(ctx)[0]
+    assert (gen["protected"], gen["note"]) == (False, "")
+    assert problem in str(gen["meta_problem"])
+    with pytest.raises(RpcFail, match=problem.split(":")[0]):
+        eg.export_generation_modify(ctx, "inst1", None, None, note)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kind", "problem"), [
+    ("dir", "not a regular file"), ("fifo", "not a regular file"),
+    ("symlink", "cannot read"),
+])
+def test_sidecar_that_cannot_be_read_counts_as_protected(ctx: NodeContext, kind: str,
+                                                         problem: str) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    meta = _meta_file(ex.export_path(ctx, "inst1"))
+    if kind == "dir":
+        meta.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(meta)          # a blocking open would hang the listing
+    else:
+        (ctx.paths.root / "elsewhere").write_text('{"protected": false}')
+        meta.symlink_to(ctx.paths.root / "elsewhere")
+    gen = eg.export_generations(ctx)[0]
+    assert gen["protected"] is True and problem in str(gen["meta_problem"])
+
+
+def test_modify_of_a_generation_removed_meanwhile_leaves_nothing(
+        ctx: NodeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    _export(ctx, "inst1", b"two", DAY2)
+    older = eg.generations_root(ctx, "inst1") / "20260102T030000Z"
+    real_read = export_meta.read
+
+    def read_then_prune(path: Path) -> exportmeta.ExportMeta:
+        meta = real_read(path)
+        ex._remove_tree(path)       # a racing prune of the same generation
+        return meta
+
+    monkeypatch.setattr(export_meta, "read", read_then_prune)
+    with pytest.raises(RpcFail, match="was removed while"):
+        eg.export_generation_modify(ctx, "inst1", "20260102T030000Z", True, None)
+    assert not older.exists()
+
+
+def test_modify_refuses_bad_values_and_unknown_generations(ctx: NodeContext) -> None:
+    _export(ctx, "inst1", b"one", DAY1)
+    with pytest.raises(RpcFail, match="protected: must be true or false"):
+        eg.export_generation_modify(ctx, "inst1", None, "yes", None)  # type: ignore[arg-type]
+    with pytest.raises(RpcFail, match="No export generation 20990101T000000Z"):
+        eg.export_generation_modify(ctx, "inst1", "20990101T000000Z", True, None)
+    with pytest.raises(RpcFail, match="No export of other"):
+        eg.export_generation_modify(ctx, "other", None, True, None)
+    with pytest.raises(RpcFail, match="Invalid export generation"):
+        eg.export_generation_modify(ctx, "inst1", "../inst1", True, None)
+    assert not _meta_file(ex.export_path(ctx, "inst1")).exists()

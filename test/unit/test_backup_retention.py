@@ -111,3 +111,46 @@ def test_prune_plan_groups_per_node_and_instance() -> None:
     assert removed == [("n2", "a", "2026-01-02 03:00"), ("n2", "a", "2026-01-01 03:00")]
     assert {(r["node"], r["instance"]) for r in rows if r["keep"]} == {
         ("n2", "a"), ("n3", "a"), ("n2", "b")}
+
+
+def _plan(gens: list[dict[str, object]], policy: dict[str, int | None]
+          ) -> list[tuple[str, bool, list[str]]]:
+    return [(str(r["generation"]), bool(r["keep"]), list(r["reasons"]))
+            for r in generations.prune_plan(gens, policy)]
+
+
+def test_protected_generations_are_kept_and_take_no_keep_slot() -> None:
+    """As in Proxmox VE / PBS: the rules select among the unprotected ones."""
+    gens = [_gen("n", "a", "2026-01-05 03:00", True), _gen("n", "a", "2026-01-04 03:00"),
+            _gen("n", "a", "2026-01-03 03:00"), _gen("n", "a", "2026-01-02 03:00"),
+            _gen("n", "a", "2026-01-01 03:00")]
+    gens[1]["protected"] = gens[3]["protected"] = True
+    assert _plan(gens, {"keep_last": 2}) == [
+        ("2026-01-05 03:00", True, ["keep-last 1/2"]),
+        ("2026-01-04 03:00", True, ["protected"]),
+        # without protection this one would be removed (keep-last 2 = the two newest)
+        ("2026-01-03 03:00", True, ["keep-last 2/2"]),
+        ("2026-01-02 03:00", True, ["protected"]),
+        ("2026-01-01 03:00", False, ["not selected by any rule"])]
+
+
+def test_protected_generation_covers_no_period() -> None:
+    # same day: the protected newer one does not make its day "covered"
+    gens = [_gen("n", "a", "2026-01-02 03:00", True), _gen("n", "a", "2026-01-01 05:00"),
+            _gen("n", "a", "2026-01-01 04:00"), _gen("n", "a", "2025-12-31 03:00")]
+    gens[1]["protected"] = True
+    assert _plan(gens, {"keep_daily": 2}) == [
+        ("2026-01-02 03:00", True, ["keep-daily 1/2"]),
+        ("2026-01-01 05:00", True, ["protected"]),
+        ("2026-01-01 04:00", True, ["keep-daily 2/2"]),
+        ("2025-12-31 03:00", False, ["not selected by any rule"])]
+
+
+def test_protected_newest_export_frees_its_keep_last_slot() -> None:
+    gens = [_gen("n", "a", "2026-01-03 03:00", True), _gen("n", "a", "2026-01-02 03:00"),
+            _gen("n", "a", "2026-01-01 03:00")]
+    gens[0]["protected"] = True
+    rows = generations.prune_plan(gens, {"keep_last": 1})
+    assert [(r["keep"], r["reasons"], r["protected"]) for r in rows] == [
+        (True, ["protected"], True), (True, ["keep-last 1/1"], False),
+        (False, ["not selected by any rule"], False)]

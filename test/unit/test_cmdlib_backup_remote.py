@@ -162,7 +162,8 @@ def test_opcode_arguments_are_checked(pair: tuple[Env, Env]) -> None:
     entry = {"disks": [], "x509_ca": prepared["x509_ca"]}
     for extra, message in (({"target_node": "node2"}, "target_node: in remote mode"),
                            ({"x509_key_name": None}, "x509_key_name is required"),
-                           ({"long_sleep": True, "shutdown": False}, "needs shutdown")):
+                           ({"long_sleep": True, "shutdown": False}, "needs shutdown"),
+                           ({"note": "nightly"}, "'note': notes are kept with local")):
         with pytest.raises(errors.OpPrereqError, match=message):
             src.run(_export(prepared, entry, **extra))
     base = {"instance_name": "x", "mode": "remote-import", "source_handshake": [0, "a", "b"],

@@ -128,3 +128,67 @@ def test_offline_node_is_not_asked(env: Env) -> None:
 def test_prune_needs_a_policy(env: Env) -> None:
     with pytest.raises(errors.OpPrereqError, match="keep_last, keep_hourly"):
         env.run(opcodes.OpBackupPrune.create(instances=["inst1"]))
+
+
+def set_params(env: Env, **fields: Any) -> Any:
+    fields.setdefault("instance_name", "inst1")
+    return env.run(opcodes.OpBackupSetGenerationParams.create(**fields))
+
+
+def test_protected_generations_survive_prune_and_removal(env: Env) -> None:
+    now = time.time()
+    for days in (3, 2, 1, 0):
+        node_export(env, "node3", now - days * 86400)
+    gens = sorted(env.run(opcodes.OpBackupListGenerations.create())["generations"],
+                  key=lambda g: g["timestamp"])
+    oldest, newest = gens[0]["generation"], gens[-1]["generation"]
+    changed = set_params(env, generation=oldest, protected=True, note="monthly audit")
+    assert changed == [{"node": "node3", "generation": oldest, "protected": True,
+                        "note": "monthly audit"}]
+    # the newest addressed by the instance name alone
+    assert set_params(env, protected=True)[0]["generation"] == newest
+    result = env.run(opcodes.OpBackupPrune.create(instances=["inst1"], keep_last=1))
+    plan = {r["generation"]: r for r in result["plan"]}
+    assert plan[oldest]["keep"] and plan[oldest]["reasons"] == ["protected"]
+    assert not plan[oldest]["removed"]
+    # keep-last 1 among the unprotected: the newest unprotected one (a day old) stays
+    assert sorted(r["timestamp"] for r in result["plan"] if r["removed"]) == [
+        int(now - 2 * 86400)]
+    left = {g["generation"]: g for g in
+            env.run(opcodes.OpBackupListGenerations.create())["generations"]}
+    assert len(left) == 3 and left[oldest]["note"] == "monthly audit"
+    with pytest.raises(errors.OpPrereqError) as err:
+        env.run(opcodes.OpBackupRemoveGeneration.create(instance_name="inst1",
+                                                        generation=oldest))
+    assert err.value.args[1] == errors.ECODE_STATE
+    assert f"gnt-backup unprotect inst1@{oldest}" in err.value.args[0]
+    with pytest.raises(errors.OpPrereqError) as err:
+        env.run(opcodes.OpBackupRemove.create(instance_name="inst1"))
+    assert err.value.args[1] == errors.ECODE_STATE
+    assert "'gnt-backup unprotect inst1'" in err.value.args[0]
+    assert ex.export_list(env.roots["node3"]) == ["inst1"]
+    set_params(env, generation=oldest, protected=False)
+    assert env.run(opcodes.OpBackupRemoveGeneration.create(
+        instance_name="inst1", generation=oldest)) == ["node3"]
+    set_params(env, protected=False)
+    assert env.run(opcodes.OpBackupRemove.create(instance_name="inst1")) == ["node3"]
+    assert ex.export_list(env.roots["node3"]) == []
+
+
+@pytest.mark.parametrize(("fields", "message", "ecode"), [
+    ({}, "Nothing to change", errors.ECODE_INVAL),
+    ({"note": "a\nb"}, "note: must be one line", errors.ECODE_INVAL),
+    ({"note": "x" * 1025}, "note: at most 1024 characters", errors.ECODE_INVAL),
+    ({"generation": "20990101T000000Z", "protected": True}, "No export generation",
+     errors.ECODE_NOENT),
+    ({"instance_name": "nosuch", "protected": True}, "No export of nosuch",
+     errors.ECODE_NOENT),
+])
+def test_set_generation_params_refuses_bad_input(env: Env, fields: dict[str, Any],
+                                                 message: str, ecode: str) -> None:
+    node_export(env, "node3", time.time())
+    with pytest.raises(errors.OpPrereqError) as err:
+        set_params(env, **fields)
+    assert message in err.value.args[0] and err.value.args[1] == ecode
+    gen = env.run(opcodes.OpBackupListGenerations.create())["generations"][0]
+    assert (gen["protected"], gen["note"]) == (False, "")

@@ -1,0 +1,84 @@
+"""Node side of export protection and notes: the sidecar in an export's directory.
+
+Format and validation: ``ganeti.backup.exportmeta``.  The procedure that
+changes them is ``export_generations.export_generation_modify``; removal
+procedures call :func:`refuse_if_protected` so that nothing but an explicit
+unprotect can make a protected export go away.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ganeti import constants
+from ganeti.backend import RpcFail
+from ganeti.backup import exportmeta
+from ganeti.backup.exportmeta import ExportMeta
+from ganeti.fileutils import atomic_write
+
+
+def read(path: Path) -> ExportMeta:
+    """Never raises, never blocks (a FIFO, a symlink): see exportmeta.parse."""
+    target = path / exportmeta.META_FILE
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return exportmeta.parse(None)
+    except OSError as err:
+        return ExportMeta(protected=True,
+                          problem=f"cannot read {exportmeta.META_FILE}: {err.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ExportMeta(protected=True,
+                              problem=f"{exportmeta.META_FILE} is not a regular file")
+        raw = b""
+        while len(raw) <= exportmeta.MAX_META_BYTES:
+            chunk = os.read(fd, exportmeta.MAX_META_BYTES + 1 - len(raw))
+            if not chunk:
+                break
+            raw += chunk
+    except OSError as err:
+        return ExportMeta(protected=True,
+                          problem=f"cannot read {exportmeta.META_FILE}: {err.strerror}")
+    finally:
+        os.close(fd)
+    return exportmeta.parse(raw)
+
+
+def write(path: Path, meta: ExportMeta) -> None:
+    """Replace the sidecar atomically; an export with nothing set has none."""
+    target = path / exportmeta.META_FILE
+    if not meta.protected and not meta.note:
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+        return
+    atomic_write(target, exportmeta.render(meta), 0o640)
+
+
+def write_if_present(path: Path, meta: ExportMeta) -> None:
+    """Like write, for a directory that a concurrent removal may take away.
+
+    A removal renames the directory before deleting it; writing after that
+    would recreate it holding nothing but the sidecar, so such a leftover is
+    removed again and the change reported as failed.
+    """
+    write(path, meta)
+    if not (path / constants.EXPORT_CONF_FILE).is_file():
+        try:
+            os.unlink(path / exportmeta.META_FILE)
+            path.rmdir()
+        except OSError:
+            pass
+        raise RpcFail(f"{path.name} was removed while its metadata was being changed")
+
+
+def refuse_if_protected(path: Path, what: str, unprotect_hint: str) -> None:
+    meta = read(path)
+    if meta.protected:
+        why = f" (counted as protected: {meta.problem})" if meta.problem else ""
+        raise RpcFail(f"{what} is protected{why}; unprotect it first with"
+                      f" '{unprotect_hint}'")
