@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ganeti import cli, constants, opcodes
+from ganeti import cli, constants, objects, opcodes
 from ganeti.client import gnt_backup_schedule, gnt_instance
 
 # (name, title, description) of the fields `gnt-backup list` knows
@@ -71,7 +71,8 @@ def export(opts: argparse.Namespace) -> int:
         instance_name=opts.instance, target_node=opts.node, shutdown=opts.shutdown,
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
         ignore_remove_failures=opts.ignore_remove_failures, long_sleep=opts.long_sleep,
-        compress=opts.transport_compression, keep_generations=opts.keep_generations)
+        compress=opts.transport_compression, keep_generations=opts.keep_generations,
+        **cli.model_values(opts, objects.BackupDefaults, _LIMIT_DEST))
     result = _submit(op, opts)
     if opts.dry_run:
         return cli.EXIT_SUCCESS
@@ -180,6 +181,13 @@ _COMPRESS_OPT = cli.Option(("--transport-compression", "--compress"), {
     "dest": "transport_compression", "type": _compression, "default": constants.IEC_NONE,
     "metavar": "TOOL", "help": "Compress the disk streams (none, zstd, gzip)"})
 
+# --bwlimit, --ionice-class, --ionice-level: defined by the cluster's backup
+# defaults (the opcode fields of the same names override them)
+_LIMIT_DEST = "limit_"
+LIMIT_OPTS = cli.model_options(
+    objects.BackupDefaults, "", _LIMIT_DEST, ("bwlimit", "ionice_class", "ionice_level"),
+    default_help="the cluster's backup default, see gnt-cluster modify")
+
 _EXPORT_OPTS = (
     cli.Option(("-n", "--node"), {"required": True, "metavar": "NODE",
                                   "help": "Node that receives the export"}),
@@ -204,6 +212,7 @@ _EXPORT_OPTS = (
                                          "help": "Keep the replaced export as an older"
                                                  " generation instead of deleting it"}),
     _COMPRESS_OPT,
+    *LIMIT_OPTS,
 )
 
 _IMPORT_OPTS = (
