@@ -225,7 +225,8 @@ class LUNodeSetParams(LogicalUnit):
             node.backup_bwlimit = self.op.backup_bwlimit or None
             changes.append(("backup_bwlimit", node.backup_bwlimit or "none"))
         self.cfg.update(node)
-        if node.master_candidate:
+        flags = (self.op.offline, self.op.drained, self.op.master_candidate)
+        if node.master_candidate and any(f is not None for f in flags):
             self.context.distribute_files([node.name])
         return changes
 
