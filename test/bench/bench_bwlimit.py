@@ -14,28 +14,40 @@ CLI overheads stay out.  Printed as ratios achieved/limit:
   as before this feature) against the limiter path with a limit far above
   what the machine reaches (its bookkeeping cost), interleaved.
 
+With ``--before-rev REV`` (e.g. the commit before this feature) also: the
+sender and receiver modules of REV against today's, unlimited, in one
+process over TLS on 127.0.0.1 (no daemons), interleaved: the "as before"
+comparison proper.
+
 A limit above what this machine reaches unlimited cannot be met; such rows
 say so.  Run: .venv/bin/python test/bench/bench_bwlimit.py [--runs 2]
-[--seconds 3] [--limits 10,50,200] [--tmpdir /dev/shm]
+[--seconds 3] [--limits 10,50,200] [--tmpdir /dev/shm] [--before-rev REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
+import time
+import types
 from pathlib import Path
 from typing import Any
 
-from ganeti import constants, daemon
+from ganeti import constants, crypto, daemon
 from ganeti.config import ConfigStore
 from ganeti.context import _make_rpc_runner
+from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.tools.local_cluster import LocalCluster, random_subnet
 from ganeti.transfer import BLOCK_SIZE
+from ganeti.transfer import receiver as receiver_now
+from ganeti.transfer import sender as sender_now
 from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
 from ganeti.transfer.limits import TransferLimits
 
@@ -136,6 +148,77 @@ class Bench:
         return sum(r.bytes for r in results) / MIB / max(r.elapsed for r in results)
 
 
+def _module_at(rev: str, name: str) -> types.ModuleType:
+    """``ganeti.transfer.<name>`` as it was at git revision ``rev``."""
+    top = Path(__file__).resolve().parents[2]
+    source = subprocess.run(["git", "-C", str(top), "show", f"{rev}:lib/transfer/{name}.py"],
+                            check=True, capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader(f"bench_before_{name}", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, f"{rev}:lib/transfer/{name}.py", "exec"), module.__dict__)
+    return module
+
+
+def in_process(src: Path, dest: Path, certs: Path, sender: types.ModuleType,
+               receiver: types.ModuleType) -> tuple[float, float]:
+    """(MiB/s, CPU s/GiB) of one unlimited stream between two threads of this process."""
+    server = crypto.server_ssl_context(certs / "b.pem", certs / "ca.pem")
+    client = crypto.client_ssl_context(certs / "a.pem", certs / "ca.pem")
+    listener = receiver.Listener("127.0.0.1")
+    size = src.stat().st_size
+    result: dict[str, Any] = {}
+
+    def receive() -> None:
+        sock = listener.accept(server, 30)
+        with sock:
+            result["recv"] = receiver.receive_stream(
+                sock, "magic-bench-0001", size, lambda n: DiskWriter.create(dest, n))
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    start, cpu = time.monotonic(), time.process_time()
+    with sender.connect("127.0.0.1", listener.port, client, 30) as sock, \
+            DiskReader(src) as reader:
+        sent = sender.send_stream(sock, reader, "magic-bench-0001")
+    thread.join()
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
+    assert result.get("recv") == sent
+    dest.unlink()
+    return size / MIB / elapsed, cpu * 1024 * MIB / size
+
+
+def before_vs_now(rev: str, tmp: Path, size: int, runs: int) -> str:
+    certs = tmp / "certs"
+    certs.mkdir()
+    ca_cert, ca_key = crypto.generate_cluster_ca("bench.test", 1)
+    (certs / "ca.pem").write_text(ca_cert)
+    for name in ("a", "b"):
+        cert, key = crypto.generate_node_certificate(ca_cert, ca_key, name, ["127.0.0.1"], 1)
+        crypto.write_pem_pair(certs / f"{name}.pem", cert, key)
+    src = tmp / "in-process-src"
+    _fill(src, size)
+    old = (_module_at(rev, "sender"), _module_at(rev, "receiver"))
+    now = (sender_now, receiver_now)
+    rates: dict[str, list[float]] = {"before": [], "now": []}
+    cpus: dict[str, list[float]] = {"before": [], "now": []}
+    in_process(src, tmp / "warm", certs, *now)
+    for _ in range(runs):
+        for name, (snd, rcv) in (("before", old), ("now", now)):
+            rate, cpu = in_process(src, tmp / "dest", certs, snd, rcv)
+            rates[name].append(rate)
+            cpus[name].append(cpu)
+    med = {name: statistics.median(values) for name, values in rates.items()}
+    cpu = {name: min(values) for name, values in cpus.items()}
+    return (f"in-process unlimited stream, {size // MIB} MiB, {runs} runs: {rev}"
+            f" median {med['before']:.0f} MiB/s, {cpu['before']:.2f} CPU s/GiB (best);"
+            f" now {med['now']:.0f} MiB/s, {cpu['now']:.2f} CPU s/GiB; ratios now/before:"
+            f" rate {med['now'] / med['before']:.3f}, CPU per byte"
+            f" {cpu['now'] / cpu['before']:.3f} (runs before"
+            f" {', '.join(f'{r:.0f}' for r in rates['before'])};"
+            f" now {', '.join(f'{r:.0f}' for r in rates['now'])})")
+
+
 def _size(limit_mib: float, seconds: float, streams: int = 1) -> int:
     """Bytes for ``seconds`` at the limit, whole blocks, at least 4 blocks."""
     return max(4, int(limit_mib * MIB * seconds / streams) // BLOCK_SIZE) * BLOCK_SIZE
@@ -162,6 +245,8 @@ def main() -> int:
     parser.add_argument("--unlimited-runs", type=int, default=5,
                         help="runs of the unlimited pair (noisier than the limited ones)")
     parser.add_argument("--tmpdir", default=None)
+    parser.add_argument("--before-rev", default=None,
+                        help="also compare today's unlimited stream with this git revision's")
     opts = parser.parse_args()
     limits = [float(v) for v in opts.limits.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="bench-bwlimit-", dir=opts.tmpdir))
@@ -194,6 +279,8 @@ def main() -> int:
                 rates.setdefault(name, []).append(variant())
                 cpu.setdefault(name, []).append(bench.cpu() - before)
         bench.rpc.close()
+        before = (before_vs_now(opts.before_rev, tmp, big, opts.unlimited_runs)
+                  if opts.before_rev else None)
     finally:
         cluster.stop(log=lambda _m: None)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -207,6 +294,8 @@ def main() -> int:
     _row("one export, 2 disk streams share its limit", mid, rates["shared"], unlimited)
     _row("2 exports at once, node2's node limit", opts.node_limit, rates["node"],
          unlimited)
+    unlimited_med = statistics.median(rates["unlimited"])
+    huge_med = statistics.median(rates["huge"])
     huge = max(rates["huge"])
     gib = opts.unlimited_mib / 1024
     cpu_plain, cpu_huge = min(cpu["unlimited"]) / gib, min(cpu["huge"]) / gib
@@ -215,8 +304,11 @@ def main() -> int:
           f" {', '.join(f'{r:.0f}' for r in rates['unlimited'])})")
     print(f"unlimited, limiter path at {HUGE_MIB // 1024} GiB/s: {huge:.0f} MiB/s,"
           f" {cpu_huge:.2f} CPU s/GiB (runs {', '.join(f'{r:.0f}' for r in rates['huge'])})")
-    print(f"limiter path / no limiter: rate {huge / unlimited:.3f}, CPU per byte"
-          f" {cpu_huge / cpu_plain:.3f}")
+    print(f"limiter path / no limiter: rate {huge / unlimited:.3f} (best),"
+          f" {huge_med / unlimited_med:.3f} (median), CPU per byte"
+          f" {cpu_huge / cpu_plain:.3f} (best)")
+    if before:
+        print(before)
     return 0
 
 
