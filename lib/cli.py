@@ -130,21 +130,29 @@ def _field_parser(name: str, annotation: Any) -> tuple[Callable[[str], Any], str
     return convert, metavar, choices
 
 
-def model_options(model: type[Any], prefix: str, dest_prefix: str) -> tuple[Option, ...]:
+def model_options(model: type[Any], prefix: str, dest_prefix: str,
+                  names: Sequence[str] | None = None,
+                  default_help: str | None = None) -> tuple[Option, ...]:
     """One ``--PREFIX-FIELD`` option per field of a pydantic model, help from its description.
 
     Keeps a settings model the single definition of its options (see model_values).
+    ``names`` picks some fields; an empty ``prefix`` gives plain ``--FIELD`` flags;
+    ``default_help`` replaces the model's default in the help (e.g. where unset
+    means "the cluster's default").
     """
     options = []
     for name, info in model.model_fields.items():
+        if names is not None and name not in names:
+            continue
         convert, metavar, _choices = _field_parser(name, info.annotation)
-        flag = f"--{prefix}-{name.replace('_', '-')}"
+        flag = f"--{prefix + '-' if prefix else ''}{name.replace('_', '-')}"
         default = info.get_default(call_default_factory=True)
         shown = ",".join(default) if isinstance(default, list) else default
+        default_text = default_help or ("none" if shown in (None, "") else str(shown))
         options.append(Option((flag,), {"dest": f"{dest_prefix}{name}", "type": convert,
                                         "default": _UNSET, "metavar": metavar,
                                         "help": f"{info.description} (default:"
-                                                f" {'none' if shown in (None, '') else shown})"}))
+                                                f" {default_text})"}))
     return tuple(options)
 
 

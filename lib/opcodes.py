@@ -223,6 +223,8 @@ class OpNodeSetParams(OpCode):
     drained: bool | None = None
     master_candidate: bool | None = None
     auto_promote: bool = False
+    # KiB/s shared by the node's export streams (0: remove the limit); None: unchanged
+    backup_bwlimit: Annotated[int, Field(ge=0)] | None = None
 
 
 # --- instances ---------------------------------------------------------------

@@ -28,6 +28,8 @@ _NODE_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("pinst_cnt", "Pinst", query.QFT_NUMBER, "Number of primary instances"),
     ("pinst_list", "PriInstances", query.QFT_OTHER, "Primary instances"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
+    ("backup_bwlimit", "BackupBwLimit", query.QFT_NUMBER,
+     "KiB/s shared by the node's export streams (0: no limit)"),
     ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
     ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
     ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),

@@ -19,6 +19,7 @@ from ganeti.backend import NodeContext, RpcFail, x509
 from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.transfer import COMPRESSIONS, TransferError, registry
 from ganeti.transfer.checksum import ALGORITHMS
+from ganeti.transfer.ioprio import IoPriority
 
 _TIMEOUT_KEYS = ("connect_timeout", "listen_timeout", "progress_timeout")
 
@@ -90,7 +91,35 @@ def _stream_options(options: Any) -> registry.StreamOptions:
         if not isinstance(verify, bool):
             raise RpcFail(f"Invalid verify_receive {verify!r}: expected true or false")
         values["verify_receive"] = verify
+    values.update(_limit_options(options))
     return registry.StreamOptions(**values)
+
+
+def _kib_per_s(options: Mapping[str, Any], key: str) -> int:
+    value = options.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RpcFail(f"Invalid {key} {value!r}: expected KiB/s, 0 or more")
+    return value
+
+
+def _limit_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Bandwidth limits and I/O priority; an absent node_bwlimit: not counted here."""
+    values: dict[str, Any] = {"bwlimit": _kib_per_s(options, "bwlimit")}
+    group = options.get("bwlimit_group")
+    if group is not None:
+        if not isinstance(group, str) or not 1 <= len(group) <= 128:
+            raise RpcFail(f"Invalid bwlimit_group {group!r}")
+        values["bwlimit_group"] = group
+    if "node_bwlimit" in options:
+        values["node_bwlimit"] = _kib_per_s(options, "node_bwlimit")
+    try:
+        values["io_priority"] = IoPriority.create(options.get("ionice_class"),
+                                                  options.get("ionice_level"))
+    except TransferError as err:
+        raise RpcFail(str(err)) from None
+    return values
 
 
 def _check_common(transfer_id: Any, magic: Any, compress: Any) -> None:

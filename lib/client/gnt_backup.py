@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ganeti import cli, constants, opcodes
+from ganeti import cli, constants, objects, opcodes
 from ganeti.backup import exportmeta
 from ganeti.client import gnt_backup_schedule, gnt_instance
 
@@ -76,7 +76,7 @@ def export(opts: argparse.Namespace) -> int:
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
         ignore_remove_failures=opts.ignore_remove_failures, long_sleep=opts.long_sleep,
         compress=opts.transport_compression, keep_generations=opts.keep_generations,
-        note=opts.note)
+        note=opts.note, **cli.model_values(opts, objects.BackupDefaults, _LIMIT_DEST))
     result = _submit(op, opts)
     if opts.dry_run:
         return cli.EXIT_SUCCESS
@@ -224,6 +224,12 @@ _GENERATION_OPT = cli.Option(("--generation",), {
     "help": "An older generation instead of the newest export (also INSTANCE@GENERATION)"})
 # NAME, NAME@GENERATION: the newest export or one generation
 _EXPORT_ARG = (cli.Arg("instance"),)
+# --bwlimit, --ionice-class, --ionice-level: defined by the cluster's backup
+# defaults (the opcode fields of the same names override them)
+_LIMIT_DEST = "limit_"
+LIMIT_OPTS = cli.model_options(
+    objects.BackupDefaults, "", _LIMIT_DEST, ("bwlimit", "ionice_class", "ionice_level"),
+    default_help="the cluster's backup default, see gnt-cluster modify")
 
 _EXPORT_OPTS = (
     cli.Option(("-n", "--node"), {"required": True, "metavar": "NODE",
@@ -250,6 +256,7 @@ _EXPORT_OPTS = (
                                                  " generation instead of deleting it"}),
     _COMPRESS_OPT,
     _NOTE_OPT,
+    *LIMIT_OPTS,
 )
 
 _IMPORT_OPTS = (

@@ -18,6 +18,21 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got '{value}'")
 
 
+def _bwlimit(value: str) -> int:
+    """KiB/s, or "none" (0) to remove the limit."""
+    if value.lower() == "none":
+        return 0
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise argparse.ArgumentTypeError(
+            f"backup_bwlimit: expected KiB/s (a whole number, 0 or more) or none,"
+            f" got '{value}'")
+    return limit
+
+
 def add(opts: argparse.Namespace) -> int:
     op = opcodes.OpNodeAdd.create(
         node_name=opts.node, primary_ip=opts.primary_ip, secondary_ip=opts.secondary_ip,
@@ -42,7 +57,7 @@ def list_nodes(opts: argparse.Namespace) -> int:
 def info(opts: argparse.Namespace) -> int:
     fields = ["name", "uuid", "pip", "sip", "port", "role", "offline", "drained",
               "master_candidate", "master_capable", "vm_capable", "group", "pinst_list",
-              "tags", "serial_no", "ctime", "mtime"]
+              "tags", "backup_bwlimit", "serial_no", "ctime", "mtime"]
     qfilter = ["|", *[["=", "name", n] for n in opts.nodes]] if opts.nodes else None
     with cli.get_client() as cl:
         result = cl.query("node", fields, qfilter)
@@ -55,6 +70,8 @@ def info(opts: argparse.Namespace) -> int:
                 value = ", ".join(str(v) for v in value)
             elif field in ("ctime", "mtime") and value is not None:
                 value = cli.format_timestamp(value)
+            elif field == "backup_bwlimit":
+                value = f"{value} KiB/s" if value else "none"
             print(f"  {field}: {value}")
     return cli.EXIT_SUCCESS
 
@@ -62,7 +79,8 @@ def info(opts: argparse.Namespace) -> int:
 def modify(opts: argparse.Namespace) -> int:
     op = opcodes.OpNodeSetParams.create(node_name=opts.node, offline=opts.offline,
                                         drained=opts.drained,
-                                        master_candidate=opts.master_candidate)
+                                        master_candidate=opts.master_candidate,
+                                        backup_bwlimit=opts.backup_bwlimit)
     for name, value in cli.submit_opcode(op, opts) or []:
         print(f"Modified node {opts.node}: {name} -> {value}")
     return cli.EXIT_SUCCESS
@@ -87,6 +105,10 @@ _MODIFY_OPTS = (
     cli.Option(("-D", "--drained"), {"type": _bool, "default": None, "metavar": "yes|no"}),
     cli.Option(("-C", "--master-candidate"), {"type": _bool, "default": None,
                                               "metavar": "yes|no"}),
+    cli.Option(("--backup-bwlimit",), {
+        "type": _bwlimit, "default": None, "metavar": "KIB_PER_S|none",
+        "help": "Bandwidth limit in KiB/s shared by every export stream the node sends or"
+                " receives (none: no limit); applies to streams started afterwards"}),
 )
 
 COMMANDS: dict[str, cli.Command] = {
@@ -99,7 +121,8 @@ COMMANDS: dict[str, cli.Command] = {
     "info": cli.Command(info, (cli.Arg("nodes", min=0, max=None),), (),
                         "Show node details"),
     "modify": cli.Command(modify, (cli.Arg("node"),), (*_MODIFY_OPTS, *cli.SUBMIT_OPTS),
-                          "Change a node's offline, drained or master-candidate flag"),
+                          "Change a node's offline, drained or master-candidate flag,"
+                          " or its backup bandwidth limit"),
 }
 
 

@@ -19,6 +19,8 @@ from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
 from ganeti.objects import Instance, Node
 from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
+from ganeti.transfer.limits import TransferLimits
+from ganeti.transfer.limits import resolve as resolve_limits
 
 MIB = 1024 * 1024
 
@@ -250,6 +252,15 @@ class LUBackupExport(LogicalUnit):
             self._remove_older_exports(older, index, feedback_fn)
         return finalize_ok, disks_ok
 
+    def transfer_limits(self, nodes: list[Node], feedback_fn: FeedbackFn
+                        ) -> TransferLimits:
+        """The opcode's limits, else the cluster's backup defaults; logged for the job."""
+        op = self.op
+        limits = resolve_limits(op.bwlimit, op.ionice_class, op.ionice_level,
+                                         self.cfg.get_cluster_info().backup_defaults, nodes)
+        feedback_fn(limits.describe(len(self.instance.disks), [n.name for n in nodes]))
+        return limits
+
     def _shutdown_copy_restart(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         inst, op = self.instance, self.op
         stopped = False
@@ -327,7 +338,9 @@ class LUBackupExport(LogicalUnit):
         def disk_done(idx: int, _result: TransferResult) -> None:
             self._remove_snapshot(idx, snapshots, feedback_fn)
 
-        results = run_transfers(self.rpc, transfers, feedback_fn, on_done=disk_done)
+        limits = self.transfer_limits([self.primary, target], feedback_fn)
+        results = run_transfers(self.rpc, transfers, feedback_fn, on_done=disk_done,
+                                limits=limits)
         disks_ok = [r.success for r in results]
         for idx, result in enumerate(results):
             if not result.success:

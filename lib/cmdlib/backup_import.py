@@ -171,7 +171,10 @@ class ImportSource:
             for idx, disk in enumerate(inst.disks)]
         feedback_fn(f"Importing {len(transfers)} disk(s) of the export of {self.name}"
                     f" from {self.node}")
-        results = run_transfers(lu.rpc, transfers, feedback_fn)
+        source = lu.cfg.get_node_info_by_name(self.node)
+        limits = backup_remote.import_limits(
+            lu, [n for n in (source, pnode) if n is not None], feedback_fn)
+        results = run_transfers(lu.rpc, transfers, feedback_fn, limits=limits)
         problems = []
         for idx, result in enumerate(results):
             expected = self.info.disks[idx].checksum

@@ -15,6 +15,8 @@ from typing import Any
 from ganeti import constants, errors, locking
 from ganeti.backup import remote
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
+from ganeti.transfer.limits import TransferLimits
+from ganeti.transfer.limits import resolve as resolve_limits
 from ganeti.transfer.oneside import OneSide
 
 MIB = 1024 * 1024
@@ -110,7 +112,8 @@ def copy_to_remote(lu: Any, snapshots: dict[int, list[Any]],
     """Stream every disk to the other cluster with the per-transfer certificates."""
     inst, primary = lu.instance, lu.primary
     side = OneSide(lu.rpc, feedback_fn, {"x509_key_name": lu.remote_key_name,
-                                         "x509_peer_ca": lu.remote_ca_pem}, "sent")
+                                         "x509_peer_ca": lu.remote_ca_pem}, "sent",
+                   lu.transfer_limits([primary], feedback_fn))
     try:
         for idx, disk in enumerate(inst.disks):
             host, port, magic = lu.remote_disks[idx]
@@ -132,6 +135,16 @@ def copy_to_remote(lu: Any, snapshots: dict[int, list[Any]],
 
 
 # --- destination: import ----------------------------------------------------------
+
+
+def import_limits(lu: Any, nodes: list[Any], feedback_fn: FeedbackFn) -> TransferLimits:
+    """Imports: the nodes' limits and the cluster's I/O priority (no export limit)."""
+    defaults = lu.cfg.get_cluster_info().backup_defaults
+    limits = resolve_limits(0, defaults.ionice_class, defaults.ionice_level, defaults,
+                            nodes)
+    if any(limits.node_bwlimits.values()) or limits.io_priority is not None:
+        feedback_fn(limits.describe(len(lu.instance.disks), [n.name for n in nodes]))
+    return limits
 
 
 def check_import_arguments(op: Any) -> None:
@@ -167,7 +180,8 @@ class RemoteImport:
         try:
             side = OneSide(lu.rpc, feedback_fn, {
                 "x509_key_name": key_name, "x509_peer_ca": self.source_ca_pem,
-                "listen_timeout": CONNECT_TIMEOUT + op.source_shutdown_timeout}, "received")
+                "listen_timeout": CONNECT_TIMEOUT + op.source_shutdown_timeout}, "received",
+                import_limits(lu, [pnode], feedback_fn))
             try:
                 results = self._receive(lu, side, cert_pem, feedback_fn)
             finally:

@@ -162,7 +162,7 @@ class LUNodeSetParams(LogicalUnit):
 
     def CheckArguments(self) -> None:
         flags = [self.op.offline, self.op.drained, self.op.master_candidate]
-        if all(f is None for f in flags):
+        if all(f is None for f in flags) and self.op.backup_bwlimit is None:
             raise errors.OpPrereqError("Please pass at least one modification",
                                        errors.ECODE_INVAL)
         if sum(1 for f in flags if f) > 1:
@@ -173,6 +173,10 @@ class LUNodeSetParams(LogicalUnit):
     def ExpandNames(self) -> None:
         self.op.node_name = self.expand_node_name(self.op.node_name)
         self.needed_locks = {locking.LEVEL_NODE: [self.op.node_name]}
+        # a bandwidth limit alone need not wait for the node's running exports
+        # (they hold it shared); a concurrent change makes the config refuse ours
+        flags = (self.op.offline, self.op.drained, self.op.master_candidate)
+        self.share_locks[locking.LEVEL_NODE] = all(f is None for f in flags)
 
     def CheckPrereq(self) -> None:
         node = self.cfg.get_node_info_by_name(self.op.node_name)
@@ -191,7 +195,8 @@ class LUNodeSetParams(LogicalUnit):
     def BuildHooksEnv(self) -> dict[str, Any]:
         return {"OP_TARGET": self.op.node_name, "NODE_NAME": self.op.node_name,
                 "OFFLINE": self.op.offline, "DRAINED": self.op.drained,
-                "MASTER_CANDIDATE": self.op.master_candidate}
+                "MASTER_CANDIDATE": self.op.master_candidate,
+                "BACKUP_BWLIMIT": self.op.backup_bwlimit}
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
         nodes = [self.cfg.get_master_node_name(), self.op.node_name]
@@ -216,15 +221,20 @@ class LUNodeSetParams(LogicalUnit):
             changes.append(("master_candidate", node.master_candidate))
             if node.master_candidate:
                 node.offline = node.drained = False
+        if self.op.backup_bwlimit is not None:
+            node.backup_bwlimit = self.op.backup_bwlimit or None
+            changes.append(("backup_bwlimit", node.backup_bwlimit or "none"))
         self.cfg.update(node)
-        if node.master_candidate:
+        flags = (self.op.offline, self.op.drained, self.op.master_candidate)
+        if node.master_candidate and any(f is not None for f in flags):
             self.context.distribute_files([node.name])
         return changes
 
 
 NODE_FIELDS = ("name", "uuid", "pip", "sip", "port", "offline", "drained",
                "master_candidate", "master_capable", "vm_capable", "role", "group",
-               "pinst_cnt", "pinst_list", "tags", "serial_no", "ctime", "mtime")
+               "pinst_cnt", "pinst_list", "tags", "backup_bwlimit", "serial_no", "ctime",
+               "mtime")
 
 
 class LUNodeQuery(NoHooksLU):
@@ -279,7 +289,8 @@ def node_rows(cfg: Any) -> list[dict[str, Any]]:
             "master_capable": node.master_capable, "vm_capable": node.vm_capable,
             "role": role, "group": group.name if group else node.group,
             "pinst_cnt": len(primaries), "pinst_list": primaries,
-            "tags": sorted(node.tags), "serial_no": node.serial_no,
+            "tags": sorted(node.tags), "backup_bwlimit": node.backup_bwlimit or 0,
+            "serial_no": node.serial_no,
             "ctime": node.ctime, "mtime": node.mtime,
         })
     return rows

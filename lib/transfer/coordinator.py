@@ -22,6 +22,7 @@ from ganeti.transfer import (
     DEFAULT_LISTEN_TIMEOUT,
     DEFAULT_PROGRESS_TIMEOUT,
 )
+from ganeti.transfer.limits import TransferLimits, describe_status
 
 LOG = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class _Disk:
     finished: bool = False
     notified: bool = False
     result: TransferResult | None = None
+    limits_reported: set[str] = field(default_factory=set)
 
     @property
     def label(self) -> str:
@@ -130,12 +132,15 @@ class _Disk:
 
 class _Run:
     def __init__(self, rpc: Any, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
-                 options: dict[str, Any], on_done: DoneFn | None = None) -> None:
+                 options: dict[str, Any], on_done: DoneFn | None = None,
+                 limits: TransferLimits | None = None) -> None:
         self.rpc = rpc
         self.feedback = feedback_fn
         self.options = options
         self.on_done = on_done
+        self.limits = limits or TransferLimits()
         run_id = uuid.uuid4().hex[:12]
+        self.run_id = run_id
         self.disks = [_Disk(index, spec, f"{run_id}-{index}", secrets.token_hex(16))
                       for index, spec in enumerate(transfers)]
         self.rpc_failures: dict[str, int] = {}
@@ -146,7 +151,8 @@ class _Run:
     def start(self) -> None:
         for disk in self.disks:
             spec = disk.spec
-            options = dict(self.options)
+            options = {**self.options, **self.limits.receive_options(
+                spec.dest_node, counted=spec.dest_node != spec.source_node)}
             if spec.dest_address:
                 options["bind"] = spec.dest_address
             res = self.rpc.call_transfer_receive_start(
@@ -157,7 +163,8 @@ class _Run:
                                  f" {res.fail_msg}")
                 continue
             host, port = res.payload["host"], res.payload["port"]
-            send_options = dict(self.options)
+            send_options = {**self.options,
+                            **self.limits.send_options(spec.source_node, self.run_id)}
             if spec.checksum:
                 send_options["checksum"] = spec.checksum
             res = self.rpc.call_transfer_send_start(
@@ -241,6 +248,8 @@ class _Run:
         send, send_err = self._side(disk.send_id, spec.source_node, results, "sender")
         disk.recv_status = recv or disk.recv_status
         disk.send_status = send or disk.send_status
+        self._report_limits(disk, "sender", spec.source_node, send)
+        self._report_limits(disk, "receiver", spec.dest_node, recv)
         problems = []
         if recv_err:
             problems.append(recv_err)
@@ -274,6 +283,16 @@ class _Run:
             self.feedback(f"{spec.label} finished: {format_size(nbytes)} in {elapsed:.1f}s,"
                           f" {rate / 1048576:.1f} MiB/s, checksum {send['checksum']}")
             self.notify(disk)  # both sides are done with source and destination
+
+    def _report_limits(self, disk: _Disk, role: str, node: str,
+                       status: dict[str, Any] | None) -> None:
+        """Once per side: the limits the node says it applies (none: no line)."""
+        if status is None or role in disk.limits_reported:
+            return
+        disk.limits_reported.add(role)
+        applied = describe_status(status)
+        if applied:
+            self.feedback(f"{disk.label} {role} on {node}: {applied}")
 
     def notify(self, disk: _Disk) -> None:
         """Tell the caller a disk is done; its failure must not hide the others' results."""
@@ -340,6 +359,7 @@ def run_transfers(rpc: Any, transfers: list[DiskTransfer], feedback_fn: Feedback
                   progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
                   compress_level: int = DEFAULT_COMPRESS_LEVEL,
                   extra_options: dict[str, Any] | None = None,
+                  limits: TransferLimits | None = None,
                   sleep_fn: Callable[[float], Any] = time.sleep) -> list[TransferResult]:
     """Copy every disk (in parallel); one result per transfer, in the given order.
 
@@ -350,12 +370,13 @@ def run_transfers(rpc: Any, transfers: list[DiskTransfer], feedback_fn: Feedback
     reach both nodes (e.g. ``cert_file``/``ca_file``/``port_range``).
     ``on_done(index, result)`` runs once per disk: right away for a success,
     after the node cleanup (which stops the streams) for a failure.
+    ``limits``: bandwidth limits and I/O priority (see ``ganeti.transfer.limits``).
     """
     options: dict[str, Any] = {"connect_timeout": connect_timeout,
                                "listen_timeout": listen_timeout,
                                "progress_timeout": progress_timeout,
                                "compress_level": compress_level, **(extra_options or {})}
-    run = _Run(rpc, transfers, feedback_fn, options, on_done)
+    run = _Run(rpc, transfers, feedback_fn, options, on_done, limits)
     try:
         run.start()
         next_report = time.monotonic() + report_interval

@@ -27,6 +27,7 @@ from ganeti.transfer.coordinator import (
     TransferResult,
     format_size,
 )
+from ganeti.transfer.limits import TransferLimits, describe_status
 
 
 @dataclass
@@ -39,19 +40,21 @@ class _End:
     status: dict[str, Any] | None = None
     result: TransferResult | None = None
     rpc_failures: int = 0
+    limits_reported: bool = False
 
 
 class OneSide:
     """Streams of one cluster: start them, follow them, always clean up."""
 
     def __init__(self, rpc: Any, feedback_fn: FeedbackFn, options: dict[str, Any],
-                 verb: str) -> None:
+                 verb: str, limits: TransferLimits | None = None) -> None:
         self.rpc = rpc
         self.feedback = feedback_fn
         self.options = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT,
                         "progress_timeout": DEFAULT_PROGRESS_TIMEOUT,
                         "compress_level": DEFAULT_COMPRESS_LEVEL, **options}
         self.verb = verb
+        self.limits = limits or TransferLimits()
         self.run_id = uuid.uuid4().hex[:12]
         self.ends: list[_End] = []
 
@@ -67,15 +70,17 @@ class OneSide:
         end = self._new_end(label, node, "r")
         res = self.rpc.call_transfer_receive_start(
             node, end.transfer_id, dest, size, magic, compress,
-            {**self.options, "bind": bind, "verify_receive": True})
+            {**self.options, **self.limits.receive_options(node), "bind": bind,
+             "verify_receive": True})
         res.raise_on_failure(f"Cannot start the receiver of {label} on {node}")
         return str(res.payload["host"]), int(res.payload["port"])
 
     def start_send(self, label: str, node: str, source: dict[str, Any], host: str,
                    port: int, magic: str, compress: str) -> None:
         end = self._new_end(label, node, "s")
-        res = self.rpc.call_transfer_send_start(node, end.transfer_id, source, host, port,
-                                                magic, compress, self.options)
+        res = self.rpc.call_transfer_send_start(
+            node, end.transfer_id, source, host, port, magic, compress,
+            {**self.options, **self.limits.send_options(node, self.run_id)})
         if res.failed:
             self._finish(end, False, f"cannot start the sender on {node}: {res.fail_msg}")
 
@@ -115,6 +120,11 @@ class OneSide:
                                      " (was it restarted?)")
             return
         end.status = status
+        if not end.limits_reported:
+            end.limits_reported = True
+            applied = describe_status(status)
+            if applied:
+                self.feedback(f"{end.label} on {end.node}: {applied}")
         if status["done"]:
             self._finish(end, bool(status["success"]), status.get("error"))
 

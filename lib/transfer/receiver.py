@@ -25,6 +25,9 @@ from ganeti.transfer import (
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import BlockChecksum, algorithm_of
+from ganeti.transfer.ioprio import IoPriority
+from ganeti.transfer.ioprio import apply as apply_priority
+from ganeti.transfer.ratelimit import Limiter
 
 # Opens the destination once the header is accepted; gets the disk size in bytes
 WriterFactory = Callable[[int], DiskWriter]
@@ -108,21 +111,26 @@ class Listener:
 def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
                    open_writer: WriterFactory, *, progress: Progress | None = None,
                    progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
-                   abort: threading.Event | None = None, verify: bool = False) -> str:
+                   abort: threading.Event | None = None, verify: bool = False,
+                   limiter: Limiter | None = None,
+                   io_priority: IoPriority | None = None) -> str:
     """Receive one stream into the writer ``open_writer`` returns; returns the checksum.
 
     Nothing is opened or written before the header (magic, version, size)
     has been accepted.  The byte counts are always checked; ``verify`` also
     hashes the received data and compares it with the sender's checksum,
     otherwise the sender's checksum is returned as is (TLS protected it).
+    ``limiter`` paces the reads from the socket (the node's bandwidth limit);
+    ``io_priority`` is given to the thread that writes the destination.
     """
     progress = progress or Progress()
     abort = abort or threading.Event()
-    frames = proto.FrameReader(sock.recv_into)
+    recv_into = sock.recv_into if limiter is None else limiter.recv_into(sock.recv_into)
+    frames = proto.FrameReader(recv_into)
     try:
         try:
             return _receive(sock, frames, magic, expected_size, open_writer, progress,
-                            progress_timeout, abort, verify)
+                            progress_timeout, abort, verify, io_priority)
         except (TransferError, errors.StorageError, OSError, ValueError):
             if abort.is_set():  # whatever broke, the abort was the cause
                 raise TransferAborted("Transfer aborted") from None
@@ -155,7 +163,8 @@ def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
 
 def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
              expected_size: int | None, open_writer: WriterFactory, progress: Progress,
-             progress_timeout: float, abort: threading.Event, verify: bool) -> str:
+             progress_timeout: float, abort: threading.Event, verify: bool,
+             io_priority: IoPriority | None = None) -> str:
     sock.settimeout(progress_timeout)
     _, payload = frames.expect(proto.HEADER)
     header = proto.decode_json(payload)
@@ -167,15 +176,17 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     algorithm = str(header["checksum"])
     with open_writer(size) as writer:
         return _receive_data(sock, frames, writer, size, progress, abort,
-                             algorithm if verify else None)
+                             algorithm if verify else None, io_priority)
 
 
 class _Writer(threading.Thread):
     """Decompresses, writes (and hashes, if asked) while the stream thread keeps reading."""
 
     def __init__(self, writer: DiskWriter, size: int, progress: Progress,
-                 algorithm: str | None, depth: int = PIPELINE_DEPTH) -> None:
+                 algorithm: str | None, depth: int = PIPELINE_DEPTH,
+                 io_priority: IoPriority | None = None) -> None:
         super().__init__(name="transfer-write", daemon=True)
+        self.io_priority = io_priority
         self.writer = writer
         self.progress = progress
         self.summer = None if algorithm is None else BlockChecksum(size,
@@ -189,6 +200,7 @@ class _Writer(threading.Thread):
         self.pos = 0
 
     def run(self) -> None:
+        apply_priority(self.io_priority, "gnt-xfer-write")
         while (item := self.work.get()) is not None:
             buf, payload = item
             if self.error is None:
@@ -217,13 +229,13 @@ class _Writer(threading.Thread):
 
 def _receive_data(sock: ssl.SSLSocket, frames: proto.FrameReader, writer: DiskWriter,
                   size: int, progress: Progress, abort: threading.Event,
-                  algorithm: str | None) -> str:
+                  algorithm: str | None, io_priority: IoPriority | None = None) -> str:
     """Store the data frames; ``algorithm`` None: check byte counts, do not hash."""
     if writer.size < size:
         raise TransferError(f"Destination {writer.path} has {writer.size} bytes,"
                             f" the stream {size}")
     sock.sendall(proto.encode_json(proto.READY, {}))
-    worker = _Writer(writer, size, progress, algorithm)
+    worker = _Writer(writer, size, progress, algorithm, io_priority=io_priority)
     worker.start()
     try:
         payload = _read_data(frames, worker, size, progress, abort)

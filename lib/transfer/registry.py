@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,11 @@ from ganeti.transfer import (
     Progress,
     TransferAborted,
     TransferError,
+    ratelimit,
 )
 from ganeti.transfer.checksum import DEFAULT_ALGORITHM
+from ganeti.transfer.ioprio import IoPriority
+from ganeti.transfer.ioprio import apply as apply_priority
 from ganeti.transfer.receiver import Listener, WriterFactory, receive_stream
 from ganeti.transfer.sender import connect, send_stream
 
@@ -52,6 +55,34 @@ class StreamOptions:
     checksum: str = DEFAULT_ALGORITHM
     # receivers: hash the received data too (TLS already protects it in transit)
     verify_receive: bool = False
+    # senders: KiB/s of the export, shared by the streams of ``bwlimit_group``
+    bwlimit: int = 0
+    bwlimit_group: str | None = None
+    # KiB/s of this node (0: none); None: this side does not count against it
+    node_bwlimit: int | None = None
+    io_priority: IoPriority | None = None
+
+    def limits(self, role: str) -> dict[str, Any]:
+        """What this side applies, for the master's status view."""
+        return {"bwlimit": self.bwlimit if role == ROLE_SEND else 0,
+                "node_bwlimit": self.node_bwlimit or 0,
+                "ionice": None if self.io_priority is None else str(self.io_priority)}
+
+
+@contextlib.contextmanager
+def _limiter(options: StreamOptions, role: str, abort: threading.Event
+             ) -> Iterator[ratelimit.Limiter | None]:
+    """The buckets of one stream: its export's (senders) and its node's."""
+    buckets = []
+    with contextlib.ExitStack() as stack:
+        if role == ROLE_SEND and options.bwlimit > 0:
+            buckets.append(stack.enter_context(ratelimit.group_bucket(
+                options.bwlimit_group, options.bwlimit * ratelimit.KIB)))
+        if options.node_bwlimit is not None:
+            node = ratelimit.node_bucket(options.node_bwlimit * ratelimit.KIB)
+            if options.node_bwlimit > 0:
+                buckets.append(node)
+        yield ratelimit.Limiter(buckets, abort) if buckets else None
 
 
 def check_id(transfer_id: Any) -> str:
@@ -80,6 +111,7 @@ class Transfer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.port: int | None = None  # receivers: where they listen
+        self.limits: dict[str, Any] = {}
 
     def start(self, work: Callable[[Transfer], str]) -> None:
         self._thread = threading.Thread(target=self._run, args=(work,), daemon=True,
@@ -169,7 +201,7 @@ class Transfer:
                 "success": self.success, "bytes": prog.bytes, "total": prog.size,
                 "data_total": prog.data_total, "wire_bytes": prog.wire_bytes,
                 "rate": round(prog.rate(), 1), "elapsed": round(prog.elapsed(), 3),
-                "checksum": self.checksum, "error": self.error}
+                "checksum": self.checksum, "error": self.error, **self.limits}
 
 
 _LOCK = threading.Lock()
@@ -194,6 +226,7 @@ def start_receive(transfer_id: str, label: str, address: str, ssl_ctx: ssl.SSLCo
                   port: int = 0, port_range: tuple[int, int] | None = None) -> Transfer:
     """Listen now (so the port can be returned) and receive in a thread."""
     transfer = Transfer(check_id(transfer_id), ROLE_RECEIVE, label, remove_output)
+    transfer.limits = options.limits(ROLE_RECEIVE)
     _register(transfer)
     try:
         listener = Listener(address, port, port_range)
@@ -203,12 +236,15 @@ def start_receive(transfer_id: str, label: str, address: str, ssl_ctx: ssl.SSLCo
     transfer.attach_listener(listener)
 
     def work(tr: Transfer) -> str:
+        apply_priority(options.io_priority, "gnt-xfer-recv")
         sock = listener.accept(ssl_ctx, options.listen_timeout, tr.abort_event,
                                min(options.connect_timeout, options.progress_timeout))
         tr.attach_socket(sock)
-        return receive_stream(sock, magic, size, open_writer, progress=tr.progress,
-                              progress_timeout=options.progress_timeout,
-                              abort=tr.abort_event, verify=options.verify_receive)
+        with _limiter(options, ROLE_RECEIVE, tr.abort_event) as limiter:
+            return receive_stream(sock, magic, size, open_writer, progress=tr.progress,
+                                  progress_timeout=options.progress_timeout,
+                                  abort=tr.abort_event, verify=options.verify_receive,
+                                  limiter=limiter, io_priority=options.io_priority)
 
     transfer.port = listener.port
     transfer.start(work)
@@ -219,17 +255,21 @@ def start_send(transfer_id: str, label: str, host: str, port: int,
                ssl_ctx: ssl.SSLContext, magic: str, open_reader: Callable[[], DiskReader],
                compress: str, options: StreamOptions) -> Transfer:
     transfer = Transfer(check_id(transfer_id), ROLE_SEND, label)
+    transfer.limits = options.limits(ROLE_SEND)
     _register(transfer)
 
     def work(tr: Transfer) -> str:
-        with open_reader() as reader:
+        apply_priority(options.io_priority, "gnt-xfer-send")
+        with open_reader() as reader, \
+                _limiter(options, ROLE_SEND, tr.abort_event) as limiter:
             tr.progress.size = reader.size
             sock = connect(host, port, ssl_ctx, options.connect_timeout)
             tr.attach_socket(sock)
             return send_stream(sock, reader, magic, compress=compress or COMPRESS_NONE,
                                level=options.compress_level, progress=tr.progress,
                                progress_timeout=options.progress_timeout,
-                               abort=tr.abort_event, checksum=options.checksum)
+                               abort=tr.abort_event, checksum=options.checksum,
+                               limiter=limiter, io_priority=options.io_priority)
 
     transfer.start(work)
     return transfer

@@ -24,6 +24,9 @@ from ganeti.transfer import (
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import DEFAULT_ALGORITHM, BlockChecksum, block_pieces
+from ganeti.transfer.ioprio import IoPriority
+from ganeti.transfer.ioprio import apply as apply_priority
+from ganeti.transfer.ratelimit import Limiter
 
 _ZEROS = memoryview(bytes(BLOCK_SIZE))
 _PROBE = 64
@@ -71,10 +74,13 @@ def send_stream(sock: ssl.SSLSocket, reader: DiskReader, magic: str, *,
                 progress: Progress | None = None,
                 progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
                 abort: threading.Event | None = None, skip_zeros: bool = True,
-                checksum: str = DEFAULT_ALGORITHM) -> str:
+                checksum: str = DEFAULT_ALGORITHM, limiter: Limiter | None = None,
+                io_priority: IoPriority | None = None) -> str:
     """Stream ``reader``'s data regions; returns the checksum of what was read.
 
     ``checksum`` is the algorithm (e.g. an old export's, to verify it on import).
+    ``limiter`` caps the wire bytes (compressed, framed: what the network
+    carries); ``io_priority`` is given to the thread that reads the source.
     """
     progress = progress or Progress()
     abort = abort or threading.Event()
@@ -82,7 +88,8 @@ def send_stream(sock: ssl.SSLSocket, reader: DiskReader, magic: str, *,
     try:
         try:
             return _send(sock, frames, reader, magic, compress, level, progress,
-                         progress_timeout, abort, skip_zeros, checksum)
+                         progress_timeout, abort, skip_zeros, checksum, limiter,
+                         io_priority)
         except (TransferError, errors.StorageError, OSError, ValueError):
             if abort.is_set():  # whatever broke, the abort was the cause
                 raise TransferAborted("Transfer aborted") from None
@@ -131,8 +138,10 @@ class _Producer(threading.Thread):
     """Reads, hashes and compresses blocks ahead of the thread that sends them."""
 
     def __init__(self, reader: DiskReader, codec: proto.Codec, skip_zeros: bool,
-                 algorithm: str, depth: int = PIPELINE_DEPTH) -> None:
+                 algorithm: str, depth: int = PIPELINE_DEPTH,
+                 io_priority: IoPriority | None = None) -> None:
         super().__init__(name="transfer-read", daemon=True)
+        self.io_priority = io_priority
         self.reader = reader
         self.codec = codec
         self.skip_zeros = skip_zeros
@@ -142,6 +151,7 @@ class _Producer(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        apply_priority(self.io_priority, "gnt-xfer-read")
         try:
             self.ready.put(("end", self._produce(), 0))
         except BaseException as err:
@@ -177,7 +187,8 @@ class _Producer(threading.Thread):
 
 def _send(sock: ssl.SSLSocket, frames: proto.FrameReader, reader: DiskReader, magic: str,
           compress: str, level: int, progress: Progress, progress_timeout: float,
-          abort: threading.Event, skip_zeros: bool, algorithm: str) -> str:
+          abort: threading.Event, skip_zeros: bool, algorithm: str,
+          limiter: Limiter | None, io_priority: IoPriority | None) -> str:
     codec = proto.Codec(compress, level)
     sock.settimeout(progress_timeout)
     size = reader.size
@@ -187,10 +198,10 @@ def _send(sock: ssl.SSLSocket, frames: proto.FrameReader, reader: DiskReader, ma
         proto.HEADER, proto.make_header(magic, size, progress.data_total, compress,
                                         algorithm)))
     frames.expect(proto.READY)
-    producer = _Producer(reader, codec, skip_zeros, algorithm)
+    producer = _Producer(reader, codec, skip_zeros, algorithm, io_priority=io_priority)
     producer.start()
     try:
-        checksum, sent = _pump(sock, frames, producer, progress, abort)
+        checksum, sent = _pump(sock, frames, producer, progress, abort, limiter)
     finally:
         producer.stop.set()
         producer.join()
@@ -205,9 +216,14 @@ def _send(sock: ssl.SSLSocket, frames: proto.FrameReader, reader: DiskReader, ma
 
 
 def _pump(sock: ssl.SSLSocket, frames: proto.FrameReader, producer: _Producer,
-          progress: Progress, abort: threading.Event) -> tuple[str, int]:
+          progress: Progress, abort: threading.Event,
+          limiter: Limiter | None = None) -> tuple[str, int]:
     """Send what the producer prepared; returns its checksum and the raw bytes sent."""
     sent = 0
+    sendall: Any = sock.sendall
+    if limiter is not None:
+        def sendall(data: Any) -> None:
+            limiter.sendall(sock.sendall, memoryview(data))
     while True:
         if abort.is_set():
             raise TransferAborted("Transfer aborted")
@@ -220,10 +236,10 @@ def _pump(sock: ssl.SSLSocket, frames: proto.FrameReader, producer: _Producer,
             sent += got
             _check_peer(sock, frames)
             if kind == "buf":
-                sock.sendall(memoryview(item)[:proto.DATA_PREFIX + got])
+                sendall(memoryview(item)[:proto.DATA_PREFIX + got])
                 producer.pool.put(item)
                 progress.wire_bytes += proto.DATA_PREFIX + got
             else:
-                sock.sendall(item)
+                sendall(item)
                 progress.wire_bytes += len(item)
         progress.bytes += got
