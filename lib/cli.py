@@ -130,21 +130,25 @@ def _field_parser(name: str, annotation: Any) -> tuple[Callable[[str], Any], str
     return convert, metavar, choices
 
 
-def model_options(model: type[Any], prefix: str, dest_prefix: str) -> tuple[Option, ...]:
+def model_options(model: type[Any], prefix: str, dest_prefix: str,
+                  default_help: str | None = None) -> tuple[Option, ...]:
     """One ``--PREFIX-FIELD`` option per field of a pydantic model, help from its description.
 
-    Keeps a settings model the single definition of its options (see model_values).
+    Keeps a settings model the single definition of its options (see model_values).  An
+    empty ``prefix`` gives ``--FIELD``; ``default_help`` replaces the model's default in
+    the help (overrides of another object's settings).
     """
     options = []
     for name, info in model.model_fields.items():
         convert, metavar, _choices = _field_parser(name, info.annotation)
-        flag = f"--{prefix}-{name.replace('_', '-')}"
+        flag = f"--{prefix}-{name.replace('_', '-')}" if prefix else \
+            f"--{name.replace('_', '-')}"
         default = info.get_default(call_default_factory=True)
         shown = ",".join(default) if isinstance(default, list) else default
+        shown = default_help or ("none" if shown in (None, "") else shown)
         options.append(Option((flag,), {"dest": f"{dest_prefix}{name}", "type": convert,
                                         "default": _UNSET, "metavar": metavar,
-                                        "help": f"{info.description} (default:"
-                                                f" {'none' if shown in (None, '') else shown})"}))
+                                        "help": f"{info.description} (default: {shown})"}))
     return tuple(options)
 
 
