@@ -66,12 +66,16 @@ def expand(cron: str) -> str:
 def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides of the backup defaults, checked by the BackupDefaults model itself."""
     cleaned = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        objects.backup_settings(objects.BackupDefaults(), cleaned)
-    except ValidationError as err:
-        raise errors.OpPrereqError(
-            f"Schedule field {objects.describe_errors(err, 'overrides')}",
-            errors.ECODE_INVAL) from None
+    known = objects.BackupDefaults.model_fields
+    for key, value in sorted(cleaned.items()):
+        if key not in known:
+            raise _field_error(f"overrides.{key}", f"unknown setting (choose from"
+                                                   f" {', '.join(known)})")
+        try:
+            objects.backup_settings(objects.BackupDefaults(), {key: value})
+        except ValidationError as err:
+            problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise _field_error(f"overrides.{key}", f"{problem} (got {value!r})") from None
     url = cleaned.get("webhook_url")
     if url and not url.startswith(("http://", "https://")):
         raise _field_error("overrides.webhook_url", f"expected an http(s) URL, got {url!r}")
