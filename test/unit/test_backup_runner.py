@@ -557,3 +557,20 @@ def test_dst_autumn_hourly_follows_real_time(state: br.RunnerState) -> None:
     assert [local(r) for r in runs] == [
         "10-25 00:00 CEST", "10-25 01:00 CEST", "10-25 02:00 CEST", "10-25 02:00 CET",
         "10-25 03:00 CET"]
+
+
+def test_examples_submit_and_return_and_only_set_what_reaches_the_copy() -> None:
+    examples = Path(__file__).resolve().parents[2] / "doc" / "examples"
+    service = (examples / "ganeti-backup.service").read_text()
+    cron = (examples / "ganeti-backup.cron").read_text()
+    # Nice=/IOSchedulingClass= would only reach the runner, never the node daemons' copy
+    settings = [line.split("=")[0] for line in service.splitlines()
+                if line and not line.startswith(("#", "["))]
+    assert not {"Nice", "IOSchedulingClass", "IOSchedulingPriority"} & set(settings)
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    cron_line = next(line for line in cron.splitlines() if line.startswith("*/5"))
+    for command in (exec_start.split("=", 1)[1], cron_line.split("&& ", 1)[1]):
+        argv = command.split()
+        assert argv[0].endswith("ganeti-backup-runner")
+        # a oneshot pass submits and returns; the next pass collects the outcomes
+        assert br.build_parser().parse_args(argv[1:]).wait is False
