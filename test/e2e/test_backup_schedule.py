@@ -359,7 +359,8 @@ def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
 
 def planned(cluster: LocalCluster, *argv: str) -> list[str]:
     out = run(cluster, "gnt-backup", "schedule", "run-now", "--dry-run", *argv).stdout
-    return sorted(line.split()[2].rstrip(":") for line in out.splitlines() if line.startswith("PLANNED"))
+    return sorted(line.split()[2].rstrip(":") for line in out.splitlines()
+                  if line.startswith("PLANNED"))
 
 
 def test_exclude_time_zone_snapshot_refusal_and_imported_copies(
