@@ -450,10 +450,10 @@ def _record_results(state: RunnerState, submitted: dict[str, list[Outcome]],
     with state.locked():
         for name, runs in submitted.items():
             st = state.get(name)
-            for out in runs:
-                assert out.job_id is not None
-                finish_job(st, out.job_id, "success" if out.status == "ok" else out.detail)
-            if runs and complete_run(st, finished) is not None:
+            # a runner pass meanwhile may have collected (recorded, notified) them already
+            ours = [out for out in runs if out.job_id is not None and finish_job(
+                st, out.job_id, "success" if out.status == "ok" else out.detail)]
+            if ours and complete_run(st, finished) is not None:
                 result.completed.append((name, [*_planning_failures(result.outcomes, name),
                                                 *runs]))
         state.save()

@@ -574,3 +574,26 @@ def test_examples_submit_and_return_and_only_set_what_reaches_the_copy() -> None
         assert argv[0].endswith("ganeti-backup-runner")
         # a oneshot pass submits and returns; the next pass collects the outcomes
         assert br.build_parser().parse_args(argv[1:]).wait is False
+
+
+def test_jobs_collected_by_another_pass_are_recorded_and_notified_once(
+        state: br.RunnerState, tmp_path: Path) -> None:
+    sendmail, spool = sendmail_stub(tmp_path)
+    master = FakeMaster([schedule()])
+    master.defaults = {"notify": "always", "mail_to": ["root@localhost"]}
+    master.results["web1"] = "Failure: disk full"
+    real_wait = master.wait
+
+    def wait_while_a_timer_pass_collects(job_id: int) -> str:
+        outcome = real_wait(job_id)
+        # a --no-wait pass of the timer runs while this runner waits (nothing due)
+        br.run(master, br.RunnerState(state.path.parent), ts("2026-01-02 02:00"),
+               wait=False, sendmail=sendmail)
+        return outcome
+
+    master.wait = wait_while_a_timer_pass_collects  # type: ignore[method-assign]
+    out = br.run(master, state, ts("2026-01-02 03:00"), names=["nightly"], sendmail=sendmail)
+    assert [(o.instance, o.status) for o in out] == [("web1", "failed")]
+    state.load()
+    assert state.get("nightly").last_result == "failed: web1"
+    assert spool.read_text().count("--end--") == 1
