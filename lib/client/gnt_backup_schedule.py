@@ -197,7 +197,7 @@ LIST_DEFAULT = ("name", "enabled", "cron", "instances", "target", "retention", "
                 "last_result")
 
 
-def _resolved_state(names: list[str]) -> backup_runner.RunnerState:
+def _resolved_state() -> backup_runner.RunnerState:
     """The runner's state with finished jobs of --no-wait runs resolved (not saved: the
     next runner pass records them and sends the notifications)."""
     state = backup_runner.load_state()
@@ -225,7 +225,7 @@ def list_schedules(opts: argparse.Namespace) -> int:
     schedules = _query(opts.names)
     with cli.get_client() as cl:
         defaults = dict(cl.query_cluster_info().get("backup_defaults") or {})
-    state = _resolved_state(opts.names)
+    state = _resolved_state()
     rows = [Row(s, sched.settings(defaults, s),
                 state.schedules.get(s["name"], backup_runner.ScheduleState()))
             for s in schedules]

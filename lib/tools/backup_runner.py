@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ganeti import cli, constants, errors, luxi, opcodes, pathutils, query
+from ganeti import cli, constants, errors, luxi, objects, opcodes, pathutils, query
 from ganeti.backup import notify, retention
 from ganeti.backup import schedule as sched
 from ganeti.fileutils import atomic_write
@@ -243,8 +243,9 @@ def choose_target(schedule: dict[str, Any], instance: str, primary: str,
     return min(others, key=lambda n: (counts.get(n, 0), n))
 
 
-# the schedule overrides an export opcode takes itself (None there: the cluster default)
-EXPORT_OVERRIDES = ("bwlimit", "ionice_class", "ionice_level")
+# the backup settings an export opcode takes itself (None there: the cluster default)
+EXPORT_OVERRIDES = tuple(name for name in objects.BackupDefaults.model_fields
+                         if name in opcodes.OpBackupExport.model_fields)
 
 
 def export_job(schedule: dict[str, Any], instance: str, target: str) -> list[opcodes.OpCode]:
