@@ -289,7 +289,7 @@ def finish_job(st: ScheduleState, job_id: int, result: str) -> Outcome | None:
     if job_id not in st.jobs:
         return None
     st.jobs.remove(job_id)
-    instance = st.job_instances.pop(str(job_id), "")
+    instance = st.job_instances.pop(str(job_id), f"job {job_id}")
     st.results[instance] = result
     return Outcome("", instance, "ok" if result == "success" else "failed",
                    "" if result == "success" else result, job_id)
