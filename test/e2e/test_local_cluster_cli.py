@@ -24,6 +24,8 @@ def local_cluster(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_bad_subnet_is_refused_before_anything_is_made(tmp_path: Path, subnet: str) -> None:
     root = tmp_path / "lc"
     proc = local_cluster(root, "start", "--nodes", "1", "--subnet", subnet)
+    if root.exists():   # accepted after all: leave no daemons behind
+        local_cluster(root, "stop")
     assert proc.returncode == 2 and "--subnet" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not root.exists()
