@@ -63,6 +63,7 @@ class ScheduleState:
     # the run in progress: job id (as text) -> instance, and instance -> result so far
     job_instances: dict[str, str] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
+    result_jobs: dict[str, int] = field(default_factory=dict)
 
 
 class RunnerState:
@@ -108,7 +109,9 @@ class RunnerState:
                 last_finished=entry.get("last_finished"),
                 job_instances={str(k): str(v)
                                for k, v in dict(entry.get("job_instances", {})).items()},
-                results={str(k): str(v) for k, v in dict(entry.get("results", {})).items()})
+                results={str(k): str(v) for k, v in dict(entry.get("results", {})).items()},
+                result_jobs={str(k): int(v)
+                             for k, v in dict(entry.get("result_jobs", {})).items()})
 
     def save(self) -> None:
         data = {"schedules": {name: vars(st) for name, st in sorted(self.schedules.items())}}
@@ -291,6 +294,7 @@ def finish_job(st: ScheduleState, job_id: int, result: str) -> Outcome | None:
     st.jobs.remove(job_id)
     instance = st.job_instances.pop(str(job_id), f"job {job_id}")
     st.results[instance] = result
+    st.result_jobs[instance] = job_id
     return Outcome("", instance, "ok" if result == "success" else "failed",
                    "" if result == "success" else result, job_id)
 
@@ -308,9 +312,10 @@ def complete_run(st: ScheduleState, finished: float) -> list[Outcome] | None:
     failed = sorted(i for i, r in st.results.items() if r != "success")
     st.last_result = f"failed: {', '.join(failed)}" if failed else "success"
     st.last_finished = finished
-    runs = [Outcome("", i, "ok" if r == "success" else "failed", "" if r == "success" else r)
-            for i, r in sorted(st.results.items())]
+    runs = [Outcome("", i, "ok" if r == "success" else "failed", "" if r == "success" else r,
+                    st.result_jobs.get(i)) for i, r in sorted(st.results.items())]
     st.results = {}
+    st.result_jobs = {}
     st.job_instances = {}
     return runs
 
@@ -337,7 +342,7 @@ def resolve(state: RunnerState, master: Master, now: float
                              out.instance, result)
         runs = complete_run(st, now)
         if runs is not None:
-            completed.append((name, [Outcome(name, o.instance, o.status, o.detail)
+            completed.append((name, [Outcome(name, o.instance, o.status, o.detail, o.job_id)
                                      for o in runs]))
     return outcomes, completed
 

@@ -344,6 +344,7 @@ def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
         [payload] = hook.received
         assert (payload["schedule"], payload["status"]) == ("nw", "failed")
         assert payload["outcomes"][0]["instance"] == "nw1"
+        assert payload["outcomes"][0]["job_id"] == int(job_id)
         # collected once
         proc = runner(cluster, "--no-wait", "--now", str(first + 600), sendmail=sendmail)
         assert (proc.returncode, proc.stdout) == (0, "")

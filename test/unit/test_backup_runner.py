@@ -338,7 +338,8 @@ def test_no_wait_submits_and_the_next_pass_collects_a_failure(
     assert st.get("nightly").jobs == [] and st.get("nightly").last_result == "failed: db1, web1"
     mail = spool.read_text()
     assert "To: ops@example.org" in mail and "schedule nightly FAILED" in mail
-    assert "FAILED    nightly web1" in mail and mail.count("--end--") == 1
+    assert "FAILED    nightly web1 job 1: Failure: node3 is offline" in mail
+    assert mail.count("--end--") == 1
     # collected once: a later pass reports nothing more
     assert br.run(master, state, ts("2026-01-02 03:10"), sendmail=sendmail) == []
     assert spool.read_text().count("--end--") == 1
