@@ -2,7 +2,8 @@
 
 Phase order (spec section 2): BGL -> build LU (CheckArguments) -> ExpandNames
 -> per level DeclareLocks + acquire -> notify_start -> CheckPrereq -> pre
-hooks -> (dry run stops) -> Exec -> post hooks -> release.
+hooks -> (dry run stops) -> Exec -> post hooks -> release.  Locks an LU added
+(add_locks) stay only when its Exec ran: a failure or a dry run removes them.
 
 Lock attempts use growing timeouts.  When an attempt times out, every lock
 of the opcode is released (so a waiting opcode never sits on locks others
@@ -114,16 +115,20 @@ class Processor:
         assert lu.needed_locks is not None
         glm = self.context.glm
         added: list[tuple[int, list[str]]] = []
+        created = False
         try:
             for level in locking.LEVELS:
                 if level != locking.LEVEL_CLUSTER:
                     self._lock_level(lu, level, cbs, timeout, added)
             cbs.notify_start()
-            return self._exec_lu(lu, cbs)
-        except BaseException:
-            for level, names in reversed(added):
-                glm.remove(level, names)
-            raise
+            result = self._exec_lu(lu, cbs)
+            # only a real Exec creates the objects the added locks stand for
+            created = not lu.op.dry_run
+            return result
+        finally:
+            if not created:
+                for level, names in reversed(added):
+                    glm.remove(level, names)
 
     def _lock_level(self, lu: LogicalUnit, level: int, cbs: OpExecCallbacks,
                     timeout: float | None, added: list[tuple[int, list[str]]]) -> None:

@@ -294,6 +294,20 @@ class BackupSchedule(ConfigObject):
     # keep_last, keep_hourly, ... (ganeti.backup.retention); empty keeps everything
     retention: dict[str, int] = Field(default_factory=dict)
     enabled: bool = True
+    # instance names or "tag:T" left out of a tag or all-instances selection
+    exclude: list[str] = Field(default_factory=list)
+    # BackupDefaults fields this schedule sets itself (unset: the cluster's default)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> Self:
+        backup_settings(BackupDefaults(), self.overrides)
+        return self
+
+
+def backup_settings(defaults: BackupDefaults, overrides: dict[str, Any]) -> BackupDefaults:
+    """The settings in effect: ``defaults`` with ``overrides`` applied, checked by one model."""
+    return BackupDefaults.model_validate({**defaults.model_dump(), **overrides})
 
 
 class ConfigData(ConfigObject):

@@ -438,6 +438,9 @@ class OpBackupScheduleAdd(OpCode):
     shutdown_mode: Literal["shutdown", "snapshot"] = "shutdown"
     retention: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     enabled: bool = True
+    exclude: list[NonEmptyStr] = Field(default_factory=list)
+    # objects.BackupDefaults fields this schedule overrides
+    overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class OpBackupScheduleModify(OpCode):
@@ -455,6 +458,9 @@ class OpBackupScheduleModify(OpCode):
     shutdown_mode: Literal["shutdown", "snapshot"] | None = None
     retention: dict[str, Annotated[int, Field(ge=0)]] | None = None
     enabled: bool | None = None
+    exclude: list[NonEmptyStr] | None = None
+    # overrides to set; a None value drops that override (back to the cluster default)
+    overrides: dict[str, Any] | None = None
 
 
 class OpBackupScheduleRemove(OpCode):

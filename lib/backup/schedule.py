@@ -1,25 +1,38 @@
 """Schedule semantics shared by the LUs, the CLI and the runner.
 
-Cron expressions are evaluated by ``cronsim`` (standard 5-field syntax) in
-UTC.  A schedule is due when a cron slot fell after its last run (or its
-creation) and at or before "now": however many slots were missed while
-nothing ran, one run catches them all up.
+Cron expressions (standard 5 fields, or the shortcuts ``@hourly`` ...
+``@yearly``) are evaluated by ``cronsim`` in the schedule's time zone (its
+override, else the cluster's ``backup_defaults.timezone``).  A schedule is
+due when a slot fell after its last run (or its creation) and at or before
+"now": however many slots were missed while nothing ran, one run catches
+them all up.  Across DST changes cronsim behaves as Debian's cron: a fixed
+time that does not exist in spring runs once right after the jump, a fixed
+time repeated in autumn runs once; wildcard hours follow real time.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+import zoneinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 from cronsim import CronSim, CronSimError
+from pydantic import ValidationError
 
-from ganeti import errors
+from ganeti import errors, objects
 from ganeti.backup import retention
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NODE_POLICIES = ("fixed", "primary", "other")
 SHUTDOWN_MODES = ("shutdown", "snapshot")
+# cron's @-shortcuts (@reboot has no meaning here)
+SHORTCUTS = {
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+EXCLUDE_TAG_PREFIX = "tag:"
 
 
 def _field_error(field_name: str, message: str) -> errors.OpPrereqError:
@@ -30,14 +43,54 @@ def _field_error(field_name: str, message: str) -> errors.OpPrereqError:
 def check_cron(expr: str) -> str:
     """Normalised expression, or OpPrereqError naming the ``cron`` field."""
     text = " ".join(expr.split())
+    if text.startswith("@"):
+        if text.lower() not in SHORTCUTS:
+            raise _field_error("cron", f"unknown shortcut {expr!r} (choose from"
+                                       f" {', '.join(SHORTCUTS)})")
+        return text.lower()
     if len(text.split(" ")) != 5:
-        raise _field_error("cron", f"expected 5 fields (minute hour day month weekday),"
-                                   f" got {expr!r}")
+        raise _field_error("cron", f"expected 5 fields (minute hour day month weekday)"
+                                   f" or a shortcut such as @daily, got {expr!r}")
     try:
-        CronSim(text, datetime.now(UTC))
+        CronSim(text, datetime.now(zoneinfo.ZoneInfo("UTC")))
     except CronSimError as err:
         raise _field_error("cron", f"{err} in {expr!r}") from None
     return text
+
+
+def expand(cron: str) -> str:
+    """The 5-field form of an expression (shortcuts expanded)."""
+    return SHORTCUTS.get(cron, cron)
+
+
+def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides of the backup defaults, checked by the BackupDefaults model itself."""
+    cleaned = {k: v for k, v in overrides.items() if v is not None}
+    known = objects.BackupDefaults.model_fields
+    for key, value in sorted(cleaned.items()):
+        if key not in known:
+            raise _field_error(f"overrides.{key}", f"unknown setting (choose from"
+                                                   f" {', '.join(known)})")
+        try:
+            objects.backup_settings(objects.BackupDefaults(), {key: value})
+        except ValidationError as err:
+            problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise _field_error(f"overrides.{key}", f"{problem} (got {value!r})") from None
+    url = cleaned.get("webhook_url")
+    if url and not url.startswith(("http://", "https://")):
+        raise _field_error("overrides.webhook_url", f"expected an http(s) URL, got {url!r}")
+    return cleaned
+
+
+def check_exclude(exclude: list[str], instances: list[str]) -> list[str]:
+    """Exclusions (names or tag:T); refuses one that contradicts a selection by name."""
+    for item in exclude:
+        if item == EXCLUDE_TAG_PREFIX:
+            raise _field_error("exclude", "'tag:' needs a tag name")
+    named = sorted(set(exclude) & set(instances))
+    if named:
+        raise _field_error("exclude", f"{', '.join(named)} also selected by name")
+    return sorted(set(exclude))
 
 
 def check_name(name: str) -> str:
@@ -71,26 +124,48 @@ def check_selection(instances: list[str], tags: list[str], all_instances: bool) 
         raise _field_error("instances", "select instances by name, by tag or all of them")
 
 
-def next_slot(cron: str, after: float) -> float:
-    """First slot strictly after ``after`` (epoch seconds)."""
-    start = datetime.fromtimestamp(after, UTC)
-    return next(CronSim(cron, start)).timestamp()
+def _zone(tz: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(tz)
 
 
-def last_slot(cron: str, at_or_before: float) -> float:
+def next_slot(cron: str, after: float, tz: str = "UTC") -> float:
+    """First slot strictly after ``after`` (epoch seconds), the cron read in ``tz``."""
+    slots = CronSim(expand(cron), datetime.fromtimestamp(after, _zone(tz)))
+    while True:
+        # in a repeated autumn hour cronsim may answer the first pass of a wall-clock time
+        # from the second one: that slot already went by
+        slot = next(slots).timestamp()
+        if slot > after:
+            return slot
+
+
+def last_slot(cron: str, at_or_before: float, tz: str = "UTC") -> float:
     """Latest slot at or before ``at_or_before``."""
-    minute = datetime.fromtimestamp(at_or_before, UTC).replace(second=0, microsecond=0)
+    minute = datetime.fromtimestamp(at_or_before, _zone(tz)).replace(second=0, microsecond=0)
     # reverse iteration yields slots strictly before its start: start one minute later
-    return next(CronSim(cron, minute + timedelta(minutes=1), reverse=True)).timestamp()
+    return next(CronSim(expand(cron), minute + timedelta(minutes=1), reverse=True)).timestamp()
 
 
-def is_due(cron: str, last_run: float, now: float) -> bool:
+def is_due(cron: str, last_run: float, now: float, tz: str = "UTC") -> bool:
     """A slot in (last_run, now]: catch-up runs once, however many slots were missed."""
-    return next_slot(cron, last_run) <= now
+    return next_slot(cron, last_run, tz) <= now
+
+
+def excluded(schedule: dict[str, Any], name: str, tags: list[str]) -> bool:
+    rules = schedule.get("exclude", [])
+    return name in rules or any(f"{EXCLUDE_TAG_PREFIX}{t}" in rules for t in tags)
 
 
 def selects(schedule: dict[str, Any], name: str, tags: list[str]) -> bool:
+    if excluded(schedule, name, tags):
+        return False
     if schedule.get("all_instances"):
         return True
     return name in schedule.get("instances", []) or bool(
         set(tags) & set(schedule.get("tags", [])))
+
+
+def settings(defaults: dict[str, Any], schedule: dict[str, Any]) -> objects.BackupDefaults:
+    """A schedule's backup settings in effect (cluster defaults, then its overrides)."""
+    return objects.backup_settings(objects.BackupDefaults.model_validate(defaults),
+                                   dict(schedule.get("overrides") or {}))

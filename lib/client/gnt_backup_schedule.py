@@ -9,21 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from ganeti import cli, constants, errors, opcodes
+from ganeti import cli, constants, errors, objects, opcodes
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.tools import backup_runner
-
-LIST_FIELDS = (
-    ("name", "Name"), ("enabled", "Enabled"), ("cron", "Cron"), ("instances", "Instances"),
-    ("target", "Target"), ("retention", "Retention"), ("compress", "Compress"),
-    ("shutdown_mode", "Shutdown"), ("last_run", "LastRun"), ("last_result", "LastResult"),
-    ("next_run", "NextRun"),
-)
-LIST_DEFAULT = ("name", "enabled", "cron", "instances", "target", "retention", "next_run",
-                "last_result")
 
 
 def _count(value: str) -> int:
@@ -65,19 +57,44 @@ _SCHEDULE_OPTION_FIELDS = {
     "instances": "instances", "tags": "tags", "all_instances": "all_instances",
     "node": "target_node", "node_policy": "node_policy", "cron": "cron",
     "compress": "compress", "shutdown_mode": "shutdown_mode", "enabled": "enabled",
+    "exclude": "exclude",
 }
+
+# per-schedule overrides of the cluster's backup defaults: options derived from the model
+_OVERRIDE_DEST = "override_"
+RESET = "default"
+
+
+def _or_reset(convert: Any) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == RESET else convert(text)
+    return parse
+
+
+OVERRIDE_OPTS = tuple(
+    cli.Option(opt.flags, {**opt.kwargs, "type": _or_reset(opt.kwargs["type"]),
+                           "metavar": f"{opt.kwargs['metavar']}|{RESET}"})
+    for opt in cli.model_options(objects.BackupDefaults, "", _OVERRIDE_DEST,
+                                 default_help=f"the cluster's (gnt-cluster modify"
+                                              f" --backup-*); '{RESET}' drops the override"))
 
 
 def _schedule_fields(opts: argparse.Namespace) -> dict[str, Any]:
     """The schedule fields the user gave (unset options leave the field alone)."""
-    return {field: getattr(opts, dest) for dest, field in _SCHEDULE_OPTION_FIELDS.items()
-            if getattr(opts, dest) is not None}
+    fields = {field: getattr(opts, dest) for dest, field in _SCHEDULE_OPTION_FIELDS.items()
+              if getattr(opts, dest) is not None}
+    overrides = cli.model_values(opts, objects.BackupDefaults, _OVERRIDE_DEST)
+    if overrides:
+        fields["overrides"] = overrides
+    return fields
 
 
 def add(opts: argparse.Namespace) -> int:
     fields = _schedule_fields(opts)
     if "target_node" in fields and "node_policy" not in fields:
         fields["node_policy"] = "fixed"
+    if "overrides" in fields:
+        fields["overrides"] = {k: v for k, v in fields["overrides"].items() if v is not None}
     op = opcodes.OpBackupScheduleAdd.create(name=opts.name, retention=_retention(opts),
                                             **fields)
     cli.submit_opcode(op, opts)
@@ -109,46 +126,127 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
 
 
-def _row(schedule: dict[str, Any], state: backup_runner.RunnerState) -> dict[str, str]:
-    st = state.schedules.get(schedule["name"], backup_runner.ScheduleState())
-    since = st.last_run if st.last_run is not None else schedule["ctime"]
+def _selection(schedule: dict[str, Any]) -> str:
     if schedule["all_instances"]:
-        selection = "(all)"
-    else:
-        selection = ",".join([*schedule["instances"], *(f"tag:{t}" for t in schedule["tags"])])
-    policy = schedule["retention"]
-    return {
-        "name": schedule["name"], "enabled": "Y" if schedule["enabled"] else "N",
-        "cron": schedule["cron"], "instances": selection,
-        "target": schedule["target_node"] or f"({schedule['node_policy']})",
-        "retention": ",".join(f"{k.removeprefix('keep_')}={v}" for k, v in policy.items())
-                     or "(all)",
-        "compress": schedule["compress"], "shutdown_mode": schedule["shutdown_mode"],
-        "last_run": _when(st.last_run),
-        "last_result": ("running" if st.jobs else st.last_result) or "-",
-        "next_run": _when(sched.next_slot(schedule["cron"], since))
-                    if schedule["enabled"] else "-",
-    }
+        return "(all)"
+    return ",".join([*schedule["instances"], *(f"tag:{t}" for t in schedule["tags"])])
+
+
+def _text(value: Any) -> str:
+    if value is None or value == []:
+        return "-"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One schedule as ``list`` sees it: config, cluster defaults, runner state."""
+
+    schedule: dict[str, Any]
+    settings: objects.BackupDefaults
+    state: backup_runner.ScheduleState
+
+    def since(self) -> float:
+        return self.state.last_run if self.state.last_run is not None else \
+            float(self.schedule["ctime"])
+
+
+def _next_run(row: Row) -> str:
+    if not row.schedule["enabled"]:
+        return "-"
+    return _when(sched.next_slot(row.schedule["cron"], row.since(), row.settings.timezone))
+
+
+def _setting(name: str) -> Any:
+    def get(row: Row) -> str:
+        value = _text(getattr(row.settings, name))
+        return value if name in row.schedule.get("overrides", {}) else f"({value})"
+    return get
+
+
+# the one field table of 'list -o' and 'list-fields': (name, title, description, getter)
+LIST_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
+    ("name", "Name", "Schedule name", lambda r: r.schedule["name"]),
+    ("enabled", "Enabled", "Y: the runner runs it when due",
+     lambda r: "Y" if r.schedule["enabled"] else "N"),
+    ("cron", "Cron", "Cron expression or @-shortcut", lambda r: r.schedule["cron"]),
+    ("instances", "Instances", "Selection: names, tag:T, or (all)",
+     lambda r: _selection(r.schedule)),
+    ("exclude", "Exclude", "Instances (names, tag:T) left out of the selection",
+     lambda r: _text(r.schedule.get("exclude", []))),
+    ("target", "Target", "Target node, or (policy)",
+     lambda r: r.schedule["target_node"] or f"({r.schedule['node_policy']})"),
+    ("node_policy", "NodePolicy", "fixed, primary or other",
+     lambda r: r.schedule["node_policy"]),
+    ("retention", "Retention", "Retention policy ((all): keep everything)",
+     lambda r: ",".join(f"{k.removeprefix('keep_')}={v}"
+                        for k, v in r.schedule["retention"].items()) or "(all)"),
+    ("compress", "Compress", "Compression tool", lambda r: r.schedule["compress"]),
+    ("shutdown_mode", "Shutdown", "shutdown or snapshot (live)",
+     lambda r: r.schedule["shutdown_mode"]),
+    *((name, name.title().replace("_", ""),
+       f"{info.description}; (value): the cluster's default", _setting(name))
+      for name, info in objects.BackupDefaults.model_fields.items()),
+    ("last_run", "LastRun", "Time of the last run (UTC)", lambda r: _when(r.state.last_run)),
+    ("last_result", "LastResult", "success, failed: INSTANCES, or running",
+     lambda r: ("running" if r.state.jobs else r.state.last_result) or "-"),
+    ("jobs", "Jobs", "Jobs of the run in progress", lambda r: _text(r.state.jobs)),
+    ("next_run", "NextRun", "Next slot (UTC), in the schedule's time zone", _next_run),
+)
+LIST_DEFAULT = ("name", "enabled", "cron", "instances", "target", "retention", "next_run",
+                "last_result")
+
+
+def _resolved_state() -> backup_runner.RunnerState:
+    """The runner's state with finished jobs of --no-wait runs resolved (not saved: the
+    next runner pass records them and sends the notifications)."""
+    state = backup_runner.load_state()
+    pending = [st for st in state.schedules.values() if st.jobs]
+    if not pending:
+        return state
+    with cli.get_client() as cl:
+        master = backup_runner.LuxiMaster(cl)
+        for st in pending:
+            for job_id, result in master.job_outcomes(list(st.jobs)).items():
+                if result is not None:
+                    backup_runner.finish_job(st, job_id, result)
+            backup_runner.complete_run(st, time.time())
+    return state
 
 
 def list_schedules(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_DEFAULT)
-    known = dict(LIST_FIELDS)
-    unknown = [f for f in fields if f not in known]
+    table = {name: (title, get) for name, title, _doc, get in LIST_FIELDS}
+    unknown = [f for f in fields if f not in table]
     if unknown:
-        print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
+        print(f"Unknown output field(s): {', '.join(unknown)} (see 'gnt-backup schedule"
+              f" list-fields')", file=sys.stderr)
         return cli.EXIT_FAILURE
-    state = backup_runner.load_state()
-    rows = [_row(s, state) for s in _query(opts.names)]
-    headers = None if opts.no_headers else known
+    schedules = _query(opts.names)
+    with cli.get_client() as cl:
+        defaults = dict(cl.query_cluster_info().get("backup_defaults") or {})
+    state = _resolved_state()
+    rows = [Row(s, sched.settings(defaults, s),
+                state.schedules.get(s["name"], backup_runner.ScheduleState()))
+            for s in schedules]
+    headers = None if opts.no_headers else {name: title for name, (title, _g) in table.items()}
     for line in cli.generate_table(headers, fields, opts.separator,
-                                   [[r[f] for f in fields] for r in rows]):
+                                   [[table[f][1](r) for f in fields] for r in rows]):
+        print(line)
+    return cli.EXIT_SUCCESS
+
+
+def list_fields(opts: argparse.Namespace) -> int:
+    headers = None if opts.no_headers else {"name": "Name", "title": "Title",
+                                            "doc": "Description"}
+    data = [[name, title, doc] for name, title, doc, _get in LIST_FIELDS]
+    for line in cli.generate_table(headers, ["name", "title", "doc"], opts.separator, data):
         print(line)
     return cli.EXIT_SUCCESS
 
 
 def run_now(opts: argparse.Namespace) -> int:
-    return backup_runner.execute(opts.names, None, opts.dry_run, opts.wait)
+    return backup_runner.execute(opts.names, None, opts.dry_run, opts.wait, always_report=True)
 
 
 # --- prune -------------------------------------------------------------------------------
@@ -215,9 +313,15 @@ def _schedule_opts(required_cron: bool) -> tuple[cli.Option, ...]:
                                                 " primary) or other (a node other than the"
                                                 " primary, staying where older exports"
                                                 " are)"}),
+        cli.Option(("--exclude",), {"type": _names, "default": None,
+                                    "metavar": "I1,tag:T",
+                                    "help": "Leave these instances (names, or tag:T for"
+                                            " those tagged T) out of the selection"}),
         cli.Option(("--cron",), {"required": required_cron, "default": None,
-                                 "metavar": "'M H DOM MON DOW'",
-                                 "help": "Cron expression (5 fields, UTC)"}),
+                                 "metavar": "'M H DOM MON DOW'|@daily",
+                                 "help": "Cron expression (5 fields) or @hourly, @daily,"
+                                         " @midnight, @weekly, @monthly, @yearly,"
+                                         " @annually; in the schedule's --timezone"}),
         cli.Option(("--compress",), {"type": _compression, "default": None,
                                      "metavar": "TOOL"}),
         cli.Option(("--shutdown-mode",), {"choices": sched.SHUTDOWN_MODES, "default": None,
@@ -226,6 +330,7 @@ def _schedule_opts(required_cron: bool) -> tuple[cli.Option, ...]:
                                                   " snapshot (live, needs snapshots)"}),
         cli.Option(("--enabled",), {"type": yes_no, "default": None, "metavar": "yes|no"}),
         *KEEP_OPTS,
+        *OVERRIDE_OPTS,
     )
 
 
@@ -245,6 +350,8 @@ COMMANDS: dict[str, cli.Command] = {
     "remove": cli.Command(remove, _NAME, cli.SUBMIT_OPTS, "Remove a backup schedule"),
     "list": cli.Command(list_schedules, (cli.Arg("names", min=0, max=None),),
                         cli.LIST_OPTS, "List backup schedules"),
+    "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
+                               "Fields 'schedule list -o' can show"),
     "run-now": cli.Command(run_now, (cli.Arg("names", min=1, max=None),),
                            (cli.DRY_RUN_OPT, _WAIT_OPT),
                            "Run schedules now (as the runner would) and print a summary"),

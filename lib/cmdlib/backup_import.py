@@ -152,8 +152,14 @@ class ImportSource:
         if op.identify_defaults:
             beparams = {k: v for k, v in beparams.items() if cluster.beparams.get(k) != v}
         lu.beparams = iu.check_beparams({**beparams, **lu.beparams})
-        if not op.tags:
-            op.tags = list(info.tags)
+        if not op.tags and info.tags:
+            # a restore under the instance's own name keeps its tags (and so its tag
+            # schedules); a copy under another name must not join them by surprise
+            if op.instance_name == info.name:
+                op.tags = list(info.tags)
+            else:
+                lu.LogInfo("Not carrying the export's tags (%s) to the copy %s; give"
+                           " --tags to set them", " ".join(info.tags), op.instance_name)
 
     def copy_into(self, lu: Any, feedback_fn: FeedbackFn) -> None:
         """Stream the dumps into the new disks; verify the recorded checksums."""

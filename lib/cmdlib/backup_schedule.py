@@ -16,10 +16,13 @@ from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.cmdlib.backup import checked_note, online_node_names, unprotect_hint
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
-from ganeti.objects import BackupSchedule
+from ganeti.objects import BackupSchedule, Instance
 
 SCHEDULE_FIELDS = ("instances", "tags", "all_instances", "node_policy", "target_node",
-                   "cron", "compress", "shutdown_mode", "retention", "enabled")
+                   "cron", "compress", "shutdown_mode", "retention", "enabled", "exclude",
+                   "overrides")
+# changes after which a snapshot schedule's storage is checked again
+_SNAPSHOT_CHECK_FIELDS = {"shutdown_mode", "instances", "tags", "all_instances", "exclude"}
 
 
 def policy_of(op: Any) -> dict[str, int | None]:
@@ -79,6 +82,47 @@ class _ScheduleLU(NoHooksLU):
             raise errors.OpPrereqError(
                 f"Schedule field 'compress': '{schedule.compress}' is not allowed in this"
                 f" cluster (allowed: {', '.join(tools)})", errors.ECODE_INVAL)
+        schedule.exclude = sched.check_exclude(schedule.exclude, schedule.instances)
+        schedule.overrides = sched.check_overrides(schedule.overrides)
+
+    def _selected_now(self, schedule: BackupSchedule) -> list[Instance]:
+        data = schedule.to_dict()
+        return sorted((inst for inst in self.cfg.get_all_instances_info().values()
+                       if sched.selects(data, inst.name, list(inst.tags))),
+                      key=lambda inst: inst.name)
+
+    def _check_snapshot_mode(self, schedule: BackupSchedule, feedback_fn: FeedbackFn) -> None:
+        """Refuse ``snapshot`` when a selected instance's storage cannot snapshot live.
+
+        Instances selected by name are all checked; a tag or all-instances selection can
+        only be checked for the instances it selects now (later ones fail at run time).
+        """
+        if schedule.shutdown_mode != "snapshot":
+            return
+        instances = self._selected_now(schedule)
+        cannot = []
+        for inst in instances:
+            primary = self.cfg.get_node_info(inst.primary_node)
+            assert primary is not None
+            for idx, disk in enumerate(inst.disks):
+                res = self.rpc.call_blockdev_can_snapshot(primary.name, disk.dev_type,
+                                                          disk.logical_id)
+                res.raise_on_failure(f"Schedule field 'shutdown_mode': cannot check whether"
+                                     f" disk {idx} of {inst.name} can be snapshotted",
+                                     prereq=True)
+                if not res.payload:
+                    cannot.append(f"{inst.name} disk {idx} ({disk.dev_type})")
+        scope = ("" if not (schedule.tags or schedule.all_instances)
+                 else " (checked the instances the selection matches now)")
+        if cannot:
+            raise errors.OpPrereqError(
+                f"Schedule field 'shutdown_mode': snapshot needs storage that can snapshot a"
+                f" running instance; {', '.join(cannot)} cannot{scope}; use shutdown mode"
+                f" 'shutdown'", errors.ECODE_INVAL)
+        if scope:
+            feedback_fn(f"Snapshot mode checked for the {len(instances)} instance(s) the"
+                        " selection matches now; instances it matches later are checked"
+                        " when their export runs")
 
 
 class LUBackupScheduleAdd(_ScheduleLU):
@@ -88,6 +132,7 @@ class LUBackupScheduleAdd(_ScheduleLU):
         sched.check_name(self.op.name)
         sched.check_cron(self.op.cron)
         sched.check_retention(self.op.retention)
+        sched.check_overrides(self.op.overrides)
 
     def CheckPrereq(self) -> None:
         if self.op.name in self.cfg.get_backup_schedules():
@@ -96,6 +141,7 @@ class LUBackupScheduleAdd(_ScheduleLU):
         self.new = BackupSchedule(name=self.op.name,
                                   **{f: getattr(self.op, f) for f in SCHEDULE_FIELDS})
         self._validate(self.new)
+        self._check_snapshot_mode(self.new, self.feedback_fn)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         self.cfg.put_backup_schedule(self.new, create=True)
@@ -111,6 +157,8 @@ class LUBackupScheduleModify(_ScheduleLU):
             sched.check_cron(self.op.cron)
         if self.op.retention is not None:
             sched.check_retention(self.op.retention)
+        if self.op.overrides is not None:
+            sched.check_overrides(self.op.overrides)
 
     def CheckPrereq(self) -> None:
         current = self.cfg.get_backup_schedules().get(self.op.name)
@@ -121,6 +169,9 @@ class LUBackupScheduleModify(_ScheduleLU):
                    if getattr(self.op, f) is not None}
         if not changes:
             raise errors.OpPrereqError("Nothing to change", errors.ECODE_INVAL)
+        if "overrides" in changes:
+            merged = {**current.overrides, **changes["overrides"]}
+            changes["overrides"] = {k: v for k, v in merged.items() if v is not None}
         if changes.get("target_node") == "":
             changes["target_node"] = None
         if changes.get("node_policy", "fixed") != "fixed" and "target_node" not in changes:
@@ -135,6 +186,8 @@ class LUBackupScheduleModify(_ScheduleLU):
             changes["all_instances"] = False
         self.updated = current.model_copy(update=changes)
         self._validate(self.updated)
+        if _SNAPSHOT_CHECK_FIELDS & set(changes):
+            self._check_snapshot_mode(self.updated, self.feedback_fn)
         self.changes = sorted(changes)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,18 @@ def pick_free_port(addresses: list[str], start: int | None = None) -> int:
     raise RuntimeError("No free port found for the local cluster")
 
 
+def parse_subnet(text: str, node_count: int = 1) -> str:
+    """``127.A.B`` (or ``127.A.B.``) -> ``"127.A.B."``; ValueError naming --subnet otherwise."""
+    parts = text.strip().removesuffix(".").split(".")
+    if (len(parts) != 3 or parts[0] != "127"
+            or not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts)):
+        raise ValueError(f"--subnet: expected a loopback prefix such as 127.2.0, got"
+                         f" {text!r}")
+    if not 1 <= node_count <= 254:
+        raise ValueError(f"--nodes: between 1 and 254 nodes fit a subnet, got {node_count}")
+    return ".".join(str(int(p)) for p in parts) + "."
+
+
 def random_subnet() -> str:
     """A 127.a.b. prefix so that clusters of parallel test runs never collide."""
     return f"127.{random.randint(2, 250)}.{random.randint(0, 250)}."
@@ -86,17 +99,27 @@ class LocalCluster:
             raise RuntimeError(f"A local cluster already exists in {root_path}")
         if node_count < 1:
             raise ValueError("A cluster needs at least one node")
+        subnet = parse_subnet(subnet, node_count)
         addresses = [f"{subnet}{i}" for i in range(1, node_count + 1)]
         chosen_port = pick_free_port(addresses, port)
         nodes = [NodeSpec(f"node{i}", addresses[i - 1], str(root_path / f"node{i}"))
                  for i in range(1, node_count + 1)]
+        made_root = not root_path.exists()
         root_path.mkdir(parents=True, exist_ok=True)
         master = nodes[0]
-        bootstrap.init_cluster(master.paths, cluster_name, master.name, master.address,
-                               noded_port=chosen_port)
-        for node in nodes[1:]:
-            bootstrap.prepare_node_files(master.paths, node.name, [node.address]) \
-                .install(node.paths)
+        try:
+            bootstrap.init_cluster(master.paths, cluster_name, master.name, master.address,
+                                   noded_port=chosen_port)
+            for node in nodes[1:]:
+                bootstrap.prepare_node_files(master.paths, node.name, [node.address]) \
+                    .install(node.paths)
+        except BaseException:
+            # no half-made cluster: a retry must not find a root without a state file
+            for node in nodes:
+                shutil.rmtree(node.root, ignore_errors=True)
+            if made_root:
+                shutil.rmtree(root_path, ignore_errors=True)
+            raise
         (root_path / STATE_FILE).write_text(json.dumps({
             "cluster_name": cluster_name, "port": chosen_port,
             "nodes": [asdict(n) for n in nodes]}, indent=2))
@@ -235,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="Create (first time) and start the cluster")
     start.add_argument("--nodes", type=int, default=3)
-    start.add_argument("--subnet", default="127.1.0.",
-                       help="Loopback prefix; nodes get .1, .2, ...")
+    start.add_argument("--subnet", default="127.1.0",
+                       help="Loopback prefix such as 127.1.0; nodes get .1, .2, ...")
     start.add_argument("--port", type=int, default=constants.DEFAULT_NODED_PORT,
                        help="First port to try for the node daemons")
     sub.add_parser("stop", help="Stop every daemon of the cluster")
@@ -246,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(opts.root)
     if opts.command == "start":
         if not (root / STATE_FILE).exists():
-            LocalCluster.create(root, opts.nodes, opts.subnet, opts.port)
+            try:
+                subnet = parse_subnet(opts.subnet, opts.nodes)
+            except ValueError as err:
+                parser.error(str(err))
+            LocalCluster.create(root, opts.nodes, subnet, opts.port)
             print(f"Created a {opts.nodes}-node cluster in {root}")
         LocalCluster(root).start()
         return 0

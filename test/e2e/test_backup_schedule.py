@@ -4,11 +4,14 @@ controllable clock (--now), retained generations, prune, import of an older one.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +35,13 @@ def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> Any:
     return proc
 
 
-def runner(cluster: LocalCluster, *argv: str) -> subprocess.CompletedProcess[str]:
+def runner(cluster: LocalCluster, *argv: str, sendmail: Path | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    env = cluster.env()
+    if sendmail is not None:
+        env["GANETI_BACKUP_SENDMAIL"] = str(sendmail)
     return subprocess.run([sys.executable, str(SOURCE_TOP / "tools" / "ganeti-backup-runner"),
-                           *argv], env=cluster.env(), capture_output=True, text=True,
-                          timeout=300)
+                           *argv], env=env, capture_output=True, text=True, timeout=300)
 
 
 def node(cluster: LocalCluster, name: str) -> NodeSpec:
@@ -113,7 +119,10 @@ def test_schedule_add_list_modify_remove(cluster: LocalCluster) -> None:
               ok=False)
     assert bad.returncode == 1 and "nosuch" in bad.stderr
     # a disabled schedule never runs on its own, run-now runs it anyway
-    assert "Summary: 0 ok" in runner(cluster, "--now", "2031-01-01T00:00:00Z").stdout
+    quiet = runner(cluster, "--now", "2031-01-01T00:00:00Z")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert runner(cluster, "--always-report", "--now", "2031-01-01T00:00:00Z").stdout == (
+        "Summary: 0 ok, 0 failed, 0 skipped\n")
     proc = run(cluster, "gnt-backup", "schedule", "run-now", "dbs")
     assert "OK        dbs s1 job" in proc.stdout and "export to node3" in proc.stdout
     assert (node(cluster, "node3").paths.export_dir / "s1" / "config.ini").is_file()
@@ -137,8 +146,7 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
     created = next(iter(data["backup_schedules"].values()))["ctime"]
     first_slot = sched.next_slot("0 3 * * *", created)
     proc = runner(cluster, "--now", str(first_slot - 1))
-    assert proc.returncode == 0 and proc.stdout.splitlines() == [
-        "Summary: 0 ok, 0 failed, 0 skipped"]
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     fill(disk, b"AAAA")
     proc = runner(cluster, "--now", "2030-01-01T03:00:00Z")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -165,7 +173,7 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
     plain = run(cluster, "gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert plain.splitlines() == ["node3|g1"]
     # same time again: not due
-    assert runner(cluster, "--now", "2030-01-05T10:30:00Z").stdout.startswith("Summary: 0")
+    assert runner(cluster, "--now", "2030-01-05T10:30:00Z").stdout == ""
 
     # prune --dry-run shows what would go and removes nothing
     out = run(cluster, "gnt-backup", "prune", "--keep-last", "1", "--dry-run", "g1").stdout
@@ -321,3 +329,262 @@ def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
     assert meta_rows(cluster, "p1") == []
     assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
     run(cluster, "gnt-instance", "remove", "-f", "p1")
+
+
+# --- fixes and options of issue 21 --------------------------------------------------------
+
+
+def add_instance(cluster: LocalCluster, name: str, *tags: str, pnode: str = "node2") -> None:
+    extra = ("--tags", ",".join(tags)) if tags else ()
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", pnode, "--disk", "0:size=4M",
+        "--no-start", *extra, name)
+
+
+def tags_of(cluster: LocalCluster, name: str) -> str:
+    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "tags", name).stdout
+    return out.strip()
+
+
+def ctime_of(cluster: LocalCluster, schedule: str) -> float:
+    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    return float(next(s for s in data["backup_schedules"].values()
+                      if s["name"] == schedule)["ctime"])
+
+
+def sendmail_stub(tmp_path: Path) -> tuple[Path, Path]:
+    """The sendmail interface (``-t -oi``, message on stdin), delivering into a file."""
+    spool = tmp_path / "mail"
+    script = tmp_path / "sendmail"
+    script.write_text(f"#!/bin/sh\n[ \"$1 $2\" = '-t -oi' ] || exit 64\n"
+                      f"cat >> '{spool}'\necho '--end--' >> '{spool}'\n")
+    script.chmod(0o755)
+    return script, spool
+
+
+class Hook:
+    """A real HTTP endpoint on 127.0.0.1 recording the JSON it receives."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(
+                    int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/backup"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_dry_run_create_and_import_leave_no_lock(cluster: LocalCluster) -> None:
+    add_instance(cluster, "dry1")
+    run(cluster, "gnt-backup", "export", "-n", "node3", "dry1")
+    args = ("-t", "file", "-n", "node2", "--disk", "0:size=4M", "--no-start")
+    run(cluster, "gnt-instance", "add", *args, "--dry-run", "dry2")
+    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
+        "dry1", "--no-start", "--dry-run", "dry3")
+    locks = run(cluster, "gnt-debug", "locks").stdout
+    assert "dry2" not in locks and "dry3" not in locks
+    # the real runs after the dry runs
+    run(cluster, "gnt-instance", "add", *args, "dry2")
+    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
+        "dry1", "--no-start", "dry3")
+    for name in ("dry1", "dry2", "dry3"):
+        run(cluster, "gnt-instance", "remove", "-f", name)
+    run(cluster, "gnt-backup", "remove", "dry1")
+
+
+def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
+                                                    tmp_path: Path) -> None:
+    sendmail, spool = sendmail_stub(tmp_path)
+    hook = Hook()
+    add_instance(cluster, "nw1", "nw")
+    run(cluster, "gnt-cluster", "modify", "--backup-notify", "failure",
+        "--backup-mail-to", "ops@example.org")
+    run(cluster, "gnt-backup", "schedule", "add", "nw", "--tags", "nw", "-n", "node3",
+        "--cron", "0 3 * * *", "--webhook-url", hook.url)
+    first = sched.next_slot("0 3 * * *", ctime_of(cluster, "nw"))
+    try:
+        # nothing due: cron gets no output to mail
+        proc = runner(cluster, "--now", str(first - 60), sendmail=sendmail)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+        run(cluster, "gnt-node", "modify", "--offline", "yes", "node3")
+        proc = runner(cluster, "--no-wait", "--now", str(first), sendmail=sendmail)
+        # submitted is not success
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith("SUBMITTED nw nw1 job ") and "OK" not in proc.stdout
+        assert lines[-1] == "Summary: 0 ok, 0 failed, 0 skipped, 1 submitted"
+        job_id = lines[0].split("job ")[1].split(":")[0]
+        # schedule list shows the finished job's real result, not "running" for ever
+        deadline = time.monotonic() + 120
+        result = "running"
+        while result == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            result = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
+                         "last_result", "nw").stdout.strip()
+        assert result == "failed: nw1"
+        assert not spool.exists() and hook.received == []
+        # the next pass collects it: reported, exit 1, notified by mail and webhook
+        proc = runner(cluster, "--no-wait", "--now", str(first + 300), sendmail=sendmail)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"FAILED    nw nw1 job {job_id}: collected: " in proc.stdout
+        assert "node3 is offline" in proc.stdout
+        assert proc.stdout.splitlines()[-1] == "Summary: 0 ok, 1 failed, 0 skipped"
+        mail = spool.read_text()
+        assert "To: ops@example.org" in mail and "schedule nw FAILED" in mail
+        assert mail.count("--end--") == 1
+        [payload] = hook.received
+        assert (payload["schedule"], payload["status"]) == ("nw", "failed")
+        assert payload["outcomes"][0]["instance"] == "nw1"
+        assert payload["outcomes"][0]["job_id"] == int(job_id)
+        # collected once
+        proc = runner(cluster, "--no-wait", "--now", str(first + 600), sendmail=sendmail)
+        assert (proc.returncode, proc.stdout) == (0, "")
+        assert spool.read_text().count("--end--") == 1 and len(hook.received) == 1
+    finally:
+        hook.close()
+        run(cluster, "gnt-node", "modify", "--offline", "no", "node3")
+        run(cluster, "gnt-cluster", "modify", "--backup-notify", "failure",
+            "--backup-mail-to", "")
+    run(cluster, "gnt-backup", "schedule", "remove", "nw")
+    run(cluster, "gnt-instance", "remove", "-f", "nw1")
+
+
+def planned(cluster: LocalCluster, *argv: str) -> list[str]:
+    out = run(cluster, "gnt-backup", "schedule", "run-now", "--dry-run", *argv).stdout
+    return sorted(line.split()[2].rstrip(":") for line in out.splitlines()
+                  if line.startswith("PLANNED"))
+
+
+def test_exclude_time_zone_snapshot_refusal_and_imported_copies(
+        cluster: LocalCluster) -> None:
+    add_instance(cluster, "ex1", "t1")
+    add_instance(cluster, "ex2", "t1", "skip")
+    add_instance(cluster, "ex3")
+    run(cluster, "gnt-backup", "schedule", "add", "ex", "--all-instances", "--exclude",
+        "ex3,tag:skip", "-n", "node3", "--cron", "0 3 * * *")
+    assert planned(cluster, "ex") == ["ex1"]
+
+    # snapshot mode on file storage without reflinks is refused when the schedule is made
+    bad = run(cluster, "gnt-backup", "schedule", "add", "snap", "--instances", "ex1", "-n",
+              "node3", "--cron", "@daily", "--shutdown-mode", "snapshot", ok=False)
+    assert bad.returncode == 1 and "'shutdown_mode'" in bad.stderr
+    assert "ex1 disk 0 (file)" in bad.stderr
+    bad = run(cluster, "gnt-backup", "schedule", "add", "snap", "--tags", "t1", "-n",
+              "node3", "--cron", "@daily", "--shutdown-mode", "snapshot", ok=False)
+    assert bad.returncode == 1 and "selection matches now" in bad.stderr
+    bad = run(cluster, "gnt-backup", "schedule", "modify", "ex", "--shutdown-mode",
+              "snapshot", ok=False)
+    assert bad.returncode == 1 and "'shutdown_mode'" in bad.stderr
+    assert run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
+               "name").stdout.split() == ["ex"]
+
+    # time zones: the cluster default, then the schedule's own
+    run(cluster, "gnt-cluster", "modify", "--backup-timezone", "America/New_York")
+    try:
+        created = ctime_of(cluster, "ex")
+        first = sched.next_slot("0 3 * * *", created, "America/New_York")
+        assert time.gmtime(first).tm_hour == 8          # 03:00 EST
+        assert "PLANNED" not in runner(cluster, "--dry-run", "--now", str(first - 60)).stdout
+        assert "PLANNED   ex ex1" in runner(cluster, "--dry-run", "--now", str(first)).stdout
+        out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator",
+                  "|", "-o", "name,timezone,next_run").stdout
+        shown = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(first))
+        assert out.strip() == f"ex|(America/New_York)|{shown}"
+        run(cluster, "gnt-backup", "schedule", "modify", "ex", "--timezone", "Asia/Tokyo")
+        tokyo = sched.next_slot("0 3 * * *", created, "Asia/Tokyo")
+        assert time.gmtime(tokyo).tm_hour == 18         # 03:00 JST
+        assert "PLANNED" not in runner(cluster, "--dry-run", "--now", str(tokyo - 60)).stdout
+        assert "PLANNED   ex ex1" in runner(cluster, "--dry-run", "--now", str(tokyo)).stdout
+        bad = run(cluster, "gnt-backup", "schedule", "modify", "ex", "--timezone", "Mars/Base",
+                  ok=False)
+        assert bad.returncode == 1 and "'overrides.timezone'" in bad.stderr
+        run(cluster, "gnt-backup", "schedule", "modify", "ex", "--timezone", "default")
+        out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
+                  "timezone").stdout
+        assert out.strip() == "(America/New_York)"
+    finally:
+        run(cluster, "gnt-cluster", "modify", "--backup-timezone", "UTC")
+
+    # every field of list-fields works with -o, and '+' adds to the defaults
+    fields = [line.split()[0] for line in run(
+        cluster, "gnt-backup", "schedule", "list-fields", "--no-headers").stdout.splitlines()]
+    assert {"name", "exclude", "timezone", "bwlimit", "ionice_class", "jobs"} <= set(fields)
+    out = run(cluster, "gnt-backup", "schedule", "list", "--separator", "|", "-o",
+              ",".join(fields)).stdout.splitlines()
+    assert len(out) == 2 and len(out[1].split("|")) == len(fields)
+    assert out[1].split("|")[fields.index("exclude")] == "ex3,tag:skip"
+    header = run(cluster, "gnt-backup", "schedule", "list", "--separator", "|", "-o",
+                 "+exclude").stdout.splitlines()[0]
+    assert header.split("|") == ["Name", "Enabled", "Cron", "Instances", "Target",
+                                 "Retention", "NextRun", "LastResult", "Exclude"]
+    bad = run(cluster, "gnt-backup", "schedule", "list", "-o", "name,colour", ok=False)
+    assert bad.returncode == 1 and "colour" in bad.stderr
+
+    # an import under a new name is a copy: no tags, so no tag schedule picks it up;
+    # a restore under the instance's own name keeps them
+    run(cluster, "gnt-backup", "schedule", "add", "t1s", "--tags", "t1", "-n", "node3",
+        "--cron", "@daily")
+    run(cluster, "gnt-backup", "export", "-n", "node3", "ex1")
+    proc = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+               "--src-dir", "ex1", "--no-start", "ex1-copy")
+    assert "Not carrying the export's tags (t1)" in proc.stdout + proc.stderr
+    assert tags_of(cluster, "ex1-copy") == ""
+    assert planned(cluster, "t1s") == ["ex1", "ex2"]
+    run(cluster, "gnt-instance", "remove", "-f", "ex1")
+    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+        "--src-dir", "ex1", "--no-start", "ex1")
+    assert tags_of(cluster, "ex1") == "t1"
+    for name in ("t1s", "ex"):
+        run(cluster, "gnt-backup", "schedule", "remove", name)
+    for name in ("ex1", "ex2", "ex3", "ex1-copy"):
+        run(cluster, "gnt-instance", "remove", "-f", name)
+    run(cluster, "gnt-backup", "remove", "ex1")
+
+
+def doc_examples() -> list[list[str]]:
+    """The commands of the first code block of doc/scheduled-exports.md's "Schedules"."""
+    text = (SOURCE_TOP / "doc" / "scheduled-exports.md").read_text()
+    section = text.split("## Schedules", 1)[1]
+    block = section.split("\n\n    ", 1)[1].split("\n\n", 1)[0]
+    joined = ("    " + block).replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines() if line.strip()]
+
+
+def test_doc_examples_run(cluster: LocalCluster) -> None:
+    add_instance(cluster, "web1", "prod")
+    add_instance(cluster, "scratch1", "prod", "scratch")
+    add_instance(cluster, "db1")
+    commands = doc_examples()
+    assert len(commands) >= 10 and all(c[:2] == ["gnt-backup", "schedule"] for c in commands)
+    outputs = {}
+    for argv in commands:
+        outputs[" ".join(argv[2:4])] = run(cluster, *argv).stdout
+    # the last example removed "weekly"
+    assert run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
+               "name").stdout.split() == ["db", "nightly"]
+    assert "PLANNED   weekly scratch1" in outputs["run-now --dry-run"]
+    assert "PLANNED   weekly web1" in outputs["run-now --dry-run"]
+    assert "db1" not in outputs["run-now --dry-run"]
+    assert "OK        db db1 job" in outputs["run-now db"]
+    assert "timezone" in outputs["list-fields"]
+    rows = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
+               "-o", "name,enabled,exclude,bwlimit,ionice_class").stdout.splitlines()
+    assert rows == ["db|Y|-|(-)|idle", "nightly|N|tag:scratch|(-)|(-)"]
+    for name in ("db", "nightly"):
+        run(cluster, "gnt-backup", "schedule", "remove", name)
+    for name in ("web1", "scratch1", "db1"):
+        run(cluster, "gnt-instance", "remove", "-f", name)
+    run(cluster, "gnt-backup", "remove", "db1")

@@ -82,6 +82,7 @@ class FakeMaster:
         self.running: set[int] = set()
         self.results: dict[str, str] = {}
         self.wait_hold = False
+        self.defaults: dict[str, Any] = {}
 
     def schedules(self) -> list[dict[str, Any]]:
         return self.sched
@@ -101,16 +102,22 @@ class FakeMaster:
         self.running.add(job_id)
         return job_id
 
-    def unfinished(self, job_ids: list[int]) -> list[int]:
-        return [j for j in job_ids if j in self.running]
+    def cluster_info(self) -> dict[str, Any]:
+        return {"cluster_name": "cluster.test", "backup_defaults": self.defaults}
+
+    def _result(self, job_id: int) -> str:
+        op = self.jobs[job_id][0]
+        assert isinstance(op, opcodes.OpBackupExport)
+        return self.results.get(op.instance_name, "success")
+
+    def job_outcomes(self, job_ids: list[int]) -> dict[int, str | None]:
+        return {j: None if j in self.running else self._result(j) for j in job_ids}
 
     def wait(self, job_id: int) -> str:
         if self.wait_hold:
             return "success"
         self.running.discard(job_id)
-        op = self.jobs[job_id][0]
-        assert isinstance(op, opcodes.OpBackupExport)
-        return self.results.get(op.instance_name, "success")
+        return self._result(job_id)
 
 
 def schedule(**fields: Any) -> dict[str, Any]:
@@ -178,7 +185,9 @@ def test_running_previous_jobs_block_a_new_run(state: br.RunnerState) -> None:
     master.running.clear()
     # the skipped slot is not lost: the next pass catches it up
     out = br.run(master, state, ts("2026-01-03 03:01"))
-    assert [o.status for o in out] == ["ok"] and len(master.jobs) == 2
+    assert [(o.status, o.job_id, o.detail) for o in out] == [
+        ("ok", 1, "collected"), ("ok", 2, "export to node3")]
+    assert len(master.jobs) == 2
 
 
 def test_two_runners_at_once_never_submit_twice(state: br.RunnerState) -> None:
@@ -288,3 +297,304 @@ def test_log_lines_carry_journald_priorities(monkeypatch: pytest.MonkeyPatch,
     br.setup_logging(False, False)
     br.logger.info("plain")
     assert "ganeti-backup-runner[" in capsys.readouterr().err
+
+
+# --- --no-wait and collection ------------------------------------------------------------
+
+
+def sendmail_stub(tmp_path: Path, rc: int = 0) -> tuple[str, Path]:
+    """A sendmail stand-in: the sendmail interface (-t -oi, message on stdin) into a file."""
+    spool = tmp_path / "mail"
+    script = tmp_path / "sendmail"
+    script.write_text(f"#!/bin/sh\n[ \"$1 $2\" = '-t -oi' ] || exit 64\n"
+                      f"cat >> '{spool}'\necho '--end--' >> '{spool}'\nexit {rc}\n")
+    script.chmod(0o755)
+    return str(script), spool
+
+
+def test_no_wait_submits_and_the_next_pass_collects_a_failure(
+        state: br.RunnerState, tmp_path: Path) -> None:
+    sendmail, spool = sendmail_stub(tmp_path)
+    master = FakeMaster([schedule(instances=["web1", "db1"])])
+    master.defaults = {"notify": "failure", "mail_to": ["ops@example.org"]}
+    out = br.run(master, state, ts("2026-01-02 03:00"), wait=False, sendmail=sendmail)
+    lines, code = br.summary(out)
+    # submitted is not success: nothing is known yet
+    assert {o.status for o in out} == {"submitted"} and code == 0
+    assert lines[-1] == "Summary: 0 ok, 0 failed, 0 skipped, 2 submitted"
+    assert state.get("nightly").jobs == [1, 2] and not spool.exists()
+    # the target went offline: both jobs fail while no runner waits
+    master.results = {"web1": "Failure: node3 is offline", "db1": "Failure: node3 is offline"}
+    master.running.clear()
+    report = br.Pass()
+    out = br.run(master, state, ts("2026-01-02 03:05"), sendmail=sendmail, report=report)
+    assert [(o.instance, o.status, o.job_id) for o in out] == [
+        ("web1", "failed", 1), ("db1", "failed", 2)]
+    assert all("collected" in o.detail and "offline" in o.detail for o in out)
+    lines, code = br.summary(out, report.notify_failures)
+    assert code == 1 and lines[-1] == "Summary: 0 ok, 2 failed, 0 skipped"
+    st = br.RunnerState(state.path.parent)
+    st.load()
+    assert st.get("nightly").jobs == [] and st.get("nightly").last_result == "failed: db1, web1"
+    mail = spool.read_text()
+    assert "To: ops@example.org" in mail and "schedule nightly FAILED" in mail
+    assert "FAILED    nightly web1 job 1: Failure: node3 is offline" in mail
+    assert mail.count("--end--") == 1
+    # collected once: a later pass reports nothing more
+    assert br.run(master, state, ts("2026-01-02 03:10"), sendmail=sendmail) == []
+    assert spool.read_text().count("--end--") == 1
+
+
+def test_partly_finished_run_stays_running_until_its_last_job(state: br.RunnerState) -> None:
+    master = FakeMaster([schedule(instances=["web1", "db1"])])
+    br.run(master, state, ts("2026-01-02 03:00"), wait=False)
+    master.running.discard(1)
+    out = br.run(master, state, ts("2026-01-02 03:05"))
+    assert [(o.instance, o.status) for o in out] == [("web1", "ok")]
+    assert state.get("nightly").jobs == [2] and state.get("nightly").last_result == ""
+    master.results["db1"] = "Failure: disk full"
+    master.running.clear()
+    out = br.run(master, state, ts("2026-01-02 03:10"))
+    assert [(o.instance, o.status) for o in out] == [("db1", "failed")]
+    assert state.get("nightly").last_result == "failed: db1"
+
+
+# --- notifications -------------------------------------------------------------------
+
+
+class Hook:
+    """A real HTTP endpoint on 127.0.0.1 recording the JSON bodies it receives."""
+
+    def __init__(self, status: int = 200) -> None:
+        import http.server
+        import json as json_mod
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append({"type": self.headers["Content-Type"],
+                                 **json_mod.loads(body)})
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Any:
+    endpoint = Hook()
+    yield endpoint
+    endpoint.close()
+
+
+def test_webhook_and_mail_per_schedule_override(state: br.RunnerState, tmp_path: Path,
+                                                hook: Hook) -> None:
+    sendmail, spool = sendmail_stub(tmp_path)
+    master = FakeMaster([
+        schedule(overrides={"notify": "always", "webhook_url": hook.url}),
+        schedule(name="quiet", instances=["db1"], overrides={"notify": "never"})])
+    master.defaults = {"notify": "failure", "mail_to": ["root@localhost"]}
+    master.results["db1"] = "Failure: hook failed"
+    report = br.Pass()
+    br.run(master, state, ts("2026-01-02 03:00"), sendmail=sendmail, report=report)
+    # nightly succeeded and notifies always (webhook and the cluster's mail address);
+    # quiet failed but never notifies
+    assert report.notify_failures == []
+    [payload] = hook.received
+    assert payload["type"] == "application/json"
+    assert (payload["cluster"], payload["schedule"], payload["status"]) == (
+        "cluster.test", "nightly", "ok")
+    assert [(o["instance"], o["status"], o["job_id"]) for o in payload["outcomes"]] == [
+        ("web1", "ok", 1)]
+    mail = spool.read_text()
+    assert mail.count("--end--") == 1 and "schedule nightly ok" in mail
+
+
+def test_failed_notification_is_counted_and_hides_nothing(state: br.RunnerState,
+                                                          tmp_path: Path) -> None:
+    sendmail, _spool = sendmail_stub(tmp_path, rc=75)
+    broken = Hook(status=500)
+    try:
+        master = FakeMaster([schedule(overrides={"webhook_url": broken.url})])
+        master.defaults = {"notify": "always", "mail_to": ["root@localhost"]}
+        report = br.Pass()
+        out = br.run(master, state, ts("2026-01-02 03:00"), sendmail=sendmail, report=report)
+    finally:
+        broken.close()
+    assert [(o.instance, o.status) for o in out] == [("web1", "ok")]
+    assert len(report.notify_failures) == 2
+    assert any("HTTP 500" in p for p in report.notify_failures)
+    assert any("exit 75" in p for p in report.notify_failures)
+    lines, code = br.summary(out, report.notify_failures)
+    assert code == 1 and lines[0].startswith("OK        nightly web1")
+    assert lines[-1] == "Summary: 1 ok, 0 failed, 0 skipped, 2 notification(s) failed"
+    assert state.get("nightly").last_result == "success"
+
+
+# --- selection, settings, time zones -----------------------------------------------
+
+
+def test_exclude_by_name_and_tag() -> None:
+    rule = {"all_instances": True, "exclude": ["db1", "tag:web"]}
+    assert not sched.selects(rule, "db1", [])
+    assert not sched.selects(rule, "web9", ["web"])
+    assert sched.selects(rule, "other", ["db"])
+    tagged = {"tags": ["web"], "exclude": ["web2"]}
+    assert sched.selects(tagged, "web1", ["web"]) and not sched.selects(tagged, "web2", ["web"])
+    with pytest.raises(errors.OpPrereqError, match=r"'exclude'.*web1 also selected"):
+        sched.check_exclude(["web1"], ["web1"])
+
+
+def test_schedule_bandwidth_and_io_priority_reach_the_export(state: br.RunnerState) -> None:
+    master = FakeMaster([schedule(overrides={"bwlimit": 2048, "ionice_class": "idle"}),
+                         schedule(name="plain", instances=["db1"])])
+    master.defaults = {"bwlimit": 100, "ionice_class": "best-effort", "ionice_level": 4}
+    br.run(master, state, ts("2026-01-02 03:00"))
+    by_instance = {ops[0].instance_name: ops[0] for ops in master.jobs.values()}  # type: ignore[attr-defined]
+    web1, db1 = by_instance["web1"], by_instance["db1"]
+    assert (web1.bwlimit, web1.ionice_class, web1.ionice_level) == (2048, "idle", None)
+    # no override: None, the export applies the cluster default itself
+    assert (db1.bwlimit, db1.ionice_class, db1.ionice_level) == (None, None, None)
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"notify": "sometimes"}, "overrides.notify"),
+    ({"timezone": "Mars/Olympus"}, "Mars/Olympus"),
+    ({"ionice_level": 9}, "overrides.ionice_level"),
+    ({"bwlimit": -1}, "overrides.bwlimit"),
+    ({"colour": "red"}, "overrides.colour"),
+    ({"webhook_url": "ftp://x"}, "overrides.webhook_url"),
+])
+def test_overrides_are_checked_by_the_defaults_model(overrides: dict[str, Any],
+                                                     field: str) -> None:
+    with pytest.raises(errors.OpPrereqError, match=field.replace(".", r"\.")) as err:
+        sched.check_overrides(overrides)
+    assert err.value.args[1] == errors.ECODE_INVAL
+
+
+def test_shortcuts() -> None:
+    assert sched.check_cron("@Daily") == "@daily"
+    assert sched.next_slot("@daily", ts("2026-01-01 12:00")) == ts("2026-01-02 00:00")
+    assert sched.next_slot("@hourly", ts("2026-01-01 12:00")) == ts("2026-01-01 13:00")
+    assert sched.next_slot("@weekly", ts("2026-01-01 12:00")) == ts("2026-01-04 00:00")
+    assert sched.next_slot("@monthly", ts("2026-01-01 12:00")) == ts("2026-02-01 00:00")
+    assert sched.next_slot("@yearly", ts("2026-01-01 12:00")) == ts("2027-01-01 00:00")
+    assert sched.expand("@annually") == sched.expand("@yearly")
+    assert sched.expand("@midnight") == sched.expand("@daily")
+    with pytest.raises(errors.OpPrereqError, match=r"'cron'.*@reboot"):
+        sched.check_cron("@reboot")
+
+
+def passes(master: FakeMaster, state: br.RunnerState, start: str, hours: int
+           ) -> list[float]:
+    """A fake clock: one runner pass every 5 minutes; the times exports were submitted."""
+    runs = []
+    now = ts(start)
+    for _ in range(hours * 12):
+        before = len(master.jobs)
+        br.run(master, state, now)
+        if len(master.jobs) > before:
+            runs.append(now)
+        now += 300
+    return runs
+
+
+def local(stamp: float, tz: str = "Europe/Berlin") -> str:
+    from zoneinfo import ZoneInfo
+    return datetime.fromtimestamp(stamp, ZoneInfo(tz)).strftime("%m-%d %H:%M %Z")
+
+
+def test_cluster_time_zone_and_schedule_override(state: br.RunnerState) -> None:
+    master = FakeMaster([schedule(ctime=ts("2026-01-01 00:00")),
+                         schedule(name="ny", instances=["db1"], ctime=ts("2026-01-01 00:00"),
+                                  overrides={"timezone": "America/New_York"})])
+    master.defaults = {"timezone": "Europe/Berlin"}
+    runs = passes(master, state, "2026-01-01 00:00", 24)
+    # 03:00 in Berlin is 02:00 UTC; 03:00 in New York is 08:00 UTC
+    assert [local(r, "UTC") for r in runs] == ["01-01 02:00 UTC", "01-01 08:00 UTC"]
+
+
+def test_dst_spring_missing_slot_runs_once(state: br.RunnerState) -> None:
+    # 2026-03-29 in Berlin: 02:00 CET jumps to 03:00 CEST, so 02:30 does not exist
+    master = FakeMaster([schedule(cron="30 2 * * *", ctime=ts("2026-03-28 00:00"))])
+    master.defaults = {"timezone": "Europe/Berlin"}
+    runs = passes(master, state, "2026-03-28 00:00", 72)
+    assert [local(r) for r in runs] == ["03-28 02:30 CET", "03-29 03:00 CEST",
+                                        "03-30 02:30 CEST"]
+
+
+def test_dst_autumn_repeated_hour_runs_once(state: br.RunnerState) -> None:
+    # 2026-10-25 in Berlin: 03:00 CEST goes back to 02:00 CET, 02:30 happens twice
+    master = FakeMaster([schedule(cron="30 2 * * *", ctime=ts("2026-10-24 00:00"))])
+    master.defaults = {"timezone": "Europe/Berlin"}
+    runs = passes(master, state, "2026-10-24 00:00", 72)
+    assert [local(r) for r in runs] == ["10-24 02:30 CEST", "10-25 02:30 CEST",
+                                        "10-26 02:30 CET"]
+    # created during the repeated hour (02:10 CET, after the first 02:30): the slot that
+    # went by in the first pass of the hour is not run again in the second
+    late = FakeMaster([schedule(cron="30 2 * * *", ctime=ts("2026-10-25 01:10"))])
+    late.defaults = {"timezone": "Europe/Berlin"}
+    runs = passes(late, br.RunnerState(state.path.parent / "late"), "2026-10-25 01:10", 30)
+    assert [local(r) for r in runs] == ["10-26 02:30 CET"]
+
+
+def test_dst_autumn_hourly_follows_real_time(state: br.RunnerState) -> None:
+    master = FakeMaster([schedule(cron="@hourly", ctime=ts("2026-10-24 21:30"))])
+    master.defaults = {"timezone": "Europe/Berlin"}
+    runs = passes(master, state, "2026-10-24 22:00", 5)
+    # the repeated hour is a real hour: every hour once, none twice, none lost
+    assert [local(r) for r in runs] == [
+        "10-25 00:00 CEST", "10-25 01:00 CEST", "10-25 02:00 CEST", "10-25 02:00 CET",
+        "10-25 03:00 CET"]
+
+
+def test_examples_submit_and_return_and_only_set_what_reaches_the_copy() -> None:
+    examples = Path(__file__).resolve().parents[2] / "doc" / "examples"
+    service = (examples / "ganeti-backup.service").read_text()
+    cron = (examples / "ganeti-backup.cron").read_text()
+    # Nice=/IOSchedulingClass= would only reach the runner, never the node daemons' copy
+    settings = [line.split("=")[0] for line in service.splitlines()
+                if line and not line.startswith(("#", "["))]
+    assert not {"Nice", "IOSchedulingClass", "IOSchedulingPriority"} & set(settings)
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    cron_line = next(line for line in cron.splitlines() if line.startswith("*/5"))
+    for command in (exec_start.split("=", 1)[1], cron_line.split("&& ", 1)[1]):
+        argv = command.split()
+        assert argv[0].endswith("ganeti-backup-runner")
+        # a oneshot pass submits and returns; the next pass collects the outcomes
+        assert br.build_parser().parse_args(argv[1:]).wait is False
+
+
+def test_jobs_collected_by_another_pass_are_recorded_and_notified_once(
+        state: br.RunnerState, tmp_path: Path) -> None:
+    sendmail, spool = sendmail_stub(tmp_path)
+    master = FakeMaster([schedule()])
+    master.defaults = {"notify": "always", "mail_to": ["root@localhost"]}
+    master.results["web1"] = "Failure: disk full"
+    real_wait = master.wait
+
+    def wait_while_a_timer_pass_collects(job_id: int) -> str:
+        outcome = real_wait(job_id)
+        # a --no-wait pass of the timer runs while this runner waits (nothing due)
+        br.run(master, br.RunnerState(state.path.parent), ts("2026-01-02 02:00"),
+               wait=False, sendmail=sendmail)
+        return outcome
+
+    master.wait = wait_while_a_timer_pass_collects  # type: ignore[method-assign]
+    out = br.run(master, state, ts("2026-01-02 03:00"), names=["nightly"], sendmail=sendmail)
+    assert [(o.instance, o.status) for o in out] == [("web1", "failed")]
+    state.load()
+    assert state.get("nightly").last_result == "failed: web1"
+    assert spool.read_text().count("--end--") == 1

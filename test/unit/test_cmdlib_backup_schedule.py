@@ -192,3 +192,49 @@ def test_set_generation_params_refuses_bad_input(env: Env, fields: dict[str, Any
     assert message in err.value.args[0] and err.value.args[1] == ecode
     gen = env.run(opcodes.OpBackupListGenerations.create())["generations"][0]
     assert (gen["protected"], gen["note"]) == (False, "")
+
+
+def test_snapshot_mode_is_refused_on_storage_that_cannot_snapshot(env: Env) -> None:
+    # file disks on a filesystem without reflinks cannot be snapshotted live
+    with pytest.raises(errors.OpPrereqError) as err:
+        add(env, shutdown_mode="snapshot")
+    assert "'shutdown_mode'" in err.value.args[0] and "inst1 disk 0 (file)" in err.value.args[0]
+    assert err.value.args[1] == errors.ECODE_INVAL and query(env) == {}
+    # a tag selection is checked for the instances it selects now, and says so
+    with pytest.raises(errors.OpPrereqError, match="selection matches now"):
+        add(env, instances=[], tags=["db"], shutdown_mode="snapshot")
+    # ... and excluded instances are not its concern
+    add(env, instances=[], tags=["db"], exclude=["inst2"], shutdown_mode="snapshot")
+    assert query(env)["nightly"]["shutdown_mode"] == "snapshot"
+    add(env, name="plain")
+    with pytest.raises(errors.OpPrereqError, match="'shutdown_mode'"):
+        env.run(opcodes.OpBackupScheduleModify.create(name="plain", shutdown_mode="snapshot"))
+    with pytest.raises(errors.OpPrereqError, match="'shutdown_mode'"):
+        env.run(opcodes.OpBackupScheduleModify.create(name="nightly", exclude=[]))
+    assert query(env)["plain"]["shutdown_mode"] == "shutdown"
+
+
+def test_snapshot_mode_is_accepted_where_storage_can_snapshot(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganeti.storage import filedisk
+    monkeypatch.setattr(filedisk.reflink, "supports_reflink", lambda _path: True)
+    add(env, shutdown_mode="snapshot")
+    assert query(env)["nightly"]["shutdown_mode"] == "snapshot"
+
+
+def test_overrides_and_exclude(env: Env) -> None:
+    add(env, instances=[], all_instances=True, exclude=["tag:db", "inst1"],
+        overrides={"notify": "always", "bwlimit": 100})
+    stored = query(env)["nightly"]
+    assert (stored["exclude"], stored["overrides"]) == (
+        ["inst1", "tag:db"], {"notify": "always", "bwlimit": 100})
+    # None drops an override (back to the cluster default); others are merged
+    env.run(opcodes.OpBackupScheduleModify.create(
+        name="nightly", overrides={"bwlimit": None, "timezone": "Europe/Berlin"}))
+    assert query(env)["nightly"]["overrides"] == {"notify": "always",
+                                                  "timezone": "Europe/Berlin"}
+    with pytest.raises(errors.OpPrereqError, match=r"overrides\.timezone"):
+        env.run(opcodes.OpBackupScheduleModify.create(
+            name="nightly", overrides={"timezone": "Nowhere/Land"}))
+    with pytest.raises(errors.OpPrereqError, match="'exclude'"):
+        add(env, name="both", instances=["inst1"], exclude=["inst1"])

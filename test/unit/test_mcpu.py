@@ -364,3 +364,13 @@ def test_add_locks_are_removed_when_the_lu_fails() -> None:
     assert "new2" not in ctx.glm.names(locking.LEVEL_INSTANCE)
     for level in locking.LEVELS:
         assert not ctx.glm.is_owned(level)
+
+
+def test_add_locks_are_removed_after_a_dry_run() -> None:
+    ctx = FakeContext()
+    proc = make_processor(ctx)
+    proc.execute_opcode(OpUnittestCreate(instance_name="dry1", dry_run=True), Callbacks())
+    # a dry run creates nothing, so the name stays free for the real run
+    assert "dry1" not in ctx.glm.names(locking.LEVEL_INSTANCE)
+    assert proc.execute_opcode(OpUnittestCreate(instance_name="dry1"), Callbacks())
+    assert "dry1" in ctx.glm.names(locking.LEVEL_INSTANCE)
