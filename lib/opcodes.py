@@ -13,15 +13,22 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ganeti import constants, errors
+from ganeti import constants, errors, limits
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+# names of new objects: short enough for every path a node derives from them
+NewName = Annotated[str, Field(min_length=1, max_length=limits.NAME_LENGTH.maximum)]
+Tag = Annotated[str, Field(min_length=limits.TAG_LENGTH.minimum,
+                           max_length=limits.TAG_LENGTH.maximum)]
+TagList = Annotated[list[Tag], Field(max_length=limits.TAGS.maximum)]
 Priority = Annotated[int, Field(ge=constants.OP_PRIO_HIGHEST, le=constants.OP_PRIO_LOWEST)]
 FinalStatus = Literal["success", "error", "canceled"]
 # (job id, statuses that satisfy the dependency); ids may be relative (negative)
 Dependency = Annotated[tuple[int, list[FinalStatus]], Field(strict=False)]
 # (source, text, timestamp in nanoseconds)
-ReasonEntry = Annotated[tuple[str, str, int], Field(strict=False)]
+ReasonEntry = Annotated[
+    tuple[str, Annotated[str, Field(max_length=limits.REASON_TEXT.maximum)], int],
+    Field(strict=False)]
 # (host, port, magic, hmac digest, hmac salt) for one disk of a remote export
 RemoteDiskTarget = Annotated[tuple[str, int, str, str, str], Field(strict=False)]
 
@@ -53,8 +60,9 @@ class OpCode(BaseModel):
     debug_level: Annotated[int, Field(ge=0)] = 0
     priority: Priority = constants.OP_PRIO_NORMAL
     depends: list[Dependency] | None = None
-    comment: str | None = None
-    reason: list[ReasonEntry] = Field(default_factory=list)
+    comment: Annotated[str, Field(max_length=limits.COMMENT.maximum)] | None = None
+    reason: list[ReasonEntry] = Field(default_factory=list,
+                                      max_length=limits.REASON_ENTRIES.maximum)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,12 +107,23 @@ class OpCode(BaseModel):
             raise _prereq_from_validation(self.OP_ID, err) from None
 
 
+_MAX_REPORTED_ERRORS = 5
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _prereq_from_validation(op_id: str, err: ValidationError) -> errors.OpPrereqError:
     parts = []
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "<opcode>"
+        # the input may be huge (100,000 disks): show its start only
         parts.append(f"Parameter '{op_id}.{field}' fails validation: {item['msg']}"
-                     f" (got {item.get('input')!r})")
+                     f" (got {_short(item.get('input'))})")
+        if len(parts) >= _MAX_REPORTED_ERRORS:
+            break
     return errors.OpPrereqError("; ".join(parts), errors.ECODE_INVAL)
 
 
@@ -170,7 +189,8 @@ class OpTestDelay(OpCode):
     """Sleep on the master and/or nodes; exercises the engine end to end."""
 
     OP_DSC_FIELD = "duration"
-    duration: Annotated[float, Field(ge=0)]
+    duration: Annotated[float, Field(ge=0, le=limits.TEST_DELAY.maximum,
+                                     allow_inf_nan=False)]
     on_master: bool = True
     on_nodes: list[NonEmptyStr] = Field(default_factory=list)
     repeat: Annotated[int, Field(ge=0)] = 0
@@ -184,7 +204,7 @@ class OpTestDelay(OpCode):
 
 class OpNodeAdd(OpCode):
     OP_DSC_FIELD = "node_name"
-    node_name: NonEmptyStr
+    node_name: NewName
     primary_ip: str | None = None
     secondary_ip: str | None = None
     readd: bool = False
@@ -224,11 +244,13 @@ class OpNodeSetParams(OpCode):
 
 class OpInstanceCreate(OpCode):
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
+    instance_name: NewName
     mode: Literal["create", "import", "remote-import"] = constants.INSTANCE_CREATE
     disk_template: str = constants.DT_FILE
-    disks: list[dict[str, Any]] = Field(default_factory=list)
-    nics: list[dict[str, Any]] = Field(default_factory=list)
+    # counts bounded here, so a huge submission is refused before it is queued
+    disks: list[dict[str, Any]] = Field(default_factory=list,
+                                        max_length=limits.DISKS.maximum)
+    nics: list[dict[str, Any]] = Field(default_factory=list, max_length=limits.NICS.maximum)
     os_type: str | None = None
     osparams: dict[str, Any] = Field(default_factory=dict)
     beparams: dict[str, Any] = Field(default_factory=dict)
@@ -242,7 +264,7 @@ class OpInstanceCreate(OpCode):
     name_check: bool = False
     wait_for_sync: bool = True
     no_install: bool | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: TagList = Field(default_factory=list)
     file_storage_dir: str | None = None
     # import
     src_node: str | None = None

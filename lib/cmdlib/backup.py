@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ganeti import constants, errors, locking, opcodes
+from ganeti import constants, errors, limits, locking, opcodes
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import backup_remote
@@ -111,6 +111,12 @@ class LUBackupExport(LogicalUnit):
         if self.primary.offline:
             raise errors.OpPrereqError(f"Primary node {self.primary.name} of instance"
                                        f" {inst.name} is offline", errors.ECODE_STATE)
+        # an export that import would refuse is refused now, before anything changes
+        unrestorable = limits.instance_problems(inst)
+        if unrestorable:
+            raise errors.OpPrereqError(
+                f"Instance {inst.name} could not be imported again, so it is not exported:"
+                f" {'; '.join(unrestorable)}", errors.ECODE_INVAL)
         if op.mode == constants.EXPORT_MODE_REMOTE:
             backup_remote.check_export_prereq(self)
         else:
