@@ -290,9 +290,9 @@ class LUBackupExport(LogicalUnit):
 
         results = run_transfers(self.rpc, transfers, feedback_fn, on_done=disk_done)
         disks_ok = [r.success for r in results]
-        for idx, result in enumerate(results):
+        for result in results:
             if not result.success:
-                self.LogWarning("Export of disk/%d failed: %s", idx, result.error)
+                self.LogWarning("Export failed for %s", result.error)
         if not all(disks_ok):
             return False, disks_ok
         info = exportconf.from_instance(inst, self.cfg.get_cluster_info(), self.primary.name,

@@ -123,9 +123,9 @@ def copy_to_remote(lu: Any, snapshots: dict[int, list[Any]],
             on_done=lambda idx, _res: lu._remove_snapshot(idx, snapshots, feedback_fn))
     finally:
         side.cleanup()
-    for idx, result in enumerate(results):
+    for result in results:
         if not result.success:
-            lu.LogWarning("Export of disk/%d failed: %s", idx, result.error)
+            lu.LogWarning("Export failed for %s", result.error)
             lu.remote_errors.append(str(result.error))
     # nothing to finalize here: the destination owns the data now
     return True, [r.success for r in results]

@@ -256,8 +256,23 @@ class Codec:
         return data
 
 
+def peer_failure(peer: str, message: str) -> str:
+    """``"<Peer> failed: <message>"``, said once even if the peer already said it.
+
+    ERROR frames carry the bare reason; the side that reads one names the
+    peer.  Older peers prefixed their own role, so a prefix already there is
+    kept as is rather than doubled.
+    """
+    prefix = f"{peer} failed: "
+    if message.startswith(prefix):
+        return message
+    if message.startswith(f"{peer}: "):
+        message = message[len(peer) + 2:]
+    return prefix + message
+
+
 def send_error(sock: Any, message: str, timeout: float = 2.0) -> None:
-    """Best effort: tell the peer why we stop (it may already be gone)."""
+    """Best effort: tell the peer why we stop (the bare reason; it may already be gone)."""
     try:
         sock.settimeout(timeout)
         sock.sendall(encode_json(ERROR, {"message": message[:4000]}))
