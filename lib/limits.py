@@ -79,6 +79,12 @@ VCPUS = Limit("vcpus", ("beparams.vcpus",), 256, "vcpus", "more than any hypervi
               " supports", minimum=1)
 DISK_SIZE = Limit("disk_size", ("disks[].size", "disk<N>_size"), 64 * TIB_IN_MIB, "MiB",
                   "64 TiB; its size in bytes fits a signed 64-bit offset", minimum=1)
+SHUTDOWN_TIMEOUT = Limit("shutdown_timeout", ("timeout", "shutdown_timeout",
+                                             "source_shutdown_timeout"), 24 * 3600,
+                         "seconds", "socket and event timeouts overflow beyond time_t;"
+                         " a day is already far past any guest's shutdown")
+TEST_REPEAT = Limit("test_repeat", ("OP_TEST_DELAY.repeat",), 10_000, "rounds",
+                    "a running job cannot be canceled; 2^80 rounds never end")
 TEST_DELAY = Limit("test_delay", ("OP_TEST_DELAY.duration",), 24 * 3600, "seconds",
                    "longer sleeps are typos; time.sleep overflows on huge values")
 JOB_AGE = Limit("job_age", ("AutoArchiveJobs.age", "AutoArchiveJobs.timeout"),
@@ -91,7 +97,8 @@ EXPORT_CONFIG = Limit("export_config", ("config.ini",), 1024 * 1024, BYTES,
 
 TABLE: tuple[Limit, ...] = (
     DISKS, NICS, TAGS, TAG_LENGTH, NAME_LENGTH, OS_NAME_LENGTH, COMMENT, REASON_ENTRIES,
-    REASON_TEXT, MEMORY, VCPUS, DISK_SIZE, TEST_DELAY, JOB_AGE, JSON_DEPTH, EXPORT_CONFIG,
+    REASON_TEXT, MEMORY, VCPUS, DISK_SIZE, SHUTDOWN_TIMEOUT, TEST_DELAY, TEST_REPEAT,
+    JOB_AGE, JSON_DEPTH, EXPORT_CONFIG,
 )
 BY_KEY: dict[str, Limit] = {limit.key: limit for limit in TABLE}
 

@@ -21,13 +21,16 @@ NewName = Annotated[str, Field(min_length=1, max_length=limits.NAME_LENGTH.maxim
 Tag = Annotated[str, Field(min_length=limits.TAG_LENGTH.minimum,
                            max_length=limits.TAG_LENGTH.maximum)]
 TagList = Annotated[list[Tag], Field(max_length=limits.TAGS.maximum)]
+# seconds handed to sockets and events, which overflow beyond time_t
+Timeout = Annotated[int, Field(ge=0, le=limits.SHUTDOWN_TIMEOUT.maximum)]
 Priority = Annotated[int, Field(ge=constants.OP_PRIO_HIGHEST, le=constants.OP_PRIO_LOWEST)]
 FinalStatus = Literal["success", "error", "canceled"]
 # (job id, statuses that satisfy the dependency); ids may be relative (negative)
 Dependency = Annotated[tuple[int, list[FinalStatus]], Field(strict=False)]
 # (source, text, timestamp in nanoseconds)
 ReasonEntry = Annotated[
-    tuple[str, Annotated[str, Field(max_length=limits.REASON_TEXT.maximum)], int],
+    tuple[str, Annotated[str, Field(max_length=limits.REASON_TEXT.maximum)],
+          Annotated[int, Field(ge=0, lt=2**63)]],
     Field(strict=False)]
 # (host, port, magic, hmac digest, hmac salt) for one disk of a remote export
 RemoteDiskTarget = Annotated[tuple[str, int, str, str, str], Field(strict=False)]
@@ -193,7 +196,7 @@ class OpTestDelay(OpCode):
                                      allow_inf_nan=False)]
     on_master: bool = True
     on_nodes: list[NonEmptyStr] = Field(default_factory=list)
-    repeat: Annotated[int, Field(ge=0)] = 0
+    repeat: Annotated[int, Field(ge=0, le=limits.TEST_REPEAT.maximum)] = 0
     # instances to hold exclusively while sleeping (lets tests create lock contention)
     lock_instances: list[NonEmptyStr] = Field(default_factory=list)
     fail: bool = False
@@ -275,14 +278,14 @@ class OpInstanceCreate(OpCode):
     source_handshake: list[Any] | None = None
     source_x509_ca: str | None = None
     source_instance_name: str | None = None
-    source_shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    source_shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class OpInstanceRemove(OpCode):
     OP_DSC_FIELD = "instance_name"
     instance_name: NonEmptyStr
     ignore_failures: bool = False
-    shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class OpInstanceStartup(OpCode):
@@ -301,7 +304,7 @@ class OpInstanceShutdown(OpCode):
     instance_name: NonEmptyStr
     force: bool = False
     ignore_offline_nodes: bool = False
-    timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
     no_remember: bool = False
 
 
@@ -310,7 +313,7 @@ class OpInstanceReboot(OpCode):
     instance_name: NonEmptyStr
     reboot_type: Literal["soft", "hard", "full"] = "hard"
     ignore_secondaries: bool = False
-    shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class OpInstanceQuery(OpCode):
@@ -353,7 +356,7 @@ class OpBackupExport(OpCode):
     # a node name in local mode; per-disk (host, port, magic, hmac, salt) in remote mode
     target_node: NonEmptyStr | list[RemoteDiskTarget]
     shutdown: bool = True
-    shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
     remove_instance: bool = False
     ignore_remove_failures: bool = False
     mode: Literal["local", "remote"] = constants.EXPORT_MODE_LOCAL

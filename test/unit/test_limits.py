@@ -108,6 +108,27 @@ def test_test_delay_duration_bounds(duration: float) -> None:
     assert opcodes.OpTestDelay.create(duration=86400).duration == 86400
 
 
+@pytest.mark.parametrize("op, field", [
+    (opcodes.OpInstanceShutdown, "timeout"), (opcodes.OpInstanceRemove, "shutdown_timeout"),
+    (opcodes.OpInstanceReboot, "shutdown_timeout"),
+])
+def test_shutdown_timeouts_fit_time_t(op: type[opcodes.OpCode], field: str) -> None:
+    """2^80 s once reached socket.settimeout: OverflowError in the RPC client."""
+    with pytest.raises(errors.OpPrereqError, match=f"{op.OP_ID}.{field}"):
+        op.create(instance_name="i", **{field: 2**80})
+    op.create(instance_name="i", **{field: 86400})
+    with pytest.raises(errors.OpPrereqError, match="shutdown_timeout"):
+        opcodes.OpBackupExport.create(instance_name="i", target_node="n",
+                                      shutdown_timeout=2**80)
+
+
+def test_test_delay_repeat_and_reason_timestamp() -> None:
+    with pytest.raises(errors.OpPrereqError, match=r"OP_TEST_DELAY\.repeat"):
+        opcodes.OpTestDelay.create(duration=0, repeat=2**80)
+    with pytest.raises(errors.OpPrereqError, match=r"OP_TEST_DELAY\.reason\.0\.2"):
+        opcodes.OpTestDelay.create(duration=0, reason=[["a", "b", 2**80]])
+
+
 def test_node_name_length() -> None:
     with pytest.raises(errors.OpPrereqError, match=r"OP_NODE_ADD\.node_name"):
         opcodes.OpNodeAdd.create(node_name="n" * 201)
