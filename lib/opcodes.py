@@ -354,7 +354,8 @@ class OpBackupExport(OpCode):
     OP_DSC_FIELD = "instance_name"
     instance_name: NonEmptyStr
     # a node name in local mode; per-disk (host, port, magic, hmac, salt) in remote mode
-    target_node: NonEmptyStr | list[RemoteDiskTarget]
+    target_node: NonEmptyStr | Annotated[list[RemoteDiskTarget],
+                                         Field(max_length=limits.DISKS.maximum)]
     shutdown: bool = True
     shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
     remove_instance: bool = False

@@ -330,3 +330,11 @@ def test_orphan_files(driver: FileDiskDriver) -> None:
 ])
 def test_peer_failure_says_the_prefix_once(message: str, expected: str) -> None:
     assert proto.peer_failure("Receiver", message) == expected
+
+
+def test_remote_export_targets_are_bounded_by_the_disk_limit() -> None:
+    target = ["host", 1, "magic", "hmac", "salt"]
+    with pytest.raises(errors.OpPrereqError, match=r"OP_BACKUP_EXPORT\.target_node"):
+        opcodes.OpBackupExport.create(instance_name="i", mode="remote",
+                                      target_node=[target] * 17)
+    opcodes.OpBackupExport.create(instance_name="i", mode="remote", target_node=[target] * 16)
