@@ -288,11 +288,9 @@ class LUBackupExport(LogicalUnit):
         def disk_done(idx: int, _result: TransferResult) -> None:
             self._remove_snapshot(idx, snapshots, feedback_fn)
 
+        # a failed disk is reported once, by run_transfers ("disk/0 failed: ...")
         results = run_transfers(self.rpc, transfers, feedback_fn, on_done=disk_done)
         disks_ok = [r.success for r in results]
-        for result in results:
-            if not result.success:
-                self.LogWarning("Export failed for %s", result.error)
         if not all(disks_ok):
             return False, disks_ok
         info = exportconf.from_instance(inst, self.cfg.get_cluster_info(), self.primary.name,

@@ -300,6 +300,7 @@ def test_disk_full_at_the_target_says_it_once(cluster: LocalCluster) -> None:
             assert line.count(prefix) <= 1, line
         assert line.count("No space left on device") <= 1, line
     assert "Receiver failed: Receiver failed" not in output
+    assert output.count("No space left on device") == 1, output
     assert leftovers == []  # the staging dir went with the failure
     assert instance_running(cluster, "full1")
     run(cluster, "gnt-instance", "remove", "-f", "full1")
