@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from ganeti import errors, serializer
 from ganeti.transfer import (
     BLOCK_SIZE,
     COMPRESS_GZIP,
@@ -99,9 +100,10 @@ def decode_json(payload: memoryview | bytes) -> dict[str, Any]:
     if len(payload) > MAX_JSON_PAYLOAD:
         raise ProtocolError(f"Control frame of {len(payload)} bytes is too large")
     try:
-        obj = json.loads(bytes(payload))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ProtocolError(f"Malformed control frame: {err}") from None
+        obj = serializer.load_json(bytes(payload), "control frame")
+    except errors.ParseError as err:
+        # e.g. 64 KiB of "[": a RecursionError before the strict decoder
+        raise ProtocolError(f"Malformed control frame: {err.args[0]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("Malformed control frame: not a JSON object")
     return obj

@@ -338,3 +338,13 @@ def test_remote_export_targets_are_bounded_by_the_disk_limit() -> None:
         opcodes.OpBackupExport.create(instance_name="i", mode="remote",
                                       target_node=[target] * 17)
     opcodes.OpBackupExport.create(instance_name="i", mode="remote", target_node=[target] * 16)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (b"[" * 60_000, "nested deeper than 64 levels"),  # was a RecursionError
+    (b'{"size": NaN}', "NaN is not a JSON value"),
+    (b'{"size": 1e999}', "out of range"),
+])
+def test_transfer_control_frames_decode_strictly(raw: bytes, needle: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=needle):
+        proto.decode_json(raw)
