@@ -128,14 +128,20 @@ def check_tags(tags: Any, what: str = "tags") -> list[str]:
     return list(tags)
 
 
-def instance_problems(instance: Any) -> list[str]:
-    """Why an existing instance could not be restored by import ([] if it could)."""
+def instance_problems(instance: Any, beparams: dict[str, Any] | None = None) -> list[str]:
+    """Why an existing instance could not be restored by import ([] if it could).
+
+    ``beparams``: the filled backend parameters config.ini would record.
+    """
     problems = []
     checks: list[tuple[Limit, Any, str]] = [
         (DISKS, instance.disks, "disks"), (NICS, instance.nics, "nics"),
         (NAME_LENGTH, instance.name, "instance_name")]
     checks += [(DISK_SIZE, disk.size, f"disks[{idx}].size")
                for idx, disk in enumerate(instance.disks)]
+    checks += [(limit, (beparams or {})[key], f"beparams.{key}")
+               for key, limit in (("maxmem", MEMORY), ("minmem", MEMORY), ("vcpus", VCPUS))
+               if (beparams or {}).get(key) is not None]
     for limit, value, what in checks:
         try:
             limit.check(value, what)

@@ -112,7 +112,8 @@ class LUBackupExport(LogicalUnit):
             raise errors.OpPrereqError(f"Primary node {self.primary.name} of instance"
                                        f" {inst.name} is offline", errors.ECODE_STATE)
         # an export that import would refuse is refused now, before anything changes
-        unrestorable = limits.instance_problems(inst)
+        unrestorable = limits.instance_problems(
+            inst, self.cfg.get_cluster_info().fill_beparams(inst))
         if unrestorable:
             raise errors.OpPrereqError(
                 f"Instance {inst.name} could not be imported again, so it is not exported:"

@@ -201,7 +201,7 @@ def test_what_create_accepts_export_and_import_accept(
                                              beparams={"memory": memory})
         specs = iu.check_disk_specs(op.disks)
         iu.check_nic_specs(op.nics)
-        iu.check_beparams(op.beparams)
+        beparams = iu.check_beparams(op.beparams)
         if op.os_type is not None:
             limits.check_os_name(op.os_type)
         check_instance_name(op.instance_name)
@@ -212,7 +212,7 @@ def test_what_create_accepts_export_and_import_accept(
     inst = type("I", (), {"name": name, "disks": [type("D", (), {"size": d["size"]})()
                                                  for d in specs],
                           "nics": nics, "tags": sorted(set(tags)), "os": os_type or ""})()
-    assert limits.instance_problems(inst) == []
+    assert limits.instance_problems(inst, beparams) == []
 
 
 # --- RPC bodies ---------------------------------------------------------------------

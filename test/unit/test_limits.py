@@ -200,6 +200,14 @@ def test_instance_problems_name_what_import_would_refuse(over: dict[str, Any],
     assert len(problems) == 1 and needle in problems[0], problems
 
 
+def test_instance_problems_check_the_filled_backend_parameters() -> None:
+    inst = _fake_instance()
+    assert limits.instance_problems(inst, {"maxmem": 128, "minmem": 128, "vcpus": 1}) == []
+    problems = limits.instance_problems(inst, {"maxmem": 2**63, "vcpus": 300})
+    assert len(problems) == 2 and "beparams.maxmem" in problems[0] \
+        and "beparams.vcpus" in problems[1], problems
+
+
 # --- config.ini -----------------------------------------------------------------------
 
 
