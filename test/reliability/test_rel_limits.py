@@ -111,6 +111,28 @@ def test_names_at_the_limit(cluster: LocalCluster) -> None:
         run(cluster, "gnt-backup", "remove", name, ok=False)
 
 
+def test_export_refuses_an_instance_import_could_not_restore(cluster: LocalCluster) -> None:
+    """An instance beyond a limit (as made before the limit existed): refused up front."""
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
+        "--no-start", "old1")
+    cluster.stop(log=lambda _m: None)
+    conf_file = cluster.master.paths.cluster_conf_file
+    data = json.loads(conf_file.read_text())
+    inst = next(i for i in data["instances"].values() if i["name"] == "old1")
+    inst["tags"] = ["t" * 129]
+    conf_file.write_text(json.dumps(data))
+    cluster.start(log=lambda _m: None)
+    try:
+        res = run(cluster, "gnt-backup", "export", "-n", "node2", "old1", ok=False)
+        assert res.returncode != 0
+        assert "could not be imported again, so it is not exported" in res.stderr
+        assert "tags[0]: 129 characters is outside the limit 1..128" in res.stderr, res.stderr
+        export_dir = node_by_name(cluster, "node2").paths.export_dir
+        assert not export_dir.exists() or list(export_dir.iterdir()) == []
+    finally:
+        run(cluster, "gnt-instance", "remove", "-f", "old1")
+
+
 # --- LUXI -------------------------------------------------------------------------------
 
 
