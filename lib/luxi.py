@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ganeti import constants, errors, pathutils
+from ganeti import constants, errors, pathutils, serializer
 from ganeti.opcodes import OpCode
 
 # Method names (the wire protocol spells them in CamelCase)
@@ -131,9 +131,9 @@ def short_unix_path(path: str) -> Iterator[str]:
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise errors.ProtocolError(f"Invalid JSON in message: {err}") from None
+        return serializer.load_json(raw)
+    except errors.ParseError as err:
+        raise errors.ProtocolError(str(err.args[0])) from None
 
 
 def parse_request(raw: bytes) -> tuple[str, list[Any], int | None]:

@@ -13,15 +13,25 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ganeti import constants, errors
+from ganeti import constants, errors, limits
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+# names of new objects: short enough for every path a node derives from them
+NewName = Annotated[str, Field(min_length=1, max_length=limits.NAME_LENGTH.maximum)]
+Tag = Annotated[str, Field(min_length=limits.TAG_LENGTH.minimum,
+                           max_length=limits.TAG_LENGTH.maximum)]
+TagList = Annotated[list[Tag], Field(max_length=limits.TAGS.maximum)]
+# seconds handed to sockets and events, which overflow beyond time_t
+Timeout = Annotated[int, Field(ge=0, le=limits.SHUTDOWN_TIMEOUT.maximum)]
 Priority = Annotated[int, Field(ge=constants.OP_PRIO_HIGHEST, le=constants.OP_PRIO_LOWEST)]
 FinalStatus = Literal["success", "error", "canceled"]
 # (job id, statuses that satisfy the dependency); ids may be relative (negative)
 Dependency = Annotated[tuple[int, list[FinalStatus]], Field(strict=False)]
 # (source, text, timestamp in nanoseconds)
-ReasonEntry = Annotated[tuple[str, str, int], Field(strict=False)]
+ReasonEntry = Annotated[
+    tuple[str, Annotated[str, Field(max_length=limits.REASON_TEXT.maximum)],
+          Annotated[int, Field(ge=0, lt=2**63)]],
+    Field(strict=False)]
 # (host, port, magic, hmac digest, hmac salt) for one disk of a remote export
 RemoteDiskTarget = Annotated[tuple[str, int, str, str, str], Field(strict=False)]
 
@@ -53,8 +63,9 @@ class OpCode(BaseModel):
     debug_level: Annotated[int, Field(ge=0)] = 0
     priority: Priority = constants.OP_PRIO_NORMAL
     depends: list[Dependency] | None = None
-    comment: str | None = None
-    reason: list[ReasonEntry] = Field(default_factory=list)
+    comment: Annotated[str, Field(max_length=limits.COMMENT.maximum)] | None = None
+    reason: list[ReasonEntry] = Field(default_factory=list,
+                                      max_length=limits.REASON_ENTRIES.maximum)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,12 +110,23 @@ class OpCode(BaseModel):
             raise _prereq_from_validation(self.OP_ID, err) from None
 
 
+_MAX_REPORTED_ERRORS = 5
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _prereq_from_validation(op_id: str, err: ValidationError) -> errors.OpPrereqError:
     parts = []
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "<opcode>"
+        # the input may be huge (100,000 disks): show its start only
         parts.append(f"Parameter '{op_id}.{field}' fails validation: {item['msg']}"
-                     f" (got {item.get('input')!r})")
+                     f" (got {_short(item.get('input'))})")
+        if len(parts) >= _MAX_REPORTED_ERRORS:
+            break
     return errors.OpPrereqError("; ".join(parts), errors.ECODE_INVAL)
 
 
@@ -176,10 +198,11 @@ class OpTestDelay(OpCode):
     """Sleep on the master and/or nodes; exercises the engine end to end."""
 
     OP_DSC_FIELD = "duration"
-    duration: Annotated[float, Field(ge=0)]
+    duration: Annotated[float, Field(ge=0, le=limits.TEST_DELAY.maximum,
+                                     allow_inf_nan=False)]
     on_master: bool = True
     on_nodes: list[NonEmptyStr] = Field(default_factory=list)
-    repeat: Annotated[int, Field(ge=0)] = 0
+    repeat: Annotated[int, Field(ge=0, le=limits.TEST_REPEAT.maximum)] = 0
     # instances to hold exclusively while sleeping (lets tests create lock contention)
     lock_instances: list[NonEmptyStr] = Field(default_factory=list)
     fail: bool = False
@@ -190,7 +213,7 @@ class OpTestDelay(OpCode):
 
 class OpNodeAdd(OpCode):
     OP_DSC_FIELD = "node_name"
-    node_name: NonEmptyStr
+    node_name: NewName
     primary_ip: str | None = None
     secondary_ip: str | None = None
     readd: bool = False
@@ -232,11 +255,13 @@ class OpNodeSetParams(OpCode):
 
 class OpInstanceCreate(OpCode):
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
+    instance_name: NewName
     mode: Literal["create", "import", "remote-import"] = constants.INSTANCE_CREATE
     disk_template: str = constants.DT_FILE
-    disks: list[dict[str, Any]] = Field(default_factory=list)
-    nics: list[dict[str, Any]] = Field(default_factory=list)
+    # counts bounded here, so a huge submission is refused before it is queued
+    disks: list[dict[str, Any]] = Field(default_factory=list,
+                                        max_length=limits.DISKS.maximum)
+    nics: list[dict[str, Any]] = Field(default_factory=list, max_length=limits.NICS.maximum)
     os_type: str | None = None
     osparams: dict[str, Any] = Field(default_factory=dict)
     beparams: dict[str, Any] = Field(default_factory=dict)
@@ -250,7 +275,7 @@ class OpInstanceCreate(OpCode):
     name_check: bool = False
     wait_for_sync: bool = True
     no_install: bool | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: TagList = Field(default_factory=list)
     file_storage_dir: str | None = None
     # import
     src_node: str | None = None
@@ -261,14 +286,14 @@ class OpInstanceCreate(OpCode):
     source_handshake: list[Any] | None = None
     source_x509_ca: str | None = None
     source_instance_name: str | None = None
-    source_shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    source_shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class OpInstanceRemove(OpCode):
     OP_DSC_FIELD = "instance_name"
     instance_name: NonEmptyStr
     ignore_failures: bool = False
-    shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class OpInstanceStartup(OpCode):
@@ -287,7 +312,7 @@ class OpInstanceShutdown(OpCode):
     instance_name: NonEmptyStr
     force: bool = False
     ignore_offline_nodes: bool = False
-    timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
     no_remember: bool = False
 
 
@@ -296,7 +321,7 @@ class OpInstanceReboot(OpCode):
     instance_name: NonEmptyStr
     reboot_type: Literal["soft", "hard", "full"] = "hard"
     ignore_secondaries: bool = False
-    shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class OpInstanceQuery(OpCode):
@@ -337,9 +362,10 @@ class OpBackupExport(OpCode):
     OP_DSC_FIELD = "instance_name"
     instance_name: NonEmptyStr
     # a node name in local mode; per-disk (host, port, magic, hmac, salt) in remote mode
-    target_node: NonEmptyStr | list[RemoteDiskTarget]
+    target_node: NonEmptyStr | Annotated[list[RemoteDiskTarget],
+                                         Field(max_length=limits.DISKS.maximum)]
     shutdown: bool = True
-    shutdown_timeout: Annotated[int, Field(ge=0)] = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
     remove_instance: bool = False
     ignore_remove_failures: bool = False
     mode: Literal["local", "remote"] = constants.EXPORT_MODE_LOCAL

@@ -141,7 +141,7 @@ def export_info(ctx: NodeContext, instance_name: str) -> dict[str, Any]:
     """config.ini text and the export's root-relative path on this node."""
     path = export_path(ctx, instance_name)
     try:
-        text = (path / constants.EXPORT_CONF_FILE).read_text()
+        text = (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape")
     except FileNotFoundError:
         raise RpcFail(f"No export of {instance_name} on this node") from None
     return {"path": to_wire_name(ctx.paths, path), "config": text}

@@ -130,7 +130,7 @@ def export_generation_info(ctx: NodeContext, instance_name: str,
     """Like export_info, for a named generation (older or the newest)."""
     path, _newest = _find(ctx, instance_name, generation)
     return {"path": to_wire_name(ctx.paths, path),
-            "config": (path / constants.EXPORT_CONF_FILE).read_text()}
+            "config": (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape")}
 
 
 def export_generation_remove(ctx: NodeContext, instance_name: str, generation: str) -> bool:

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ganeti import constants
+from ganeti import constants, limits
 from ganeti.backend import NodeContext, RpcFail
 
 # Upper bound for test_delay, so a typo cannot park a daemon thread for days
-MAX_TEST_DELAY = 24 * 3600.0
+MAX_TEST_DELAY = float(limits.TEST_DELAY.maximum)
 _MIB = 1024 * 1024
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ganeti import errors, storage
+from ganeti import constants, errors, storage
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.objects import Disk
+from ganeti.storage.filedisk import FileDiskDriver
 
 _T = TypeVar("_T")
 
@@ -105,3 +106,13 @@ def blockdev_list_snapshots(ctx: NodeContext, dev_type: str,
     driver = _driver(ctx, dev_type)
     return _guard(f"Cannot list snapshots of {logical_id!r}",
                   lambda: driver.list_snapshots(_logical_id(logical_id)))
+
+
+def file_storage_orphans(ctx: NodeContext, owned_paths: list[Any]) -> list[str]:
+    """Disk files no instance owns (a create that died half-way, a manual copy)."""
+    if not isinstance(owned_paths, list) or not all(isinstance(p, str) for p in owned_paths):
+        raise RpcFail("Invalid owned_paths: expected a list of paths")
+    driver = storage.get_driver(constants.DT_FILE, ctx.paths)
+    assert isinstance(driver, FileDiskDriver)
+    return _guard("Cannot list the file storage directory",
+                  lambda: driver.orphan_files(set(owned_paths)))

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganeti import constants, errors
+from ganeti import constants, errors, limits
 
 SECTION_EXPORT = "export"
 SECTION_INSTANCE = "instance"
@@ -28,8 +28,8 @@ SECTION_BE = "backend"
 SECTION_OS = "os"
 
 _DUMP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_MAX_COUNT = 64
-_MAX_FILE_BYTES = 1024 * 1024
+# every cap is the one create and export apply (ganeti.limits)
+_MAX_FILE_BYTES = limits.EXPORT_CONFIG.maximum
 
 
 @dataclass
@@ -154,12 +154,39 @@ def _int(section: configparser.SectionProxy, key: str, *, required: bool = True,
     return value
 
 
+def _check_utf8(text: str) -> None:
+    """Nodes read config.ini with surrogateescape: undecodable bytes show up here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        line = text.count("\n", 0, err.start) + 1
+        raise _bad(f"config.ini is not UTF-8 text (undecodable byte at line {line},"
+                   f" character {err.start})") from None
+
+
+def _limited(section: configparser.SectionProxy, key: str, limit: limits.Limit,
+             required: bool = True) -> int | None:
+    value = _int(section, key, required=required, minimum=limit.minimum)
+    if value is not None and value > limit.maximum:
+        raise _bad(f"[{section.name}] {key}={value} exceeds the limit {limit.maximum}"
+                   f" {limit.unit}")
+    return value
+
+
+def _check_limit(limit: limits.Limit, value: Any, what: str) -> None:
+    try:
+        limit.check(value, what)
+    except errors.OpPrereqError as err:
+        raise _bad(str(err.args[0])) from None
+
+
 def parse(text: str) -> ExportInfo:
     """Parse and validate config.ini; OpPrereqError (wrong_input) names what is wrong."""
     if len(text) > _MAX_FILE_BYTES:
         raise _bad(f"file larger than {_MAX_FILE_BYTES} bytes")
     if "\x00" in text:
         raise _bad("file contains NUL bytes")
+    _check_utf8(text)
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
@@ -176,18 +203,30 @@ def parse(text: str) -> ExportInfo:
         raise _bad(f"unsupported export version {version}")
     name = inst.get("name", "")
     if not name or "/" in name or name.startswith("."):
-        raise _bad(f"[instance] name {name!r} is not a valid instance name")
+        raise _bad(f"[instance] name {name!r:.80} is not a valid instance name")
+    _check_limit(limits.NAME_LENGTH, name, "[instance] name")
+    os_name = exp.get("os", "")
+    if os_name:
+        try:
+            limits.check_os_name(os_name, "[export] os")
+        except errors.OpPrereqError as err:
+            raise _bad(str(err.args[0])) from None
+    tags = (inst.get("tags") or "").split()
+    _check_limit(limits.TAGS, tags, "[instance] tags")
+    for tag in tags:
+        _check_limit(limits.TAG_LENGTH, tag, "[instance] tags")
     compression = exp.get("compression", constants.IEC_NONE) or constants.IEC_NONE
     info = ExportInfo(
         name=name, source=exp.get("source", ""), timestamp=_int(exp, "timestamp") or 0,
-        os=exp.get("os", ""), compression=compression, version=version,
+        os=os_name, compression=compression, version=version,
         hypervisor=inst.get("hypervisor", ""), disk_template=inst.get("disk_template", ""),
-        maxmem=_int(inst, "maxmem", required=False) or _int(inst, "memory", required=False),
-        minmem=_int(inst, "minmem", required=False),
-        vcpus=_int(inst, "vcpus", required=False, minimum=1),
-        tags=(inst.get("tags") or "").split(),
+        maxmem=_limited(inst, "maxmem", limits.MEMORY, required=False)
+        or _limited(inst, "memory", limits.MEMORY, required=False),
+        minmem=_limited(inst, "minmem", limits.MEMORY, required=False),
+        vcpus=_limited(inst, "vcpus", limits.VCPUS, required=False),
+        tags=tags,
     )
-    disk_count = _int(inst, "disk_count", maximum=_MAX_COUNT) or 0
+    disk_count = _limited(inst, "disk_count", limits.DISKS) or 0
     dumps: set[str] = set()
     for idx in range(disk_count):
         dump = inst.get(f"disk{idx}_dump")
@@ -198,7 +237,7 @@ def parse(text: str) -> ExportInfo:
         if dump in dumps:
             raise _bad(f"[instance] disk{idx}_dump {dump!r} is used twice")
         dumps.add(dump)
-        size = _int(inst, f"disk{idx}_size", minimum=1)
+        size = _limited(inst, f"disk{idx}_size", limits.DISK_SIZE)
         assert size is not None
         mode = inst.get(f"disk{idx}_mode", constants.DISK_RDWR)
         if mode not in (constants.DISK_RDWR, constants.DISK_RDONLY):
@@ -207,7 +246,7 @@ def parse(text: str) -> ExportInfo:
             dump=dump, size=size, ivname=inst.get(f"disk{idx}_ivname", f"disk/{idx}"),
             name=_opt(inst, f"disk{idx}_name"), mode=mode,
             checksum=_opt(inst, f"disk{idx}_checksum")))
-    nic_count = _int(inst, "nic_count", required=False, maximum=_MAX_COUNT) or 0
+    nic_count = _limited(inst, "nic_count", limits.NICS, required=False) or 0
     for idx in range(nic_count):
         def nic_value(key: str, idx: int = idx) -> str | None:
             return _opt(inst, f"nic{idx}_{key}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from decimal import Decimal
 from typing import Any
 
 from ganeti import cli, constants, errors, opcodes
@@ -23,7 +24,8 @@ def parse_size(value: str) -> int:
     if not match:
         raise errors.OpPrereqError(f"Invalid size '{value}' (use e.g. 512M, 1G, 2T)",
                                    errors.ECODE_INVAL)
-    mib = float(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()]
+    # exact decimal arithmetic: a float would overflow on 400 digits and round 2^63+1
+    mib = Decimal(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()]
     if mib <= 0 or mib != int(mib):
         raise errors.OpPrereqError(f"Invalid size '{value}': must be a positive whole"
                                    " number of MiB", errors.ECODE_INVAL)

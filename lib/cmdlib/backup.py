@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ganeti import constants, errors, locking, opcodes
+from ganeti import constants, errors, limits, locking, opcodes
 from ganeti.backup import exportconf, exportmeta
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import backup_remote
@@ -143,6 +143,13 @@ class LUBackupExport(LogicalUnit):
         if self.primary.offline:
             raise errors.OpPrereqError(f"Primary node {self.primary.name} of instance"
                                        f" {inst.name} is offline", errors.ECODE_STATE)
+        # an export that import would refuse is refused now, before anything changes
+        unrestorable = limits.instance_problems(
+            inst, self.cfg.get_cluster_info().fill_beparams(inst))
+        if unrestorable:
+            raise errors.OpPrereqError(
+                f"Instance {inst.name} could not be imported again, so it is not exported:"
+                f" {'; '.join(unrestorable)}", errors.ECODE_INVAL)
         if op.mode == constants.EXPORT_MODE_REMOTE:
             backup_remote.check_export_prereq(self)
         else:
@@ -256,10 +263,10 @@ class LUBackupExport(LogicalUnit):
                         ) -> TransferLimits:
         """The opcode's limits, else the cluster's backup defaults; logged for the job."""
         op = self.op
-        limits = resolve_limits(op.bwlimit, op.ionice_class, op.ionice_level,
-                                         self.cfg.get_cluster_info().backup_defaults, nodes)
-        feedback_fn(limits.describe(len(self.instance.disks), [n.name for n in nodes]))
-        return limits
+        resolved = resolve_limits(op.bwlimit, op.ionice_class, op.ionice_level,
+                                  self.cfg.get_cluster_info().backup_defaults, nodes)
+        feedback_fn(resolved.describe(len(self.instance.disks), [n.name for n in nodes]))
+        return resolved
 
     def _shutdown_copy_restart(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         inst, op = self.instance, self.op
@@ -338,13 +345,11 @@ class LUBackupExport(LogicalUnit):
         def disk_done(idx: int, _result: TransferResult) -> None:
             self._remove_snapshot(idx, snapshots, feedback_fn)
 
-        limits = self.transfer_limits([self.primary, target], feedback_fn)
+        # a failed disk is reported once, by run_transfers ("disk/0 failed: ...")
+        xfer_limits = self.transfer_limits([self.primary, target], feedback_fn)
         results = run_transfers(self.rpc, transfers, feedback_fn, on_done=disk_done,
-                                limits=limits)
+                                limits=xfer_limits)
         disks_ok = [r.success for r in results]
-        for idx, result in enumerate(results):
-            if not result.success:
-                self.LogWarning("Export of disk/%d failed: %s", idx, result.error)
         if not all(disks_ok):
             return False, disks_ok
         info = exportconf.from_instance(inst, self.cfg.get_cluster_info(), self.primary.name,

@@ -185,7 +185,7 @@ class ImportSource:
         for idx, result in enumerate(results):
             expected = self.info.disks[idx].checksum
             if not result.success:
-                problems.append(f"disk/{idx}: {result.error}")
+                problems.append(str(result.error))  # it starts with disk/<idx>
             elif expected and result.checksum != expected:
                 problems.append(
                     f"disk/{idx}: checksum mismatch, the export recorded {expected} but"

@@ -126,10 +126,8 @@ def copy_to_remote(lu: Any, snapshots: dict[int, list[Any]],
             on_done=lambda idx, _res: lu._remove_snapshot(idx, snapshots, feedback_fn))
     finally:
         side.cleanup()
-    for idx, result in enumerate(results):
-        if not result.success:
-            lu.LogWarning("Export of disk/%d failed: %s", idx, result.error)
-            lu.remote_errors.append(str(result.error))
+    # each failed disk was reported once already, by OneSide ("disk/0 failed: ...")
+    lu.remote_errors.extend(str(r.error) for r in results if not r.success)
     # nothing to finalize here: the destination owns the data now
     return True, [r.success for r in results]
 

@@ -98,11 +98,39 @@ class LUClusterVerify(NoHooksLU):
             elif res.payload != constants.PROTOCOL_VERSION:
                 problems.append(f"node {name}: protocol version {res.payload},"
                                 f" master has {constants.PROTOCOL_VERSION}")
+        version_ok = not problems
+        problems.extend(self._verify_orphan_disk_files(results))
         for problem in problems:
             self.LogWarning(problem)
-        if not problems:
+        if version_ok:
             feedback_fn(f"All {len(nodes)} nodes answer with protocol version"
                         f" {constants.PROTOCOL_VERSION}")
+        return problems
+
+    def _verify_orphan_disk_files(self, answered: dict[str, Any]) -> list[str]:
+        """Disk files no instance in the config owns (e.g. left by a failed create).
+
+        Consistent because disks are created and removed under exclusive node
+        locks, and this LU holds every node lock shared.
+        """
+        owned: dict[str, list[str]] = {}
+        for inst in self.cfg.get_all_instances_info().values():
+            for disk in inst.disks:
+                if disk.dev_type == constants.DT_FILE and len(disk.logical_id) == 2:
+                    owned.setdefault(inst.primary_node, []).append(str(disk.logical_id[1]))
+        problems = []
+        for node in sorted(self.cfg.get_all_nodes_info().values(), key=lambda n: n.name):
+            res = answered.get(node.name)
+            if node.offline or res is None or res.fail_msg:
+                continue  # already reported (or skipped) above
+            found = self.rpc.call_file_storage_orphans(node.name,
+                                                       sorted(owned.get(node.uuid, [])))
+            if found.fail_msg:
+                problems.append(f"node {node.name}: cannot check for orphan disk files:"
+                                f" {found.fail_msg}")
+                continue
+            problems.extend(f"node {node.name}: orphan disk file {path} (no instance in the"
+                            " configuration owns it)" for path in found.payload)
         return problems
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ganeti import constants, errors, locking, opcodes, query
+from ganeti import constants, errors, limits, locking, opcodes, query
 from ganeti.cmdlib import backup_import, backup_remote
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
@@ -108,6 +108,8 @@ class LUInstanceCreate(LogicalUnit):
             raise errors.OpPrereqError(str(err.args[0]), errors.ECODE_INVAL) from None
         if op.mode != constants.INSTANCE_CREATE:
             self._check_import_arguments()
+        if op.os_type is not None:
+            limits.check_os_name(op.os_type)
         if op.disk_template not in constants.DISK_TEMPLATES:
             raise errors.OpPrereqError(
                 f"Invalid disk template '{op.disk_template}' (known:"
@@ -176,6 +178,10 @@ class LUInstanceCreate(LogicalUnit):
                                        " cluster", errors.ECODE_EXISTS)
         if op.mode != constants.INSTANCE_CREATE:
             self._check_import_prereq()
+            # what the export supplied passes the same limits as the opcode
+            if op.os_type:
+                limits.check_os_name(op.os_type)
+            limits.check_tags(op.tags)
         if op.disk_template not in cluster.enabled_disk_templates \
                 and op.disk_template != constants.DT_DISKLESS:
             raise errors.OpPrereqError(

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ganeti import constants, errors, hypervisor
+from ganeti import constants, errors, hypervisor, limits
 from ganeti.hooks.master import build_instance_hook_env
 from ganeti.objects import Cluster, Disk, Instance
 
@@ -27,10 +27,12 @@ NIC_MODES = ("bridged", "routed", "openvswitch")
 BE_INT_PARAMS = frozenset({"maxmem", "minmem", "vcpus", "spindle_use"})
 BE_BOOL_PARAMS = frozenset({"auto_balance", "always_failover"})
 BE_PARAMS = BE_INT_PARAMS | BE_BOOL_PARAMS | {"memory"}
+_BE_LIMITS = {"maxmem": limits.MEMORY, "minmem": limits.MEMORY, "vcpus": limits.VCPUS}
 
 
 def check_disk_specs(disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Syntax of the ``disks`` opcode field; returns normalised copies."""
+    limits.DISKS.check(disks, "disks")
     result = []
     for idx, spec in enumerate(disks):
         if not isinstance(spec, dict):
@@ -45,6 +47,7 @@ def check_disk_specs(disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             raise errors.OpPrereqError(
                 f"Disk {idx}: invalid size {size!r} (a positive number of MiB is needed)",
                 errors.ECODE_INVAL)
+        limits.DISK_SIZE.check(size, f"disks[{idx}].size")
         mode = spec.get("mode", constants.DISK_RDWR)
         if mode not in (constants.DISK_RDWR, constants.DISK_RDONLY):
             raise errors.OpPrereqError(f"Disk {idx}: invalid mode {mode!r} (rw or ro)",
@@ -58,6 +61,7 @@ def check_disk_specs(disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def check_nic_specs(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Syntax of the ``nics`` opcode field; MACs are lower-cased, "auto" kept."""
+    limits.NICS.check(nics, "nics")
     result = []
     for idx, spec in enumerate(nics):
         if not isinstance(spec, dict):
@@ -107,6 +111,8 @@ def check_beparams(params: dict[str, Any], allow_default: bool = False) -> dict[
             raise errors.OpPrereqError(
                 f"Invalid backend parameter {key}={value!r}: must be a positive integer",
                 errors.ECODE_INVAL)
+        if key in _BE_LIMITS:
+            _BE_LIMITS[key].check(value, f"beparams.{key}")
         if key in BE_BOOL_PARAMS and not isinstance(value, bool):
             raise errors.OpPrereqError(
                 f"Invalid backend parameter {key}={value!r}: must be a boolean",
@@ -201,14 +207,19 @@ def create_disks(lu: Any, instance: Instance) -> None:
     """
     pnode = node_name(lu.cfg, instance.primary_node)
     created: list[Disk] = []
-    for disk in instance.disks:
-        result = lu.rpc.call_blockdev_create(pnode, instance.name, disk)
-        if result.fail_msg:
-            remove_disks(lu, instance, disks=created, warn=lu.LogWarning)
-            raise errors.OpExecError(
-                f"Cannot create disk {disk.iv_name} on node {pnode}: {result.fail_msg}")
-        disk.logical_id = list(result.payload)
-        created.append(disk)
+    try:
+        for disk in instance.disks:
+            result = lu.rpc.call_blockdev_create(pnode, instance.name, disk)
+            if result.fail_msg:
+                raise errors.OpExecError(
+                    f"Cannot create disk {disk.iv_name} on node {pnode}: {result.fail_msg}")
+            disk.logical_id = list(result.payload)
+            created.append(disk)
+    except BaseException:
+        remove_disks(lu, instance, disks=created, warn=lu.LogWarning)
+        for disk in instance.disks:  # nothing of this attempt stays referenced
+            disk.logical_id = []
+        raise
 
 
 def remove_disks(lu: Any, instance: Instance, disks: Iterable[Disk] | None = None,

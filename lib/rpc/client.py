@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from ganeti import errors, pathutils
+from ganeti import errors, pathutils, serializer
 from ganeti.backend import RpcFail
 from ganeti.rpc import defs
 from ganeti.rpc.result import RpcResult
@@ -275,9 +275,9 @@ def _describe_remote_close(err: Exception) -> str:
 
 def _parse_reply(node: str, label: str, where: str, status: int, data: bytes) -> RpcResult:
     try:
-        reply = json.loads(data)
+        reply = serializer.load_json(data, f"the reply from {where}")
         valid = isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], bool)
-    except (ValueError, UnicodeDecodeError):
+    except errors.ParseError:
         reply, valid = None, False
     if status != 200:
         detail = str(reply[1]) if valid else data[:200].decode("utf-8", "replace")

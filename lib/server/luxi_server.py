@@ -10,6 +10,7 @@ connection stays usable.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import selectors
 import socket
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ganeti import constants, errors, luxi, opcodes, query
+from ganeti import constants, errors, limits, luxi, opcodes, query
 
 LOG = logging.getLogger(__name__)
 
@@ -57,7 +58,15 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_job_seconds(v: Any) -> bool:
+    """Ages and timeouts of AutoArchiveJobs, bounded by limits.JOB_AGE."""
+    return _is_number(v) and limits.JOB_AGE.minimum <= v <= limits.JOB_AGE.maximum
+
+
+_JOB_SECONDS = f"seconds in {limits.JOB_AGE.minimum}..{limits.JOB_AGE.maximum}"
 
 
 def _is_str_list(v: Any) -> bool:
@@ -221,8 +230,8 @@ def build_method_table(backend: MasterBackend) -> dict[str, Method]:
         luxi.REQ_CANCEL_JOB: Method(b.cancel_job, (JOB_ID,)),
         luxi.REQ_ARCHIVE_JOB: Method(b.archive_job, (JOB_ID,)),
         luxi.REQ_AUTO_ARCHIVE_JOBS: Method(b.auto_archive_jobs, (
-            Arg("age", _is_number, "an age in seconds (-1: all)"),
-            Arg("timeout", _is_number, "a number of seconds"))),
+            Arg("age", _is_job_seconds, f"an age in {_JOB_SECONDS} (-1: all)"),
+            Arg("timeout", _is_job_seconds, f"a timeout in {_JOB_SECONDS}"))),
         luxi.REQ_CHANGE_JOB_PRIORITY: Method(b.change_job_priority, (
             JOB_ID, Arg("priority", _is_int, "an integer priority"))),
         luxi.REQ_QUERY_JOBS: Method(b.query_jobs, (

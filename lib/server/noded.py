@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 
-from ganeti import constants, crypto, daemon, errors, pathutils
+from ganeti import constants, crypto, daemon, errors, pathutils, serializer
 from ganeti.backend import NodeContext, RpcFail, files, hooks, info
 from ganeti.backend import export as bk_export
 from ganeti.backend import export_generations as bk_export_generations
@@ -64,6 +64,7 @@ PROCEDURES: Mapping[str, Procedure] = MappingProxyType({
     "blockdev_snapshot": bk_storage.blockdev_snapshot,
     "blockdev_remove_snapshot": bk_storage.blockdev_remove_snapshot,
     "blockdev_list_snapshots": bk_storage.blockdev_list_snapshots,
+    "file_storage_orphans": bk_storage.file_storage_orphans,
     "instance_start": bk_instance.instance_start,
     "instance_shutdown": bk_instance.instance_shutdown,
     "instance_reboot": bk_instance.instance_reboot,
@@ -240,9 +241,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         try:
-            args = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            self._refuse(400, f"Invalid JSON body: {err}")
+            args = serializer.load_json(raw, "request body")
+        except errors.ParseError as err:
+            self._refuse(400, str(err.args[0]))
             return None
         if not isinstance(args, list):
             self._refuse(400, "Request body must be a JSON list of arguments")

@@ -71,22 +71,51 @@ class FileDiskDriver(DiskDriver):
             else self._new_path(instance_name, disk)
         if SNAP_MARKER in path.name:
             raise errors.StorageError(f"Disk file name {path.name} looks like a snapshot")
+        new_dir = not path.parent.exists()
         try:
             path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             raise errors.StorageError(f"Disk file {path} already exists") from None
         except OSError as err:
+            self._remove_empty_dir(path.parent, new_dir)
             raise errors.StorageError(f"Cannot create disk file {path}: {err}") from None
         try:
             os.ftruncate(fd, disk.size * MIB)
-        except OSError as err:
+        except (OSError, OverflowError) as err:
+            # OverflowError: a size beyond a 64-bit offset; whatever failed, the
+            # half-made file (and a directory made for it) must not stay behind
             os.close(fd)
             path.unlink(missing_ok=True)
+            self._remove_empty_dir(path.parent, new_dir)
             raise errors.StorageError(
                 f"Cannot size disk file {path} to {disk.size} MiB: {err}") from None
         os.close(fd)
         return ["file", str(path)]
+
+    def _remove_empty_dir(self, directory: Path, made_now: bool) -> None:
+        if made_now and directory.parent == self.storage_dir:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+
+    def orphan_files(self, owned: set[str]) -> list[str]:
+        """Files under the storage dir that no disk in ``owned`` (paths) accounts for.
+
+        Snapshots of an owned disk count as owned (the cleanup handles them).
+        """
+        found: list[str] = []
+        if not self.storage_dir.is_dir():
+            return found
+        for entry in sorted(self.storage_dir.rglob("*")):
+            if entry.is_dir():
+                continue
+            path = str(entry)
+            base = path.split(SNAP_MARKER, 1)[0] if SNAP_MARKER in entry.name else path
+            if base not in owned:
+                found.append(path)
+        return found
 
     def remove(self, logical_id: Sequence[Any]) -> None:
         path = self._path(logical_id)

@@ -251,14 +251,22 @@ class _Run:
         self._report_limits(disk, "sender", spec.source_node, send)
         self._report_limits(disk, "receiver", spec.dest_node, recv)
         problems = []
+        recv_reason = recv["error"] if recv and recv["done"] and not recv["success"] else None
+        send_reason = send["error"] if send and send["done"] and not send["success"] else None
+        # a side that only repeats what its peer told it adds nothing: say it once
+        if recv_reason and send_reason:
+            if str(recv_reason) in str(send_reason):
+                send_reason = None
+            elif str(send_reason) in str(recv_reason):
+                recv_reason = None
         if recv_err:
             problems.append(recv_err)
-        elif recv and recv["done"] and not recv["success"]:
-            problems.append(f"receiver on {spec.dest_node}: {recv['error']}")
+        elif recv_reason:
+            problems.append(f"receiver on {spec.dest_node}: {recv_reason}")
         if send_err:
             problems.append(send_err)
-        elif send and send["done"] and not send["success"]:
-            problems.append(f"sender on {spec.source_node}: {send['error']}")
+        elif send_reason:
+            problems.append(f"sender on {spec.source_node}: {send_reason}")
         if problems:
             # a node that stopped answering is the likely root cause: name it first
             for node, role in ((spec.dest_node, "receiver"), (spec.source_node, "sender")):

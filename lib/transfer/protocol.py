@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from ganeti import errors, serializer
 from ganeti.transfer import (
     BLOCK_SIZE,
     COMPRESS_GZIP,
@@ -99,9 +100,10 @@ def decode_json(payload: memoryview | bytes) -> dict[str, Any]:
     if len(payload) > MAX_JSON_PAYLOAD:
         raise ProtocolError(f"Control frame of {len(payload)} bytes is too large")
     try:
-        obj = json.loads(bytes(payload))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ProtocolError(f"Malformed control frame: {err}") from None
+        obj = serializer.load_json(bytes(payload), "control frame")
+    except errors.ParseError as err:
+        # e.g. 64 KiB of "[": a RecursionError before the strict decoder
+        raise ProtocolError(f"Malformed control frame: {err.args[0]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("Malformed control frame: not a JSON object")
     return obj
@@ -256,8 +258,23 @@ class Codec:
         return data
 
 
+def peer_failure(peer: str, message: str) -> str:
+    """``"<Peer> failed: <message>"``, said once even if the peer already said it.
+
+    ERROR frames carry the bare reason; the side that reads one names the
+    peer.  Older peers prefixed their own role, so a prefix already there is
+    kept as is rather than doubled.
+    """
+    prefix = f"{peer} failed: "
+    if message.startswith(prefix):
+        return message
+    if message.startswith(f"{peer}: "):
+        message = message[len(peer) + 2:]
+    return prefix + message
+
+
 def send_error(sock: Any, message: str, timeout: float = 2.0) -> None:
-    """Best effort: tell the peer why we stop (it may already be gone)."""
+    """Best effort: tell the peer why we stop (the bare reason; it may already be gone)."""
     try:
         sock.settimeout(timeout)
         sock.sendall(encode_json(ERROR, {"message": message[:4000]}))

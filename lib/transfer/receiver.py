@@ -136,20 +136,20 @@ def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
                 raise TransferAborted("Transfer aborted") from None
             raise
     except proto.PeerError as err:
-        raise TransferError(f"Sender failed: {err}") from None
+        raise TransferError(proto.peer_failure("Sender", str(err))) from None
     except proto.ConnectionClosed:
         if abort.is_set():
             raise TransferAborted("Transfer aborted") from None
         raise TransferError("Sender closed the connection before the end of the stream") \
             from None
     except (proto.ProtocolError, TransferAborted) as err:
-        proto.send_error(sock, f"Receiver: {err}")
+        proto.send_error(sock, str(err))
         raise
     except TransferError as err:
-        proto.send_error(sock, f"Receiver failed: {err}")
+        proto.send_error(sock, str(err))
         raise
     except errors.StorageError as err:
-        proto.send_error(sock, f"Receiver failed: {err}")
+        proto.send_error(sock, str(err))
         raise TransferError(str(err)) from None
     except (OSError, ValueError) as err:
         if abort.is_set():

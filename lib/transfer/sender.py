@@ -95,20 +95,20 @@ def send_stream(sock: ssl.SSLSocket, reader: DiskReader, magic: str, *,
                 raise TransferAborted("Transfer aborted") from None
             raise
     except proto.PeerError as err:
-        raise TransferError(f"Receiver failed: {err}") from None
+        raise TransferError(proto.peer_failure("Receiver", str(err))) from None
     except proto.ConnectionClosed:
         if abort.is_set():
             raise TransferAborted("Transfer aborted") from None
         raise TransferError("Receiver closed the connection before the end of the"
                             " stream") from None
     except (proto.ProtocolError, TransferAborted) as err:
-        proto.send_error(sock, f"Sender: {err}")
+        proto.send_error(sock, str(err))
         raise
     except TransferError as err:
-        proto.send_error(sock, f"Sender failed: {err}")
+        proto.send_error(sock, str(err))
         raise
     except errors.StorageError as err:
-        proto.send_error(sock, f"Sender failed: {err}")
+        proto.send_error(sock, str(err))
         raise TransferError(str(err)) from None
     except (OSError, ValueError) as err:
         message = _peer_reason(sock, frames)
@@ -130,7 +130,7 @@ def _peer_reason(sock: ssl.SSLSocket, frames: proto.FrameReader) -> str | None:
     except (OSError, ValueError, TransferError):
         return None
     if ftype == proto.ERROR:
-        return f"Receiver failed: {proto.error_message(payload)}"
+        return proto.peer_failure("Receiver", proto.error_message(payload))
     return None
 
 

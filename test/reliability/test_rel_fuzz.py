@@ -18,13 +18,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rel_support import client, cluster_fixture, run, scaled
 
-from ganeti import constants, crypto, errors, opcodes
+from ganeti import constants, crypto, errors, limits, opcodes
 from ganeti.backup import exportconf
+from ganeti.cmdlib import instance_utils as iu
+from ganeti.hypervisor.base import check_instance_name
 from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FUZZED: dict[str, int] = {"luxi": 0, "rpc": 0, "opcode": 0, "exportconf": 0}
+FUZZED: dict[str, int] = {"luxi": 0, "rpc": 0, "opcode": 0, "exportconf": 0, "limits": 0}
 _SETTINGS = settings(max_examples=scaled(120, 3000), deadline=None, derandomize=False,
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
@@ -123,6 +125,34 @@ def test_luxi_oversized_and_truncated(cluster: LocalCluster) -> None:
         assert cl.query_cluster_info()["cluster_name"]
 
 
+# numbers JSON has no room for, and nesting only a stack overflow would stop
+_HOSTILE_TOKENS = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1e308"]
+
+
+def _hostile(document: bytes, token: bytes, depth: int) -> bytes:
+    """Put ``token`` (or, with depth > 0, a deeply nested list) into the args list."""
+    inner = b"[" * depth + b"]" * depth if depth else token
+    head, sep, tail = document.partition(b'"args": [')
+    return head + sep + inner + (b", " if not tail.startswith(b"]") else b"") + tail \
+        if sep else document
+
+
+@_SETTINGS
+@given(method=st.sampled_from([*_SAFE_METHODS, "AutoArchiveJobs", "WaitForJobChange"]),
+       args=st.lists(json_values, max_size=4), token=st.sampled_from(_HOSTILE_TOKENS),
+       depth=st.sampled_from([0, 0, 65, 1000, 100_000]))
+def test_luxi_hostile_numbers_and_nesting(cluster: LocalCluster, method: str,
+                                          args: list[Any], token: bytes, depth: int) -> None:
+    if method in ("SubmitJob", "SubmitManyJobs"):
+        assume(not _any_valid_op(args))
+    FUZZED["luxi"] += 1
+    payload = _hostile(json.dumps({"method": method, "args": args}).encode(), token, depth)
+    reply = _luxi_exchange(cluster, payload)
+    _check_luxi_reply(reply)
+    if token != b"1e308" or depth:
+        assert reply["success"] is False, (payload[:200], reply)
+
+
 # --- opcode dicts -------------------------------------------------------------------
 
 _OP_IDS = sorted(opcodes.OPCODE_REGISTRY)
@@ -145,6 +175,44 @@ def test_opcode_dicts_give_typed_errors(op_id: str, fields: dict[str, Any]) -> N
         return
     assert op_id == op.OP_ID
     assert opcodes.from_dict(op.to_dict()).to_dict() == op.to_dict()
+
+
+_sizes = st.integers(-2, 2**70) | st.sampled_from([limits.DISK_SIZE.maximum,
+                                                   limits.DISK_SIZE.maximum + 1, 2**63])
+
+
+@settings(max_examples=scaled(300, 10000), deadline=None)
+@given(name=st.text(min_size=0, max_size=260), disks=st.lists(
+           st.fixed_dictionaries({"size": _sizes}), max_size=40),
+       nics=st.lists(st.just({}), max_size=20),
+       tags=st.lists(st.text(max_size=140), max_size=20),
+       os_type=st.none() | st.text(max_size=80) | st.sampled_from(
+           ["../../bin/sh", "debootstrap+default", "a/b", "x" * 65]),
+       memory=st.integers(-1, 2**64) | st.sampled_from([limits.MEMORY.maximum]))
+def test_what_create_accepts_export_and_import_accept(
+        name: str, disks: list[dict[str, Any]], nics: list[dict[str, Any]], tags: list[str],
+        os_type: str | None, memory: int) -> None:
+    """The create checks (opcode, disk/NIC/backend specs, os_type) and the export check
+    (limits.instance_problems) agree: nothing create accepts is refused at export."""
+    FUZZED["limits"] += 1
+    try:
+        op = opcodes.OpInstanceCreate.create(instance_name=name, disks=disks, nics=nics,
+                                             tags=tags, os_type=os_type,
+                                             beparams={"memory": memory})
+        specs = iu.check_disk_specs(op.disks)
+        iu.check_nic_specs(op.nics)
+        beparams = iu.check_beparams(op.beparams)
+        if op.os_type is not None:
+            limits.check_os_name(op.os_type)
+        check_instance_name(op.instance_name)
+    except errors.GenericError as err:
+        if isinstance(err, errors.OpPrereqError):
+            assert err.ecode == errors.ECODE_INVAL
+        return
+    inst = type("I", (), {"name": name, "disks": [type("D", (), {"size": d["size"]})()
+                                                 for d in specs],
+                          "nics": nics, "tags": sorted(set(tags)), "os": os_type or ""})()
+    assert limits.instance_problems(inst, beparams) == []
 
 
 # --- RPC bodies ---------------------------------------------------------------------
@@ -177,6 +245,18 @@ def test_rpc_fuzzed_bodies(cluster: LocalCluster, proc: str, args: Any) -> None:
     assert isinstance(body, list) and len(body) == 2 and isinstance(body[0], bool), body
     if not body[0]:
         assert isinstance(body[1], str) and body[1]
+
+
+@_SETTINGS
+@given(proc=st.sampled_from(_SAFE_PROCEDURES), args=st.lists(json_values, max_size=3),
+       token=st.sampled_from(_HOSTILE_TOKENS[:5]), depth=st.sampled_from([0, 65, 100_000]))
+def test_rpc_hostile_numbers_and_nesting(cluster: LocalCluster, proc: str, args: list[Any],
+                                         token: bytes, depth: int) -> None:
+    FUZZED["rpc"] += 1
+    body = _hostile(json.dumps({"args": args}).encode(), token, depth)
+    body = body[body.index(b"["):-1]  # the list itself, as noded expects it
+    status, reply = _rpc_post(cluster, "/" + proc, body)
+    assert status == 400 and reply[0] is False and "Invalid JSON" in reply[1], reply
 
 
 @_SETTINGS

@@ -22,7 +22,7 @@ from ganeti.cmdlib import instance as lu_instance
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
-from ganeti.objects import Instance, Node
+from ganeti.objects import Disk, Instance, Node
 from ganeti.rpc import defs
 from ganeti.rpc.client import RpcRunner
 from ganeti.rpc.result import RpcResult
@@ -500,3 +500,85 @@ def test_cli_disk_nic_and_param_options() -> None:
         "process", {"blocks": 64, "ignore_sigterm": True})
     assert gnt_instance.hv_from_opt("blocks=8") == (None, {"blocks": 8})
     assert gnt_instance.hv_from_opt("fake") == ("fake", {})
+
+
+# --- limits and leftovers of failed creates ---------------------------------------
+
+
+def _storage_entries(env: Env, node: str = "node2") -> list[str]:
+    base = env.roots[node].paths.file_storage_dir
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*")) if base.exists() else []
+
+
+def test_failure_after_the_first_disk_leaves_nothing(env: Env) -> None:
+    """Disk, instance directory, config entry and the added instance lock all go."""
+    env.rpc.fail_after["blockdev_create"] = 1
+    with pytest.raises(errors.OpExecError, match="disk/1"):
+        env.create("inst9", disks=[{"size": 1}, {"size": 1}, {"size": 1}])
+    assert _storage_entries(env) == []
+    assert env.cfg.get_all_instances_info() == {}
+    assert env.ctx.glm.names(locking.LEVEL_INSTANCE) == set()
+    env.rpc.fail_after.clear()
+    env.create("inst9")  # the name is free again
+    assert len(env.disk_files()) == 2
+
+
+def test_failure_when_adding_to_the_config_leaves_nothing(env: Env,
+                                                          monkeypatch: Any) -> None:
+    def broken(_inst: Any) -> None:
+        raise errors.ConfigurationError("injected: config full")
+    monkeypatch.setattr(env.ctx, "add_instance", broken)
+    with pytest.raises(errors.ConfigurationError, match="injected"):
+        env.create("inst8")
+    assert _storage_entries(env) == []
+    assert env.ctx.glm.names(locking.LEVEL_INSTANCE) == set()
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"disks": [{"size": 2**63}]}, "disks[0].size"),
+    ({"disks": [{"size": 1}, {"size": 2**63}]}, "disks[1].size"),
+    ({"os_type": "../../bin/sh"}, "os_type"),
+    ({"os_type": "/bin/sh"}, "os_type"),
+    ({"beparams": {"memory": 2**63}}, "beparams.maxmem"),
+])
+def test_create_beyond_limits_is_refused_before_any_disk(env: Env, fields: dict[str, Any],
+                                                         needle: str) -> None:
+    with pytest.raises(errors.OpPrereqError) as err:
+        env.create("inst7", **fields)
+    assert needle in err.value.args[0] and err.value.ecode == errors.ECODE_INVAL
+    assert _storage_entries(env) == []
+    assert ("blockdev_create", "node2") not in env.rpc.calls
+    assert env.ctx.glm.names(locking.LEVEL_INSTANCE) == set()
+
+
+def test_export_refuses_what_import_could_not_restore(env: Env) -> None:
+    """An instance beyond a limit (made before it existed) is not exported; nothing moves."""
+    env.create()
+    inst = env.inst()
+    inst.disks = inst.disks + [Disk(size=1, dev_type="file", iv_name=f"disk/{i}")
+                               for i in range(2, 17)]
+    inst.tags = ["t" * 129]
+    env.cfg.update(inst)
+    env.rpc.calls.clear()
+    with pytest.raises(errors.OpPrereqError, match="could not be imported again") as err:
+        env.run(opcodes.OpBackupExport.create(instance_name="inst1", target_node="node3"))
+    assert "disks: 17 items" in err.value.args[0] and "tags[0]" in err.value.args[0]
+    assert err.value.ecode == errors.ECODE_INVAL
+    procedures = {proc for proc, _node in env.rpc.calls}
+    assert not procedures & {"instance_shutdown", "export_prepare", "blockdev_snapshot"}
+    assert env.live() is not None  # still running
+    export_dir = env.roots["node3"].paths.export_dir
+    assert not export_dir.exists() or list(export_dir.iterdir()) == []
+
+
+def test_verify_reports_orphan_disk_files(env: Env) -> None:
+    env.create()
+    owned = sorted(str(p) for p in env.disk_files())
+    assert env.run(opcodes.OpClusterVerify.create()) == []
+    stray = env.roots["node3"].paths.file_storage_dir / "gone.example.com" / "u.disk0"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    problems = env.run(opcodes.OpClusterVerify.create())
+    assert problems == [f"node node3: orphan disk file {stray} (no instance in the"
+                        " configuration owns it)"]
+    assert not any(path in " ".join(problems) for path in owned)

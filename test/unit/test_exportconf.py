@@ -77,7 +77,7 @@ def _valid_text() -> str:
     ("disk1_dump = disk1.img", "disk1_dump = disk0.img", "used twice"),
     ("disk0_dump = disk0.img", "disk0_dump = config.ini", "not a plain file name"),
     ("disk_count = 2", "disk_count = 3", "disk2_dump is missing"),
-    ("disk_count = 2", "disk_count = 100000", "out of range"),
+    ("disk_count = 2", "disk_count = 100000", "disk_count=100000 exceeds the limit 16"),
     ("disk0_size = 1024", "disk0_size = big", "must be an integer"),
     ("disk0_size = 1024", "disk0_size = 0", "out of range"),
     ("version = 0", "version = 7", "unsupported export version"),

@@ -1,0 +1,335 @@
+"""Limits and typed errors on a live two-node cluster, through the CLI and raw sockets.
+
+Every case: a typed error naming the field, nothing left behind (no disk file,
+directory, instance, lock or staging dir), and the daemons keep serving.
+``GANETI_SOAK=1`` repeats the hostile submissions many more times.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rel_support import (
+    add_instance,
+    client,
+    cluster_fixture,
+    fill_disk,
+    instance_running,
+    master_pid,
+    node_by_name,
+    rss_kib,
+    run,
+    scaled,
+)
+
+from ganeti import constants, crypto, errors, limits
+from ganeti.tools.local_cluster import LocalCluster
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+cluster = cluster_fixture("limits", 2)
+FIGURES: dict[str, Any] = {}
+
+
+def _instances(cluster: LocalCluster) -> list[str]:
+    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout
+    return out.split()
+
+
+def _storage_entries(cluster: LocalCluster) -> list[str]:
+    found = []
+    for node in cluster.nodes:
+        base = node.paths.file_storage_dir
+        if base.exists():
+            found += [f"{node.name}:{p.relative_to(base)}" for p in base.rglob("*")]
+    return sorted(found)
+
+
+def _assert_nothing_left(cluster: LocalCluster, before: list[str], name: str) -> None:
+    assert _storage_entries(cluster) == before
+    locks = run(cluster, "gnt-debug", "locks", "--no-headers", "-o", "name").stdout
+    assert name not in locks, locks
+
+
+# --- gnt-instance add -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ([f"--disk={i}:size=1M" for i in range(17)], "OP_INSTANCE_CREATE.disks"),
+    (["--disk=0:size=9223372036854775808"], "disks[0].size"),
+    (["--disk=0:size=" + "9" * 400], "disks[0].size"),
+    (["--disk=0:size=1M", "--disk=1:size=9223372036854775808"], "disks[1].size"),
+    (["--disk=0:size=1M", "-o", "../../bin/sh"], "os_type"),
+    (["--disk=0:size=1M", "-B", "memory=9223372036854775808"], "beparams.maxmem"),
+    ([f"--net={i}:mode=bridged" for i in range(9)] + ["--disk=0:size=1M"],
+     "OP_INSTANCE_CREATE.nics"),
+], ids=["17-disks", "2^63-MiB", "400-digits", "2^63-second-disk", "os-path", "2^63-memory",
+        "9-nics"])
+def test_add_beyond_limits_fails_cleanly(cluster: LocalCluster, extra: list[str],
+                                         needle: str) -> None:
+    before = _storage_entries(cluster)
+    res = run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--no-start",
+              *extra, "big1", ok=False)
+    assert res.returncode != 0
+    assert needle in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "OverflowError" not in res.stderr
+    assert "big1" not in _instances(cluster)
+    _assert_nothing_left(cluster, before, "big1")
+
+
+@pytest.mark.parametrize("duration", ["1e308", "nan", "inf", "86401"])
+def test_test_delay_bounds_through_the_cli(cluster: LocalCluster, duration: str) -> None:
+    res = run(cluster, "gnt-debug", "delay", duration, ok=False)
+    assert res.returncode != 0 and "OP_TEST_DELAY.duration" in res.stderr, res.stderr
+    assert "OverflowError" not in res.stderr
+
+
+def test_names_at_the_limit(cluster: LocalCluster) -> None:
+    """201 characters: refused naming the field; 200: created, exported, re-imported."""
+    res = run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
+              "0:size=1M", "--no-start", "n" * 201, ok=False)
+    assert res.returncode != 0 and "OP_INSTANCE_CREATE.instance_name" in res.stderr
+    name = "n" * 200
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
+        "--no-start", "-o", "debootstrap+default", name)
+    try:
+        run(cluster, "gnt-backup", "export", "-n", "node2", name)
+        run(cluster, "gnt-instance", "remove", "-f", name)
+        run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node2",
+            "--no-start", name)
+        out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name,os").stdout
+        assert f"{name} debootstrap+default" in out
+    finally:
+        run(cluster, "gnt-instance", "remove", "-f", name, ok=False)
+        run(cluster, "gnt-backup", "remove", name, ok=False)
+
+
+def test_export_refuses_an_instance_import_could_not_restore(cluster: LocalCluster) -> None:
+    """An instance beyond a limit (as made before the limit existed): refused up front."""
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
+        "--no-start", "old1")
+    cluster.stop(log=lambda _m: None)
+    conf_file = cluster.master.paths.cluster_conf_file
+    data = json.loads(conf_file.read_text())
+    inst = next(i for i in data["instances"].values() if i["name"] == "old1")
+    inst["tags"] = ["t" * 129]
+    conf_file.write_text(json.dumps(data))
+    cluster.start(log=lambda _m: None)
+    try:
+        res = run(cluster, "gnt-backup", "export", "-n", "node2", "old1", ok=False)
+        assert res.returncode != 0
+        assert "could not be imported again, so it is not exported" in res.stderr
+        assert "tags[0]: 129 characters is outside the limit 1..128" in res.stderr, res.stderr
+        export_dir = node_by_name(cluster, "node2").paths.export_dir
+        assert not export_dir.exists() or list(export_dir.iterdir()) == []
+    finally:
+        run(cluster, "gnt-instance", "remove", "-f", "old1")
+
+
+# --- LUXI -------------------------------------------------------------------------------
+
+
+def _raw_luxi(cluster: LocalCluster, payload: bytes, timeout: float = 120) -> Any:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(cluster.master.paths.master_socket))
+        sock.sendall(payload + b"\x03")
+        data = b""
+        while not data.endswith(b"\x03"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    return json.loads(data[:-1])
+
+
+def _failure(reply: Any) -> tuple[str, str]:
+    assert reply is not None and reply["success"] is False, reply
+    name, args = reply["result"]
+    assert isinstance(getattr(errors, name, None), type), name
+    return name, str(args[0])
+
+
+def test_submit_100000_disks_is_refused_and_rss_stays_bounded(cluster: LocalCluster) -> None:
+    pid = master_pid(cluster)
+    rss_before = rss_kib(pid)
+    op = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "huge1", "disk_template": "file",
+          "pnode": "node1", "disks": [{"size": 1}] * 100_000}
+    rounds = scaled(3, 30)
+    elapsed = []
+    peak = rss_before
+    for _ in range(rounds):
+        start = time.monotonic()
+        with client(cluster, timeout=120) as cl, pytest.raises(errors.OpPrereqError) as err:
+            cl.submit_job([op])
+        elapsed.append(time.monotonic() - start)
+        peak = max(peak, rss_kib(pid))
+        message = err.value.args[0]
+        assert "'OP_INSTANCE_CREATE.disks'" in message and "at most 16" in message
+        assert len(message) < 1000
+    rss_after = rss_kib(pid)
+    FIGURES["100k disks"] = (f"{rounds} submissions of {len(json.dumps(op)) // 1024} KiB,"
+                             f" refused in {min(elapsed):.2f}..{max(elapsed):.2f}s each;"
+                             f" master RSS {rss_before // 1024} -> peak {peak // 1024}"
+                             f" -> {rss_after // 1024} MiB")
+    print(f"\n{FIGURES['100k disks']}")
+    # before the limit: RSS grew from 50 MiB to 1 GiB and the config to 33 MB
+    assert peak - rss_before < 200 * 1024, FIGURES["100k disks"]
+    assert "huge1" not in _instances(cluster)
+    conf = cluster.master.paths.cluster_conf_file.stat().st_size
+    assert conf < 1024 * 1024
+
+
+@pytest.mark.parametrize("payload, needle", [
+    (b'{"method": "QueryJobs", "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "nested deeper than 64 levels"),
+    (b'{"method": "AutoArchiveJobs", "args": [NaN, 10]}', "NaN is not a JSON value"),
+    (b'{"method": "AutoArchiveJobs", "args": [1e999, 10]}', "out of range"),
+    (b'{"method": "AutoArchiveJobs", "args": [1e308, 10]}', "argument 'age'"),
+    (b'{"method": "AutoArchiveJobs", "args": [10, 1e308]}', "argument 'timeout'"),
+    (b'{"method": "SubmitJob", "args": [[{"OP_ID": "OP_TEST_DELAY", "duration": 1e308}]]}',
+     "OP_TEST_DELAY.duration"),
+    (b'{"method": "QueryJobs", "args": [null, ["\xff"]]}', "not UTF-8"),
+], ids=["deep-nesting", "nan-age", "1e999-age", "1e308-age", "1e308-timeout",
+        "1e308-delay", "non-utf8"])
+def test_hostile_luxi_requests_get_typed_errors(cluster: LocalCluster, payload: bytes,
+                                                needle: str) -> None:
+    for _ in range(scaled(2, 50)):
+        name, message = _failure(_raw_luxi(cluster, payload))
+        assert needle in message, (name, message)
+    with client(cluster) as cl:
+        assert cl.query_cluster_info()["cluster_name"]
+
+
+# --- RPC --------------------------------------------------------------------------------
+
+
+def _rpc_post(cluster: LocalCluster, path: str, body: bytes) -> tuple[int, Any]:
+    paths = cluster.master.paths
+    ctx = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
+    conn = http.client.HTTPSConnection(cluster.master.address, cluster.port, context=ctx,
+                                       timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("body, needle", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64 levels"),
+    (b"[NaN]", "NaN is not a JSON value"),
+    (b"[1e999]", "out of range"),
+    (b'["\xff"]', "not UTF-8"),
+])
+def test_hostile_rpc_bodies_get_typed_errors(cluster: LocalCluster, body: bytes,
+                                             needle: str) -> None:
+    for _ in range(scaled(2, 50)):
+        status, reply = _rpc_post(cluster, "/test_delay", body)
+        assert status == 400 and reply[0] is False and needle in reply[1], reply
+    assert _rpc_post(cluster, "/version", b"[]") == (200, [True, constants.PROTOCOL_VERSION])
+
+
+# --- import ----------------------------------------------------------------------------
+
+
+def test_import_of_non_utf8_config_names_the_file(cluster: LocalCluster) -> None:
+    src = cluster.master.paths.export_dir / "latin1"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / constants.EXPORT_CONF_FILE).write_bytes(
+        b"[export]\nversion=0\ntimestamp=1\nsource=node1\nos=caf\xe9\n[instance]\n"
+        b"name=latin1\ndisk_count=1\ndisk0_dump=disk0.img\ndisk0_size=1\nnic_count=0\n")
+    (src / "disk0.img").write_bytes(b"\0" * 4096)
+    before = _storage_entries(cluster)
+    try:
+        res = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node1",
+                  "--src-dir", "latin1", "--no-start", "latin1-copy", ok=False)
+    finally:
+        for item in src.iterdir():
+            item.unlink()
+        src.rmdir()
+    assert res.returncode != 0
+    assert "config.ini is not UTF-8 text (undecodable byte at line 5" in res.stderr, \
+        res.stderr
+    assert "UnicodeDecodeError" not in res.stderr
+    assert "latin1-copy" not in _instances(cluster)
+    assert _storage_entries(cluster) == before
+
+
+# --- gnt-cluster verify ----------------------------------------------------------------
+
+
+def test_verify_reports_a_planted_orphan_disk_file(cluster: LocalCluster) -> None:
+    res = run(cluster, "gnt-cluster", "verify", ok=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    node2 = node_by_name(cluster, "node2")
+    stray = node2.paths.file_storage_dir / "ghost.example.com" / "0e1f.disk0"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"\0" * 1024)
+    try:
+        res = run(cluster, "gnt-cluster", "verify", ok=False)
+        assert res.returncode != 0
+        output = res.stdout + res.stderr
+        assert f"node node2: orphan disk file {stray}" in output, output
+    finally:
+        stray.unlink()
+        stray.parent.rmdir()
+    assert run(cluster, "gnt-cluster", "verify", ok=False).returncode == 0
+
+
+# --- disk full at the export target ---------------------------------------------------
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750", "tmpfs",
+                    str(path)], check=True, capture_output=True)
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def test_disk_full_at_the_target_says_it_once(cluster: LocalCluster) -> None:
+    """A 4 MiB tmpfs as node2's export dir, a 16 MiB disk of random data: ENOSPC."""
+    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
+        pytest.skip("needs root to mount a tmpfs")
+    add_instance(cluster, "full1", "node1", "16M")
+    fill_disk(cluster, "full1", 16)
+    export_dir = node_by_name(cluster, "node2").paths.export_dir
+    _mount_tmpfs(export_dir, "4m")
+    try:
+        res = run(cluster, "gnt-backup", "export", "-n", "node2", "--compress", "none",
+                  "--long-sleep", "full1", ok=False)
+        leftovers = sorted(p.name for p in export_dir.iterdir())
+    finally:
+        _umount(export_dir)
+    output = res.stdout + res.stderr
+    FIGURES["disk full"] = [line for line in output.splitlines() if "space" in line]
+    print("\n" + "\n".join(FIGURES["disk full"]))
+    assert res.returncode != 0
+    assert "No space left on device" in output, output
+    for line in output.splitlines():
+        for prefix in ("Receiver failed: ", "Sender failed: ", "disk/0: "):
+            assert line.count(prefix) <= 1, line
+        assert line.count("No space left on device") <= 1, line
+    assert "Receiver failed: Receiver failed" not in output
+    assert output.count("No space left on device") == 1, output
+    assert leftovers == []  # the staging dir went with the failure
+    assert instance_running(cluster, "full1")
+    run(cluster, "gnt-instance", "remove", "-f", "full1")
+
+
+def test_daemons_alive_and_figures(cluster: LocalCluster) -> None:
+    with client(cluster) as cl:
+        assert cl.query_cluster_info()["cluster_name"]
+    assert limits.DISKS.maximum == 16
+    print(f"\nlimits figures: {FIGURES}")
