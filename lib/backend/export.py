@@ -91,9 +91,16 @@ def fs_makedirs(path: Path, mode: int = 0o750) -> list[Path]:
     while not probe.is_dir():
         missing.append(probe)
         probe = probe.parent
+    created = []
     for directory in reversed(missing):
-        fs_mkdir(directory, mode)
-    return list(reversed(missing))
+        try:
+            fs_mkdir(directory, mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue            # a concurrent export of another instance made it
+        created.append(directory)
+    return created
 
 
 def fs_rename(src: Path, dst: Path) -> None:

@@ -300,9 +300,10 @@ def finalize(ctx: NodeContext, instance_name: str, config_text: str,
         if keep:
             target = eg.retire_target(ctx, instance_name, final, {name})
             record["generation"] = target.name
-            created = ex.fs_makedirs(target.parent)
+            # only this instance's dir is removed again (shared parents may be in use)
+            created = [d for d in ex.fs_makedirs(target.parent) if d == target.parent]
         txn = Txn(ctx, record)
-        created += ex.fs_makedirs(txn.path.parent)
+        ex.fs_makedirs(txn.path.parent)
         ex.fs_write(txn.path, json.dumps(record), 0o600)
     except OSError as err:
         _remove_dirs(created)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -359,6 +361,41 @@ def test_remove_is_one_rename_then_the_deletion(tmp_path: Path, hook: Any) -> No
             assert state(ctx) == (None, ["A"])   # gone at once, even if trash is left
         assert eg.export_generation_remove(ctx, INST, "20260102T030000Z")
         _check_clean(ctx)
+
+
+def test_concurrent_finalizes_of_different_instances(tmp_path: Path, hook: Any) -> None:
+    """Shared parents (.generations, .journal) are made by whichever comes first."""
+    ctx = _ctx(tmp_path)
+
+    def slow_mkdir(op: str, _paths: tuple[Path, ...]) -> None:
+        if op == "mkdir":           # every thread sees the parent missing first
+            time.sleep(0.05)
+
+    names = [f"c{i}" for i in range(8)]
+    for name in names:
+        _stage(ctx, b"A", name)
+        ex.export_finalize(ctx, name, _config(b"A", DAY1), True)
+        _stage(ctx, b"B", name)
+    hook(slow_mkdir)
+    barrier = threading.Barrier(len(names))
+    errors: list[BaseException] = []
+
+    def finalize(name: str) -> None:
+        barrier.wait()
+        try:
+            ex.export_finalize(ctx, name, _config(b"B", DAY2), True)
+        except BaseException as err:   # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=finalize, args=(n,)) for n in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for name in names:
+        assert [g["newest"] for g in eg.export_generations(ctx, [name])] == [True, False]
+    assert ex.export_leftovers(ctx) == []
 
 
 def test_figures(capsys: pytest.CaptureFixture[str]) -> None:
