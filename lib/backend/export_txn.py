@@ -319,10 +319,11 @@ def finalize(ctx: NodeContext, instance_name: str, config_text: str,
     except OSError as err:
         _fail(txn, err, created)
     result["generation"] = name
-    try:
-        ex.fs_fsync((txn.target if txn.target is not None else txn.trash).parent)
-    except OSError as err:
-        result["warnings"].append(f"cannot fsync the retired export's directory: {err}")
+    for directory in dict.fromkeys(((txn.target or txn.trash).parent, staging.parent)):
+        try:
+            ex.fs_fsync(directory)
+        except OSError as err:
+            result["warnings"].append(f"cannot fsync {directory.name} after the commit: {err}")
     result["warnings"] += txn.complete()
     return result
 
