@@ -111,6 +111,11 @@ def test_keep_generations_never_removes_other_nodes_exports(cluster: LocalCluste
     assert on2["newest"] == two and sorted(on2.values()) == sorted([one, two])
     assert exports(cluster, "node3", "kg1") == {"newest": three}
     assert listing(cluster, "kg1") == [("node2", "N"), ("node2", "Y"), ("node3", "Y")]
+    # an import by name takes the newest export of all nodes (node3's)
+    out = run(cluster, "gnt-backup", "import", "-n", "node2", "--src-dir", "kg1",
+              "--no-start", "kg1-copy").stdout
+    assert sha(disk_file(cluster, "kg1-copy")) == three, out
+    run(cluster, "gnt-instance", "remove", "-f", "kg1-copy")
     # both nodes are in the export index: a plain export still replaces them all
     # (Ganeti's semantics) and says so
     out = run(cluster, "gnt-backup", "export", "-n", "node1", "kg1").stdout
