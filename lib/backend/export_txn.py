@@ -35,6 +35,7 @@ import configparser
 import errno
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -46,6 +47,7 @@ from ganeti.backend import export_generations as eg
 from ganeti.backend.files import to_wire_name
 
 JOURNAL_VERSION = 1
+_ID_RE = re.compile(r"^[0-9a-f]{1,40}$")
 _NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 Ident = tuple[int, int]
 
@@ -69,6 +71,8 @@ class Txn:
         self.ctx = ctx
         self.record = record
         self.id = str(record["id"])
+        if not _ID_RE.match(self.id):
+            raise RpcFail(f"Invalid export journal id {self.id!r}")
         self.instance = ex._check_name(record["instance"])
         self.keep = bool(record["keep"])
         self.new = tuple(record["new"]) if record.get("new") else None

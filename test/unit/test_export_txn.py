@@ -419,6 +419,25 @@ def test_concurrent_finalizes_of_different_instances(tmp_path: Path, hook: Any) 
     assert ex.export_leftovers(ctx) == []
 
 
+@pytest.mark.parametrize("record", [
+    "not json", '{"id": "../../x", "instance": "inst1", "keep": false}',
+    '{"id": "ab", "instance": "../etc", "keep": false}',
+    '{"id": "ab", "instance": "inst1", "keep": true, "generation": "../../x"}'])
+def test_a_hostile_or_broken_journal_is_never_acted_on(tmp_path: Path, record: str) -> None:
+    ctx = _ctx(tmp_path)
+    before = _setup(ctx, True)
+    jdir = ctx.paths.export_dir / ex.JOURNAL_DIR
+    (jdir / "ab.json").write_text(record)
+    victim = tmp_path / "x"
+    victim.mkdir()
+    assert ".journal/ab.json" in ex.export_leftovers(ctx)
+    assert ex.export_cleanup(ctx) == []          # kept for a human to look at
+    _stage(ctx, b"C")                            # other work goes on
+    ex.export_finalize(ctx, INST, _config(b"C", DAY3), True)
+    assert state(ctx) == ("C", sorted([*before[1], "B"]))
+    assert victim.is_dir() and (jdir / "ab.json").is_file()
+
+
 def test_figures(capsys: pytest.CaptureFixture[str]) -> None:
     """Prints what this module tried (doc/reliability.md quotes it)."""
     with capsys.disabled():
