@@ -84,7 +84,7 @@ def find_source_node(lu: LogicalUnit) -> str:
 
 def _newest_first(lu: LogicalUnit, name: str, nodes: list[str]) -> list[str]:
     """Nodes by the age of their newest export of ``name`` (exports kept with
-    generations live on several nodes); nodes that do not answer come last."""
+    generations live on several nodes); same second: by name; silent nodes last."""
     stamps: dict[str, float] = {}
     for node, res in lu.rpc.call_export_generations(nodes, [name]).items():
         if not res.fail_msg:

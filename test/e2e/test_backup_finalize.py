@@ -12,6 +12,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def test_keep_generations_never_removes_other_nodes_exports(cluster: LocalCluste
     run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", "kg1")
     two = sha(disk)
     write(disk, b"three")
+    time.sleep(1.1)             # export timestamps are seconds: node3's is the newest
     out = run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node3",
               "kg1").stdout
     three = sha(disk)
