@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import configparser
 import errno
+import fcntl
 import json
 import os
 import re
@@ -166,6 +167,27 @@ class Txn:
         self.undo()
         return "undone"
 
+    def recover_exclusive(self) -> str:
+        """recover() while holding a lock on the journal (a shared export dir is
+        cleaned by every node at once); "gone" when another one finished it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return "gone"
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.EAGAIN, errno.EACCES):
+                    raise RecoveryBusy(f"export journal {self.path.name} is being"
+                                       " recovered by another process") from None
+                raise
+            if os.fstat(fd).st_nlink == 0:
+                return "gone"
+            return self.recover()
+        finally:
+            os.close(fd)
+
     def forget(self, strict: bool = False) -> None:
         try:
             ex.fs_unlink(self.path)
@@ -175,6 +197,10 @@ class Txn:
         except OSError:
             if strict:
                 raise
+
+
+class RecoveryBusy(RpcFail):
+    """Another process holds the journal's lock."""
 
 
 def _swap(a: Path, b: Path, slot: Path) -> None:
@@ -207,7 +233,7 @@ def recover_instance(ctx: NodeContext, instance_name: str) -> list[str]:
         if txn.instance != instance_name:
             continue
         try:
-            done.append(txn.recover())
+            done.append(txn.recover_exclusive())
         except OSError as err:
             raise RpcFail(f"Cannot recover the interrupted finalize of {instance_name}"
                           f" ({path.name}): {err}; nothing was removed") from None
@@ -227,7 +253,7 @@ def recover_all(ctx: NodeContext) -> tuple[list[str], set[str]]:
             keep.add(rel)
             continue
         try:
-            txn.recover()
+            txn.recover_exclusive()
         except (OSError, RpcFail):
             keep.update(txn.referenced())
             continue

@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -436,6 +437,44 @@ def test_a_hostile_or_broken_journal_is_never_acted_on(tmp_path: Path, record: s
     ex.export_finalize(ctx, INST, _config(b"C", DAY3), True)
     assert state(ctx) == ("C", sorted([*before[1], "B"]))
     assert victim.is_dir() and (jdir / "ab.json").is_file()
+
+
+def test_a_journal_locked_by_another_process_is_left_alone(tmp_path: Path,
+                                                             hook: Any) -> None:
+    """A shared export dir is cleaned by every node at once: one recovers, the rest wait."""
+    ctx = _ctx(tmp_path)
+    before = _setup(ctx, True)
+    _stage(ctx, b"C")
+    swapped: list[bool] = []
+
+    def crash_after_exchange(op: str, _paths: tuple[Path, ...]) -> None:
+        if op == "exchange":
+            swapped.append(True)
+        elif swapped:
+            raise Crash
+
+    hook(crash_after_exchange)
+    with pytest.raises(Crash):
+        ex.export_finalize(ctx, INST, _config(b"C", DAY3), True)
+    hook(None)
+    journal = next((ctx.paths.export_dir / ex.JOURNAL_DIR).glob("*.json"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(60)", str(journal)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert ex.export_cleanup(ctx) == []
+        # the previous export still sits under the staging name: nothing removed it
+        assert _label(ex.staging_path(ctx, INST)) == "B"
+        with pytest.raises(RpcFail, match="recovered by another process"):
+            ex.export_abort(ctx, INST)
+    finally:
+        holder.kill()
+        holder.wait()
+    ex.export_cleanup(ctx)
+    assert state(ctx) == before and ex.export_leftovers(ctx) == []
 
 
 def test_figures(capsys: pytest.CaptureFixture[str]) -> None:
