@@ -150,6 +150,7 @@ def test_opcode_dicts_give_typed_errors(op_id: str, fields: dict[str, Any]) -> N
 # --- RPC bodies ---------------------------------------------------------------------
 
 _SAFE_PROCEDURES = ["version", "ping", "export_info", "export_abort", "export_remove",
+                    "export_leftovers",
                     "export_list", "blockdev_exists", "blockdev_list_snapshots",
                     "transfer_status", "transfer_abort", "transfer_cleanup", "instance_info",
                     "no_such_procedure", "../etc/passwd", ""]
