@@ -5,13 +5,16 @@ Ganeti's layout; older ones kept by a retention policy live in
 ``<export_dir>/.generations/<instance>/<UTC time>/`` (e.g.
 ``20261129T031500Z``), hidden from Ganeti-style tools.  A generation is
 named by the ``[export] timestamp`` of its config.ini; the newest one has a
-name too, so users can address every generation the same way.
+name too, so users can address every generation the same way.  Names are
+unique per instance and node and never change: when a name is taken (two
+exports in the same second), the new export gets the next free ``-<n>``
+suffix, recorded in its hidden ``.generation`` file (exports without one are
+named by their timestamp, as before).
 """
 
 from __future__ import annotations
 
 import configparser
-import os
 import re
 import time
 from collections.abc import Callable
@@ -23,10 +26,12 @@ from ganeti.backend import NodeContext, RpcFail, export_meta
 from ganeti.backend.export import _remove_tree, export_list, export_path
 from ganeti.backend.files import to_wire_name
 from ganeti.backup import exportmeta
-from ganeti.fileutils import fsync_dir
 
 GENERATIONS_DIR = ".generations"
+# the generation name of an export whose timestamp name was already taken
+GEN_NAME_FILE = ".generation"
 _GEN_RE = re.compile(r"^\d{8}T\d{6}Z(-\d{1,4})?$")
+_MAX_SUFFIX = 9999
 
 
 def generation_name(timestamp: float) -> str:
@@ -54,19 +59,43 @@ def _timestamp(path: Path) -> float:
         return path.stat().st_mtime
 
 
-def retire(ctx: NodeContext, instance_name: str, old_export: Path) -> Path:
-    """Move a replaced export into the generations dir (one rename, never partial)."""
+def export_name(path: Path) -> str:
+    """The generation name of an export directory (newest or older)."""
+    try:
+        recorded = (path / GEN_NAME_FILE).read_text().strip()
+    except OSError:
+        recorded = ""
+    return recorded if _GEN_RE.match(recorded) else generation_name(_timestamp(path))
+
+
+def taken_names(ctx: NodeContext, instance_name: str) -> set[str]:
+    """Names in use by the instance's generations on this node, the newest included."""
     root = generations_root(ctx, instance_name)
-    root.mkdir(parents=True, exist_ok=True)
-    base = generation_name(_timestamp(old_export))
-    target, suffix = root / base, 0
-    while target.exists():
+    names = {e.name for e in root.iterdir()} if root.is_dir() else set()
+    newest = export_path(ctx, instance_name)
+    if (newest / constants.EXPORT_CONF_FILE).is_file():
+        names.add(export_name(newest))
+    return names
+
+
+def free_name(base: str, taken: set[str]) -> str:
+    """``base`` or the first ``base-<n>`` not in ``taken``."""
+    name, stem, suffix = base, base.split("-", 1)[0], 0
+    while name in taken:
         suffix += 1
-        target = root / f"{base}-{suffix}"
-    os.rename(old_export, target)
-    fsync_dir(root)
-    fsync_dir(old_export.parent)
-    return target
+        if suffix > _MAX_SUFFIX:
+            raise RpcFail(f"No free export generation name left for {stem}")
+        name = f"{stem}-{suffix}"
+    return name
+
+
+def retire_target(ctx: NodeContext, instance_name: str, old_export: Path,
+                  avoid: set[str]) -> Path:
+    """Where a replaced export goes: its own name, unless that is taken (older data)."""
+    root = generations_root(ctx, instance_name)
+    own = export_name(old_export)
+    taken = ({e.name for e in root.iterdir()} if root.is_dir() else set()) | avoid
+    return root / (own if own not in taken else free_name(own, taken))
 
 
 def _sizes(path: Path) -> tuple[int, int]:
@@ -104,7 +133,7 @@ def export_generations(ctx: NodeContext, instance_names: list[str] | None = None
             continue
         newest = export_path(ctx, inst)
         if (newest / constants.EXPORT_CONF_FILE).is_file():
-            result.append(_describe(ctx, inst, newest, True))
+            result.append(_describe(ctx, inst, newest, True, export_name(newest)))
         root = generations_root(ctx, inst)
         if root.is_dir():
             for entry in sorted(root.iterdir()):
@@ -120,7 +149,7 @@ def _find(ctx: NodeContext, instance_name: str, generation: str) -> tuple[Path, 
         return older, False
     newest = export_path(ctx, instance_name)
     if ((newest / constants.EXPORT_CONF_FILE).is_file()
-            and generation_name(_timestamp(newest)) == generation):
+            and export_name(newest) == generation):
         return newest, True
     raise RpcFail(f"No export generation {generation} of {instance_name} on this node")
 

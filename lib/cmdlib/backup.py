@@ -252,10 +252,15 @@ class LUBackupExport(LogicalUnit):
             raise errors.OpExecError(failure_text(finalize_ok, disks_ok))
         index = ExportIndex.for_paths(self.context.paths)
         older = [n for n in self._export_nodes(index) if n != self.target.name]
-        index.set_nodes(inst.name, [self.target.name])
+        # keeping generations keeps other nodes' exports too: each node's newest
+        # export heads its own history there (another schedule's target, say)
+        remove_older = bool(older) and not (op.keep_generations or
+                                            self.cfg.get_cluster_info().shared_export_dir)
+        index.set_nodes(inst.name, [self.target.name] + (older if op.keep_generations
+                                                         else []))
         if op.remove_instance:
             self._remove_instance(feedback_fn)
-        if older and not self.cfg.get_cluster_info().shared_export_dir:
+        if remove_older:
             self._remove_older_exports(older, index, feedback_fn)
         return finalize_ok, disks_ok
 
@@ -360,6 +365,8 @@ class LUBackupExport(LogicalUnit):
             self.LogWarning("Finalizing the export on %s failed: %s", target.name,
                             fin.fail_msg)
             return False, disks_ok
+        for warning in (fin.payload or {}).get("warnings", []):
+            self.LogWarning("Export of %s on %s: %s", inst.name, target.name, warning)
         feedback_fn(f"Export of {inst.name} finalized on {target.name}")
         if self.op.note:
             self._set_note(feedback_fn)

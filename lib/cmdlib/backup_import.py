@@ -76,8 +76,22 @@ def find_source_node(lu: LogicalUnit) -> str:
         what = name if generation is None else f"{name}@{generation}"
         raise errors.OpPrereqError(f"No export of {what} found on any node",
                                    errors.ECODE_NOENT)
+    if generation is None and len(candidates) > 1:
+        candidates = _newest_first(lu, name, candidates)
     op.src_node = candidates[0]
     return str(op.src_node)
+
+
+def _newest_first(lu: LogicalUnit, name: str, nodes: list[str]) -> list[str]:
+    """Nodes by the age of their newest export of ``name`` (exports kept with
+    generations live on several nodes); same second: by name; silent nodes last."""
+    stamps: dict[str, float] = {}
+    for node, res in lu.rpc.call_export_generations(nodes, [name]).items():
+        if not res.fail_msg:
+            newest = [g["timestamp"] for g in res.payload if g.get("newest")]
+            if newest:
+                stamps[node] = float(max(newest))
+    return sorted(nodes, key=lambda n: (n not in stamps, -stamps.get(n, 0.0), n))
 
 
 def _recorded_algorithm(idx: int, checksum: str | None) -> str | None:

@@ -100,6 +100,8 @@ class LUClusterVerify(NoHooksLU):
                                 f" master has {constants.PROTOCOL_VERSION}")
         version_ok = not problems
         problems.extend(self._verify_orphan_disk_files(results))
+        problems += self._stale_export_leftovers(
+            [n for n in nodes if not results[n].offline and not results[n].fail_msg])
         for problem in problems:
             self.LogWarning(problem)
         if version_ok:
@@ -131,6 +133,23 @@ class LUClusterVerify(NoHooksLU):
                 continue
             problems.extend(f"node {node.name}: orphan disk file {path} (no instance in the"
                             " configuration owns it)" for path in found.payload)
+        return problems
+
+    def _stale_export_leftovers(self, nodes: list[str]) -> list[str]:
+        """Staging dirs, trash and journals no running export uses, per node."""
+        exporting = {name.split("/", 1)[1] for name, mode, _owners, _pending
+                     in self.glm.query_locks()
+                     if name.startswith("instance/") and mode == locking.EXCLUSIVE}
+        problems = []
+        for name, res in sorted(self.rpc.call_export_leftovers(nodes).items()):
+            if res.fail_msg:
+                problems.append(f"node {name}: cannot list export leftovers: {res.fail_msg}")
+                continue
+            stale = [item for item in res.payload or []
+                     if not (item.startswith(".staging/") and item[9:] in exporting)]
+            if stale:
+                problems.append(f"node {name}: stale export leftovers (removed by the"
+                                f" watcher): {', '.join(stale)}")
         return problems
 
 

@@ -160,7 +160,7 @@ def test_running_instance_without_snapshots_needs_long_sleep(cluster: LocalClust
     # nothing changed: same guest process, no export, no staging dir
     assert guest_pids(cluster, "node2", "warm1") == pids
     assert not export_dir(cluster, "node3", "warm1").exists()
-    assert not (node(cluster, "node3").paths.export_dir / "warm1.new").exists()
+    assert not (node(cluster, "node3").paths.export_dir / ".staging" / "warm1").exists()
     out = run(cluster, "gnt-backup", "export", "-n", "node3", "--long-sleep",
               "--shutdown-timeout", "20", "warm1").stdout
     # the copy ran while the instance was down; it runs again afterwards
@@ -241,7 +241,7 @@ def test_export_hooks_on_three_nodes_and_pre_hook_veto(cluster: LocalCluster,
         assert "node3" in proc.stderr and "20-veto" in proc.stderr
         assert "no space for you" in proc.stderr
         assert not export_dir(cluster, "node3", "hooked").exists()
-        assert not (node(cluster, "node3").paths.export_dir / "hooked.new").exists()
+        assert not (node(cluster, "node3").paths.export_dir / ".staging" / "hooked").exists()
     finally:
         for script in scripts:
             script.unlink(missing_ok=True)
@@ -408,7 +408,7 @@ def test_target_killed_mid_transfer_keeps_previous_export(rcluster: LocalCluster
               "--transport-compression", "gzip", "big1").stdout.split()[-1]
     try:
         deadline = time.monotonic() + WAIT
-        staging = node3.paths.export_dir / "big1.new" / "disk0.img"
+        staging = node3.paths.export_dir / ".staging" / "big1" / "disk0.img"
         while not staging.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert staging.exists(), "the transfer never started"

@@ -588,3 +588,32 @@ def test_doc_examples_run(cluster: LocalCluster) -> None:
     for name in ("web1", "scratch1", "db1"):
         run(cluster, "gnt-instance", "remove", "-f", name)
     run(cluster, "gnt-backup", "remove", "db1")
+
+
+def test_two_schedules_with_different_targets_keep_both_histories(
+        cluster: LocalCluster) -> None:
+    """Issue 21 defect 1: each schedule's export used to delete the other's newest."""
+    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+        "--no-start", "two1")
+    disk = disk_file(cluster, "two1")
+    run(cluster, "gnt-backup", "schedule", "add", "near", "--instances", "two1",
+        "--node-policy", "primary", "--cron", "0 1 * * *", "--keep-last", "5")
+    run(cluster, "gnt-backup", "schedule", "add", "far", "--instances", "two1", "-n",
+        "node3", "--cron", "0 2 * * *", "--keep-last", "5")
+    for marker in (b"AAAA", b"BBBB"):
+        fill(disk, marker)
+        for name in ("near", "far"):
+            proc = run(cluster, "gnt-backup", "schedule", "run-now", name)
+            assert "Removed the older export" not in proc.stdout, proc.stdout
+    rows = [r for r in listing(cluster) if r[1] == "two1"]
+    assert sorted((r[0], r[4]) for r in rows) == [("node2", "N"), ("node2", "Y"),
+                                                  ("node3", "N"), ("node3", "Y")]
+    for node_name in ("node2", "node3"):
+        newest = node(cluster, node_name).paths.export_dir / "two1" / "disk0.img"
+        assert newest.read_bytes()[:MIB] == b"BBBB" * (MIB // 4)
+        older = gen_root(cluster, node_name, "two1") / generations(cluster, node_name,
+                                                                    "two1")[0]
+        assert (older / "disk0.img").read_bytes()[:MIB] == b"AAAA" * (MIB // 4)
+    for name in ("near", "far"):
+        run(cluster, "gnt-backup", "schedule", "remove", name)
+    run(cluster, "gnt-instance", "remove", "-f", "two1")

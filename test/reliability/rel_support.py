@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from ganeti import constants, daemon, luxi
+from ganeti.backend import NodeContext
+from ganeti.backend.export import export_leftovers
 from ganeti.config import ConfigStore
 from ganeti.context import _make_rpc_runner
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
@@ -104,9 +106,7 @@ def leftovers(cluster: LocalCluster, rpc: Any) -> dict[str, list[str]]:
         items: list[str] = []
         if node.paths.file_storage_dir.exists():
             items += [p.name for p in node.paths.file_storage_dir.rglob("*.snap-*")]
-        if node.paths.export_dir.exists():
-            items += [p.name for p in node.paths.export_dir.iterdir()
-                      if p.name.endswith(".new") or p.name.startswith(".removed-")]
+        items += export_leftovers(NodeContext(paths=node.paths))
         res = rpc.call_transfer_list([node.name])[node.name]
         assert not res.fail_msg, res.fail_msg
         items += [f"transfer:{t}" for t in res.payload]

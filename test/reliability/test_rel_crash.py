@@ -67,7 +67,7 @@ def test_master_killed_during_export(cluster: LocalCluster, rpc: Any) -> None:
                 constants.EXPORT_CONF_FILE).read_text()
     assert instance_running(cluster, "crash1")
 
-    staging = node_by_name(cluster, "node2").paths.export_dir / "crash1.new"
+    staging = node_by_name(cluster, "node2").paths.export_dir / ".staging" / "crash1"
     proc = _export_cli(cluster, "-n", "node2", "--long-sleep", "--compress", "gzip", "crash1")
     deadline = time.monotonic() + WAIT
     while not _staging_has_data(staging):
@@ -83,7 +83,7 @@ def test_master_killed_during_export(cluster: LocalCluster, rpc: Any) -> None:
     res = watcher(cluster)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "restarted ganeti-masterd" in res.stdout
-    assert "removed export leftovers on node2: crash1.new" in res.stdout
+    assert "removed export leftovers on node2: .staging/crash1" in res.stdout
     assert "restarted instance crash1" in res.stdout
 
     with client(cluster) as cl:
@@ -185,7 +185,7 @@ def test_master_killed_during_snapshot_export(rcluster: LocalCluster) -> None:
     add_instance(rcluster, "snap1", "node1", "160M", "--no-start")
     fill_disk(rcluster, "snap1", 128)
     run(rcluster, "gnt-instance", "start", "snap1")
-    staging = node_by_name(rcluster, "node2").paths.export_dir / "snap1.new"
+    staging = node_by_name(rcluster, "node2").paths.export_dir / ".staging" / "snap1"
     proc = _export_cli(rcluster, "-n", "node2", "--noshutdown", "--compress", "gzip", "snap1")
     deadline = time.monotonic() + WAIT
     while not _staging_has_data(staging):

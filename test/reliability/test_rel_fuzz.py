@@ -218,6 +218,7 @@ def test_what_create_accepts_export_and_import_accept(
 # --- RPC bodies ---------------------------------------------------------------------
 
 _SAFE_PROCEDURES = ["version", "ping", "export_info", "export_abort", "export_remove",
+                    "export_leftovers",
                     "export_list", "blockdev_exists", "blockdev_list_snapshots",
                     "transfer_status", "transfer_abort", "transfer_cleanup", "instance_info",
                     "no_such_procedure", "../etc/passwd", ""]
@@ -270,7 +271,7 @@ def test_rpc_garbage_bodies(cluster: LocalCluster, raw: bytes) -> None:
 
 # --- hostile names ------------------------------------------------------------------
 
-BAD_NAMES = ["../x", "/", "a/../../etc", "x\x00y", "n" * 300, ".hidden", "x.new", ""]
+BAD_NAMES = ["../x", "/", "a/../../etc", "x\x00y", "n" * 300, ".hidden", ".staging", ""]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)

@@ -204,7 +204,7 @@ def test_export_with_node_unreachable_mid_copy_fails_cleanly_then_retry_works(
     removes once node2 is reachable again, and the same export then succeeds."""
     add_instance(cluster, "netexp1", "node1", "96M", "--no-start")
     fill_disk(cluster, "netexp1", 64)
-    staging = cluster.nodes[1].paths.export_dir / "netexp1.new"
+    staging = cluster.nodes[1].paths.export_dir / ".staging" / "netexp1"
     proc = subprocess.Popen(
         [sys.executable, str(SOURCE_TOP / "scripts" / "gnt-backup"), "export", "-n", "node2",
          "--compress", "gzip", "netexp1"], env=cluster.env(), stdout=subprocess.PIPE,
@@ -225,7 +225,7 @@ def test_export_with_node_unreachable_mid_copy_fails_cleanly_then_retry_works(
     assert "node2" in out + err, out  # the job log says which node was lost
     assert not (cluster.nodes[1].paths.export_dir / "netexp1").exists()
     # node2 could not be told to drop its staging dir: the watcher's job
-    assert "netexp1.new" in leftovers(cluster, rpc).get("node2", [])
+    assert ".staging/netexp1" in leftovers(cluster, rpc).get("node2", [])
     res = watcher(cluster)
     assert res.returncode == 0, res.stdout + res.stderr
     assert leftovers(cluster, rpc) == {}

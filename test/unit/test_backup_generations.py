@@ -58,7 +58,8 @@ def test_plain_finalize_keeps_ganeti_semantics(ctx: NodeContext) -> None:
     _export(ctx, "inst1", b"one", DAY1, keep=False)
     _export(ctx, "inst1", b"two", DAY2, keep=False)
     assert [g["generation"] for g in eg.export_generations(ctx)] == ["20260103T030000Z"]
-    assert sorted(p.name for p in ctx.paths.export_dir.iterdir()) == ["inst1"]
+    assert ex.export_list(ctx) == ["inst1"] and ex.export_leftovers(ctx) == []
+    assert not (ctx.paths.export_dir / eg.GENERATIONS_DIR).exists()
 
 
 def test_same_second_generations_get_distinct_names(ctx: NodeContext) -> None:

@@ -25,7 +25,7 @@ def _leftovers(env: Env) -> tuple[Path, Path, Path]:
     other_snap = disk.with_name(disk.name + ".snap-manual")   # not made by an export
     other_snap.write_bytes(b"y")
     bk_export.export_prepare(env.roots["node3"], "inst1")
-    staging = env.roots["node3"].paths.export_dir / "inst1.new"
+    staging = env.roots["node3"].paths.export_dir / ".staging" / "inst1"
     assert staging.is_dir()
     return export_snap, other_snap, staging
 
@@ -35,7 +35,7 @@ def test_removes_export_leftovers_of_idle_instances(env: Env) -> None:
     report = env.run(opcodes.OpClusterCleanupLeftovers.create())
     assert report["complete"] is True and report["busy_instances"] == []
     assert report["snapshots"] == [str(export_snap)]
-    assert report["staging"] == {"node3": ["inst1.new"]}
+    assert report["staging"] == {"node3": [".staging/inst1"]}
     assert not export_snap.exists() and not staging.exists()
     assert other_snap.exists()
     # idempotent: a second run finds nothing
