@@ -202,6 +202,19 @@ def job_results(job_id: int, rows: Sequence[Any], missing: str) -> list[Any]:
     raise job_failure(job_id, status, opstatus, opresult)
 
 
+def _pending_refusal(sock: socket.socket, stream: MessageStream) -> errors.GenericError | None:
+    """The error reply a server sent before closing on us, if one is waiting."""
+    try:
+        sock.setblocking(False)
+        raw = stream.recv_raw()
+        msg = parse_json(raw) if raw is not None else None
+        if isinstance(msg, dict) and msg.get(KEY_SUCCESS) is False:
+            return errors.decode(msg.get(KEY_RESULT))
+    except (OSError, errors.GenericError):
+        pass
+    return None
+
+
 class _SendFailed(Exception):
     """Internal: the request could not be sent, so the server never saw it."""
 
@@ -267,7 +280,11 @@ class Client:
             try:
                 stream.send(request)
             except (BrokenPipeError, ConnectionResetError) as err:
-                # the server only acts on complete messages: nothing happened
+                # the server only acts on complete messages: nothing happened;
+                # it may have said why it closed (a limit reached)
+                refusal = _pending_refusal(self._sock, stream)
+                if refusal is not None:
+                    raise refusal from None
                 raise _SendFailed(str(err)) from None
             return stream.recv()
         except BaseException:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ganeti import constants, daemon, errors, pathutils
-from ganeti.server import luxi_server
+from ganeti.server import connlimit, luxi_server
 
 LOG = logging.getLogger("ganeti.masterd")
 
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-d", "--debug", action="store_true", help="Log debug messages")
     parser.add_argument("--root", metavar="DIR",
                         help="Run with every path under DIR (sets GANETI_ROOT)")
+    connlimit.add_options(parser, luxi_server.DEFAULT_LIMITS, luxi_server.OPTION_FIELDS)
     return parser.parse_args(argv)
 
 
@@ -50,8 +51,10 @@ def _queue_limits(context: Any) -> tuple[int, int]:
 class Master:
     """Everything the running daemon owns, so startup and shutdown stay symmetric."""
 
-    def __init__(self, paths: pathutils.Paths) -> None:
+    def __init__(self, paths: pathutils.Paths,
+                 limits: connlimit.Limits = luxi_server.DEFAULT_LIMITS) -> None:
         self.paths = paths
+        self.limits = limits
         self.context: Any = None
         self.queue: Any = None
         self.server: luxi_server.LuxiServer | None = None
@@ -68,7 +71,8 @@ class Master:
         self.queue.start()
         backend = luxi_server.MasterBackend(self.queue, self.context)
         self.server = luxi_server.LuxiServer(self.paths.master_socket,
-                                             luxi_server.build_method_table(backend))
+                                             luxi_server.build_method_table(backend),
+                                             limits=self.limits)
         self.server.start()
 
     def stop(self) -> None:
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = pathutils.current()
 
     def start() -> Any:
-        master = Master(paths)
+        master = Master(paths, connlimit.from_options(opts, luxi_server.DEFAULT_LIMITS))
         try:
             master.start()
         except BaseException:

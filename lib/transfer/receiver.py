@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti import errors
+from ganeti.server import connlimit
 from ganeti.storage.extents import DiskWriter
 from ganeti.transfer import (
     BLOCK_SIZE,
@@ -85,9 +86,11 @@ class Listener:
                     raise TransferAborted("Transfer aborted while waiting for the sender") \
                         from None
                 raise TransferError(f"Listening socket failed: {err}") from None
-            conn.settimeout(min(handshake_timeout, max(remaining, 1.0)))
+            limit = min(handshake_timeout, max(remaining, 1.0))
             try:
-                tls = ssl_ctx.wrap_socket(conn, server_side=True)
+                # a deadline for the whole handshake: a stranger dripping bytes
+                # cannot keep the real sender waiting for ever
+                tls = connlimit.tls_handshake(conn, ssl_ctx, limit, limit)
             except (OSError, ValueError) as err:
                 conn.close()
                 rejected.append(f"{peer[0]}: {err}")
@@ -157,7 +160,17 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
              expected_size: int | None, open_writer: WriterFactory, progress: Progress,
              progress_timeout: float, abort: threading.Event, verify: bool) -> str:
     sock.settimeout(progress_timeout)
-    _, payload = frames.expect(proto.HEADER)
+    # the whole header within the progress timeout, not just each read of it
+    deadline = connlimit.WATCHDOG.arm(sock, progress_timeout)
+    try:
+        _, payload = frames.expect(proto.HEADER)
+    except (proto.ConnectionClosed, OSError):
+        if deadline.expired:
+            raise TransferError("No progress from the sender: no complete header within"
+                                f" {progress_timeout:g}s") from None
+        raise
+    finally:
+        connlimit.WATCHDOG.cancel(deadline)
     header = proto.decode_json(payload)
     proto.check_header(header, magic, expected_size)
     size: int = header["size"]
