@@ -164,7 +164,7 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     deadline = connlimit.WATCHDOG.arm(sock, progress_timeout)
     try:
         _, payload = frames.expect(proto.HEADER)
-    except (proto.ConnectionClosed, OSError):
+    except (TransferError, OSError, ValueError):
         if deadline.expired:
             raise TransferError("No progress from the sender: no complete header within"
                                 f" {progress_timeout:g}s") from None
