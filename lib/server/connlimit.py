@@ -148,13 +148,38 @@ class AcceptBackoff:
 class GateStats:
     accepted: int = 0
     refused: int = 0
+    evicted: int = 0
     resource_errors: int = 0
     thread_failures: int = 0
     peak: int = 0
 
 
+class Slot:
+    """One admitted connection; ``reading`` while it waits for (or reads) a request."""
+
+    __slots__ = ("evicted", "reading", "released", "since", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.since = time.monotonic()
+        self.reading = True
+        self.evicted = False
+        self.released = False
+
+
+# How long a newcomer waits for an evicted connection's thread to let go of its slot
+EVICT_WAIT = 1.0
+
+
 class ConnectionGate:
-    """The accept side of a server: slots, descriptor backoff, safe thread start."""
+    """The accept side of a server: slots, descriptor backoff, safe thread start.
+
+    At the cap, a newcomer takes the slot of the connection that has waited
+    longest for (or in the middle of) a request: a flood of idle or
+    half-written connections cannot lock out a client that sends its request
+    at once.  Only when every connection is running a request is the
+    newcomer refused.
+    """
 
     def __init__(self, name: str, limits: Limits, logger: logging.Logger) -> None:
         self.name = name
@@ -162,12 +187,12 @@ class ConnectionGate:
         self.log = RateLimitedLog(logger)
         self.stats = GateStats()
         self._backoff = AcceptBackoff()
-        self._lock = threading.Lock()
-        self._active = 0
+        self._cond = threading.Condition()
+        self._slots: dict[int, Slot] = {}
 
     @property
     def active(self) -> int:
-        return self._active
+        return len(self._slots)
 
     def accept(self, listener: socket.socket,
                pause: Callable[[float], object] = time.sleep) -> tuple[socket.socket, Any] | None:
@@ -189,39 +214,67 @@ class ConnectionGate:
         self._backoff.succeeded()
         return conn, peer
 
-    def admit(self) -> bool:
-        """Take a slot for a new connection; False (and counted) when all are taken."""
-        with self._lock:
-            if self._active >= self.limits.max_connections:
-                self.stats.refused += 1
-                refused = True
-            else:
-                self._active += 1
+    def admit(self, sock: socket.socket) -> Slot | None:
+        """A slot for a new connection, evicting the longest-waiting reader if full."""
+        evicted = False
+        slot: Slot | None = None
+        with self._cond:
+            if len(self._slots) >= self.limits.max_connections:
+                victim = min((s for s in self._slots.values() if s.reading and not s.evicted),
+                             key=lambda s: s.since, default=None)
+                if victim is not None:
+                    victim.evicted = evicted = True
+                    self.stats.evicted += 1
+                    force_shutdown(victim.sock)
+                    self._cond.wait_for(
+                        lambda: len(self._slots) < self.limits.max_connections, EVICT_WAIT)
+            if len(self._slots) < self.limits.max_connections:
+                slot = Slot(sock)
+                self._slots[id(slot)] = slot
                 self.stats.accepted += 1
-                self.stats.peak = max(self.stats.peak, self._active)
-                refused = False
-        if refused:
+                self.stats.peak = max(self.stats.peak, len(self._slots))
+            else:
+                self.stats.refused += 1
+        if slot is None:
             self.log.log(logging.WARNING, "refused",
-                         "%s: %d connections open (limit %d), refusing a new one",
-                         self.name, self.limits.max_connections,
-                         self.limits.max_connections)
-        return not refused
+                         "%s: all %d connections are running requests, refusing a new one",
+                         self.name, self.limits.max_connections)
+        elif evicted:
+            self.log.log(logging.WARNING, "evicted",
+                         "%s: at the limit of %d connections, closed the longest-waiting"
+                         " idle or unfinished one for a new client (%d so far)",
+                         self.name, self.limits.max_connections, self.stats.evicted)
+        return slot
 
-    def release(self) -> None:
-        with self._lock:
-            self._active -= 1
+    def set_reading(self, slot: Slot, reading: bool) -> None:
+        with self._cond:
+            slot.reading = reading
+            slot.since = time.monotonic()
+
+    def rebind(self, slot: Slot, sock: socket.socket) -> None:
+        """The connection now lives in another socket object (after wrapping it in TLS)."""
+        with self._cond:
+            slot.sock = sock
+
+    def release(self, slot: Slot) -> None:
+        """Give the slot back; call before closing the socket (eviction shuts it down)."""
+        with self._cond:
+            if not slot.released:
+                slot.released = True
+                del self._slots[id(slot)]
+                self._cond.notify_all()
 
     def busy_message(self) -> str:
         return (f"{self.name} is serving the maximum of {self.limits.max_connections}"
-                " connections (--max-connections); try again later")
+                " connections (--max-connections), all running requests; try again later")
 
-    def start(self, thread: threading.Thread) -> bool:
+    def start(self, thread: threading.Thread, slot: Slot) -> bool:
         """Start a connection's thread; False (logged, slot freed) when that fails."""
         try:
             thread.start()
         except RuntimeError as err:
             self.stats.thread_failures += 1
-            self.release()
+            self.release(slot)
             self.log.log(logging.ERROR, "thread", "%s: cannot start a thread for a"
                          " connection (%s); closed it, still accepting", self.name, err)
             return False
@@ -299,16 +352,20 @@ def force_shutdown(sock: socket.socket) -> None:
 
 
 def tls_handshake(sock: socket.socket, ctx: ssl.SSLContext, timeout: float,
-                  block_after: float | None = None) -> ssl.SSLSocket:
+                  block_after: float | None = None,
+                  wrapped: Callable[[ssl.SSLSocket], object] | None = None) -> ssl.SSLSocket:
     """Server-side handshake that must finish within ``timeout`` in total.
 
     A socket timeout alone limits each read, so a peer dripping one byte at a
     time could keep a handshake going for ever.  Raises TimeoutError; the
     returned socket gets the timeout ``block_after`` (None: blocking).
+    ``wrapped`` learns the TLS socket at once (``sock`` is detached from then on).
     """
     deadline = time.monotonic() + timeout
     sock.setblocking(False)
     tls = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    if wrapped is not None:
+        wrapped(tls)
     try:
         while True:
             try:

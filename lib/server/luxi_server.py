@@ -360,15 +360,16 @@ class LuxiServer:
                 if accepted is None:
                     continue
                 conn = accepted[0]
-                if not self.gate.admit():
+                slot = self.gate.admit(conn)
+                if slot is None:
                     self._refuse(conn, errors.ServerBusyError(self.gate.busy_message()))
                     continue
-                thread = threading.Thread(target=self._serve_client, args=(conn,),
+                thread = threading.Thread(target=self._serve_client, args=(conn, slot),
                                           name="luxi-client", daemon=True)
                 with self._lock:
                     self._conns.add(conn)
                     self._threads.add(thread)
-                if not self.gate.start(thread):
+                if not self.gate.start(thread, slot):
                     with self._lock:
                         self._conns.discard(conn)
                         self._threads.discard(thread)
@@ -388,11 +389,12 @@ class LuxiServer:
             conn.close()
 
     # one connection
-    def _serve_client(self, conn: socket.socket) -> None:
+    def _serve_client(self, conn: socket.socket, slot: connlimit.Slot) -> None:
         guarded = connlimit.GuardedConnection(conn, self.limits, self.budget)
         stream = luxi.MessageStream(cast(socket.socket, guarded), self.max_message)
         try:
             while not self._stopping.is_set():
+                self.gate.set_reading(slot, True)
                 try:
                     raw = stream.recv_raw()
                 except errors.ConnectionClosedError:
@@ -413,6 +415,7 @@ class LuxiServer:
                 guarded.request_done()
                 if raw is None:
                     break
+                self.gate.set_reading(slot, False)
                 try:
                     result = self.handle_request(raw)
                 except _BadRequest as bad:
@@ -432,11 +435,11 @@ class LuxiServer:
             LOG.debug("client connection error: %s", err)
         finally:
             guarded.release()
+            self.gate.release(slot)  # before closing: eviction shuts the socket down
             with self._lock:
                 self._conns.discard(conn)
                 self._threads.discard(threading.current_thread())
             conn.close()
-            self.gate.release()
 
     def _reply(self, stream: luxi.MessageStream, success: bool, result: Any) -> bool:
         try:

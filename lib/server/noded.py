@@ -122,6 +122,7 @@ class NodeRpcServer(ThreadingHTTPServer):
         self.limits = limits
         self.gate = connlimit.ConnectionGate("node daemon", limits, LOG)
         self._refusers = threading.BoundedSemaphore(REFUSERS)
+        self._slot = threading.local()  # the slot of the connection a thread serves
         super().__init__(address, _RequestHandler)
 
     @property
@@ -135,20 +136,33 @@ class NodeRpcServer(ThreadingHTTPServer):
         return accepted
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.gate.admit():
+        slot = self.gate.admit(request)
+        if slot is None:
             self._refuse(request)
             return
         thread = threading.Thread(target=self.process_request_thread,
-                                  args=(request, client_address), name="noded-conn",
+                                  args=(request, client_address, slot), name="noded-conn",
                                   daemon=True)
-        if not self.gate.start(thread):
+        if not self.gate.start(thread, slot):
             self.shutdown_request(request)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def process_request_thread(self, request: Any, client_address: Any,
+                               slot: connlimit.Slot | None = None) -> None:
+        self._slot.value = slot
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
-            self.gate.release()
+            if slot is not None:
+                self.gate.release(slot)  # before closing: eviction shuts the socket down
+            self.shutdown_request(request)
+
+    def set_reading(self, reading: bool) -> None:
+        """The calling thread's connection waits for a request (evictable) or runs one."""
+        slot = getattr(self._slot, "value", None)
+        if slot is not None:
+            self.gate.set_reading(slot, reading)
 
     def _refuse(self, request: socket.socket) -> None:
         """A 503 from a small pool of short-lived threads; closed at once beyond it."""
@@ -188,14 +202,22 @@ class NodeRpcServer(ThreadingHTTPServer):
         # never blocks the accept loop.
         peer = _format_peer(client_address)
         LOG.debug("Connection from %s", peer)
+        slot: connlimit.Slot | None = getattr(self._slot, "value", None)
+
+        def wrapped(tls: ssl.SSLSocket) -> None:
+            if slot is not None:
+                self.gate.rebind(slot, tls)
+
         try:
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls = connlimit.tls_handshake(request, self.ssl_context,
                                           self.limits.handshake_timeout,
-                                          self.limits.request_timeout)
+                                          self.limits.request_timeout, wrapped)
         except (ssl.SSLError, OSError) as err:
             self.gate.log.log(logging.WARNING, "handshake",
                               "TLS handshake with %s failed: %s", peer, err)
+            if slot is not None:
+                self.gate.release(slot)
             request.close()
             return
         with self._active_lock:
@@ -205,6 +227,8 @@ class NodeRpcServer(ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as err:
             LOG.debug("Connection from %s ended: %s", peer, err)
         finally:
+            if slot is not None:
+                self.gate.release(slot)
             with self._active_lock:
                 self._active.discard(tls)
             tls.close()
@@ -265,6 +289,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """Wait up to the idle timeout for a request, then give it the request deadline."""
         conn = self.connection
         limits = self.server.limits
+        self.server.set_reading(True)
         if not conn.pending():  # http.client never pipelines: rfile holds nothing
             try:
                 readable, _, _ = select.select([conn], [], [], limits.idle_timeout)
@@ -290,6 +315,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """The request is in: running the procedure takes as long as it takes."""
         connlimit.WATCHDOG.cancel(self._deadline)
         self._deadline = None
+        self.server.set_reading(False)
 
     def _reply(self, status: int, body: list[Any], close: bool = False) -> None:
         data = json.dumps(body).encode("utf-8")

@@ -128,12 +128,22 @@ def address(tmp_path: Path) -> Path:
     return tmp_path / "run" / "ganeti-master"
 
 
+# a LUXI method that keeps its connection busy until the test lets it go
+RELEASE = threading.Event()
+
+
+def _block() -> bool:
+    return RELEASE.wait(WAIT)
+
+
 @contextmanager
 def luxi_running(address: Path, max_message: int = 1 << 20,
                  **limits: Any) -> Iterator[luxi_server.LuxiServer]:
     backend = luxi_server.MasterBackend(FakeQueue(), FakeContext())
+    methods = {**luxi_server.build_method_table(backend),
+               "Block": luxi_server.Method(_block, ())}
     server = luxi_server.LuxiServer(
-        address, luxi_server.build_method_table(backend), max_message=max_message,
+        address, methods, max_message=max_message,
         limits=dataclasses.replace(luxi_server.DEFAULT_LIMITS, **limits))
     server.start()
     try:
@@ -154,16 +164,45 @@ def _works(address: Path) -> bool:
         return cl.query_jobs(None, ["id"]) == []
 
 
-def test_luxi_connections_over_the_cap_get_a_typed_error(address: Path) -> None:
+def test_luxi_at_the_cap_idle_and_unfinished_connections_make_room(address: Path) -> None:
     with luxi_running(address, max_connections=4) as server:
         held = [_raw(address) for _ in range(4)]
+        held[1].sendall(b'{"method": "Que')  # half-written
         _wait_for(lambda: server.gate.active == 4, "4 connections served")
-        for _ in range(3):
-            with pytest.raises(errors.ServerBusyError, match="maximum of 4"):
-                _works(address)
-        assert server.gate.stats.refused == 3
+        newcomers = []
+        for _ in range(3):  # each (staying) newcomer takes the longest-waiting one's slot
+            cl = luxi.Client(str(address), timeout=WAIT)
+            assert cl.query_jobs(None, ["id"]) == []
+            newcomers.append(cl)
+        assert [_closed_by_peer(sock, timeout=2) for sock in held] == \
+            [True, True, True, False]
+        assert server.gate.stats.evicted == 3 and server.gate.stats.peak == 4
+        assert server.gate.stats.refused == 0
         for sock in held:
             sock.close()
+        for cl in newcomers:
+            cl.close()
+        _wait_for(lambda: server.gate.active == 0, "connections released")
+
+
+def test_luxi_over_the_cap_of_busy_connections_gets_a_typed_error(address: Path) -> None:
+    RELEASE.clear()
+    with luxi_running(address, max_connections=2) as server:
+        callers = [threading.Thread(target=lambda: luxi.Client(
+            str(address), timeout=WAIT).call_method("Block", [])) for _ in range(2)]
+        try:
+            for thread in callers:
+                thread.start()
+            _wait_for(lambda: server.gate.active == 2 and not any(
+                s.reading for s in server.gate._slots.values()), "2 requests running")
+            for _ in range(3):
+                with pytest.raises(errors.ServerBusyError, match="maximum of 2"):
+                    _works(address)
+            assert server.gate.stats.refused == 3
+        finally:
+            RELEASE.set()
+            for thread in callers:
+                thread.join(WAIT)
         _wait_for(lambda: server.gate.active == 0, "connections released")
         assert _works(address)
 
@@ -335,7 +374,8 @@ def node_certs(tmp_path_factory: pytest.TempPathFactory) -> pathutils.Paths:
 def noded_running(paths: pathutils.Paths, **limits: Any) -> Iterator[Node]:
     ctx = crypto.server_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
     server = noded.NodeRpcServer(
-        ("127.0.0.1", 0), ctx, NodeContext(paths=paths), {"ping": lambda _ctx: True},
+        ("127.0.0.1", 0), ctx, NodeContext(paths=paths),
+        {"ping": lambda _ctx: True, "hold": lambda _ctx: RELEASE.wait(WAIT)},
         limits=dataclasses.replace(noded.DEFAULT_LIMITS, **limits))
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     client = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
@@ -392,14 +432,53 @@ def test_noded_slow_headers_and_idle_keepalive_closed(node_certs: pathutils.Path
         assert _ping(node) == (200, [True, True])
 
 
-def test_noded_over_the_cap_gets_503(node_certs: pathutils.Paths) -> None:
-    with noded_running(node_certs, max_connections=2) as node:
-        held = [_tls(node) for _ in range(2)]
-        _wait_for(lambda: node.server.gate.active == 2, "2 connections served")
-        status, body = _ping(node)
-        assert status == 503 and body[0] is False and "maximum of 2" in body[1]
+def _call(node: Node, procedure: str) -> tuple[int, Any]:
+    conn = http.client.HTTPSConnection("127.0.0.1", node.port, context=node.client_ctx,
+                                       timeout=WAIT)
+    try:
+        conn.request("POST", f"/{procedure}", body=b"[]")
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_noded_at_the_cap_idle_and_handshaking_connections_make_room(
+        node_certs: pathutils.Paths) -> None:
+    with noded_running(node_certs, max_connections=3) as node:
+        held = [_tls(node), socket.create_connection(("127.0.0.1", node.port)), _tls(node)]
+        _wait_for(lambda: node.server.gate.active == 3, "3 connections served")
+        newcomers = []
+        for _ in range(2):  # each (staying) newcomer takes the longest-waiting one's slot
+            conn = http.client.HTTPSConnection("127.0.0.1", node.port,
+                                               context=node.client_ctx, timeout=WAIT)
+            conn.request("POST", "/ping", body=b"[]")
+            assert conn.getresponse().read() == b"[true, true]"
+            newcomers.append(conn)
+        closed = [_closed_by_peer(sock, timeout=2) for sock in held]
+        assert sorted(closed) == [False, True, True] and closed[2] is False
+        assert node.server.gate.stats.evicted == 2 and node.server.gate.stats.peak == 3
         for sock in held:
             sock.close()
+        for conn in newcomers:
+            conn.close()
+
+
+def test_noded_over_the_cap_of_busy_connections_gets_503(node_certs: pathutils.Paths) -> None:
+    RELEASE.clear()
+    with noded_running(node_certs, max_connections=2) as node:
+        holders = [threading.Thread(target=_call, args=(node, "hold")) for _ in range(2)]
+        try:
+            for thread in holders:
+                thread.start()
+            _wait_for(lambda: node.server.gate.active == 2 and not any(
+                s.reading for s in node.server.gate._slots.values()), "2 requests running")
+            status, body = _ping(node)
+            assert status == 503 and body[0] is False and "maximum of 2" in body[1]
+        finally:
+            RELEASE.set()
+            for thread in holders:
+                thread.join(WAIT)
         _wait_for(lambda: node.server.gate.active == 0, "slots released")
         assert _ping(node) == (200, [True, True])
 
