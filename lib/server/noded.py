@@ -140,23 +140,22 @@ class NodeRpcServer(ThreadingHTTPServer):
         if slot is None:
             self._refuse(request)
             return
-        thread = threading.Thread(target=self.process_request_thread,
+        thread = threading.Thread(target=self._connection_thread,
                                   args=(request, client_address, slot), name="noded-conn",
                                   daemon=True)
         if not self.gate.start(thread, slot):
             self.shutdown_request(request)
 
-    def process_request_thread(self, request: Any, client_address: Any,
-                               slot: connlimit.Slot | None = None) -> None:
+    def _connection_thread(self, request: Any, client_address: Any,
+                           slot: connlimit.Slot) -> None:
+        # finish_request gives the slot back before it closes the socket; this
+        # release only covers a failure before that
         self._slot.value = slot
         try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
+            self.process_request_thread(request, client_address)
         finally:
-            if slot is not None:
-                self.gate.release(slot)  # before closing: eviction shuts the socket down
-            self.shutdown_request(request)
+            self._slot.value = None
+            self.gate.release(slot)
 
     def set_reading(self, reading: bool) -> None:
         """The calling thread's connection waits for a request (evictable) or runs one."""
