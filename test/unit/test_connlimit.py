@@ -503,22 +503,25 @@ def _stream_ctx(paths: pathutils.Paths, server: bool) -> ssl.SSLContext:
     return make(paths.node_cert_file, paths.cluster_ca_file)
 
 
-def test_transfer_stranger_dripping_a_handshake_does_not_block_the_sender(
+def test_transfer_strangers_holding_handshakes_do_not_block_the_sender(
         node_certs: pathutils.Paths, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.write_bytes(os.urandom(256 * 1024))
     dest = tmp_path / "dest"
-    recv_opts = registry.StreamOptions(connect_timeout=1, listen_timeout=WAIT,
+    # each stranger may hold its handshake for 3 s; the sender waits 5 s for its own
+    recv_opts = registry.StreamOptions(connect_timeout=3, listen_timeout=WAIT,
                                        progress_timeout=WAIT)
     recv = registry.start_receive(
         "abuse-r1", "test", "127.0.0.1", _stream_ctx(node_certs, True), "magic-abuse-1",
         None, lambda n: DiskWriter.create(dest, n), lambda: dest.unlink(missing_ok=True),
         recv_opts)
+    silent = [socket.create_connection(("127.0.0.1", recv.port or 0), timeout=WAIT)
+              for _ in range(6)]
     stranger = socket.create_connection(("127.0.0.1", recv.port or 0), timeout=WAIT)
     dripping = threading.Thread(target=_drip, args=(stranger, _CLIENT_HELLO_DRIP, 0.05, 20))
     dripping.start()
     try:
-        time.sleep(0.2)  # the stranger is first in line
+        time.sleep(0.2)  # the strangers are first in line
         send = registry.start_send(
             "abuse-s1", "test", "127.0.0.1", recv.port or 0, _stream_ctx(node_certs, False),
             "magic-abuse-1", lambda: DiskReader(src), COMPRESS_NONE,
@@ -528,7 +531,8 @@ def test_transfer_stranger_dripping_a_handshake_does_not_block_the_sender(
         assert dest.read_bytes() == src.read_bytes()
     finally:
         dripping.join(WAIT)
-        stranger.close()
+        for sock in [stranger, *silent]:
+            sock.close()
         registry.cleanup(["abuse-r1", "abuse-s1"])
 
 
