@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -202,6 +203,23 @@ def job_results(job_id: int, rows: Sequence[Any], missing: str) -> list[Any]:
     raise job_failure(job_id, status, opstatus, opresult)
 
 
+# A Unix socket whose backlog is full refuses a connect with EAGAIN at once
+# (the master is busy accepting, e.g. under a flood): try again for a while
+_CONNECT_RETRY = 0.01
+
+
+def _connect_patiently(sock: socket.socket, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_CONNECT_RETRY)
+
+
 def _pending_refusal(sock: socket.socket, stream: MessageStream) -> errors.GenericError | None:
     """The error reply a server sent before closing on us, if one is waiting."""
     try:
@@ -246,7 +264,7 @@ class Client:
         sock.settimeout(self.timeout)
         try:
             with short_unix_path(self.address) as path:
-                sock.connect(path)
+                _connect_patiently(sock, path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
             raise errors.NoMasterError(
