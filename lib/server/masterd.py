@@ -24,7 +24,7 @@ DEFAULT_MAX_JOBS = 10000
 SHUTDOWN_TIMEOUT = 10.0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=constants.MASTERD,
                                      description="Ganeti master daemon")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -33,7 +33,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", metavar="DIR",
                         help="Run with every path under DIR (sets GANETI_ROOT)")
     connlimit.add_options(parser, luxi_server.DEFAULT_LIMITS, luxi_server.OPTION_FIELDS)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _queue_limits(context: Any) -> tuple[int, int]:

@@ -401,7 +401,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=constants.NODED,
                                      description="Ganeti node daemon (RPC server)")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -414,6 +414,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_NODED_PORT,
                         help="TCP port, 0 for any free port (default: %(default)s)")
     connlimit.add_options(parser, DEFAULT_LIMITS, OPTION_FIELDS)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     opts = parser.parse_args(argv)
     if not 0 <= opts.port <= 65535:
         parser.error(f"invalid port {opts.port}")
