@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = pathutils.current()
 
     def start() -> Any:
+        daemon.return_large_buffers_to_the_os()  # --max-buffered bounds RSS, not just data
         master = Master(paths, connlimit.from_options(opts, luxi_server.DEFAULT_LIMITS))
         try:
             master.start()
