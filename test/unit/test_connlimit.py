@@ -555,3 +555,16 @@ def test_transfer_header_has_a_total_deadline(node_certs: pathutils.Paths,
         sock.close()
     finally:
         registry.cleanup(["abuse-r2"])
+
+
+def test_transfer_failed_thread_start_leaves_nothing(node_certs: pathutils.Paths,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    failed = _failing_thread_start(monkeypatch, "transfer-receive-abuse-r3", 1)
+    dest = tmp_path / "dest"
+    with pytest.raises(registry.TransferError, match="Cannot start a thread"):
+        registry.start_receive(
+            "abuse-r3", "test", "127.0.0.1", _stream_ctx(node_certs, True), "magic-abuse-3",
+            None, lambda n: DiskWriter.create(dest, n), None, registry.StreamOptions())
+    assert failed and registry.get("abuse-r3") is None
+    assert "abuse-r3" not in registry.list_transfers()
