@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from rel_support import WAIT, client, cluster_fixture, master_pid, rss_kib, scaled
+from rel_support import WAIT, client, cluster_fixture, master_pid, rss_kib, run, scaled
 
 from ganeti import constants, crypto, daemon, errors, luxi
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
@@ -187,12 +187,15 @@ def test_luxi_flood_of_half_written_messages(tuned: LocalCluster) -> None:
                 if idx % 200 == 0:
                     asked += 1
                     answered += _query(tuned)
+            # and through the CLI, as an administrator would meet it
+            cli = run(tuned, "gnt-job", "list", "--no-headers", ok=False)
         states = [_state(s) for s in socks]
     finally:
         for sock in socks:
             sock.close()
     _settle(lambda: _threads(pid) <= sampler.base_threads + 2, "client threads gone")
     assert answered == asked, "a normal client was not served during the flood"
+    assert cli.returncode == 0, cli.stdout + cli.stderr
     # served (at most the cap) or not yet accepted (the listen backlog of 128)
     assert states.count("open") <= LUXI_CAP + 128
     # one thread per served connection, never one per connection attempted
@@ -202,7 +205,7 @@ def test_luxi_flood_of_half_written_messages(tuned: LocalCluster) -> None:
     _figure("LUXI half-written messages", count, count, 0,
             f"{states.count('open')} still held or queued at the end (cap {LUXI_CAP}), the rest"
             f" closed for newcomers or after the 3 s request timeout; {answered}/{asked}"
-            f" normal requests answered meanwhile; {sampler.describe()}")
+            f" normal requests and gnt-job list answered meanwhile; {sampler.describe()}")
 
 
 def test_luxi_connections_holding_large_unfinished_messages(tuned: LocalCluster) -> None:
