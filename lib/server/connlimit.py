@@ -304,6 +304,7 @@ class Watchdog:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._cancelled = 0
         self.expired = 0
 
     def arm(self, sock: socket.socket, seconds: float) -> _Deadline:
@@ -318,15 +319,25 @@ class Watchdog:
         return entry
 
     def cancel(self, entry: _Deadline | None) -> None:
-        if entry is not None:
-            with self._cond:
-                entry.cancelled = True
+        if entry is None:
+            return
+        with self._cond:
+            if entry.cancelled:
+                return
+            entry.cancelled = True
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled > len(self._heap) // 2:
+                # most deadlines end cancelled: drop them now, not when they fall due
+                self._heap = [item for item in self._heap if not item[2].cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def _run(self) -> None:
         with self._cond:
             while True:
                 while self._heap and self._heap[0][2].cancelled:
                     heapq.heappop(self._heap)
+                    self._cancelled = max(0, self._cancelled - 1)
                 if not self._heap:
                     self._cond.wait()
                     continue
