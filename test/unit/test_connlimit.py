@@ -107,6 +107,19 @@ def test_accept_backoff_grows_and_resets() -> None:
     assert backoff.failed() == 0.01
 
 
+def test_watchdog_shuts_down_late_sockets_and_forgets_cancelled_ones() -> None:
+    dog = connlimit.Watchdog()
+    left, right = socket.socketpair()
+    with left, right:
+        for _ in range(10_000):  # one per request that finished in time
+            dog.cancel(dog.arm(left, 100))
+        assert len(dog._heap) < 200
+        late = dog.arm(left, 0.1)
+        left.settimeout(WAIT)
+        assert left.recv(1) == b""  # woken by the shutdown, not by data
+        assert late.expired and dog.expired == 1
+
+
 def test_limit_options_parse_and_refuse_nonsense() -> None:
     import argparse
     parser = argparse.ArgumentParser()
