@@ -1,12 +1,14 @@
 """The master's LUXI server: a threaded Unix-socket server and its method table.
 
-One thread per client connection, at most ``--max-connections`` of them (the
-shared limits of :mod:`ganeti.server.connlimit`: idle and request timeouts, a
-memory budget for unfinished requests, descriptor backoff).  Every request
-goes through a declarative table (method name -> handler and argument
-checks), so no input can reach a handler unchecked.  Envelope or argument
-errors get an error reply and the connection is closed; errors raised by
-handlers are returned typed and the connection stays usable.
+One thread per client connection.  Every request goes through a declarative
+table (method name -> handler and argument checks), so no input can reach a
+handler unchecked.  Envelope or argument errors get an error reply and the
+connection is closed; errors raised by handlers are returned typed and the
+connection stays usable.
+
+At most ``--max-connections`` connections, with the limits every server
+shares (:mod:`ganeti.server.connlimit`): idle and request timeouts, a memory
+budget for unfinished requests, backoff when out of descriptors.
 """
 
 from __future__ import annotations
