@@ -74,6 +74,18 @@ LUXI_VERSION: Final = 2_160_000
 LUXI_EOM: Final = b"\x03"
 LUXI_MAX_MESSAGE: Final = 16 * 1024 * 1024
 
+# Connection limits of the daemons' servers (defaults of their command-line
+# options, see ganeti.server.connlimit and doc/reliability.md "Connection abuse")
+LUXI_MAX_CONNECTIONS: Final = 256
+LUXI_IDLE_TIMEOUT: Final = 600.0
+LUXI_REQUEST_TIMEOUT: Final = 60.0
+# bytes all unfinished LUXI requests together may hold in memory
+LUXI_MAX_BUFFERED: Final = 4 * LUXI_MAX_MESSAGE
+NODED_MAX_CONNECTIONS: Final = 512
+NODED_IDLE_TIMEOUT: Final = 300.0
+NODED_REQUEST_TIMEOUT: Final = 120.0
+NODED_HANDSHAKE_TIMEOUT: Final = 10.0
+
 # Instance states
 ADMINST_UP: Final = "up"
 ADMINST_DOWN: Final = "down"

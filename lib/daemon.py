@@ -7,6 +7,8 @@ the first is still alive.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import fcntl
 import logging
 import os
@@ -135,6 +137,31 @@ def setup_logging(log_file: Path | None, program: str, debug: bool = False,
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)
         root.addHandler(sh)
+
+
+# glibc's mallopt(3) parameter; fixing it also turns off the dynamic threshold
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def return_large_buffers_to_the_os() -> None:
+    """Serve large allocations (request buffers) from mmap, so freeing them frees memory.
+
+    glibc raises its mmap threshold after the first large buffer is freed;
+    from then on buffers of unfinished requests come from per-thread arenas
+    that are rarely trimmed, and a burst of large requests leaves the daemon
+    hundreds of MiB bigger than the data it still holds.  Mapped buffers also
+    grow by mremap, without a copy.  No-op without glibc.  For the master
+    (LUXI requests); not the node daemon, whose transfer blocks would pay a
+    mapping per block.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def install_stop_signals(event: threading.Event,

@@ -189,6 +189,10 @@ class PermissionError(LuxiError):
     pass
 
 
+class ServerBusyError(LuxiError):
+    """A server refused a connection or request at one of its limits; retry later."""
+
+
 class QueryFilterParseError(ParseError):
     pass
 

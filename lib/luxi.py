@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -202,6 +203,36 @@ def job_results(job_id: int, rows: Sequence[Any], missing: str) -> list[Any]:
     raise job_failure(job_id, status, opstatus, opresult)
 
 
+# A Unix socket whose backlog is full refuses a connect with EAGAIN at once
+# (the master is busy accepting, e.g. under a flood): try again for a while
+_CONNECT_RETRY = 0.01
+
+
+def _connect_patiently(sock: socket.socket, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(_CONNECT_RETRY)
+
+
+def _pending_refusal(sock: socket.socket, stream: MessageStream) -> errors.GenericError | None:
+    """The error reply a server sent before closing on us, if one is waiting."""
+    try:
+        sock.setblocking(False)
+        raw = stream.recv_raw()
+        msg = parse_json(raw) if raw is not None else None
+        if isinstance(msg, dict) and msg.get(KEY_SUCCESS) is False:
+            return errors.decode(msg.get(KEY_RESULT))
+    except (OSError, errors.GenericError):
+        pass
+    return None
+
+
 class _SendFailed(Exception):
     """Internal: the request could not be sent, so the server never saw it."""
 
@@ -233,7 +264,7 @@ class Client:
         sock.settimeout(self.timeout)
         try:
             with short_unix_path(self.address) as path:
-                sock.connect(path)
+                _connect_patiently(sock, path, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
             raise errors.NoMasterError(
@@ -267,7 +298,11 @@ class Client:
             try:
                 stream.send(request)
             except (BrokenPipeError, ConnectionResetError) as err:
-                # the server only acts on complete messages: nothing happened
+                # the server only acts on complete messages: nothing happened;
+                # it may have said why it closed (a limit reached)
+                refusal = _pending_refusal(self._sock, stream)
+                if refusal is not None:
+                    raise refusal from None
                 raise _SendFailed(str(err)) from None
             return stream.recv()
         except BaseException:

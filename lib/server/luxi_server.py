@@ -5,6 +5,10 @@ table (method name -> handler and argument checks), so no input can reach a
 handler unchecked.  Envelope or argument errors get an error reply and the
 connection is closed; errors raised by handlers are returned typed and the
 connection stays usable.
+
+At most ``--max-connections`` connections, with the limits every server
+shares (:mod:`ganeti.server.connlimit`): idle and request timeouts, a memory
+budget for unfinished requests, backoff when out of descriptors.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ganeti import constants, errors, limits, luxi, opcodes, query
+from ganeti.server import connlimit
 
 LOG = logging.getLogger(__name__)
 
@@ -264,14 +269,28 @@ class _BadRequest(Exception):
         self.err = err
 
 
+DEFAULT_LIMITS = connlimit.Limits(
+    max_connections=constants.LUXI_MAX_CONNECTIONS,
+    idle_timeout=constants.LUXI_IDLE_TIMEOUT,
+    request_timeout=constants.LUXI_REQUEST_TIMEOUT,
+    max_buffered=constants.LUXI_MAX_BUFFERED)
+# the limits masterd takes from its command line
+OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "max_buffered")
+
+
 class LuxiServer:
     """Accepts connections on a Unix socket; one handler thread per client."""
 
     def __init__(self, address: Path, methods: dict[str, Method],
-                 max_message: int = constants.LUXI_MAX_MESSAGE) -> None:
+                 max_message: int = constants.LUXI_MAX_MESSAGE,
+                 limits: connlimit.Limits = DEFAULT_LIMITS) -> None:
         self.address = Path(address)
         self.methods = methods
         self.max_message = max_message
+        self.limits = limits
+        self.gate = connlimit.ConnectionGate("LUXI server", limits, LOG)
+        self.budget = connlimit.ByteBudget(limits.max_buffered) if limits.max_buffered \
+            else None
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = -1, -1
         self._accept_thread: threading.Thread | None = None
@@ -348,33 +367,66 @@ class LuxiServer:
                     break
                 if not any(key.fileobj is listener for key, _ in events):
                     continue
-                try:
-                    conn, _ = listener.accept()
-                except OSError as err:
-                    LOG.warning("accept failed: %s", err)
+                accepted = self.gate.accept(listener, self._stopping.wait)
+                if accepted is None:
                     continue
-                thread = threading.Thread(target=self._serve_client, args=(conn,),
+                conn = accepted[0]
+                slot = self.gate.admit(conn)
+                if slot is None:
+                    self._refuse(conn, errors.ServerBusyError(self.gate.busy_message()))
+                    continue
+                thread = threading.Thread(target=self._serve_client, args=(conn, slot),
                                           name="luxi-client", daemon=True)
                 with self._lock:
                     self._conns.add(conn)
                     self._threads.add(thread)
-                thread.start()
+                if not self.gate.start(thread, slot):
+                    with self._lock:
+                        self._conns.discard(conn)
+                        self._threads.discard(thread)
+                    self._refuse(conn, errors.ServerBusyError(
+                        "The master daemon cannot start a thread for this connection;"
+                        " try again later"))
+
+    @staticmethod
+    def _refuse(conn: socket.socket, err: errors.GenericError) -> None:
+        """Say why (without blocking the accept loop) and close."""
+        try:
+            conn.setblocking(False)
+            conn.send(luxi.encode_message(luxi.format_response(False, errors.encode(err))))
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     # one connection
-    def _serve_client(self, conn: socket.socket) -> None:
-        stream = luxi.MessageStream(conn, self.max_message)
+    def _serve_client(self, conn: socket.socket, slot: connlimit.Slot) -> None:
+        guarded = connlimit.GuardedConnection(conn, self.limits, self.budget)
+        stream = luxi.MessageStream(cast(socket.socket, guarded), self.max_message)
         try:
             while not self._stopping.is_set():
+                self.gate.set_reading(slot, True)
                 try:
                     raw = stream.recv_raw()
                 except errors.ConnectionClosedError:
                     LOG.debug("client disconnected mid-message")
                     break
-                except errors.ProtocolError as err:
+                except (errors.ProtocolError, errors.ServerBusyError) as err:
+                    self.gate.log.log(logging.WARNING, "refused-request",
+                                      "LUXI request refused: %s", err)
                     self._reply(stream, False, errors.encode(err))
                     break
+                except TimeoutError as err:
+                    self.gate.log.log(logging.INFO, "timeout",
+                                      "LUXI connection closed: %s", err)
+                    if guarded.in_request:  # half-written: tell the client why
+                        self._reply(stream, False, errors.encode(errors.TimeoutError(
+                            f"LUXI {err} (--request-timeout)")))
+                    break
+                guarded.request_done()
                 if raw is None:
                     break
+                self.gate.set_reading(slot, False)
                 try:
                     result = self.handle_request(raw)
                 except _BadRequest as bad:
@@ -393,6 +445,8 @@ class LuxiServer:
         except OSError as err:
             LOG.debug("client connection error: %s", err)
         finally:
+            guarded.release()
+            self.gate.release(slot)  # before closing: eviction shuts the socket down
             with self._lock:
                 self._conns.discard(conn)
                 self._threads.discard(threading.current_thread())

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ganeti import constants, daemon, errors, pathutils
-from ganeti.server import luxi_server
+from ganeti.server import connlimit, luxi_server
 
 LOG = logging.getLogger("ganeti.masterd")
 
@@ -24,7 +24,7 @@ DEFAULT_MAX_JOBS = 10000
 SHUTDOWN_TIMEOUT = 10.0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=constants.MASTERD,
                                      description="Ganeti master daemon")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -32,7 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-d", "--debug", action="store_true", help="Log debug messages")
     parser.add_argument("--root", metavar="DIR",
                         help="Run with every path under DIR (sets GANETI_ROOT)")
-    return parser.parse_args(argv)
+    connlimit.add_options(parser, luxi_server.DEFAULT_LIMITS, luxi_server.OPTION_FIELDS)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _queue_limits(context: Any) -> tuple[int, int]:
@@ -50,8 +55,10 @@ def _queue_limits(context: Any) -> tuple[int, int]:
 class Master:
     """Everything the running daemon owns, so startup and shutdown stay symmetric."""
 
-    def __init__(self, paths: pathutils.Paths) -> None:
+    def __init__(self, paths: pathutils.Paths,
+                 limits: connlimit.Limits = luxi_server.DEFAULT_LIMITS) -> None:
         self.paths = paths
+        self.limits = limits
         self.context: Any = None
         self.queue: Any = None
         self.server: luxi_server.LuxiServer | None = None
@@ -68,7 +75,8 @@ class Master:
         self.queue.start()
         backend = luxi_server.MasterBackend(self.queue, self.context)
         self.server = luxi_server.LuxiServer(self.paths.master_socket,
-                                             luxi_server.build_method_table(backend))
+                                             luxi_server.build_method_table(backend),
+                                             limits=self.limits)
         self.server.start()
 
     def stop(self) -> None:
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = pathutils.current()
 
     def start() -> Any:
-        master = Master(paths)
+        daemon.return_large_buffers_to_the_os()  # --max-buffered bounds RSS, not just data
+        master = Master(paths, connlimit.from_options(opts, luxi_server.DEFAULT_LIMITS))
         try:
             master.start()
         except BaseException:

@@ -5,16 +5,23 @@ Wire protocol: ``POST /<procedure>`` with a JSON list of arguments; the reply is
 problems (no Content-Length, oversized body, bad JSON, unknown procedure) get an
 HTTP error status with a ``[false, "message"]`` body.  Only peers presenting a
 certificate signed by the cluster CA get past the TLS handshake.
+
+Connection limits are those of :mod:`ganeti.server.connlimit`: at most
+``--max-connections`` connections (the next few get a 503, the rest are
+closed), a handshake deadline, an idle timeout between requests and a
+deadline for receiving a started request (line, headers and body).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import sys
@@ -33,16 +40,23 @@ from ganeti.backend import instance as bk_instance
 from ganeti.backend import storage as bk_storage
 from ganeti.backend import transfer as bk_transfer
 from ganeti.backend import x509 as bk_x509
+from ganeti.server import connlimit
 
 LOG = logging.getLogger("ganeti.noded")
 
 MAX_BODY_SIZE = 64 * 1024 * 1024
-HANDSHAKE_TIMEOUT = 10.0
-# How long an idle keep-alive connection stays open (the master reuses them)
-IDLE_TIMEOUT = 300.0
-# Connections served at once; beyond this new ones are closed right away, so a
-# flood of (even unauthenticated) handshakes cannot exhaust threads
-MAX_CONNECTIONS = 512
+# Connections served at once (beyond them new ones are refused, so a flood of
+# even unauthenticated handshakes cannot exhaust threads); the idle timeout is
+# how long a kept-alive connection waits for the master's next request
+DEFAULT_LIMITS = connlimit.Limits(
+    max_connections=constants.NODED_MAX_CONNECTIONS,
+    idle_timeout=constants.NODED_IDLE_TIMEOUT,
+    request_timeout=constants.NODED_REQUEST_TIMEOUT,
+    handshake_timeout=constants.NODED_HANDSHAKE_TIMEOUT)
+OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "handshake_timeout")
+# Over-cap connections answered with a 503 at once; beyond these they are just closed
+REFUSERS = 16
+REFUSE_TIMEOUT = 2.0
 _PROCEDURE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 Procedure = Callable[..., Any]
@@ -94,7 +108,8 @@ class NodeRpcServer(ThreadingHTTPServer):
                  node_context: NodeContext,
                  procedures: Mapping[str, Procedure] = PROCEDURES,
                  max_body_size: int = MAX_BODY_SIZE,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int | None = None,
+                 limits: connlimit.Limits = DEFAULT_LIMITS) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.ssl_context = ssl_context
         self.node_context = node_context
@@ -103,52 +118,117 @@ class NodeRpcServer(ThreadingHTTPServer):
         self.max_body_size = max_body_size
         self._active: set[ssl.SSLSocket] = set()
         self._active_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_connections)
+        if max_connections is not None:
+            limits = dataclasses.replace(limits, max_connections=max_connections)
+        self.limits = limits
+        self.gate = connlimit.ConnectionGate("node daemon", limits, LOG)
+        self._refusers = threading.BoundedSemaphore(REFUSERS)
+        self._slot = threading.local()  # the slot of the connection a thread serves
         super().__init__(address, _RequestHandler)
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
+    def get_request(self) -> tuple[Any, Any]:
+        accepted = self.gate.accept(self.socket)
+        if accepted is None:
+            raise OSError("accept failed")  # socketserver skips this round
+        return accepted
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            LOG.warning("Too many connections, closing the one from %s",
-                        _format_peer(client_address))
+        slot = self.gate.admit(request)
+        if slot is None:
+            self._refuse(request)
+            return
+        thread = threading.Thread(target=self._connection_thread,
+                                  args=(request, client_address, slot), name="noded-conn",
+                                  daemon=True)
+        if not self.gate.start(thread, slot):
+            self.shutdown_request(request)
+
+    def _connection_thread(self, request: Any, client_address: Any,
+                           slot: connlimit.Slot) -> None:
+        # finish_request gives the slot back before it closes the socket; this
+        # release only covers a failure before that
+        self._slot.value = slot
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self._slot.value = None
+            self.gate.release(slot)
+
+    def set_reading(self, reading: bool) -> None:
+        """The calling thread's connection waits for a request (evictable) or runs one."""
+        slot = getattr(self._slot, "value", None)
+        if slot is not None:
+            self.gate.set_reading(slot, reading)
+
+    def _refuse(self, request: socket.socket) -> None:
+        """A 503 from a small pool of short-lived threads; closed at once beyond it."""
+        if not self._refusers.acquire(blocking=False):
             self.shutdown_request(request)
             return
+        thread = threading.Thread(target=self._send_busy, args=(request,),
+                                  name="noded-refuse", daemon=True)
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+            thread.start()
+        except RuntimeError:
+            self._refusers.release()
+            self.shutdown_request(request)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _send_busy(self, request: socket.socket) -> None:
+        body = json.dumps([False, self.gate.busy_message()]).encode()
         try:
-            super().process_request_thread(request, client_address)
+            tls = connlimit.tls_handshake(request, self.ssl_context, REFUSE_TIMEOUT,
+                                          REFUSE_TIMEOUT)
+            with tls:
+                tls.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
+                            b"Content-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                            % (len(body), body))
+                # read (and drop) the request so closing does not reset the reply
+                deadline = time.monotonic() + REFUSE_TIMEOUT
+                while time.monotonic() < deadline and tls.recv(65536):
+                    pass
+        except (OSError, ValueError):
+            pass
         finally:
-            self._slots.release()
+            request.close()
+            self._refusers.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # Runs in the connection's own thread, so a slow or hostile handshake
         # never blocks the accept loop.
         peer = _format_peer(client_address)
         LOG.debug("Connection from %s", peer)
+        slot: connlimit.Slot | None = getattr(self._slot, "value", None)
+
+        def wrapped(tls: ssl.SSLSocket) -> None:
+            if slot is not None:
+                self.gate.rebind(slot, tls)
+
         try:
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            request.settimeout(HANDSHAKE_TIMEOUT)
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
+            tls = connlimit.tls_handshake(request, self.ssl_context,
+                                          self.limits.handshake_timeout,
+                                          self.limits.request_timeout, wrapped)
         except (ssl.SSLError, OSError) as err:
-            LOG.warning("TLS handshake with %s failed: %s", peer, err)
+            self.gate.log.log(logging.WARNING, "handshake",
+                              "TLS handshake with %s failed: %s", peer, err)
+            if slot is not None:
+                self.gate.release(slot)
             request.close()
             return
         with self._active_lock:
             self._active.add(tls)
         try:
-            tls.settimeout(IDLE_TIMEOUT)
             _RequestHandler(tls, client_address, self)
         except (ssl.SSLError, OSError) as err:
             LOG.debug("Connection from %s ended: %s", peer, err)
         finally:
+            if slot is not None:
+                self.gate.release(slot)
             with self._active_lock:
                 self._active.discard(tls)
             tls.close()
@@ -200,8 +280,42 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server_version = f"{constants.NODED}/{constants.PROTOCOL_VERSION}"
     server: NodeRpcServer
 
+    _deadline: Any = None
+
     def log_message(self, format: str, *args: Any) -> None:
         LOG.debug("%s %s", _format_peer(self.client_address), format % args)
+
+    def handle_one_request(self) -> None:
+        """Wait up to the idle timeout for a request, then give it the request deadline."""
+        conn = self.connection
+        limits = self.server.limits
+        self.server.set_reading(True)
+        if not conn.pending():  # http.client never pipelines: rfile holds nothing
+            try:
+                readable, _, _ = select.select([conn], [], [], limits.idle_timeout)
+            except (OSError, ValueError):
+                readable = []
+            if not readable:
+                LOG.debug("Closing idle connection from %s", _format_peer(self.client_address))
+                self.close_connection = True
+                return
+        deadline = self._deadline = connlimit.WATCHDOG.arm(conn, limits.request_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self._request_read()
+            if deadline.expired:
+                self.close_connection = True
+                self.server.gate.log.log(
+                    logging.WARNING, "request-timeout", "Request from %s not complete"
+                    " within %gs (--request-timeout), closed",
+                    _format_peer(self.client_address), limits.request_timeout)
+
+    def _request_read(self) -> None:
+        """The request is in: running the procedure takes as long as it takes."""
+        connlimit.WATCHDOG.cancel(self._deadline)
+        self._deadline = None
+        self.server.set_reading(False)
 
     def _reply(self, status: int, body: list[Any], close: bool = False) -> None:
         data = json.dumps(body).encode("utf-8")
@@ -255,6 +369,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         peer = _format_peer(self.client_address)
         name = self.path.lstrip("/").split("?", 1)[0]
         args = self._read_args()
+        self._request_read()
         if args is None:
             return
         if not _PROCEDURE_RE.match(name) or name not in self.server.procedures:
@@ -287,7 +402,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=constants.NODED,
                                      description="Ganeti node daemon (RPC server)")
     parser.add_argument("-f", "--foreground", action="store_true",
@@ -299,6 +414,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="address to listen on (default: %(default)s)")
     parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_NODED_PORT,
                         help="TCP port, 0 for any free port (default: %(default)s)")
+    connlimit.add_options(parser, DEFAULT_LIMITS, OPTION_FIELDS)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     opts = parser.parse_args(argv)
     if not 0 <= opts.port <= 65535:
         parser.error(f"invalid port {opts.port}")
@@ -317,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_context = crypto.server_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
         try:
             server = NodeRpcServer((opts.bind, opts.port), ssl_context,
-                                   NodeContext(paths=paths))
+                                   NodeContext(paths=paths),
+                                   limits=connlimit.from_options(opts, DEFAULT_LIMITS))
         except OSError as err:
             raise OSError(err.errno, f"cannot listen on {opts.bind}:{opts.port}: {err}") \
                 from None

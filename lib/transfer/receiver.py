@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import selectors
 import socket
 import ssl
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ganeti import errors
+from ganeti.server import connlimit
 from ganeti.storage.extents import DiskWriter
 from ganeti.transfer import (
     BLOCK_SIZE,
@@ -33,6 +35,10 @@ from ganeti.transfer.ratelimit import Limiter
 WriterFactory = Callable[[int], DiskWriter]
 
 HANDSHAKE_TIMEOUT = 15.0
+# Handshakes in progress at once while waiting for the sender (strangers included)
+MAX_PENDING_HANDSHAKES = 16
+# How often a waiting listener looks at the abort flag
+ABORT_POLL = 0.5
 # Blocks received ahead of the disk writes
 PIPELINE_DEPTH = 3
 
@@ -67,36 +73,103 @@ class Listener:
     def accept(self, ssl_ctx: ssl.SSLContext, timeout: float = DEFAULT_LISTEN_TIMEOUT,
                abort: threading.Event | None = None,
                handshake_timeout: float = HANDSHAKE_TIMEOUT) -> ssl.SSLSocket:
-        """The first peer that passes the TLS handshake; strangers are turned away."""
+        """The first peer that passes the TLS handshake; strangers are turned away.
+
+        Handshakes run side by side (at most ``MAX_PENDING_HANDSHAKES``, the
+        oldest dropped for a newcomer), each with a deadline for the whole of
+        it: strangers that connect first, stay silent or drip bytes cannot
+        keep the real sender out.
+        """
         deadline = time.monotonic() + timeout
         rejected: list[str] = []
+        pending: dict[ssl.SSLSocket, tuple[float, str]] = {}
+        self._sock.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        try:
+            while True:
+                now = time.monotonic()
+                if abort is not None and abort.is_set():
+                    raise TransferAborted("Transfer aborted while waiting for the sender")
+                for tls, (until, peer) in list(pending.items()):
+                    if now >= until:
+                        rejected.append(f"{peer}: TLS handshake not finished within"
+                                        f" {handshake_timeout:g}s")
+                        self._drop(sel, pending, tls)
+                if now >= deadline:
+                    extra = f" (refused: {'; '.join(rejected[-3:])})" if rejected else ""
+                    raise TransferError(f"No sender connected within {timeout:g}s{extra}")
+                wake = min([deadline, now + ABORT_POLL, *(u for u, _ in pending.values())])
+                for key, _ in sel.select(max(0.0, wake - now)):
+                    if key.fileobj is self._sock:
+                        self._accept_ready(sel, pending, ssl_ctx, handshake_timeout,
+                                           deadline, abort)
+                        continue
+                    ready = key.fileobj
+                    assert isinstance(ready, ssl.SSLSocket)
+                    if self._advance(sel, pending, ready, rejected):
+                        sel.unregister(ready)
+                        del pending[ready]
+                        ready.setblocking(True)
+                        ready.settimeout(handshake_timeout)
+                        self.close()
+                        return ready
+        finally:
+            for tls in list(pending):
+                self._drop(sel, pending, tls)
+            sel.close()
+
+    def _accept_ready(self, sel: selectors.BaseSelector,
+                      pending: dict[ssl.SSLSocket, tuple[float, str]], ssl_ctx: ssl.SSLContext,
+                      handshake_timeout: float, deadline: float,
+                      abort: threading.Event | None) -> None:
         while True:
-            remaining = deadline - time.monotonic()
-            if abort is not None and abort.is_set():
-                raise TransferAborted("Transfer aborted while waiting for the sender")
-            if remaining <= 0:
-                extra = f" (refused: {'; '.join(rejected[-3:])})" if rejected else ""
-                raise TransferError(
-                    f"No sender connected within {timeout:g}s{extra}")
-            self._sock.settimeout(remaining)
             try:
                 conn, peer = self._sock.accept()
-            except TimeoutError:
-                continue
+            except BlockingIOError:
+                return
             except OSError as err:
                 if abort is not None and abort.is_set():
                     raise TransferAborted("Transfer aborted while waiting for the sender") \
                         from None
                 raise TransferError(f"Listening socket failed: {err}") from None
-            conn.settimeout(min(handshake_timeout, max(remaining, 1.0)))
+            if len(pending) >= MAX_PENDING_HANDSHAKES:
+                self._drop(sel, pending, min(pending, key=lambda t: pending[t][0]))
+            conn.setblocking(False)
             try:
-                tls = ssl_ctx.wrap_socket(conn, server_side=True)
-            except (OSError, ValueError) as err:
+                tls = ssl_ctx.wrap_socket(conn, server_side=True,
+                                          do_handshake_on_connect=False)
+            except (OSError, ValueError):
                 conn.close()
-                rejected.append(f"{peer[0]}: {err}")
                 continue
-            self.close()
-            return tls
+            until = min(time.monotonic() + handshake_timeout, deadline)
+            pending[tls] = (until, str(peer[0]))
+            sel.register(tls, selectors.EVENT_READ)
+
+    @staticmethod
+    def _advance(sel: selectors.BaseSelector,
+                 pending: dict[ssl.SSLSocket, tuple[float, str]], tls: ssl.SSLSocket,
+                 rejected: list[str]) -> bool:
+        """One step of a handshake; True once it is complete."""
+        try:
+            tls.do_handshake()
+            return True
+        except ssl.SSLWantReadError:
+            sel.modify(tls, selectors.EVENT_READ)
+        except ssl.SSLWantWriteError:
+            sel.modify(tls, selectors.EVENT_WRITE)
+        except (OSError, ValueError) as err:
+            rejected.append(f"{pending[tls][1]}: {err}")
+            Listener._drop(sel, pending, tls)
+        return False
+
+    @staticmethod
+    def _drop(sel: selectors.BaseSelector,
+              pending: dict[ssl.SSLSocket, tuple[float, str]], tls: ssl.SSLSocket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(tls)
+        pending.pop(tls, None)
+        tls.close()
 
     def close(self) -> None:
         """Also wakes up a thread blocked in :meth:`accept` (used for aborts)."""
@@ -166,7 +239,17 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
              progress_timeout: float, abort: threading.Event, verify: bool,
              io_priority: IoPriority | None = None) -> str:
     sock.settimeout(progress_timeout)
-    _, payload = frames.expect(proto.HEADER)
+    # the whole header within the progress timeout, not just each read of it
+    deadline = connlimit.WATCHDOG.arm(sock, progress_timeout)
+    try:
+        _, payload = frames.expect(proto.HEADER)
+    except (TransferError, OSError, ValueError):
+        if deadline.expired:
+            raise TransferError("No progress from the sender: no complete header within"
+                                f" {progress_timeout:g}s") from None
+        raise
+    finally:
+        connlimit.WATCHDOG.cancel(deadline)
     header = proto.decode_json(payload)
     proto.check_header(header, magic, expected_size)
     size: int = header["size"]

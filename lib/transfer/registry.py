@@ -116,7 +116,13 @@ class Transfer:
     def start(self, work: Callable[[Transfer], str]) -> None:
         self._thread = threading.Thread(target=self._run, args=(work,), daemon=True,
                                         name=f"transfer-{self.role}-{self.id}")
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError as err:  # out of threads: leave nothing behind
+            self._close_sockets(force=True)
+            _forget(self.id)
+            raise TransferError(f"Cannot start a thread for transfer {self.id}: {err}") \
+                from None
 
     def _run(self, work: Callable[[Transfer], str]) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,15 @@ def test_every_command_and_option_appears(prog: str) -> None:
         for option in command.options:
             for flag in option.flags:
                 assert manpage._roff(flag) in page
+
+
+
+@pytest.mark.parametrize("module_name", ["ganeti.server.masterd", "ganeti.server.noded"])
+def test_daemon_pages_document_every_option(module_name: str) -> None:
+    """The daemons' pages are written by hand: each option of their parser is in them."""
+    parser = importlib.import_module(module_name).build_parser()
+    page = (Path(__file__).parents[2] / "doc" / "man" / f"{parser.prog}.8").read_text()
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert manpage._roff(flag) in page, f"{flag} missing from {parser.prog}.8"
