@@ -106,19 +106,24 @@ def test_transfer_through_faults(cluster: LocalCluster, rpc: Any, case: str) -> 
                         dest_address=dst_node.address)
     proxied = ProxiedRpc(rpc, faults)
     try:
-        (result,) = run_transfers(proxied, [spec], lambda _m: None, poll_interval=0.1,
-                                  report_interval=60, connect_timeout=3, listen_timeout=5,
-                                  progress_timeout=3)
+        try:
+            (result,) = run_transfers(proxied, [spec], lambda _m: None, poll_interval=0.1,
+                                      report_interval=60, connect_timeout=3,
+                                      listen_timeout=5, progress_timeout=3)
+        finally:
+            proxied.close_proxies()
+        FAULTS_TRIED.append(f"transfer:{case}")
+        assert result.success is should_succeed, result
+        if should_succeed:
+            assert _sha(dest) == _sha(src)  # byte-identical through latency/throttling
+        else:
+            assert result.error, "a failed transfer must say why"
+            assert not dest.exists(), "a failed transfer must not leave partial data"
+        assert leftovers(cluster, rpc) == {}
     finally:
-        proxied.close_proxies()
-    FAULTS_TRIED.append(f"transfer:{case}")
-    assert result.success is should_succeed, result
-    if should_succeed:
-        assert _sha(dest) == _sha(src)  # byte-identical through latency/throttling
-    else:
-        assert result.error, "a failed transfer must say why"
-        assert not dest.exists(), "a failed transfer must not leave partial data"
-    assert leftovers(cluster, rpc) == {}
+        # a file no instance owns is an orphan to gnt-cluster verify (later tests run it)
+        src.unlink()
+        dest.unlink(missing_ok=True)
 
 
 # --- master -> node RPC through the proxy -----------------------------------------------
