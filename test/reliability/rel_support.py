@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ganeti import constants, daemon, luxi
+from ganeti import constants, crypto, daemon, luxi
 from ganeti.backend import NodeContext
 from ganeti.backend.export import export_leftovers
 from ganeti.config import ConfigStore
@@ -38,6 +39,21 @@ def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> subprocess.Comple
     if ok:
         assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def rpc_post(cluster: LocalCluster, path: str, body: bytes, timeout: float = 60
+             ) -> tuple[int, Any]:
+    """A raw RPC request to the master's node daemon with the cluster's certificate."""
+    paths = cluster.master.paths
+    ctx = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
+    conn = http.client.HTTPSConnection(cluster.master.address, cluster.port, context=ctx,
+                                       timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
 
 
 def watcher(cluster: LocalCluster, node: NodeSpec | None = None,

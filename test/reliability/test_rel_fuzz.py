@@ -8,7 +8,6 @@ hang, and the daemon keeps serving afterwards.
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from typing import Any
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from rel_support import client, cluster_fixture, run, scaled
+from rel_support import client, cluster_fixture, rpc_post, run, scaled
 
-from ganeti import constants, crypto, errors, limits, opcodes
+from ganeti import constants, errors, limits, opcodes
 from ganeti.backup import exportconf
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.hypervisor.base import check_instance_name
@@ -224,24 +223,11 @@ _SAFE_PROCEDURES = ["version", "ping", "export_info", "export_abort", "export_re
                     "no_such_procedure", "../etc/passwd", ""]
 
 
-def _rpc_post(cluster: LocalCluster, path: str, body: bytes) -> tuple[int, Any]:
-    paths = cluster.master.paths
-    ctx = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
-    conn = http.client.HTTPSConnection(cluster.master.address, cluster.port, context=ctx,
-                                       timeout=30)
-    try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
-    finally:
-        conn.close()
-
-
 @_SETTINGS
 @given(proc=st.sampled_from(_SAFE_PROCEDURES), args=json_values)
 def test_rpc_fuzzed_bodies(cluster: LocalCluster, proc: str, args: Any) -> None:
     FUZZED["rpc"] += 1
-    status, body = _rpc_post(cluster, "/" + proc, json.dumps(args).encode())
+    status, body = rpc_post(cluster, "/" + proc, json.dumps(args).encode())
     assert status in (200, 400, 404), (status, body)
     assert isinstance(body, list) and len(body) == 2 and isinstance(body[0], bool), body
     if not body[0]:
@@ -256,7 +242,7 @@ def test_rpc_hostile_numbers_and_nesting(cluster: LocalCluster, proc: str, args:
     FUZZED["rpc"] += 1
     body = _hostile(json.dumps({"args": args}).encode(), token, depth)
     body = body[body.index(b"["):-1]  # the list itself, as noded expects it
-    status, reply = _rpc_post(cluster, "/" + proc, body)
+    status, reply = rpc_post(cluster, "/" + proc, body)
     assert status == 400 and reply[0] is False and "Invalid JSON" in reply[1], reply
 
 
@@ -264,7 +250,7 @@ def test_rpc_hostile_numbers_and_nesting(cluster: LocalCluster, proc: str, args:
 @given(raw=st.binary(max_size=200))
 def test_rpc_garbage_bodies(cluster: LocalCluster, raw: bytes) -> None:
     FUZZED["rpc"] += 1
-    status, body = _rpc_post(cluster, "/export_info", raw)
+    status, body = rpc_post(cluster, "/export_info", raw)
     assert status in (200, 400), (status, body)
     assert body[0] is False
 
@@ -277,7 +263,7 @@ BAD_NAMES = ["../x", "/", "a/../../etc", "x\x00y", "n" * 300, ".hidden", ".stagi
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_export_procedures_refuse_hostile_names(cluster: LocalCluster, name: str) -> None:
     for proc in ("export_prepare", "export_info", "export_remove", "export_abort"):
-        status, body = _rpc_post(cluster, f"/{proc}", json.dumps([name]).encode())
+        status, body = rpc_post(cluster, f"/{proc}", json.dumps([name]).encode())
         assert status == 200 and body[0] is False, (proc, name, body)
         assert "Invalid instance name" in body[1], body[1]
     export_dir = cluster.master.paths.export_dir
@@ -367,7 +353,7 @@ def test_daemons_survived_and_report(cluster: LocalCluster) -> None:
     """Runs last in this module: both daemons still serve after all of the above."""
     with client(cluster) as cl:
         assert cl.query_cluster_info()["cluster_name"]
-    status, body = _rpc_post(cluster, "/version", b"[]")
+    status, body = rpc_post(cluster, "/version", b"[]")
     assert status == 200 and body == [True, constants.PROTOCOL_VERSION]
     assert cluster.is_running(constants.MASTERD, cluster.master)
     assert cluster.is_running(constants.NODED, cluster.master)

@@ -7,7 +7,6 @@ directory, instance, lock or staging dir), and the daemons keep serving.
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import subprocess
@@ -24,12 +23,13 @@ from rel_support import (
     instance_running,
     master_pid,
     node_by_name,
+    rpc_post,
     rss_kib,
     run,
     scaled,
 )
 
-from ganeti import constants, crypto, errors, limits
+from ganeti import constants, errors, limits
 from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -224,19 +224,6 @@ def test_hostile_luxi_requests_get_typed_errors(cluster: LocalCluster, payload: 
 # --- RPC --------------------------------------------------------------------------------
 
 
-def _rpc_post(cluster: LocalCluster, path: str, body: bytes) -> tuple[int, Any]:
-    paths = cluster.master.paths
-    ctx = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
-    conn = http.client.HTTPSConnection(cluster.master.address, cluster.port, context=ctx,
-                                       timeout=60)
-    try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("body, needle", [
     (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64 levels"),
     (b"[NaN]", "NaN is not a JSON value"),
@@ -246,9 +233,9 @@ def _rpc_post(cluster: LocalCluster, path: str, body: bytes) -> tuple[int, Any]:
 def test_hostile_rpc_bodies_get_typed_errors(cluster: LocalCluster, body: bytes,
                                              needle: str) -> None:
     for _ in range(scaled(2, 50)):
-        status, reply = _rpc_post(cluster, "/test_delay", body)
+        status, reply = rpc_post(cluster, "/test_delay", body)
         assert status == 400 and reply[0] is False and needle in reply[1], reply
-    assert _rpc_post(cluster, "/version", b"[]") == (200, [True, constants.PROTOCOL_VERSION])
+    assert rpc_post(cluster, "/version", b"[]") == (200, [True, constants.PROTOCOL_VERSION])
 
 
 # --- import ----------------------------------------------------------------------------
