@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -35,11 +36,13 @@ def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> Any:
     return proc
 
 
-def runner(cluster: LocalCluster, *argv: str, sendmail: Path | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def runner(cluster: LocalCluster, *argv: str, sendmail: Path | None = None,
+           home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = cluster.env()
     if sendmail is not None:
         env["GANETI_BACKUP_SENDMAIL"] = str(sendmail)
+    if home is not None:        # where a real sendmail (msmtp) finds its configuration
+        env["HOME"] = str(home)
     return subprocess.run([sys.executable, str(SOURCE_TOP / "tools" / "ganeti-backup-runner"),
                            *argv], env=env, capture_output=True, text=True, timeout=300)
 
@@ -403,6 +406,71 @@ def test_dry_run_create_and_import_leave_no_lock(cluster: LocalCluster) -> None:
     for name in ("dry1", "dry2", "dry3"):
         run(cluster, "gnt-instance", "remove", "-f", name)
     run(cluster, "gnt-backup", "remove", "dry1")
+
+
+class SmtpSink:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[tuple[str, list[str], str]] = []
+        messages = self.messages
+
+        class Handler:
+            async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+                messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                 envelope.content.decode()))
+                return "250 OK"
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def msmtp_home(self, home: Path) -> Path:
+        """A HOME whose ~/.msmtprc relays to this sink."""
+        home.mkdir(parents=True, exist_ok=True)
+        rc = home / ".msmtprc"
+        rc.write_text(f"defaults\nauth off\ntls off\naccount default\nhost 127.0.0.1\n"
+                      f"port {self.port}\nfrom ganeti-backup@localhost\n")
+        rc.chmod(0o600)
+        return home
+
+    def close(self) -> None:
+        self.controller.stop()
+
+
+def test_mail_through_a_real_sendmail_to_an_smtp_sink(cluster: LocalCluster,
+                                                      tmp_path: Path) -> None:
+    """The runner hands its report to msmtp (a real sendmail), which relays it over SMTP."""
+    msmtp = shutil.which("msmtp")
+    assert msmtp, "tools/setup-env installs msmtp"
+    sink = SmtpSink()
+    try:
+        add_instance(cluster, "mail1")
+        run(cluster, "gnt-backup", "schedule", "add", "mailed", "--instances", "mail1",
+            "-n", "node3", "--cron", "@daily", "--notify", "always",
+            "--mail-to", "ops@example.org,backup@example.org")
+        proc = runner(cluster, "--schedule", "mailed", sendmail=Path(msmtp),
+                      home=sink.msmtp_home(tmp_path / "home"))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "OK        mailed mail1 job" in proc.stdout
+        deadline = time.monotonic() + 30
+        while not sink.messages and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(sink.messages) == 1, sink.messages
+        sender, recipients, content = sink.messages[0]
+        assert sender == "ganeti-backup@localhost"
+        assert sorted(recipients) == ["backup@example.org", "ops@example.org"]
+        assert "Subject: [ganeti-backup]" in content and "schedule mailed ok" in content
+        assert "mail1" in content.split("\r\n\r\n", 1)[1]
+    finally:
+        sink.close()
+        run(cluster, "gnt-backup", "schedule", "remove", "mailed", ok=False)
+        run(cluster, "gnt-instance", "remove", "-f", "mail1", ok=False)
+        run(cluster, "gnt-backup", "remove", "mail1", ok=False)
 
 
 def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
