@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,21 @@ def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> subprocess.Comple
     if ok:
         assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def luxi_exchange(cluster: LocalCluster, payload: bytes, timeout: float = 120) -> Any:
+    """Send one raw framed LUXI message; the decoded reply (None: connection closed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(cluster.master.paths.master_socket))
+        sock.sendall(payload + b"\x03")
+        data = b""
+        while not data.endswith(b"\x03"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+    return json.loads(data[:-1])
 
 
 def rpc_post(cluster: LocalCluster, path: str, body: bytes, timeout: float = 60

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from rel_support import client, cluster_fixture, rpc_post, run, scaled
+from rel_support import client, cluster_fixture, luxi_exchange, rpc_post, run, scaled
 
 from ganeti import constants, errors, limits, opcodes
 from ganeti.backup import exportconf
@@ -49,21 +49,6 @@ def _error_class_ok(name: Any) -> bool:
 # --- LUXI ---------------------------------------------------------------------------
 
 
-def _luxi_exchange(cluster: LocalCluster, payload: bytes) -> Any:
-    """Send one framed message, return the decoded reply (None: connection closed)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(30)
-        sock.connect(str(cluster.master.paths.master_socket))
-        sock.sendall(payload + b"\x03")
-        data = b""
-        while not data.endswith(b"\x03"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-    return json.loads(data[:-1])
-
-
 _SAFE_METHODS = ["SubmitJob", "SubmitManyJobs", "CancelJob", "ArchiveJob", "QueryJobs",
                  "Query", "QueryFields", "QueryExports", "QueryClusterInfo",
                  "ChangeJobPriority", "QueryConfigValues", "NoSuchMethod"]
@@ -82,7 +67,7 @@ def _check_luxi_reply(reply: Any) -> None:
 @given(raw=st.binary(max_size=300).map(lambda b: b.replace(b"\x03", b"")))
 def test_luxi_garbage_bytes(cluster: LocalCluster, raw: bytes) -> None:
     FUZZED["luxi"] += 1
-    _check_luxi_reply(_luxi_exchange(cluster, raw))
+    _check_luxi_reply(luxi_exchange(cluster, raw, timeout=30))
 
 
 @_SETTINGS
@@ -97,7 +82,7 @@ def test_luxi_fuzzed_requests(cluster: LocalCluster, method: str, args: Any,
     message = {"method": method, "args": args}
     if version is not None:
         message["version"] = version
-    _check_luxi_reply(_luxi_exchange(cluster, json.dumps(message).encode()))
+    _check_luxi_reply(luxi_exchange(cluster, json.dumps(message).encode(), timeout=30))
 
 
 def _any_valid_op(value: Any) -> bool:
@@ -115,7 +100,7 @@ def _any_valid_op(value: Any) -> bool:
 
 def test_luxi_oversized_and_truncated(cluster: LocalCluster) -> None:
     big = b"[" + b"1," * (constants.LUXI_MAX_MESSAGE // 2 + 10) + b"1]"
-    reply = _luxi_exchange(cluster, big)
+    reply = luxi_exchange(cluster, big, timeout=30)
     assert reply is None or reply["success"] is False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(cluster.master.paths.master_socket))
@@ -146,7 +131,7 @@ def test_luxi_hostile_numbers_and_nesting(cluster: LocalCluster, method: str,
         assume(not _any_valid_op(args))
     FUZZED["luxi"] += 1
     payload = _hostile(json.dumps({"method": method, "args": args}).encode(), token, depth)
-    reply = _luxi_exchange(cluster, payload)
+    reply = luxi_exchange(cluster, payload, timeout=30)
     _check_luxi_reply(reply)
     if token != b"1e308" or depth:
         assert reply["success"] is False, (payload[:200], reply)

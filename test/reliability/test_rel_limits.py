@@ -8,7 +8,6 @@ directory, instance, lock or staging dir), and the daemons keep serving.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from rel_support import (
     cluster_fixture,
     fill_disk,
     instance_running,
+    luxi_exchange,
     master_pid,
     node_by_name,
     rpc_post,
@@ -149,20 +149,6 @@ def test_export_refuses_an_instance_import_could_not_restore(cluster: LocalClust
 # --- LUXI -------------------------------------------------------------------------------
 
 
-def _raw_luxi(cluster: LocalCluster, payload: bytes, timeout: float = 120) -> Any:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(cluster.master.paths.master_socket))
-        sock.sendall(payload + b"\x03")
-        data = b""
-        while not data.endswith(b"\x03"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-    return json.loads(data[:-1])
-
-
 def _failure(reply: Any) -> tuple[str, str]:
     assert reply is not None and reply["success"] is False, reply
     name, args = reply["result"]
@@ -215,7 +201,7 @@ def test_submit_100000_disks_is_refused_and_rss_stays_bounded(cluster: LocalClus
 def test_hostile_luxi_requests_get_typed_errors(cluster: LocalCluster, payload: bytes,
                                                 needle: str) -> None:
     for _ in range(scaled(2, 50)):
-        name, message = _failure(_raw_luxi(cluster, payload))
+        name, message = _failure(luxi_exchange(cluster, payload))
         assert needle in message, (name, message)
     with client(cluster) as cl:
         assert cl.query_cluster_info()["cluster_name"]
