@@ -42,6 +42,23 @@ def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> subprocess.Comple
     return proc
 
 
+def import_planted(cluster: LocalCluster, name: str, files: dict[str, bytes]
+                   ) -> subprocess.CompletedProcess[str]:
+    """Plant an export ``name`` of these files on the master, import it as ``name-copy``
+    (expected to fail), and remove the planted export again."""
+    src = cluster.master.paths.export_dir / name
+    src.mkdir(parents=True, exist_ok=True)
+    try:
+        for file_name, data in files.items():
+            (src / file_name).write_bytes(data)
+        return run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node1",
+                   "--src-dir", name, "--no-start", f"{name}-copy", ok=False)
+    finally:
+        for item in src.iterdir():
+            item.unlink()
+        src.rmdir()
+
+
 def luxi_exchange(cluster: LocalCluster, payload: bytes, timeout: float = 120) -> Any:
     """Send one raw framed LUXI message; the decoded reply (None: connection closed)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from rel_support import client, cluster_fixture, luxi_exchange, rpc_post, run, scaled
+from rel_support import (
+    client,
+    cluster_fixture,
+    import_planted,
+    luxi_exchange,
+    rpc_post,
+    run,
+    scaled,
+)
 
 from ganeti import constants, errors, limits, opcodes
 from ganeti.backup import exportconf
@@ -301,17 +309,8 @@ HOSTILE_CONFIGS = {
 @pytest.mark.parametrize("case", list(HOSTILE_CONFIGS))
 def test_import_refuses_hostile_config_ini(cluster: LocalCluster, case: str) -> None:
     text, field = HOSTILE_CONFIGS[case]
-    src = cluster.master.paths.export_dir / "evil"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / constants.EXPORT_CONF_FILE).write_text(text)
-    (src / "disk0").write_bytes(b"\0" * 4096)
-    try:
-        res = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node1",
-                  "--src-dir", "evil", "--no-start", "evil-copy", ok=False)
-    finally:
-        for item in src.iterdir():
-            item.unlink()
-        src.rmdir()
+    res = import_planted(cluster, "evil", {constants.EXPORT_CONF_FILE: text.encode(),
+                                           "disk0": b"\0" * 4096})
     assert res.returncode != 0
     assert field in res.stderr, res.stderr
     out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout

@@ -19,6 +19,7 @@ from rel_support import (
     client,
     cluster_fixture,
     fill_disk,
+    import_planted,
     instance_running,
     luxi_exchange,
     master_pid,
@@ -228,20 +229,12 @@ def test_hostile_rpc_bodies_get_typed_errors(cluster: LocalCluster, body: bytes,
 
 
 def test_import_of_non_utf8_config_names_the_file(cluster: LocalCluster) -> None:
-    src = cluster.master.paths.export_dir / "latin1"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / constants.EXPORT_CONF_FILE).write_bytes(
-        b"[export]\nversion=0\ntimestamp=1\nsource=node1\nos=caf\xe9\n[instance]\n"
-        b"name=latin1\ndisk_count=1\ndisk0_dump=disk0.img\ndisk0_size=1\nnic_count=0\n")
-    (src / "disk0.img").write_bytes(b"\0" * 4096)
     before = _storage_entries(cluster)
-    try:
-        res = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node1",
-                  "--src-dir", "latin1", "--no-start", "latin1-copy", ok=False)
-    finally:
-        for item in src.iterdir():
-            item.unlink()
-        src.rmdir()
+    res = import_planted(cluster, "latin1", {
+        constants.EXPORT_CONF_FILE:
+            b"[export]\nversion=0\ntimestamp=1\nsource=node1\nos=caf\xe9\n[instance]\n"
+            b"name=latin1\ndisk_count=1\ndisk0_dump=disk0.img\ndisk0_size=1\nnic_count=0\n",
+        "disk0.img": b"\0" * 4096})
     assert res.returncode != 0
     assert "config.ini is not UTF-8 text (undecodable byte at line 5" in res.stderr, \
         res.stderr
