@@ -167,8 +167,7 @@ class LUBackupExport(LogicalUnit):
                 " without shutting it down", errors.ECODE_STATE)
         self.use_snapshots = False
         if self.was_running and not op.remove_instance and inst.disks:
-            unsupported = [str(idx) for idx, disk in enumerate(inst.disks)
-                           if not self._can_snapshot(disk)]
+            unsupported = [str(idx) for idx in iu.disks_without_snapshots(self, inst)]
             self.use_snapshots = not unsupported
             if unsupported and not op.shutdown:
                 raise errors.OpPrereqError(
@@ -204,13 +203,6 @@ class LUBackupExport(LogicalUnit):
                          " older generation", self.instance.name, kept[0][1],
                          self.target.name)
         return bool(kept)
-
-    def _can_snapshot(self, disk: Any) -> bool:
-        res = self.rpc.call_blockdev_can_snapshot(self.primary.name, disk.dev_type,
-                                                  disk.logical_id)
-        res.raise_on_failure(f"Cannot check whether {disk.iv_name} can be snapshotted",
-                             prereq=True)
-        return bool(res.payload)
 
     # --- hooks -----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 from ganeti import errors, locking, opcodes
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
+from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup import checked_note, online_node_names, unprotect_hint
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 from ganeti.objects import BackupSchedule, Instance
@@ -100,18 +101,11 @@ class _ScheduleLU(NoHooksLU):
         if schedule.shutdown_mode != "snapshot":
             return
         instances = self._selected_now(schedule)
-        cannot = []
+        cannot: list[str] = []
         for inst in instances:
-            primary = self.cfg.get_node_info(inst.primary_node)
-            assert primary is not None
-            for idx, disk in enumerate(inst.disks):
-                res = self.rpc.call_blockdev_can_snapshot(primary.name, disk.dev_type,
-                                                          disk.logical_id)
-                res.raise_on_failure(f"Schedule field 'shutdown_mode': cannot check whether"
-                                     f" disk {idx} of {inst.name} can be snapshotted",
-                                     prereq=True)
-                if not res.payload:
-                    cannot.append(f"{inst.name} disk {idx} ({disk.dev_type})")
+            cannot.extend(f"{inst.name} disk {idx} ({inst.disks[idx].dev_type})"
+                          for idx in iu.disks_without_snapshots(
+                              self, inst, "Schedule field 'shutdown_mode': "))
         scope = ("" if not (schedule.tags or schedule.all_instances)
                  else " (checked the instances the selection matches now)")
         if cannot:

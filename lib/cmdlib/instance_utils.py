@@ -255,6 +255,22 @@ def shutdown_instance(lu: Any, instance: Instance, timeout: int) -> str | None:
         f"Could not shut down instance {instance.name} on node {pnode}: {result.fail_msg}"
 
 
+def disks_without_snapshots(lu: Any, instance: Instance, context: str = "") -> list[int]:
+    """Indices of the instance's disks its primary's storage cannot snapshot live.
+
+    A node that cannot answer is an OpPrereqError (``context`` prefixes the text).
+    """
+    primary = node_name(lu.cfg, instance.primary_node)
+    cannot = []
+    for idx, disk in enumerate(instance.disks):
+        res = lu.rpc.call_blockdev_can_snapshot(primary, disk.dev_type, disk.logical_id)
+        res.raise_on_failure(f"{context}Cannot check whether disk {idx} of {instance.name}"
+                             " can be snapshotted", prereq=True)
+        if not res.payload:
+            cannot.append(idx)
+    return cannot
+
+
 def instance_running(lu: Any, instance: Instance) -> bool:
     pnode = node_name(lu.cfg, instance.primary_node)
     result = lu.rpc.call_instance_info(pnode, instance.name, instance.hypervisor)
