@@ -24,7 +24,7 @@ from ganeti.transfer.coordinator import DiskTransfer, run_transfers
 
 def export_name(op: Any) -> str:
     """The export to import: ``src_path`` (a name or a path ending in it) or the name."""
-    path = (op.src_path or op.instance_name).rstrip("/")
+    path = str(op.src_path or op.instance_name).rstrip("/")
     return path.rsplit("/", 1)[-1].split("@", 1)[0]
 
 

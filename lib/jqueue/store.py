@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from ganeti import errors
 from ganeti.jqueue.job import LogEntry, QueuedJob, QueuedOpCode
@@ -150,7 +150,7 @@ class SqliteJobStore:
         req.done.wait()
         if req.error is not None:
             raise req.error
-        return req.result
+        return cast(_T, req.result)
 
     def _writer_loop(self) -> None:
         while True:

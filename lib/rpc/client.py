@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from ganeti import errors, pathutils, serializer
 from ganeti.backend import RpcFail
-from ganeti.rpc import defs
+from ganeti.rpc import calltypes, defs
 from ganeti.rpc.result import RpcResult
 
 LOG = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class RpcRunner:
 
     def __init__(self, resolver: Resolver, ssl_ctx_factory: SslContextFactory,
                  paths: pathutils.Paths | None = None,
-                 calls: Mapping[str, defs.RpcCall] = defs.CALLS,
+                 calls: Mapping[str, calltypes.RpcCall] = defs.CALLS,
                  max_workers: int = MAX_WORKERS) -> None:
         self._resolver = resolver
         self._ssl_ctx_factory = ssl_ctx_factory
@@ -166,7 +166,7 @@ class RpcRunner:
     # --- internals ------------------------------------------------------------------
 
     @staticmethod
-    def _bind(call: defs.RpcCall, args: tuple[Any, ...],
+    def _bind(call: calltypes.RpcCall, args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> dict[str, Any]:
         names = [arg.name for arg in call.args]
         if len(args) > len(names):
