@@ -23,12 +23,13 @@ if TYPE_CHECKING:
     from ganeti.hooks.master import HooksMaster
     from ganeti.mcpu import Processor
     from ganeti.objects import Instance, Node
+    from ganeti.rpc.client import RpcRunner
 
 LOG = logging.getLogger(__name__)
 
 
 class MasterContext:
-    def __init__(self, paths: pathutils.Paths, cfg: ConfigStore, rpc: Any = None,
+    def __init__(self, paths: pathutils.Paths, cfg: ConfigStore, rpc: RpcRunner | None = None,
                  lock_timeouts: Sequence[float] | None = None) -> None:
         from ganeti.mcpu import Processor
 
@@ -40,7 +41,7 @@ class MasterContext:
             instances=[i.name for i in cfg.get_all_instances_info().values()],
             networks=[],
         )
-        self.rpc = rpc
+        self.rpc: RpcRunner = rpc if rpc is not None else _make_rpc_runner(paths, cfg)
         self._distribution_lock = threading.Lock()
         self.processor: Processor = Processor(self, lock_timeouts)
 
@@ -123,14 +124,10 @@ class MasterContext:
         self.glm.remove(locking.LEVEL_INSTANCE, [instance.name])
 
 
-def _make_rpc_runner(paths: pathutils.Paths, cfg: ConfigStore) -> Any:
+def _make_rpc_runner(paths: pathutils.Paths, cfg: ConfigStore) -> RpcRunner:
     """The RPC runner, resolving node names through the live config."""
-    try:
-        from ganeti.rpc.client import RpcRunner
-    except ImportError:  # pragma: no cover - during bring-up without the RPC layer
-        LOG.warning("RPC layer not available; node calls disabled")
-        return None
     from ganeti import crypto
+    from ganeti.rpc.client import RpcRunner
 
     def resolve(name: str) -> tuple[str, int, bool]:
         node = cfg.get_node_info_by_name(name)

@@ -74,6 +74,15 @@ class RemoteError(GenericError):
     """A remote node answered with an error or could not be reached."""
 
 
+class RpcFail(GenericError):
+    """A node procedure failed in an expected way; the message goes back to the master.
+
+    Raised by the node side (``ganeti.backend``) and by the helpers both sides
+    share (``pathutils.to_wire_name``); the node daemon replies with its
+    message alone.
+    """
+
+
 class SignatureError(GenericError):
     """An HMAC or certificate signature did not verify."""
 

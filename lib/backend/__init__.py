@@ -1,8 +1,11 @@
 """Node-side implementations of the RPC procedures, one module per area.
 
-Every procedure takes a :class:`NodeContext` first and the JSON-decoded call
-arguments after it; it returns a JSON-serialisable payload or raises
-:class:`RpcFail` with a message meant for the master's operator.
+Every procedure is marked with :func:`ganeti.rpc.contract.procedure`; its
+signature is the RPC call's definition.  It takes a :class:`NodeContext` first
+and the call arguments after it (already checked against their annotations by
+the node daemon); it returns a JSON-serialisable payload (its return
+annotation) or raises :class:`ganeti.errors.RpcFail` with a message meant for
+the master's operator (re-exported here for the node side).
 """
 
 from __future__ import annotations
@@ -10,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ganeti import constants, pathutils
+from ganeti.errors import RpcFail
 
-
-class RpcFail(Exception):
-    """A procedure failed in an expected way; the message goes back to the master."""
+__all__ = ["NodeContext", "RpcFail"]
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,10 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ganeti import constants
+from ganeti import constants, pathutils
 from ganeti.backend import NodeContext, RpcFail
-from ganeti.backend import export as ex
-from ganeti.backend import export_generations as eg
-from ganeti.backend.files import to_wire_name
+from ganeti.backend import export_layout as layout
+from ganeti.rpc.payloads import FinalizeResult
 
 JOURNAL_VERSION = 1
 _ID_RE = re.compile(r"^[0-9a-f]{1,40}$")
@@ -62,7 +61,7 @@ def _ident(path: Path) -> Ident | None:
 
 
 def journal_dir(ctx: NodeContext) -> Path:
-    return ctx.paths.export_dir / ex.JOURNAL_DIR
+    return ctx.paths.export_dir / layout.JOURNAL_DIR
 
 
 class Txn:
@@ -74,17 +73,17 @@ class Txn:
         self.id = str(record["id"])
         if not _ID_RE.match(self.id):
             raise RpcFail(f"Invalid export journal id {self.id!r}")
-        self.instance = ex._check_name(record["instance"])
+        self.instance = layout.check_name(record["instance"])
         self.keep = bool(record["keep"])
         self.new = tuple(record["new"]) if record.get("new") else None
         self.old = tuple(record["old"]) if record.get("old") else None
-        self.final = ex.export_path(ctx, self.instance)
-        self.staging = ex.staging_path(ctx, self.instance)
-        self.aside = ctx.paths.export_dir / f"{ex.ASIDE_PREFIX}{self.id}"
-        self.trash = self.staging.parent / f"{ex.TRASH_PREFIX}{self.id}"
+        self.final = layout.export_path(ctx, self.instance)
+        self.staging = layout.staging_path(ctx, self.instance)
+        self.aside = ctx.paths.export_dir / f"{layout.ASIDE_PREFIX}{self.id}"
+        self.trash = self.staging.parent / f"{layout.TRASH_PREFIX}{self.id}"
         generation = record.get("generation")
-        self.target = (eg.generations_root(ctx, self.instance) / eg._check_generation(generation)
-                       if self.keep else None)
+        self.target = (layout.generations_root(ctx, self.instance)
+                       / layout.check_generation(generation) if self.keep else None)
         self.path = journal_dir(ctx) / f"{self.id}.json"
 
     @classmethod
@@ -126,19 +125,19 @@ class Txn:
             if self.where(self.new) == "final":
                 _swap(self.staging, self.final, self.aside)
             elif not self.final.exists():
-                ex.fs_rename(self.staging, self.final)
+                layout.fs_rename(self.staging, self.final)
             else:
                 raise RpcFail(f"Export journal {self.path.name}: {self.final.name} holds"
                               " an unknown directory; not touched")
         elif old_at == "aside":
             if self.where(self.new) == "final":
-                ex.fs_rename(self.final, self.staging)
-            ex.fs_rename(self.aside, self.final)
+                layout.fs_rename(self.final, self.staging)
+            layout.fs_rename(self.aside, self.final)
         elif old_at != "final":
             raise RpcFail(f"Export journal {self.path.name}: the previous export is no"
                           " longer where an undo could restore it")
-        ex.fs_fsync(self.final.parent)
-        ex.fs_fsync(self.staging.parent)
+        layout.fs_fsync(self.final.parent)
+        layout.fs_fsync(self.staging.parent)
         self.forget()
 
     def complete(self) -> list[str]:
@@ -146,7 +145,7 @@ class Txn:
         warnings = []
         if not self.keep and self.trash.exists():
             try:
-                ex.fs_rmtree(self.trash)
+                layout.fs_rmtree(self.trash)
             except OSError as err:
                 warnings.append(f"the replaced export is not fully deleted yet ({err});"
                                 " the cleanup removes it")
@@ -190,8 +189,8 @@ class Txn:
 
     def forget(self, strict: bool = False) -> None:
         try:
-            ex.fs_unlink(self.path)
-            ex.fs_fsync(self.path.parent)
+            layout.fs_unlink(self.path)
+            layout.fs_fsync(self.path.parent)
         except FileNotFoundError:
             pass
         except OSError:
@@ -206,13 +205,13 @@ class RecoveryBusy(RpcFail):
 def _swap(a: Path, b: Path, slot: Path) -> None:
     """Exchange two directories; by three renames where the filesystem cannot."""
     try:
-        ex.fs_exchange(a, b)
+        layout.fs_exchange(a, b)
     except OSError as err:
         if err.errno not in _NO_EXCHANGE:
             raise
-        ex.fs_rename(b, slot)
-        ex.fs_rename(a, b)
-        ex.fs_rename(slot, a)
+        layout.fs_rename(b, slot)
+        layout.fs_rename(a, b)
+        layout.fs_rename(slot, a)
 
 
 def journals(ctx: NodeContext) -> list[Path]:
@@ -271,7 +270,7 @@ def _timestamp_name(config_text: str) -> str:
         stamp = float(parser.get("export", "timestamp"))
     except (configparser.Error, ValueError):
         stamp = time.time()
-    return eg.generation_name(stamp)
+    return layout.generation_name(stamp)
 
 
 def _write_staging(ctx: NodeContext, instance_name: str, staging: Path,
@@ -279,62 +278,62 @@ def _write_staging(ctx: NodeContext, instance_name: str, staging: Path,
     """Step 1: the new export complete and durable in S; returns its generation name."""
     for dump in sorted(staging.iterdir()):
         if dump.is_file():
-            ex.fs_fsync(dump)
-    ex.fs_write(staging / constants.EXPORT_CONF_FILE, config_text, 0o640)
+            layout.fs_fsync(dump)
+    layout.fs_write(staging / constants.EXPORT_CONF_FILE, config_text, 0o640)
     base = _timestamp_name(config_text)
-    name = eg.free_name(base, eg.taken_names(ctx, instance_name))
+    name = layout.free_name(base, layout.taken_names(ctx, instance_name))
     if name != base:
-        ex.fs_write(staging / eg.GEN_NAME_FILE, name + "\n", 0o640)
-    ex.fs_fsync(staging)
+        layout.fs_write(staging / layout.GEN_NAME_FILE, name + "\n", 0o640)
+    layout.fs_fsync(staging)
     return name
 
 
 def _remove_dirs(created: list[Path]) -> None:
     for directory in reversed(created):
         try:
-            ex.fs_rmdir(directory)
+            layout.fs_rmdir(directory)
         except OSError:
             continue
 
 
 def finalize(ctx: NodeContext, instance_name: str, config_text: str,
-             keep: bool) -> dict[str, Any]:
-    staging = ex.staging_path(ctx, instance_name)
-    final = ex.export_path(ctx, instance_name)
+             keep: bool) -> FinalizeResult:
+    staging = layout.staging_path(ctx, instance_name)
+    final = layout.export_path(ctx, instance_name)
     if not staging.is_dir():
         raise RpcFail(f"No export of {instance_name} is being written on this node")
-    result: dict[str, Any] = {"path": to_wire_name(ctx.paths, final), "warnings": []}
+    result: FinalizeResult = {"path": pathutils.to_wire_name(ctx.paths, final), "warnings": []}
     try:
         name = _write_staging(ctx, instance_name, staging, config_text)
     except OSError as err:
         raise RpcFail(f"Cannot write the export of {instance_name}: {err}") from None
     if not final.exists():
         try:
-            ex.fs_rename(staging, final)
+            layout.fs_rename(staging, final)
         except OSError as err:
             raise RpcFail(f"Cannot install the export of {instance_name}: {err}") from None
         for directory in (final.parent, staging.parent):
             try:
-                ex.fs_fsync(directory)
+                layout.fs_fsync(directory)
             except OSError as err:
                 result["warnings"].append(f"cannot fsync {directory.name}: {err}")
         return result
 
     created: list[Path] = []
-    token = ex.new_token()
+    token = layout.new_token()
     try:
         record: dict[str, Any] = {"version": JOURNAL_VERSION, "id": token,
                                   "instance": instance_name, "keep": bool(keep),
                                   "new": _ident(staging), "old": _ident(final),
                                   "generation": None}
         if keep:
-            target = eg.retire_target(ctx, instance_name, final, {name})
+            target = layout.retire_target(ctx, instance_name, final, {name})
             record["generation"] = target.name
             # only this instance's dir is removed again (shared parents may be in use)
-            created = [d for d in ex.fs_makedirs(target.parent) if d == target.parent]
+            created = [d for d in layout.fs_makedirs(target.parent) if d == target.parent]
         txn = Txn(ctx, record)
-        ex.fs_makedirs(txn.path.parent)
-        ex.fs_write(txn.path, json.dumps(record), 0o600)
+        layout.fs_makedirs(txn.path.parent)
+        layout.fs_write(txn.path, json.dumps(record), 0o600)
     except OSError as err:
         _remove_dirs(created)
         raise RpcFail(f"Cannot finalize the export of {instance_name}: {err};"
@@ -342,16 +341,16 @@ def finalize(ctx: NodeContext, instance_name: str, config_text: str,
 
     try:
         _swap(staging, final, txn.aside)
-        ex.fs_fsync(final.parent)
-        ex.fs_fsync(staging.parent)
+        layout.fs_fsync(final.parent)
+        layout.fs_fsync(staging.parent)
         # the commit point: the previous export leaves S for its place
-        ex.fs_rename(staging, txn.target if txn.target is not None else txn.trash)
+        layout.fs_rename(staging, txn.target if txn.target is not None else txn.trash)
     except OSError as err:
         _fail(txn, err, created)
     result["generation"] = name
     for directory in dict.fromkeys(((txn.target or txn.trash).parent, staging.parent)):
         try:
-            ex.fs_fsync(directory)
+            layout.fs_fsync(directory)
         except OSError as err:
             result["warnings"].append(f"cannot fsync {directory.name} after the commit: {err}")
     result["warnings"] += txn.complete()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ganeti import pathutils
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.fileutils import atomic_write
+from ganeti.rpc import encoders
+from ganeti.rpc.contract import procedure
 
 # Files the master may overwrite on a node.  Anything else (above all the
 # node's own certificate and key) is refused, so a stolen master-side client
@@ -25,39 +25,27 @@ UPLOAD_ALLOWED: tuple[Callable[[pathutils.Paths], Path], ...] = (
 SSCONF_PREFIX = "ssconf_"
 _SSCONF_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+# ssconf values: text, numbers, or lists of them (one per line)
+SsconfScalar = str | int | float | bool
+SsconfValue = SsconfScalar | list[SsconfScalar]
 
 
-def to_wire_name(paths: pathutils.Paths, path: str | os.PathLike[str]) -> str:
-    """The root-relative name of a local file, as nodes with other roots know it."""
-    local = Path(os.path.normpath(os.path.abspath(path)))
-    try:
-        rel = local.relative_to(paths.root)
-    except ValueError:
-        raise RpcFail(f"File {local} is outside the cluster root {paths.root}") from None
-    return "/" + rel.as_posix()
-
-
-def _node_path(paths: pathutils.Paths, file_name: str) -> Path:
-    if not isinstance(file_name, str) or not file_name.startswith("/"):
-        raise RpcFail(f"Invalid file name {file_name!r}: must be an absolute path")
-    normalized = os.path.normpath(file_name)
-    return Path(os.path.normpath(paths.root / normalized.lstrip("/")))
-
-
+@procedure("normal", prepare=encoders.upload_file)
 def upload_file(ctx: NodeContext, file_name: str, data_base64: str, mode: int,
                 mtime: float | None) -> None:
-    """Atomically write one of the allow-listed cluster files on this node."""
-    target = _node_path(ctx.paths, file_name)
+    """Copy a master-side cluster file (config, CA) to the nodes.
+
+    Atomically written on each node, and only if it is one of the allow-listed
+    cluster files (the master sends the file's root-relative name).
+    """
+    target = pathutils.from_wire_name(ctx.paths, file_name)
     allowed = {allowed_fn(ctx.paths) for allowed_fn in UPLOAD_ALLOWED}
     if target not in allowed:
         raise RpcFail(f"File {file_name} is not allowed to be uploaded to this node")
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+    if not 0 <= mode <= 0o7777:
         raise RpcFail(f"Invalid file mode {mode!r}")
-    if mtime is not None and (isinstance(mtime, bool) or not isinstance(mtime, (int, float))
-                              or not math.isfinite(mtime)):
+    if mtime is not None and not math.isfinite(mtime):
         raise RpcFail(f"Invalid modification time {mtime!r}")
-    if not isinstance(data_base64, str):
-        raise RpcFail("File data must be a base64 string")
     try:
         data = base64.b64decode(data_base64.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as err:
@@ -67,26 +55,18 @@ def upload_file(ctx: NodeContext, file_name: str, data_base64: str, mode: int,
     atomic_write(target, data, mode, mtime=None if mtime is None else float(mtime))
 
 
-def _ssconf_text(key: str, value: Any) -> str:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, (list, tuple)):
-        text = "\n".join(str(v) for v in value)
-    elif isinstance(value, (int, float, bool)):
-        text = str(value)
-    else:
-        raise RpcFail(f"Invalid value type {type(value).__name__} for ssconf key {key}")
+def _ssconf_text(value: SsconfValue) -> str:
+    text = "\n".join(str(v) for v in value) if isinstance(value, list) else str(value)
     return text if text.endswith("\n") or not text else text + "\n"
 
 
-def write_ssconf_files(ctx: NodeContext, values: dict[str, Any]) -> None:
-    """Write ``ssconf_<key>`` files so local tools can read cluster facts without RPC."""
-    if not isinstance(values, dict):
-        raise RpcFail("ssconf values must be a dictionary")
+@procedure("fast")
+def write_ssconf_files(ctx: NodeContext, values: dict[str, SsconfValue]) -> None:
+    """Write ssconf_<key> files on the nodes (local tools read cluster facts without RPC)."""
     prepared: dict[str, bytes] = {}
     for key, value in values.items():
-        if not isinstance(key, str) or not _SSCONF_KEY_RE.match(key):
+        if not _SSCONF_KEY_RE.match(key):
             raise RpcFail(f"Invalid ssconf key {key!r}")
-        prepared[key] = _ssconf_text(key, value).encode("utf-8")
+        prepared[key] = _ssconf_text(value).encode("utf-8")
     for key, data in sorted(prepared.items()):
         atomic_write(ctx.paths.data_dir / f"{SSCONF_PREFIX}{key}", data, 0o444)

@@ -8,29 +8,33 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from ganeti import constants, limits
 from ganeti.backend import NodeContext, RpcFail
+from ganeti.rpc import encoders
+from ganeti.rpc.contract import procedure
+from ganeti.rpc.payloads import NodeInfo
 
 # Upper bound for test_delay, so a typo cannot park a daemon thread for days
 MAX_TEST_DELAY = float(limits.TEST_DELAY.maximum)
 _MIB = 1024 * 1024
 
 
+@procedure("fast")
 def version(ctx: NodeContext) -> int:
-    """The RPC protocol version this node speaks."""
+    """Protocol version of each node."""
     return constants.PROTOCOL_VERSION
 
 
+@procedure("fast")
 def ping(ctx: NodeContext) -> bool:
+    """Liveness check."""
     return True
 
 
+@procedure(encoders.test_delay_timeout, encoders={"duration": encoders.seconds})
 def test_delay(ctx: NodeContext, duration: float) -> None:
-    """Sleep on the node; used to test the job engine and RPC timeouts."""
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise RpcFail(f"Invalid delay duration {duration!r}: expected a number")
+    """Sleep on the nodes (job engine and RPC timeout tests)."""
     if not math.isfinite(duration) or duration < 0 or duration > MAX_TEST_DELAY:
         raise RpcFail(f"Invalid delay duration {duration!r}: must be 0..{MAX_TEST_DELAY:g}")
     time.sleep(duration)
@@ -56,8 +60,9 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def node_info(ctx: NodeContext) -> dict[str, Any]:
-    """Hostname, memory (MiB), CPU count and disk space (MiB) under the node's root."""
+@procedure("fast")
+def node_info(ctx: NodeContext) -> NodeInfo:
+    """Hostname, memory (MiB), CPUs and free disk (MiB, under the node's root) of each node."""
     mem = _meminfo()
     disk_root = _existing_ancestor(ctx.paths.root)
     usage = shutil.disk_usage(disk_root)

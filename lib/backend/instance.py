@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from ganeti import errors, hypervisor, storage
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.objects import Instance
+from ganeti.rpc import encoders
+from ganeti.rpc.contract import procedure
 
 _T = TypeVar("_T")
 
@@ -42,18 +44,15 @@ def _instance(instance_dict: Any) -> Instance:
         raise RpcFail(str(err)) from None
 
 
-def _hypervisor(ctx: NodeContext, name: Any) -> hypervisor.Hypervisor:
-    if not isinstance(name, str):
-        raise RpcFail(f"Invalid hypervisor name {name!r}")
+def _hypervisor(ctx: NodeContext, name: str) -> hypervisor.Hypervisor:
     try:
         return hypervisor.get_hypervisor(name, ctx.paths)
     except errors.HypervisorError as err:
         raise RpcFail(_detail(err)) from None
 
 
-def _timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not 0 <= value <= MAX_SHUTDOWN_TIMEOUT:
+def _timeout(value: float) -> float:
+    if not 0 <= value <= MAX_SHUTDOWN_TIMEOUT:
         raise RpcFail(f"Invalid shutdown timeout {value!r}: must be 0..{MAX_SHUTDOWN_TIMEOUT}")
     return float(value)
 
@@ -71,31 +70,34 @@ def disk_paths(ctx: NodeContext, instance: Instance) -> list[Path]:
     return paths
 
 
-def instance_start(ctx: NodeContext, instance_dict: dict[str, Any],
+@procedure("slow", single_node=True, encoders={"instance": encoders.instance})
+def instance_start(ctx: NodeContext, instance: dict[str, Any],
                    startup_paused: bool = False) -> None:
-    """Start the instance and return once it runs."""
-    inst = _instance(instance_dict)
+    """Start an instance (Instance.to_dict() with filled parameters); returns once it runs."""
+    inst = _instance(instance)
     hv = _hypervisor(ctx, inst.hypervisor)
     disks = disk_paths(ctx, inst)
     _guard(f"Cannot start instance {inst.name}",
-           lambda: hv.start_instance(inst, disks, bool(startup_paused)))
+           lambda: hv.start_instance(inst, disks, startup_paused))
 
 
-def instance_shutdown(ctx: NodeContext, instance_name: str, hypervisor_name: str,
-                      timeout: float) -> None:
-    """Stop the instance (killing it after ``timeout``); not running is fine."""
-    hv = _hypervisor(ctx, hypervisor_name)
-    seconds = _timeout(timeout)
+@procedure(encoders.shutdown_timeout, single_node=True)
+def instance_shutdown(ctx: NodeContext, instance_name: str, hypervisor: str,
+                      shutdown_timeout: float) -> None:
+    """Stop an instance, killing it after the timeout (not running is fine)."""
+    hv = _hypervisor(ctx, hypervisor)
+    seconds = _timeout(shutdown_timeout)
     _guard(f"Cannot shut down instance {instance_name}",
            lambda: hv.stop_instance(instance_name, seconds))
 
 
-def instance_reboot(ctx: NodeContext, instance_dict: dict[str, Any], reboot_type: str,
+@procedure(encoders.reboot_timeout, single_node=True, encoders={"instance": encoders.instance})
+def instance_reboot(ctx: NodeContext, instance: dict[str, Any], reboot_type: str,
                     shutdown_timeout: float) -> None:
-    """Stop (if running) and start again; every reboot type is a full restart here."""
+    """Restart an instance: stop (if running) and start again, whatever the reboot type."""
     if reboot_type not in REBOOT_TYPES:
         raise RpcFail(f"Invalid reboot type {reboot_type!r}")
-    inst = _instance(instance_dict)
+    inst = _instance(instance)
     hv = _hypervisor(ctx, inst.hypervisor)
     seconds = _timeout(shutdown_timeout)
     disks = disk_paths(ctx, inst)
@@ -105,19 +107,19 @@ def instance_reboot(ctx: NodeContext, instance_dict: dict[str, Any], reboot_type
            lambda: hv.start_instance(inst, disks))
 
 
+@procedure("fast", single_node=True)
 def instance_info(ctx: NodeContext, instance_name: str,
-                  hypervisor_name: str) -> dict[str, Any] | None:
-    """Live state of one instance, None if it does not run here."""
-    hv = _hypervisor(ctx, hypervisor_name)
+                  hypervisor: str) -> dict[str, Any] | None:
+    """Live state of one instance or None (not running here)."""
+    hv = _hypervisor(ctx, hypervisor)
     info = _guard(f"Cannot get information on instance {instance_name}",
                   lambda: hv.instance_info(instance_name))
     return info.to_dict() if info is not None else None
 
 
+@procedure("fast")
 def all_instances_info(ctx: NodeContext, hypervisors: list[str]) -> dict[str, dict[str, Any]]:
-    """Live state of every instance running here under one of ``hypervisors``."""
-    if not isinstance(hypervisors, list):
-        raise RpcFail(f"Invalid hypervisor list {hypervisors!r}")
+    """Per node: {instance name: live state} of the instances of these hypervisors."""
     result: dict[str, dict[str, Any]] = {}
     for name in hypervisors:
         hv = _hypervisor(ctx, name)
@@ -128,9 +130,10 @@ def all_instances_info(ctx: NodeContext, hypervisors: list[str]) -> dict[str, di
     return result
 
 
-def instance_verify(ctx: NodeContext, instance_dict: dict[str, Any]) -> list[str]:
-    """Problems with the instance on this node (missing disks); [] if none."""
-    inst = _instance(instance_dict)
+@procedure("normal", single_node=True, encoders={"instance": encoders.instance})
+def instance_verify(ctx: NodeContext, instance: dict[str, Any]) -> list[str]:
+    """Problems with an instance's disks on its node (missing disks); [] if none."""
+    inst = _instance(instance)
     problems = []
     for idx, disk in enumerate(inst.disks):
         try:
@@ -142,9 +145,8 @@ def instance_verify(ctx: NodeContext, instance_dict: dict[str, Any]) -> list[str
     return problems
 
 
+@procedure("normal")
 def hypervisor_verify(ctx: NodeContext, hypervisors: list[str]) -> dict[str, list[str]]:
-    """Per hypervisor, what keeps it from working on this node."""
-    if not isinstance(hypervisors, list):
-        raise RpcFail(f"Invalid hypervisor list {hypervisors!r}")
+    """Per node: {hypervisor: [what keeps it from working on the node]}."""
     return {name: _guard(f"Cannot verify hypervisor {name}", _hypervisor(ctx, name).verify)
             for name in hypervisors}

@@ -13,14 +13,14 @@ from typing import Any, TypeVar
 from ganeti import constants, errors, storage
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.objects import Disk
+from ganeti.rpc import encoders
+from ganeti.rpc.contract import procedure
 from ganeti.storage.filedisk import FileDiskDriver
 
 _T = TypeVar("_T")
 
 
-def _driver(ctx: NodeContext, dev_type: Any) -> storage.DiskDriver:
-    if not isinstance(dev_type, str):
-        raise RpcFail(f"Invalid disk template {dev_type!r}")
+def _driver(ctx: NodeContext, dev_type: str) -> storage.DiskDriver:
     try:
         return storage.get_driver(dev_type, ctx.paths)
     except errors.GenericError as err:
@@ -38,80 +38,86 @@ def _guard(what: str, func: Callable[[], _T]) -> _T:
         raise RpcFail(f"{what}: {err}") from None
 
 
-def _logical_id(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise RpcFail(f"Invalid logical id {value!r}: expected a list")
-    return value
-
-
-def blockdev_create(ctx: NodeContext, instance_name: str, disk_dict: dict[str, Any]) -> list[Any]:
-    """Create one disk of ``instance_name``; returns the logical id to store."""
-    if not isinstance(instance_name, str) or not instance_name:
+@procedure("slow", single_node=True, encoders={"disk": encoders.disk})
+def blockdev_create(ctx: NodeContext, instance_name: str, disk: dict[str, Any]) -> list[Any]:
+    """Create one disk of an instance (Disk.to_dict()); payload is the logical id to store."""
+    if not instance_name:
         raise RpcFail(f"Invalid instance name {instance_name!r}")
     try:
-        disk = Disk.from_dict(disk_dict)
+        disk_obj = Disk.from_dict(disk)
     except errors.ConfigurationError as err:
         raise RpcFail(str(err)) from None
-    driver = _driver(ctx, disk.dev_type)
-    return _guard(f"Cannot create disk {disk.iv_name or disk.uuid} of {instance_name}",
-                  lambda: driver.create(instance_name, disk))
+    driver = _driver(ctx, disk_obj.dev_type)
+    return _guard(f"Cannot create disk {disk_obj.iv_name or disk_obj.uuid} of {instance_name}",
+                  lambda: driver.create(instance_name, disk_obj))
 
 
+@procedure("normal", single_node=True)
 def blockdev_remove(ctx: NodeContext, dev_type: str, logical_id: list[Any]) -> None:
-    """Remove a disk; a disk that is already gone is not an error."""
+    """Remove a disk (one that is already gone is fine)."""
     driver = _driver(ctx, dev_type)
-    _guard(f"Cannot remove disk {logical_id!r}",
-           lambda: driver.remove(_logical_id(logical_id)))
+    _guard(f"Cannot remove disk {logical_id!r}", lambda: driver.remove(logical_id))
 
 
+@procedure("slow", single_node=True)
 def blockdev_grow(ctx: NodeContext, dev_type: str, logical_id: list[Any],
                   new_size: int) -> None:
-    if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size <= 0:
+    """Grow a disk to new_size MiB."""
+    if new_size <= 0:
         raise RpcFail(f"Invalid disk size {new_size!r}: expected a positive number of MiB")
     driver = _driver(ctx, dev_type)
     _guard(f"Cannot grow disk {logical_id!r}",
-           lambda: driver.grow(_logical_id(logical_id), new_size))
+           lambda: driver.grow(logical_id, new_size))
 
 
+@procedure("fast", single_node=True)
 def blockdev_exists(ctx: NodeContext, dev_type: str, logical_id: list[Any]) -> bool:
+    """Whether a disk exists."""
     driver = _driver(ctx, dev_type)
-    return _guard(f"Cannot check disk {logical_id!r}",
-                  lambda: driver.exists(_logical_id(logical_id)))
+    return _guard(f"Cannot check disk {logical_id!r}", lambda: driver.exists(logical_id))
 
 
+@procedure("fast", single_node=True)
 def blockdev_can_snapshot(ctx: NodeContext, dev_type: str, logical_id: list[Any]) -> bool:
-    """Whether a live snapshot of this disk is expected to work (reflink, LVM)."""
+    """Whether a live snapshot of a disk is expected to work (reflink, LVM)."""
     driver = _driver(ctx, dev_type)
     return _guard(f"Cannot check snapshot support of {logical_id!r}",
-                  lambda: driver.can_snapshot_live(_logical_id(logical_id)))
+                  lambda: driver.can_snapshot_live(logical_id))
 
 
+@procedure("normal", single_node=True)
 def blockdev_snapshot(ctx: NodeContext, dev_type: str, logical_id: list[Any],
                       snap_name: str) -> list[Any]:
-    """Point-in-time copy of a disk; returns the snapshot's logical id."""
+    """Snapshot a disk (point-in-time copy); payload is the snapshot's logical id."""
     driver = _driver(ctx, dev_type)
     return _guard(f"Cannot snapshot disk {logical_id!r}",
-                  lambda: driver.snapshot(_logical_id(logical_id), snap_name))
+                  lambda: driver.snapshot(logical_id, snap_name))
 
 
+@procedure("normal", single_node=True)
 def blockdev_remove_snapshot(ctx: NodeContext, dev_type: str,
                              snap_logical_id: list[Any]) -> None:
+    """Remove a snapshot."""
     driver = _driver(ctx, dev_type)
     _guard(f"Cannot remove snapshot {snap_logical_id!r}",
-           lambda: driver.remove_snapshot(_logical_id(snap_logical_id)))
+           lambda: driver.remove_snapshot(snap_logical_id))
 
 
+@procedure("fast", single_node=True)
 def blockdev_list_snapshots(ctx: NodeContext, dev_type: str,
                             logical_id: list[Any]) -> list[list[Any]]:
+    """Logical ids of a disk's snapshots."""
     driver = _driver(ctx, dev_type)
     return _guard(f"Cannot list snapshots of {logical_id!r}",
-                  lambda: driver.list_snapshots(_logical_id(logical_id)))
+                  lambda: driver.list_snapshots(logical_id))
 
 
-def file_storage_orphans(ctx: NodeContext, owned_paths: list[Any]) -> list[str]:
-    """Disk files no instance owns (a create that died half-way, a manual copy)."""
-    if not isinstance(owned_paths, list) or not all(isinstance(p, str) for p in owned_paths):
-        raise RpcFail("Invalid owned_paths: expected a list of paths")
+@procedure("normal", single_node=True)
+def file_storage_orphans(ctx: NodeContext, owned_paths: list[str]) -> list[str]:
+    """Files under the file storage dir that are none of the given disk paths.
+
+    Disk files no instance owns: a create that died half-way, a manual copy.
+    """
     driver = storage.get_driver(constants.DT_FILE, ctx.paths)
     assert isinstance(driver, FileDiskDriver)
     return _guard("Cannot list the file storage directory",

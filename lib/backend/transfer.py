@@ -16,6 +16,8 @@ from typing import Any
 
 from ganeti import crypto, errors, storage
 from ganeti.backend import NodeContext, RpcFail, x509
+from ganeti.rpc.contract import procedure
+from ganeti.rpc.payloads import ReceiveEndpoint
 from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.transfer import COMPRESSIONS, TransferError, registry
 from ganeti.transfer.checksum import ALGORITHMS
@@ -65,9 +67,7 @@ def _ssl_context(ctx: NodeContext, options: Mapping[str, Any], server: bool) -> 
         raise RpcFail(str(err)) from None
 
 
-def _stream_options(options: Any) -> registry.StreamOptions:
-    if not isinstance(options, dict):
-        raise RpcFail(f"Invalid transfer options {options!r}")
+def _stream_options(options: Mapping[str, Any]) -> registry.StreamOptions:
     values: dict[str, Any] = {}
     for key in _TIMEOUT_KEYS:
         if options.get(key) is not None:
@@ -122,12 +122,12 @@ def _limit_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _check_common(transfer_id: Any, magic: Any, compress: Any) -> None:
+def _check_common(transfer_id: str, magic: str, compress: str) -> None:
     try:
         registry.check_id(transfer_id)
     except TransferError as err:
         raise RpcFail(str(err)) from None
-    if not isinstance(magic, str) or not 8 <= len(magic) <= 256:
+    if not 8 <= len(magic) <= 256:
         raise RpcFail("Invalid stream magic: expected a string of 8..256 characters")
     if compress not in COMPRESSIONS:
         raise RpcFail(f"Unsupported compression {compress!r}")
@@ -140,10 +140,8 @@ def _disk_spec(spec: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return dev_type, logical_id
 
 
-def _writer_for(ctx: NodeContext, dest: Any) -> tuple[
+def _writer_for(ctx: NodeContext, dest: Mapping[str, Any]) -> tuple[
         Callable[[int], DiskWriter], Callable[[], None] | None, str]:
-    if not isinstance(dest, dict):
-        raise RpcFail(f"Invalid destination {dest!r}")
     kind = dest.get("kind")
     if kind == "file":
         path = resolve_file(ctx, dest.get("path"), create_parents=True)
@@ -162,9 +160,8 @@ def _writer_for(ctx: NodeContext, dest: Any) -> tuple[
     raise RpcFail(f"Unknown destination kind {kind!r}")
 
 
-def _reader_for(ctx: NodeContext, source: Any) -> tuple[Callable[[], DiskReader], str]:
-    if not isinstance(source, dict):
-        raise RpcFail(f"Invalid source {source!r}")
+def _reader_for(ctx: NodeContext, source: Mapping[str, Any]
+                ) -> tuple[Callable[[], DiskReader], str]:
     kind = source.get("kind")
     if kind == "file":
         path = resolve_file(ctx, source.get("path"))
@@ -196,13 +193,14 @@ def _port_range(options: Mapping[str, Any]) -> tuple[int, int] | None:
     return int(value[0]), int(value[1])
 
 
+@procedure("fast", single_node=True)
 def transfer_receive_start(ctx: NodeContext, transfer_id: str, dest: dict[str, Any],
                            size: int | None, magic: str, compress: str,
-                           options: dict[str, Any]) -> dict[str, Any]:
-    """Listen for one stream into ``dest``; returns where the sender must connect."""
+                           options: dict[str, Any]) -> ReceiveEndpoint:
+    """Listen for one disk stream into dest; payload {host, port} for the sender."""
     _check_common(transfer_id, magic, compress)
     stream_options = _stream_options(options)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+    if size is not None and size < 0:
         raise RpcFail(f"Invalid size {size!r}")
     address = options.get("bind") or "0.0.0.0"
     if not isinstance(address, str):
@@ -215,18 +213,20 @@ def transfer_receive_start(ctx: NodeContext, transfer_id: str, dest: dict[str, A
             stream_options, port_range=_port_range(options))
     except TransferError as err:
         raise RpcFail(str(err)) from None
+    assert transfer.port is not None  # a receiver listens
     return {"host": options.get("host") or address, "port": transfer.port}
 
 
+@procedure("fast", single_node=True)
 def transfer_send_start(ctx: NodeContext, transfer_id: str, source: dict[str, Any],
                         host: str, port: int, magic: str, compress: str,
                         options: dict[str, Any]) -> bool:
-    """Connect to a receiver and stream ``source`` in a thread."""
+    """Connect to a receiver and stream one disk (in a thread of the node daemon)."""
     _check_common(transfer_id, magic, compress)
     stream_options = _stream_options(options)
-    if not isinstance(host, str) or not host:
+    if not host:
         raise RpcFail(f"Invalid receiver host {host!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+    if not 0 < port < 65536:
         raise RpcFail(f"Invalid receiver port {port!r}")
     open_reader, label = _reader_for(ctx, source)
     ssl_ctx = _ssl_context(ctx, options, server=False)
@@ -238,26 +238,25 @@ def transfer_send_start(ctx: NodeContext, transfer_id: str, source: dict[str, An
     return True
 
 
-def _ids(transfer_ids: Any) -> list[str]:
-    if not isinstance(transfer_ids, list) or not all(isinstance(t, str) for t in transfer_ids):
-        raise RpcFail(f"Invalid transfer id list {transfer_ids!r}")
-    return transfer_ids
+@procedure("fast")
+def transfer_status(ctx: NodeContext, transfer_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Progress of transfers; payload {id: status} for the ids the node knows."""
+    return registry.status(transfer_ids)
 
 
-def transfer_status(ctx: NodeContext, transfer_ids: list[str]) -> dict[str, Any]:
-    """Status of each known id; ids this node does not know are absent."""
-    return registry.status(_ids(transfer_ids))
-
-
+@procedure("fast")
 def transfer_abort(ctx: NodeContext, transfer_ids: list[str]) -> list[str]:
-    return registry.abort(_ids(transfer_ids))
+    """Abort running transfers."""
+    return registry.abort(transfer_ids)
 
 
+@procedure("normal")
 def transfer_cleanup(ctx: NodeContext, transfer_ids: list[str]) -> list[str]:
-    """Forget transfers (aborting live ones); failed receivers lose their output."""
-    return registry.cleanup(_ids(transfer_ids))
+    """Forget transfers (aborting live ones); failed receivers remove their partial output."""
+    return registry.cleanup(transfer_ids)
 
 
-def transfer_list(ctx: NodeContext) -> dict[str, Any]:
-    """Every transfer the daemon still remembers (leftovers of crashed masters)."""
+@procedure("fast")
+def transfer_list(ctx: NodeContext) -> dict[str, dict[str, Any]]:
+    """All transfers a node remembers (leftovers of crashed masters)."""
     return registry.list_transfers()

@@ -16,13 +16,14 @@ import secrets
 import shutil
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ganeti import crypto, errors, pathutils
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.fileutils import atomic_write
+from ganeti.rpc.contract import procedure
 
 _NAME_RE = re.compile(r"^x509-[0-9]{8,12}-[0-9a-f]{16}$")
 MAX_VALIDITY = 7 * 24 * 3600
@@ -42,10 +43,10 @@ def _check_name(name: Any) -> str:
     return name
 
 
+@procedure("normal", single_node=True)
 def x509_cert_create(ctx: NodeContext, validity: int) -> list[str]:
-    """A new key and self-signed certificate; returns ``[name, certificate PEM]``."""
-    if isinstance(validity, bool) or not isinstance(validity, int) \
-            or not 0 < validity <= MAX_VALIDITY:
+    """New key and self-signed certificate; payload [name, cert PEM]."""
+    if not 0 < validity <= MAX_VALIDITY:
         raise RpcFail(f"Invalid certificate validity {validity!r}")
     name = f"x509-{int(time.time())}-{secrets.token_hex(8)}"
     base = x509_dir(ctx.paths)
@@ -58,7 +59,9 @@ def x509_cert_create(ctx: NodeContext, validity: int) -> list[str]:
     return [name, cert]
 
 
+@procedure("fast", single_node=True)
 def x509_cert_remove(ctx: NodeContext, name: str) -> bool:
+    """Remove a per-transfer key and certificate."""
     target = x509_dir(ctx.paths) / _check_name(name)
     if not target.exists():
         return False
@@ -124,12 +127,7 @@ def remove_expired(paths: pathutils.Paths, now: dt.datetime | None = None) -> li
     return removed
 
 
+@procedure("fast")
 def x509_cleanup(ctx: NodeContext) -> list[str]:
+    """Remove expired per-transfer keys; payload: removed names."""
     return remove_expired(ctx.paths)
-
-
-PROCEDURES: dict[str, Callable[..., Any]] = {
-    "x509_cert_create": x509_cert_create,
-    "x509_cert_remove": x509_cert_remove,
-    "x509_cleanup": x509_cleanup,
-}

@@ -1,7 +1,7 @@
 """Instance logical units: create, remove, start, stop, reboot, modify, query.
 
 Every LU locks the instance and only the nodes it touches.  Node-side work
-goes through the RPC calls of ``ganeti.rpc.calls_instance``; the admin state
+goes through the RPC calls of ``ganeti.backend.instance``; the admin state
 ("up"/"down") is kept in the configuration, the operational state comes live
 from the primary node.
 """

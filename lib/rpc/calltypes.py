@@ -1,4 +1,4 @@
-"""Building blocks of the RPC call tables (kept apart so area tables can import them)."""
+"""Building blocks of the RPC call table (kept apart so the contract and stubs can import them)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class Arg:
 
 # Computes the timeout from the call's (unencoded) arguments
 TimeoutFn = Callable[[Mapping[str, Any]], float]
-# Rewrites all arguments at once (e.g. read a local file); gets the master's paths
-PrepareFn = Callable[[pathutils.Paths, Mapping[str, Any]], list[Any]]
+# Rewrites all arguments at once (e.g. read a local file): gets the master's paths
+# and the call's arguments, returns the wire arguments
+PrepareFn = Callable[..., list[Any]]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,6 @@ class RpcCall:
 
     def encode_args(self, paths: pathutils.Paths, values: Mapping[str, Any]) -> list[Any]:
         if self.prepare is not None:
-            return self.prepare(paths, values)
+            return self.prepare(paths, *(values[arg.name] for arg in self.args))
         return [arg.encoder(values[arg.name]) if arg.encoder else values[arg.name]
                 for arg in self.args]

@@ -1,8 +1,10 @@
 """Master side of the node RPC: parallel HTTPS calls with connection reuse.
 
 ``RpcRunner.call_<name>(nodes, *args)`` exists for every entry of
-:data:`ganeti.rpc.defs.CALLS`; multi-node calls return ``{node: RpcResult}``,
-single-node calls one :class:`RpcResult`.  Every failure (offline node,
+:data:`ganeti.rpc.defs.CALLS`: typed methods generated from the backend
+procedures (:class:`ganeti.rpc.stubs.RpcStubs`), so mypy checks every call
+site.  Multi-node calls return ``{node: RpcResult[payload]}``, single-node
+calls one :class:`RpcResult`.  Every failure (offline node,
 unknown node, refused connection, TLS error, timeout, remote error) ends up in
 that node's result, so one bad node never hides the answers of the others.
 """
@@ -19,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from ganeti import errors, pathutils, serializer
-from ganeti.backend import RpcFail
 from ganeti.rpc import calltypes, defs
 from ganeti.rpc.result import RpcResult
+from ganeti.rpc.stubs import RpcStubs
 
 LOG = logging.getLogger(__name__)
 
@@ -66,8 +68,12 @@ def _describe_os_error(err: OSError) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-class RpcRunner:
-    """Runs node RPC calls; thread-safe, one instance per master process."""
+class RpcRunner(RpcStubs):
+    """Runs node RPC calls; thread-safe, one instance per master process.
+
+    :meth:`run` is the transport: a subclass may replace it (an in-process
+    loopback for tests) and keep the typed methods, encoders and timeouts.
+    """
 
     def __init__(self, resolver: Resolver, ssl_ctx_factory: SslContextFactory,
                  paths: pathutils.Paths | None = None,
@@ -85,22 +91,13 @@ class RpcRunner:
 
     # --- public API -----------------------------------------------------------------
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        calls = self.__dict__.get("_calls", {})
-        if name.startswith("call_") and name[5:] in calls:
-            call_name = name[5:]
-
-            def method(nodes: Any, *args: Any, **kwargs: Any) -> Any:
-                return self.call(call_name, nodes, *args, **kwargs)
-
-            method.__name__ = name
-            method.__doc__ = calls[call_name].doc
-            return method
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
     def call(self, name: str, nodes: str | Iterable[str], *args: Any,
              timeout: float | None = None, **kwargs: Any) -> Any:
-        """Make the table call ``name``; ``timeout`` overrides its timeout class."""
+        """Make the table call ``name``; ``timeout`` overrides its timeout class.
+
+        The typed ``call_<name>`` methods come here; arguments are checked
+        against the table at run time too (tools calling by name).
+        """
         try:
             call = self._calls[name]
         except KeyError:
@@ -109,7 +106,7 @@ class RpcRunner:
         try:
             wire_args = call.encode_args(self._paths, values)
             tmo = timeout if timeout is not None else call.timeout_for(values)
-        except (OSError, ValueError, TypeError, KeyError, RpcFail) as err:
+        except (OSError, ValueError, TypeError, KeyError, errors.RpcFail) as err:
             raise errors.OpExecError(f"Cannot prepare RPC call {name}: {err}") from err
         if call.single_node:
             if not isinstance(nodes, str):
@@ -120,7 +117,7 @@ class RpcRunner:
         return self.run(call.procedure, nodes, wire_args, tmo, name)
 
     def run(self, procedure: str, nodes: Iterable[str], args: list[Any], timeout: float,
-            call_name: str = "") -> dict[str, RpcResult]:
+            call_name: str = "") -> dict[str, RpcResult[Any]]:
         """Call ``procedure`` with wire ``args`` on all ``nodes`` in parallel."""
         if self._closed:
             raise errors.ProgrammerError("RPC runner already closed")
@@ -130,8 +127,8 @@ class RpcRunner:
             raise errors.OpExecError(
                 f"Cannot encode arguments of RPC call {call_name or procedure}: {err}") from err
         label = call_name or procedure
-        results: dict[str, RpcResult] = {}
-        pending: dict[str, Future[RpcResult]] = {}
+        results: dict[str, RpcResult[Any]] = {}
+        pending: dict[str, Future[RpcResult[Any]]] = {}
         order = list(dict.fromkeys(nodes))
         for node in order:
             target = self._resolve(node)
@@ -182,7 +179,7 @@ class RpcRunner:
             raise errors.ProgrammerError(f"RPC call {call.name}: missing {', '.join(missing)}")
         return values
 
-    def _resolve(self, node: str) -> NodeAddress | RpcResult:
+    def _resolve(self, node: str) -> NodeAddress | RpcResult[Any]:
         try:
             resolved = self._resolver(node)
         except KeyError:
@@ -215,7 +212,7 @@ class RpcRunner:
         conn.close()
 
     def _request(self, node: str, target: NodeAddress, procedure: str, body: bytes,
-                 timeout: float, label: str) -> RpcResult:
+                 timeout: float, label: str) -> RpcResult[Any]:
         key = (target.address, target.port)
         where = f"node {node} at {target.address}:{target.port}"
         while True:
@@ -273,7 +270,8 @@ def _describe_remote_close(err: Exception) -> str:
     return "Connection closed without a reply"
 
 
-def _parse_reply(node: str, label: str, where: str, status: int, data: bytes) -> RpcResult:
+def _parse_reply(node: str, label: str, where: str, status: int,
+                 data: bytes) -> RpcResult[Any]:
     try:
         reply = serializer.load_json(data, f"the reply from {where}")
         valid = isinstance(reply, list) and len(reply) == 2 and isinstance(reply[0], bool)

@@ -1,22 +1,17 @@
-"""Declarative table of node RPC calls made by the master.
+"""The table of node RPC calls made by the master, checked and indexed by name.
 
-Each entry names the node daemon procedure, a timeout class, the arguments
-(with optional encoders turning master-side values into wire values) and
-whether it targets one node or many.  :class:`ganeti.rpc.client.RpcRunner`
-turns every entry ``NAME`` into a method ``call_NAME``.
+The entries come from :mod:`ganeti.rpc.stubs`, generated from the backend
+procedures (``python -m ganeti.rpc.gen``): each names the node procedure, its
+timeout (a class or a function of the arguments), the arguments with their
+master-side encoders, and whether it targets one node or many.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
-from ganeti import pathutils
-from ganeti.rpc import calls_export, calls_instance, calls_transfer, calls_x509
+from ganeti.rpc import stubs
 from ganeti.rpc.calltypes import (  # noqa: F401 - re-exported for callers
     TIMEOUT_CLASSES,
     TIMEOUT_KW,
@@ -33,44 +28,6 @@ from ganeti.rpc.calltypes import (  # noqa: F401 - re-exported for callers
 )
 
 
-def _test_delay_timeout(values: Mapping[str, Any]) -> float:
-    return float(values["duration"]) + 5.0
-
-
-def _string_env(env: Mapping[str, Any]) -> dict[str, str]:
-    return {str(k): "" if v is None else str(v) for k, v in env.items()}
-
-
-def _prepare_upload(paths: pathutils.Paths, values: Mapping[str, Any]) -> list[Any]:
-    # Sent as a root-relative name: on a local cluster every node has its own
-    # root, in production all roots are "/" and the name is the real path.
-    from ganeti.backend.files import to_wire_name
-
-    path = Path(values["file_name"])
-    data = path.read_bytes()
-    stat = os.stat(path)
-    return [to_wire_name(paths, path), base64.b64encode(data).decode("ascii"),
-            stat.st_mode & 0o7777, stat.st_mtime]
-
-
-_CALL_LIST = (
-    RpcCall("version", "version", "fast", doc="Protocol version of each node"),
-    RpcCall("ping", "ping", "fast", doc="Liveness check"),
-    RpcCall("node_info", "node_info", "fast",
-            doc="Hostname, memory, CPUs and free disk of each node"),
-    RpcCall("test_delay", "test_delay", _test_delay_timeout, (Arg("duration", float),),
-            doc="Sleep on the nodes (job engine tests)"),
-    RpcCall("upload_file", "upload_file", "normal", (Arg("file_name"),),
-            prepare=_prepare_upload,
-            doc="Copy a master-side cluster file (config, CA) to the nodes"),
-    RpcCall("write_ssconf_files", "write_ssconf_files", "fast", (Arg("values", dict),),
-            doc="Write ssconf_<key> files on the nodes"),
-    RpcCall("hooks_runner", "hooks_runner", "slow",
-            (Arg("hpath"), Arg("phase"), Arg("env", _string_env)),
-            doc="Run hook scripts; payload is [(script, status, output), ...]"),
-)
-
-
 def _check(calls: tuple[RpcCall, ...]) -> Mapping[str, RpcCall]:
     table: dict[str, RpcCall] = {}
     for call in calls:
@@ -84,8 +41,4 @@ def _check(calls: tuple[RpcCall, ...]) -> Mapping[str, RpcCall]:
     return MappingProxyType(table)
 
 
-# Each area keeps its calls in lib/rpc/calls_<area>.py (a CALLS tuple) and is listed here.
-_AREA_CALLS: tuple[RpcCall, ...] = (*calls_instance.CALLS, *calls_transfer.CALLS,
-                                     *calls_export.CALLS, *calls_x509.CALLS)
-
-CALLS: Mapping[str, RpcCall] = _check((*_CALL_LIST, *_AREA_CALLS))
+CALLS: Mapping[str, RpcCall] = _check(stubs.CALLS)

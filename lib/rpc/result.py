@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, cast
+
+from typing_extensions import TypeVar
 
 from ganeti import errors
 
 OFFLINE_MSG = "Node is marked offline"
 
+# a result built without a payload type (a failure, a test) is RpcResult[Any]
+T = TypeVar("T", default=Any)
 
-class RpcResult:
+
+class RpcResult(Generic[T]):
     """Outcome of one call on one node: a payload, or a failure message.
 
     ``fail_msg`` is None on success.  Offline nodes are never contacted; their
     result has ``offline=True`` and a failure message so that callers that do
-    not special-case offline nodes still treat them as failed.
+    not special-case offline nodes still treat them as failed.  ``T`` is the
+    payload's (JSON) type, from the procedure's return annotation; the payload
+    is None when the call failed, so check ``fail_msg`` first.
     """
 
     __slots__ = ("call", "data", "fail_msg", "node", "offline")
 
-    def __init__(self, node: str, data: Any = None, fail_msg: str | None = None,
+    def __init__(self, node: str, data: T | None = None, fail_msg: str | None = None,
                  offline: bool = False, call: str = "") -> None:
         self.node = node
         self.call = call
@@ -28,11 +35,12 @@ class RpcResult:
         if offline and not fail_msg:
             fail_msg = OFFLINE_MSG
         self.fail_msg = fail_msg or None
-        self.data = None if self.fail_msg else data
+        self.data: T | None = None if self.fail_msg else data
 
     @property
-    def payload(self) -> Any:
-        return self.data
+    def payload(self) -> T:
+        """The procedure's result (None, whatever ``T`` says, if the call failed)."""
+        return cast(T, self.data)
 
     @property
     def failed(self) -> bool:

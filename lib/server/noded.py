@@ -1,7 +1,11 @@
 """The node daemon: answers the master's RPC calls over mutually authenticated HTTPS.
 
 Wire protocol: ``POST /<procedure>`` with a JSON list of arguments; the reply is
-``200`` with ``[true, payload]`` or ``[false, "message"]``.  Transport-level
+``200`` with ``[true, payload]`` or ``[false, "message"]``.  The procedures are
+the functions of the backend modules marked with
+:func:`ganeti.rpc.contract.procedure`; each call's arguments are checked
+against the function's signature before it runs (a bad one is a
+``[false, "Invalid argument 'name' ..."]`` reply).  Transport-level
 problems (no Content-Length, oversized body, bad JSON, unknown procedure) get an
 HTTP error status with a ``[false, "message"]`` body.  Only peers presenting a
 certificate signed by the cluster CA get past the TLS handshake.
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -40,6 +43,7 @@ from ganeti.backend import instance as bk_instance
 from ganeti.backend import storage as bk_storage
 from ganeti.backend import transfer as bk_transfer
 from ganeti.backend import x509 as bk_x509
+from ganeti.rpc import contract
 from ganeti.server import connlimit
 
 LOG = logging.getLogger("ganeti.noded")
@@ -61,41 +65,31 @@ _PROCEDURE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 Procedure = Callable[..., Any]
 
-# The declarative dispatch table: wire name -> backend function(ctx, *args)
-PROCEDURES: Mapping[str, Procedure] = MappingProxyType({
-    "version": info.version,
-    "ping": info.ping,
-    "node_info": info.node_info,
-    "test_delay": info.test_delay,
-    "upload_file": files.upload_file,
-    "write_ssconf_files": files.write_ssconf_files,
-    "hooks_runner": hooks.hooks_runner,
-    "blockdev_create": bk_storage.blockdev_create,
-    "blockdev_remove": bk_storage.blockdev_remove,
-    "blockdev_grow": bk_storage.blockdev_grow,
-    "blockdev_exists": bk_storage.blockdev_exists,
-    "blockdev_can_snapshot": bk_storage.blockdev_can_snapshot,
-    "blockdev_snapshot": bk_storage.blockdev_snapshot,
-    "blockdev_remove_snapshot": bk_storage.blockdev_remove_snapshot,
-    "blockdev_list_snapshots": bk_storage.blockdev_list_snapshots,
-    "file_storage_orphans": bk_storage.file_storage_orphans,
-    "instance_start": bk_instance.instance_start,
-    "instance_shutdown": bk_instance.instance_shutdown,
-    "instance_reboot": bk_instance.instance_reboot,
-    "instance_info": bk_instance.instance_info,
-    "all_instances_info": bk_instance.all_instances_info,
-    "instance_verify": bk_instance.instance_verify,
-    "hypervisor_verify": bk_instance.hypervisor_verify,
-    "transfer_receive_start": bk_transfer.transfer_receive_start,
-    "transfer_send_start": bk_transfer.transfer_send_start,
-    "transfer_status": bk_transfer.transfer_status,
-    "transfer_abort": bk_transfer.transfer_abort,
-    "transfer_cleanup": bk_transfer.transfer_cleanup,
-    "transfer_list": bk_transfer.transfer_list,
-    **bk_export.PROCEDURES,
-    **bk_export_generations.PROCEDURES,
-    **bk_x509.PROCEDURES,
-})
+# The backend modules this daemon serves: every marked function is a procedure
+# (its signature is the call's contract; ganeti.rpc.gen derives the master side)
+SERVED_MODULES = (info, files, hooks, bk_storage, bk_instance, bk_transfer, bk_export,
+                  bk_export_generations, bk_x509)
+TABLE: Mapping[str, contract.Procedure] = contract.collect(*SERVED_MODULES)
+# wire name -> backend function(ctx, *args)
+PROCEDURES: Mapping[str, Procedure] = MappingProxyType(
+    {name: proc.func for name, proc in TABLE.items()})
+
+
+def _procedure_table(procedures: Mapping[str, Procedure | contract.Procedure]
+                     ) -> Mapping[str, contract.Procedure]:
+    """Procedures (with validators) for a server; the served ones are built only once."""
+    table: dict[str, contract.Procedure] = {}
+    plain: dict[str, Procedure] = {}
+    for name, proc in procedures.items():
+        known = TABLE.get(name)
+        if isinstance(proc, contract.Procedure):
+            table[name] = proc
+        elif known is not None and known.func is proc:
+            table[name] = known
+        else:
+            plain[name] = proc
+    table.update(contract.procedures(plain))
+    return MappingProxyType(table)
 
 
 class NodeRpcServer(ThreadingHTTPServer):
@@ -106,15 +100,14 @@ class NodeRpcServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], ssl_context: ssl.SSLContext,
                  node_context: NodeContext,
-                 procedures: Mapping[str, Procedure] = PROCEDURES,
+                 procedures: Mapping[str, Procedure | contract.Procedure] = TABLE,
                  max_body_size: int = MAX_BODY_SIZE,
                  max_connections: int | None = None,
                  limits: connlimit.Limits = DEFAULT_LIMITS) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.ssl_context = ssl_context
         self.node_context = node_context
-        self.procedures = procedures
-        self.signatures = {name: inspect.signature(fn) for name, fn in procedures.items()}
+        self.procedures = _procedure_table(procedures)
         self.max_body_size = max_body_size
         self._active: set[ssl.SSLSocket] = set()
         self._active_lock = threading.Lock()
@@ -249,15 +242,16 @@ class NodeRpcServer(ThreadingHTTPServer):
 
     def dispatch(self, name: str, args: list[Any]) -> tuple[bool, Any]:
         """Run one procedure; failures become ``(False, message)``, never exceptions."""
-        func = self.procedures.get(name)
-        if func is None:
+        proc = self.procedures.get(name)
+        if proc is None:
             return False, f"Unknown procedure '{name}'"
         try:
-            self.signatures[name].bind(self.node_context, *args)
-        except TypeError as err:
-            return False, f"Invalid arguments for procedure '{name}': {err}"
+            args = proc.validate(args)
+        except contract.ArgumentError as err:
+            LOG.warning("Procedure %s refused: %s", name, err)
+            return False, str(err)
         try:
-            return True, func(self.node_context, *args)
+            return True, proc.func(self.node_context, *args)
         except RpcFail as err:
             LOG.warning("Procedure %s failed: %s", name, err)
             return False, str(err)

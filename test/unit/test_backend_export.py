@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganeti import pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_layout
 from ganeti.backend import export as ex
 
 
@@ -54,7 +54,7 @@ def test_replacement_without_rename_exchange(ctx: NodeContext,
     def no_exchange(a: Path, b: Path) -> None:
         raise OSError(38, "not supported")
 
-    monkeypatch.setattr(ex, "_exchange", no_exchange)
+    monkeypatch.setattr(export_layout, "_exchange", no_exchange)
     final = _write_export(ctx, "inst1", b"new", "b")
     assert (final / "disk0.img").read_bytes() == b"new"
     assert ex.export_leftovers(ctx) == []

@@ -14,6 +14,7 @@ import pytest
 
 from ganeti import crypto, pathutils
 from ganeti.backend import NodeContext, RpcFail, x509
+from ganeti.server import noded
 from ganeti.tools import x509_cleaner
 
 
@@ -40,12 +41,18 @@ def test_create_keeps_the_key_private_and_returns_the_certificate(tmp_path: Path
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
-    for validity in (0, -5, True, "3600", 10**9):
+    for validity in (0, -5, 10**9):
         with pytest.raises(RpcFail, match="validity"):
-            x509.x509_cert_create(ctx, validity)  # type: ignore[arg-type]
-    for name in ("../../etc", "x509-1-2", None, "x509-1700000000-0123456789abcdeg"):
+            x509.x509_cert_create(ctx, validity)
+    # wrong types are refused at the daemon's boundary (the signature)
+    for bad in (True, "3600"):
+        with pytest.raises(RpcFail, match="argument 'validity'"):
+            noded.TABLE["x509_cert_create"].run(ctx, [bad])
+    for name in ("../../etc", "x509-1-2", "x509-1700000000-0123456789abcdeg"):
         with pytest.raises(RpcFail, match="Invalid certificate name"):
-            x509.x509_cert_remove(ctx, name)  # type: ignore[arg-type]
+            x509.x509_cert_remove(ctx, name)
+    with pytest.raises(RpcFail, match="argument 'name'"):
+        noded.TABLE["x509_cert_remove"].run(ctx, [None])
     with pytest.raises(RpcFail, match="does not exist on this node"):
         x509.key_file(ctx.paths, "x509-1700000000-0123456789abcdef")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ def _meta_file(path: Path) -> Path:
     return path / exportmeta.META_FILE
 
 
-def _by_name(ctx: NodeContext) -> dict[str, dict[str, object]]:
+def _by_name(ctx: NodeContext) -> dict[str, Mapping[str, object]]:
     return {g["generation"]: g for g in eg.export_generations(ctx)}
 
 
@@ -251,7 +252,7 @@ def test_modify_of_a_generation_removed_meanwhile_leaves_nothing(
 
     def read_then_prune(path: Path) -> exportmeta.ExportMeta:
         meta = real_read(path)
-        ex._remove_tree(path)       # a racing prune of the same generation
+        ex.remove_tree(path)        # a racing prune of the same generation
         return meta
 
     monkeypatch.setattr(export_meta, "read", read_then_prune)

@@ -8,7 +8,9 @@ instances are real while no daemon runs.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,6 @@ from ganeti.cmdlib import instance_utils as iu
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
 from ganeti.objects import Disk, Instance, Node
-from ganeti.rpc import defs
 from ganeti.rpc.client import RpcRunner
 from ganeti.rpc.result import RpcResult
 from ganeti.server import noded
@@ -31,11 +32,17 @@ from ganeti.server import noded
 LEVELS = (locking.LEVEL_INSTANCE, locking.LEVEL_NODE, locking.LEVEL_NODE_RES)
 
 
-class LoopbackRpc:
-    """Runs node procedures in-process; records hook runs and calls."""
+class LoopbackRpc(RpcRunner):
+    """Runs node procedures in-process; records hook runs and calls.
+
+    The real runner's typed methods, encoders and timeouts; only the transport
+    (``run``) is replaced.  Arguments travel as JSON and are checked like the
+    node daemon checks them.
+    """
 
     def __init__(self, cfg: ConfigStore, roots: dict[str, NodeContext],
                  glm_getter: Any) -> None:
+        super().__init__(lambda name: None, _no_tls, paths=pathutils.current(), max_workers=1)
         self.cfg = cfg
         self.roots = roots
         self.glm_getter = glm_getter
@@ -44,18 +51,10 @@ class LoopbackRpc:
         self.calls: list[tuple[str, str]] = []
         self.hooks: list[dict[str, Any]] = []
 
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("call_"):
-            raise AttributeError(name)
-        call = defs.CALLS[name[5:]]
-
-        def method(nodes: Any, *args: Any) -> Any:
-            values = RpcRunner._bind(call, args, {})
-            wire = json.loads(json.dumps(call.encode_args(pathutils.current(), values)))
-            targets = [nodes] if call.single_node else list(nodes)
-            results = {n: self._run(call.procedure, n, wire) for n in targets}
-            return results[nodes] if call.single_node else results
-        return method
+    def run(self, procedure: str, nodes: Iterable[str], args: list[Any], timeout: float,
+            call_name: str = "") -> dict[str, RpcResult[Any]]:
+        wire = json.loads(json.dumps(args))
+        return {n: self._run(procedure, n, wire) for n in dict.fromkeys(nodes)}
 
     def _run(self, procedure: str, node: str, args: list[Any]) -> RpcResult:
         self.calls.append((procedure, node))
@@ -78,9 +77,13 @@ class LoopbackRpc:
         if procedure in self.fail:
             return RpcResult(node, fail_msg=self.fail[procedure])
         try:
-            return RpcResult(node, data=noded.PROCEDURES[procedure](self.roots[node], *args))
+            return RpcResult(node, data=noded.TABLE[procedure].run(self.roots[node], args))
         except (RpcFail, errors.GenericError) as err:
             return RpcResult(node, fail_msg=str(err))
+
+
+def _no_tls() -> ssl.SSLContext:
+    raise AssertionError("the loopback RPC opens no connections")
 
 
 class Callbacks:

@@ -1,6 +1,6 @@
 """Finalize as a transaction: a fault or a crash at every filesystem step.
 
-The hook ``ganeti.backend.export.FAULT_HOOK`` makes the N-th filesystem
+The hook ``ganeti.backend.export_layout.FAULT_HOOK`` makes the N-th filesystem
 operation fail (ENOSPC, EDQUOT, EIO: once, or from then on) or "crash" (a
 BaseException nothing catches, like the node dying there).  After each
 case every export and generation is checked against the checksum its
@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 
 from ganeti import pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_layout
 from ganeti.backend import export as ex
 from ganeti.backend import export_generations as eg
+from ganeti.rpc.payloads import FinalizeResult
 
 DAY1, DAY2, DAY3 = 1767322800, 1767409200, 1767495600   # 2026-01-02/03/04 03:00 UTC
 ERRNOS = [errno.ENOSPC, errno.EDQUOT, errno.EIO]
@@ -76,7 +77,7 @@ def fast_tmp(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Faults | None], None]]:
     def install(faults: Faults | None) -> None:
-        monkeypatch.setattr(ex, "FAULT_HOOK", faults)
+        monkeypatch.setattr(export_layout, "FAULT_HOOK", faults)
     yield install
 
 
@@ -94,7 +95,7 @@ def _stage(ctx: NodeContext, payload: bytes, name: str = INST) -> None:
     (staging / "disk0.img").write_bytes(payload * 1000)
 
 
-def _export(ctx: NodeContext, payload: bytes, stamp: int, keep: bool) -> dict[str, Any]:
+def _export(ctx: NodeContext, payload: bytes, stamp: int, keep: bool) -> FinalizeResult:
     _stage(ctx, payload)
     return ex.export_finalize(ctx, INST, _config(payload, stamp), keep)
 
@@ -115,9 +116,9 @@ def state(ctx: NodeContext) -> tuple[str | None, list[str]]:
     olds = []
     root = eg.generations_root(ctx, INST)
     if root.is_dir():
-        for gen in root.iterdir():
-            if (gen / "config.ini").is_file():
-                olds.append(_label(gen))
+        for gen_dir in root.iterdir():
+            if (gen_dir / "config.ini").is_file():
+                olds.append(_label(gen_dir))
     gens = eg.export_generations(ctx, [INST])
     names = [g["generation"] for g in gens]
     assert len(names) == len(set(names)), f"generation names not unique: {names}"
@@ -157,7 +158,7 @@ def _scenarios() -> list[tuple[bool, bool, int]]:
 def _no_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(a: Path, b: Path) -> None:
         raise OSError(errno.EINVAL, "Invalid argument")
-    monkeypatch.setattr(ex, "_exchange", refuse)
+    monkeypatch.setattr(export_layout, "_exchange", refuse)
 
 
 def _count_ops(root: Path, keep: bool, stamp: int, hook: Any) -> int:
@@ -311,9 +312,9 @@ def test_names_of_same_second_exports_are_unique_and_stable(tmp_path: Path) -> N
     gens = {g["generation"]: g["newest"] for g in eg.export_generations(ctx, [INST])}
     assert gens == {names[0]: False, names[1]: False, names[2]: False, names[3]: True}
     # every name still means the export it meant when it was made
-    for name, payload in zip(names, "ABCD", strict=True):
+    for name, label in zip(names, "ABCD", strict=True):
         info = eg.export_generation_info(ctx, INST, name)
-        assert _label(ctx.paths.root / info["path"].lstrip("/")) == payload
+        assert _label(ctx.paths.root / info["path"].lstrip("/")) == label
     assert eg.export_generation_remove(ctx, INST, names[0])
     assert eg.export_generation_remove(ctx, INST, names[1])
     assert [g["generation"] for g in eg.export_generations(ctx, [INST])] == [names[3],
@@ -339,7 +340,7 @@ def test_exports_already_on_disk_keep_their_names(tmp_path: Path) -> None:
         "20260102T030000Z", "20260102T030000Z-1", "20260104T030000Z"]
 
 
-@pytest.mark.skipif(subprocess.run(["which", "chattr"], capture_output=True).returncode,
+@pytest.mark.skipif(bool(subprocess.run(["which", "chattr"], capture_output=True).returncode),
                     reason="chattr not installed")
 @pytest.mark.parametrize("exists", [True, False], ids=["gen-dir", "generations-root"])
 def test_immutable_generations_dir_fails_cleanly(tmp_path: Path, exists: bool) -> None:

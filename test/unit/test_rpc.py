@@ -136,14 +136,20 @@ def test_test_delay_timeout_follows_duration() -> None:
 def test_runner_rejects_bad_arguments(cluster: Cluster) -> None:
     runner = _runner(cluster, {})
     with runner:
+        # the typed methods have the procedure's signature (mypy checks the callers) ...
+        with pytest.raises(TypeError, match="duration"):
+            runner.call_test_delay(["n1"])  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            runner.call_test_delay(["n1"], 1, 2)  # type: ignore[call-arg]
+        # ... and calls by name are checked against the table
         with pytest.raises(errors.ProgrammerError, match="missing duration"):
-            runner.call_test_delay(["n1"])
+            runner.call("test_delay", ["n1"])
         with pytest.raises(errors.ProgrammerError, match="takes 1 arguments"):
-            runner.call_test_delay(["n1"], 1, 2)
+            runner.call("test_delay", ["n1"], 1, 2)
         with pytest.raises(errors.ProgrammerError, match="list of node names"):
             runner.call_version("n1")
         with pytest.raises(AttributeError):
-            _ = runner.call_does_not_exist
+            _ = runner.call_does_not_exist  # type: ignore[attr-defined]
         with pytest.raises(errors.OpExecError, match="Cannot prepare RPC call upload_file"):
             runner.call_upload_file(["n1"], cluster.master.root / "missing")
 

@@ -1,0 +1,60 @@
+"""Typed payloads of RPC calls whose results are JSON objects.
+
+Backend procedures return these (their return annotations), so the generated
+master-side methods give typed ``RpcResult[...]`` payloads.  They describe
+the JSON form: what a node sends is what the master reads.  Neutral module:
+the master and the node both import it.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class NodeInfo(TypedDict):
+    hostname: str
+    memory_total: int
+    memory_free: int
+    cpu_count: int
+    disk_total: int
+    disk_free: int
+    root: str
+
+
+class ExportLocation(TypedDict):
+    """An export's (or generation's) root-relative path and config.ini text."""
+
+    path: str
+    config: str
+
+
+class FinalizeResult(TypedDict):
+    path: str
+    warnings: list[str]
+    # the generation name of the new export (absent for a first export)
+    generation: NotRequired[str]
+
+
+class GenerationInfo(TypedDict):
+    instance: str
+    generation: str
+    timestamp: float
+    size: int
+    used: int
+    newest: bool
+    path: str
+    protected: bool
+    note: str
+    meta_problem: str | None
+
+
+class ExportMetaInfo(TypedDict):
+    protected: bool
+    note: str
+
+
+class ReceiveEndpoint(TypedDict):
+    """Where a sender connects to reach a receiver."""
+
+    host: str
+    port: int
