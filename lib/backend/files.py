@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ganeti import pathutils
 from ganeti.backend import NodeContext, RpcFail
@@ -25,9 +26,6 @@ UPLOAD_ALLOWED: tuple[Callable[[pathutils.Paths], Path], ...] = (
 SSCONF_PREFIX = "ssconf_"
 _SSCONF_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-# ssconf values: text, numbers, or lists of them (one per line)
-SsconfScalar = str | int | float | bool
-SsconfValue = SsconfScalar | list[SsconfScalar]
 
 
 @procedure("normal", prepare=encoders.upload_file)
@@ -55,18 +53,26 @@ def upload_file(ctx: NodeContext, file_name: str, data_base64: str, mode: int,
     atomic_write(target, data, mode, mtime=None if mtime is None else float(mtime))
 
 
-def _ssconf_text(value: SsconfValue) -> str:
-    text = "\n".join(str(v) for v in value) if isinstance(value, list) else str(value)
+def _ssconf_text(key: str, value: Any) -> str:
+    """Text, numbers, or lists of them (one per line)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list):
+        text = "\n".join(str(v) for v in value)
+    elif isinstance(value, (int, float, bool)):
+        text = str(value)
+    else:
+        raise RpcFail(f"Invalid value type {type(value).__name__} for ssconf key {key}")
     return text if text.endswith("\n") or not text else text + "\n"
 
 
 @procedure("fast")
-def write_ssconf_files(ctx: NodeContext, values: dict[str, SsconfValue]) -> None:
+def write_ssconf_files(ctx: NodeContext, values: dict[str, Any]) -> None:
     """Write ssconf_<key> files on the nodes (local tools read cluster facts without RPC)."""
     prepared: dict[str, bytes] = {}
     for key, value in values.items():
         if not _SSCONF_KEY_RE.match(key):
             raise RpcFail(f"Invalid ssconf key {key!r}")
-        prepared[key] = _ssconf_text(value).encode("utf-8")
+        prepared[key] = _ssconf_text(key, value).encode("utf-8")
     for key, data in sorted(prepared.items()):
         atomic_write(ctx.paths.data_dir / f"{SSCONF_PREFIX}{key}", data, 0o444)

@@ -126,7 +126,9 @@ class Procedure:
         """The wire arguments checked against the signature (ArgumentError naming the bad one).
 
         Strict: JSON numbers are no strings, booleans no numbers; values typed
-        ``Any`` are passed through, checked by the procedure itself.
+        ``Any`` are passed through, checked by the procedure itself.  Keep
+        argument types simple (``X | None`` is fine): for a union of several
+        types pydantic names every alternative in the message.
         """
         if not self._min_args <= len(args) <= len(self._names):
             if self._min_args == len(self._names):

@@ -812,7 +812,7 @@ class RpcStubs:
     def call_write_ssconf_files(
         self,
         nodes: Iterable[str],
-        values: dict[str, str | int | float | bool | list[str | int | float | bool]],
+        values: dict[str, Any],
         *,
         timeout: float | None = None,
     ) -> dict[str, RpcResult[None]]:

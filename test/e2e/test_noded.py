@@ -232,6 +232,27 @@ def test_backend_error_and_unknown_procedure_keep_daemon_serving(
     assert not Path("/etc/passwd").read_text().startswith("x")
 
 
+def test_bad_argument_types_refused_before_the_procedure_runs(cluster: LocalCluster) -> None:
+    # the daemon checks every call against its procedure's signature
+    node = cluster.start_node("node1", "127.0.0.30")
+    wire = "/" + node.paths.cluster_conf_file.relative_to(node.paths.root).as_posix()
+    with cluster.runner() as runner:
+        mode_text = runner.run("upload_file", ["node1"], [wire, "eA==", "0644", None],
+                               WAIT)["node1"]
+        nested = runner.run("transfer_abort", ["node1"], [["t1", 7]], WAIT)["node1"]
+        missing = runner.run("test_delay", ["node1"], [], WAIT)["node1"]
+        assert runner.call_ping(["node1"])["node1"].payload is True
+    assert mode_text.fail_msg == ("Invalid argument 'mode': Input should be a valid integer"
+                                  " (got '0644') for procedure 'upload_file'")
+    assert nested.fail_msg == ("Invalid argument 'transfer_ids[1]': Input should be a valid"
+                               " string (got 7) for procedure 'transfer_abort'")
+    assert missing.fail_msg == ("Invalid arguments for procedure 'test_delay': expected 1"
+                                " arguments, got 0")
+    # nothing was written: the procedures never ran
+    assert not node.paths.cluster_conf_file.exists()
+    assert node.wait_for_output(r"Procedure upload_file refused: Invalid argument 'mode'")
+
+
 def test_upload_file_allow_list(cluster: LocalCluster) -> None:
     node = cluster.start_node("node1", "127.0.0.24")
     cluster.master.cluster_conf_file.write_text('{"serial": 7}')
