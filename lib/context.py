@@ -29,7 +29,7 @@ LOG = logging.getLogger(__name__)
 
 
 class MasterContext:
-    def __init__(self, paths: pathutils.Paths, cfg: ConfigStore, rpc: RpcRunner | None = None,
+    def __init__(self, paths: pathutils.Paths, cfg: ConfigStore, rpc: RpcRunner,
                  lock_timeouts: Sequence[float] | None = None) -> None:
         from ganeti.mcpu import Processor
 
@@ -41,7 +41,7 @@ class MasterContext:
             instances=[i.name for i in cfg.get_all_instances_info().values()],
             networks=[],
         )
-        self.rpc: RpcRunner = rpc if rpc is not None else _make_rpc_runner(paths, cfg)
+        self.rpc = rpc
         self._distribution_lock = threading.Lock()
         self.processor: Processor = Processor(self, lock_timeouts)
 

@@ -57,7 +57,7 @@ def _ssconf_text(key: str, value: Any) -> str:
     """Text, numbers, or lists of them (one per line)."""
     if isinstance(value, str):
         text = value
-    elif isinstance(value, list):
+    elif isinstance(value, (list, tuple)):
         text = "\n".join(str(v) for v in value)
     elif isinstance(value, (int, float, bool)):
         text = str(value)

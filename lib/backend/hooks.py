@@ -13,8 +13,7 @@ _PHASES = (constants.HOOKS_PHASE_PRE, constants.HOOKS_PHASE_POST)
 @procedure("slow", encoders={"env": encoders.string_env})
 def hooks_runner(ctx: NodeContext, hpath: str, phase: str,
                  env: dict[str, str]) -> list[list[str]]:
-    """Run hook scripts (the nodes' <hpath>-<phase>.d); payload [[script, status, output]].
-    """
+    """Run hook scripts (<hpath>-<phase>.d); payload [[script, status, output], ...]."""
     if not hpath:
         raise RpcFail(f"Invalid hooks path {hpath!r}")
     if phase not in _PHASES:

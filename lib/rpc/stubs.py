@@ -160,8 +160,7 @@ CALLS: tuple[RpcCall, ...] = (
     RpcCall(
         "hooks_runner", "hooks_runner", "slow",
         (Arg("hpath"), Arg("phase"), Arg("env", encoders.string_env)),
-        doc=("Run hook scripts (the nodes' <hpath>-<phase>.d); payload [[script, status, output]]."
-             "     "),
+        doc="Run hook scripts (<hpath>-<phase>.d); payload [[script, status, output], ...].",
     ),
     RpcCall(
         "hypervisor_verify", "hypervisor_verify", "normal",
@@ -587,7 +586,7 @@ class RpcStubs:
         *,
         timeout: float | None = None,
     ) -> dict[str, RpcResult[list[list[str]]]]:
-        """Run hook scripts (the nodes' <hpath>-<phase>.d); payload [[script, status, output]]."""
+        """Run hook scripts (<hpath>-<phase>.d); payload [[script, status, output], ...]."""
         result: dict[str, RpcResult[list[list[str]]]] = self.call(
             "hooks_runner", nodes, hpath, phase, env, timeout=timeout)
         return result

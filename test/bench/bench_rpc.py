@@ -33,7 +33,7 @@ NODED = Path(__file__).resolve().parents[2] / "daemons" / "ganeti-noded"
 
 def _serve_aiohttp(root: str) -> None:
     """Child process: the same procedures behind aiohttp."""
-    from aiohttp import web
+    from aiohttp import web  # type: ignore[import-not-found, unused-ignore]
 
     from ganeti.backend import NodeContext
     from ganeti.server import noded
@@ -42,9 +42,8 @@ def _serve_aiohttp(root: str) -> None:
     ctx = NodeContext(paths=paths)
     ssl_ctx = crypto.server_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
     fake = noded.NodeRpcServer.__new__(noded.NodeRpcServer)  # reuse dispatch() only
-    fake.procedures = noded.PROCEDURES
+    fake.procedures = noded.TABLE
     fake.node_context = ctx
-    fake.signatures = {n: noded.inspect.signature(f) for n, f in noded.PROCEDURES.items()}
     blocking = {"test_delay", "upload_file", "hooks_runner", "write_ssconf_files"}
 
     async def handle(request: web.Request) -> web.Response:
@@ -72,7 +71,7 @@ def _serve_aiohttp(root: str) -> None:
         await site.start()
         server = site._server
         assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined, unused-ignore]
         print(f"Listening on 127.0.0.1:{port}", flush=True)
         await asyncio.Event().wait()
 
@@ -175,6 +174,26 @@ def _bench(kind: str, master: pathutils.Paths, node: pathutils.Paths,
     return figures
 
 
+def _validation_figures() -> dict[str, float]:
+    """In-process cost of the boundary check (ganeti.rpc.contract) per call."""
+    from ganeti.server import noded
+
+    send = noded.TABLE["transfer_send_start"]
+    args = ["t1", {"kind": "disk", "dev_type": "file", "logical_id": ["file", "/x"]},
+            "127.0.0.1", 1234, "m" * 16, "zstd", {"bwlimit": 1000, "checksum": "blake3"}]
+    ping = noded.TABLE["ping"]
+    count = 20000
+    start = time.perf_counter()
+    for _ in range(count):
+        send.validate(args)
+    seven = (time.perf_counter() - start) / count
+    start = time.perf_counter()
+    for _ in range(count):
+        ping.validate([])
+    none = (time.perf_counter() - start) / count
+    return {"validate_7_args_us": seven * 1e6, "validate_no_args_us": none * 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -199,6 +218,8 @@ def main() -> None:
     print(f"{'figure':36}" + "".join(f"{k:>12}" for k in kinds))
     for name in names:
         print(f"{name:36}" + "".join(f"{results[k][name]:12.1f}" for k in kinds))
+    for name, value in _validation_figures().items():
+        print(f"{name:36}{value:12.2f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ganeti import pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_layout
 from ganeti.backend import export as ex
 from ganeti.backup import exportconf
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
@@ -206,12 +206,12 @@ def test_verify_reports_leftovers_and_the_watcher_recovers_a_crashed_finalize(
             swapped.append(True)
 
     swapped: list[bool] = []
-    ex.FAULT_HOOK = crash_after_exchange
+    export_layout.FAULT_HOOK = crash_after_exchange
     try:
         with pytest.raises(Crash):
             ex.export_finalize(ctx, "cr1", conf, True)
     finally:
-        ex.FAULT_HOOK = None
+        export_layout.FAULT_HOOK = None
     (node(cluster, "node3").paths.export_dir / ".staging" / "ghost").mkdir(parents=True)
     proc = run(cluster, "gnt-cluster", "verify", ok=False)
     assert proc.returncode == 1
