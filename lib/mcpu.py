@@ -1,6 +1,6 @@
 """The processor: runs one opcode through its logical unit under locks.
 
-Phase order (spec section 2): BGL -> build LU (CheckArguments) -> ExpandNames
+Phase order (doc/design.md): BGL -> build LU (CheckArguments) -> ExpandNames
 -> per level DeclareLocks + acquire -> notify_start -> CheckPrereq -> pre
 hooks -> (dry run stops) -> Exec -> post hooks -> release.  Locks an LU added
 (add_locks) stay only when its Exec ran: a failure or a dry run removes them.

@@ -1,4 +1,4 @@
-"""Node side of retained export generations (scheduled exports, spec section 11).
+"""Node side of retained export generations (doc/export-format.md, "Generations").
 
 The newest export of an instance stays at ``<export_dir>/<instance>/`` in
 Ganeti's layout; older ones kept by a retention policy live in

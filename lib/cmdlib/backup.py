@@ -1,6 +1,6 @@
 """Backup logical units: prepare, export, query and remove exports.
 
-Export (spec section 8) locks the instance exclusively and only its primary
+Export (doc/design.md, "Request flow") locks the instance exclusively and only its primary
 node and the target node, shared: exports of different instances run in
 parallel even when they share nodes.  Older exports elsewhere are found
 through the export index (``ganeti.backup.index``), not by locking every node.

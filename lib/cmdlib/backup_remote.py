@@ -1,4 +1,4 @@
-"""Remote (inter-cluster) export and import (spec section 10).
+"""Remote (inter-cluster) export and import (doc/remote-export.md).
 
 The existing LUs call in here at small branches: LUBackupPrepare (create the
 source key), LUBackupExport in mode "remote" (verify every signed piece, then
