@@ -24,7 +24,7 @@ from ganeti.context import MasterContext
 from ganeti.jqueue import JobQueue
 from ganeti.mcpu import Processor
 from ganeti.rpc.client import RpcRunner
-from ganeti.server import connlimit, luxi_server
+from ganeti.server import connlimit, luxi_methods, luxi_server
 
 LOG = logging.getLogger("ganeti.masterd")
 
@@ -105,9 +105,9 @@ class Master:
         self.queue = JobQueue(self.paths.queue_db, processor,
                               workers=workers, max_jobs=max_jobs)
         self.queue.start()
-        backend = luxi_server.MasterBackend(self.queue, self.context)
+        backend = luxi_methods.MasterBackend(self.queue, self.context)
         self.server = luxi_server.LuxiServer(self.paths.master_socket,
-                                             luxi_server.build_method_table(backend),
+                                             luxi_methods.build_method_table(backend),
                                              limits=self.limits)
         self.server.start()
 
