@@ -1,4 +1,4 @@
-"""The master's LUXI server: a threaded Unix-socket server and its method table.
+"""The master's LUXI server: a threaded Unix-socket server in front of the method table.
 
 One thread per client connection.  Every request goes through the method
 table (:mod:`ganeti.server.luxi_methods`: name -> handler and argument

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from test_backup_limits import env  # noqa: F401 - an Env with the certificates exports use
 from test_cmdlib_instance import Env
 from test_luxi_fakes import running_server
 
-from ganeti import crypto, luxi, opcodes, query, query_resources
+from ganeti import luxi, opcodes, query, query_resources
 
 WAIT = 30.0
 
@@ -33,22 +33,7 @@ def test_register_all_registers_every_resource() -> None:
     assert [f["name"] for f in fields] == ["export", "node"]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Env:
-    """An Env whose node roots have the cluster certificates local exports use."""
-    env = Env(tmp_path)
-    ca_cert, ca_key = crypto.generate_cluster_ca("cluster.local", 1)
-    for index, (name, ctx) in enumerate(sorted(env.roots.items()), start=1):
-        paths = ctx.paths
-        paths.cluster_ca_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.cluster_ca_file.write_text(ca_cert)
-        cert, key = crypto.generate_node_certificate(ca_cert, ca_key, name,
-                                                     [f"127.0.0.{index}"], 1)
-        crypto.write_pem_pair(paths.node_cert_file, cert, key)
-    return env
-
-
-def test_export_query_over_luxi_lists_real_exports(env: Env, tmp_path: Path) -> None:
+def test_export_query_over_luxi_lists_real_exports(env: Env, tmp_path: Path) -> None:  # noqa: F811
     env.create("inst1", start=False)
     env.run(opcodes.OpBackupExport.create(instance_name="inst1", target_node="node3"))
     address = tmp_path / "run" / "ganeti-master"
