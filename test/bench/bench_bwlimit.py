@@ -42,7 +42,7 @@ from typing import Any
 
 from ganeti import constants, crypto, daemon
 from ganeti.config import ConfigStore
-from ganeti.context import _make_rpc_runner
+from ganeti.server.masterd import build_rpc_runner
 from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.tools.local_cluster import LocalCluster, random_subnet
 from ganeti.transfer import BLOCK_SIZE
@@ -70,7 +70,7 @@ class Bench:
         self.cluster = cluster
         self.src, self.dst = cluster.nodes[1], cluster.nodes[2]
         paths = cluster.master.paths
-        self.rpc = _make_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
+        self.rpc = build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
         self.sources: dict[int, str] = {}
         self.src_dir = self.src.paths.file_storage_dir / "bench"
         self.src_dir.mkdir(parents=True, exist_ok=True)
