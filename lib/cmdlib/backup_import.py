@@ -16,7 +16,7 @@ from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import backup_remote
 from ganeti.cmdlib import instance_utils as iu
-from ganeti.cmdlib.backup import MIB, online_node_names, query_exports
+from ganeti.cmdlib.backup_common import MIB, online_node_names, query_exports
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.transfer.checksum import algorithm_of
 from ganeti.transfer.coordinator import DiskTransfer, run_transfers
