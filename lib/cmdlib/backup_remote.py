@@ -17,11 +17,11 @@ from ganeti import constants, errors, opcodes
 from ganeti.backup import remote
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.cmdlib.export_target import DiskDone, DiskSources, ExportTarget
-from ganeti.transfer.limits import TransferLimits
-from ganeti.transfer.limits import resolve as resolve_limits
+from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode
+from ganeti.objects import Instance, Node
+from ganeti.transfer.coordinator import TransferResult
 from ganeti.transfer.oneside import OneSide
 
-MIB = 1024 * 1024
 # How long a destination waits for the source to connect, plus the source's
 # shutdown timeout (the source may stop the instance first)
 CONNECT_TIMEOUT = 180
@@ -115,43 +115,35 @@ class RemoteExport(ExportTarget[opcodes.RemoteTarget]):
 # --- destination: import ----------------------------------------------------------
 
 
-def import_limits(lu: Any, nodes: list[Any], feedback_fn: FeedbackFn) -> TransferLimits:
-    """Imports: the nodes' limits and the cluster's I/O priority (no export limit)."""
-    defaults = lu.cfg.get_cluster_info().backup_defaults
-    limits = resolve_limits(0, defaults.ionice_class, defaults.ionice_level, defaults,
-                            nodes)
-    if any(limits.node_bwlimits.values()) or limits.io_priority is not None:
-        feedback_fn(limits.describe(len(lu.instance.disks), [n.name for n in nodes]))
-    return limits
+class RemoteImport(ImportMode):
+    """Mode "remote-import": verify the source, listen per disk, receive its data."""
 
+    def check_arguments(self) -> None:
+        op = self.op
+        why = "in remote-import mode (from the source's OpBackupPrepare)"
+        _required(op.source_handshake, "source_handshake", why)
+        _required(op.source_x509_ca, "source_x509_ca", why)
+        _required(op.source_instance_name, "source_instance_name", why)
+        if op.disk_template != constants.DT_DISKLESS and not op.disks:
+            raise errors.OpPrereqError(
+                "disks: a remote import needs the disk sizes of the source instance",
+                errors.ECODE_INVAL)
+        if op.src_node or op.src_path:
+            raise errors.OpPrereqError("src_node/src_path: not used in remote-import mode",
+                                       errors.ECODE_INVAL)
 
-def check_import_arguments(op: Any) -> None:
-    why = "in remote-import mode (from the source's OpBackupPrepare)"
-    _required(op.source_handshake, "source_handshake", why)
-    _required(op.source_x509_ca, "source_x509_ca", why)
-    _required(op.source_instance_name, "source_instance_name", why)
-    if op.disk_template != constants.DT_DISKLESS and not op.disks:
-        raise errors.OpPrereqError(
-            "disks: a remote import needs the disk sizes of the source instance",
-            errors.ECODE_INVAL)
-    if op.src_node or op.src_path:
-        raise errors.OpPrereqError("src_node/src_path: not used in remote-import mode",
-                                   errors.ECODE_INVAL)
-
-
-class RemoteImport:
-    """Verified source data (CheckPrereq) and the receiving end of the copy (Exec)."""
-
-    def __init__(self, lu: LogicalUnit) -> None:
-        op: Any = lu.op
-        self.secret = remote.read_domain_secret(lu.context.paths)
+    def check_prereq(self, specs: CreateSpecs) -> None:
+        """The handshake and the signed source certificate; the specs are the opcode's."""
+        op = self.op
+        assert op.source_handshake is not None and op.source_x509_ca is not None
+        self.secret = remote.read_domain_secret(self.lu.context.paths)
         remote.check_handshake(self.secret, op.source_handshake)
         self.source_ca_pem, _ = remote.load_signed_certificate(
             self.secret, op.source_x509_ca, "source_x509_ca")
 
-    def copy_into(self, lu: Any, feedback_fn: FeedbackFn) -> None:
+    def fill_disks(self, instance: Instance, pnode: Node, feedback_fn: FeedbackFn) -> None:
         """Listen per disk, publish the signed endpoints, wait for the source's data."""
-        inst, pnode, op = lu.instance, lu.pnode, lu.op
+        lu, op = self.lu, self.op
         res = lu.rpc.call_x509_cert_create(pnode.name, remote.CERT_VALIDITY)
         res.raise_on_failure(f"Cannot create the transfer certificate on {pnode.name}")
         key_name, cert_pem = res.payload
@@ -159,9 +151,9 @@ class RemoteImport:
             side = OneSide(lu.rpc, feedback_fn, {
                 "x509_key_name": key_name, "x509_peer_ca": self.source_ca_pem,
                 "listen_timeout": CONNECT_TIMEOUT + op.source_shutdown_timeout}, "received",
-                import_limits(lu, [pnode], feedback_fn))
+                self.limits(instance, [pnode], feedback_fn))
             try:
-                results = self._receive(lu, side, cert_pem, feedback_fn)
+                results = self._receive(side, instance, pnode, cert_pem, feedback_fn)
             finally:
                 side.cleanup()
         finally:
@@ -173,21 +165,20 @@ class RemoteImport:
         if problems:
             raise errors.OpExecError(f"Remote import of {op.source_instance_name} failed: "
                                      + "; ".join(problems))
-        feedback_fn(f"All {len(inst.disks)} disk(s) received and verified")
+        feedback_fn(f"All {len(instance.disks)} disk(s) received and verified")
 
-    def _receive(self, lu: Any, side: OneSide, cert_pem: str,
-                 feedback_fn: FeedbackFn) -> list[Any]:
-        inst, pnode = lu.instance, lu.pnode
+    def _receive(self, side: OneSide, instance: Instance, pnode: Node, cert_pem: str,
+                 feedback_fn: FeedbackFn) -> list[TransferResult]:
         endpoints = []
-        for idx, disk in enumerate(inst.disks):
+        for idx, disk in enumerate(instance.disks):
             magic = secrets.token_hex(16)
             host, port = side.start_receive(
                 f"disk/{idx}", pnode.name,
                 {"kind": "disk", "dev_type": disk.dev_type, "logical_id": disk.logical_id},
                 magic, constants.IEC_NONE, bind=pnode.primary_ip)
             endpoints.append(remote.sign_disk_info(self.secret, idx, host, port, magic))
-        lu.log_structured(constants.ELOG_REMOTE_IMPORT, {
+        self.lu.log_structured(constants.ELOG_REMOTE_IMPORT, {
             "disks": endpoints, "x509_ca": remote.sign_certificate(self.secret, cert_pem)})
         feedback_fn(f"Listening for {len(endpoints)} disk(s) of"
-                    f" {lu.op.source_instance_name} on {pnode.name}")
+                    f" {self.op.source_instance_name} on {pnode.name}")
         return side.wait()
