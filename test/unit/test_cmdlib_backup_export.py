@@ -1,4 +1,4 @@
-"""LUBackupExport in local mode on the loopback RPC harness (test_cmdlib_instance.Env).
+"""LUBackupExport (local mode) and the local import mode, on the loopback RPC harness.
 
 Real node procedures on per-node roots under tmp_path, real TLS streams on
 127.0.0.x, the fake hypervisor; no daemon.  Failures are injected at the RPC
@@ -203,3 +203,33 @@ def test_target_node_kind_follows_the_mode() -> None:
         opcodes.OpBackupExport.create(instance_name="i", target_node=[disk])
     with pytest.raises(errors.OpPrereqError, match="target_node: in remote mode"):
         opcodes.OpBackupExport.create(instance_name="i", mode="remote", target_node="n")
+
+
+def _import(harness: Env, name: str, **fields: Any) -> Any:
+    return harness.run(opcodes.OpInstanceCreate.create(
+        instance_name=name, mode="import", src_path="inst1", pnode="node1", start=False,
+        **fields))
+
+
+def test_local_import_finds_the_export_and_restores_its_disks(running: Env) -> None:
+    dumps = _dumps(running)
+    running.rpc.hooks.clear()
+    assert _import(running, "copy1") == ["node1"]
+    copy = running.inst("copy1")
+    assert _digests([Path(d.logical_id[1]) for d in copy.disks]) == dumps
+    assert [d.size for d in copy.disks] == [4, 2] and copy.hypervisor == "fake"
+    add = [h for h in running.rpc.hooks if h["hpath"] == "instance-add"]
+    assert add and all(h["env"]["GANETI_INSTANCE_SRC_NODE"] == "node3"
+                       and h["env"]["GANETI_INSTANCE_ADD_MODE"] == "import" for h in add)
+    assert add[0]["locks"][locking.LEVEL_NODE] == ["node1", "node3"]
+
+
+def test_local_import_of_a_corrupt_dump_leaves_nothing(running: Env) -> None:
+    dump = _export_dir(running) / "inst1" / exportconf.dump_name(1)
+    data = bytearray(dump.read_bytes())
+    data[100] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    with pytest.raises(errors.OpExecError, match="disk/1: checksum mismatch"):
+        _import(running, "copy2")
+    assert running.cfg.get_instance_info_by_name("copy2") is None
+    assert running.disk_files("node1") == []
