@@ -82,8 +82,8 @@ class LocalImport(ImportMode):
         """The node holding the export; searched (index, then nodes) when not given."""
         lu, op = self.lu, self.op
         if op.src_node:
-            op.src_node = lu.expand_node_name(op.src_node)
-            return [op.src_node]
+            self.node = op.src_node = lu.expand_node_name(op.src_node)
+            return [self.node]
         name = export_name(op)
         generation = export_generation(op)
         if generation is not None:
@@ -103,14 +103,12 @@ class LocalImport(ImportMode):
                                        errors.ECODE_NOENT)
         if generation is None and len(candidates) > 1:
             candidates = _newest_first(lu, name, candidates)
-        op.src_node = candidates[0]
-        return [op.src_node]
+        self.node = op.src_node = candidates[0]
+        return [self.node]
 
     def check_prereq(self, specs: CreateSpecs) -> None:
         """Read the export from its node; default disks, NICs and parameters from it."""
         lu, op = self.lu, self.op
-        assert op.src_node is not None
-        self.node = op.src_node
         self.name = export_name(op)
         generation = export_generation(op)
         if generation is None:

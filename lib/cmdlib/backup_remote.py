@@ -11,7 +11,7 @@ publish the signed endpoints in the job log).  The signing formats are in
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 from ganeti import constants, errors, opcodes
 from ganeti.backup import remote
@@ -22,14 +22,16 @@ from ganeti.objects import Instance, Node
 from ganeti.transfer.coordinator import TransferResult
 from ganeti.transfer.oneside import OneSide
 
+T = TypeVar("T")
 # How long a destination waits for the source to connect, plus the source's
 # shutdown timeout (the source may stop the instance first)
 CONNECT_TIMEOUT = 180
 
 
-def _required(value: Any, field: str, why: str) -> None:
+def _required(value: T | None, field: str, why: str) -> T:
     if not value:
         raise errors.OpPrereqError(f"{field} is required {why}", errors.ECODE_INVAL)
+    return value
 
 
 # --- source: prepare and export -----------------------------------------------------
@@ -64,17 +66,17 @@ class RemoteExport(ExportTarget[opcodes.RemoteTarget]):
                                        " only", errors.ECODE_INVAL)
         why = ("in remote mode (from OpBackupPrepare and the destination's remote-import"
                " entry)")
-        _required(self.target.x509_key_name, "x509_key_name", why)
-        _required(self.target.destination_x509_ca, "destination_x509_ca", why)
+        self.signed_key_name = _required(self.target.x509_key_name, "x509_key_name", why)
+        self.signed_ca = _required(self.target.destination_x509_ca, "destination_x509_ca",
+                                   why)
 
     def check_prereq(self) -> None:
         """Verify key name, destination certificate and every disk's endpoint."""
         target = self.target
-        assert target.x509_key_name is not None and target.destination_x509_ca is not None
         secret = remote.read_domain_secret(self.lu.context.paths)
-        self.key_name = remote.check_key_name(secret, target.x509_key_name)
-        self.ca_pem, _ = remote.load_signed_certificate(
-            secret, target.destination_x509_ca, "destination_x509_ca")
+        self.key_name = remote.check_key_name(secret, self.signed_key_name)
+        self.ca_pem, _ = remote.load_signed_certificate(secret, self.signed_ca,
+                                                        "destination_x509_ca")
         disks = self.instance.disks
         if len(target.disks) != len(disks):
             raise errors.OpPrereqError(
@@ -121,8 +123,8 @@ class RemoteImport(ImportMode):
     def check_arguments(self) -> None:
         op = self.op
         why = "in remote-import mode (from the source's OpBackupPrepare)"
-        _required(op.source_handshake, "source_handshake", why)
-        _required(op.source_x509_ca, "source_x509_ca", why)
+        self.handshake = _required(op.source_handshake, "source_handshake", why)
+        self.signed_ca = _required(op.source_x509_ca, "source_x509_ca", why)
         _required(op.source_instance_name, "source_instance_name", why)
         if op.disk_template != constants.DT_DISKLESS and not op.disks:
             raise errors.OpPrereqError(
@@ -134,12 +136,10 @@ class RemoteImport(ImportMode):
 
     def check_prereq(self, specs: CreateSpecs) -> None:
         """The handshake and the signed source certificate; the specs are the opcode's."""
-        op = self.op
-        assert op.source_handshake is not None and op.source_x509_ca is not None
         self.secret = remote.read_domain_secret(self.lu.context.paths)
-        remote.check_handshake(self.secret, op.source_handshake)
+        remote.check_handshake(self.secret, self.handshake)
         self.source_ca_pem, _ = remote.load_signed_certificate(
-            self.secret, op.source_x509_ca, "source_x509_ca")
+            self.secret, self.signed_ca, "source_x509_ca")
 
     def fill_disks(self, instance: Instance, pnode: Node, feedback_fn: FeedbackFn) -> None:
         """Listen per disk, publish the signed endpoints, wait for the source's data."""
