@@ -1,11 +1,11 @@
 """Backup logical units: prepare, export, query and remove exports.
 
-Export (doc/design.md, "Export targets") locks the instance exclusively and
-only its primary node and the target's nodes, shared: exports of different
-instances run in parallel even when they share nodes.  Older exports elsewhere
-are found through the export index (``ganeti.backup.index``), not by locking
-every node.  Where the export goes is the job of its target strategy
-(``EXPORT_TARGETS``, one per mode); this module keeps what every export shares.
+Export locks the instance exclusively and only its primary node and the
+target's nodes, shared: exports of different instances run in parallel even
+when they share nodes.  Older exports elsewhere are found through the export
+index (``ganeti.backup.index``), not by locking every node.  Where the export
+goes is the job of its target strategy (``EXPORT_TARGETS``, one per mode; see
+``ganeti.cmdlib.export_target``); this module keeps what every export shares.
 """
 
 from __future__ import annotations
