@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ganeti import constants, errors, limits, locking, opcodes
-from ganeti.cmdlib import backup_import, backup_remote
 from ganeti.cmdlib import instance_utils as iu
+from ganeti.cmdlib.backup_import import IMPORT_MODES
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
 from ganeti.hypervisor.base import check_instance_name
 from ganeti.objects import NIC, Disk, Instance, Node
@@ -132,7 +132,8 @@ class LUInstanceCreate(LogicalUnit):
                 errors.ECODE_INVAL)
 
     def _check_import_arguments(self) -> None:
-        backup_import.check_arguments(self.op)
+        self.import_mode = IMPORT_MODES[self.op.mode](self, self.op)
+        self.import_mode.check_arguments()
 
     def ExpandNames(self) -> None:
         if self.cfg.get_instance_info_by_name(self.op.instance_name) is not None:
@@ -152,9 +153,7 @@ class LUInstanceCreate(LogicalUnit):
 
     def _expand_import_names(self) -> list[str]:
         """Extra node names an import needs locked: the source node."""
-        if self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
-            return []  # the source is in another cluster
-        return [backup_import.find_source_node(self)]
+        return self.import_mode.source_nodes()
 
     def _choose_node(self) -> str:
         """The usable node with the fewest primary instances (ties: by name)."""
@@ -211,11 +210,7 @@ class LUInstanceCreate(LogicalUnit):
 
     def _check_import_prereq(self) -> None:
         """Read the export and default disks, NICs and parameters from it."""
-        if self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
-            self.remote_import = backup_remote.RemoteImport(self)
-            return
-        self.import_source = backup_import.ImportSource(self)
-        self.import_source.apply_defaults(self)
+        self.import_mode.check_prereq(self)
 
     def _build_instance(self, hv_name: str) -> Instance:
         op = self.op
@@ -242,9 +237,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         override: dict[str, Any] = {"INSTANCE_ADD_MODE": self.op.mode}
-        if self.op.mode == constants.INSTANCE_IMPORT:
-            override["INSTANCE_SRC_NODE"] = self.op.src_node
-            override["INSTANCE_SRC_PATH"] = self.op.src_path
+        if self.op.mode != constants.INSTANCE_CREATE:
+            override.update(self.import_mode.hook_env())
         return iu.instance_hook_env(self.cfg, self.instance, override)
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
@@ -277,10 +271,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
         """Put data on the new (empty) disks; imports do their copy here."""
-        if self.op.mode == constants.INSTANCE_IMPORT:
-            self.import_source.copy_into(self, feedback_fn)
-        elif self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
-            self.remote_import.copy_into(self, feedback_fn)
+        if self.op.mode != constants.INSTANCE_CREATE:
+            self.import_mode.fill_disks(self.instance, self.pnode, feedback_fn)
 
 
 class LUInstanceRemove(InstanceLU):
