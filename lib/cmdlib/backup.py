@@ -18,9 +18,9 @@ from ganeti.cmdlib import backup_remote
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
 from ganeti.objects import Instance, Node
-from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
-from ganeti.transfer.limits import TransferLimits
-from ganeti.transfer.limits import resolve as resolve_limits
+from ganeti.transfer.master.coordinator import DiskTransfer, TransferResult, run_transfers
+from ganeti.transfer.master.policy import TransferLimits
+from ganeti.transfer.master.policy import resolve as resolve_limits
 
 MIB = 1024 * 1024
 

@@ -19,7 +19,7 @@ from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup import MIB, online_node_names, query_exports
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.transfer.checksum import algorithm_of
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 
 def export_name(op: Any) -> str:

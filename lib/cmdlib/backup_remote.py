@@ -15,9 +15,9 @@ from typing import Any
 from ganeti import constants, errors, locking
 from ganeti.backup import remote
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
-from ganeti.transfer.limits import TransferLimits
-from ganeti.transfer.limits import resolve as resolve_limits
-from ganeti.transfer.oneside import OneSide
+from ganeti.transfer.master.oneside import OneSide
+from ganeti.transfer.master.policy import TransferLimits
+from ganeti.transfer.master.policy import resolve as resolve_limits
 
 MIB = 1024 * 1024
 # How long a destination waits for the source to connect, plus the source's

@@ -21,12 +21,12 @@ from ganeti.transfer import (
     COMPRESS_NONE,
     COMPRESS_ZSTD,
     TransferError,
-    registry,
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import checksum_file
-from ganeti.transfer.receiver import Listener, receive_stream
-from ganeti.transfer.sender import connect, send_stream
+from ganeti.transfer.node import registry
+from ganeti.transfer.node.receiver import Listener, receive_stream
+from ganeti.transfer.node.sender import connect, send_stream
 
 WAIT = 60.0
 MIB = 1024 * 1024
