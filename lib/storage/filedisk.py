@@ -118,7 +118,10 @@ class FileDiskDriver(DiskDriver):
         return found
 
     def remove(self, logical_id: Sequence[Any]) -> None:
+        """The disk and its snapshots (as lvremove removes an origin's), so none is left."""
         path = self._path(logical_id)
+        for snap in self.list_snapshots(logical_id):
+            self.remove_snapshot(snap)
         try:
             path.unlink(missing_ok=True)
         except OSError as err:
