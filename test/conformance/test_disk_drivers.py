@@ -189,6 +189,22 @@ def test_grow_keeps_data_and_refuses_to_shrink(driver: DiskDriver) -> None:
     driver.remove(lid)
 
 
+@pytest.mark.parametrize("size", [2**50, 2**60])  # beyond any device, beyond 64-bit bytes
+def test_impossible_sizes_are_a_storage_error_and_leave_nothing(driver: DiskDriver,
+                                                                size: int) -> None:
+    disk = _disk(8)
+    with pytest.raises(errors.StorageError):
+        driver.create("inst1", disk.model_copy(update={"size": size}))
+    lid = driver.create("inst1", disk)
+    _write(driver, lid, 0, b"kept")
+    with pytest.raises(errors.StorageError):
+        driver.grow(lid, size)
+    assert driver.size_mib(lid) == 8
+    assert _read(driver, lid, 0, 4) == b"kept"
+    driver.remove(lid)
+    assert not driver.exists(lid)
+
+
 def test_remove_is_idempotent(driver: DiskDriver) -> None:
     lid = driver.create("inst1", _disk(8))
     driver.remove(lid)

@@ -36,10 +36,12 @@ class Case:
     # seconds a graceful stop may wait (kvm guests have no OS to answer ACPI)
     stop_timeout: float = WAIT
     skip: str | None = None
+    # fake only records its disks' paths; the others open them before start returns
+    opens_disks: bool = True
 
 
 CASES = {
-    "fake": Case("fake"),
+    "fake": Case("fake", opens_disks=False),
     "process": Case("process", {"write_interval_ms": 5, "blocks": 16}),
     "kvm": Case("kvm", {"kvm_flag": "disabled"} if not os.access("/dev/kvm", os.W_OK) else {},
                 disk_size=16 << 20, stop_timeout=0.5,
@@ -246,3 +248,13 @@ def test_instances_of_another_hypervisor_are_not_listed_nor_stopped(
     finally:
         other.stop_instance("inst1.example.com", timeout=0, force=True)
     assert other.list_instances() == []
+
+
+def test_missing_disk_fails_the_start_with_its_path_and_leaves_nothing(
+        hv: base.Hypervisor, h: Harness) -> None:
+    if not h.case.opens_disks:
+        pytest.skip(f"{h.case.name} does not open disks")
+    missing = h.tmp_path / "no-such-disk.img"
+    with pytest.raises(errors.HypervisorError, match=r"no-such-disk\.img"):
+        hv.start_instance(h.instance(), [h.disk(), missing])
+    _gone(hv, "inst1.example.com")
