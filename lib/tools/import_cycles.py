@@ -53,10 +53,19 @@ MASTER_ONLY = (
     "ganeti.jqueue",
     "ganeti.context",
 )
+# The transfer modules both sides use (besides the package's own constants)
+SHARED_TRANSFER = (
+    "ganeti.transfer.protocol",
+    "ganeti.transfer.checksum",
+    "ganeti.transfer.ratelimit",
+    "ganeti.transfer.priority",
+)
 # (importers, what they must not import, why); one source for the tool and its test
 LAYERS: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
     (MASTER_SIDE, NODE_SIDE, "the master reaches node code only through RPC"),
     (NODE_SIDE, MASTER_ONLY, "node daemons run without the master's machinery"),
+    (SHARED_TRANSFER, ("ganeti.transfer.master", "ganeti.transfer.node"),
+     "what both transfer sides share depends on neither"),
 )
 # (importer, imported) -> why the pair may stay; prefixes as in LAYERS
 ALLOWED: dict[tuple[str, str], str] = {

@@ -48,6 +48,7 @@ def test_transfer_sides_are_where_their_daemons_need_them(lib_graph: ic.ImportGr
             "ganeti.transfer.master.policy", "ganeti.transfer.node.registry",
             "ganeti.transfer.node.sender", "ganeti.transfer.node.receiver",
             "ganeti.transfer.node.ioprio"} <= modules
+    assert set(ic.SHARED_TRANSFER) <= modules
     # one module named "limits" (the cluster's), not two
     assert [m for m in modules if m.rpartition(".")[2] == "limits"] == ["ganeti.limits"]
 
