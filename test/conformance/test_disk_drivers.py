@@ -12,9 +12,11 @@ test/unit/test_storage_*.py.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,15 +72,26 @@ def _lvm_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def xfs_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def xfs_dir() -> Iterator[Path]:
+    """A reflink XFS of its own, in a fixed slot per worker so a crashed run's is reused."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    slot = Path(tempfile.gettempdir()) / f"ganeti-test-xfs-{worker}"
+    fd = os.open(f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        mnt, cleanup = mount_reflink_fs(tmp_path_factory.mktemp("xfs"), fstypes=("xfs",))
-    except FsUnavailable as err:
-        pytest.skip(f"no reflink XFS filesystem: {err}")
-    try:
-        yield mnt
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.skip(f"{slot} is in use by another test run")
+        try:
+            mnt, cleanup = mount_reflink_fs(slot, fstypes=("xfs",))
+        except FsUnavailable as err:
+            pytest.skip(f"no reflink XFS filesystem: {err}")
+        try:
+            yield mnt
+        finally:
+            cleanup()
     finally:
-        cleanup()
+        os.close(fd)
 
 
 @pytest.fixture
