@@ -2,8 +2,10 @@
 
 An import inside a function still runs, only later, so it counts; so does
 the package an import implies (``import ganeti.a.b`` runs ``ganeti/a/__init__``
-first).  Imports under ``if TYPE_CHECKING:`` never run and are left out
-unless asked for (``--type-checking``).  ``--layers`` also checks that the
+first), and so does ``importlib.import_module`` of a module whose name is
+spelled out in the calling module (e.g. a table of LU modules).  Imports
+under ``if TYPE_CHECKING:`` never run and are left out unless asked for
+(``--type-checking``).  ``--layers`` also checks that the
 master side and the node side only meet through the shared modules
 (:data:`LAYERS`), apart from the pairs in :data:`ALLOWED`.
 """
@@ -22,7 +24,9 @@ PACKAGE = "ganeti"
 
 TOP = "top"
 LAZY = "lazy"
+DYNAMIC = "dynamic"  # a module named by a string in a module calling import_module
 TYPE = "type-checking"
+RUNTIME = (TOP, LAZY, DYNAMIC)
 
 MASTER_SIDE = (
     "ganeti.cmdlib",
@@ -85,7 +89,7 @@ class Import:
     source: str
     target: str
     line: int
-    kind: str  # TOP, LAZY or TYPE
+    kind: str  # TOP, LAZY, DYNAMIC or TYPE
     via: str | None = None  # the submodule imported, when target is its package
 
     def describe(self) -> str:
@@ -129,6 +133,16 @@ def _walk(node: ast.AST, kind: str = TOP) -> Iterator[tuple[ast.Import | ast.Imp
             yield from _walk(child, kind)
 
 
+def _imports_dynamically(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("import_module", "__import__"):
+                return True
+    return False
+
+
 class ImportGraph:
     """Who imports whom inside one package, with the line of each import."""
 
@@ -139,8 +153,13 @@ class ImportGraph:
             tree = ast.parse(path.read_text(), str(path))
             package = name if path.name == "__init__.py" else name.rpartition(".")[0]
             for stmt, kind in _walk(tree):
-                for target in self._targets(stmt, package):
-                    self._add(name, target, stmt.lineno, kind)
+                for target, attribute in self._targets(stmt, package):
+                    self._add(name, target, stmt.lineno, kind, attribute)
+            if _imports_dynamically(tree):
+                for const in ast.walk(tree):
+                    if (isinstance(const, ast.Constant) and isinstance(const.value, str)
+                            and const.value in self.modules):
+                        self._add(name, const.value, const.lineno, DYNAMIC)
 
     @classmethod
     def of_package(cls, root: Path, package: str = PACKAGE) -> ImportGraph:
@@ -152,12 +171,14 @@ class ImportGraph:
             name = name.rpartition(".")[0]
         return name or None
 
-    def _targets(self, stmt: ast.Import | ast.ImportFrom, package: str) -> Iterator[str]:
+    def _targets(self, stmt: ast.Import | ast.ImportFrom,
+                 package: str) -> Iterator[tuple[str, bool]]:
+        """(module, whether a name defined by that module's own code is read)."""
         if isinstance(stmt, ast.Import):
             for alias in stmt.names:
                 known = self._known(alias.name)
                 if known:
-                    yield known
+                    yield known, False
             return
         if stmt.level:
             base = package.rsplit(".", stmt.level - 1)[0] if stmt.level > 1 else package
@@ -170,24 +191,29 @@ class ImportGraph:
         attribute = False
         for alias in stmt.names:
             if f"{source}.{alias.name}" in self.modules:
-                yield f"{source}.{alias.name}"  # its packages follow as implicit imports
+                yield f"{source}.{alias.name}", False  # its packages follow implicitly
             else:
                 attribute = True
-        if attribute:  # a name defined by the module itself, even by one's own package
-            yield known
+        if attribute:
+            yield known, True
 
-    def _add(self, source: str, target: str, line: int, kind: str) -> None:
-        """``target`` and each package above it that is not already running."""
-        if target == source:
+    def _add(self, source: str, target: str, line: int, kind: str,
+             attribute: bool = False) -> None:
+        """``target`` and each package above it that is not already running.
+
+        A module's own packages run before it, so naming one as a module
+        imports nothing; reading a name one defines still depends on its code.
+        """
+        if target == source or (within(source, target) and not attribute):
             return
         self.imports.append(Import(source, target, line, kind))
         package = target.rpartition(".")[0]
         while package and package in self.modules:
-            if not within(source, package):  # a module's own packages already run
+            if not within(source, package):
                 self.imports.append(Import(source, package, line, kind, via=target))
             package = package.rpartition(".")[0]
 
-    def edges(self, kinds: Iterable[str] = (TOP, LAZY)) -> dict[str, dict[str, list[Import]]]:
+    def edges(self, kinds: Iterable[str] = RUNTIME) -> dict[str, dict[str, list[Import]]]:
         """source -> target -> the imports behind that edge, of the kinds asked for."""
         wanted = set(kinds)
         result: dict[str, dict[str, list[Import]]] = {m: {} for m in self.modules}
@@ -272,7 +298,7 @@ class Cycle:
         return "\n".join(lines)
 
 
-def find_cycles(graph: ImportGraph, kinds: Iterable[str] = (TOP, LAZY)) -> list[Cycle]:
+def find_cycles(graph: ImportGraph, kinds: Iterable[str] = RUNTIME) -> list[Cycle]:
     edges = graph.edges(kinds)
     cycles = []
     for members in strongly_connected(edges):
@@ -290,7 +316,7 @@ def _allowed(imp: Import) -> bool:
 
 def layer_violations(graph: ImportGraph,
                      rules: Sequence[tuple[tuple[str, ...], tuple[str, ...], str]] = LAYERS,
-                     kinds: Iterable[str] = (TOP, LAZY, TYPE)) -> list[tuple[Import, str]]:
+                     kinds: Iterable[str] = (*RUNTIME, TYPE)) -> list[tuple[Import, str]]:
     """Imports breaking a rule of ``rules``, with the rule's reason (type-only ones too)."""
     wanted = set(kinds)
     found = []
@@ -330,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also report master-side/node-side layer leaks")
     opts = parser.parse_args(argv)
     graph = ImportGraph.of_package(opts.root or default_root(), opts.package)
-    kinds = (TOP, LAZY, TYPE) if opts.type_checking else (TOP, LAZY)
+    kinds = (*RUNTIME, TYPE) if opts.type_checking else RUNTIME
     cycles = find_cycles(graph, kinds)
     for cycle in cycles:
         print(cycle.describe())
