@@ -258,3 +258,22 @@ def test_missing_disk_fails_the_start_with_its_path_and_leaves_nothing(
     with pytest.raises(errors.HypervisorError, match=r"no-such-disk\.img"):
         hv.start_instance(h.instance(), [h.disk(), missing])
     _gone(hv, "inst1.example.com")
+
+
+def test_resume_of_a_running_instance_keeps_it_running(hv: base.Hypervisor,
+                                                       h: Harness) -> None:
+    hv.start_instance(h.instance(), [h.disk()])
+    before = hv.instance_info("inst1.example.com")
+    hv.resume_instance("inst1.example.com")
+    after = hv.instance_info("inst1.example.com")
+    assert before is not None and after is not None
+    assert (after.pid, after.state) == (before.pid, base.STATE_RUNNING)
+
+
+def test_paused_instance_stops(hv: base.Hypervisor, h: Harness) -> None:
+    hv.start_instance(h.instance(), [h.disk()], startup_paused=True)
+    pid = hv.instance_info("inst1.example.com").pid  # type: ignore[union-attr]
+    hv.stop_instance("inst1.example.com", timeout=h.case.stop_timeout)
+    if pid is not None:
+        assert procutil.wait_gone(pid, WAIT)
+    _gone(hv, "inst1.example.com")
