@@ -17,9 +17,10 @@ from typing import Any
 from ganeti import crypto, errors, storage
 from ganeti.backend import NodeContext, RpcFail, x509
 from ganeti.storage.extents import DiskReader, DiskWriter
-from ganeti.transfer import COMPRESSIONS, TransferError, registry
+from ganeti.transfer import COMPRESSIONS, TransferError
 from ganeti.transfer.checksum import ALGORITHMS
-from ganeti.transfer.ioprio import IoPriority
+from ganeti.transfer.node import registry
+from ganeti.transfer.priority import IoPriority
 
 _TIMEOUT_KEYS = ("connect_timeout", "listen_timeout", "progress_timeout")
 

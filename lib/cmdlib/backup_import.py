@@ -20,7 +20,7 @@ from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode
 from ganeti.objects import Instance, Node
 from ganeti.transfer.checksum import algorithm_of
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 
 def export_name(op: opcodes.OpInstanceCreate) -> str:

@@ -19,8 +19,8 @@ from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.cmdlib.export_target import DiskDone, DiskSources, ExportTarget
 from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode
 from ganeti.objects import Instance, Node
-from ganeti.transfer.coordinator import TransferResult
-from ganeti.transfer.oneside import OneSide
+from ganeti.transfer.master.coordinator import TransferResult
+from ganeti.transfer.master.oneside import OneSide
 
 T = TypeVar("T")
 # How long a destination waits for the source to connect, plus the source's

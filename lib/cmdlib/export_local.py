@@ -24,7 +24,7 @@ from ganeti.cmdlib.backup_common import (
 from ganeti.cmdlib.base import FeedbackFn
 from ganeti.cmdlib.export_target import DiskDone, DiskSources, ExportTarget
 from ganeti.objects import Node
-from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, TransferResult, run_transfers
 
 
 class LocalExport(ExportTarget[opcodes.LocalTarget]):

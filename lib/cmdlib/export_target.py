@@ -29,8 +29,8 @@ from ganeti import errors, opcodes
 from ganeti.cmdlib.backup_common import failure_text
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.objects import Instance, Node
-from ganeti.transfer.limits import TransferLimits
-from ganeti.transfer.limits import resolve as resolve_limits
+from ganeti.transfer.master.policy import TransferLimits
+from ganeti.transfer.master.policy import resolve as resolve_limits
 
 TargetT = TypeVar("TargetT", opcodes.LocalTarget, opcodes.RemoteTarget)
 # what a disk is read from: its logical id, or that of its snapshot

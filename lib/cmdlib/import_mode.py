@@ -16,8 +16,8 @@ from typing import Any, Protocol
 from ganeti import opcodes
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.objects import Instance, Node
-from ganeti.transfer.limits import TransferLimits
-from ganeti.transfer.limits import resolve as resolve_limits
+from ganeti.transfer.master.policy import TransferLimits
+from ganeti.transfer.master.policy import resolve as resolve_limits
 
 
 class CreateSpecs(Protocol):

@@ -50,7 +50,7 @@ from ganeti.config import ConfigStore
 from ganeti.server.masterd import build_rpc_runner
 from ganeti.tools.local_cluster import LocalCluster, pick_free_port, random_subnet
 from ganeti.transfer import BLOCK_SIZE
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 MIB = 1024 * 1024
 PARTS = 4

@@ -19,7 +19,7 @@ from ganeti.server.masterd import build_rpc_runner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
 from ganeti.transfer import BLOCK_SIZE
 from ganeti.transfer.checksum import checksum_file
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 pytestmark = pytest.mark.e2e
 
