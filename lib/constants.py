@@ -104,6 +104,9 @@ DT_FILE: Final = "file"
 DT_PLAIN: Final = "plain"
 DT_DISKLESS: Final = "diskless"
 DISK_TEMPLATES: Final = frozenset({DT_FILE, DT_PLAIN, DT_DISKLESS})
+# Snapshots are named "<disk><SNAP_MARKER><snap name>" so leftovers are recognisable
+# (by the disk drivers on the nodes and the maintenance LU on the master)
+SNAP_MARKER: Final = ".snap-"
 
 # Hypervisors
 HT_FAKE: Final = "fake"

@@ -146,8 +146,8 @@ class TagError(GenericError):
     pass
 
 
-class FileStoragePathError(GenericError):
-    pass
+class FileStoragePathError(StorageError):
+    """A file disk path outside the storage directory: a storage error like any other."""
 
 
 class JobLost(GenericError):

@@ -4,6 +4,10 @@ Each message is one JSON document followed by the byte 0x03 (ETX).  JSON never
 contains a raw control character (they are escaped), so ETX is a safe
 terminator.  Both sides refuse messages larger than ``LUXI_MAX_MESSAGE`` while
 reading, so a misbehaving peer cannot make us buffer without bound.
+
+The protocol and the method reference: doc/luxi.md.  The methods themselves
+are defined once, by the server's table (:mod:`ganeti.server.luxi_methods`);
+the typed :class:`Client` methods mirror it (a unit test checks they agree).
 """
 
 from __future__ import annotations
@@ -336,6 +340,8 @@ class Client:
             except OSError as err:
                 raise errors.ConnectionClosedError(f"Error talking to master: {err}") from None
         return parse_response(response)
+
+    # --- one typed method per table entry (ganeti.server.luxi_methods.SPECS) ------
 
     # --- jobs ----------------------------------------------------------------
 

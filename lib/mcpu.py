@@ -1,6 +1,6 @@
 """The processor: runs one opcode through its logical unit under locks.
 
-Phase order (spec section 2): BGL -> build LU (CheckArguments) -> ExpandNames
+Phase order (doc/design.md): BGL -> build LU (CheckArguments) -> ExpandNames
 -> per level DeclareLocks + acquire -> notify_start -> CheckPrereq -> pre
 hooks -> (dry run stops) -> Exec -> post hooks -> release.  Locks an LU added
 (add_locks) stay only when its Exec ran: a failure or a dry run removes them.
@@ -24,23 +24,24 @@ from pydantic import TypeAdapter, ValidationError
 
 from ganeti import cmdlib, constants, errors, locking
 from ganeti.cmdlib.base import LogicalUnit
+from ganeti.hooks.master import HooksMaster
 
 if TYPE_CHECKING:
     from ganeti.context import MasterContext
+    from ganeti.jqueue.interfaces import OpExecCallbacks
     from ganeti.opcodes import OpCode
 
 LOG = logging.getLogger(__name__)
 
 
-class OpExecCallbacks(Protocol):
-    """What the job queue offers to one running opcode."""
+class HooksRunner(Protocol):
+    """The part of a hooks master the processor drives."""
 
-    def notify_start(self) -> None: ...
-    def feedback(self, log_type: str, message: Any) -> None: ...
-    def current_priority(self) -> int: ...
-    def bump_priority(self) -> None: ...
-    def check_cancel(self) -> None: ...
-    def submit_many_jobs(self, jobs: list[list[OpCode]]) -> list[tuple[bool, Any]]: ...
+    def run_phase(self, phase: str) -> Any: ...
+
+
+# lu -> its hooks master, or None when the LU has no hooks
+HooksFactory = Callable[[LogicalUnit], HooksRunner | None]
 
 
 def lock_attempt_timeouts(start: float = 1.0, maximum: float = 15.0,
@@ -66,10 +67,25 @@ class Processor:
 
     def __init__(self, context: MasterContext,
                  lock_timeouts: Sequence[float] | None = None,
-                 lu_lookup: Callable[[str], type[LogicalUnit]] = cmdlib.get_lu_class) -> None:
+                 lu_lookup: Callable[[str], type[LogicalUnit]] = cmdlib.get_lu_class,
+                 hooks: HooksFactory | None = None) -> None:
         self.context = context
         self.lock_timeouts = list(lock_timeouts or lock_attempt_timeouts())
         self._lu_lookup = lu_lookup
+        self._hooks = hooks or self.build_hooks_master
+
+    def build_hooks_master(self, lu: LogicalUnit) -> HooksMaster | None:
+        """The hooks master of ``lu`` (None: the LU has no hooks path)."""
+        context = self.context
+        if lu.HPATH is None:
+            return None
+        return HooksMaster.build_from_lu(
+            lu, context.rpc.call_hooks_runner,
+            cluster_name=context.cfg.get_cluster_info().cluster_name,
+            master_name=context.cfg.get_master_node_name(),
+            data_dir=str(context.paths.data_dir),
+            log_warning=lu.LogWarning,
+        )
 
     # --- entry point -----------------------------------------------------------
 
@@ -174,7 +190,7 @@ class Processor:
 
     def _exec_lu(self, lu: LogicalUnit, cbs: OpExecCallbacks) -> Any:
         lu.CheckPrereq()
-        hooks = self.context.build_hooks_master(lu)
+        hooks = self._hooks(lu)
         if hooks is not None:
             hooks.run_phase(constants.HOOKS_PHASE_PRE)
         if lu.op.dry_run:

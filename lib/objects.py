@@ -278,7 +278,7 @@ class Cluster(ConfigObject):
 
 
 class BackupSchedule(ConfigObject):
-    """A scheduled export (spec section 11); the runner turns it into export jobs."""
+    """A scheduled export (doc/scheduled-exports.md); the runner turns it into export jobs."""
 
     name: NonEmptyStr
     instances: list[str] = Field(default_factory=list)

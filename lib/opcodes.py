@@ -9,9 +9,10 @@ so that :func:`from_dict` can rebuild an opcode from its JSON form.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ganeti import constants, errors, limits
 
@@ -356,8 +357,28 @@ class OpBackupPrepare(OpCode):
     mode: Literal["local", "remote"]
 
 
+@dataclass(frozen=True)
+class LocalTarget:
+    """Local mode: the node of this cluster that receives the export."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """Remote mode: per-disk endpoints in another cluster and the signed transfer keys."""
+
+    disks: tuple[tuple[str, int, str, str, str], ...]
+    x509_key_name: list[Any] | None
+    destination_x509_ca: str | None
+
+
 class OpBackupExport(OpCode):
-    """Export an instance's configuration and disks to a node (or another cluster)."""
+    """Export an instance's configuration and disks to a node (or another cluster).
+
+    On the wire ``mode`` and ``target_node`` stay as Ganeti sends them; ``target``
+    is their typed view, and the validator refuses a target_node of the wrong kind.
+    """
 
     OP_DSC_FIELD = "instance_name"
     instance_name: NonEmptyStr
@@ -386,6 +407,25 @@ class OpBackupExport(OpCode):
 
     # (finalize ok, per-disk ok)
     OP_RESULT = tuple[bool, list[bool]]
+
+    @model_validator(mode="after")
+    def _mode_selects_target(self) -> OpBackupExport:
+        self.target  # noqa: B018 -- raises when target_node does not fit the mode
+        return self
+
+    @property
+    def target(self) -> LocalTarget | RemoteTarget:
+        if self.mode == constants.EXPORT_MODE_REMOTE:
+            if isinstance(self.target_node, str):
+                raise errors.OpPrereqError(
+                    "target_node: in remote mode it must be a list of per-disk destinations"
+                    " [host, port, magic, hmac, salt]", errors.ECODE_INVAL)
+            return RemoteTarget(tuple(self.target_node), self.x509_key_name,
+                                self.destination_x509_ca)
+        if not isinstance(self.target_node, str):
+            raise errors.OpPrereqError("target_node: in local mode it must be a node name",
+                                       errors.ECODE_INVAL)
+        return LocalTarget(self.target_node)
 
 
 class OpBackupQuery(OpCode):

@@ -1,9 +1,10 @@
 """Query registry: resources, their fields and a small filter evaluator.
 
 Every resource ("job", "lock", "node", ...) is a table of fields plus a data
-source.  Modules owning a resource register it with :func:`register`; the
+source, registered with :func:`register`; the master's resources are all
+registered in one place, :func:`ganeti.query_resources.register_all`.  The
 master's ``Query``/``QueryFields`` LUXI calls then work without knowing about
-it.  Results use Ganeti's layout: each value travels as ``[status, value]``.
+them.  Results use Ganeti's layout: each value travels as ``[status, value]``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class FieldDef:
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "title": self.title, "kind": self.kind, "doc": self.doc}
+
+
+def plain(value: Any) -> Any:
+    """``value`` with a status marker turned into None (for opcode results)."""
+    return None if isinstance(value, _Status) else value
 
 
 def item_getter(key: Any) -> Getter:
@@ -285,66 +291,3 @@ def _filter_value(fdef: FieldDef, src: Any, item: Any) -> Any:
         return fdef.getter(src, item)
     except (KeyError, IndexError, AttributeError):
         return UNAVAIL
-
-
-# --- built-in resources: jobs and locks ---------------------------------------------
-
-JOB_FIELDS: Final = (
-    ("id", "ID", QFT_NUMBER, "Job ID"),
-    ("status", "Status", QFT_TEXT, "Job status"),
-    ("priority", "Prio", QFT_NUMBER, "Current job priority"),
-    ("summary", "Summary", QFT_OTHER, "Summary of each opcode"),
-    ("ops", "OpCodes", QFT_OTHER, "List of all opcodes"),
-    ("opresult", "OpCode_result", QFT_OTHER, "List of opcode results"),
-    ("opstatus", "OpCode_status", QFT_OTHER, "List of opcode statuses"),
-    ("oplog", "OpCode_log", QFT_OTHER, "List of opcode logs"),
-    ("opstart", "OpCode_start", QFT_OTHER, "Start time of each opcode"),
-    ("opexec", "OpCode_exec", QFT_OTHER, "Execution start time of each opcode"),
-    ("opend", "OpCode_end", QFT_OTHER, "End time of each opcode"),
-    ("oppriority", "OpCode_prio", QFT_OTHER, "Priority of each opcode"),
-    ("received_ts", "Received", QFT_OTHER, "Timestamp of job submission"),
-    ("start_ts", "Start", QFT_OTHER, "Timestamp of job start"),
-    ("end_ts", "End", QFT_OTHER, "Timestamp of job end"),
-)
-JOB_FIELD_NAMES: Final = tuple(f[0] for f in JOB_FIELDS)
-
-
-def _job_value(name: str) -> Getter:
-    def get(_source: Any, item: dict[str, Any]) -> Any:
-        value = item[name]
-        if value is None and name in ("start_ts", "end_ts"):
-            return NODATA
-        return value
-    return get
-
-
-def _job_rows(source: Any, needed: frozenset[str]) -> Iterable[dict[str, Any]]:
-    # only the needed fields: logs and opcodes of thousands of jobs are not cheap
-    names = sorted(needed) or ["id"]
-    for row in source.queue.query_jobs(None, names):
-        if row is not None:
-            yield dict(zip(names, row, strict=True))
-
-
-LOCK_FIELDS: Final = (
-    ("name", "Name", QFT_TEXT, "Lock name"),
-    ("mode", "Mode", QFT_OTHER, "Mode in which the lock is currently acquired"),
-    ("owner", "Owner", QFT_OTHER, "Current lock owner(s)"),
-    ("pending", "Pending", QFT_OTHER, "Threads waiting for the lock"),
-)
-
-
-def _lock_rows(source: Any) -> Iterable[Sequence[Any]]:
-    return sorted(source.context.glm.query_locks(), key=lambda row: str(row[0]))
-
-
-def _register_builtin() -> None:
-    register(RESOURCE_JOB,
-             [FieldDef(n, t, k, d, _job_value(n)) for n, t, k, d in JOB_FIELDS],
-             _job_rows, wants_fields=True)
-    register(RESOURCE_LOCK,
-             [FieldDef(n, t, k, d, item_getter(i)) for i, (n, t, k, d) in enumerate(LOCK_FIELDS)],
-             _lock_rows)
-
-
-_register_builtin()

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -87,8 +87,11 @@ def _teardown(image: Path, mnt: Path) -> list[str]:
     return problems
 
 
-def mount_reflink_fs(base_dir: Path, size: int = IMAGE_SIZE) -> tuple[Path, Callable[[], None]]:
+def mount_reflink_fs(base_dir: Path, size: int = IMAGE_SIZE,
+                     fstypes: Sequence[str] = ("btrfs", "xfs")) -> tuple[Path, Callable[[], None]]:
     """Create and mount a reflink filesystem in ``base_dir`` (image + ``mnt/``).
+
+    The first of ``fstypes`` that works is used.
 
     Leftovers of a previous run in the same ``base_dir`` are removed first.
     Returns the mountpoint and an idempotent cleanup function; raises
@@ -117,8 +120,9 @@ def mount_reflink_fs(base_dir: Path, size: int = IMAGE_SIZE) -> tuple[Path, Call
 
     try:
         errors = []
-        for mkfs in (["mkfs.btrfs", "-q", "-f", dev], ["mkfs.xfs", "-q", "-f", "-m",
-                                                        "reflink=1", dev]):
+        commands = {"btrfs": ["mkfs.btrfs", "-q", "-f", dev],
+                    "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1", dev]}
+        for mkfs in (commands[fstype] for fstype in fstypes):
             if shutil.which(mkfs[0]) is None:
                 continue
             made = _run(*mkfs)

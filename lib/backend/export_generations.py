@@ -1,4 +1,5 @@
-"""Node side of retained export generations (scheduled exports): the procedures.
+"""Node side of retained export generations: the procedures (doc/export-format.md,
+"Generations").
 
 The newest export of an instance stays at ``<export_dir>/<instance>/`` in
 Ganeti's layout; older ones kept by a retention policy live in

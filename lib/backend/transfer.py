@@ -19,9 +19,10 @@ from ganeti.backend import NodeContext, RpcFail, x509
 from ganeti.rpc.contract import procedure
 from ganeti.rpc.payloads import ReceiveEndpoint
 from ganeti.storage.extents import DiskReader, DiskWriter
-from ganeti.transfer import COMPRESSIONS, TransferError, registry
+from ganeti.transfer import COMPRESSIONS, TransferError
 from ganeti.transfer.checksum import ALGORITHMS
-from ganeti.transfer.ioprio import IoPriority
+from ganeti.transfer.node import registry
+from ganeti.transfer.priority import IoPriority
 
 _TIMEOUT_KEYS = ("connect_timeout", "listen_timeout", "progress_timeout")
 

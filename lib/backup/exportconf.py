@@ -1,4 +1,4 @@
-"""The export description, ``config.ini`` (Ganeti-compatible layout, spec section 9).
+"""The export description, ``config.ini`` (Ganeti-compatible layout, doc/export-format.md).
 
 An export directory holds ``config.ini`` plus one raw (sparse) dump file per
 disk.  Sections: [export] (version, timestamp, source, os, compression),

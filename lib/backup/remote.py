@@ -1,4 +1,4 @@
-"""Signed data exchanged between two clusters for a remote export (spec section 10).
+"""Signed data exchanged between two clusters for a remote export (doc/remote-export.md).
 
 Everything that travels from one cluster to the other goes through a third
 party (move-instance, an administrator's script), so each piece carries an

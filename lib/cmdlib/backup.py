@@ -1,9 +1,12 @@
 """Backup logical units: prepare, export, query and remove exports.
 
-Export (spec section 8) locks the instance exclusively and only its primary
-node and the target node, shared: exports of different instances run in
-parallel even when they share nodes.  Older exports elsewhere are found
-through the export index (``ganeti.backup.index``), not by locking every node.
+Export (doc/design.md, "Request flow") locks the instance exclusively and only
+its primary node and the target's nodes, shared: exports of different
+instances run in parallel even when they share nodes. Older exports elsewhere
+are found through the export index (``ganeti.backup.index``), not by locking
+every node. Where the export goes is the job of its target strategy
+(``EXPORT_TARGETS``, one per mode; see ``ganeti.cmdlib.export_target``); this
+module keeps what every export shares.
 """
 
 from __future__ import annotations
@@ -12,60 +15,25 @@ import time
 from typing import Any
 
 from ganeti import constants, errors, limits, locking, opcodes
-from ganeti.backup import exportconf, exportmeta
 from ganeti.backup.index import ExportIndex
-from ganeti.cmdlib import backup_remote
 from ganeti.cmdlib import instance_utils as iu
+from ganeti.cmdlib.backup_common import (
+    online_node_names,
+    protected_newest,
+    query_exports,
+    unprotect_hint,
+)
+from ganeti.cmdlib.backup_remote import RemoteExport
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.cmdlib.export_local import LocalExport
+from ganeti.cmdlib.export_target import ExportTarget
 from ganeti.objects import Instance, Node
-from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
-from ganeti.transfer.limits import TransferLimits
-from ganeti.transfer.limits import resolve as resolve_limits
 
-MIB = 1024 * 1024
-
-
-def _node(lu: LogicalUnit, name: str) -> Node:
-    node = lu.cfg.get_node_info_by_name(name)
-    if node is None:
-        raise errors.OpPrereqError(f"Node '{name}' not known", errors.ECODE_NOENT)
-    return node
-
-
-def checked_note(note: str) -> str:
-    """The note as stored; a bad one is an OpPrereqError naming the field."""
-    try:
-        return exportmeta.check_note(note)
-    except exportmeta.MetaError as err:
-        raise errors.OpPrereqError(f"Invalid value for {err}", errors.ECODE_INVAL) from None
-
-
-def unprotect_hint(instance: str, generation: str | None = None) -> str:
-    target = instance if generation is None else f"{instance}@{generation}"
-    return f"'gnt-backup unprotect {target}'"
-
-
-def protected_newest(lu: LogicalUnit, nodes: list[str], instance_name: str
-                     ) -> list[tuple[str, str]]:
-    """(node, generation) of each protected newest export of the instance on ``nodes``."""
-    found: list[tuple[str, str]] = []
-    for node, res in sorted(lu.rpc.call_export_generations(nodes, [instance_name]).items()):
-        if res.fail_msg:      # the node's own check still refuses to remove it
-            continue
-        found.extend((node, gen["generation"]) for gen in res.payload
-                     if gen["newest"] and gen.get("protected"))
-    return found
-
-
-def failure_text(finalize_ok: bool, disks_ok: list[bool]) -> str:
-    """Ganeti's wording, e.g. "errors in export finalization, disk export: disk(s) 0, 1"."""
-    parts = []
-    if not finalize_ok:
-        parts.append("export finalization")
-    bad = [str(idx) for idx, ok in enumerate(disks_ok) if not ok]
-    if bad:
-        parts.append(f"disk export: disk(s) {', '.join(bad)}")
-    return "Export failed, errors in " + ", ".join(parts)
+# OpBackupExport/OpBackupPrepare mode -> its target strategy
+EXPORT_TARGETS: dict[str, type[ExportTarget[Any]]] = {
+    constants.EXPORT_MODE_LOCAL: LocalExport,
+    constants.EXPORT_MODE_REMOTE: RemoteExport,
+}
 
 
 class LUBackupPrepare(NoHooksLU):
@@ -78,9 +46,7 @@ class LUBackupPrepare(NoHooksLU):
         self.expand_and_lock_instance(shared=True)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        if self.op.mode == constants.EXPORT_MODE_REMOTE:
-            return backup_remote.prepare(self)
-        return None
+        return EXPORT_TARGETS[self.op.mode].prepare(self, self.op)
 
 
 class LUBackupExport(LogicalUnit):
@@ -93,29 +59,17 @@ class LUBackupExport(LogicalUnit):
 
     def CheckArguments(self) -> None:
         op = self.op
-        if op.mode == constants.EXPORT_MODE_REMOTE:
-            if op.note:
-                raise errors.OpPrereqError("Field 'note': notes are kept with local exports"
-                                           " only", errors.ECODE_INVAL)
-            backup_remote.check_export_arguments(op)
-            return
-        if not isinstance(op.target_node, str):
-            raise errors.OpPrereqError("In local mode target_node must be a node name",
-                                       errors.ECODE_INVAL)
+        self.target = EXPORT_TARGETS[op.mode](self, op)
+        self.target.check_arguments()
         if op.long_sleep and not op.shutdown:
             raise errors.OpPrereqError(
                 "long_sleep keeps the instance down during the copy; it needs shutdown",
                 errors.ECODE_INVAL)
-        if op.note is not None:
-            op.note = checked_note(op.note)
 
     def ExpandNames(self) -> None:
-        if self.op.mode == constants.EXPORT_MODE_REMOTE:
-            backup_remote.expand_export_names(self)
-            return
         self.expand_and_lock_instance()
-        assert isinstance(self.op.target_node, str) and self.needed_locks is not None
-        self.op.target_node = self.expand_node_name(self.op.target_node)
+        self.target.expand_names()
+        assert self.needed_locks is not None
         self.needed_locks[locking.LEVEL_NODE] = []
         self.recalculate_locks[locking.LEVEL_NODE] = LOCKS_REPLACE
         # shared: node-level changes (offline, remove) wait, other exports do not
@@ -124,11 +78,10 @@ class LUBackupExport(LogicalUnit):
     def DeclareLocks(self, level: int) -> None:
         if level == locking.LEVEL_NODE:
             self.lock_instances_nodes(primary_only=True)
-            if self.op.mode == constants.EXPORT_MODE_REMOTE:
-                return
-            assert self.needed_locks is not None and isinstance(self.op.target_node, str)
-            self.needed_locks[level] = sorted({*self.needed_locks[level],
-                                               self.op.target_node})
+            extra = self.target.node_locks()
+            if extra:
+                assert self.needed_locks is not None
+                self.needed_locks[level] = sorted({*self.needed_locks[level], *extra})
 
     # --- prerequisites ---------------------------------------------------------------
 
@@ -150,11 +103,8 @@ class LUBackupExport(LogicalUnit):
             raise errors.OpPrereqError(
                 f"Instance {inst.name} could not be imported again, so it is not exported:"
                 f" {'; '.join(unrestorable)}", errors.ECODE_INVAL)
-        if op.mode == constants.EXPORT_MODE_REMOTE:
-            backup_remote.check_export_prereq(self)
-        else:
-            self._check_target_node()
-            self.keep_generations = self._keep_generations()
+        self.target.instance, self.target.primary = inst, primary
+        self.target.check_prereq()
         cluster = self.cfg.get_cluster_info()
         if op.compress not in cluster.compression_tools:
             raise errors.OpPrereqError(
@@ -180,30 +130,6 @@ class LUBackupExport(LogicalUnit):
                     " snapshotted, so the instance would stay down for the whole copy;"
                     " confirm this with long_sleep (--long-sleep)", errors.ECODE_STATE)
 
-    def _check_target_node(self) -> None:
-        assert isinstance(self.op.target_node, str)
-        self.target = _node(self, self.op.target_node)
-        if self.target.offline:
-            raise errors.OpPrereqError(f"Target node {self.target.name} is offline",
-                                       errors.ECODE_STATE)
-        if self.target.drained:
-            raise errors.OpPrereqError(f"Target node {self.target.name} is drained",
-                                       errors.ECODE_STATE)
-
-    def _keep_generations(self) -> bool:
-        """A protected export is never deleted by the export replacing it.
-
-        It is kept as an older generation instead, as --keep-generations would.
-        """
-        if self.op.keep_generations:
-            return True
-        kept = protected_newest(self, [self.target.name], self.instance.name)
-        if kept:
-            self.LogInfo("The current export %s@%s on %s is protected: it is kept as an"
-                         " older generation", self.instance.name, kept[0][1],
-                         self.target.name)
-        return bool(kept)
-
     # --- hooks -----------------------------------------------------------------------
 
     def BuildHooksEnv(self) -> dict[str, Any]:
@@ -218,52 +144,29 @@ class LUBackupExport(LogicalUnit):
         return {**env, **iu.instance_hook_env(self.cfg, inst, None)}
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        nodes = [self.cfg.get_master_node_name(), self.primary.name]
-        if self.op.mode != constants.EXPORT_MODE_REMOTE:
-            nodes.append(self.target.name)
+        nodes = [self.cfg.get_master_node_name(), self.primary.name,
+                 *self.target.hook_nodes()]
         unique = list(dict.fromkeys(nodes))
         return unique, unique
 
     # --- execution -------------------------------------------------------------------
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        if self.op.mode == constants.EXPORT_MODE_REMOTE:
-            return backup_remote.export_exec(self, feedback_fn)
-        inst, op = self.instance, self.op
-        # the target must accept the export before the instance is touched
-        res = self.rpc.call_export_prepare(self.target.name, inst.name)
-        res.raise_on_failure(f"Cannot prepare the export directory on {self.target.name}")
-        self.staging = str(res.payload)
+        target = self.target
+        target.begin()
         try:
             finalize_ok, disks_ok = self._shutdown_copy_restart(feedback_fn)
         except BaseException:
-            self._abort_staging()
+            target.abort()
             raise
         if not (finalize_ok and all(disks_ok)):
-            self._abort_staging()
-            raise errors.OpExecError(failure_text(finalize_ok, disks_ok))
-        index = ExportIndex.for_paths(self.context.paths)
-        older = [n for n in self._export_nodes(index) if n != self.target.name]
-        # keeping generations keeps other nodes' exports too: each node's newest
-        # export heads its own history there (another schedule's target, say)
-        remove_older = bool(older) and not (op.keep_generations or
-                                            self.cfg.get_cluster_info().shared_export_dir)
-        index.set_nodes(inst.name, [self.target.name] + (older if op.keep_generations
-                                                         else []))
-        if op.remove_instance:
+            target.abort()
+            raise errors.OpExecError(target.failure_text(finalize_ok, disks_ok))
+        target.commit(feedback_fn)
+        if self.op.remove_instance:
             self._remove_instance(feedback_fn)
-        if remove_older:
-            self._remove_older_exports(older, index, feedback_fn)
+        target.prune(feedback_fn)
         return finalize_ok, disks_ok
-
-    def transfer_limits(self, nodes: list[Node], feedback_fn: FeedbackFn
-                        ) -> TransferLimits:
-        """The opcode's limits, else the cluster's backup defaults; logged for the job."""
-        op = self.op
-        resolved = resolve_limits(op.bwlimit, op.ionice_class, op.ionice_level,
-                                  self.cfg.get_cluster_info().backup_defaults, nodes)
-        feedback_fn(resolved.describe(len(self.instance.disks), [n.name for n in nodes]))
-        return resolved
 
     def _shutdown_copy_restart(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         inst, op = self.instance, self.op
@@ -284,7 +187,11 @@ class LUBackupExport(LogicalUnit):
                                 " snapshots")
                     iu.start_instance(self, inst)
                     stopped = False
-            finalize_ok, disks_ok = self._copy_and_finalize(snapshots, feedback_fn)
+            sources = [snapshots.get(idx, disk.logical_id)
+                       for idx, disk in enumerate(inst.disks)]
+            finalize_ok, disks_ok = self.target.copy(
+                sources, lambda idx: self._remove_snapshot(idx, snapshots, feedback_fn),
+                feedback_fn)
             exported = finalize_ok and all(disks_ok)
         finally:
             for idx in sorted(snapshots):
@@ -323,70 +230,6 @@ class LUBackupExport(LogicalUnit):
             self.LogWarning("Could not remove the snapshot of disk/%d on %s: %s", idx,
                             self.primary.name, res.fail_msg)
 
-    def _copy_and_finalize(self, snapshots: dict[int, list[Any]],
-                           feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
-        if self.op.mode == constants.EXPORT_MODE_REMOTE:
-            return backup_remote.copy_to_remote(self, snapshots, feedback_fn)
-        inst, target, staging = self.instance, self.target, self.staging
-        transfers = [
-            DiskTransfer(
-                label=f"disk/{idx}", source_node=self.primary.name,
-                source={"kind": "disk", "dev_type": disk.dev_type,
-                        "logical_id": snapshots.get(idx, disk.logical_id)},
-                dest_node=target.name,
-                dest={"kind": "file", "path": f"{staging}/{exportconf.dump_name(idx)}"},
-                size=disk.size * MIB, compress=self.op.compress,
-                dest_address=target.primary_ip)
-            for idx, disk in enumerate(inst.disks)]
-
-        def disk_done(idx: int, _result: TransferResult) -> None:
-            self._remove_snapshot(idx, snapshots, feedback_fn)
-
-        # a failed disk is reported once, by run_transfers ("disk/0 failed: ...")
-        xfer_limits = self.transfer_limits([self.primary, target], feedback_fn)
-        results = run_transfers(self.rpc, transfers, feedback_fn, on_done=disk_done,
-                                limits=xfer_limits)
-        disks_ok = [r.success for r in results]
-        if not all(disks_ok):
-            return False, disks_ok
-        info = exportconf.from_instance(inst, self.cfg.get_cluster_info(), self.primary.name,
-                                        [r.checksum for r in results])
-        fin = self.rpc.call_export_finalize(target.name, inst.name, exportconf.render(info),
-                                             self.keep_generations)
-        if fin.fail_msg:
-            self.LogWarning("Finalizing the export on %s failed: %s", target.name,
-                            fin.fail_msg)
-            return False, disks_ok
-        for warning in (fin.payload or {}).get("warnings", []):
-            self.LogWarning("Export of %s on %s: %s", inst.name, target.name, warning)
-        feedback_fn(f"Export of {inst.name} finalized on {target.name}")
-        if self.op.note:
-            self._set_note(feedback_fn)
-        return True, disks_ok
-
-    def _set_note(self, feedback_fn: FeedbackFn) -> None:
-        """The export is complete already: a note that cannot be stored is a warning."""
-        res = self.rpc.call_export_generation_modify(self.target.name, self.instance.name,
-                                                     None, None, self.op.note)
-        if res.fail_msg:
-            self.LogWarning("The export is complete, but its note could not be stored on"
-                            " %s: %s (set it with 'gnt-backup modify %s --note ...')",
-                            self.target.name, res.fail_msg, self.instance.name)
-        else:
-            feedback_fn(f"Note stored with the export of {self.instance.name}")
-
-    def _abort_staging(self) -> None:
-        res = self.rpc.call_export_abort(self.target.name, self.instance.name)
-        if res.fail_msg:
-            self.LogWarning("Could not remove the unfinished export on %s: %s",
-                            self.target.name, res.fail_msg)
-
-    def _export_nodes(self, index: ExportIndex) -> list[str]:
-        if index.exists():
-            return index.nodes(self.instance.name)
-        return [node for node, names in query_exports(self, online_node_names(self)).items()
-                if names and self.instance.name in names]
-
     def _remove_instance(self, feedback_fn: FeedbackFn) -> None:
         inst = self.instance
         feedback_fn(f"Removing instance {inst.name}")
@@ -396,35 +239,6 @@ class LUBackupExport(LogicalUnit):
                 f"Export succeeded, but removing instance {inst.name} failed:"
                 f" {'; '.join(failures)}")
         self.context.remove_instance(inst)
-
-    def _remove_older_exports(self, nodes: list[str], index: ExportIndex,
-                              feedback_fn: FeedbackFn) -> None:
-        inst = self.instance
-        left = []
-        for node in nodes:
-            if self.cfg.get_node_info_by_name(node) is None:
-                continue
-            res = self.rpc.call_export_remove(node, inst.name)
-            if res.fail_msg:
-                left.append(node)      # e.g. protected: still there, still indexed
-                self.LogWarning("Could not remove the older export of %s on %s: %s",
-                                inst.name, node, res.fail_msg)
-            else:
-                feedback_fn(f"Removed the older export of {inst.name} on {node}")
-        if left:
-            index.set_nodes(inst.name, [self.target.name, *left])
-
-
-def online_node_names(lu: LogicalUnit) -> list[str]:
-    return sorted(n.name for n in lu.cfg.get_all_nodes_info().values() if not n.offline)
-
-
-def query_exports(lu: LogicalUnit, nodes: list[str]) -> dict[str, list[str] | None]:
-    """``{node: [instance names] or None when the node did not answer}``."""
-    answers: dict[str, list[str] | None] = {}
-    for node, res in lu.rpc.call_export_list(nodes).items():
-        answers[node] = None if res.fail_msg else list(res.payload)
-    return answers
 
 
 class LUBackupQuery(NoHooksLU):

@@ -15,7 +15,7 @@ from ganeti import errors, locking, opcodes
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.cmdlib import instance_utils as iu
-from ganeti.cmdlib.backup import checked_note, online_node_names, unprotect_hint
+from ganeti.cmdlib.backup_common import checked_note, online_node_names, unprotect_hint
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 from ganeti.objects import BackupSchedule, Instance
 

@@ -1,4 +1,4 @@
-"""Instance logical units: create, remove, start, stop, reboot, modify, query.
+"""Instance logical units: create, remove, start, stop, reboot, modify.
 
 Every LU locks the instance and only the nodes it touches.  Node-side work
 goes through the RPC calls of ``ganeti.backend.instance``; the admin state
@@ -8,13 +8,12 @@ from the primary node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from ganeti import constants, errors, limits, locking, opcodes, query
-from ganeti.cmdlib import backup_import, backup_remote
+from ganeti import constants, errors, limits, locking, opcodes
 from ganeti.cmdlib import instance_utils as iu
-from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.cmdlib.backup_import import IMPORT_MODES
+from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
 from ganeti.hypervisor.base import check_instance_name
 from ganeti.objects import NIC, Disk, Instance, Node
 
@@ -133,7 +132,8 @@ class LUInstanceCreate(LogicalUnit):
                 errors.ECODE_INVAL)
 
     def _check_import_arguments(self) -> None:
-        backup_import.check_arguments(self.op)
+        self.import_mode = IMPORT_MODES[self.op.mode](self, self.op)
+        self.import_mode.check_arguments()
 
     def ExpandNames(self) -> None:
         if self.cfg.get_instance_info_by_name(self.op.instance_name) is not None:
@@ -153,9 +153,7 @@ class LUInstanceCreate(LogicalUnit):
 
     def _expand_import_names(self) -> list[str]:
         """Extra node names an import needs locked: the source node."""
-        if self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
-            return []  # the source is in another cluster
-        return [backup_import.find_source_node(self)]
+        return self.import_mode.source_nodes()
 
     def _choose_node(self) -> str:
         """The usable node with the fewest primary instances (ties: by name)."""
@@ -212,11 +210,7 @@ class LUInstanceCreate(LogicalUnit):
 
     def _check_import_prereq(self) -> None:
         """Read the export and default disks, NICs and parameters from it."""
-        if self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
-            self.remote_import = backup_remote.RemoteImport(self)
-            return
-        self.import_source = backup_import.ImportSource(self)
-        self.import_source.apply_defaults(self)
+        self.import_mode.check_prereq(self)
 
     def _build_instance(self, hv_name: str) -> Instance:
         op = self.op
@@ -243,9 +237,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         override: dict[str, Any] = {"INSTANCE_ADD_MODE": self.op.mode}
-        if self.op.mode == constants.INSTANCE_IMPORT:
-            override["INSTANCE_SRC_NODE"] = self.op.src_node
-            override["INSTANCE_SRC_PATH"] = self.op.src_path
+        if self.op.mode != constants.INSTANCE_CREATE:
+            override.update(self.import_mode.hook_env())
         return iu.instance_hook_env(self.cfg, self.instance, override)
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
@@ -278,10 +271,8 @@ class LUInstanceCreate(LogicalUnit):
 
     def fill_disks(self, feedback_fn: FeedbackFn) -> None:
         """Put data on the new (empty) disks; imports do their copy here."""
-        if self.op.mode == constants.INSTANCE_IMPORT:
-            self.import_source.copy_into(self, feedback_fn)
-        elif self.op.mode == constants.INSTANCE_REMOTE_IMPORT:
-            self.remote_import.copy_into(self, feedback_fn)
+        if self.op.mode != constants.INSTANCE_CREATE:
+            self.import_mode.fill_disks(self.instance, self.pnode, feedback_fn)
 
 
 class LUInstanceRemove(InstanceLU):
@@ -466,189 +457,3 @@ def _apply_changes(current: dict[str, Any], changes: dict[str, Any]) -> dict[str
         else:
             result[key] = value
     return result
-
-
-# --- queries -------------------------------------------------------------------------
-
-# fields needing the live state from the primary nodes
-LIVE_FIELDS = frozenset({"status", "oper_state", "oper_ram", "oper_vcpus"})
-INSTANCE_FIELDS = (
-    "name", "uuid", "os", "pnode", "snodes", "hypervisor", "disk_template", "admin_state",
-    "status", "oper_state", "oper_ram", "oper_vcpus", "be/maxmem", "be/minmem", "be/vcpus",
-    "disk.count", "disk.sizes", "disk_usage", "nic.count", "nic.macs", "tags", "ctime",
-    "mtime", "serial_no")
-
-ST_RUNNING = "running"
-ST_ADMIN_DOWN = "ADMIN_down"
-ST_ADMIN_OFFLINE = "ADMIN_offline"
-ST_ERROR_DOWN = "ERROR_down"
-ST_ERROR_UP = "ERROR_up"
-ST_NODE_OFFLINE = "ERROR_nodeoffline"
-ST_NODE_DOWN = "ERROR_nodedown"
-
-
-def collect_live_info(cfg: Any, rpc: Any, instances: Iterable[Instance]
-                      ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Per primary node uuid: ("ok"|"offline"|"down", {instance name: info})."""
-    by_node: dict[str, set[str]] = {}
-    for inst in instances:
-        by_node.setdefault(inst.primary_node, set()).add(inst.hypervisor)
-    result: dict[str, tuple[str, dict[str, Any]]] = {}
-    to_call: dict[str, str] = {}
-    for uuid in by_node:
-        node = cfg.get_node_info(uuid)
-        if node is None or node.offline:
-            result[uuid] = ("offline", {})
-        else:
-            to_call[node.name] = uuid
-    if rpc is None:
-        return {**result, **{uuid: ("down", {}) for uuid in to_call.values()}}
-    hvs = sorted({hv for hvset in by_node.values() for hv in hvset})
-    if to_call:
-        answers = rpc.call_all_instances_info(sorted(to_call), hvs)
-        for name, uuid in to_call.items():
-            res = answers.get(name)
-            if res is None or res.fail_msg or not isinstance(res.payload, dict):
-                result[uuid] = ("offline" if res is not None and res.offline else "down", {})
-            else:
-                result[uuid] = ("ok", res.payload)
-    return result
-
-
-def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str:
-    if node_state == "offline":
-        return ST_NODE_OFFLINE
-    if node_state == "down":
-        return ST_NODE_DOWN
-    up = inst.admin_state == constants.ADMINST_UP
-    if info is not None:
-        return ST_RUNNING if up else ST_ERROR_UP
-    if up:
-        return ST_ERROR_DOWN
-    return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
-
-
-def instance_rows(cfg: Any, rpc: Any = None, live: bool = False,
-                  names: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per instance with every INSTANCE_FIELDS value, sorted by name.
-
-    Live fields hold query status markers unless ``live`` (then the primary
-    nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
-    """
-    wanted = set(names) if names else None
-    instances = sorted((i for i in cfg.get_all_instances_info().values()
-                        if wanted is None or i.name in wanted), key=lambda i: i.name)
-    cluster = cfg.get_cluster_info()
-    live_info = collect_live_info(cfg, rpc, instances) if live and instances else {}
-    rows = []
-    for inst in instances:
-        be = cluster.fill_beparams(inst)
-        row: dict[str, Any] = {
-            "name": inst.name, "uuid": inst.uuid, "os": inst.os,
-            "pnode": iu.node_name(cfg, inst.primary_node),
-            "snodes": [iu.node_name(cfg, n) for n in inst.secondary_nodes],
-            "hypervisor": inst.hypervisor, "disk_template": inst.disk_template,
-            "admin_state": inst.admin_state,
-            "be/maxmem": be.get("maxmem"), "be/minmem": be.get("minmem"),
-            "be/vcpus": be.get("vcpus"),
-            "disk.count": len(inst.disks), "disk.sizes": [d.size for d in inst.disks],
-            "disk_usage": sum(d.size for d in inst.disks),
-            "nic.count": len(inst.nics), "nic.macs": [n.mac for n in inst.nics],
-            "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
-            "serial_no": inst.serial_no,
-        }
-        if live:
-            node_state, infos = live_info.get(inst.primary_node, ("down", {}))
-            info = infos.get(inst.name)
-            row["status"] = _status(inst, node_state, info)
-            if node_state == "ok":
-                row["oper_state"] = info is not None
-                row["oper_ram"] = info["memory"] if info else query.NODATA
-                row["oper_vcpus"] = info["vcpus"] if info else query.NODATA
-            else:
-                marker = query.OFFLINE if node_state == "offline" else query.UNAVAIL
-                row.update({"oper_state": marker, "oper_ram": marker, "oper_vcpus": marker})
-        else:
-            row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
-        rows.append(row)
-    return rows
-
-
-def _hv_actual(cluster: Any, inst: Instance) -> dict[str, Any]:
-    """Parameters in effect, hypervisor defaults included where they can be computed."""
-    filled = cluster.fill_hvparams(inst)
-    try:
-        return iu.check_hvparams(inst.hypervisor, cluster, inst.hvparams)
-    except errors.OpPrereqError:
-        return dict(filled)
-
-
-def _plain(value: Any) -> Any:
-    return None if isinstance(value, type(query.UNAVAIL)) else value
-
-
-class LUInstanceQuery(NoHooksLU):
-    REQ_BGL = False
-    op: opcodes.OpInstanceQuery
-
-    def CheckArguments(self) -> None:
-        unknown = sorted(set(self.op.output_fields) - set(INSTANCE_FIELDS))
-        if unknown:
-            raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
-                                       errors.ECODE_INVAL)
-
-    def ExpandNames(self) -> None:
-        self.op.names = [self.expand_instance_name(n) for n in self.op.names]
-        self.needed_locks = {}
-        if self.op.use_locking:
-            self.needed_locks[locking.LEVEL_INSTANCE] = self.op.names or locking.ALL_SET
-            self.share_locks[locking.LEVEL_INSTANCE] = True
-
-    def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        live = bool(LIVE_FIELDS & set(self.op.output_fields))
-        rows = instance_rows(self.cfg, self.rpc, live, self.op.names or None)
-        return [[_plain(row[f]) for f in self.op.output_fields] for row in rows]
-
-
-class LUInstanceQueryData(NoHooksLU):
-    """Detailed information per instance (``gnt-instance info``)."""
-
-    REQ_BGL = False
-    op: opcodes.OpInstanceQueryData
-
-    def ExpandNames(self) -> None:
-        self.op.instances = [self.expand_instance_name(n) for n in self.op.instances]
-        self.needed_locks = {}
-        if self.op.use_locking:
-            self.needed_locks[locking.LEVEL_INSTANCE] = self.op.instances or locking.ALL_SET
-            self.share_locks[locking.LEVEL_INSTANCE] = True
-
-    def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        names = self.op.instances or None
-        rows = {r["name"]: r for r in instance_rows(self.cfg, self.rpc, not self.op.static,
-                                                     names)}
-        cluster = self.cfg.get_cluster_info()
-        result: dict[str, Any] = {}
-        for name, row in rows.items():
-            inst = self.cfg.get_instance_info_by_name(name)
-            if inst is None:
-                continue
-            result[name] = {
-                "name": name, "uuid": inst.uuid, "os": inst.os, "pnode": row["pnode"],
-                "snodes": row["snodes"], "hypervisor": inst.hypervisor,
-                "disk_template": inst.disk_template, "admin_state": inst.admin_state,
-                "run_state": None if self.op.static else row["status"],
-                "oper_ram": _plain(row["oper_ram"]), "oper_vcpus": _plain(row["oper_vcpus"]),
-                "be_instance": dict(inst.beparams), "be_actual": cluster.fill_beparams(inst),
-                "hv_instance": dict(inst.hvparams), "hv_actual": _hv_actual(cluster, inst),
-                "os_instance": dict(inst.osparams),
-                "disks": [{"iv_name": d.iv_name, "name": d.name, "size": d.size,
-                           "mode": d.mode, "dev_type": d.dev_type,
-                           "logical_id": list(d.logical_id)} for d in inst.disks],
-                "nics": [{"mac": n.mac, "ip": n.ip, "name": n.name,
-                          "mode": n.nicparams.get("mode"), "link": n.nicparams.get("link")}
-                         for n in inst.nics],
-                "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
-                "serial_no": inst.serial_no,
-            }
-        return result

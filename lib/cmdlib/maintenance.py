@@ -17,7 +17,7 @@ from typing import Any
 
 from ganeti import locking, opcodes
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
-from ganeti.storage.base import SNAP_MARKER
+from ganeti.constants import SNAP_MARKER
 
 # snapshots made by LUBackupExport are named "<disk>.snap-export-<stamp>"
 EXPORT_SNAP_TAG = SNAP_MARKER + "export-"

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from ganeti import constants, errors, locking, opcodes
-from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.objects import Node
 
 # How many nodes hold a copy of the configuration (Ganeti's candidate pool size)
@@ -229,68 +229,3 @@ class LUNodeSetParams(LogicalUnit):
         if node.master_candidate and any(f is not None for f in flags):
             self.context.distribute_files([node.name])
         return changes
-
-
-NODE_FIELDS = ("name", "uuid", "pip", "sip", "port", "offline", "drained",
-               "master_candidate", "master_capable", "vm_capable", "role", "group",
-               "pinst_cnt", "pinst_list", "tags", "backup_bwlimit", "serial_no", "ctime",
-               "mtime")
-
-
-class LUNodeQuery(NoHooksLU):
-    REQ_BGL = False
-    op: opcodes.OpNodeQuery
-
-    def CheckArguments(self) -> None:
-        unknown = sorted(set(self.op.output_fields) - set(NODE_FIELDS))
-        if unknown:
-            raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
-                                       errors.ECODE_INVAL)
-
-    def ExpandNames(self) -> None:
-        self.op.names = [self.expand_node_name(n) for n in self.op.names]
-        self.needed_locks = {}
-        if self.op.use_locking:
-            self.needed_locks[locking.LEVEL_NODE] = self.op.names or locking.ALL_SET
-            self.share_locks[locking.LEVEL_NODE] = True
-
-    def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        rows = node_rows(self.cfg)
-        wanted = set(self.op.names)
-        return [[row[f] for f in self.op.output_fields]
-                for row in rows if not wanted or row["name"] in wanted]
-
-
-def node_rows(cfg: Any) -> list[dict[str, Any]]:
-    """One dict per node with every field of NODE_FIELDS, sorted by name."""
-    master = cfg.get_master_node()
-    groups = cfg.get_all_nodegroups_info()
-    instances = cfg.get_all_instances_info().values()
-    rows = []
-    for node in sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name):
-        primaries = sorted(i.name for i in instances if i.primary_node == node.uuid)
-        if node.uuid == master:
-            role = "M"
-        elif node.offline:
-            role = "O"
-        elif node.drained:
-            role = "D"
-        elif node.master_candidate:
-            role = "C"
-        else:
-            role = "R"
-        group = groups.get(node.group)
-        rows.append({
-            "name": node.name, "uuid": node.uuid, "pip": node.primary_ip,
-            "sip": node.secondary_ip or node.primary_ip,
-            "port": node.port or cfg.get_cluster_info().noded_port,
-            "offline": node.offline, "drained": node.drained,
-            "master_candidate": node.master_candidate,
-            "master_capable": node.master_capable, "vm_capable": node.vm_capable,
-            "role": role, "group": group.name if group else node.group,
-            "pinst_cnt": len(primaries), "pinst_list": primaries,
-            "tags": sorted(node.tags), "backup_bwlimit": node.backup_bwlimit or 0,
-            "serial_no": node.serial_no,
-            "ctime": node.ctime, "mtime": node.mtime,
-        })
-    return rows

@@ -14,7 +14,7 @@ Both sides derive their view from it:
   serves (:func:`collect`) and validates every call's arguments once, at the
   boundary, against the signature (:meth:`Procedure.validate`; one pydantic
   TypeAdapter per procedure, built when the table is built);
-- the master never imports the node side: ``python -m ganeti.rpc.gen`` writes
+- the master never imports the node side: ``python -m ganeti.tools.rpc_gen`` writes
   :mod:`ganeti.rpc.stubs` (typed ``call_<name>`` methods and the call table)
   from the same functions, and a unit test fails when that file is stale.
 

@@ -1,7 +1,7 @@
 """The table of node RPC calls made by the master, checked and indexed by name.
 
 The entries come from :mod:`ganeti.rpc.stubs`, generated from the backend
-procedures (``python -m ganeti.rpc.gen``): each names the node procedure, its
+procedures (``python -m ganeti.tools.rpc_gen``): each names the node procedure, its
 timeout (a class or a function of the arguments), the arguments with their
 master-side encoders, and whether it targets one node or many.
 """

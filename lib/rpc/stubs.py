@@ -1,6 +1,6 @@
 """Typed master-side RPC methods and the call table: GENERATED, do not edit.
 
-Made by ``python -m ganeti.rpc.gen`` from the backend procedures (their
+Made by ``python -m ganeti.tools.rpc_gen`` from the backend procedures (their
 annotated signatures and ``ganeti.rpc.contract.procedure`` marks), so the
 master never imports the node side; ``test_rpc_contract`` fails when this
 file is stale.  Payloads are typed in their JSON form.

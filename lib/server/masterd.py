@@ -1,4 +1,9 @@
-"""The master daemon: job queue plus the LUXI server in front of it.
+"""The master daemon, and the composition root of the master side.
+
+:class:`Master` builds every part and wires them: configuration, RPC runner,
+the context LUs share, the processor (which builds the hooks masters), the
+query resources, the job queue and the LUXI server in front of it.  Nothing
+else constructs these, so each part only receives what it uses.
 
 Startup order matters: the pid file lock comes first (a second instance must
 fail before touching anything), the context and queue next, the socket last,
@@ -13,8 +18,13 @@ import os
 import sys
 from typing import Any
 
-from ganeti import constants, daemon, errors, pathutils
-from ganeti.server import connlimit, luxi_server
+from ganeti import constants, crypto, daemon, errors, pathutils, query_resources
+from ganeti.config import ConfigStore
+from ganeti.context import MasterContext
+from ganeti.jqueue import JobQueue
+from ganeti.mcpu import Processor
+from ganeti.rpc.client import RpcRunner
+from ganeti.server import connlimit, luxi_methods, luxi_server
 
 LOG = logging.getLogger("ganeti.masterd")
 
@@ -40,7 +50,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def _queue_limits(context: Any) -> tuple[int, int]:
+def build_rpc_runner(paths: pathutils.Paths, cfg: ConfigStore) -> RpcRunner:
+    """The RPC runner, resolving node names through the live config."""
+    def resolve(name: str) -> tuple[str, int, bool]:
+        node = cfg.get_node_info_by_name(name)
+        if node is None:
+            raise KeyError(name)
+        port = node.port or cfg.get_cluster_info().noded_port
+        return node.primary_ip or name, port, node.offline
+
+    def ssl_context() -> Any:
+        return crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
+
+    return RpcRunner(resolve, ssl_context, paths=paths)
+
+
+def build_context(paths: pathutils.Paths) -> MasterContext:
+    """Config, RPC runner and locks; every config write reaches the candidates."""
+    cfg = ConfigStore(paths.cluster_conf_file)
+    context = MasterContext(paths, cfg, build_rpc_runner(paths, cfg))
+    cfg.add_write_listener(context.on_config_written)
+    return context
+
+
+def _queue_limits(context: MasterContext) -> tuple[int, int]:
     """(workers, max jobs) from the cluster config: max_running_jobs, max_queued_jobs."""
     try:
         cluster = context.cfg.get_cluster_info()
@@ -59,23 +92,22 @@ class Master:
                  limits: connlimit.Limits = luxi_server.DEFAULT_LIMITS) -> None:
         self.paths = paths
         self.limits = limits
-        self.context: Any = None
-        self.queue: Any = None
+        self.context: MasterContext | None = None
+        self.queue: JobQueue | None = None
         self.server: luxi_server.LuxiServer | None = None
 
     def start(self) -> None:
-        from ganeti.context import MasterContext
-        from ganeti.jqueue import JobQueue
-
-        self.context = MasterContext.from_paths(self.paths)
+        self.context = build_context(self.paths)
+        processor = Processor(self.context)
+        query_resources.register_all()
         self.paths.queue_db.parent.mkdir(parents=True, exist_ok=True)
         workers, max_jobs = _queue_limits(self.context)
-        self.queue = JobQueue(self.paths.queue_db, self.context.processor,
+        self.queue = JobQueue(self.paths.queue_db, processor,
                               workers=workers, max_jobs=max_jobs)
         self.queue.start()
-        backend = luxi_server.MasterBackend(self.queue, self.context)
+        backend = luxi_methods.MasterBackend(self.queue, self.context)
         self.server = luxi_server.LuxiServer(self.paths.master_socket,
-                                             luxi_server.build_method_table(backend),
+                                             luxi_methods.build_method_table(backend),
                                              limits=self.limits)
         self.server.start()
 

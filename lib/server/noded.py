@@ -66,7 +66,7 @@ _PROCEDURE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 Procedure = Callable[..., Any]
 
 # The backend modules this daemon serves: every marked function is a procedure
-# (its signature is the call's contract; ganeti.rpc.gen derives the master side)
+# (its signature is the call's contract; ganeti.tools.rpc_gen derives the master side)
 SERVED_MODULES = (info, files, hooks, bk_storage, bk_instance, bk_transfer, bk_export,
                   bk_export_generations, bk_x509)
 TABLE: Mapping[str, contract.Procedure] = contract.collect(*SERVED_MODULES)

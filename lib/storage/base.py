@@ -15,14 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ganeti import errors, pathutils
+from ganeti import constants, errors, pathutils
 from ganeti.objects import Disk
 from ganeti.storage.extents import DiskReader, DiskWriter
 
 MIB = 1024 * 1024
 
-# Snapshots are named "<disk><SNAP_MARKER><snap name>" so leftovers are recognisable.
-SNAP_MARKER = ".snap-"
+SNAP_MARKER = constants.SNAP_MARKER
 
 LogicalId = list[Any]
 

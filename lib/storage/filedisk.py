@@ -118,7 +118,10 @@ class FileDiskDriver(DiskDriver):
         return found
 
     def remove(self, logical_id: Sequence[Any]) -> None:
+        """The disk and its snapshots (as lvremove removes an origin's), so none is left."""
         path = self._path(logical_id)
+        for snap in self.list_snapshots(logical_id):
+            self.remove_snapshot(snap)
         try:
             path.unlink(missing_ok=True)
         except OSError as err:
@@ -138,8 +141,9 @@ class FileDiskDriver(DiskDriver):
                 f"Cannot shrink disk file {path} from {current // MIB} to {new_size_mib} MiB")
         try:
             os.truncate(path, new_size)
-        except OSError as err:
-            raise errors.StorageError(f"Cannot grow disk file {path}: {err}") from None
+        except (OSError, OverflowError) as err:  # OverflowError: beyond a 64-bit offset
+            raise errors.StorageError(
+                f"Cannot grow disk file {path} to {new_size_mib} MiB: {err}") from None
 
     def device_path(self, logical_id: Sequence[Any]) -> Path:
         return self._path(logical_id)

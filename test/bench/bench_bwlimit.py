@@ -42,14 +42,14 @@ from typing import Any
 
 from ganeti import constants, crypto, daemon
 from ganeti.config import ConfigStore
-from ganeti.context import _make_rpc_runner
+from ganeti.server.masterd import build_rpc_runner
 from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.tools.local_cluster import LocalCluster, random_subnet
 from ganeti.transfer import BLOCK_SIZE
-from ganeti.transfer import receiver as receiver_now
-from ganeti.transfer import sender as sender_now
-from ganeti.transfer.coordinator import DiskTransfer, TransferResult, run_transfers
-from ganeti.transfer.limits import TransferLimits
+from ganeti.transfer.master.coordinator import DiskTransfer, TransferResult, run_transfers
+from ganeti.transfer.master.policy import TransferLimits
+from ganeti.transfer.node import receiver as receiver_now
+from ganeti.transfer.node import sender as sender_now
 
 MIB = 1024 * 1024
 KIB_PER_MIB = 1024
@@ -70,7 +70,7 @@ class Bench:
         self.cluster = cluster
         self.src, self.dst = cluster.nodes[1], cluster.nodes[2]
         paths = cluster.master.paths
-        self.rpc = _make_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
+        self.rpc = build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
         self.sources: dict[int, str] = {}
         self.src_dir = self.src.paths.file_storage_dir / "bench"
         self.src_dir.mkdir(parents=True, exist_ok=True)
@@ -149,14 +149,39 @@ class Bench:
 
 
 def _module_at(rev: str, name: str) -> types.ModuleType:
-    """``ganeti.transfer.<name>`` as it was at git revision ``rev``."""
+    """``ganeti.transfer.node.<name>`` as it was at git revision ``rev``.
+
+    Revisions before the master/node split kept it as ``ganeti.transfer.<name>``
+    and imported the node-side names from the package and ``ioprio``; those
+    are lent to the old source while it loads.
+    """
     top = Path(__file__).resolve().parents[2]
-    source = subprocess.run(["git", "-C", str(top), "show", f"{rev}:lib/transfer/{name}.py"],
-                            check=True, capture_output=True, text=True).stdout
+    for path in (f"lib/transfer/node/{name}.py", f"lib/transfer/{name}.py"):
+        shown = subprocess.run(["git", "-C", str(top), "show", f"{rev}:{path}"],
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"{rev} has no transfer module {name}: {shown.stderr.strip()}")
     spec = importlib.util.spec_from_loader(f"bench_before_{name}", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    exec(compile(source, f"{rev}:lib/transfer/{name}.py", "exec"), module.__dict__)
+    import ganeti.transfer
+    import ganeti.transfer.node
+    from ganeti.transfer.node import ioprio
+
+    lent = {"BufferPool": ganeti.transfer.node.BufferPool,
+            "Progress": ganeti.transfer.node.Progress}
+    for attr, value in lent.items():
+        setattr(ganeti.transfer, attr, value)
+    sys.modules.setdefault("ganeti.transfer.ioprio", ioprio)
+    try:
+        exec(compile(shown.stdout, f"{rev}:{path}", "exec"), module.__dict__)
+    finally:
+        for attr in lent:
+            delattr(ganeti.transfer, attr)
+        if sys.modules.get("ganeti.transfer.ioprio") is ioprio:
+            del sys.modules["ganeti.transfer.ioprio"]
     return module
 
 

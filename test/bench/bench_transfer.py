@@ -47,10 +47,10 @@ import blake3
 from ganeti import constants, crypto, daemon, luxi
 from ganeti.cli import merge_time
 from ganeti.config import ConfigStore
-from ganeti.context import _make_rpc_runner
+from ganeti.server.masterd import build_rpc_runner
 from ganeti.tools.local_cluster import LocalCluster, pick_free_port, random_subnet
 from ganeti.transfer import BLOCK_SIZE
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 MIB = 1024 * 1024
 PARTS = 4
@@ -109,7 +109,7 @@ class Bench:
         self.size = size
         self.src, self.dst = cluster.nodes[1], cluster.nodes[2]
         paths = cluster.master.paths
-        self.rpc = _make_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
+        self.rpc = build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
         self.luxi = luxi.Client(str(paths.master_socket))
         self.scratch = self.dst.paths.export_dir / "scratch"
         self.scratch.mkdir(parents=True, exist_ok=True)

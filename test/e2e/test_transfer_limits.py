@@ -19,7 +19,8 @@ import pytest
 
 from ganeti import constants, daemon
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
-from ganeti.transfer import ioprio
+from ganeti.transfer import priority
+from ganeti.transfer.node import ioprio
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +114,7 @@ def test_export_limits_reach_both_nodes_and_the_copy_threads(cluster: LocalClust
             " best-effort level 7") in out
     assert ("disk/0 receiver on node3: node limit 8192 KiB/s (8.0 MiB/s), I/O priority"
             " best-effort level 7") in out
-    assert seen == {name: ((ioprio.IOPRIO_CLASS_BE, 7), 15)
+    assert seen == {name: ((priority.IOPRIO_CLASS_BE, 7), 15)
                     for names in COPY_THREADS.values() for name in names}
     # nothing of the copy is left behind in the daemons
     assert not copy_threads(cluster, "node2") and not copy_threads(cluster, "node3")
@@ -143,7 +144,7 @@ def test_cluster_defaults_apply_unless_the_export_overrides(cluster: LocalCluste
                 " none; I/O priority: idle") in out
         assert "disk/0 sender on node2: export limit 4096 KiB/s (4.0 MiB/s), I/O" \
                " priority idle" in out
-        assert seen and all(value == ((ioprio.IOPRIO_CLASS_IDLE, 0), 19)
+        assert seen and all(value == ((priority.IOPRIO_CLASS_IDLE, 0), 19)
                             for value in seen.values()), seen
         # 0 on the command line: no limit for this export, whatever the default
         out = run(cluster, "gnt-backup", "export", "-n", "node3", "--bwlimit", "0",

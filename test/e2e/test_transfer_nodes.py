@@ -15,11 +15,11 @@ import pytest
 
 from ganeti import constants, daemon
 from ganeti.config import ConfigStore
-from ganeti.context import _make_rpc_runner
+from ganeti.server.masterd import build_rpc_runner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
 from ganeti.transfer import BLOCK_SIZE
 from ganeti.transfer.checksum import checksum_file
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ _FINISHED_RE = re.compile(
 @pytest.fixture(scope="module")
 def rpc(cluster: LocalCluster) -> Iterator[Any]:
     paths = cluster.master.paths
-    runner = _make_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
+    runner = build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
     try:
         yield runner
     finally:

@@ -23,7 +23,7 @@ from ganeti import constants, crypto, daemon, luxi
 from ganeti.backend import NodeContext
 from ganeti.backend.export import export_leftovers
 from ganeti.config import ConfigStore
-from ganeti.context import _make_rpc_runner
+from ganeti.server.masterd import build_rpc_runner
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
 
 SOAK = os.environ.get("GANETI_SOAK") == "1"
@@ -104,7 +104,7 @@ def client(cluster: LocalCluster, timeout: float = 60) -> luxi.Client:
 
 def rpc_runner(cluster: LocalCluster) -> Any:
     paths = cluster.master.paths
-    return _make_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
+    return build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
 
 
 def kill9(cluster: LocalCluster, name: str, node: NodeSpec | None = None) -> int:

@@ -25,7 +25,7 @@ from rel_support import WAIT, client, cluster_fixture, master_pid, rss_kib, run,
 
 from ganeti import constants, crypto, daemon, errors, luxi
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

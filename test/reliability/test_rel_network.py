@@ -35,7 +35,7 @@ from rel_support import (
 
 from ganeti.fileutils import atomic_write
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, pick_free_port
-from ganeti.transfer.coordinator import DiskTransfer, run_transfers
+from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -81,7 +81,7 @@ class Import:
 
     def _run(self, dst: Env) -> None:
         try:
-            self.result = dst.ctx.processor.execute_opcode(self.op, self.cbs)
+            self.result = dst.processor.execute_opcode(self.op, self.cbs)
         except Exception as err:
             self.result = err
 

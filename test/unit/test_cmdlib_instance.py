@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 
-from ganeti import constants, errors, locking, opcodes, pathutils, query
+from ganeti import constants, errors, locking, opcodes, pathutils, query, query_resources
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.backend import instance as bk
 from ganeti.client import gnt_instance
-from ganeti.cmdlib import instance as lu_instance
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
+from ganeti.mcpu import Processor
 from ganeti.objects import Disk, Instance, Node
+from ganeti.query_resources import instance as qinstance
 from ganeti.rpc.client import RpcRunner
 from ganeti.rpc.result import RpcResult
 from ganeti.server import noded
@@ -121,15 +122,16 @@ class Env:
             tmp_path / f"node{i}")) for i in (1, 2, 3)}
         self.rpc = LoopbackRpc(self.cfg, self.roots, self._glm)
         self.ctx: MasterContext = MasterContext(
-            pathutils.Paths.for_root(tmp_path / "node1"), self.cfg, rpc=self.rpc,
-            lock_timeouts=[5.0])
+            pathutils.Paths.for_root(tmp_path / "node1"), self.cfg,
+            rpc=self.rpc)
+        self.processor = Processor(self.ctx, [5.0])
         self.cbs = Callbacks()
 
     def _glm(self) -> locking.GanetiLockManager:
         return self.ctx.glm
 
     def run(self, op: opcodes.OpCode) -> Any:
-        return self.ctx.processor.execute_opcode(op, self.cbs)
+        return self.processor.execute_opcode(op, self.cbs)
 
     def create(self, name: str = "inst1", pnode: str | None = "node2", **fields: Any) -> Any:
         fields.setdefault("disks", [{"size": 4}, {"size": 2, "name": "data"}])
@@ -216,7 +218,7 @@ def test_create_picks_least_used_usable_node(env: Env) -> None:
     env.create("a", pnode=None, start=False)
     env.create("b", pnode=None, start=False)
     env.create("c", pnode=None, start=False)
-    by_node = sorted(lu_instance.instance_rows(env.cfg), key=lambda r: r["name"])
+    by_node = sorted(qinstance.instance_rows(env.cfg), key=lambda r: r["name"])
     assert sorted(r["pnode"] for r in by_node) == ["node1", "node2", "node3"]
     env.set_offline("node1", True)
     node2 = env.cfg.get_node_info_by_name("node2")
@@ -393,6 +395,7 @@ class _Source:
 
 
 def _query(env: Env, fields: list[str]) -> dict[str, list[Any]]:
+    query_resources.register_all()
     result = query.query("instance", fields, None, source=_Source(env.ctx))
     return {row[0][1]: row for row in result["data"]}
 
@@ -452,7 +455,7 @@ def test_parallel_creates_on_different_nodes(env: Env) -> None:
 
     def create(name: str, node: str) -> None:
         try:
-            env.ctx.processor.execute_opcode(opcodes.OpInstanceCreate.create(
+            env.processor.execute_opcode(opcodes.OpInstanceCreate.create(
                 instance_name=name, pnode=node, hypervisor="fake",
                 disks=[{"size": 1}]), Callbacks())
         except BaseException as err:

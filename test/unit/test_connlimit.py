@@ -32,9 +32,10 @@ from ganeti import crypto, errors, luxi, pathutils
 from ganeti.backend import NodeContext
 from ganeti.server import connlimit, luxi_server, noded
 from ganeti.storage.extents import DiskReader, DiskWriter
-from ganeti.transfer import COMPRESS_NONE, registry
+from ganeti.transfer import COMPRESS_NONE
 from ganeti.transfer import protocol as proto
-from ganeti.transfer.sender import connect
+from ganeti.transfer.node import registry
+from ganeti.transfer.node.sender import connect
 
 WAIT = 30.0  # generous: other test processes share two cores
 

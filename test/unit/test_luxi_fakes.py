@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ganeti import constants, errors, opcodes
+from ganeti import constants, errors, opcodes, query_resources
 from ganeti.server import luxi_server
 
 
@@ -167,6 +167,7 @@ class FakeContext:
 def running_server(address: Path, queue: FakeQueue | None = None,
                    context: Any = None, max_message: int = constants.LUXI_MAX_MESSAGE
                    ) -> Iterator[luxi_server.LuxiServer]:
+    query_resources.register_all()
     backend = luxi_server.MasterBackend(queue or FakeQueue(), context or FakeContext())
     server = luxi_server.LuxiServer(address, luxi_server.build_method_table(backend),
                                     max_message=max_message)

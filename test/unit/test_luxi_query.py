@@ -9,9 +9,14 @@ from typing import Any
 import pytest
 from test_luxi_fakes import FakeContext, FakeLockManager, FakeQueue, running_server
 
-from ganeti import constants, errors, luxi, opcodes, query
+from ganeti import constants, errors, luxi, opcodes, query, query_resources
 
 WAIT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _resources() -> None:
+    query_resources.register_all()
 
 
 def _source_with_jobs(n: int) -> tuple[SimpleNamespace, FakeQueue]:

@@ -107,6 +107,7 @@ class LUUnittestRecord(LogicalUnit):
     def ExpandNames(self) -> None:
         self._ev("ExpandNames")
         self.expand_and_lock_instance()
+        assert self.needed_locks is not None
         self.needed_locks[locking.LEVEL_NODE] = []
         self.recalculate_locks[locking.LEVEL_NODE] = "replace"
 
@@ -116,6 +117,7 @@ class LUUnittestRecord(LogicalUnit):
             names = set()
             for inst in self.glm.owned(locking.LEVEL_INSTANCE):
                 names.update(self.context.cfg.instances[inst])
+            assert self.needed_locks is not None
             self.needed_locks[level] = sorted(names)
             del self.recalculate_locks[level]
 
@@ -141,6 +143,7 @@ class LUUnittestRecord(LogicalUnit):
 
 class LUUnittestExclusive(NoHooksLU):
     REQ_BGL = True
+    context: Any
 
     def ExpandNames(self) -> None:
         self.needed_locks = {}
@@ -164,7 +167,8 @@ def make_processor(ctx: FakeContext, timeouts: list[float] | None = None) -> Pro
             return LUS[name]
         except KeyError:
             raise errors.OpCodeUnknown(name) from None
-    return Processor(ctx, timeouts or [0.05, 0.1], lu_lookup=lookup)  # type: ignore[arg-type]
+    return Processor(ctx, timeouts or [0.05, 0.1], lu_lookup=lookup,  # type: ignore[arg-type]
+                     hooks=ctx.build_hooks_master)
 
 
 def test_phase_order_locks_and_release() -> None:

@@ -21,9 +21,10 @@ import pytest
 
 from ganeti import crypto, pathutils
 from ganeti.backend import NodeContext
-from ganeti.rpc import contract, defs, gen, stubs
+from ganeti.rpc import contract, defs, stubs
 from ganeti.rpc.client import RpcRunner, default_ssl_context_factory, static_resolver
 from ganeti.server import noded
+from ganeti.tools import rpc_gen as gen
 
 WAIT = 60.0
 
@@ -31,9 +32,9 @@ WAIT = 60.0
 # --- the generated master side ----------------------------------------------------------
 
 def test_generated_stubs_are_fresh() -> None:
-    """lib/rpc/stubs.py is exactly what the backend signatures make (run ganeti.rpc.gen)."""
+    """lib/rpc/stubs.py is exactly what the backend signatures make (run ganeti.tools.rpc_gen)."""
     assert gen.render(noded.TABLE) == gen.STUBS_FILE.read_text(), \
-        "stale: run python -m ganeti.rpc.gen"
+        "stale: run python -m ganeti.tools.rpc_gen"
     assert gen.main(["--check"]) == 0
 
 

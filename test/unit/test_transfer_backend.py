@@ -14,9 +14,9 @@ from ganeti import crypto, pathutils
 from ganeti.backend import NodeContext, RpcFail
 from ganeti.backend import transfer as bk
 from ganeti.rpc.result import RpcResult
-from ganeti.transfer import BLOCK_SIZE, registry
+from ganeti.transfer import BLOCK_SIZE
 from ganeti.transfer.checksum import checksum_file
-from ganeti.transfer.coordinator import (
+from ganeti.transfer.master.coordinator import (
     MIN_POLL_INTERVAL,
     DiskTransfer,
     _Run,
@@ -25,6 +25,7 @@ from ganeti.transfer.coordinator import (
     progress_line,
     run_transfers,
 )
+from ganeti.transfer.node import registry
 
 MIB = 1024 * 1024
 

@@ -8,7 +8,7 @@ import pytest
 
 from ganeti import errors
 from ganeti.rpc.result import RpcResult
-from ganeti.transfer.oneside import OneSide
+from ganeti.transfer.master.oneside import OneSide
 
 
 class ScriptedRpc:

@@ -12,8 +12,9 @@ from ganeti import crypto
 from ganeti.backend import RpcFail
 from ganeti.backend.transfer import _stream_options
 from ganeti.storage.extents import DiskReader, DiskWriter
-from ganeti.transfer import TransferAborted, TransferError, ioprio, ratelimit, registry
-from ganeti.transfer.limits import TransferLimits, describe_status, resolve
+from ganeti.transfer import TransferAborted, TransferError, priority, ratelimit
+from ganeti.transfer.master.policy import TransferLimits, describe_status, resolve
+from ganeti.transfer.node import ioprio, registry
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -164,24 +165,24 @@ def test_group_bucket_is_shared_while_used_then_dropped() -> None:
 
 
 def test_priority_values_follow_ionice() -> None:
-    assert ioprio.IoPriority.create(None, None) is None
-    assert ioprio.IoPriority.create(None, 6) == ioprio.IoPriority("best-effort", 6)
-    assert ioprio.IoPriority.create("best-effort", None).level == ioprio.DEFAULT_LEVEL
-    assert ioprio.IoPriority.create("idle", 5) == ioprio.IoPriority("idle", 0)
-    assert ioprio.IoPriority("best-effort", 7).value == (2 << 13) | 7
-    assert ioprio.IoPriority("idle", 0).value == 3 << 13
-    assert [ioprio.IoPriority("best-effort", n).nice for n in (0, 4, 5, 7)] == [0, 0, 5, 15]
+    assert priority.IoPriority.create(None, None) is None
+    assert priority.IoPriority.create(None, 6) == priority.IoPriority("best-effort", 6)
+    assert priority.IoPriority.create("best-effort", None).level == priority.DEFAULT_LEVEL
+    assert priority.IoPriority.create("idle", 5) == priority.IoPriority("idle", 0)
+    assert priority.IoPriority("best-effort", 7).value == (2 << 13) | 7
+    assert priority.IoPriority("idle", 0).value == 3 << 13
+    assert [priority.IoPriority("best-effort", n).nice for n in (0, 4, 5, 7)] == [0, 0, 5, 15]
     with pytest.raises(TransferError, match="ionice_class"):
-        ioprio.IoPriority.create("realtime", 0)
+        priority.IoPriority.create("realtime", 0)
     with pytest.raises(TransferError, match="ionice_level"):
-        ioprio.IoPriority.create("best-effort", 8)
+        priority.IoPriority.create("best-effort", 8)
 
 
 @pytest.mark.parametrize(("prio", "expected", "nice"), [
-    (ioprio.IoPriority("best-effort", 6), (ioprio.IOPRIO_CLASS_BE, 6), 10),
-    (ioprio.IoPriority("idle", 0), (ioprio.IOPRIO_CLASS_IDLE, 0), 19),
+    (priority.IoPriority("best-effort", 6), (priority.IOPRIO_CLASS_BE, 6), 10),
+    (priority.IoPriority("idle", 0), (priority.IOPRIO_CLASS_IDLE, 0), 19),
 ])
-def test_apply_changes_only_the_calling_thread(prio: ioprio.IoPriority,
+def test_apply_changes_only_the_calling_thread(prio: priority.IoPriority,
                                                expected: tuple[int, int], nice: int) -> None:
     before = ioprio.get(threading.get_native_id())
     seen: dict[str, object] = {}
@@ -208,7 +209,7 @@ def test_stream_options_parse_limits_and_priority() -> None:
     opts = _stream_options({"bwlimit": 2048, "bwlimit_group": "run1", "node_bwlimit": 0,
                             "ionice_class": "idle"})
     assert (opts.bwlimit, opts.bwlimit_group, opts.node_bwlimit) == (2048, "run1", 0)
-    assert opts.io_priority == ioprio.IoPriority("idle", 0)
+    assert opts.io_priority == priority.IoPriority("idle", 0)
     plain = _stream_options({})
     assert (plain.bwlimit, plain.node_bwlimit, plain.io_priority) == (0, None, None)
     for bad in ({"bwlimit": -1}, {"bwlimit": "fast"}, {"node_bwlimit": True},
@@ -235,7 +236,7 @@ def test_resolve_prefers_the_opcode_then_the_cluster_default() -> None:
     assert limits == TransferLimits(4096, {"n1": 0, "n2": 1000}, "best-effort", 7)
     assert resolve(0, "idle", None, _Defaults, nodes).bwlimit == 0  # 0: no limit
     assert resolve(10, "idle", None, _Defaults, nodes).io_priority == \
-        ioprio.IoPriority("idle", 0)
+        priority.IoPriority("idle", 0)
     send = limits.send_options("n2", "run")
     assert send == {"bwlimit": 4096, "bwlimit_group": "run", "node_bwlimit": 1000,
                     "ionice_class": "best-effort", "ionice_level": 7}
@@ -271,7 +272,7 @@ def test_limited_streams_copy_exactly_and_report_their_limits(
     src = tmp_path / "src"
     src.write_bytes(os.urandom(3 * MIB + 123))
     dest = tmp_path / "dest"
-    prio = ioprio.IoPriority("best-effort", 7)
+    prio = priority.IoPriority("best-effort", 7)
     recv_opts = registry.StreamOptions(listen_timeout=30, progress_timeout=30,
                                        node_bwlimit=64 * 1024, io_priority=prio)
     send_opts = registry.StreamOptions(listen_timeout=30, progress_timeout=30,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ganeti import crypto
+from ganeti import crypto, pathutils
+from ganeti.storage import FileDiskDriver
 from ganeti.storage.extents import DiskReader, DiskWriter, allocated_bytes
 from ganeti.transfer import (
     BLOCK_SIZE,
@@ -21,12 +22,12 @@ from ganeti.transfer import (
     COMPRESS_NONE,
     COMPRESS_ZSTD,
     TransferError,
-    registry,
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import checksum_file
-from ganeti.transfer.receiver import Listener, receive_stream
-from ganeti.transfer.sender import connect, send_stream
+from ganeti.transfer.node import registry
+from ganeti.transfer.node.receiver import Listener, receive_stream
+from ganeti.transfer.node.sender import connect, send_stream
 
 WAIT = 60.0
 MIB = 1024 * 1024
@@ -439,3 +440,21 @@ def test_verifying_receiver_catches_a_wrong_checksum(certs: Certs, tmp_path: Pat
     _finish(recv)
     assert recv.success is False and not dest.exists()
     assert f"Checksum mismatch: sender {wrong}, received data {real}" in (recv.error or "")
+
+
+def test_destination_disk_outside_storage_fails_both_sides_with_the_reason(
+        certs: Certs, tmp_path: Path) -> None:
+    # the logical id arrives over RPC; the driver refuses it once the header is in
+    driver = FileDiskDriver(pathutils.Paths.for_root(tmp_path), storage_dir=tmp_path / "st")
+    outside = ["file", str(tmp_path / "elsewhere.img")]
+    src = _sparse(tmp_path / "src", MIB, [(0, b"data")])
+    recv = registry.start_receive("r-outside", "t", "127.0.0.1", certs.server, "magic-out",
+                                  MIB, lambda _size: driver.open_writer(outside), None, OPTS)
+    send = _send(certs, "s-outside", src, recv.port or 0, "magic-out")
+    assert recv.join(WAIT) and send.join(WAIT)
+    assert recv.success is False and "not inside the file storage directory" in (
+        recv.error or "")
+    assert send.success is False and "not inside the file storage directory" in (
+        send.error or ""), send.error
+    assert not (tmp_path / "elsewhere.img").exists()
+    _finish(send, recv)

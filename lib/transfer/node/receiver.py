@@ -20,15 +20,14 @@ from ganeti.transfer import (
     COMPRESS_NONE,
     DEFAULT_LISTEN_TIMEOUT,
     DEFAULT_PROGRESS_TIMEOUT,
-    BufferPool,
-    Progress,
     TransferAborted,
     TransferError,
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import BlockChecksum, algorithm_of
-from ganeti.transfer.ioprio import IoPriority
-from ganeti.transfer.ioprio import apply as apply_priority
+from ganeti.transfer.node import BufferPool, Progress
+from ganeti.transfer.node.ioprio import apply as apply_priority
+from ganeti.transfer.priority import IoPriority
 from ganeti.transfer.ratelimit import Limiter
 
 # Opens the destination once the header is accepted; gets the disk size in bytes

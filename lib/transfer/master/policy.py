@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganeti.transfer.ioprio import IoPriority
+from ganeti.transfer.priority import IoPriority
 
 
 def format_rate(kib_per_s: int) -> str:

@@ -25,16 +25,16 @@ from ganeti.transfer import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_LISTEN_TIMEOUT,
     DEFAULT_PROGRESS_TIMEOUT,
-    Progress,
     TransferAborted,
     TransferError,
     ratelimit,
 )
 from ganeti.transfer.checksum import DEFAULT_ALGORITHM
-from ganeti.transfer.ioprio import IoPriority
-from ganeti.transfer.ioprio import apply as apply_priority
-from ganeti.transfer.receiver import Listener, WriterFactory, receive_stream
-from ganeti.transfer.sender import connect, send_stream
+from ganeti.transfer.node import Progress
+from ganeti.transfer.node.ioprio import apply as apply_priority
+from ganeti.transfer.node.receiver import Listener, WriterFactory, receive_stream
+from ganeti.transfer.node.sender import connect, send_stream
+from ganeti.transfer.priority import IoPriority
 
 LOG = logging.getLogger(__name__)
 

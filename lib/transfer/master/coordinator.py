@@ -22,7 +22,7 @@ from ganeti.transfer import (
     DEFAULT_LISTEN_TIMEOUT,
     DEFAULT_PROGRESS_TIMEOUT,
 )
-from ganeti.transfer.limits import TransferLimits, describe_status
+from ganeti.transfer.master.policy import TransferLimits, describe_status
 
 LOG = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def run_transfers(rpc: Any, transfers: list[DiskTransfer], feedback_fn: Feedback
     reach both nodes (e.g. ``cert_file``/``ca_file``/``port_range``).
     ``on_done(index, result)`` runs once per disk: right away for a success,
     after the node cleanup (which stops the streams) for a failure.
-    ``limits``: bandwidth limits and I/O priority (see ``ganeti.transfer.limits``).
+    ``limits``: bandwidth limits and I/O priority (see ``ganeti.transfer.master.policy``).
     """
     options: dict[str, Any] = {"connect_timeout": connect_timeout,
                                "listen_timeout": listen_timeout,

@@ -1,4 +1,4 @@
-"""Write :mod:`ganeti.rpc.stubs` from the node daemon's procedures: ``python -m ganeti.rpc.gen``.
+"""Write :mod:`ganeti.rpc.stubs` from the node procedures: ``python -m ganeti.tools.rpc_gen``.
 
 The backend procedures (their annotated signatures and their
 :func:`ganeti.rpc.contract.procedure` marks) are the one definition of every
@@ -9,9 +9,9 @@ mypy checks at every call site.  Like Ganeti's build-time RPC client
 generation, but the output is committed, and ``test_rpc_contract`` fails
 when it is stale.
 
-This is the only module under ``ganeti.rpc`` that imports the node side (via
+A build tool, not part of the master: it imports the node side (via
 ``ganeti.server.noded``, which knows which backend modules it serves), and
-only when run.
+only when run, so it lives outside ``ganeti.rpc``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from typing import Any
 from ganeti.rpc import contract, encoders
 from ganeti.rpc.calltypes import TIMEOUT_KW
 
-STUBS_FILE = Path(__file__).with_name("stubs.py")
+STUBS_FILE = Path(__file__).resolve().parents[1] / "rpc" / "stubs.py"
 _LINE = 100
 _NODE_SIDE = "ganeti.backend"
 
 HEADER = '''\
 """Typed master-side RPC methods and the call table: GENERATED, do not edit.
 
-Made by ``python -m ganeti.rpc.gen`` from the backend procedures (their
+Made by ``python -m ganeti.tools.rpc_gen`` from the backend procedures (their
 annotated signatures and ``ganeti.rpc.contract.procedure`` marks), so the
 master never imports the node side; ``test_rpc_contract`` fails when this
 file is stale.  Payloads are typed in their JSON form.
@@ -269,7 +269,8 @@ def _node_table() -> Mapping[str, contract.Procedure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ganeti.rpc.gen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ganeti.tools.rpc_gen",
+                                     description=__doc__)
     parser.add_argument("--check", action="store_true",
                         help="only report whether the stubs file is up to date")
     parser.add_argument("-o", "--output", type=Path, default=STUBS_FILE)
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     current = opts.output.read_text() if opts.output.exists() else ""
     if opts.check:
         if current != text:
-            print(f"{opts.output} is stale: run python -m ganeti.rpc.gen", file=sys.stderr)
+            print(f"{opts.output} is stale: run python -m ganeti.tools.rpc_gen", file=sys.stderr)
             return 1
         return 0
     if current != text:

@@ -17,15 +17,14 @@ from ganeti.transfer import (
     COMPRESS_NONE,
     DEFAULT_COMPRESS_LEVEL,
     DEFAULT_PROGRESS_TIMEOUT,
-    BufferPool,
-    Progress,
     TransferAborted,
     TransferError,
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import DEFAULT_ALGORITHM, BlockChecksum, block_pieces
-from ganeti.transfer.ioprio import IoPriority
-from ganeti.transfer.ioprio import apply as apply_priority
+from ganeti.transfer.node import BufferPool, Progress
+from ganeti.transfer.node.ioprio import apply as apply_priority
+from ganeti.transfer.priority import IoPriority
 from ganeti.transfer.ratelimit import Limiter
 
 _ZEROS = memoryview(bytes(BLOCK_SIZE))

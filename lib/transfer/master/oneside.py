@@ -20,14 +20,14 @@ from ganeti.transfer import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_PROGRESS_TIMEOUT,
 )
-from ganeti.transfer.coordinator import (
+from ganeti.transfer.master.coordinator import (
     RPC_FAILURE_LIMIT,
     DoneFn,
     FeedbackFn,
     TransferResult,
     format_size,
 )
-from ganeti.transfer.limits import TransferLimits, describe_status
+from ganeti.transfer.master.policy import TransferLimits, describe_status
 
 
 @dataclass

@@ -6,9 +6,8 @@ Linux both priorities belong to a thread: ``ioprio_set(IOPRIO_WHO_PROCESS,
 tid)`` and ``setpriority(PRIO_PROCESS, tid)`` change only the thread named.
 Each stream runs in threads created for it (the stream thread, its reader or
 writer), which call :func:`apply` first; they end with the stream, so nothing
-has to be restored.  The CPU nice follows the kernel's own mapping of nice to
-best-effort level (level = (nice + 20) / 5) and is only ever lowered: idle
-gets nice 19, level 5..7 gets 5, 10, 15, levels up to 4 keep the daemon's.
+has to be restored.  What a priority means (its kernel value and nice) is
+:class:`ganeti.transfer.priority.IoPriority`, shared with the master.
 """
 
 from __future__ import annotations
@@ -18,30 +17,20 @@ import logging
 import os
 import platform
 import threading
-from dataclasses import dataclass
 
-from ganeti.transfer import TransferError
+from ganeti.transfer.priority import IOPRIO_CLASS_SHIFT, IoPriority
+
+# IoPriority is part of this module's interface: what apply() takes
+__all__ = ["IoPriority", "apply", "get", "set_thread_name"]
 
 LOG = logging.getLogger(__name__)
 
-BEST_EFFORT = "best-effort"
-IDLE = "idle"
-CLASSES = (BEST_EFFORT, IDLE)
-# The kernel's level of a best-effort thread that never chose one (nice 0)
-DEFAULT_LEVEL = 4
-
-IOPRIO_CLASS_NONE = 0
-IOPRIO_CLASS_RT = 1
-IOPRIO_CLASS_BE = 2
-IOPRIO_CLASS_IDLE = 3
-IOPRIO_CLASS_SHIFT = 13
-IOPRIO_WHO_PROCESS = 1
-_CLASS_NUMBER = {BEST_EFFORT: IOPRIO_CLASS_BE, IDLE: IOPRIO_CLASS_IDLE}
 # (ioprio_set, ioprio_get) per machine; asm-generic numbers for the newer ports
 _SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "riscv64": (30, 31),
              "i686": (289, 290), "i386": (289, 290), "armv7l": (314, 315),
              "ppc64le": (273, 274), "s390x": (282, 283)}
 _PR_SET_NAME = 15
+IOPRIO_WHO_PROCESS = 1
 
 _libc: ctypes.CDLL | None = None
 
@@ -62,41 +51,6 @@ def _syscall(index: int, *args: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return result
-
-
-@dataclass(frozen=True)
-class IoPriority:
-    klass: str
-    level: int = DEFAULT_LEVEL
-
-    @classmethod
-    def create(cls, klass: str | None, level: int | None) -> IoPriority | None:
-        """None: leave the daemon's priority; a level alone means best-effort (as ionice)."""
-        if klass is None and level is None:
-            return None
-        klass = klass or BEST_EFFORT
-        if klass not in CLASSES:
-            raise TransferError(f"Invalid ionice_class {klass!r}: expected one of"
-                                f" {', '.join(CLASSES)}")
-        if level is not None and (isinstance(level, bool) or not isinstance(level, int)
-                                  or not 0 <= level <= 7):
-            raise TransferError(f"Invalid ionice_level {level!r}: expected 0..7")
-        if klass == IDLE:
-            return cls(IDLE, 0)  # the idle class has no levels
-        return cls(klass, DEFAULT_LEVEL if level is None else level)
-
-    @property
-    def value(self) -> int:
-        return (_CLASS_NUMBER[self.klass] << IOPRIO_CLASS_SHIFT) | self.level
-
-    @property
-    def nice(self) -> int:
-        if self.klass == IDLE:
-            return 19
-        return max(0, self.level * 5 - 20)
-
-    def __str__(self) -> str:
-        return self.klass if self.klass == IDLE else f"{self.klass} level {self.level}"
 
 
 def set_thread_name(name: str) -> None:

@@ -1,0 +1,157 @@
+"""The instance query resource: config rows plus, when asked, the live state.
+
+Shared by ``Query("instance")`` and the OpInstanceQuery/OpInstanceQueryData LUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ganeti import constants, query
+from ganeti.objects import Instance
+
+# (name, title, kind, doc): the fields of ``Query("instance")`` and OpInstanceQuery
+FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    ("name", "Instance", query.QFT_TEXT, "Instance name"),
+    ("uuid", "UUID", query.QFT_TEXT, "Instance UUID"),
+    ("os", "OS", query.QFT_TEXT, "Operating system"),
+    ("pnode", "Primary_node", query.QFT_TEXT, "Primary node"),
+    ("snodes", "Secondary_Nodes", query.QFT_OTHER, "Secondary nodes"),
+    ("hypervisor", "Hypervisor", query.QFT_TEXT, "Hypervisor name"),
+    ("disk_template", "Disk_template", query.QFT_TEXT, "Disk template"),
+    ("admin_state", "InstanceState", query.QFT_TEXT, "Desired state (up, down, offline)"),
+    ("status", "Status", query.QFT_TEXT,
+     "running, ADMIN_down, ERROR_down, ERROR_up, ERROR_nodeoffline, ERROR_nodedown"),
+    ("oper_state", "Running", query.QFT_BOOL, "Whether the instance really runs"),
+    ("oper_ram", "Memory", query.QFT_UNIT, "Memory the running instance uses (MiB)"),
+    ("oper_vcpus", "VCPUs", query.QFT_NUMBER, "VCPUs of the running instance"),
+    ("be/maxmem", "ConfigMaxMem", query.QFT_UNIT, "Configured maximum memory (MiB)"),
+    ("be/minmem", "ConfigMinMem", query.QFT_UNIT, "Configured minimum memory (MiB)"),
+    ("be/vcpus", "ConfigVCPUs", query.QFT_NUMBER, "Configured VCPUs"),
+    ("disk.count", "Disks", query.QFT_NUMBER, "Number of disks"),
+    ("disk.sizes", "Disk_sizes", query.QFT_OTHER, "Disk sizes (MiB)"),
+    ("disk_usage", "DiskUsage", query.QFT_UNIT, "Total disk space used (MiB)"),
+    ("nic.count", "NICs", query.QFT_NUMBER, "Number of network interfaces"),
+    ("nic.macs", "NIC_MACs", query.QFT_OTHER, "MAC addresses"),
+    ("tags", "Tags", query.QFT_OTHER, "Tags"),
+    ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
+    ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
+    ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
+)
+FIELD_NAMES = tuple(f[0] for f in FIELDS)
+# fields needing the live state from the primary nodes
+LIVE_FIELDS = frozenset({"status", "oper_state", "oper_ram", "oper_vcpus"})
+
+ST_RUNNING = "running"
+ST_ADMIN_DOWN = "ADMIN_down"
+ST_ADMIN_OFFLINE = "ADMIN_offline"
+ST_ERROR_DOWN = "ERROR_down"
+ST_ERROR_UP = "ERROR_up"
+ST_NODE_OFFLINE = "ERROR_nodeoffline"
+ST_NODE_DOWN = "ERROR_nodedown"
+
+
+def _node_name(cfg: Any, node_uuid: str) -> str:
+    node = cfg.get_node_info(node_uuid)
+    return str(node.name) if node is not None else node_uuid
+
+
+def collect_live_info(cfg: Any, rpc: Any, instances: Iterable[Instance]
+                      ) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per primary node uuid: ("ok"|"offline"|"down", {instance name: info})."""
+    by_node: dict[str, set[str]] = {}
+    for inst in instances:
+        by_node.setdefault(inst.primary_node, set()).add(inst.hypervisor)
+    result: dict[str, tuple[str, dict[str, Any]]] = {}
+    to_call: dict[str, str] = {}
+    for uuid in by_node:
+        node = cfg.get_node_info(uuid)
+        if node is None or node.offline:
+            result[uuid] = ("offline", {})
+        else:
+            to_call[node.name] = uuid
+    if rpc is None:
+        return {**result, **{uuid: ("down", {}) for uuid in to_call.values()}}
+    hvs = sorted({hv for hvset in by_node.values() for hv in hvset})
+    if to_call:
+        answers = rpc.call_all_instances_info(sorted(to_call), hvs)
+        for name, uuid in to_call.items():
+            res = answers.get(name)
+            if res is None or res.fail_msg or not isinstance(res.payload, dict):
+                result[uuid] = ("offline" if res is not None and res.offline else "down", {})
+            else:
+                result[uuid] = ("ok", res.payload)
+    return result
+
+
+def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str:
+    if node_state == "offline":
+        return ST_NODE_OFFLINE
+    if node_state == "down":
+        return ST_NODE_DOWN
+    up = inst.admin_state == constants.ADMINST_UP
+    if info is not None:
+        return ST_RUNNING if up else ST_ERROR_UP
+    if up:
+        return ST_ERROR_DOWN
+    return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
+
+
+def instance_rows(cfg: Any, rpc: Any = None, live: bool = False,
+                  names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per instance with every FIELDS value, sorted by name.
+
+    Live fields hold query status markers unless ``live`` (then the primary
+    nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
+    """
+    wanted = set(names) if names else None
+    instances = sorted((i for i in cfg.get_all_instances_info().values()
+                        if wanted is None or i.name in wanted), key=lambda i: i.name)
+    cluster = cfg.get_cluster_info()
+    live_info = collect_live_info(cfg, rpc, instances) if live and instances else {}
+    rows = []
+    for inst in instances:
+        be = cluster.fill_beparams(inst)
+        row: dict[str, Any] = {
+            "name": inst.name, "uuid": inst.uuid, "os": inst.os,
+            "pnode": _node_name(cfg, inst.primary_node),
+            "snodes": [_node_name(cfg, n) for n in inst.secondary_nodes],
+            "hypervisor": inst.hypervisor, "disk_template": inst.disk_template,
+            "admin_state": inst.admin_state,
+            "be/maxmem": be.get("maxmem"), "be/minmem": be.get("minmem"),
+            "be/vcpus": be.get("vcpus"),
+            "disk.count": len(inst.disks), "disk.sizes": [d.size for d in inst.disks],
+            "disk_usage": sum(d.size for d in inst.disks),
+            "nic.count": len(inst.nics), "nic.macs": [n.mac for n in inst.nics],
+            "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
+            "serial_no": inst.serial_no,
+        }
+        if live:
+            node_state, infos = live_info.get(inst.primary_node, ("down", {}))
+            info = infos.get(inst.name)
+            row["status"] = _status(inst, node_state, info)
+            if node_state == "ok":
+                row["oper_state"] = info is not None
+                row["oper_ram"] = info["memory"] if info else query.NODATA
+                row["oper_vcpus"] = info["vcpus"] if info else query.NODATA
+            else:
+                marker = query.OFFLINE if node_state == "offline" else query.UNAVAIL
+                row.update({"oper_state": marker, "oper_ram": marker, "oper_vcpus": marker})
+        else:
+            row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
+        rows.append(row)
+    return rows
+
+
+def _rows(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
+    # nodes are only contacted when a live field is selected or filtered on
+    context = source.context
+    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS))
+
+
+def register() -> None:
+    query.register(query.RESOURCE_INSTANCE,
+                   [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+                    for name, title, kind, doc in FIELDS],
+                   _rows, wants_fields=True)
