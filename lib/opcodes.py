@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import annotated_types
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict, is_typeddict
 
 from ganeti import constants, errors, limits, objects
 from ganeti.backup.retention import RetentionRules
@@ -50,6 +50,10 @@ ReasonEntry = Annotated[
     Field(strict=False)]
 # (host, port, magic, hmac digest, hmac salt) for one disk of a remote export
 RemoteDiskTarget = Annotated[tuple[str, int, str, str, str], Field(strict=False)]
+
+# a cluster domain secret: one word, long enough not to be guessed
+DOMAIN_SECRET_MIN_LENGTH = 32
+DomainSecret = Annotated[str, Field(min_length=DOMAIN_SECRET_MIN_LENGTH, pattern=r"^\S+$")]
 
 OPCODE_REGISTRY: dict[str, type[OpCode]] = {}
 
@@ -103,7 +107,7 @@ class OpCode(BaseModel):
         try:
             return cls.model_validate(fields)
         except ValidationError as err:
-            raise _prereq_from_validation(cls.OP_ID, err) from None
+            raise _prereq_from_validation(cls, err) from None
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -126,7 +130,7 @@ class OpCode(BaseModel):
         try:
             type(self).model_validate(self.model_dump())
         except ValidationError as err:
-            raise _prereq_from_validation(self.OP_ID, err) from None
+            raise _prereq_from_validation(type(self), err) from None
 
 
 _MAX_REPORTED_ERRORS = 5
@@ -151,21 +155,27 @@ def _problem(item: Any) -> str:
     return str(item["msg"]).removeprefix("Value error, ")
 
 
-def validation_message(what: str, err: ValidationError) -> str:
-    """Pydantic errors as "Parameter 'WHAT.field' fails validation: ..." (Ganeti's text)."""
+def validation_message(what: str, err: ValidationError,
+                       secret_fields: tuple[str, ...] = ()) -> str:
+    """Pydantic errors as "Parameter 'WHAT.field' fails validation: ..." (Ganeti's text).
+
+    The input of a field in ``secret_fields`` is never shown.
+    """
     parts = []
     for item in err.errors():
-        path = field_path((what, *item["loc"])) if item["loc"] else f"{what}.<opcode>"
+        loc = item["loc"]
+        path = field_path((what, *loc)) if loc else f"{what}.<opcode>"
         # the input may be huge (100,000 disks): show its start only
-        parts.append(f"Parameter '{path}' fails validation: {_problem(item)}"
-                     f" (got {_short(item.get('input'))})")
+        got = "<redacted>" if loc and loc[0] in secret_fields else _short(item.get("input"))
+        parts.append(f"Parameter '{path}' fails validation: {_problem(item)} (got {got})")
         if len(parts) >= _MAX_REPORTED_ERRORS:
             break
     return "; ".join(parts)
 
 
-def _prereq_from_validation(op_id: str, err: ValidationError) -> errors.OpPrereqError:
-    return errors.OpPrereqError(validation_message(op_id, err), errors.ECODE_INVAL)
+def _prereq_from_validation(cls: type[OpCode], err: ValidationError) -> errors.OpPrereqError:
+    return errors.OpPrereqError(validation_message(cls.OP_ID, err, cls.OP_SECRET_FIELDS),
+                                errors.ECODE_INVAL)
 
 
 def from_dict(data: Any) -> OpCode:
@@ -283,16 +293,22 @@ class RemoteExportInfo(TypedDict):
 
 
 class GenerationList(TypedDict):
+    """Every generation found (one dict each, with its node) and the silent nodes."""
+
     generations: list[dict[str, Any]]
     unreachable: list[str]
 
 
 class PrunePlan(TypedDict):
+    """Each generation with its keep/remove decision and reasons, and the silent nodes."""
+
     plan: list[dict[str, Any]]
     unreachable: list[str]
 
 
 class GenerationChange(TypedDict):
+    """One copy of a generation after the change."""
+
     node: str
     generation: str
     protected: bool
@@ -300,6 +316,8 @@ class GenerationChange(TypedDict):
 
 
 class CleanupReport(TypedDict):
+    """What was cleaned; ``complete`` is false while instances were busy (run it again)."""
+
     busy_instances: list[str]
     snapshots: list[str]
     staging: dict[str, list[str]]
@@ -336,10 +354,11 @@ class OpClusterRenewCrypto(OpCode):
     """
 
     OP_SECRET_FIELDS = ("cluster_domain_secret",)
+    # the file the secret was written to, on the master
     OP_RESULT = str
     new_cluster_domain_secret: bool = Field(
         False, description="Generate a new random cluster domain secret")
-    cluster_domain_secret: str | None = Field(
+    cluster_domain_secret: DomainSecret | None = Field(
         None, description="Use this secret (another cluster's) instead")
 
 
@@ -807,6 +826,8 @@ def _default_text(info: FieldInfo) -> str:
     if info.is_required():
         return "required"
     value = info.get_default(call_default_factory=True)
+    if info.default_factory is not None and not isinstance(value, (list, dict, BaseModel)):
+        return "generated"  # a new uuid, the current time
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     return f"`{json.dumps(value)}`"
@@ -828,7 +849,7 @@ def _doc(obj: Any) -> str:
 def _nested_types(tp: Any, found: dict[str, Any]) -> None:
     for arg in typing.get_args(tp):
         _nested_types(arg, found)
-    if isinstance(tp, type) and (issubclass(tp, BaseModel) or typing.is_typeddict(tp)) \
+    if isinstance(tp, type) and (issubclass(tp, BaseModel) or is_typeddict(tp)) \
             and not issubclass(tp, OpCode) and tp.__name__ not in found:
         found[tp.__name__] = tp
         hints = (tp.model_fields.values() if issubclass(tp, BaseModel)

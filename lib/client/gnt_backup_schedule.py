@@ -87,26 +87,37 @@ def _schedule_fields(opts: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def add(opts: argparse.Namespace) -> int:
+def add_opcode(opts: argparse.Namespace) -> opcodes.OpCode:
+    """The OpBackupScheduleAdd the ``add`` options describe (checked by ScheduleSpec)."""
     fields = _schedule_fields(opts)
     if "target_node" in fields and "node_policy" not in fields:
         fields["node_policy"] = "fixed"
     if "overrides" in fields:
         fields["overrides"] = {k: v for k, v in fields["overrides"].items() if v is not None}
-    op = opcodes.OpBackupScheduleAdd.create(name=opts.name, retention=_retention(opts),
-                                            **fields)
-    cli.submit_opcode(op, opts)
+    return opcodes.OpBackupScheduleAdd.create(name=opts.name, retention=_retention(opts),
+                                              **fields)
+
+
+def modify_opcode(opts: argparse.Namespace,
+                  current_retention: dict[str, int] | None = None) -> opcodes.OpCode:
+    """The OpBackupScheduleModify of the ``modify`` options; --keep-* rules are merged
+    into ``current_retention`` (the schedule's, asked for when not given)."""
+    fields = _schedule_fields(opts)
+    policy = _retention(opts)
+    if policy or opts.keep_all:
+        if current_retention is None:
+            current_retention = dict(_query([opts.name])[0].get("retention", {}))
+        fields["retention"] = {} if opts.keep_all else {**current_retention, **policy}
+    return opcodes.OpBackupScheduleModify.create(name=opts.name, **fields)
+
+
+def add(opts: argparse.Namespace) -> int:
+    cli.submit_opcode(add_opcode(opts), opts)
     return cli.EXIT_SUCCESS
 
 
 def modify(opts: argparse.Namespace) -> int:
-    fields = _schedule_fields(opts)
-    policy = _retention(opts)
-    if policy or opts.keep_all:
-        current = _query([opts.name])[0].get("retention", {})
-        fields["retention"] = {} if opts.keep_all else {**current, **policy}
-    op = opcodes.OpBackupScheduleModify.create(name=opts.name, **fields)
-    cli.submit_opcode(op, opts)
+    cli.submit_opcode(modify_opcode(opts), opts)
     return cli.EXIT_SUCCESS
 
 
