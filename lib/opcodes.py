@@ -20,7 +20,15 @@ import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import annotated_types
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
@@ -206,9 +214,16 @@ def _optional_view(model: type[BaseModel], namespace: dict[str, Any]) -> None:
 
 
 class Spec(BaseModel):
-    """Base of the nested specifications opcodes carry (a disk, a NIC)."""
+    """Base of the nested specifications opcodes carry (a disk, a NIC).
+
+    On the wire a spec is the dict Ganeti sends, without the keys left unset (None).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 def _within(limit: limits.Limit, value: Any) -> Any:

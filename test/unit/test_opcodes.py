@@ -71,7 +71,8 @@ def test_disk_and_nic_specs_keep_the_wire_format() -> None:
     assert [(d.size, d.mode) for d in op.disks] == [(1024, "ro"), (2, "rw")]
     assert [(n.mac, n.link) for n in op.nics] == [("aa:00:00:01:02:03", "br0"), (None, None)]
     data = op.to_dict()
-    assert data["disks"][0] == {"size": 1024, "mode": "ro", "name": None}
+    assert data["disks"] == [{"size": 1024, "mode": "ro"}, {"size": 2, "mode": "rw"}]
+    assert data["nics"] == [{"mac": "aa:00:00:01:02:03", "link": "br0"}, {}]
     assert opcodes.from_dict(json.loads(json.dumps(data))) == op
 
 

@@ -95,7 +95,7 @@ def test_every_entry_point_refuses_the_same_values_naming_the_field(
         with pytest.raises((errors.OpPrereqError, errors.ConfigurationError,
                             SystemExit)) as err:
             call()
-        if err.type is SystemExit:  # argparse refused the option value itself
+        if isinstance(err.value, SystemExit):  # argparse refused the option value itself
             assert name.startswith("cli") and err.value.code == 2
             continue
         assert field.rsplit(".", 1)[-1] in str(err.value.args[0]), (name, err.value)
