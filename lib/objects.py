@@ -300,7 +300,7 @@ def _known_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in sorted(overrides.items()):
         problem = override_problem(key, value)
         if problem:
-            raise ValueError(f"'overrides.{key}': {problem}")
+            raise schedule_syntax.field_error(f"overrides.{key}", problem)
     return overrides
 
 

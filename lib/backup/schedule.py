@@ -34,16 +34,16 @@ def _field_error(field_name: str, message: str) -> errors.OpPrereqError:
                                 errors.ECODE_INVAL)
 
 
-def _checked(field_name: str, check: Callable[[str], str], value: str) -> str:
+def _checked(check: Callable[[str], str], value: str) -> str:
     try:
         return check(value)
-    except ValueError as err:
-        raise _field_error(field_name, str(err)) from None
+    except ValueError as err:  # the message names the field already
+        raise errors.OpPrereqError(str(err), errors.ECODE_INVAL) from None
 
 
 def check_cron(expr: str) -> str:
     """Normalised expression, or OpPrereqError naming the ``cron`` field."""
-    return _checked("cron", schedule_syntax.cron, expr)
+    return _checked(schedule_syntax.cron, expr)
 
 
 def expand(cron: str) -> str:
@@ -64,7 +64,7 @@ def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 def check_exclude(exclude: list[str], instances: list[str]) -> list[str]:
     """Exclusions (names or tag:T); refuses one that contradicts a selection by name."""
     for item in exclude:
-        _checked("exclude", schedule_syntax.exclude_item, item)
+        _checked(schedule_syntax.exclude_item, item)
     named = sorted(set(exclude) & set(instances))
     if named:
         raise _field_error("exclude", f"{', '.join(named)} also selected by name")
@@ -72,7 +72,7 @@ def check_exclude(exclude: list[str], instances: list[str]) -> list[str]:
 
 
 def check_name(name: str) -> str:
-    return _checked("name", schedule_syntax.name, name)
+    return _checked(schedule_syntax.name, name)
 
 
 def check_retention(policy: dict[str, Any]) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 A leaf module (no ganeti imports) so that the one schedule model in
 ``ganeti.objects`` can use these checks as field validators; they raise
-ValueError, which pydantic reports with the field's path.
+ValueError naming the schedule field (``Schedule field 'cron': ...``), which
+pydantic reports with the field's path and the LUs as OpPrereqError.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ SHORTCUTS = {
 EXCLUDE_TAG_PREFIX = "tag:"
 
 
+def field_error(field_name: str, message: str) -> ValueError:
+    return ValueError(f"Schedule field '{field_name}': {message}")
+
+
 def name(value: str) -> str:
     if not NAME_RE.match(value):
-        raise ValueError(f"invalid schedule name {value!r} (letters, digits, '.', '_', '-';"
-                         " up to 64)")
+        raise field_error("name", f"invalid schedule name {value!r} (letters, digits, '.',"
+                                  " '_', '-'; up to 64)")
     return value
 
 
@@ -35,20 +40,20 @@ def cron(expr: str) -> str:
     text = " ".join(expr.split())
     if text.startswith("@"):
         if text.lower() not in SHORTCUTS:
-            raise ValueError(f"unknown shortcut {expr!r} (choose from"
-                             f" {', '.join(SHORTCUTS)})")
+            raise field_error("cron", f"unknown shortcut {expr!r} (choose from"
+                                      f" {', '.join(SHORTCUTS)})")
         return text.lower()
     if len(text.split(" ")) != 5:
-        raise ValueError(f"expected 5 fields (minute hour day month weekday) or a shortcut"
-                         f" such as @daily, got {expr!r}")
+        raise field_error("cron", f"expected 5 fields (minute hour day month weekday) or a"
+                                  f" shortcut such as @daily, got {expr!r}")
     try:
         CronSim(text, datetime.now(zoneinfo.ZoneInfo("UTC")))
     except CronSimError as err:
-        raise ValueError(f"{err} in {expr!r}") from None
+        raise field_error("cron", f"{err} in {expr!r}") from None
     return text
 
 
 def exclude_item(value: str) -> str:
     if value == EXCLUDE_TAG_PREFIX:
-        raise ValueError("'tag:' needs a tag name")
+        raise field_error("exclude", "'tag:' needs a tag name")
     return value
