@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ganeti import cli, constants, errors, objects, opcodes
 from ganeti.backup import generations, retention
@@ -32,9 +32,26 @@ def _names(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+def _checked_count(rule: str, convert: Any) -> Any:
+    """The option's converter, then the rule's bounds from the model (argparse refuses)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        retention.RetentionRules.model_fields[rule].rebuild_annotation())
+
+    def parse(text: str) -> Any:
+        value = convert(text)
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as err:
+            raise argparse.ArgumentTypeError(
+                f"{err.errors()[0]['msg'].lower()}, got '{text}'") from None
+    return parse
+
+
 # --keep-*: one option per retention rule, from the model (keep_daily -> --keep-daily)
-KEEP_OPTS = cli.model_options(retention.RetentionRules, "", "",
-                              default_help="none")
+KEEP_OPTS = tuple(
+    cli.Option(opt.flags, {**opt.kwargs,
+                           "type": _checked_count(opt.kwargs["dest"], opt.kwargs["type"])})
+    for opt in cli.model_options(retention.RetentionRules, "", "", default_help="none"))
 
 
 def _retention(opts: argparse.Namespace) -> dict[str, int]:
