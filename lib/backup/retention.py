@@ -19,8 +19,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     model_serializer,
     model_validator,
 )
@@ -66,21 +68,28 @@ class RetentionRules(BaseModel):
 
 
 class RetentionPolicy(RetentionRules):
-    """A schedule's retention policy; stored and shown with its used rules only."""
+    """A schedule's retention policy; stored and shown with its used rules only, in the
+    order they were given."""
 
-    @model_validator(mode="before")
+    _order: tuple[str, ...] = PrivateAttr(default=RULE_NAMES)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _known_rules(cls, data: Any) -> Any:
+    def _known_rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(RULE_NAMES))
             if unknown:
                 raise ValueError(f"'{unknown[0]}': unknown retention rule (known:"
                                  f" {', '.join(RULE_NAMES)})")
-        return data
+        policy = handler(data)
+        if isinstance(data, dict):
+            policy._order = (*data, *(n for n in RULE_NAMES if n not in data))
+        return policy
 
     @model_serializer(mode="wrap")
     def _used_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {name: value for name, value in handler(self).items() if value}
+        values = handler(self)
+        return {name: values[name] for name in self._order if values.get(name)}
 
 
 if tuple(RetentionRules.model_fields) != RULE_NAMES:
