@@ -21,9 +21,7 @@ from cronsim import CronSim
 
 from ganeti import errors, objects
 from ganeti.backup import retention, schedule_syntax
-from ganeti.backup.schedule_syntax import EXCLUDE_TAG_PREFIX, NAME_RE, SHORTCUTS
-
-__all__ = ["EXCLUDE_TAG_PREFIX", "NAME_RE", "SHORTCUTS"]
+from ganeti.backup.schedule_syntax import EXCLUDE_TAG_PREFIX, SHORTCUTS
 
 NODE_POLICIES: tuple[str, ...] = get_args(objects.NodePolicy)
 SHUTDOWN_MODES: tuple[str, ...] = get_args(objects.ShutdownMode)
