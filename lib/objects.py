@@ -61,10 +61,12 @@ class ConfigObject(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
-    uuid: NonEmptyStr = Field(default_factory=new_uuid)
-    serial_no: Annotated[int, Field(ge=0)] = 0
-    ctime: float = Field(default_factory=time.time)
-    mtime: float = Field(default_factory=time.time)
+    uuid: NonEmptyStr = Field(default_factory=new_uuid, description="Unique identifier")
+    serial_no: Annotated[int, Field(ge=0)] = Field(
+        0, description="Bumped by every change of the object")
+    ctime: float = Field(default_factory=time.time, description="Creation time (epoch)")
+    mtime: float = Field(default_factory=time.time,
+                         description="Time of the last change (epoch)")
 
     def to_dict(self) -> dict[str, Any]:
         try:
@@ -357,7 +359,7 @@ class ScheduleSpec(BaseModel):
 class BackupSchedule(ConfigObject, ScheduleSpec):
     """A scheduled export (doc/scheduled-exports.md); the runner turns it into export jobs."""
 
-    name: ScheduleName
+    name: ScheduleName = Field(description="Schedule name")
 
 
 def backup_settings(defaults: BackupDefaults, overrides: dict[str, Any]) -> BackupDefaults:
