@@ -12,10 +12,12 @@ import uuid as uuid_mod
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticSerializationError
 
 from ganeti import constants, errors
+from ganeti.backup import schedule_syntax
+from ganeti.backup.retention import RetentionPolicy
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Port = Annotated[int, Field(gt=0, lt=65536)]
@@ -59,10 +61,12 @@ class ConfigObject(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
-    uuid: NonEmptyStr = Field(default_factory=new_uuid)
-    serial_no: Annotated[int, Field(ge=0)] = 0
-    ctime: float = Field(default_factory=time.time)
-    mtime: float = Field(default_factory=time.time)
+    uuid: NonEmptyStr = Field(default_factory=new_uuid, description="Unique identifier")
+    serial_no: Annotated[int, Field(ge=0)] = Field(
+        0, description="Bumped by every change of the object")
+    ctime: float = Field(default_factory=time.time, description="Creation time (epoch)")
+    mtime: float = Field(default_factory=time.time,
+                         description="Time of the last change (epoch)")
 
     def to_dict(self) -> dict[str, Any]:
         try:
@@ -277,32 +281,85 @@ class Cluster(ConfigObject):
         return node.port if node.port is not None else self.noded_port
 
 
-class BackupSchedule(ConfigObject):
+def override_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot override the BackupDefaults field ``key`` (None: it can)."""
+    if key not in BackupDefaults.model_fields:
+        return f"unknown setting (choose from {', '.join(BackupDefaults.model_fields)})"
+    if value is None:
+        return None
+    try:
+        backup_settings(BackupDefaults(), {key: value})
+    except ValidationError as err:
+        problem = err.errors()[0]["msg"].removeprefix("Value error, ")
+        return f"{problem} (got {value!r})"
+    if key == "webhook_url" and value and not value.startswith(("http://", "https://")):
+        return f"expected an http(s) URL, got {value!r}"
+    return None
+
+
+def _known_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Schedule overrides (None values: drop the override, for modify)."""
+    for key, value in sorted(overrides.items()):
+        problem = override_problem(key, value)
+        if problem:
+            raise schedule_syntax.field_error(f"overrides.{key}", problem)
+    return overrides
+
+
+ScheduleName = Annotated[str, AfterValidator(schedule_syntax.name)]
+CronExpr = Annotated[str, AfterValidator(schedule_syntax.cron)]
+ExcludeItem = Annotated[NonEmptyStr, AfterValidator(schedule_syntax.exclude_item)]
+NodePolicy = Literal["fixed", "primary", "other"]
+ShutdownMode = Literal["shutdown", "snapshot"]
+
+
+class ScheduleSpec(BaseModel):
+    """What a scheduled export does: the one definition of a schedule's fields.
+
+    The config object (BackupSchedule), OpBackupScheduleAdd (as is),
+    OpBackupScheduleModify (every field optional) and the ``gnt-backup schedule``
+    options are all derived from these fields, their types, bounds and descriptions.
+    Rules between fields (selection, node policy) and against the cluster (known
+    nodes, instances, compression tools) are the schedule LUs' job.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    instances: list[NonEmptyStr] = Field(
+        default_factory=list, description="Instances to export, by name")
+    tags: list[NonEmptyStr] = Field(
+        default_factory=list, description="Export the instances carrying any of these tags")
+    all_instances: bool = Field(False, description="Export every instance")
+    node_policy: NodePolicy = Field(
+        "fixed", description="fixed (target_node), primary (the instance's primary) or"
+                             " other (a node other than the primary, staying where older"
+                             " exports are)")
+    target_node: NonEmptyStr | None = Field(
+        None, description="Target node (node policy 'fixed')")
+    cron: CronExpr = Field(
+        description="Cron expression (5 fields) or @hourly, @daily, @midnight, @weekly,"
+                    " @monthly, @yearly, @annually; in the schedule's timezone")
+    compress: NonEmptyStr = Field(
+        constants.IEC_NONE, description="Compression tool of the exports")
+    shutdown_mode: ShutdownMode = Field(
+        "shutdown", description="shutdown (may keep the instance down while copying"
+                                " without snapshots) or snapshot (live, needs snapshots)")
+    retention: RetentionPolicy = Field(
+        default_factory=RetentionPolicy,
+        description="Which generations prune keeps (no rule: keep everything)")
+    enabled: bool = Field(True, description="Whether the runner runs it when due")
+    exclude: list[ExcludeItem] = Field(
+        default_factory=list, description="Instances (names, or tag:T for those tagged T)"
+                                          " left out of the selection")
+    overrides: Annotated[dict[str, Any], AfterValidator(_known_overrides)] = Field(
+        default_factory=dict, description="BackupDefaults settings this schedule sets"
+                                          " itself (unset: the cluster's default)")
+
+
+class BackupSchedule(ConfigObject, ScheduleSpec):
     """A scheduled export (doc/scheduled-exports.md); the runner turns it into export jobs."""
 
-    name: NonEmptyStr
-    instances: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    all_instances: bool = False
-    # fixed: target_node; primary: the instance's primary; other: a node other than it
-    node_policy: Literal["fixed", "primary", "other"] = "fixed"
-    target_node: str | None = None
-    cron: NonEmptyStr
-    compress: NonEmptyStr = constants.IEC_NONE
-    # shutdown: stop the instance for the snapshot/copy; snapshot: live (--noshutdown)
-    shutdown_mode: Literal["shutdown", "snapshot"] = "shutdown"
-    # keep_last, keep_hourly, ... (ganeti.backup.retention); empty keeps everything
-    retention: dict[str, int] = Field(default_factory=dict)
-    enabled: bool = True
-    # instance names or "tag:T" left out of a tag or all-instances selection
-    exclude: list[str] = Field(default_factory=list)
-    # BackupDefaults fields this schedule sets itself (unset: the cluster's default)
-    overrides: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _check_overrides(self) -> Self:
-        backup_settings(BackupDefaults(), self.overrides)
-        return self
+    name: ScheduleName = Field(description="Schedule name")
 
 
 def backup_settings(defaults: BackupDefaults, overrides: dict[str, Any]) -> BackupDefaults:

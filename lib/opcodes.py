@@ -1,20 +1,44 @@
-"""Opcode definitions.
+"""Opcode definitions: the documented table of every operation a job can run.
 
 Each opcode is a pydantic model: the class body *is* the declarative table of
-fields, types and defaults.  ``OP_ID`` is derived from the class name
-(``OpBackupExport`` -> ``OP_BACKUP_EXPORT``) and every class registers itself
-so that :func:`from_dict` can rebuild an opcode from its JSON form.
+fields, types, bounds, defaults and descriptions, the class docstring says
+what the operation is for and ``OP_RESULT`` is the type of what its LU's
+``Exec`` returns (the processor checks it).  ``OP_ID`` is derived from the
+class name (``OpBackupExport`` -> ``OP_BACKUP_EXPORT``) and every class
+registers itself so that :func:`from_dict` can rebuild an opcode from its
+JSON form.  doc/opcodes.md is generated from this module
+(``python -m ganeti.opcodes``) and a unit test keeps the two in step.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import types
+import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import annotated_types
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from typing_extensions import TypedDict, is_typeddict
 
-from ganeti import constants, errors, limits
+from ganeti import constants, errors, limits, objects
+from ganeti.backup.retention import RetentionRules
+
+# OP_RESULT of an LU whose Exec returns None
+NoneType: Any = type(None)
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 # names of new objects: short enough for every path a node derives from them
@@ -25,6 +49,7 @@ TagList = Annotated[list[Tag], Field(max_length=limits.TAGS.maximum)]
 # seconds handed to sockets and events, which overflow beyond time_t
 Timeout = Annotated[int, Field(ge=0, le=limits.SHUTDOWN_TIMEOUT.maximum)]
 Priority = Annotated[int, Field(ge=constants.OP_PRIO_HIGHEST, le=constants.OP_PRIO_LOWEST)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
 FinalStatus = Literal["success", "error", "canceled"]
 # (job id, statuses that satisfy the dependency); ids may be relative (negative)
 Dependency = Annotated[tuple[int, list[FinalStatus]], Field(strict=False)]
@@ -35,6 +60,10 @@ ReasonEntry = Annotated[
     Field(strict=False)]
 # (host, port, magic, hmac digest, hmac salt) for one disk of a remote export
 RemoteDiskTarget = Annotated[tuple[str, int, str, str, str], Field(strict=False)]
+
+# a cluster domain secret: one word, long enough not to be guessed
+DOMAIN_SECRET_MIN_LENGTH = 32
+DomainSecret = Annotated[str, Field(min_length=DOMAIN_SECRET_MIN_LENGTH, pattern=r"^\S+$")]
 
 OPCODE_REGISTRY: dict[str, type[OpCode]] = {}
 
@@ -60,13 +89,19 @@ class OpCode(BaseModel):
     # fields holding secrets: kept in memory only, never in the job store or job queries
     OP_SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
 
-    dry_run: bool = False
-    debug_level: Annotated[int, Field(ge=0)] = 0
-    priority: Priority = constants.OP_PRIO_NORMAL
-    depends: list[Dependency] | None = None
-    comment: Annotated[str, Field(max_length=limits.COMMENT.maximum)] | None = None
-    reason: list[ReasonEntry] = Field(default_factory=list,
-                                      max_length=limits.REASON_ENTRIES.maximum)
+    dry_run: bool = Field(False, description="Only check the prerequisites, change nothing")
+    debug_level: Annotated[int, Field(ge=0)] = Field(
+        0, description="Verbosity of the LU's debug output")
+    priority: Priority = Field(constants.OP_PRIO_NORMAL,
+                               description="Scheduling priority (lower runs first)")
+    depends: list[Dependency] | None = Field(
+        None, description="Jobs (id, accepted final statuses) to wait for; negative ids"
+                          " count back from this job in the same submission")
+    comment: Annotated[str, Field(max_length=limits.COMMENT.maximum)] | None = Field(
+        None, description="Free-text note stored with the job")
+    reason: list[ReasonEntry] = Field(
+        default_factory=list, max_length=limits.REASON_ENTRIES.maximum,
+        description="Reason trail: (source, text, timestamp in ns), one entry per hop")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,7 +117,7 @@ class OpCode(BaseModel):
         try:
             return cls.model_validate(fields)
         except ValidationError as err:
-            raise _prereq_from_validation(cls.OP_ID, err) from None
+            raise _prereq_from_validation(cls, err) from None
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -100,15 +135,12 @@ class OpCode(BaseModel):
                 text = f"{text}({value})"
         return text
 
-    def TinySummary(self) -> str:
-        return self.Summary()
-
     def validate_fields(self) -> None:
         """Re-validate every field (after programmatic changes)."""
         try:
             type(self).model_validate(self.model_dump())
         except ValidationError as err:
-            raise _prereq_from_validation(self.OP_ID, err) from None
+            raise _prereq_from_validation(type(self), err) from None
 
 
 _MAX_REPORTED_ERRORS = 5
@@ -119,16 +151,41 @@ def _short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def _prereq_from_validation(op_id: str, err: ValidationError) -> errors.OpPrereqError:
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("disks", 0, "size")`` -> ``disks[0].size``, as the limits table names fields."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _problem(item: Any) -> str:
+    if item["type"] == "extra_forbidden":
+        return "unknown parameter"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
+def validation_message(what: str, err: ValidationError,
+                       secret_fields: tuple[str, ...] = ()) -> str:
+    """Pydantic errors as "Parameter 'WHAT.field' fails validation: ..." (Ganeti's text).
+
+    The input of a field in ``secret_fields`` is never shown.
+    """
     parts = []
     for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "<opcode>"
+        loc = item["loc"]
+        path = field_path((what, *loc)) if loc else f"{what}.<opcode>"
         # the input may be huge (100,000 disks): show its start only
-        parts.append(f"Parameter '{op_id}.{field}' fails validation: {item['msg']}"
-                     f" (got {_short(item.get('input'))})")
+        got = "<redacted>" if loc and loc[0] in secret_fields else _short(item.get("input"))
+        parts.append(f"Parameter '{path}' fails validation: {_problem(item)} (got {got})")
         if len(parts) >= _MAX_REPORTED_ERRORS:
             break
-    return errors.OpPrereqError("; ".join(parts), errors.ECODE_INVAL)
+    return "; ".join(parts)
+
+
+def _prereq_from_validation(cls: type[OpCode], err: ValidationError) -> errors.OpPrereqError:
+    return errors.OpPrereqError(validation_message(cls.OP_ID, err, cls.OP_SECRET_FIELDS),
+                                errors.ECODE_INVAL)
 
 
 def from_dict(data: Any) -> OpCode:
@@ -146,50 +203,195 @@ def from_dict(data: Any) -> OpCode:
     return cls.create(**fields)
 
 
+def _optional_view(model: type[BaseModel], namespace: dict[str, Any]) -> None:
+    """Add every field of ``model`` to a class body being defined, optional (None:
+    unchanged): a modify opcode derived from the same fields as its add opcode."""
+    annotations = namespace.setdefault("__annotations__", {})
+    for name, info in model.model_fields.items():
+        annotations[name] = Union[info.rebuild_annotation(), None]  # noqa: UP007
+        namespace[name] = Field(None, description=f"{info.description} (None: unchanged)")
+
+
+# --- nested specifications -----------------------------------------------------------
+
+
+class Spec(BaseModel):
+    """Base of the nested specifications opcodes carry (a disk, a NIC).
+
+    On the wire a spec is the dict Ganeti sends, without the keys left unset (None).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+def _within(limit: limits.Limit, value: Any) -> Any:
+    try:
+        return limit.check(value, "value")
+    except errors.OpPrereqError as err:
+        raise ValueError(str(err.args[0]).split(": ", 1)[1]) from None
+
+
+def _disk_size(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"invalid size {value!r} (a positive number of MiB is needed)")
+    return _within(limits.DISK_SIZE, value)
+
+
+def _disk_mode(value: Any) -> Any:
+    if value not in (constants.DISK_RDWR, constants.DISK_RDONLY):
+        raise ValueError(f"invalid mode {value!r} (rw or ro)")
+    return value
+
+
+def _optional_name(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"invalid name {value!r}")
+    return value
+
+
+class DiskSpec(Spec):
+    """One disk of a new instance (Ganeti's ``disks`` entry: ``{"size": 1024, ...}``)."""
+
+    size: Annotated[int, BeforeValidator(_disk_size)] = Field(
+        description="Size in MiB")
+    mode: Annotated[objects.DiskMode, BeforeValidator(_disk_mode)] = Field(
+        constants.DISK_RDWR, description="Access mode: rw or ro")
+    name: Annotated[str | None, BeforeValidator(_optional_name)] = Field(
+        None, description="Optional disk name")
+
+
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+MAC_AUTO = ("auto", "generate")
+NicMode = Literal["bridged", "routed", "openvswitch"]
+
+
+def _mac(value: Any) -> Any:
+    if value in (None, "", *MAC_AUTO):
+        return None
+    if not isinstance(value, str) or not _MAC_RE.match(value.lower()):
+        raise ValueError(f"invalid MAC address {value!r}")
+    return value.lower()
+
+
+def _nic_mode(value: Any) -> Any:
+    modes = typing.get_args(NicMode)
+    if value is not None and value not in modes:
+        raise ValueError(f"invalid mode {value!r} (one of {', '.join(modes)})")
+    return value
+
+
+class NicSpec(Spec):
+    """One NIC of a new instance (Ganeti's ``nics`` entry: ``{"mac": "auto", ...}``)."""
+
+    mac: Annotated[str | None, BeforeValidator(_mac)] = Field(
+        None, description="MAC address; none, auto or generate: a new unique one")
+    ip: str | None = Field(None, description="IP address (informational)")
+    link: str | None = Field(None, description="Bridge or routing table the NIC joins")
+    mode: Annotated[NicMode | None, BeforeValidator(_nic_mode)] = Field(
+        None, description="bridged, routed or openvswitch")
+    name: str | None = Field(None, description="Optional NIC name")
+    network: str | None = Field(None, description="Network (uuid) the NIC belongs to")
+    vlan: str | None = Field(None, description="VLAN (openvswitch mode)")
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+class RemoteExportInfo(TypedDict):
+    """What OpBackupPrepare returns in remote mode, for the destination cluster."""
+
+    handshake: list[Any]
+    x509_key_name: list[str]
+    x509_ca: str
+
+
+class GenerationList(TypedDict):
+    """Every generation found (one dict each, with its node) and the silent nodes."""
+
+    generations: list[dict[str, Any]]
+    unreachable: list[str]
+
+
+class PrunePlan(TypedDict):
+    """Each generation with its keep/remove decision and reasons, and the silent nodes."""
+
+    plan: list[dict[str, Any]]
+    unreachable: list[str]
+
+
+class GenerationChange(TypedDict):
+    """One copy of a generation after the change."""
+
+    node: str
+    generation: str
+    protected: bool
+    note: str | None
+
+
+class CleanupReport(TypedDict):
+    """What was cleaned; ``complete`` is false while instances were busy (run it again)."""
+
+    busy_instances: list[str]
+    snapshots: list[str]
+    staging: dict[str, list[str]]
+    transfers: dict[str, list[str]]
+    complete: bool
+
+
 # --- cluster ---------------------------------------------------------------
 
 
-class OpClusterInit(OpCode):
-    """Not submitted through the queue: gnt-cluster init runs it locally."""
-
-    OP_DSC_FIELD = "cluster_name"
-    cluster_name: NonEmptyStr
-    master_node: NonEmptyStr
-    master_ip: str | None = None
-    noded_port: Annotated[int, Field(gt=0, lt=65536)] = constants.DEFAULT_NODED_PORT
-    enabled_disk_templates: list[str] = Field(default_factory=lambda: [constants.DT_FILE])
-    enabled_hypervisors: list[str] = Field(default_factory=lambda: [constants.HT_PROCESS])
-    compression_tools: list[str] = Field(
-        default_factory=lambda: list(constants.IEC_DEFAULT_TOOLS))
-    shared_export_dir: bool = False
-
-
 class OpClusterQuery(OpCode):
-    pass
+    """Cluster-wide settings and identity (``gnt-cluster info``, LUXI QueryClusterInfo)."""
+
+    OP_RESULT = dict[str, Any]
 
 
 class OpClusterVerify(OpCode):
-    pass
+    """Check that every node answers and runs a compatible daemon; lists the problems."""
+
+    OP_RESULT = list[str]
 
 
 class OpClusterDestroy(OpCode):
-    pass
+    """Take the cluster down for good: config and keys go; returns the master's name."""
+
+    OP_RESULT = str
 
 
 class OpClusterRenewCrypto(OpCode):
+    """Replace the cluster domain secret, which clusters exchanging instances share.
+
+    Either a new random secret or another cluster's (``cluster_domain_secret``);
+    the secret is a secret field: it never reaches the job store.
+    """
+
     OP_SECRET_FIELDS = ("cluster_domain_secret",)
-    new_cluster_domain_secret: bool = False
-    cluster_domain_secret: str | None = None
+    # the file the secret was written to, on the master
+    OP_RESULT = str
+    new_cluster_domain_secret: bool = Field(
+        False, description="Generate a new random cluster domain secret")
+    cluster_domain_secret: DomainSecret | None = Field(
+        None, description="Use this secret (another cluster's) instead")
 
 
 class OpClusterSetParams(OpCode):
-    """Change cluster settings; ``backup_defaults`` holds only the keys to change."""
+    """Change cluster settings; returns the names of the settings changed."""
 
-    backup_defaults: dict[str, Any] = Field(default_factory=dict)
+    OP_RESULT = list[str]
+    backup_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="BackupDefaults fields to change (only the keys given)")
 
 
 class OpClusterCleanupLeftovers(OpCode):
     """Remove export snapshots, staging dirs and transfers no running job uses."""
+
+    OP_RESULT = CleanupReport
 
 
 # --- tests -----------------------------------------------------------------
@@ -199,151 +401,235 @@ class OpTestDelay(OpCode):
     """Sleep on the master and/or nodes; exercises the engine end to end."""
 
     OP_DSC_FIELD = "duration"
+    OP_RESULT = bool
     duration: Annotated[float, Field(ge=0, le=limits.TEST_DELAY.maximum,
-                                     allow_inf_nan=False)]
-    on_master: bool = True
-    on_nodes: list[NonEmptyStr] = Field(default_factory=list)
-    repeat: Annotated[int, Field(ge=0, le=limits.TEST_REPEAT.maximum)] = 0
-    # instances to hold exclusively while sleeping (lets tests create lock contention)
-    lock_instances: list[NonEmptyStr] = Field(default_factory=list)
-    fail: bool = False
+                                     allow_inf_nan=False)] = Field(
+        description="Seconds to sleep")
+    on_master: bool = Field(True, description="Sleep on the master")
+    on_nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                        description="Nodes to sleep on (through the RPC)")
+    repeat: Annotated[int, Field(ge=0, le=limits.TEST_REPEAT.maximum)] = Field(
+        0, description="Extra rounds of the same sleep")
+    # lets tests create lock contention
+    lock_instances: list[NonEmptyStr] = Field(
+        default_factory=list, description="Instances to hold exclusively while sleeping")
+    fail: bool = Field(False, description="Fail after sleeping (tests error paths)")
 
 
 # --- nodes -----------------------------------------------------------------
 
 
 class OpNodeAdd(OpCode):
+    """Add a prepared node to the cluster (or re-add a known one); returns its name."""
+
     OP_DSC_FIELD = "node_name"
-    node_name: NewName
-    primary_ip: str | None = None
-    secondary_ip: str | None = None
-    readd: bool = False
-    group: str | None = None
-    master_capable: bool | None = None
-    vm_capable: bool | None = None
-    ndparams: dict[str, Any] | None = None
-    # noded port of the new node (a local cluster runs several on one host)
-    port: Annotated[int, Field(gt=0, lt=65536)] | None = None
-    ssh_user: str | None = None
-    ssh_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
+    OP_RESULT = str
+    node_name: NewName = Field(description="Name of the new node")
+    primary_ip: str | None = Field(None, description="Primary IP (default: resolved name)")
+    secondary_ip: str | None = Field(None, description="Secondary (replication) IP")
+    readd: bool = Field(False, description="Re-add a node already in the configuration")
+    group: str | None = Field(None, description="Node group (default: the default group)")
+    master_capable: bool | None = Field(None, description="Whether it may become master")
+    vm_capable: bool | None = Field(None, description="Whether it may run instances")
+    ndparams: dict[str, Any] | None = Field(None, description="Node parameters")
+    # a local cluster runs several nodes on one host
+    port: Port | None = Field(None, description="noded port of the new node")
+    ssh_user: str | None = Field(None, description="User to log in as to set the node up")
+    ssh_port: Port | None = Field(None, description="SSH port of the new node")
 
 
 class OpNodeRemove(OpCode):
+    """Remove a node that holds no instances from the cluster."""
+
     OP_DSC_FIELD = "node_name"
-    node_name: NonEmptyStr
+    OP_RESULT = bool
+    node_name: NonEmptyStr = Field(description="Node to remove")
 
 
 class OpNodeQuery(OpCode):
-    output_fields: list[NonEmptyStr]
-    names: list[NonEmptyStr] = Field(default_factory=list)
-    use_locking: bool = False
+    """Rows of node fields (``gnt-node list``): one list of values per node."""
+
+    OP_RESULT = list[list[Any]]
+    output_fields: list[NonEmptyStr] = Field(description="Fields to return, in this order")
+    names: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to list (none: all)")
+    use_locking: bool = Field(False, description="Take shared node locks (consistent"
+                                                 " answers, may wait)")
 
 
 class OpNodeSetParams(OpCode):
+    """Change a node's flags and export bandwidth; returns (setting, new value) pairs."""
+
     OP_DSC_FIELD = "node_name"
-    node_name: NonEmptyStr
-    force: bool = False
-    offline: bool | None = None
-    drained: bool | None = None
-    master_candidate: bool | None = None
-    auto_promote: bool = False
-    # KiB/s shared by the node's export streams (0: remove the limit); None: unchanged
-    backup_bwlimit: Annotated[int, Field(ge=0)] | None = None
+    OP_RESULT = list[tuple[str, Any]]
+    node_name: NonEmptyStr = Field(description="Node to change")
+    force: bool = Field(False, description="Apply even where checks advise against it")
+    offline: bool | None = Field(None, description="Mark offline (None: unchanged)")
+    drained: bool | None = Field(None, description="Mark drained: no new instances"
+                                                   " (None: unchanged)")
+    master_candidate: bool | None = Field(
+        None, description="Make it a master candidate (None: unchanged)")
+    auto_promote: bool = Field(False, description="Promote another node to keep enough"
+                                                  " master candidates")
+    backup_bwlimit: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="KiB/s shared by the node's export streams (0: remove the"
+                          " limit; None: unchanged)")
 
 
 # --- instances ---------------------------------------------------------------
 
 
 class OpInstanceCreate(OpCode):
+    """Create an instance, or import one from an export (local or remote cluster).
+
+    Returns the names of the nodes the new instance uses (primary first).
+    """
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NewName
-    mode: Literal["create", "import", "remote-import"] = constants.INSTANCE_CREATE
-    disk_template: str = constants.DT_FILE
+    OP_RESULT = list[str]
+    instance_name: NewName = Field(description="Name of the new instance")
+    mode: Literal["create", "import", "remote-import"] = Field(
+        constants.INSTANCE_CREATE,
+        description="create (empty disks), import (from an export in this cluster) or"
+                    " remote-import (from another cluster)")
+    disk_template: str = Field(constants.DT_FILE, description="Storage of the disks")
     # counts bounded here, so a huge submission is refused before it is queued
-    disks: list[dict[str, Any]] = Field(default_factory=list,
-                                        max_length=limits.DISKS.maximum)
-    nics: list[dict[str, Any]] = Field(default_factory=list, max_length=limits.NICS.maximum)
-    os_type: str | None = None
-    osparams: dict[str, Any] = Field(default_factory=dict)
-    beparams: dict[str, Any] = Field(default_factory=dict)
-    hvparams: dict[str, Any] = Field(default_factory=dict)
-    hypervisor: str | None = None
-    pnode: str | None = None
-    snode: str | None = None
-    iallocator: str | None = None
-    start: bool = True
-    ip_check: bool = False
-    name_check: bool = False
-    wait_for_sync: bool = True
-    no_install: bool | None = None
-    tags: TagList = Field(default_factory=list)
-    file_storage_dir: str | None = None
-    # import
-    src_node: str | None = None
-    src_path: str | None = None
-    identify_defaults: bool = False
-    compress: str = constants.IEC_NONE
-    # remote import
-    source_handshake: list[Any] | None = None
-    source_x509_ca: str | None = None
-    source_instance_name: str | None = None
-    source_shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    disks: list[DiskSpec] = Field(default_factory=list, max_length=limits.DISKS.maximum,
+                                  description="The disks, in order")
+    nics: list[NicSpec] = Field(default_factory=list, max_length=limits.NICS.maximum,
+                                description="The NICs, in order")
+    os_type: str | None = Field(None, description="OS (definition name, +variant)")
+    osparams: dict[str, Any] = Field(default_factory=dict, description="OS parameters")
+    beparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="Backend parameters (memory, vcpus, ...)")
+    hvparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="Hypervisor parameters")
+    hypervisor: str | None = Field(None, description="Hypervisor (default: the cluster's"
+                                                     " first enabled one)")
+    pnode: str | None = Field(None, description="Primary node (default: the usable node"
+                                                " with the fewest instances)")
+    snode: str | None = Field(None, description="Secondary node (no template here uses"
+                                                " one)")
+    iallocator: str | None = Field(None, description="Allocator script (not supported)")
+    start: bool = Field(True, description="Start the instance once created")
+    ip_check: bool = Field(False, description="Check that the IP is not in use")
+    name_check: bool = Field(False, description="Check that the name resolves")
+    wait_for_sync: bool = Field(True, description="Wait for disk synchronisation")
+    no_install: bool | None = Field(None, description="Do not run the OS install scripts")
+    tags: TagList = Field(default_factory=list, description="Tags of the new instance")
+    file_storage_dir: str | None = Field(None, description="Directory of file disks")
+    src_node: str | None = Field(None, description="import: node holding the export"
+                                                   " (default: searched)")
+    src_path: str | None = Field(None, description="import: export name or path; NAME@GEN"
+                                                   " picks an older generation")
+    identify_defaults: bool = Field(
+        False, description="import: do not keep exported values equal to the cluster"
+                           " defaults as instance values")
+    compress: str = Field(constants.IEC_NONE, description="import: compression of the"
+                                                          " copy")
+    source_handshake: list[Any] | None = Field(
+        None, description="remote-import: the source cluster's handshake")
+    source_x509_ca: str | None = Field(
+        None, description="remote-import: the source's signed X509 CA")
+    source_instance_name: str | None = Field(
+        None, description="remote-import: the instance's name in the source cluster")
+    source_shutdown_timeout: Timeout = Field(
+        constants.DEFAULT_SHUTDOWN_TIMEOUT,
+        description="remote-import: seconds the source waits for a clean shutdown")
 
 
 class OpInstanceRemove(OpCode):
+    """Stop an instance and remove it with its disks."""
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    ignore_failures: bool = False
-    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    OP_RESULT = NoneType
+    instance_name: NonEmptyStr = Field(description="Instance to remove")
+    ignore_failures: bool = Field(False, description="Remove it from the configuration"
+                                                     " even if shutdown or disk removal"
+                                                     " fail")
+    shutdown_timeout: Timeout = Field(constants.DEFAULT_SHUTDOWN_TIMEOUT,
+                                      description="Seconds to wait for a clean shutdown")
 
 
 class OpInstanceStartup(OpCode):
+    """Start an instance (and remember it should run)."""
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    force: bool = False
-    ignore_offline_nodes: bool = False
-    hvparams: dict[str, Any] = Field(default_factory=dict)
-    beparams: dict[str, Any] = Field(default_factory=dict)
-    no_remember: bool = False
-    startup_paused: bool = False
+    OP_RESULT = NoneType
+    instance_name: NonEmptyStr = Field(description="Instance to start")
+    force: bool = Field(False, description="Start even if checks advise against it")
+    ignore_offline_nodes: bool = Field(
+        False, description="With an offline primary, only mark the instance as started")
+    hvparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="Hypervisor parameters for this start only")
+    beparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="Backend parameters for this start only")
+    no_remember: bool = Field(False, description="Do not record the new admin state")
+    startup_paused: bool = Field(False, description="Start with the CPUs paused")
 
 
 class OpInstanceShutdown(OpCode):
+    """Stop an instance (and remember it should stay down)."""
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    force: bool = False
-    ignore_offline_nodes: bool = False
-    timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
-    no_remember: bool = False
+    OP_RESULT = NoneType
+    instance_name: NonEmptyStr = Field(description="Instance to stop")
+    force: bool = Field(False, description="Succeed with a warning if the stop fails")
+    ignore_offline_nodes: bool = Field(
+        False, description="With an offline primary, only mark the instance as stopped")
+    timeout: Timeout = Field(constants.DEFAULT_SHUTDOWN_TIMEOUT,
+                             description="Seconds to wait for a clean shutdown")
+    no_remember: bool = Field(False, description="Do not record the new admin state")
 
 
 class OpInstanceReboot(OpCode):
+    """Reboot a running instance."""
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    reboot_type: Literal["soft", "hard", "full"] = "hard"
-    ignore_secondaries: bool = False
-    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
+    OP_RESULT = NoneType
+    instance_name: NonEmptyStr = Field(description="Instance to reboot")
+    reboot_type: Literal["soft", "hard", "full"] = Field(
+        "hard", description="soft (inside the guest), hard (hypervisor restart) or full"
+                            " (stop and start)")
+    ignore_secondaries: bool = Field(False, description="Ignore errors on secondaries")
+    shutdown_timeout: Timeout = Field(constants.DEFAULT_SHUTDOWN_TIMEOUT,
+                                      description="Seconds to wait for a clean shutdown")
 
 
 class OpInstanceQuery(OpCode):
-    output_fields: list[NonEmptyStr]
-    names: list[NonEmptyStr] = Field(default_factory=list)
-    use_locking: bool = False
+    """Rows of instance fields (``gnt-instance list``): one list of values per instance."""
+
+    OP_RESULT = list[list[Any]]
+    output_fields: list[NonEmptyStr] = Field(description="Fields to return, in this order")
+    names: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Instances to list (none: all)")
+    use_locking: bool = Field(False, description="Take shared instance locks")
 
 
 class OpInstanceQueryData(OpCode):
-    instances: list[NonEmptyStr] = Field(default_factory=list)
-    static: bool = False
-    use_locking: bool = False
+    """Detailed information per instance (``gnt-instance info``), keyed by name."""
+
+    OP_RESULT = dict[str, dict[str, Any]]
+    instances: list[NonEmptyStr] = Field(default_factory=list,
+                                         description="Instances to describe (none: all)")
+    static: bool = Field(False, description="Configuration only: do not ask the nodes")
+    use_locking: bool = Field(False, description="Take shared instance locks")
 
 
 class OpInstanceSetParams(OpCode):
+    """Change an instance's parameters (next start); returns (param, new value) pairs."""
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    beparams: dict[str, Any] = Field(default_factory=dict)
-    hvparams: dict[str, Any] = Field(default_factory=dict)
-    osparams: dict[str, Any] = Field(default_factory=dict)
-    force: bool = False
+    OP_RESULT = list[tuple[str, Any]]
+    instance_name: NonEmptyStr = Field(description="Instance to change")
+    beparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="Backend parameters; \"default\" resets one")
+    hvparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="Hypervisor parameters; \"default\" resets"
+                                                 " one")
+    osparams: dict[str, Any] = Field(default_factory=dict,
+                                     description="OS parameters; \"default\" resets one")
+    force: bool = Field(False, description="Apply even where checks advise against it")
 
 
 # --- backup ------------------------------------------------------------------
@@ -353,8 +639,9 @@ class OpBackupPrepare(OpCode):
     """Prepare an export; in remote mode returns handshake, key name and signed CA."""
 
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    mode: Literal["local", "remote"]
+    OP_RESULT = RemoteExportInfo | None
+    instance_name: NonEmptyStr = Field(description="Instance to be exported")
+    mode: Literal["local", "remote"] = Field(description="Export mode to prepare for")
 
 
 @dataclass(frozen=True)
@@ -381,29 +668,42 @@ class OpBackupExport(OpCode):
     """
 
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    # a node name in local mode; per-disk (host, port, magic, hmac, salt) in remote mode
+    instance_name: NonEmptyStr = Field(description="Instance to export")
     target_node: NonEmptyStr | Annotated[list[RemoteDiskTarget],
-                                         Field(max_length=limits.DISKS.maximum)]
-    shutdown: bool = True
-    shutdown_timeout: Timeout = constants.DEFAULT_SHUTDOWN_TIMEOUT
-    remove_instance: bool = False
-    ignore_remove_failures: bool = False
-    mode: Literal["local", "remote"] = constants.EXPORT_MODE_LOCAL
-    x509_key_name: Annotated[list[Any], Field(strict=False)] | None = None
-    destination_x509_ca: str | None = None
-    compress: NonEmptyStr = constants.IEC_NONE
-    long_sleep: bool = False
-    # keep the replaced export as an older generation (scheduled exports) instead
-    # of deleting it (Ganeti's semantics, the default)
-    keep_generations: bool = False
-    # KiB/s for this export (0: none); None: the cluster's backup default
-    bwlimit: Annotated[int, Field(ge=0)] | None = None
-    # I/O priority of the copy on both nodes; None: the cluster's backup default
-    ionice_class: Literal["best-effort", "idle"] | None = None
-    ionice_level: Annotated[int, Field(ge=0, le=7)] | None = None
-    # free-text note stored with the new export (local mode; see OpBackupSetGenerationParams)
-    note: str | None = None
+                                         Field(max_length=limits.DISKS.maximum)] = Field(
+        description="local: the node that receives the export; remote: one destination"
+                    " [host, port, magic, hmac, salt] per disk")
+    shutdown: bool = Field(True, description="Stop the instance for the copy (restarted"
+                                             " after); false: copy live from snapshots")
+    shutdown_timeout: Timeout = Field(constants.DEFAULT_SHUTDOWN_TIMEOUT,
+                                      description="Seconds to wait for a clean shutdown")
+    remove_instance: bool = Field(False, description="Remove the instance after a"
+                                                     " successful export")
+    ignore_remove_failures: bool = Field(
+        False, description="Succeed even if removing the instance fails")
+    mode: Literal["local", "remote"] = Field(
+        constants.EXPORT_MODE_LOCAL,
+        description="local: to a node of this cluster; remote: to another cluster")
+    x509_key_name: Annotated[list[Any], Field(strict=False)] | None = Field(
+        None, description="remote: the signed key name OpBackupPrepare returned")
+    destination_x509_ca: str | None = Field(
+        None, description="remote: the destination cluster's signed X509 CA")
+    compress: NonEmptyStr = Field(constants.IEC_NONE,
+                                  description="Compression tool of the dump files")
+    long_sleep: bool = Field(False, description="Tests: sleep inside the copy")
+    keep_generations: bool = Field(
+        False, description="Keep the replaced export as an older generation (scheduled"
+                           " exports) instead of deleting it (Ganeti's semantics)")
+    bwlimit: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="KiB/s for this export (0: none; None: the cluster's backup"
+                          " default)")
+    ionice_class: Literal["best-effort", "idle"] | None = Field(
+        None, description="I/O class of the copy on both nodes (None: the cluster's"
+                          " backup default)")
+    ionice_level: Annotated[int, Field(ge=0, le=7)] | None = Field(
+        None, description="I/O level within best-effort (None: the cluster's default)")
+    note: str | None = Field(None, description="local: free-text note stored with the new"
+                                               " export (see OpBackupSetGenerationParams)")
 
     # (finalize ok, per-disk ok)
     OP_RESULT = tuple[bool, list[bool]]
@@ -429,114 +729,226 @@ class OpBackupExport(OpCode):
 
 
 class OpBackupQuery(OpCode):
-    nodes: list[NonEmptyStr] = Field(default_factory=list)
-    use_locking: bool = False
+    """The exports on each node, Ganeti's format: names, or False for a silent node."""
+
+    OP_RESULT = dict[str, list[str] | Literal[False]]
+    nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to ask (none: all online)")
+    use_locking: bool = Field(False, description="Take shared node locks")
 
 
 class OpBackupRemove(OpCode):
+    """Remove the newest export of an instance; returns the nodes it was removed from."""
+
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
+    OP_RESULT = list[str]
+    instance_name: NonEmptyStr = Field(description="Instance (or export) name")
 
 
 # --- scheduled exports and retention (ganeti.cmdlib.backup_schedule) ----------
-
-KeepCount = Annotated[int, Field(ge=0)] | None
 
 
 class OpBackupListGenerations(OpCode):
     """Every export generation with timestamp and sizes (QueryExports stays as is)."""
 
-    nodes: list[NonEmptyStr] = Field(default_factory=list)
-    instances: list[NonEmptyStr] = Field(default_factory=list)
+    OP_RESULT = GenerationList
+    nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to ask (none: all online)")
+    instances: list[NonEmptyStr] = Field(default_factory=list,
+                                         description="Instances to list (none: all)")
 
 
-class OpBackupPrune(OpCode):
+class OpBackupPrune(OpCode, RetentionRules):
     """Apply a retention policy to the generations of instances (all if none named)."""
 
     OP_DSC_FIELD = "instances"
-    instances: list[NonEmptyStr] = Field(default_factory=list)
-    nodes: list[NonEmptyStr] = Field(default_factory=list)
-    keep_last: KeepCount = None
-    keep_hourly: KeepCount = None
-    keep_daily: KeepCount = None
-    keep_weekly: KeepCount = None
-    keep_monthly: KeepCount = None
-    keep_yearly: KeepCount = None
+    OP_RESULT = PrunePlan
+    instances: list[NonEmptyStr] = Field(default_factory=list,
+                                         description="Instances to prune (none: all)")
+    nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to prune on (none: all online)")
 
 
 class OpBackupRemoveGeneration(OpCode):
     """Remove one older export generation (the newest: OpBackupRemove)."""
 
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    generation: NonEmptyStr
-    nodes: list[NonEmptyStr] = Field(default_factory=list)
+    OP_RESULT = list[str]
+    instance_name: NonEmptyStr = Field(description="Instance (or export) name")
+    generation: NonEmptyStr = Field(description="Generation to remove")
+    nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to look on (none: all online)")
 
 
 class OpBackupSetGenerationParams(OpCode):
     """Protect/unprotect an export generation or set its note (None: unchanged).
 
-    ``generation`` None addresses the newest export.  A protected generation
-    is skipped by prune and cannot be removed until it is unprotected.
+    A protected generation is skipped by prune and cannot be removed until it
+    is unprotected.  Returns one entry per copy changed.
     """
 
     OP_DSC_FIELD = "instance_name"
-    instance_name: NonEmptyStr
-    generation: NonEmptyStr | None = None
-    nodes: list[NonEmptyStr] = Field(default_factory=list)
-    protected: bool | None = None
-    note: str | None = None
+    OP_RESULT = list[GenerationChange]
+    instance_name: NonEmptyStr = Field(description="Instance (or export) name")
+    generation: NonEmptyStr | None = Field(None, description="Generation (None: the"
+                                                             " newest export)")
+    nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to look on (none: all online)")
+    protected: bool | None = Field(None, description="Protect from prune and removal")
+    note: str | None = Field(None, description="Free-text note")
 
-    # [{"node", "generation", "protected", "note"}] for each copy changed
-    OP_RESULT = list[dict[str, Any]]
 
+class OpBackupScheduleAdd(OpCode, objects.ScheduleSpec):
+    """Add a scheduled export; the fields are ScheduleSpec's.  Returns its name."""
 
-class OpBackupScheduleAdd(OpCode):
     OP_DSC_FIELD = "name"
-    name: NonEmptyStr
-    instances: list[NonEmptyStr] = Field(default_factory=list)
-    tags: list[NonEmptyStr] = Field(default_factory=list)
-    all_instances: bool = False
-    node_policy: Literal["fixed", "primary", "other"] = "fixed"
-    target_node: NonEmptyStr | None = None
-    cron: NonEmptyStr
-    compress: NonEmptyStr = constants.IEC_NONE
-    shutdown_mode: Literal["shutdown", "snapshot"] = "shutdown"
-    retention: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    enabled: bool = True
-    exclude: list[NonEmptyStr] = Field(default_factory=list)
-    # objects.BackupDefaults fields this schedule overrides
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    OP_RESULT = str
+    name: objects.ScheduleName = Field(description="Schedule name")
 
 
 class OpBackupScheduleModify(OpCode):
-    """Change the given fields of a schedule (None: unchanged)."""
+    """Change the given fields of a schedule (None: unchanged); returns their names.
+
+    Every ScheduleSpec field, optional.  ``overrides`` is merged into the
+    schedule's; a None value in it drops that override (back to the cluster
+    default).
+    """
 
     OP_DSC_FIELD = "name"
-    name: NonEmptyStr
-    instances: list[NonEmptyStr] | None = None
-    tags: list[NonEmptyStr] | None = None
-    all_instances: bool | None = None
-    node_policy: Literal["fixed", "primary", "other"] | None = None
-    target_node: str | None = None
-    cron: NonEmptyStr | None = None
-    compress: NonEmptyStr | None = None
-    shutdown_mode: Literal["shutdown", "snapshot"] | None = None
-    retention: dict[str, Annotated[int, Field(ge=0)]] | None = None
-    enabled: bool | None = None
-    exclude: list[NonEmptyStr] | None = None
-    # overrides to set; a None value drops that override (back to the cluster default)
-    overrides: dict[str, Any] | None = None
+    OP_RESULT = list[str]
+    name: objects.ScheduleName = Field(description="Schedule to change")
+    _optional_view(objects.ScheduleSpec, locals())
+
+    def changes(self) -> dict[str, Any]:
+        """The ScheduleSpec fields given (not None)."""
+        return {name: getattr(self, name) for name in objects.ScheduleSpec.model_fields
+                if getattr(self, name) is not None}
 
 
 class OpBackupScheduleRemove(OpCode):
+    """Remove a scheduled export (its exports stay)."""
+
     OP_DSC_FIELD = "name"
-    name: NonEmptyStr
+    OP_RESULT = bool
+    name: NonEmptyStr = Field(description="Schedule to remove")
 
 
 class OpBackupScheduleQuery(OpCode):
-    names: list[NonEmptyStr] = Field(default_factory=list)
+    """The schedules as stored in the configuration."""
+
+    OP_RESULT = list[objects.BackupSchedule]
+    names: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Schedules to return (none: all)")
 
 
 def all_op_ids() -> list[str]:
     return sorted(OPCODE_REGISTRY)
+
+
+# --- reference documentation -----------------------------------------------------------
+
+_BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"),
+           (annotated_types.Le, "le", "<="), (annotated_types.Lt, "lt", "<"),
+           (annotated_types.MinLen, "min_length", "length >="),
+           (annotated_types.MaxLen, "max_length", "length <="))
+
+
+def _bounds_text(metadata: list[Any]) -> str:
+    parts = []
+    for item in metadata:
+        for sub in (item.metadata if isinstance(item, FieldInfo) else [item]):
+            for kind, attr, sign in _BOUNDS:
+                if isinstance(sub, kind):
+                    parts.append(f"{sign} {getattr(sub, attr):,}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def type_text(tp: Any) -> str:
+    """An annotation as the reference shows it: ``list[DiskSpec] (length <= 16)``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is NoneType or tp is None:
+        return "null"
+    if tp is Any:
+        return "any"
+    if origin is Annotated:
+        return type_text(args[0]) + _bounds_text(list(args[1:]))
+    if origin in (Union, types.UnionType):
+        return " \\| ".join(type_text(a) for a in args)
+    if origin is Literal:
+        return " \\| ".join(json.dumps(a) for a in args)
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(type_text(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default_text(info: FieldInfo) -> str:
+    if info.is_required():
+        return "required"
+    value = info.get_default(call_default_factory=True)
+    if info.default_factory is not None and not isinstance(value, (list, dict, BaseModel)):
+        return "generated"  # a new uuid, the current time
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return f"`{json.dumps(value)}`"
+
+
+def _field_rows(fields: dict[str, FieldInfo]) -> list[str]:
+    rows = ["| field | type | default | description |", "|---|---|---|---|"]
+    for name, info in fields.items():
+        kind = type_text(info.annotation) + _bounds_text(list(info.metadata))
+        rows.append(f"| `{name}` | {kind} | {_default_text(info)} |"
+                    f" {info.description or ''} |")
+    return rows
+
+
+def _doc(obj: Any) -> str:
+    return " ".join((obj.__doc__ or "").split())
+
+
+def _nested_types(tp: Any, found: dict[str, Any]) -> None:
+    for arg in typing.get_args(tp):
+        _nested_types(arg, found)
+    if isinstance(tp, type) and (issubclass(tp, BaseModel) or is_typeddict(tp)) \
+            and not issubclass(tp, OpCode) and tp.__name__ not in found:
+        found[tp.__name__] = tp
+        hints = (tp.model_fields.values() if issubclass(tp, BaseModel)
+                 else typing.get_type_hints(tp).values())
+        for hint in hints:
+            _nested_types(hint.annotation if isinstance(hint, FieldInfo) else hint, found)
+
+
+def render_markdown() -> str:
+    """doc/opcodes.md (generated, never edited by hand)."""
+    common = set(OpCode.model_fields)
+    lines = ["# Opcode reference", "",
+             "Generated from `lib/opcodes.py` by `python -m ganeti.opcodes`; do not edit.",
+             "Every opcode is a JSON object with `OP_ID` and the fields below; unknown",
+             "fields are refused.  The result is what the job's opresult holds on success.",
+             "", "## Fields common to every opcode", "",
+             *_field_rows(OpCode.model_fields)]
+    nested: dict[str, Any] = {}
+    for op_id, cls in OPCODE_REGISTRY.items():
+        lines += ["", f"## {op_id}", "", f"`{cls.__name__}`: {_doc(cls)}", ""]
+        if cls.OP_SECRET_FIELDS:
+            lines += [f"Secret fields (never stored): {', '.join(cls.OP_SECRET_FIELDS)}.",
+                      ""]
+        own = {n: f for n, f in cls.model_fields.items() if n not in common}
+        lines += _field_rows(own) if own else ["No fields of its own."]
+        lines += ["", f"Result: {type_text(cls.OP_RESULT)}"]
+        for info in own.values():
+            _nested_types(info.annotation, nested)
+        _nested_types(cls.OP_RESULT, nested)
+    lines += ["", "## Nested types"]
+    for name, tp in sorted(nested.items()):
+        lines += ["", f"### {name}", "", _doc(tp), ""]
+        if issubclass(tp, BaseModel):
+            lines += _field_rows(tp.model_fields)
+        else:
+            lines += ["| key | type |", "|---|---|"]
+            lines += [f"| `{k}` | {type_text(v)} |"
+                      for k, v in typing.get_type_hints(tp).items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())

@@ -13,6 +13,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 # (rule name, period key of an epoch timestamp); keep-last (None): each one its own period
 RULES: tuple[tuple[str, Callable[[float], str] | None], ...] = (
@@ -24,6 +37,63 @@ RULES: tuple[tuple[str, Callable[[float], str] | None], ...] = (
     ("keep_yearly", lambda ts: time.strftime("%Y", time.gmtime(ts))),
 )
 RULE_NAMES: tuple[str, ...] = tuple(name for name, _ in RULES)
+
+# how many periods a rule keeps; None or 0: the rule is not used
+KeepCount = Annotated[int, Field(ge=0)] | None
+
+
+class RetentionRules(BaseModel):
+    """The keep-* rules: the one definition of their names, types and bounds.
+
+    Mixed into OpBackupPrune (flat fields) and RetentionPolicy (a schedule's policy).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    keep_last: KeepCount = Field(None, description="Keep the N newest generations")
+    keep_hourly: KeepCount = Field(
+        None, description="Keep the newest generation of each of the last N hours")
+    keep_daily: KeepCount = Field(
+        None, description="Keep the newest generation of each of the last N days")
+    keep_weekly: KeepCount = Field(
+        None, description="Keep the newest generation of each of the last N ISO weeks")
+    keep_monthly: KeepCount = Field(
+        None, description="Keep the newest generation of each of the last N months")
+    keep_yearly: KeepCount = Field(
+        None, description="Keep the newest generation of each of the last N years")
+
+    def rules(self) -> dict[str, int]:
+        """The rules in use (count > 0), as plan() and the config take them."""
+        return {name: getattr(self, name) for name in RULE_NAMES if getattr(self, name)}
+
+
+class RetentionPolicy(RetentionRules):
+    """A schedule's retention policy; stored and shown with its used rules only, in the
+    order they were given."""
+
+    _order: tuple[str, ...] = PrivateAttr(default=RULE_NAMES)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _known_rules(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(RULE_NAMES))
+            if unknown:
+                raise ValueError(f"'{unknown[0]}': unknown retention rule (known:"
+                                 f" {', '.join(RULE_NAMES)})")
+        policy = handler(data)
+        if isinstance(data, dict):
+            policy._order = (*data, *(n for n in RULE_NAMES if n not in data))
+        return policy
+
+    @model_serializer(mode="wrap")
+    def _used_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        values = handler(self)
+        return {name: values[name] for name in self._order if values.get(name)}
+
+
+if tuple(RetentionRules.model_fields) != RULE_NAMES:
+    raise AssertionError("RetentionRules fields must be the RULES names, in order")
 
 
 class PolicyError(ValueError):
@@ -43,18 +113,18 @@ class Decision:
 
 
 def check_policy(policy: Mapping[str, int | None]) -> dict[str, int]:
-    """Only known rules with counts >= 0; ``None``/0 mean "rule not used"."""
-    clean: dict[str, int] = {}
-    for name, value in policy.items():
+    """Only known rules with counts >= 0 (checked by RetentionRules); ``None``/0 mean
+    "rule not used"."""
+    for name in policy:
         if name not in RULE_NAMES:
             raise PolicyError(name, f"unknown retention rule (known: {', '.join(RULE_NAMES)})")
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PolicyError(name, f"must be a whole number >= 0, got {value!r}")
-        if value:
-            clean[name] = value
-    return clean
+    try:
+        return RetentionRules.model_validate(dict(policy)).rules()
+    except ValidationError as err:
+        item = err.errors()[0]
+        name = str(item["loc"][0])
+        raise PolicyError(name, f"must be a whole number >= 0, got {item['input']!r}"
+                          ) from None
 
 
 def is_keep_all(policy: Mapping[str, int | None]) -> bool:

@@ -12,27 +12,19 @@ time repeated in autumn runs once; wildcard hours follow real time.
 
 from __future__ import annotations
 
-import re
 import zoneinfo
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
-from cronsim import CronSim, CronSimError
-from pydantic import ValidationError
+from cronsim import CronSim
 
 from ganeti import errors, objects
-from ganeti.backup import retention
+from ganeti.backup import retention, schedule_syntax
+from ganeti.backup.schedule_syntax import EXCLUDE_TAG_PREFIX, SHORTCUTS
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-NODE_POLICIES = ("fixed", "primary", "other")
-SHUTDOWN_MODES = ("shutdown", "snapshot")
-# cron's @-shortcuts (@reboot has no meaning here)
-SHORTCUTS = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-EXCLUDE_TAG_PREFIX = "tag:"
+NODE_POLICIES: tuple[str, ...] = get_args(objects.NodePolicy)
+SHUTDOWN_MODES: tuple[str, ...] = get_args(objects.ShutdownMode)
 
 
 def _field_error(field_name: str, message: str) -> errors.OpPrereqError:
@@ -40,22 +32,16 @@ def _field_error(field_name: str, message: str) -> errors.OpPrereqError:
                                 errors.ECODE_INVAL)
 
 
+def _checked(check: Callable[[str], str], value: str) -> str:
+    try:
+        return check(value)
+    except ValueError as err:  # the message names the field already
+        raise errors.OpPrereqError(str(err), errors.ECODE_INVAL) from None
+
+
 def check_cron(expr: str) -> str:
     """Normalised expression, or OpPrereqError naming the ``cron`` field."""
-    text = " ".join(expr.split())
-    if text.startswith("@"):
-        if text.lower() not in SHORTCUTS:
-            raise _field_error("cron", f"unknown shortcut {expr!r} (choose from"
-                                       f" {', '.join(SHORTCUTS)})")
-        return text.lower()
-    if len(text.split(" ")) != 5:
-        raise _field_error("cron", f"expected 5 fields (minute hour day month weekday)"
-                                   f" or a shortcut such as @daily, got {expr!r}")
-    try:
-        CronSim(text, datetime.now(zoneinfo.ZoneInfo("UTC")))
-    except CronSimError as err:
-        raise _field_error("cron", f"{err} in {expr!r}") from None
-    return text
+    return _checked(schedule_syntax.cron, expr)
 
 
 def expand(cron: str) -> str:
@@ -64,29 +50,19 @@ def expand(cron: str) -> str:
 
 
 def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Overrides of the backup defaults, checked by the BackupDefaults model itself."""
+    """Overrides of the backup defaults (None values dropped), checked by the model."""
     cleaned = {k: v for k, v in overrides.items() if v is not None}
-    known = objects.BackupDefaults.model_fields
     for key, value in sorted(cleaned.items()):
-        if key not in known:
-            raise _field_error(f"overrides.{key}", f"unknown setting (choose from"
-                                                   f" {', '.join(known)})")
-        try:
-            objects.backup_settings(objects.BackupDefaults(), {key: value})
-        except ValidationError as err:
-            problem = err.errors()[0]["msg"].removeprefix("Value error, ")
-            raise _field_error(f"overrides.{key}", f"{problem} (got {value!r})") from None
-    url = cleaned.get("webhook_url")
-    if url and not url.startswith(("http://", "https://")):
-        raise _field_error("overrides.webhook_url", f"expected an http(s) URL, got {url!r}")
+        problem = objects.override_problem(key, value)
+        if problem:
+            raise _field_error(f"overrides.{key}", problem)
     return cleaned
 
 
 def check_exclude(exclude: list[str], instances: list[str]) -> list[str]:
     """Exclusions (names or tag:T); refuses one that contradicts a selection by name."""
     for item in exclude:
-        if item == EXCLUDE_TAG_PREFIX:
-            raise _field_error("exclude", "'tag:' needs a tag name")
+        _checked(schedule_syntax.exclude_item, item)
     named = sorted(set(exclude) & set(instances))
     if named:
         raise _field_error("exclude", f"{', '.join(named)} also selected by name")
@@ -94,10 +70,7 @@ def check_exclude(exclude: list[str], instances: list[str]) -> list[str]:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise _field_error("name", f"invalid schedule name {name!r} (letters, digits,"
-                                   " '.', '_', '-'; up to 64)")
-    return name
+    return _checked(schedule_syntax.name, name)
 
 
 def check_retention(policy: dict[str, Any]) -> dict[str, int]:

@@ -2,8 +2,9 @@
 
 Two clusters exchange instances only when they share this secret: create a
 new one on the first cluster, then give the same file to the second with
-``--cluster-domain-secret FILE``.  It runs on the master node, which is the
-only node that signs or verifies inter-cluster data.
+``--cluster-domain-secret FILE``.  The file is read here; the master writes
+the secret (OpClusterRenewCrypto, whose secret field never reaches the job
+store), as it is the only node that signs or verifies inter-cluster data.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ganeti import cli, crypto, errors, pathutils
-from ganeti.backup import remote
+from ganeti import cli, errors, opcodes
 
-MIN_SECRET_LENGTH = 32
+MIN_SECRET_LENGTH = opcodes.DOMAIN_SECRET_MIN_LENGTH
 
 
 def _read_secret_file(name: str) -> str:
@@ -37,17 +37,13 @@ def renew_crypto(opts: argparse.Namespace) -> int:
         raise errors.OpPrereqError(
             "Give exactly one of --new-cluster-domain-secret and --cluster-domain-secret",
             errors.ECODE_INVAL)
-    paths = pathutils.current()
-    if not paths.cluster_conf_file.exists():
-        raise errors.OpPrereqError(
-            f"No cluster configuration at {paths.cluster_conf_file}; run this on the"
-            " master node", errors.ECODE_ENVIRON)
     if opts.cluster_domain_secret:
-        secret = _read_secret_file(opts.cluster_domain_secret)
+        op = opcodes.OpClusterRenewCrypto.create(
+            cluster_domain_secret=_read_secret_file(opts.cluster_domain_secret))
     else:
-        secret = crypto.generate_cluster_domain_secret()
-    remote.write_domain_secret(paths.cluster_domain_secret_file, secret)
-    print(f"Cluster domain secret written to {paths.cluster_domain_secret_file}")
+        op = opcodes.OpClusterRenewCrypto.create(new_cluster_domain_secret=True)
+    path = cli.submit_opcode(op, feedback_fn=lambda _entry: None)
+    print(f"Cluster domain secret written to {path}")
     return cli.EXIT_SUCCESS
 
 

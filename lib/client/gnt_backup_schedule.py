@@ -12,20 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from ganeti import cli, constants, errors, objects, opcodes
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.tools import backup_runner
-
-
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
 
 
 def yes_no(value: str) -> bool:
@@ -40,25 +32,49 @@ def _names(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
+def _checked_count(rule: str, convert: Any) -> Any:
+    """The option's converter, then the rule's bounds from the model (argparse refuses)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        retention.RetentionRules.model_fields[rule].rebuild_annotation())
+
+    def parse(text: str) -> Any:
+        value = convert(text)
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as err:
+            raise argparse.ArgumentTypeError(
+                f"{err.errors()[0]['msg'].lower()}, got '{text}'") from None
+    return parse
+
+
+# --keep-*: one option per retention rule, from the model (keep_daily -> --keep-daily)
 KEEP_OPTS = tuple(
-    cli.Option((f"--{rule.replace('_', '-')}",),
-               {"dest": rule, "type": _count, "default": None, "metavar": "N",
-                "help": f"Retention: {rule.replace('_', '-')} (see gnt-backup prune)"})
-    for rule in retention.RULE_NAMES)
+    cli.Option(opt.flags, {**opt.kwargs,
+                           "type": _checked_count(opt.kwargs["dest"], opt.kwargs["type"])})
+    for opt in cli.model_options(retention.RetentionRules, "", "", default_help="none"))
 
 
 def _retention(opts: argparse.Namespace) -> dict[str, int]:
-    return {rule: getattr(opts, rule) for rule in retention.RULE_NAMES
-            if getattr(opts, rule) is not None}
+    """The --keep-* rules given, checked by the model (so a bad count names its rule)."""
+    given = cli.model_values(opts, retention.RetentionRules, "")
+    try:
+        retention.RetentionRules.model_validate(given)
+    except ValidationError as err:
+        raise errors.OpPrereqError(opcodes.validation_message("retention", err),
+                                   errors.ECODE_INVAL) from None
+    return {rule: value for rule, value in given.items() if value is not None}
 
 
-# option dest -> BackupSchedule field, for the options add/modify share
-_SCHEDULE_OPTION_FIELDS = {
-    "instances": "instances", "tags": "tags", "all_instances": "all_instances",
-    "node": "target_node", "node_policy": "node_policy", "cron": "cron",
-    "compress": "compress", "shutdown_mode": "shutdown_mode", "enabled": "enabled",
-    "exclude": "exclude",
-}
+# ScheduleSpec fields set by options of their own (retention: --keep-*; overrides below)
+_SPEC_DEST = "spec_"
+_SPEC_OPTION_FIELDS = tuple(name for name in objects.ScheduleSpec.model_fields
+                            if name not in ("retention", "overrides"))
+# where an option's spelling differs from --FIELD
+_SPEC_FLAGS = {"target_node": ("-n", "--node")}
+_SPEC_METAVARS = {"instances": "I1,I2", "tags": "T1,T2", "exclude": "I1,tag:T",
+                  "target_node": "NODE", "cron": "'M H DOM MON DOW'|@daily",
+                  "compress": "TOOL"}
+
 
 # per-schedule overrides of the cluster's backup defaults: options derived from the model
 _OVERRIDE_DEST = "override_"
@@ -81,34 +97,44 @@ OVERRIDE_OPTS = tuple(
 
 def _schedule_fields(opts: argparse.Namespace) -> dict[str, Any]:
     """The schedule fields the user gave (unset options leave the field alone)."""
-    fields = {field: getattr(opts, dest) for dest, field in _SCHEDULE_OPTION_FIELDS.items()
-              if getattr(opts, dest) is not None}
+    fields = cli.model_values(opts, objects.ScheduleSpec, _SPEC_DEST)
     overrides = cli.model_values(opts, objects.BackupDefaults, _OVERRIDE_DEST)
     if overrides:
         fields["overrides"] = overrides
     return fields
 
 
-def add(opts: argparse.Namespace) -> int:
+def add_opcode(opts: argparse.Namespace) -> opcodes.OpCode:
+    """The OpBackupScheduleAdd the ``add`` options describe (checked by ScheduleSpec)."""
     fields = _schedule_fields(opts)
     if "target_node" in fields and "node_policy" not in fields:
         fields["node_policy"] = "fixed"
     if "overrides" in fields:
         fields["overrides"] = {k: v for k, v in fields["overrides"].items() if v is not None}
-    op = opcodes.OpBackupScheduleAdd.create(name=opts.name, retention=_retention(opts),
-                                            **fields)
-    cli.submit_opcode(op, opts)
+    return opcodes.OpBackupScheduleAdd.create(name=opts.name, retention=_retention(opts),
+                                              **fields)
+
+
+def modify_opcode(opts: argparse.Namespace,
+                  current_retention: dict[str, int] | None = None) -> opcodes.OpCode:
+    """The OpBackupScheduleModify of the ``modify`` options; --keep-* rules are merged
+    into ``current_retention`` (the schedule's, asked for when not given)."""
+    fields = _schedule_fields(opts)
+    policy = _retention(opts)
+    if policy or opts.keep_all:
+        if current_retention is None:
+            current_retention = dict(_query([opts.name])[0].get("retention", {}))
+        fields["retention"] = {} if opts.keep_all else {**current_retention, **policy}
+    return opcodes.OpBackupScheduleModify.create(name=opts.name, **fields)
+
+
+def add(opts: argparse.Namespace) -> int:
+    cli.submit_opcode(add_opcode(opts), opts)
     return cli.EXIT_SUCCESS
 
 
 def modify(opts: argparse.Namespace) -> int:
-    fields = _schedule_fields(opts)
-    policy = _retention(opts)
-    if policy or opts.keep_all:
-        current = _query([opts.name])[0].get("retention", {})
-        fields["retention"] = {} if opts.keep_all else {**current, **policy}
-    op = opcodes.OpBackupScheduleModify.create(name=opts.name, **fields)
-    cli.submit_opcode(op, opts)
+    cli.submit_opcode(modify_opcode(opts), opts)
     return cli.EXIT_SUCCESS
 
 
@@ -297,41 +323,26 @@ def _compression(value: str) -> str:
     return value
 
 
-def _schedule_opts(required_cron: bool) -> tuple[cli.Option, ...]:
-    return (
-        cli.Option(("--instances",), {"type": _names, "default": None, "metavar": "I1,I2",
-                                      "help": "Instances to export, by name"}),
-        cli.Option(("--tags",), {"type": _names, "default": None, "metavar": "T1,T2",
-                                 "help": "Export the instances carrying any of these tags"}),
-        cli.Option(("--all-instances",), {"type": yes_no, "default": None, "nargs": "?",
-                                          "const": True, "metavar": "yes|no",
-                                          "help": "Export every instance"}),
-        cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
-                                      "help": "Target node (node policy 'fixed')"}),
-        cli.Option(("--node-policy",), {"choices": sched.NODE_POLICIES, "default": None,
-                                        "help": "fixed (--node), primary (the instance's"
-                                                " primary) or other (a node other than the"
-                                                " primary, staying where older exports"
-                                                " are)"}),
-        cli.Option(("--exclude",), {"type": _names, "default": None,
-                                    "metavar": "I1,tag:T",
-                                    "help": "Leave these instances (names, or tag:T for"
-                                            " those tagged T) out of the selection"}),
-        cli.Option(("--cron",), {"required": required_cron, "default": None,
-                                 "metavar": "'M H DOM MON DOW'|@daily",
-                                 "help": "Cron expression (5 fields) or @hourly, @daily,"
-                                         " @midnight, @weekly, @monthly, @yearly,"
-                                         " @annually; in the schedule's --timezone"}),
-        cli.Option(("--compress",), {"type": _compression, "default": None,
-                                     "metavar": "TOOL"}),
-        cli.Option(("--shutdown-mode",), {"choices": sched.SHUTDOWN_MODES, "default": None,
-                                          "help": "shutdown (may keep the instance down"
-                                                  " while copying without snapshots) or"
-                                                  " snapshot (live, needs snapshots)"}),
-        cli.Option(("--enabled",), {"type": yes_no, "default": None, "metavar": "yes|no"}),
-        *KEEP_OPTS,
-        *OVERRIDE_OPTS,
-    )
+def _spec_option(opt: cli.Option, add: bool) -> cli.Option:
+    """A model_options option of a ScheduleSpec field, in gnt-backup schedule's spelling."""
+    name = opt.kwargs["dest"].removeprefix(_SPEC_DEST)
+    info = objects.ScheduleSpec.model_fields[name]
+    kwargs = {**opt.kwargs, "help": info.description}
+    if name in _SPEC_METAVARS:
+        kwargs["metavar"] = _SPEC_METAVARS[name]
+    if info.annotation is bool:
+        kwargs.update(type=yes_no, nargs="?", const=True, metavar="yes|no")
+    elif name == "compress":
+        kwargs["type"] = _compression
+    elif name == "cron" and add:
+        kwargs["required"] = True
+    return cli.Option(_SPEC_FLAGS.get(name, opt.flags), kwargs)
+
+
+def _schedule_opts(add: bool) -> tuple[cli.Option, ...]:
+    spec_opts = cli.model_options(objects.ScheduleSpec, "", _SPEC_DEST,
+                                  names=_SPEC_OPTION_FIELDS)
+    return (*(_spec_option(opt, add) for opt in spec_opts), *KEEP_OPTS, *OVERRIDE_OPTS)
 
 
 _NAME = (cli.Arg("name"),)

@@ -85,7 +85,7 @@ def disks_from_opts(disk_specs: list[str], size: str | None) -> list[dict[str, A
         return [{"size": parse_size(size)}]
     disks = []
     for idx, raw in enumerate(parse_indexed(disk_specs, "disk")):
-        unknown = sorted(set(raw) - {"size", "mode", "name"})
+        unknown = sorted(set(raw) - set(opcodes.DiskSpec.model_fields))
         if unknown:
             raise errors.OpPrereqError(f"Disk {idx}: unknown parameter(s)"
                                        f" {', '.join(unknown)}", errors.ECODE_INVAL)

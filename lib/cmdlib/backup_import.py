@@ -140,9 +140,9 @@ class LocalImport(ImportMode):
                 f"The export has {len(info.disks)} disk(s), the opcode asks for"
                 f" {len(specs.disk_specs)}", errors.ECODE_INVAL)
         for idx, (spec, disk) in enumerate(zip(specs.disk_specs, info.disks, strict=True)):
-            if spec["size"] < disk.size:
+            if spec.size < disk.size:
                 raise errors.OpPrereqError(
-                    f"disk/{idx} of {spec['size']} MiB is smaller than the exported"
+                    f"disk/{idx} of {spec.size} MiB is smaller than the exported"
                     f" {disk.size} MiB", errors.ECODE_INVAL)
         if not op.nics and not specs.nic_specs and info.nics:
             used = iu.used_macs(self.lu.cfg)

@@ -17,17 +17,11 @@ from ganeti.backup import schedule as sched
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_common import checked_note, online_node_names, unprotect_hint
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
-from ganeti.objects import BackupSchedule, Instance
+from ganeti.objects import BackupSchedule, Instance, ScheduleSpec
 
-SCHEDULE_FIELDS = ("instances", "tags", "all_instances", "node_policy", "target_node",
-                   "cron", "compress", "shutdown_mode", "retention", "enabled", "exclude",
-                   "overrides")
+SCHEDULE_FIELDS: tuple[str, ...] = tuple(ScheduleSpec.model_fields)
 # changes after which a snapshot schedule's storage is checked again
 _SNAPSHOT_CHECK_FIELDS = {"shutdown_mode", "instances", "tags", "all_instances", "exclude"}
-
-
-def policy_of(op: Any) -> dict[str, int | None]:
-    return {name: getattr(op, name) for name in retention.RULE_NAMES}
 
 
 def collect_generations(lu: NoHooksLU, nodes: list[str], instances: list[str] | None
@@ -55,12 +49,10 @@ class _ScheduleLU(NoHooksLU):
         self.needed_locks = {}
 
     def _validate(self, schedule: BackupSchedule) -> None:
-        """Cross-field and cluster checks; each error names the field."""
-        sched.check_name(schedule.name)
-        schedule.cron = sched.check_cron(schedule.cron)
+        """Cross-field and cluster checks (each field's own syntax and bounds are
+        ScheduleSpec's, checked when the opcode was built); each error names the field."""
         sched.check_selection(schedule.instances, schedule.tags, schedule.all_instances)
         sched.check_target(schedule.node_policy, schedule.target_node)
-        schedule.retention = sched.check_retention(schedule.retention)
         if schedule.target_node:
             node = self.cfg.expand_node_name(schedule.target_node)
             info = None if node is None else self.cfg.get_node_info(node)
@@ -122,18 +114,12 @@ class _ScheduleLU(NoHooksLU):
 class LUBackupScheduleAdd(_ScheduleLU):
     op: opcodes.OpBackupScheduleAdd
 
-    def CheckArguments(self) -> None:
-        sched.check_name(self.op.name)
-        sched.check_cron(self.op.cron)
-        sched.check_retention(self.op.retention)
-        sched.check_overrides(self.op.overrides)
-
     def CheckPrereq(self) -> None:
         if self.op.name in self.cfg.get_backup_schedules():
             raise errors.OpPrereqError(f"Backup schedule '{self.op.name}' already exists",
                                        errors.ECODE_EXISTS)
-        self.new = BackupSchedule(name=self.op.name,
-                                  **{f: getattr(self.op, f) for f in SCHEDULE_FIELDS})
+        self.new = BackupSchedule.model_validate(
+            {"name": self.op.name, **self.op.model_dump(include=set(SCHEDULE_FIELDS))})
         self._validate(self.new)
         self._check_snapshot_mode(self.new, self.feedback_fn)
 
@@ -146,28 +132,17 @@ class LUBackupScheduleAdd(_ScheduleLU):
 class LUBackupScheduleModify(_ScheduleLU):
     op: opcodes.OpBackupScheduleModify
 
-    def CheckArguments(self) -> None:
-        if self.op.cron is not None:
-            sched.check_cron(self.op.cron)
-        if self.op.retention is not None:
-            sched.check_retention(self.op.retention)
-        if self.op.overrides is not None:
-            sched.check_overrides(self.op.overrides)
-
     def CheckPrereq(self) -> None:
         current = self.cfg.get_backup_schedules().get(self.op.name)
         if current is None:
             raise errors.OpPrereqError(f"Backup schedule '{self.op.name}' does not exist",
                                        errors.ECODE_NOENT)
-        changes = {f: getattr(self.op, f) for f in SCHEDULE_FIELDS
-                   if getattr(self.op, f) is not None}
+        changes = self.op.changes()
         if not changes:
             raise errors.OpPrereqError("Nothing to change", errors.ECODE_INVAL)
         if "overrides" in changes:
             merged = {**current.overrides, **changes["overrides"]}
             changes["overrides"] = {k: v for k, v in merged.items() if v is not None}
-        if changes.get("target_node") == "":
-            changes["target_node"] = None
         if changes.get("node_policy", "fixed") != "fixed" and "target_node" not in changes:
             changes["target_node"] = None
         if changes.get("target_node") and "node_policy" not in changes:
@@ -234,11 +209,7 @@ class LUBackupPrune(NoHooksLU):
     op: opcodes.OpBackupPrune
 
     def CheckArguments(self) -> None:
-        try:
-            policy = retention.check_policy(policy_of(self.op))
-        except retention.PolicyError as err:
-            raise errors.OpPrereqError(str(err), errors.ECODE_INVAL) from None
-        if not policy:
+        if not self.op.rules():
             raise errors.OpPrereqError(
                 "Prune needs a retention policy: set at least one of "
                 + ", ".join(retention.RULE_NAMES), errors.ECODE_INVAL)
@@ -250,7 +221,7 @@ class LUBackupPrune(NoHooksLU):
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         nodes = self.op.nodes or online_node_names(self)
         found, unreachable = collect_generations(self, nodes, self.op.instances)
-        rows = generations.prune_plan(found, policy_of(self.op))
+        rows = generations.prune_plan(found, self.op.rules())
         failed = []
         for row in rows:
             row["removed"] = False

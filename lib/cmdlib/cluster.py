@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ganeti import constants, errors, locking, objects, opcodes
+from ganeti import constants, crypto, errors, locking, objects, opcodes
+from ganeti.backup import remote
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 
 
@@ -188,3 +189,32 @@ class LUClusterDestroy(NoHooksLU):
                 os.rename(path, path.with_name(path.name + suffix))
         feedback_fn(f"Cluster files set aside with suffix {suffix}")
         return self.cfg.get_master_node_name()
+
+
+class LUClusterRenewCrypto(NoHooksLU):
+    """Replace the cluster domain secret (``gnt-cluster renew-crypto``).
+
+    Two clusters exchange instances only when they share this secret.  It lives
+    on the master alone, the only node that signs or verifies inter-cluster
+    data, so nothing is distributed; an export prepared with the old secret
+    fails its handshake at the destination and is simply prepared again.
+    """
+
+    REQ_BGL = False
+    op: opcodes.OpClusterRenewCrypto
+
+    def CheckArguments(self) -> None:
+        if self.op.new_cluster_domain_secret == (self.op.cluster_domain_secret is not None):
+            raise errors.OpPrereqError(
+                "Give exactly one of new_cluster_domain_secret and cluster_domain_secret",
+                errors.ECODE_INVAL)
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        secret = self.op.cluster_domain_secret or crypto.generate_cluster_domain_secret()
+        path = self.context.paths.cluster_domain_secret_file
+        remote.write_domain_secret(path, secret)
+        feedback_fn(f"Cluster domain secret written to {path}")
+        return str(path)

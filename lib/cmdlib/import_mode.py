@@ -23,8 +23,8 @@ from ganeti.transfer.master.policy import resolve as resolve_limits
 class CreateSpecs(Protocol):
     """What an import may default from its source: LUInstanceCreate's checked specs."""
 
-    disk_specs: list[dict[str, Any]]
-    nic_specs: list[dict[str, Any]]
+    disk_specs: list[opcodes.DiskSpec]
+    nic_specs: list[opcodes.NicSpec]
     beparams: dict[str, Any]
 
 

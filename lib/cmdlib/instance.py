@@ -113,7 +113,8 @@ class LUInstanceCreate(LogicalUnit):
             raise errors.OpPrereqError(
                 f"Invalid disk template '{op.disk_template}' (known:"
                 f" {', '.join(sorted(constants.DISK_TEMPLATES))})", errors.ECODE_INVAL)
-        self.disk_specs = iu.check_disk_specs(op.disks)
+        # each spec is checked by the opcode's DiskSpec/NicSpec models; import fills them
+        self.disk_specs = list(op.disks)
         if op.disk_template == constants.DT_DISKLESS and self.disk_specs:
             raise errors.OpPrereqError("Diskless instances cannot have disks",
                                        errors.ECODE_INVAL)
@@ -121,7 +122,7 @@ class LUInstanceCreate(LogicalUnit):
                 and op.mode == constants.INSTANCE_CREATE:
             raise errors.OpPrereqError(
                 f"Disk template {op.disk_template} needs at least one disk", errors.ECODE_INVAL)
-        self.nic_specs = iu.check_nic_specs(op.nics)
+        self.nic_specs = list(op.nics)
         self.beparams = iu.check_beparams(op.beparams)
         if op.hypervisor is not None and op.hypervisor not in constants.HYPER_TYPES:
             raise errors.OpPrereqError(f"Unknown hypervisor '{op.hypervisor}'",
@@ -217,16 +218,15 @@ class LUInstanceCreate(LogicalUnit):
         macs = iu.used_macs(self.cfg)
         nics = []
         for spec in self.nic_specs:
-            mac = spec.get("mac") or iu.generate_mac(macs)
-            if spec.get("mac") and mac in macs:
+            mac = spec.mac or iu.generate_mac(macs)
+            if spec.mac and mac in macs:
                 raise errors.OpPrereqError(f"MAC address {mac} is already in use",
                                            errors.ECODE_NOTUNIQUE)
             macs.add(mac)
-            params = {k: spec[k] for k in ("mode", "link", "vlan") if spec.get(k) is not None}
-            nics.append(NIC(mac=mac, ip=spec.get("ip"), name=spec.get("name"),
-                            network=spec.get("network"), nicparams=params))
-        disks = [Disk.from_dict({"size": spec["size"], "mode": spec["mode"],
-                                 "name": spec["name"], "dev_type": op.disk_template,
+            params = spec.model_dump(include={"mode", "link", "vlan"}, exclude_none=True)
+            nics.append(NIC(mac=mac, ip=spec.ip, name=spec.name, network=spec.network,
+                            nicparams=params))
+        disks = [Disk.from_dict({**spec.model_dump(), "dev_type": op.disk_template,
                                  "iv_name": f"disk/{idx}"})
                  for idx, spec in enumerate(self.disk_specs)]
         return Instance(name=op.instance_name, primary_node=self.pnode.uuid,

@@ -8,85 +8,46 @@ export) use exactly the same steps as ``gnt-instance``.
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ganeti import constants, errors, hypervisor, limits
+from pydantic import TypeAdapter, ValidationError
+
+from ganeti import errors, hypervisor, limits
 from ganeti.hooks.master import build_instance_hook_env
 from ganeti.objects import Cluster, Disk, Instance
+from ganeti.opcodes import DiskSpec, NicSpec, validation_message
 
 MAC_PREFIX = "aa:00:00"
-_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-MAC_AUTO = ("auto", "generate")
-
-DISK_KEYS = frozenset({"size", "mode", "name"})
-NIC_KEYS = frozenset({"mac", "ip", "link", "mode", "name", "network", "vlan"})
-NIC_MODES = ("bridged", "routed", "openvswitch")
 # backend parameters and whether they are positive integers
 BE_INT_PARAMS = frozenset({"maxmem", "minmem", "vcpus", "spindle_use"})
 BE_BOOL_PARAMS = frozenset({"auto_balance", "always_failover"})
 BE_PARAMS = BE_INT_PARAMS | BE_BOOL_PARAMS | {"memory"}
 _BE_LIMITS = {"maxmem": limits.MEMORY, "minmem": limits.MEMORY, "vcpus": limits.VCPUS}
 
-
-def check_disk_specs(disks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Syntax of the ``disks`` opcode field; returns normalised copies."""
-    limits.DISKS.check(disks, "disks")
-    result = []
-    for idx, spec in enumerate(disks):
-        if not isinstance(spec, dict):
-            raise errors.OpPrereqError(f"Disk {idx}: specification must be a dictionary",
-                                       errors.ECODE_INVAL)
-        unknown = sorted(set(spec) - DISK_KEYS)
-        if unknown:
-            raise errors.OpPrereqError(f"Disk {idx}: unknown parameter(s) {', '.join(unknown)}",
-                                       errors.ECODE_INVAL)
-        size = spec.get("size")
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise errors.OpPrereqError(
-                f"Disk {idx}: invalid size {size!r} (a positive number of MiB is needed)",
-                errors.ECODE_INVAL)
-        limits.DISK_SIZE.check(size, f"disks[{idx}].size")
-        mode = spec.get("mode", constants.DISK_RDWR)
-        if mode not in (constants.DISK_RDWR, constants.DISK_RDONLY):
-            raise errors.OpPrereqError(f"Disk {idx}: invalid mode {mode!r} (rw or ro)",
-                                       errors.ECODE_INVAL)
-        name = spec.get("name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise errors.OpPrereqError(f"Disk {idx}: invalid name {name!r}", errors.ECODE_INVAL)
-        result.append({"size": size, "mode": mode, "name": name})
-    return result
+_DISK_LIST = TypeAdapter(list[DiskSpec])
+_NIC_LIST = TypeAdapter(list[NicSpec])
 
 
-def check_nic_specs(nics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Syntax of the ``nics`` opcode field; MACs are lower-cased, "auto" kept."""
-    limits.NICS.check(nics, "nics")
-    result = []
-    for idx, spec in enumerate(nics):
-        if not isinstance(spec, dict):
-            raise errors.OpPrereqError(f"NIC {idx}: specification must be a dictionary",
-                                       errors.ECODE_INVAL)
-        unknown = sorted(set(spec) - NIC_KEYS)
-        if unknown:
-            raise errors.OpPrereqError(f"NIC {idx}: unknown parameter(s) {', '.join(unknown)}",
-                                       errors.ECODE_INVAL)
-        nic = dict(spec)
-        mac = nic.get("mac")
-        if mac in (None, "", *MAC_AUTO):
-            nic["mac"] = None
-        elif not isinstance(mac, str) or not _MAC_RE.match(mac.lower()):
-            raise errors.OpPrereqError(f"NIC {idx}: invalid MAC address {mac!r}",
-                                       errors.ECODE_INVAL)
-        else:
-            nic["mac"] = mac.lower()
-        mode = nic.get("mode")
-        if mode is not None and mode not in NIC_MODES:
-            raise errors.OpPrereqError(
-                f"NIC {idx}: invalid mode {mode!r} (one of {', '.join(NIC_MODES)})",
-                errors.ECODE_INVAL)
-        result.append(nic)
-    return result
+def _specs(adapter: TypeAdapter[list[Any]], limit: limits.Limit, what: str,
+           specs: Sequence[Any]) -> list[Any]:
+    limit.check(specs, what)
+    try:
+        return list(adapter.validate_python(list(specs)))
+    except ValidationError as err:
+        raise errors.OpPrereqError(validation_message(what, err), errors.ECODE_INVAL
+                                   ) from None
+
+
+def check_disk_specs(disks: Sequence[DiskSpec | dict[str, Any]]) -> list[DiskSpec]:
+    """Disk specifications from elsewhere than the opcode (an export), checked by the
+    opcode's own DiskSpec model and the DISKS limit."""
+    return _specs(_DISK_LIST, limits.DISKS, "disks", disks)
+
+
+def check_nic_specs(nics: Sequence[NicSpec | dict[str, Any]]) -> list[NicSpec]:
+    """NIC specifications, checked as check_disk_specs checks disks."""
+    return _specs(_NIC_LIST, limits.NICS, "nics", nics)
 
 
 def check_beparams(params: dict[str, Any], allow_default: bool = False) -> dict[str, Any]:

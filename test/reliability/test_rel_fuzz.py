@@ -201,7 +201,7 @@ def test_what_create_accepts_export_and_import_accept(
         if isinstance(err, errors.OpPrereqError):
             assert err.ecode == errors.ECODE_INVAL
         return
-    inst = type("I", (), {"name": name, "disks": [type("D", (), {"size": d["size"]})()
+    inst = type("I", (), {"name": name, "disks": [type("D", (), {"size": d.size})()
                                                  for d in specs],
                           "nics": nics, "tags": sorted(set(tags)), "os": os_type or ""})()
     assert limits.instance_problems(inst, beparams) == []

@@ -11,7 +11,8 @@ from test_jqueue_fakes import FakeExecutor, field, running_queue, wait_status
 from ganeti import constants, opcodes
 from ganeti.jqueue.queue import REDACTED
 
-SECRET = "s3cr3t-domain-secret-value"
+# long enough for the opcode (DOMAIN_SECRET_MIN_LENGTH)
+SECRET = "s3cr3t-domain-secret-value-0123456789"
 
 
 def _secret_op() -> opcodes.OpCode:
