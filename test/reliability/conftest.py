@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from rel_support import rpc_runner
+from support.cluster import E2ECluster
 
-from ganeti.tools.local_cluster import LocalCluster
+from ganeti.rpc.client import RpcRunner
 
 
 @pytest.fixture(scope="module")
-def rpc(cluster: LocalCluster) -> Iterator[Any]:
+def rpc(cluster: E2ECluster) -> Iterator[RpcRunner]:
     """An RPC runner speaking to the module's cluster with the master's certificate."""
-    runner = rpc_runner(cluster)
+    runner = cluster.rpc_runner()
     try:
         yield runner
     finally:

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cmdlib_backup_remote import Import, _export, _source, pair  # noqa: F401
-from test_cmdlib_instance import Env
+from support.loopback import Env, Import, fill_source, remote_export_op, remote_pair
 
 from ganeti import crypto, opcodes
 
@@ -31,12 +30,17 @@ def env(tmp_path: Path) -> Env:
     return env
 
 
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Env, Env]:
+    return remote_pair(tmp_path)
+
+
 def messages(log: list[Any]) -> str:
     return "\n".join(str(m) for m in log)
 
 
 def test_local_export_uses_cluster_defaults_and_node_limits(env: Env) -> None:
-    _source(env)
+    fill_source(env)
     env.run(opcodes.OpClusterSetParams.create(backup_defaults={
         "bwlimit": 51200, "ionice_class": "idle"}))
     env.run(opcodes.OpNodeSetParams.create(node_name="node3", backup_bwlimit=40960))
@@ -54,7 +58,7 @@ def test_local_export_uses_cluster_defaults_and_node_limits(env: Env) -> None:
 
 
 def test_export_values_override_the_defaults(env: Env) -> None:
-    _source(env)
+    fill_source(env)
     env.run(opcodes.OpClusterSetParams.create(backup_defaults={
         "bwlimit": 51200, "ionice_class": "idle"}))
     env.run(opcodes.OpBackupExport.create(instance_name="inst1", target_node="node3",
@@ -65,15 +69,15 @@ def test_export_values_override_the_defaults(env: Env) -> None:
     assert "export limit" not in log and "node limit " not in log
 
 
-def test_remote_export_limits_each_cluster_on_its_side(pair: tuple[Env, Env]  # noqa: F811
+def test_remote_export_limits_each_cluster_on_its_side(pair: tuple[Env, Env]
                                                        ) -> None:
     src, dst = pair
-    _source(src)
+    fill_source(src)
     dst.run(opcodes.OpNodeSetParams.create(node_name="node3", backup_bwlimit=30720))
     prepared = src.run(opcodes.OpBackupPrepare.create(instance_name="inst1", mode="remote"))
     imp = Import(src, dst, prepared)
     entry = imp.endpoints()
-    assert src.run(_export(prepared, entry, bwlimit=20480, ionice_class="best-effort",
+    assert src.run(remote_export_op(prepared, entry, bwlimit=20480, ionice_class="best-effort",
                            ionice_level=6)) == (True, [True, True])
     assert imp.join() == ["node3"]
     sent = messages(src.cbs.log)

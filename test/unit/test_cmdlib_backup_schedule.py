@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from test_cmdlib_instance import Env
+from support.loopback import Env
 
 from ganeti import errors, opcodes
 from ganeti.backend import export as ex

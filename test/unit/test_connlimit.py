@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_luxi_fakes import FakeContext, FakeQueue
+from support.luxi_fakes import FakeContext, FakeQueue
 
 from ganeti import crypto, errors, luxi, pathutils
 from ganeti.backend import NodeContext
@@ -312,7 +312,7 @@ EMFILE_SERVER = textwrap.dedent("""
     import logging, resource, sys, time
     sys.path.insert(0, sys.argv[3])
     from pathlib import Path
-    from test_luxi_fakes import FakeContext, FakeQueue
+    from support.luxi_fakes import FakeContext, FakeQueue
     from ganeti.server import luxi_server
     logging.basicConfig(filename=sys.argv[2], level=logging.INFO)
     backend = luxi_server.MasterBackend(FakeQueue(), FakeContext())
