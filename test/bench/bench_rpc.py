@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import inspect
 import json
 import os
 import statistics
@@ -44,7 +45,7 @@ def _serve_aiohttp(root: str) -> None:
     fake = noded.NodeRpcServer.__new__(noded.NodeRpcServer)  # reuse dispatch() only
     fake.procedures = noded.PROCEDURES
     fake.node_context = ctx
-    fake.signatures = {n: noded.inspect.signature(f) for n, f in noded.PROCEDURES.items()}
+    fake.signatures = {n: inspect.signature(f) for n, f in noded.PROCEDURES.items()}
     blocking = {"test_delay", "upload_file", "hooks_runner", "write_ssconf_files"}
 
     async def handle(request: web.Request) -> web.Response:
@@ -72,7 +73,7 @@ def _serve_aiohttp(root: str) -> None:
         await site.start()
         server = site._server
         assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        port = server.sockets[0].getsockname()[1]
         print(f"Listening on 127.0.0.1:{port}", flush=True)
         await asyncio.Event().wait()
 

@@ -25,6 +25,7 @@ from support.cluster import E2ECluster, cluster_fixture
 from support.reliability import WAIT, client, master_pid, rss_kib, scaled
 
 from ganeti import constants, crypto, daemon, errors, luxi
+from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import SOURCE_TOP, NodeSpec
 from ganeti.transfer.coordinator import DiskTransfer, run_transfers
 
@@ -269,8 +270,8 @@ def test_luxi_oversized_message_refused_as_it_passes_the_limit(tuned: E2ECluster
         reply = luxi.MessageStream(sock).recv()
     finally:
         sock.close()
-    err = errors.decode(reply["result"])
-    assert isinstance(err, errors.ProtocolError) and "too large" in str(err)
+    refused = errors.decode(reply["result"])
+    assert isinstance(refused, errors.ProtocolError) and "too large" in str(refused)
     # the server stopped reading at the limit: the rest never left our side
     assert sent < constants.LUXI_MAX_MESSAGE + 8 * MIB, sent
     assert _query(tuned)
@@ -341,7 +342,7 @@ def _client_ctx(cluster: E2ECluster) -> ssl.SSLContext:
     return crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
 
 
-def _version_ok(rpc: Any) -> bool:
+def _version_ok(rpc: RpcRunner) -> bool:
     res = rpc.call_version(["node2"])["node2"]
     return res.fail_msg is None and res.payload == constants.PROTOCOL_VERSION
 
@@ -360,7 +361,7 @@ def _fresh_version_ok(cluster: E2ECluster) -> bool:
         conn.close()
 
 
-def test_noded_flood_of_half_open_handshakes(tuned: E2ECluster, rpc: Any) -> None:
+def test_noded_flood_of_half_open_handshakes(tuned: E2ECluster, rpc: RpcRunner) -> None:
     count = scaled(1_000, 6_000)
     pid = _node2_pid(tuned)
     socks: list[socket.socket] = []
@@ -386,7 +387,7 @@ def test_noded_flood_of_half_open_handshakes(tuned: E2ECluster, rpc: Any) -> Non
             f"{asked} RPC calls answered meanwhile; {sampler.describe()}")
 
 
-def test_noded_slow_loris_headers(tuned: E2ECluster, rpc: Any) -> None:
+def test_noded_slow_loris_headers(tuned: E2ECluster, rpc: RpcRunner) -> None:
     count = scaled(20, 60)
     ctx = _client_ctx(tuned)
     socks = [ctx.wrap_socket(_tcp(tuned)) for _ in range(count)]
@@ -412,7 +413,7 @@ def test_noded_slow_loris_headers(tuned: E2ECluster, rpc: Any) -> None:
             f"all cut off by the 3 s request timeout (after {time.monotonic() - started:.0f} s)")
 
 
-def test_noded_over_the_cap_of_busy_connections(tuned: E2ECluster, rpc: Any) -> None:
+def test_noded_over_the_cap_of_busy_connections(tuned: E2ECluster, rpc: RpcRunner) -> None:
     ctx = _client_ctx(tuned)
     statuses: list[int] = []
 
@@ -453,7 +454,7 @@ def test_noded_over_the_cap_of_busy_connections(tuned: E2ECluster, rpc: Any) -> 
 class StrangerRpc:
     """The real RPC runner; strangers connect to each receiver before the sender does."""
 
-    def __init__(self, rpc: Any, silent: int, dripping: int) -> None:
+    def __init__(self, rpc: RpcRunner, silent: int, dripping: int) -> None:
         self._rpc = rpc
         self.silent = silent
         self.dripping = dripping
@@ -495,7 +496,7 @@ class StrangerRpc:
             sock.close()
 
 
-def test_transfer_receiver_with_strangers_first(tuned: E2ECluster, rpc: Any) -> None:
+def test_transfer_receiver_with_strangers_first(tuned: E2ECluster, rpc: RpcRunner) -> None:
     silent, dripping = scaled(10, 40), scaled(4, 12)
     src_node, dst_node = tuned.nodes
     src_dir = src_node.paths.file_storage_dir / "abuse"

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.cluster import E2ECluster, cluster_fixture
@@ -32,6 +31,7 @@ from support.reliability import (
 )
 
 from ganeti import constants, errors, opcodes
+from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import SOURCE_TOP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -54,7 +54,7 @@ def _export_cli(cluster: E2ECluster, *argv: str) -> subprocess.Popen[str]:
         env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_master_killed_during_export(cluster: E2ECluster, rpc: Any) -> None:
+def test_master_killed_during_export(cluster: E2ECluster, rpc: RpcRunner) -> None:
     add_instance(cluster, "crash1", "node1", "160M", "--no-start")
     fill_disk(cluster, "crash1", 128)
     cluster.gnt("gnt-instance", "start", "crash1")

@@ -189,6 +189,7 @@ def test_what_create_accepts_export_and_import_accept(
         op = opcodes.OpInstanceCreate.create(instance_name=name, disks=disks, nics=nics,
                                              tags=tags, os_type=os_type,
                                              beparams={"memory": memory})
+        assert isinstance(op, opcodes.OpInstanceCreate)
         specs = iu.check_disk_specs(op.disks)
         iu.check_nic_specs(op.nics)
         beparams = iu.check_beparams(op.beparams)

@@ -33,6 +33,7 @@ from support.reliability import (
 )
 
 from ganeti.fileutils import atomic_write
+from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import SOURCE_TOP, pick_free_port
 from ganeti.transfer.coordinator import DiskTransfer, run_transfers
 
@@ -52,7 +53,7 @@ cluster = cluster_fixture("net", 2)
 class ProxiedRpc:
     """The real RPC runner, but senders are sent to a FaultProxy in front of the receiver."""
 
-    def __init__(self, rpc: Any, faults: Faults) -> None:
+    def __init__(self, rpc: RpcRunner, faults: Faults) -> None:
         self._rpc = rpc
         self.faults = faults
         self.proxies: list[FaultProxy] = []
@@ -90,7 +91,7 @@ TRANSFER_CASES = {
 
 
 @pytest.mark.parametrize("case", list(TRANSFER_CASES))
-def test_transfer_through_faults(cluster: E2ECluster, rpc: Any, case: str) -> None:
+def test_transfer_through_faults(cluster: E2ECluster, rpc: RpcRunner, case: str) -> None:
     faults, should_succeed = TRANSFER_CASES[case]
     src_node, dst_node = cluster.nodes
     src_dir = src_node.paths.file_storage_dir / "netfault"
@@ -203,7 +204,7 @@ def test_master_rpc_cut_ends_in_timeout_not_hang(cluster: E2ECluster,
 
 
 def test_export_with_node_unreachable_mid_copy_fails_cleanly_then_retry_works(
-        cluster: E2ECluster, rpc: Any, node2_proxy: FaultProxy) -> None:
+        cluster: E2ECluster, rpc: RpcRunner, node2_proxy: FaultProxy) -> None:
     """The master loses node2 mid-export: a clear job error, leftovers the watcher
     removes once node2 is reachable again, and the same export then succeeds."""
     add_instance(cluster, "netexp1", "node1", "96M", "--no-start")

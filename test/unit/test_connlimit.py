@@ -32,7 +32,7 @@ from ganeti import crypto, errors, luxi, pathutils
 from ganeti.backend import NodeContext
 from ganeti.server import connlimit, luxi_server, noded
 from ganeti.storage.extents import DiskReader, DiskWriter
-from ganeti.transfer import COMPRESS_NONE, registry
+from ganeti.transfer import COMPRESS_NONE, TransferError, registry
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.sender import connect
 
@@ -575,7 +575,7 @@ def test_transfer_failed_thread_start_leaves_nothing(node_certs: pathutils.Paths
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     failed = _failing_thread_start(monkeypatch, "transfer-receive-abuse-r3", 1)
     dest = tmp_path / "dest"
-    with pytest.raises(registry.TransferError, match="Cannot start a thread"):
+    with pytest.raises(TransferError, match="Cannot start a thread"):
         registry.start_receive(
             "abuse-r3", "test", "127.0.0.1", _stream_ctx(node_certs, True), "magic-abuse-3",
             None, lambda n: DiskWriter.create(dest, n), None, registry.StreamOptions())

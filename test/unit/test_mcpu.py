@@ -53,6 +53,7 @@ class FakeContext:
         self.rpc = None
         self.events: list[str] = []
         self.abort_hooks = abort_hooks
+        self.bgl_exclusive: bool | None = None
 
     def build_hooks_master(self, lu: LogicalUnit) -> FakeHooks | None:
         if lu.HPATH is None:
@@ -107,6 +108,7 @@ class LUUnittestRecord(LogicalUnit):
     def ExpandNames(self) -> None:
         self._ev("ExpandNames")
         self.expand_and_lock_instance()
+        assert self.needed_locks is not None
         self.needed_locks[locking.LEVEL_NODE] = []
         self.recalculate_locks[locking.LEVEL_NODE] = "replace"
 
@@ -116,6 +118,7 @@ class LUUnittestRecord(LogicalUnit):
             names = set()
             for inst in self.glm.owned(locking.LEVEL_INSTANCE):
                 names.update(self.context.cfg.instances[inst])
+            assert self.needed_locks is not None
             self.needed_locks[level] = sorted(names)
             del self.recalculate_locks[level]
 
@@ -141,6 +144,7 @@ class LUUnittestRecord(LogicalUnit):
 
 class LUUnittestExclusive(NoHooksLU):
     REQ_BGL = True
+    context: Any
 
     def ExpandNames(self) -> None:
         self.needed_locks = {}
@@ -190,7 +194,7 @@ def test_phase_order_locks_and_release() -> None:
 def test_req_bgl_takes_bgl_exclusively() -> None:
     ctx = FakeContext()
     assert make_processor(ctx).execute_opcode(OpUnittestExclusive(), Callbacks())
-    assert ctx.bgl_exclusive  # type: ignore[attr-defined]
+    assert ctx.bgl_exclusive
 
 
 def test_dry_run_stops_after_pre_hooks() -> None:
