@@ -53,8 +53,8 @@ def generations(cluster: E2ECluster, node_name: str, instance: str) -> list[str]
 def disk_file(cluster: E2ECluster, instance: str) -> Path:
     proc = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name", instance)
     assert instance in proc.stdout
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    inst = next(i for i in data["instances"].values() if i["name"] == instance)
+    inst = cluster.instance_conf(instance)
+    assert inst is not None
     return Path(inst["disks"][0]["logical_id"][1])
 
 
