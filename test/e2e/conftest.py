@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from support.cluster import cluster_fixture
+from support.cluster import cluster_fixture, rpc
 
-# A 3-node cluster shared by the tests of one module (support.cluster.E2ECluster).
+# A 3-node cluster shared by the tests of one module (support.cluster.E2ECluster),
+# and ``rpc``, an RpcRunner to its nodes.
 cluster = cluster_fixture("cluster")
+
+__all__ = ["cluster", "rpc"]

@@ -7,7 +7,6 @@ import random
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ _PROGRESS_RE = re.compile(
 _FINISHED_RE = re.compile(
     r"^disk/0 finished: \d+(\.\d)?[BKMGT]? in \d+\.\ds, \d+\.\d MiB/s,"
     r" checksum blake3-4m:[0-9a-f]{64}$")
-
-
-@pytest.fixture(scope="module")
-def rpc(cluster: E2ECluster) -> Iterator[RpcRunner]:
-    runner = cluster.rpc_runner()
-    try:
-        yield runner
-    finally:
-        runner.close()
 
 
 def _text_block(seed: int) -> bytes:

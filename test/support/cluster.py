@@ -61,6 +61,17 @@ def stop_quietly(cluster: LocalCluster) -> None:
     cluster.stop(log=lambda _msg: None)
 
 
+@pytest.fixture(scope="module")
+def rpc(cluster: E2ECluster) -> Iterator[RpcRunner]:
+    """An RPC runner speaking to the module's cluster with the master's certificate
+    (a fixture: the e2e and reliability conftests import it)."""
+    runner = cluster.rpc_runner()
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
 def cluster_fixture(label: str, node_count: int = 3) -> Callable[..., Iterator[E2ECluster]]:
     """A module-scoped fixture starting a real cluster of ``node_count`` nodes.
 
@@ -70,6 +81,7 @@ def cluster_fixture(label: str, node_count: int = 3) -> Callable[..., Iterator[E
     """
     @pytest.fixture(scope="module")
     def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
+        """A started local cluster (E2ECluster) shared by the tests of one module."""
         cluster = start_cluster(tmp_path_factory.mktemp(label), node_count)
         try:
             yield cluster
