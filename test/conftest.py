@@ -1,3 +1,3 @@
-"""Shared pytest setup: the reflink test filesystem fixtures (test/fsfixture.py)."""
+"""Shared pytest setup: the reflink test filesystem fixtures (test/support/fsfixture.py)."""
 
-pytest_plugins = ["fsfixture"]
+pytest_plugins = ["support.fsfixture"]

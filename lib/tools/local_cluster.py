@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ganeti import bootstrap, constants, daemon, pathutils
 
@@ -92,7 +92,7 @@ class LocalCluster:
     @classmethod
     def create(cls, root: str | os.PathLike[str], node_count: int = 3,
                subnet: str = "127.1.0.", port: int | None = None,
-               cluster_name: str = "cluster.local") -> LocalCluster:
+               cluster_name: str = "cluster.local") -> Self:
         """Lay out roots, create the cluster on node1 and certificates for the others."""
         root_path = Path(root).resolve()
         if (root_path / STATE_FILE).exists():
@@ -127,7 +127,7 @@ class LocalCluster:
 
     @classmethod
     def create_and_start(cls, root: str | os.PathLike[str], node_count: int = 3,
-                         attempts: int = 3) -> LocalCluster:
+                         attempts: int = 3) -> Self:
         """A started cluster on a random loopback subnet (parallel test runs never clash)."""
         last: OSError | None = None
         for _ in range(attempts):

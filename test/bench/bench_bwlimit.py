@@ -234,12 +234,12 @@ def before_vs_now(rev: str, tmp: Path, size: int, runs: int) -> str:
             rates[name].append(rate)
             cpus[name].append(cpu)
     med = {name: statistics.median(values) for name, values in rates.items()}
-    cpu = {name: min(values) for name, values in cpus.items()}
+    best_cpu = {name: min(values) for name, values in cpus.items()}
     return (f"in-process unlimited stream, {size // MIB} MiB, {runs} runs: {rev}"
-            f" median {med['before']:.0f} MiB/s, {cpu['before']:.2f} CPU s/GiB (best);"
-            f" now {med['now']:.0f} MiB/s, {cpu['now']:.2f} CPU s/GiB; ratios now/before:"
+            f" median {med['before']:.0f} MiB/s, {best_cpu['before']:.2f} CPU s/GiB (best);"
+            f" now {med['now']:.0f} MiB/s, {best_cpu['now']:.2f} CPU s/GiB; ratios now/before:"
             f" rate {med['now'] / med['before']:.3f}, CPU per byte"
-            f" {cpu['now'] / cpu['before']:.3f} (runs before"
+            f" {best_cpu['now'] / best_cpu['before']:.3f} (runs before"
             f" {', '.join(f'{r:.0f}' for r in rates['before'])};"
             f" now {', '.join(f'{r:.0f}' for r in rates['now'])})")
 
@@ -304,8 +304,8 @@ def main() -> int:
                 rates.setdefault(name, []).append(variant())
                 cpu.setdefault(name, []).append(bench.cpu() - before)
         bench.rpc.close()
-        before = (before_vs_now(opts.before_rev, tmp, big, opts.unlimited_runs)
-                  if opts.before_rev else None)
+        history = (before_vs_now(opts.before_rev, tmp, big, opts.unlimited_runs)
+                   if opts.before_rev else None)
     finally:
         cluster.stop(log=lambda _m: None)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -332,8 +332,8 @@ def main() -> int:
     print(f"limiter path / no limiter: rate {huge / unlimited:.3f} (best),"
           f" {huge_med / unlimited_med:.3f} (median), CPU per byte"
           f" {cpu_huge / cpu_plain:.3f} (best)")
-    if before:
-        print(before)
+    if history:
+        print(history)
     return 0
 
 

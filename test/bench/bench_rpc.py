@@ -71,7 +71,7 @@ def _serve_aiohttp(root: str) -> None:
         await site.start()
         server = site._server
         assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined, unused-ignore]
+        port = server.sockets[0].getsockname()[1]
         print(f"Listening on 127.0.0.1:{port}", flush=True)
         await asyncio.Event().wait()
 

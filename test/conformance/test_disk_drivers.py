@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fsfixture import FsUnavailable, mount_reflink_fs
+from support.fsfixture import FsUnavailable, mount_reflink_fs
 
 from ganeti import constants, errors, pathutils
 from ganeti.objects import Disk

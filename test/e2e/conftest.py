@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from support.cluster import cluster_fixture, rpc
 
-import pytest
+# A 3-node cluster shared by the tests of one module (support.cluster.E2ECluster),
+# and ``rpc``, an RpcRunner to its nodes.
+cluster = cluster_fixture("cluster")
 
-from ganeti.tools.local_cluster import LocalCluster
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A 3-node cluster shared by the tests of one module."""
-    root = tmp_path_factory.mktemp("cluster")
-    lc = LocalCluster.create_and_start(root)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _msg: None)
+__all__ = ["cluster", "rpc"]

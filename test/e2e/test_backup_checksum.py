@@ -7,15 +7,14 @@ not understand must stop the import before anything is created.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 import pytest
+from support.cluster import E2ECluster, output
 
 from ganeti.backup import exportconf
-from ganeti.tools.local_cluster import LocalCluster
 from ganeti.transfer.checksum import checksum_file
 
 pytestmark = pytest.mark.e2e
@@ -23,15 +22,8 @@ pytestmark = pytest.mark.e2e
 MIB = 1 << 20
 
 
-def _run(cluster: LocalCluster, *argv: str, ok: bool = True) -> str:
-    proc = cluster.gnt(*argv)
-    assert (proc.returncode == 0) == ok, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def _disk(cluster: LocalCluster, name: str) -> Path | None:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    inst = next((i for i in data["instances"].values() if i["name"] == name), None)
+def _disk(cluster: E2ECluster, name: str) -> Path | None:
+    inst = cluster.instance_conf(name)
     return None if inst is None else Path(inst["disks"][0]["logical_id"][1])
 
 
@@ -42,15 +34,15 @@ def _set_recorded(conf: Path, value: str) -> None:
     conf.write_text(text)
 
 
-def test_old_sha256_export_imports_and_bad_value_is_refused(cluster: LocalCluster) -> None:
-    _run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=12M",
-         "--no-start", "sum1")
+def test_old_sha256_export_imports_and_bad_value_is_refused(cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=12M",
+                "--no-start", "sum1")
     src = _disk(cluster, "sum1")
     assert src is not None
     with open(src, "r+b") as handle:
         handle.write(os.urandom(5 * MIB))     # crosses a 4 MiB block boundary
-    _run(cluster, "gnt-backup", "export", "-n", "node3", "sum1")
-    exp = next(n for n in cluster.nodes if n.name == "node3").paths.export_dir / "sum1"
+    cluster.gnt("gnt-backup", "export", "-n", "node3", "sum1")
+    exp = cluster.node("node3").paths.export_dir / "sum1"
     conf = exp / "config.ini"
     recorded = exportconf.parse(conf.read_text()).disks[0].checksum
     assert recorded == checksum_file(exp / "disk0.img") == checksum_file(src)
@@ -58,19 +50,21 @@ def test_old_sha256_export_imports_and_bad_value_is_refused(cluster: LocalCluste
 
     # as an export written before blake3: the sender must re-read with sha256
     _set_recorded(conf, checksum_file(exp / "disk0.img", "sha256-4m"))
-    out = _run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
-               "--src-dir", "sum1", "--no-start", "sum1-old")
+    out = output(cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                             "--src-dir", "sum1", "--no-start", "sum1-old"))
     assert "All disks imported and verified" in out and "checksum sha256-4m:" in out
     copy = _disk(cluster, "sum1-old")
     assert copy is not None and copy.read_bytes() == src.read_bytes()
 
     # a value no node can compute: refused up front, nothing created, export kept
     _set_recorded(conf, "md5:0123")
-    out = _run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
-               "--src-dir", "sum1", "--no-start", "sum1-bad", ok=False)
+    proc = cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                       "--src-dir", "sum1", "--no-start", "sum1-bad", ok=False)
+    assert proc.returncode != 0
+    out = output(proc)
     assert "disk0_checksum" in out and "Unknown checksum algorithm in 'md5:0123'" in out
     assert _disk(cluster, "sum1-bad") is None
     assert (exp / "disk0.img").exists()
     for name in ("sum1-old", "sum1"):
-        _run(cluster, "gnt-instance", "remove", "-f", name)
-    _run(cluster, "gnt-backup", "remove", "sum1")
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "remove", "sum1")

@@ -9,21 +9,19 @@ names create accepts (``inst.new``, 200 characters), stale leftovers in
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.cluster import E2ECluster
 
-from ganeti import pathutils
 from ganeti.backend import NodeContext, RpcFail, export_layout
 from ganeti.backend import export as ex
 from ganeti.backup import exportconf
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+from ganeti.tools.local_cluster import SOURCE_TOP
 from ganeti.transfer import checksum
 
 pytestmark = pytest.mark.e2e
@@ -31,30 +29,19 @@ pytestmark = pytest.mark.e2e
 MIB = 1 << 20
 
 
-def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> Any:
-    proc = cluster.gnt(*argv)
-    if ok:
-        assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+def node_ctx(cluster: E2ECluster, name: str) -> NodeContext:
+    return NodeContext(paths=cluster.node(name).paths)
 
 
-def node(cluster: LocalCluster, name: str) -> NodeSpec:
-    return next(n for n in cluster.nodes if n.name == name)
-
-
-def node_ctx(cluster: LocalCluster, name: str) -> NodeContext:
-    return NodeContext(paths=pathutils.Paths.for_root(node(cluster, name).root))
-
-
-def disk_file(cluster: LocalCluster, instance: str) -> Path:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    inst = next(i for i in data["instances"].values() if i["name"] == instance)
+def disk_file(cluster: E2ECluster, instance: str) -> Path:
+    inst = cluster.instance_conf(instance)
+    assert inst is not None, f"{instance} not in the configuration"
     return Path(inst["disks"][0]["logical_id"][1])
 
 
-def add_instance(cluster: LocalCluster, name: str, marker: bytes) -> Path:
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=2M",
-        "--no-start", name)
+def add_instance(cluster: E2ECluster, name: str, marker: bytes) -> Path:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=2M",
+                "--no-start", name)
     disk = disk_file(cluster, name)
     write(disk, marker)
     return disk
@@ -69,9 +56,9 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def exports(cluster: LocalCluster, node_name: str, instance: str) -> dict[str, str]:
+def exports(cluster: E2ECluster, node_name: str, instance: str) -> dict[str, str]:
     """{generation dir or "newest": sha256 of its dump}, each checked against config.ini."""
-    base = node(cluster, node_name).paths.export_dir
+    base = cluster.node(node_name).paths.export_dir
     found = {}
     dirs = [("newest", base / instance)]
     gens = base / ".generations" / instance
@@ -88,25 +75,25 @@ def exports(cluster: LocalCluster, node_name: str, instance: str) -> dict[str, s
     return found
 
 
-def listing(cluster: LocalCluster, instance: str) -> list[tuple[str, str]]:
-    out = run(cluster, "gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
-              "-o", "node,export,newest").stdout
+def listing(cluster: E2ECluster, instance: str) -> list[tuple[str, str]]:
+    out = cluster.gnt("gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
+                      "-o", "node,export,newest").stdout
     return sorted((n, newest) for n, export, newest in
                   (line.split("|") for line in out.splitlines()) if export == instance)
 
 
-def test_keep_generations_never_removes_other_nodes_exports(cluster: LocalCluster) -> None:
+def test_keep_generations_never_removes_other_nodes_exports(cluster: E2ECluster) -> None:
     """Defect 1: two targets (two schedules, say) must not delete each other's newest."""
     disk = add_instance(cluster, "kg1", b"one!")
-    run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", "kg1")
+    cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", "kg1")
     one = sha(disk)
     write(disk, b"two!")
-    run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", "kg1")
+    cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", "kg1")
     two = sha(disk)
     write(disk, b"three")
     time.sleep(1.1)             # export timestamps are seconds: node3's is the newest
-    out = run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node3",
-              "kg1").stdout
+    out = cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node3",
+                      "kg1").stdout
     three = sha(disk)
     assert "Removed the older export" not in out
     on2 = exports(cluster, "node2", "kg1")
@@ -114,18 +101,18 @@ def test_keep_generations_never_removes_other_nodes_exports(cluster: LocalCluste
     assert exports(cluster, "node3", "kg1") == {"newest": three}
     assert listing(cluster, "kg1") == [("node2", "N"), ("node2", "Y"), ("node3", "Y")]
     # an import by name takes the newest export of all nodes (node3's)
-    out = run(cluster, "gnt-backup", "import", "-n", "node2", "--src-dir", "kg1",
-              "--no-start", "kg1-copy").stdout
+    out = cluster.gnt("gnt-backup", "import", "-n", "node2", "--src-dir", "kg1",
+                      "--no-start", "kg1-copy").stdout
     assert sha(disk_file(cluster, "kg1-copy")) == three, out
-    run(cluster, "gnt-instance", "remove", "-f", "kg1-copy")
+    cluster.gnt("gnt-instance", "remove", "-f", "kg1-copy")
     # both nodes are in the export index: a plain export still replaces them all
     # (Ganeti's semantics) and says so
-    out = run(cluster, "gnt-backup", "export", "-n", "node1", "kg1").stdout
+    out = cluster.gnt("gnt-backup", "export", "-n", "node1", "kg1").stdout
     assert "Removed the older export of kg1 on node2" in out
     assert "Removed the older export of kg1 on node3" in out
-    assert not (node(cluster, "node3").paths.export_dir / "kg1").exists()
-    run(cluster, "gnt-backup", "remove", "kg1")
-    run(cluster, "gnt-instance", "remove", "-f", "kg1")
+    assert not (cluster.node("node3").paths.export_dir / "kg1").exists()
+    cluster.gnt("gnt-backup", "remove", "kg1")
+    cluster.gnt("gnt-instance", "remove", "-f", "kg1")
 
 
 @pytest.fixture
@@ -138,14 +125,14 @@ def immutable() -> Iterator[list[Path]]:
 
 
 @pytest.mark.parametrize("which", ["generations", "instance-generations"])
-def test_unwritable_generations_dir_loses_nothing(cluster: LocalCluster, which: str,
+def test_unwritable_generations_dir_loses_nothing(cluster: E2ECluster, which: str,
                                                   immutable: list[Path]) -> None:
     """Defect 2: retiring the previous export fails after the swap."""
     name = f"im-{which[:4]}"
     disk = add_instance(cluster, name, b"old!")
-    run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", name)
+    cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", name)
     before = exports(cluster, "node2", name)
-    base = node(cluster, "node2").paths.export_dir / ".generations"
+    base = cluster.node("node2").paths.export_dir / ".generations"
     target = base if which == "generations" else base / name
     target.mkdir(parents=True, exist_ok=True)
     made = subprocess.run(["chattr", "+i", str(target)], capture_output=True, text=True)
@@ -153,48 +140,48 @@ def test_unwritable_generations_dir_loses_nothing(cluster: LocalCluster, which: 
         pytest.skip(f"chattr +i does not work here: {made.stderr.strip()}")
     immutable.append(target)
     write(disk, b"new!")
-    proc = run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", name,
-               ok=False)
+    proc = cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", name,
+                       ok=False)
     assert proc.returncode == 1
     assert "Export failed, errors in export finalization" in proc.stderr, proc.stderr
     assert exports(cluster, "node2", name) == before          # bytes and checksums
     assert "previous export is untouched" in proc.stdout + proc.stderr
     assert ex.export_leftovers(node_ctx(cluster, "node2")) == []
     subprocess.run(["chattr", "-i", str(target)], check=True)
-    run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", name)
+    cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", name)
     after = exports(cluster, "node2", name)
     assert after["newest"] == sha(disk) and before["newest"] in after.values()
-    run(cluster, "gnt-backup", "remove", name)
-    run(cluster, "gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "remove", name)
+    cluster.gnt("gnt-instance", "remove", "-f", name)
 
 
 @pytest.mark.parametrize("name", ["inst.new", "x" * 196 + ".new"], ids=["inst.new", "200"])
-def test_names_create_accepts_can_be_exported_and_imported(cluster: LocalCluster,
+def test_names_create_accepts_can_be_exported_and_imported(cluster: E2ECluster,
                                                            name: str) -> None:
     assert len(name) in (8, 200)
     disk = add_instance(cluster, name, b"name")
     for _ in range(2):      # the second export retires the first as a generation
-        run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node3", name)
+        cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node3", name)
     assert len(exports(cluster, "node3", name)) == 2
     copy = name[:-4] + ".cpy"
-    run(cluster, "gnt-backup", "import", "-n", "node2", "--src-node", "node3", "--src-dir",
-        name, "--no-start", copy)
+    cluster.gnt("gnt-backup", "import", "-n", "node2", "--src-node", "node3", "--src-dir",
+                name, "--no-start", copy)
     assert sha(disk_file(cluster, copy)) == sha(disk)
-    run(cluster, "gnt-instance", "remove", "-f", copy)
-    run(cluster, "gnt-backup", "remove", name)
-    run(cluster, "gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-instance", "remove", "-f", copy)
+    cluster.gnt("gnt-backup", "remove", name)
+    cluster.gnt("gnt-instance", "remove", "-f", name)
 
 
 def test_verify_reports_leftovers_and_the_watcher_recovers_a_crashed_finalize(
-        cluster: LocalCluster) -> None:
+        cluster: E2ECluster) -> None:
     disk = add_instance(cluster, "cr1", b"old!")
-    run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", "cr1")
+    cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", "cr1")
     before = exports(cluster, "node2", "cr1")
     # node2's own finalize code dies right after the swap (as a killed noded would)
     ctx = node_ctx(cluster, "node2")
     staging = ctx.paths.root / ex.export_prepare(ctx, "cr1").lstrip("/")
     (staging / "disk0.img").write_bytes(b"half-done" * 1000)
-    conf = (node(cluster, "node2").paths.export_dir / "cr1" / "config.ini").read_text()
+    conf = (cluster.node("node2").paths.export_dir / "cr1" / "config.ini").read_text()
 
     class Crash(BaseException):
         pass
@@ -212,8 +199,8 @@ def test_verify_reports_leftovers_and_the_watcher_recovers_a_crashed_finalize(
             ex.export_finalize(ctx, "cr1", conf, True)
     finally:
         export_layout.FAULT_HOOK = None
-    (node(cluster, "node3").paths.export_dir / ".staging" / "ghost").mkdir(parents=True)
-    proc = run(cluster, "gnt-cluster", "verify", ok=False)
+    (cluster.node("node3").paths.export_dir / ".staging" / "ghost").mkdir(parents=True)
+    proc = cluster.gnt("gnt-cluster", "verify", ok=False)
     assert proc.returncode == 1
     text = proc.stdout + proc.stderr
     assert "node node3: stale export leftovers" in text and ".staging/ghost" in text, text
@@ -226,15 +213,15 @@ def test_verify_reports_leftovers_and_the_watcher_recovers_a_crashed_finalize(
     assert "removed export leftovers on node2" in watcher.stdout
     assert exports(cluster, "node2", "cr1") == before       # undone: the previous state
     assert ex.export_leftovers(ctx) == []
-    assert run(cluster, "gnt-cluster", "verify").returncode == 0
+    assert cluster.gnt("gnt-cluster", "verify").returncode == 0
     write(disk, b"new!")
-    run(cluster, "gnt-backup", "export", "--keep-generations", "-n", "node2", "cr1")
+    cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", "cr1")
     assert sorted(exports(cluster, "node2", "cr1").values()) == sorted(
         [before["newest"], sha(disk)])
-    run(cluster, "gnt-backup", "remove", "cr1")
-    run(cluster, "gnt-instance", "remove", "-f", "cr1")
+    cluster.gnt("gnt-backup", "remove", "cr1")
+    cluster.gnt("gnt-instance", "remove", "-f", "cr1")
 
 
-def test_node_refuses_to_finalize_nothing(cluster: LocalCluster) -> None:
+def test_node_refuses_to_finalize_nothing(cluster: E2ECluster) -> None:
     with pytest.raises(RpcFail, match="No export of nothing1 is being written"):
         ex.export_finalize(node_ctx(cluster, "node2"), "nothing1", "", True)

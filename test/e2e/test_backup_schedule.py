@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cluster import E2ECluster
 
 from ganeti.backup import exportconf
 from ganeti.backup import schedule as sched
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+from ganeti.tools.local_cluster import SOURCE_TOP
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +30,7 @@ MIB = 1 << 20
 DAY = 86400
 
 
-def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> Any:
-    proc = cluster.gnt(*argv)
-    if ok:
-        assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def runner(cluster: LocalCluster, *argv: str, sendmail: Path | None = None,
+def runner(cluster: E2ECluster, *argv: str, sendmail: Path | None = None,
            home: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = cluster.env()
     if sendmail is not None:
@@ -47,24 +41,20 @@ def runner(cluster: LocalCluster, *argv: str, sendmail: Path | None = None,
                            *argv], env=env, capture_output=True, text=True, timeout=300)
 
 
-def node(cluster: LocalCluster, name: str) -> NodeSpec:
-    return next(n for n in cluster.nodes if n.name == name)
+def gen_root(cluster: E2ECluster, node_name: str, instance: str) -> Path:
+    return cluster.node(node_name).paths.export_dir / ".generations" / instance
 
 
-def gen_root(cluster: LocalCluster, node_name: str, instance: str) -> Path:
-    return node(cluster, node_name).paths.export_dir / ".generations" / instance
-
-
-def generations(cluster: LocalCluster, node_name: str, instance: str) -> list[str]:
+def generations(cluster: E2ECluster, node_name: str, instance: str) -> list[str]:
     root = gen_root(cluster, node_name, instance)
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
-def disk_file(cluster: LocalCluster, instance: str) -> Path:
-    proc = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name", instance)
+def disk_file(cluster: E2ECluster, instance: str) -> Path:
+    proc = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name", instance)
     assert instance in proc.stdout
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    inst = next(i for i in data["instances"].values() if i["name"] == instance)
+    inst = cluster.instance_conf(instance)
+    assert inst is not None
     return Path(inst["disks"][0]["logical_id"][1])
 
 
@@ -73,11 +63,11 @@ def fill(path: Path, marker: bytes) -> None:
         handle.write(marker * (MIB // len(marker)))
 
 
-def fake_generation(cluster: LocalCluster, node_name: str, instance: str,
+def fake_generation(cluster: E2ECluster, node_name: str, instance: str,
                     stamp: float) -> str:
     """An older generation as a past run would have left it (real files, old timestamp)."""
     name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(stamp))
-    newest = node(cluster, node_name).paths.export_dir / instance
+    newest = cluster.node(node_name).paths.export_dir / instance
     target = gen_root(cluster, node_name, instance) / name
     shutil.copytree(newest, target)
     conf = (target / "config.ini").read_text()
@@ -87,63 +77,63 @@ def fake_generation(cluster: LocalCluster, node_name: str, instance: str,
     return name
 
 
-def listing(cluster: LocalCluster) -> list[list[str]]:
-    out = run(cluster, "gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
-              "-o", "node,export,generation,size,newest").stdout
+def listing(cluster: E2ECluster) -> list[list[str]]:
+    out = cluster.gnt("gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
+                      "-o", "node,export,generation,size,newest").stdout
     return [line.split("|") for line in out.splitlines()]
 
 
-def test_schedule_add_list_modify_remove(cluster: LocalCluster) -> None:
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
-        "--no-start", "--tags", "db", "s1")
-    bad = run(cluster, "gnt-backup", "schedule", "add", "x", "--instances", "s1", "-n",
-              "node3", "--cron", "0 25 * * *", ok=False)
+def test_schedule_add_list_modify_remove(cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "--no-start", "--tags", "db", "s1")
+    bad = cluster.gnt("gnt-backup", "schedule", "add", "x", "--instances", "s1", "-n",
+                      "node3", "--cron", "0 25 * * *", ok=False)
     assert bad.returncode == 1 and "'cron'" in bad.stderr and "Bad hour" in bad.stderr
-    bad = run(cluster, "gnt-backup", "schedule", "add", "x", "--instances", "nosuch", "-n",
-              "node3", "--cron", "0 3 * * *", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "add", "x", "--instances", "nosuch", "-n",
+                      "node3", "--cron", "0 3 * * *", ok=False)
     assert bad.returncode == 1 and "'instances'" in bad.stderr and "nosuch" in bad.stderr
-    bad = run(cluster, "gnt-backup", "schedule", "add", "x", "--instances", "s1",
-              "--cron", "0 3 * * *", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "add", "x", "--instances", "s1",
+                      "--cron", "0 3 * * *", ok=False)
     assert bad.returncode == 1 and "'target_node'" in bad.stderr
-    bad = run(cluster, "gnt-backup", "schedule", "add", "x", "--tags", "db", "-n", "node3",
-              "--cron", "0 3 * * *", "--keep-daily", "-1", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "add", "x", "--tags", "db", "-n", "node3",
+                      "--cron", "0 3 * * *", "--keep-daily", "-1", ok=False)
     assert bad.returncode == 2 and "--keep-daily" in bad.stderr
-    run(cluster, "gnt-backup", "schedule", "add", "dbs", "--tags", "db", "--node-policy",
-        "other", "--cron", "30 2 * * *", "--keep-last", "2", "--keep-weekly", "4")
-    out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
-              "-o", "name,enabled,cron,instances,target,retention,shutdown_mode").stdout
+    cluster.gnt("gnt-backup", "schedule", "add", "dbs", "--tags", "db", "--node-policy",
+                "other", "--cron", "30 2 * * *", "--keep-last", "2", "--keep-weekly", "4")
+    out = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
+                      "-o", "name,enabled,cron,instances,target,retention,shutdown_mode").stdout
     assert out.splitlines() == ["dbs|Y|30 2 * * *|tag:db|(other)|last=2,weekly=4|shutdown"]
-    run(cluster, "gnt-backup", "schedule", "modify", "dbs", "--cron", "0 4 * * 0",
-        "--keep-daily", "7", "-n", "node3", "--enabled", "no")
-    out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
-              "-o", "name,enabled,cron,target,retention,next_run", "dbs").stdout
+    cluster.gnt("gnt-backup", "schedule", "modify", "dbs", "--cron", "0 4 * * 0",
+                "--keep-daily", "7", "-n", "node3", "--enabled", "no")
+    out = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
+                      "-o", "name,enabled,cron,target,retention,next_run", "dbs").stdout
     assert out.splitlines() == ["dbs|N|0 4 * * 0|node3|last=2,weekly=4,daily=7|-"]
-    bad = run(cluster, "gnt-backup", "schedule", "modify", "nosuch", "--enabled", "yes",
-              ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "modify", "nosuch", "--enabled", "yes",
+                      ok=False)
     assert bad.returncode == 1 and "nosuch" in bad.stderr
     # a disabled schedule never runs on its own, run-now runs it anyway
     quiet = runner(cluster, "--now", "2031-01-01T00:00:00Z")
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
     assert runner(cluster, "--always-report", "--now", "2031-01-01T00:00:00Z").stdout == (
         "Summary: 0 ok, 0 failed, 0 skipped\n")
-    proc = run(cluster, "gnt-backup", "schedule", "run-now", "dbs")
+    proc = cluster.gnt("gnt-backup", "schedule", "run-now", "dbs")
     assert "OK        dbs s1 job" in proc.stdout and "export to node3" in proc.stdout
-    assert (node(cluster, "node3").paths.export_dir / "s1" / "config.ini").is_file()
-    run(cluster, "gnt-backup", "schedule", "remove", "dbs")
-    assert run(cluster, "gnt-backup", "schedule", "list", "--no-headers").stdout == ""
-    bad = run(cluster, "gnt-backup", "schedule", "remove", "dbs", ok=False)
+    assert (cluster.node("node3").paths.export_dir / "s1" / "config.ini").is_file()
+    cluster.gnt("gnt-backup", "schedule", "remove", "dbs")
+    assert cluster.gnt("gnt-backup", "schedule", "list", "--no-headers").stdout == ""
+    bad = cluster.gnt("gnt-backup", "schedule", "remove", "dbs", ok=False)
     assert bad.returncode == 1 and "does not exist" in bad.stderr
-    run(cluster, "gnt-backup", "remove", "s1")
-    run(cluster, "gnt-instance", "remove", "-f", "s1")
+    cluster.gnt("gnt-backup", "remove", "s1")
+    cluster.gnt("gnt-instance", "remove", "-f", "s1")
 
 
 def test_runner_retention_failure_and_import_of_an_older_generation(
-        cluster: LocalCluster) -> None:
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
-        "--no-start", "g1")
+        cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "--no-start", "g1")
     disk = disk_file(cluster, "g1")
-    run(cluster, "gnt-backup", "schedule", "add", "nightly", "--instances", "g1", "-n",
-        "node3", "--cron", "0 3 * * *", "--keep-last", "2", "--keep-daily", "2")
+    cluster.gnt("gnt-backup", "schedule", "add", "nightly", "--instances", "g1", "-n",
+                "node3", "--cron", "0 3 * * *", "--keep-last", "2", "--keep-daily", "2")
     # not due before the first slot after its creation
     data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
     created = next(iter(data["backup_schedules"].values()))["ctime"]
@@ -173,20 +163,20 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
     assert [r[4] for r in rows] == ["Y", "N", "N", "N"]
     assert all(int(r[3]) >= 4 * MIB for r in rows)
     # the Ganeti-compatible view still shows one export
-    plain = run(cluster, "gnt-backup", "list", "--no-headers", "--separator", "|").stdout
+    plain = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert plain.splitlines() == ["node3|g1"]
     # same time again: not due
     assert runner(cluster, "--now", "2030-01-05T10:30:00Z").stdout == ""
 
     # prune --dry-run shows what would go and removes nothing
-    out = run(cluster, "gnt-backup", "prune", "--keep-last", "1", "--dry-run", "g1").stdout
+    out = cluster.gnt("gnt-backup", "prune", "--keep-last", "1", "--dry-run", "g1").stdout
     assert f"node3 g1@{first}" in out and "would remove" in out
     assert "1 kept, 3 would remove" in out
     assert generations(cluster, "node3", "g1") == sorted([first, fakes[0], fakes[2]])
 
     # a failing export (pre hook veto on the target) leaves every generation untouched
     before = listing(cluster)
-    hook_dir = node(cluster, "node3").paths.hooks_dir / "instance-export-pre.d"
+    hook_dir = cluster.node("node3").paths.hooks_dir / "instance-export-pre.d"
     hook_dir.mkdir(parents=True, exist_ok=True)
     veto = hook_dir / "50-full"
     veto.write_text("#!/bin/sh\necho 'disk full'\nexit 1\n")
@@ -199,66 +189,66 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
     assert "FAILED    nightly g1 job" in proc.stdout and "disk full" in proc.stdout
     assert "Summary: 0 ok, 1 failed, 0 skipped" in proc.stdout
     assert listing(cluster) == before
-    out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
-              "-o", "name,last_result").stdout
+    out = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
+                      "-o", "name,last_result").stdout
     assert out.strip() == "nightly|failed: g1"
 
     # import the older generation by NAME@GENERATION and by --generation
     assert (disk.read_bytes()[:4]) == b"BBBB"
-    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
-        f"g1@{first}", "--no-start", "g1-old")
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
+                f"g1@{first}", "--no-start", "g1-old")
     assert disk_file(cluster, "g1-old").read_bytes()[:MIB] == b"AAAA" * (MIB // 4)
-    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-dir", "g1", "--generation",
-        fakes[2], "--no-start", "g1-older")
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-dir", "g1", "--generation",
+                fakes[2], "--no-start", "g1-older")
     assert disk_file(cluster, "g1-older").read_bytes()[:4] == b"AAAA"
-    bad = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
-              "--src-dir", "g1", "--generation", "20990101T000000Z", "--no-start", "g1-x",
-              ok=False)
+    bad = cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                      "--src-dir", "g1", "--generation", "20990101T000000Z", "--no-start", "g1-x",
+                      ok=False)
     assert bad.returncode == 1 and "20990101T000000Z" in bad.stderr
-    bad = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-dir",
-              "g1@20990101T000000Z", "--no-start", "g1-x", ok=False)
+    bad = cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-dir",
+                      "g1@20990101T000000Z", "--no-start", "g1-x", ok=False)
     assert bad.returncode == 1 and "No export of g1@20990101T000000Z" in bad.stderr
     # remove one older generation; the newest is refused (gnt-backup remove handles it)
-    run(cluster, "gnt-backup", "remove", f"g1@{fakes[2]}")
+    cluster.gnt("gnt-backup", "remove", f"g1@{fakes[2]}")
     assert generations(cluster, "node3", "g1") == sorted([first, fakes[0]])
     newest = listing(cluster)[0][2]
-    bad = run(cluster, "gnt-backup", "remove", "g1", "--generation", newest, ok=False)
+    bad = cluster.gnt("gnt-backup", "remove", "g1", "--generation", newest, ok=False)
     assert bad.returncode == 1 and "newest export" in bad.stderr
     for name in ("g1-old", "g1-older", "g1"):
-        run(cluster, "gnt-instance", "remove", "-f", name)
-    run(cluster, "gnt-backup", "schedule", "remove", "nightly")
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "schedule", "remove", "nightly")
     assert os.path.isdir(gen_root(cluster, "node3", "g1"))
 
 
-def meta_rows(cluster: LocalCluster, instance: str) -> list[list[str]]:
+def meta_rows(cluster: E2ECluster, instance: str) -> list[list[str]]:
     """(generation, newest, protected, note) of every generation on node3, newest first."""
-    out = run(cluster, "gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
-              "--node", "node3", "-o", "export,generation,newest,protected,note").stdout
+    out = cluster.gnt("gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
+                      "--node", "node3", "-o", "export,generation,newest,protected,note").stdout
     return [line.split("|")[1:] for line in out.splitlines()
             if line.split("|")[0] == instance]
 
 
-def sidecar(cluster: LocalCluster, instance: str, generation: str | None) -> Any:
-    base = node(cluster, "node3").paths.export_dir
+def sidecar(cluster: E2ECluster, instance: str, generation: str | None) -> Any:
+    base = cluster.node("node3").paths.export_dir
     path = (base / instance if generation is None
             else gen_root(cluster, "node3", instance) / generation)
     meta = path / "ganeti-ng.meta.json"
     return json.loads(meta.read_text()) if meta.exists() else None
 
 
-def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
-        "--no-start", "p1")
+def test_protected_generations_and_notes(cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "--no-start", "p1")
     disk = disk_file(cluster, "p1")
-    bad = run(cluster, "gnt-backup", "export", "-n", "node3", "--note", "x" * 1025, "p1",
-              ok=False)
+    bad = cluster.gnt("gnt-backup", "export", "-n", "node3", "--note", "x" * 1025, "p1",
+                      ok=False)
     assert bad.returncode == 1 and "note: at most 1024 characters" in bad.stderr
-    assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
+    assert not (cluster.node("node3").paths.export_dir / "p1").exists()
     exports = []
     for marker, note in ((b"AAAA", "before the upgrade"), (b"BBBB", ""), (b"CCCC", "")):
         fill(disk, marker)
-        run(cluster, "gnt-backup", "export", "-n", "node3", "--keep-generations",
-            *(["--note", note] if note else []), "p1")
+        cluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations",
+                    *(["--note", note] if note else []), "p1")
         exports.append(meta_rows(cluster, "p1")[0][0])
         time.sleep(1.1)             # generations are named by the second
     first, second, third = exports
@@ -270,85 +260,85 @@ def test_protected_generations_and_notes(cluster: LocalCluster) -> None:
     assert "upgrade" not in (gen_root(cluster, "node3", "p1") / first
                              / "config.ini").read_text()
     # the default list -g columns include Protected and Note
-    out = run(cluster, "gnt-backup", "list", "-g", "--node", "node3").stdout
+    out = cluster.gnt("gnt-backup", "list", "-g", "--node", "node3").stdout
     assert out.splitlines()[0].split()[-2:] == ["Protected", "Note"]
 
-    run(cluster, "gnt-backup", "protect", f"p1@{first}")
+    cluster.gnt("gnt-backup", "protect", f"p1@{first}")
     assert sidecar(cluster, "p1", first)["protected"] is True
-    out = run(cluster, "gnt-backup", "prune", "--keep-last", "1", "p1").stdout
+    out = cluster.gnt("gnt-backup", "prune", "--keep-last", "1", "p1").stdout
     assert f"node3 p1@{first}" in out and "keep (protected)" in out
     assert f"p1@{second}" in out and "removed" in out
     assert "2 kept, 1 removed" in out
     assert generations(cluster, "node3", "p1") == [first]
     # the runner's export + prune jobs skip it too
-    run(cluster, "gnt-backup", "schedule", "add", "hourly-p1", "--instances", "p1", "-n",
-        "node3", "--cron", "0 * * * *", "--keep-last", "1")
+    cluster.gnt("gnt-backup", "schedule", "add", "hourly-p1", "--instances", "p1", "-n",
+                "node3", "--cron", "0 * * * *", "--keep-last", "1")
     proc = runner(cluster, "--now", "2030-01-01T03:00:00Z")
     assert proc.returncode == 0 and "OK        hourly-p1 p1 job" in proc.stdout, (
         proc.stdout + proc.stderr)
-    run(cluster, "gnt-backup", "schedule", "remove", "hourly-p1")
+    cluster.gnt("gnt-backup", "schedule", "remove", "hourly-p1")
     assert generations(cluster, "node3", "p1") == [first]
     fourth = meta_rows(cluster, "p1")[0][0]
     assert fourth not in (first, second, third)
 
-    bad = run(cluster, "gnt-backup", "remove", f"p1@{first}", ok=False)
+    bad = cluster.gnt("gnt-backup", "remove", f"p1@{first}", ok=False)
     assert bad.returncode == 1 and "is protected" in bad.stderr
     assert f"gnt-backup unprotect p1@{first}" in bad.stderr
     assert generations(cluster, "node3", "p1") == [first]
 
     # the newest, by instance name alone
-    run(cluster, "gnt-backup", "protect", "p1")
-    bad = run(cluster, "gnt-backup", "remove", "p1", ok=False)
+    cluster.gnt("gnt-backup", "protect", "p1")
+    bad = cluster.gnt("gnt-backup", "remove", "p1", ok=False)
     assert bad.returncode == 1 and "'gnt-backup unprotect p1'" in bad.stderr
-    assert (node(cluster, "node3").paths.export_dir / "p1" / "config.ini").is_file()
+    assert (cluster.node("node3").paths.export_dir / "p1" / "config.ini").is_file()
     # a plain export (Ganeti's replace semantics) never deletes a protected export:
     # it is kept as an older generation
     fill(disk, b"DDDD")
-    proc = run(cluster, "gnt-backup", "export", "-n", "node3", "p1")
+    proc = cluster.gnt("gnt-backup", "export", "-n", "node3", "p1")
     assert "is protected: it is kept as an older generation" in proc.stdout + proc.stderr
     assert generations(cluster, "node3", "p1") == [first, fourth]
     rows = meta_rows(cluster, "p1")
     assert [r[1:3] for r in rows] == [["Y", "N"], ["N", "Y"], ["N", "Y"]]
 
     # notes change later; a bad one is refused naming the field
-    run(cluster, "gnt-backup", "modify", f"p1@{first}", "--note", "kept for the audit")
-    run(cluster, "gnt-backup", "modify", "p1", "--generation", fourth, "--protected", "no",
-        "--note", "")
+    cluster.gnt("gnt-backup", "modify", f"p1@{first}", "--note", "kept for the audit")
+    cluster.gnt("gnt-backup", "modify", "p1", "--generation", fourth, "--protected", "no",
+                "--note", "")
     assert meta_rows(cluster, "p1")[1:] == [[fourth, "N", "N", ""],
                                             [first, "N", "Y", "kept for the audit"]]
     assert sidecar(cluster, "p1", fourth) is None
-    bad = run(cluster, "gnt-backup", "modify", f"p1@{first}", "--note", "two\nlines",
-              ok=False)
+    bad = cluster.gnt("gnt-backup", "modify", f"p1@{first}", "--note", "two\nlines",
+                      ok=False)
     assert bad.returncode == 1 and "note: must be one line" in bad.stderr
-    bad = run(cluster, "gnt-backup", "modify", f"p1@{first}", ok=False)
+    bad = cluster.gnt("gnt-backup", "modify", f"p1@{first}", ok=False)
     assert bad.returncode == 1 and "Nothing to change" in bad.stderr
     assert meta_rows(cluster, "p1")[2][3] == "kept for the audit"
 
     # unprotected, it goes like any other
-    run(cluster, "gnt-backup", "unprotect", f"p1@{first}")
-    run(cluster, "gnt-backup", "remove", f"p1@{first}")
-    run(cluster, "gnt-backup", "remove", f"p1@{fourth}")
-    run(cluster, "gnt-backup", "remove", "p1")
+    cluster.gnt("gnt-backup", "unprotect", f"p1@{first}")
+    cluster.gnt("gnt-backup", "remove", f"p1@{first}")
+    cluster.gnt("gnt-backup", "remove", f"p1@{fourth}")
+    cluster.gnt("gnt-backup", "remove", "p1")
     assert meta_rows(cluster, "p1") == []
-    assert not (node(cluster, "node3").paths.export_dir / "p1").exists()
-    run(cluster, "gnt-instance", "remove", "-f", "p1")
+    assert not (cluster.node("node3").paths.export_dir / "p1").exists()
+    cluster.gnt("gnt-instance", "remove", "-f", "p1")
 
 
 # --- fixes and options of issue 21 --------------------------------------------------------
 
 
-def add_instance(cluster: LocalCluster, name: str, *tags: str, pnode: str = "node2") -> None:
+def add_instance(cluster: E2ECluster, name: str, *tags: str, pnode: str = "node2") -> None:
     extra = ("--tags", ",".join(tags)) if tags else ()
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", pnode, "--disk", "0:size=4M",
-        "--no-start", *extra, name)
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", pnode, "--disk", "0:size=4M",
+                "--no-start", *extra, name)
 
 
-def tags_of(cluster: LocalCluster, name: str) -> str:
-    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "tags", name).stdout
+def tags_of(cluster: E2ECluster, name: str) -> str:
+    out = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "tags", name).stdout
     return out.strip()
 
 
-def ctime_of(cluster: LocalCluster, schedule: str) -> float:
+def ctime_of(cluster: E2ECluster, schedule: str) -> float:
     data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
     return float(next(s for s in data["backup_schedules"].values()
                       if s["name"] == schedule)["ctime"])
@@ -390,22 +380,22 @@ class Hook:
         self.server.server_close()
 
 
-def test_dry_run_create_and_import_leave_no_lock(cluster: LocalCluster) -> None:
+def test_dry_run_create_and_import_leave_no_lock(cluster: E2ECluster) -> None:
     add_instance(cluster, "dry1")
-    run(cluster, "gnt-backup", "export", "-n", "node3", "dry1")
+    cluster.gnt("gnt-backup", "export", "-n", "node3", "dry1")
     args = ("-t", "file", "-n", "node2", "--disk", "0:size=4M", "--no-start")
-    run(cluster, "gnt-instance", "add", *args, "--dry-run", "dry2")
-    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
-        "dry1", "--no-start", "--dry-run", "dry3")
-    locks = run(cluster, "gnt-debug", "locks").stdout
+    cluster.gnt("gnt-instance", "add", *args, "--dry-run", "dry2")
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
+                "dry1", "--no-start", "--dry-run", "dry3")
+    locks = cluster.gnt("gnt-debug", "locks").stdout
     assert "dry2" not in locks and "dry3" not in locks
     # the real runs after the dry runs
-    run(cluster, "gnt-instance", "add", *args, "dry2")
-    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
-        "dry1", "--no-start", "dry3")
+    cluster.gnt("gnt-instance", "add", *args, "dry2")
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
+                "dry1", "--no-start", "dry3")
     for name in ("dry1", "dry2", "dry3"):
-        run(cluster, "gnt-instance", "remove", "-f", name)
-    run(cluster, "gnt-backup", "remove", "dry1")
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "remove", "dry1")
 
 
 class SmtpSink:
@@ -442,7 +432,7 @@ class SmtpSink:
         self.controller.stop()
 
 
-def test_mail_through_a_real_sendmail_to_an_smtp_sink(cluster: LocalCluster,
+def test_mail_through_a_real_sendmail_to_an_smtp_sink(cluster: E2ECluster,
                                                       tmp_path: Path) -> None:
     """The runner hands its report to msmtp (a real sendmail), which relays it over SMTP."""
     msmtp = shutil.which("msmtp")
@@ -450,9 +440,9 @@ def test_mail_through_a_real_sendmail_to_an_smtp_sink(cluster: LocalCluster,
     sink = SmtpSink()
     try:
         add_instance(cluster, "mail1")
-        run(cluster, "gnt-backup", "schedule", "add", "mailed", "--instances", "mail1",
-            "-n", "node3", "--cron", "@daily", "--notify", "always",
-            "--mail-to", "ops@example.org,backup@example.org")
+        cluster.gnt("gnt-backup", "schedule", "add", "mailed", "--instances", "mail1",
+                    "-n", "node3", "--cron", "@daily", "--notify", "always",
+                    "--mail-to", "ops@example.org,backup@example.org")
         proc = runner(cluster, "--schedule", "mailed", sendmail=Path(msmtp),
                       home=sink.msmtp_home(tmp_path / "home"))
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -468,26 +458,26 @@ def test_mail_through_a_real_sendmail_to_an_smtp_sink(cluster: LocalCluster,
         assert "mail1" in content.split("\r\n\r\n", 1)[1]
     finally:
         sink.close()
-        run(cluster, "gnt-backup", "schedule", "remove", "mailed", ok=False)
-        run(cluster, "gnt-instance", "remove", "-f", "mail1", ok=False)
-        run(cluster, "gnt-backup", "remove", "mail1", ok=False)
+        cluster.gnt("gnt-backup", "schedule", "remove", "mailed", ok=False)
+        cluster.gnt("gnt-instance", "remove", "-f", "mail1", ok=False)
+        cluster.gnt("gnt-backup", "remove", "mail1", ok=False)
 
 
-def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
+def test_quiet_no_wait_collection_and_notifications(cluster: E2ECluster,
                                                     tmp_path: Path) -> None:
     sendmail, spool = sendmail_stub(tmp_path)
     hook = Hook()
     add_instance(cluster, "nw1", "nw")
-    run(cluster, "gnt-cluster", "modify", "--backup-notify", "failure",
-        "--backup-mail-to", "ops@example.org")
-    run(cluster, "gnt-backup", "schedule", "add", "nw", "--tags", "nw", "-n", "node3",
-        "--cron", "0 3 * * *", "--webhook-url", hook.url)
+    cluster.gnt("gnt-cluster", "modify", "--backup-notify", "failure",
+                "--backup-mail-to", "ops@example.org")
+    cluster.gnt("gnt-backup", "schedule", "add", "nw", "--tags", "nw", "-n", "node3",
+                "--cron", "0 3 * * *", "--webhook-url", hook.url)
     first = sched.next_slot("0 3 * * *", ctime_of(cluster, "nw"))
     try:
         # nothing due: cron gets no output to mail
         proc = runner(cluster, "--now", str(first - 60), sendmail=sendmail)
         assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
-        run(cluster, "gnt-node", "modify", "--offline", "yes", "node3")
+        cluster.gnt("gnt-node", "modify", "--offline", "yes", "node3")
         proc = runner(cluster, "--no-wait", "--now", str(first), sendmail=sendmail)
         # submitted is not success
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -500,8 +490,8 @@ def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
         result = "running"
         while result == "running" and time.monotonic() < deadline:
             time.sleep(0.5)
-            result = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
-                         "last_result", "nw").stdout.strip()
+            result = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "-o",
+                                 "last_result", "nw").stdout.strip()
         assert result == "failed: nw1"
         assert not spool.exists() and hook.received == []
         # the next pass collects it: reported, exit 1, notified by mail and webhook
@@ -523,103 +513,103 @@ def test_quiet_no_wait_collection_and_notifications(cluster: LocalCluster,
         assert spool.read_text().count("--end--") == 1 and len(hook.received) == 1
     finally:
         hook.close()
-        run(cluster, "gnt-node", "modify", "--offline", "no", "node3")
-        run(cluster, "gnt-cluster", "modify", "--backup-notify", "failure",
-            "--backup-mail-to", "")
-    run(cluster, "gnt-backup", "schedule", "remove", "nw")
-    run(cluster, "gnt-instance", "remove", "-f", "nw1")
+        cluster.gnt("gnt-node", "modify", "--offline", "no", "node3")
+        cluster.gnt("gnt-cluster", "modify", "--backup-notify", "failure",
+                    "--backup-mail-to", "")
+    cluster.gnt("gnt-backup", "schedule", "remove", "nw")
+    cluster.gnt("gnt-instance", "remove", "-f", "nw1")
 
 
-def planned(cluster: LocalCluster, *argv: str) -> list[str]:
-    out = run(cluster, "gnt-backup", "schedule", "run-now", "--dry-run", *argv).stdout
+def planned(cluster: E2ECluster, *argv: str) -> list[str]:
+    out = cluster.gnt("gnt-backup", "schedule", "run-now", "--dry-run", *argv).stdout
     return sorted(line.split()[2].rstrip(":") for line in out.splitlines()
                   if line.startswith("PLANNED"))
 
 
 def test_exclude_time_zone_snapshot_refusal_and_imported_copies(
-        cluster: LocalCluster) -> None:
+        cluster: E2ECluster) -> None:
     add_instance(cluster, "ex1", "t1")
     add_instance(cluster, "ex2", "t1", "skip")
     add_instance(cluster, "ex3")
-    run(cluster, "gnt-backup", "schedule", "add", "ex", "--all-instances", "--exclude",
-        "ex3,tag:skip", "-n", "node3", "--cron", "0 3 * * *")
+    cluster.gnt("gnt-backup", "schedule", "add", "ex", "--all-instances", "--exclude",
+                "ex3,tag:skip", "-n", "node3", "--cron", "0 3 * * *")
     assert planned(cluster, "ex") == ["ex1"]
 
     # snapshot mode on file storage without reflinks is refused when the schedule is made
-    bad = run(cluster, "gnt-backup", "schedule", "add", "snap", "--instances", "ex1", "-n",
-              "node3", "--cron", "@daily", "--shutdown-mode", "snapshot", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "add", "snap", "--instances", "ex1", "-n",
+                      "node3", "--cron", "@daily", "--shutdown-mode", "snapshot", ok=False)
     assert bad.returncode == 1 and "'shutdown_mode'" in bad.stderr
     assert "ex1 disk 0 (file)" in bad.stderr
-    bad = run(cluster, "gnt-backup", "schedule", "add", "snap", "--tags", "t1", "-n",
-              "node3", "--cron", "@daily", "--shutdown-mode", "snapshot", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "add", "snap", "--tags", "t1", "-n",
+                      "node3", "--cron", "@daily", "--shutdown-mode", "snapshot", ok=False)
     assert bad.returncode == 1 and "selection matches now" in bad.stderr
-    bad = run(cluster, "gnt-backup", "schedule", "modify", "ex", "--shutdown-mode",
-              "snapshot", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "modify", "ex", "--shutdown-mode",
+                      "snapshot", ok=False)
     assert bad.returncode == 1 and "'shutdown_mode'" in bad.stderr
-    assert run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
-               "name").stdout.split() == ["ex"]
+    assert cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "-o",
+                       "name").stdout.split() == ["ex"]
 
     # time zones: the cluster default, then the schedule's own
-    run(cluster, "gnt-cluster", "modify", "--backup-timezone", "America/New_York")
+    cluster.gnt("gnt-cluster", "modify", "--backup-timezone", "America/New_York")
     try:
         created = ctime_of(cluster, "ex")
         first = sched.next_slot("0 3 * * *", created, "America/New_York")
         assert time.gmtime(first).tm_hour == 8          # 03:00 EST
         assert "PLANNED" not in runner(cluster, "--dry-run", "--now", str(first - 60)).stdout
         assert "PLANNED   ex ex1" in runner(cluster, "--dry-run", "--now", str(first)).stdout
-        out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator",
-                  "|", "-o", "name,timezone,next_run").stdout
+        out = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "--separator",
+                          "|", "-o", "name,timezone,next_run").stdout
         shown = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(first))
         assert out.strip() == f"ex|(America/New_York)|{shown}"
-        run(cluster, "gnt-backup", "schedule", "modify", "ex", "--timezone", "Asia/Tokyo")
+        cluster.gnt("gnt-backup", "schedule", "modify", "ex", "--timezone", "Asia/Tokyo")
         tokyo = sched.next_slot("0 3 * * *", created, "Asia/Tokyo")
         assert time.gmtime(tokyo).tm_hour == 18         # 03:00 JST
         assert "PLANNED" not in runner(cluster, "--dry-run", "--now", str(tokyo - 60)).stdout
         assert "PLANNED   ex ex1" in runner(cluster, "--dry-run", "--now", str(tokyo)).stdout
-        bad = run(cluster, "gnt-backup", "schedule", "modify", "ex", "--timezone", "Mars/Base",
-                  ok=False)
+        bad = cluster.gnt("gnt-backup", "schedule", "modify", "ex", "--timezone", "Mars/Base",
+                          ok=False)
         assert bad.returncode == 1 and "'overrides.timezone'" in bad.stderr
-        run(cluster, "gnt-backup", "schedule", "modify", "ex", "--timezone", "default")
-        out = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
-                  "timezone").stdout
+        cluster.gnt("gnt-backup", "schedule", "modify", "ex", "--timezone", "default")
+        out = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "-o",
+                          "timezone").stdout
         assert out.strip() == "(America/New_York)"
     finally:
-        run(cluster, "gnt-cluster", "modify", "--backup-timezone", "UTC")
+        cluster.gnt("gnt-cluster", "modify", "--backup-timezone", "UTC")
 
     # every field of list-fields works with -o, and '+' adds to the defaults
-    fields = [line.split()[0] for line in run(
-        cluster, "gnt-backup", "schedule", "list-fields", "--no-headers").stdout.splitlines()]
+    fields = [line.split()[0] for line in cluster.gnt(
+        "gnt-backup", "schedule", "list-fields", "--no-headers").stdout.splitlines()]
     assert {"name", "exclude", "timezone", "bwlimit", "ionice_class", "jobs"} <= set(fields)
-    out = run(cluster, "gnt-backup", "schedule", "list", "--separator", "|", "-o",
-              ",".join(fields)).stdout.splitlines()
-    assert len(out) == 2 and len(out[1].split("|")) == len(fields)
-    assert out[1].split("|")[fields.index("exclude")] == "ex3,tag:skip"
-    header = run(cluster, "gnt-backup", "schedule", "list", "--separator", "|", "-o",
-                 "+exclude").stdout.splitlines()[0]
+    lines = cluster.gnt("gnt-backup", "schedule", "list", "--separator", "|", "-o",
+                        ",".join(fields)).stdout.splitlines()
+    assert len(lines) == 2 and len(lines[1].split("|")) == len(fields)
+    assert lines[1].split("|")[fields.index("exclude")] == "ex3,tag:skip"
+    header = cluster.gnt("gnt-backup", "schedule", "list", "--separator", "|", "-o",
+                         "+exclude").stdout.splitlines()[0]
     assert header.split("|") == ["Name", "Enabled", "Cron", "Instances", "Target",
                                  "Retention", "NextRun", "LastResult", "Exclude"]
-    bad = run(cluster, "gnt-backup", "schedule", "list", "-o", "name,colour", ok=False)
+    bad = cluster.gnt("gnt-backup", "schedule", "list", "-o", "name,colour", ok=False)
     assert bad.returncode == 1 and "colour" in bad.stderr
 
     # an import under a new name is a copy: no tags, so no tag schedule picks it up;
     # a restore under the instance's own name keeps them
-    run(cluster, "gnt-backup", "schedule", "add", "t1s", "--tags", "t1", "-n", "node3",
-        "--cron", "@daily")
-    run(cluster, "gnt-backup", "export", "-n", "node3", "ex1")
-    proc = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
-               "--src-dir", "ex1", "--no-start", "ex1-copy")
+    cluster.gnt("gnt-backup", "schedule", "add", "t1s", "--tags", "t1", "-n", "node3",
+                "--cron", "@daily")
+    cluster.gnt("gnt-backup", "export", "-n", "node3", "ex1")
+    proc = cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                       "--src-dir", "ex1", "--no-start", "ex1-copy")
     assert "Not carrying the export's tags (t1)" in proc.stdout + proc.stderr
     assert tags_of(cluster, "ex1-copy") == ""
     assert planned(cluster, "t1s") == ["ex1", "ex2"]
-    run(cluster, "gnt-instance", "remove", "-f", "ex1")
-    run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
-        "--src-dir", "ex1", "--no-start", "ex1")
+    cluster.gnt("gnt-instance", "remove", "-f", "ex1")
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                "--src-dir", "ex1", "--no-start", "ex1")
     assert tags_of(cluster, "ex1") == "t1"
     for name in ("t1s", "ex"):
-        run(cluster, "gnt-backup", "schedule", "remove", name)
+        cluster.gnt("gnt-backup", "schedule", "remove", name)
     for name in ("ex1", "ex2", "ex3", "ex1-copy"):
-        run(cluster, "gnt-instance", "remove", "-f", name)
-    run(cluster, "gnt-backup", "remove", "ex1")
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "remove", "ex1")
 
 
 def doc_examples() -> list[list[str]]:
@@ -631,7 +621,7 @@ def doc_examples() -> list[list[str]]:
     return [shlex.split(line) for line in joined.splitlines() if line.strip()]
 
 
-def test_doc_examples_run(cluster: LocalCluster) -> None:
+def test_doc_examples_run(cluster: E2ECluster) -> None:
     add_instance(cluster, "web1", "prod")
     add_instance(cluster, "scratch1", "prod", "scratch")
     add_instance(cluster, "db1")
@@ -639,49 +629,49 @@ def test_doc_examples_run(cluster: LocalCluster) -> None:
     assert len(commands) >= 10 and all(c[:2] == ["gnt-backup", "schedule"] for c in commands)
     outputs = {}
     for argv in commands:
-        outputs[" ".join(argv[2:4])] = run(cluster, *argv).stdout
+        outputs[" ".join(argv[2:4])] = cluster.gnt(*argv).stdout
     # the last example removed "weekly"
-    assert run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "-o",
-               "name").stdout.split() == ["db", "nightly"]
+    assert cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "-o",
+                       "name").stdout.split() == ["db", "nightly"]
     assert "PLANNED   weekly scratch1" in outputs["run-now --dry-run"]
     assert "PLANNED   weekly web1" in outputs["run-now --dry-run"]
     assert "db1" not in outputs["run-now --dry-run"]
     assert "OK        db db1 job" in outputs["run-now db"]
     assert "timezone" in outputs["list-fields"]
-    rows = run(cluster, "gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
-               "-o", "name,enabled,exclude,bwlimit,ionice_class").stdout.splitlines()
+    rows = cluster.gnt("gnt-backup", "schedule", "list", "--no-headers", "--separator", "|",
+                       "-o", "name,enabled,exclude,bwlimit,ionice_class").stdout.splitlines()
     assert rows == ["db|Y|-|(-)|idle", "nightly|N|tag:scratch|(-)|(-)"]
     for name in ("db", "nightly"):
-        run(cluster, "gnt-backup", "schedule", "remove", name)
+        cluster.gnt("gnt-backup", "schedule", "remove", name)
     for name in ("web1", "scratch1", "db1"):
-        run(cluster, "gnt-instance", "remove", "-f", name)
-    run(cluster, "gnt-backup", "remove", "db1")
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "remove", "db1")
 
 
 def test_two_schedules_with_different_targets_keep_both_histories(
-        cluster: LocalCluster) -> None:
+        cluster: E2ECluster) -> None:
     """Issue 21 defect 1: each schedule's export used to delete the other's newest."""
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
-        "--no-start", "two1")
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "--no-start", "two1")
     disk = disk_file(cluster, "two1")
-    run(cluster, "gnt-backup", "schedule", "add", "near", "--instances", "two1",
-        "--node-policy", "primary", "--cron", "0 1 * * *", "--keep-last", "5")
-    run(cluster, "gnt-backup", "schedule", "add", "far", "--instances", "two1", "-n",
-        "node3", "--cron", "0 2 * * *", "--keep-last", "5")
+    cluster.gnt("gnt-backup", "schedule", "add", "near", "--instances", "two1",
+                "--node-policy", "primary", "--cron", "0 1 * * *", "--keep-last", "5")
+    cluster.gnt("gnt-backup", "schedule", "add", "far", "--instances", "two1", "-n",
+                "node3", "--cron", "0 2 * * *", "--keep-last", "5")
     for marker in (b"AAAA", b"BBBB"):
         fill(disk, marker)
         for name in ("near", "far"):
-            proc = run(cluster, "gnt-backup", "schedule", "run-now", name)
+            proc = cluster.gnt("gnt-backup", "schedule", "run-now", name)
             assert "Removed the older export" not in proc.stdout, proc.stdout
     rows = [r for r in listing(cluster) if r[1] == "two1"]
     assert sorted((r[0], r[4]) for r in rows) == [("node2", "N"), ("node2", "Y"),
                                                   ("node3", "N"), ("node3", "Y")]
     for node_name in ("node2", "node3"):
-        newest = node(cluster, node_name).paths.export_dir / "two1" / "disk0.img"
+        newest = cluster.node(node_name).paths.export_dir / "two1" / "disk0.img"
         assert newest.read_bytes()[:MIB] == b"BBBB" * (MIB // 4)
         older = gen_root(cluster, node_name, "two1") / generations(cluster, node_name,
                                                                     "two1")[0]
         assert (older / "disk0.img").read_bytes()[:MIB] == b"AAAA" * (MIB // 4)
     for name in ("near", "far"):
-        run(cluster, "gnt-backup", "schedule", "remove", name)
-    run(cluster, "gnt-instance", "remove", "-f", "two1")
+        cluster.gnt("gnt-backup", "schedule", "remove", name)
+    cluster.gnt("gnt-instance", "remove", "-f", "two1")

@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.cluster import E2ECluster
 
 from ganeti.hypervisor import guest_sim, procutil
 from ganeti.hypervisor.hv_process import ProcessHypervisor
-from ganeti.tools.local_cluster import LocalCluster, NodeSpec
+from ganeti.tools.local_cluster import NodeSpec
 
 pytestmark = pytest.mark.e2e
 
 WAIT = 60.0
 
 
-def _gnt(cluster: LocalCluster, *args: str, input_text: str | None = None) -> Any:
-    proc = cluster.gnt("gnt-instance", *args, input_text=input_text)
-    assert proc.returncode == 0, f"gnt-instance {' '.join(args)}: {proc.stderr}{proc.stdout}"
-    return proc
-
-
-def _rows(cluster: LocalCluster, *fields: str) -> dict[str, list[str]]:
-    out = _gnt(cluster, "list", "--no-headers", "--separator", "|", "-o",
-               ",".join(("name", *fields))).stdout
+def _rows(cluster: E2ECluster, *fields: str) -> dict[str, list[str]]:
+    out = cluster.gnt("gnt-instance", "list", "--no-headers", "--separator", "|", "-o",
+                      ",".join(("name", *fields))).stdout
     return {cells[0]: cells[1:] for cells in (line.split("|") for line in out.splitlines())}
-
-
-def _config_instance(cluster: LocalCluster, name: str) -> dict[str, Any] | None:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    return next((i for i in data["instances"].values() if i["name"] == name), None)
-
-
-def _node(cluster: LocalCluster, name: str) -> NodeSpec:
-    return next(n for n in cluster.nodes if n.name == name)
 
 
 def _guest_pids(node: NodeSpec, name: str) -> list[int]:
@@ -55,7 +39,7 @@ def _wait_generation(node: NodeSpec, name: str, above: int) -> int:
     raise AssertionError(f"guest {name} did not write past generation {above}")
 
 
-def _disk_files(cluster: LocalCluster, name: str) -> list[Path]:
+def _disk_files(cluster: E2ECluster, name: str) -> list[Path]:
     found: list[Path] = []
     for node in cluster.nodes:
         inst_dir = node.paths.file_storage_dir / name
@@ -64,15 +48,15 @@ def _disk_files(cluster: LocalCluster, name: str) -> list[Path]:
     return found
 
 
-def test_instance_life_cycle(cluster: LocalCluster) -> None:
-    node2 = _node(cluster, "node2")
-    _gnt(cluster, "add", "-t", "file", "-n", "node2", "--disk", "0:size=16M",
-         "--disk", "1:size=8M,name=data", "-H", "process:write_interval_ms=5,blocks=64",
-         "-B", "maxmem=256M,vcpus=2", "life1")
+def test_instance_life_cycle(cluster: E2ECluster) -> None:
+    node2 = cluster.node("node2")
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=16M",
+                "--disk", "1:size=8M,name=data", "-H", "process:write_interval_ms=5,blocks=64",
+                "-B", "maxmem=256M,vcpus=2", "life1")
     rows = _rows(cluster, "pnode", "status", "oper_state", "oper_ram", "disk.sizes",
                  "hypervisor")
     assert rows["life1"] == ["node2", "running", "Y", "256", "16,8", "process"]
-    conf = _config_instance(cluster, "life1")
+    conf = cluster.instance_conf("life1")
     assert conf is not None and conf["admin_state"] == "up"
     disks = [Path(d["logical_id"][1]) for d in conf["disks"]]
     assert all(node2.paths.file_storage_dir in d.parents for d in disks)
@@ -81,16 +65,16 @@ def test_instance_life_cycle(cluster: LocalCluster) -> None:
     # the guest really runs on node2 and keeps writing its disks
     pids = _guest_pids(node2, "life1")
     assert len(pids) == 1
-    assert _guest_pids(_node(cluster, "node3"), "life1") == []
+    assert _guest_pids(cluster.node("node3"), "life1") == []
     gen = _wait_generation(node2, "life1", 0)
     _wait_generation(node2, "life1", gen)
 
-    info = _gnt(cluster, "info", "life1").stdout
+    info = cluster.gnt("gnt-instance", "info", "life1").stdout
     assert "State: configured to be up, actual state is running" in info
     assert "primary: node2" in info and "disk/1 (data)" in info
     assert "write_interval_ms: 5" in info and "vcpus: 2" in info
 
-    _gnt(cluster, "stop", "--timeout", "20", "life1")
+    cluster.gnt("gnt-instance", "stop", "--timeout", "20", "life1")
     assert _guest_pids(node2, "life1") == []
     assert not (node2.paths.run_dir / "instances" / "life1").exists()
     for disk in disks:
@@ -99,28 +83,28 @@ def test_instance_life_cycle(cluster: LocalCluster) -> None:
         assert report.max_generation >= gen
     assert _rows(cluster, "status", "oper_state")["life1"] == ["ADMIN_down", "N"]
 
-    _gnt(cluster, "start", "life1")
+    cluster.gnt("gnt-instance", "start", "life1")
     first_pid = _guest_pids(node2, "life1")
     assert len(first_pid) == 1 and first_pid != pids
     stopped_at = guest_sim.verify_disk(disks[0]).clean_generation
     _wait_generation(node2, "life1", stopped_at)  # continues after the last generation
 
-    _gnt(cluster, "reboot", "life1")
+    cluster.gnt("gnt-instance", "reboot", "life1")
     rebooted = _guest_pids(node2, "life1")
     assert len(rebooted) == 1 and rebooted != first_pid
     assert _rows(cluster, "status")["life1"] == ["running"]
 
-    out = _gnt(cluster, "modify", "-B", "maxmem=512M", "life1").stdout
+    out = cluster.gnt("gnt-instance", "modify", "-B", "maxmem=512M", "life1").stdout
     assert "be/maxmem -> 512" in out
     assert _rows(cluster, "be/maxmem", "oper_ram")["life1"] == ["512", "256"]
-    _gnt(cluster, "reboot", "life1")  # parameters apply at the next start
+    cluster.gnt("gnt-instance", "reboot", "life1")  # parameters apply at the next start
     assert _rows(cluster, "oper_ram")["life1"] == ["512"]
 
     # remove asks first; "no" keeps everything
-    proc = cluster.gnt("gnt-instance", "remove", "life1", input_text="n\n")
-    assert proc.returncode == 1 and _config_instance(cluster, "life1") is not None
-    _gnt(cluster, "remove", "--shutdown-timeout", "20", "life1", input_text="y\n")
-    assert _config_instance(cluster, "life1") is None
+    proc = cluster.gnt("gnt-instance", "remove", "life1", input_text="n\n", ok=False)
+    assert proc.returncode == 1 and cluster.instance_conf("life1") is not None
+    cluster.gnt("gnt-instance", "remove", "--shutdown-timeout", "20", "life1", input_text="y\n")
+    assert cluster.instance_conf("life1") is None
     assert _guest_pids(node2, "life1") == []
     assert not any(d.exists() for d in disks)
     assert _disk_files(cluster, "life1") == []
@@ -138,12 +122,12 @@ def test_instance_life_cycle(cluster: LocalCluster) -> None:
     (("-n", "node2", "-s", "8M", "-B", "color=red", "bad6"), "Unknown backend parameter"),
 ])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(
-        cluster: LocalCluster, args: tuple[str, ...], message: str) -> None:
-    if _config_instance(cluster, "dup1") is None:
-        _gnt(cluster, "add", "-n", "node3", "-s", "8M", "--no-start", "dup1")
+        cluster: E2ECluster, args: tuple[str, ...], message: str) -> None:
+    if cluster.instance_conf("dup1") is None:
+        cluster.gnt("gnt-instance", "add", "-n", "node3", "-s", "8M", "--no-start", "dup1")
     before = sorted(_rows(cluster))
     dup_disks = _disk_files(cluster, "dup1")
-    proc = cluster.gnt("gnt-instance", "add", *args)
+    proc = cluster.gnt("gnt-instance", "add", *args, ok=False)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
@@ -167,7 +151,7 @@ def _read_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
-def test_instance_hooks_run_on_master_and_primary(cluster: LocalCluster,
+def test_instance_hooks_run_on_master_and_primary(cluster: E2ECluster,
                                                    tmp_path: Path) -> None:
     scripts = []
     for node in cluster.nodes:
@@ -176,14 +160,14 @@ def test_instance_hooks_run_on_master_and_primary(cluster: LocalCluster,
             scripts.append(_write_hook(node, hpath, phase,
                                        tmp_path / f"{node.name}-{hpath}-{phase}"))
     try:
-        _gnt(cluster, "add", "-n", "node2", "-s", "8M", "--no-start", "--tags", "web,db",
-             "hook1")
-        _gnt(cluster, "start", "hook1")
-        _gnt(cluster, "stop", "--timeout", "15", "hook1")
+        cluster.gnt("gnt-instance", "add", "-n", "node2", "-s", "8M", "--no-start", "--tags",
+                    "web,db", "hook1")
+        cluster.gnt("gnt-instance", "start", "hook1")
+        cluster.gnt("gnt-instance", "stop", "--timeout", "15", "hook1")
     finally:
         for script in scripts:
             script.unlink()
-        _gnt(cluster, "remove", "-f", "hook1")
+        cluster.gnt("gnt-instance", "remove", "-f", "hook1")
     for hpath, phase in (("instance-add", "post"), ("instance-start", "pre"),
                          ("instance-stop", "post")):
         assert not (tmp_path / f"node3-{hpath}-{phase}").exists()

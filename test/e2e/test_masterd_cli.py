@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from test_masterd_support import MASTERD, WAIT, MasterProcess, init_cluster, run_script
+from support.masterd import MASTERD, WAIT, MasterProcess, init_cluster, run_script
 
 from ganeti import errors, luxi, opcodes
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_masterd_support import (
+from support.masterd import (
     MASTERD,
     SCRIPTS,
     WAIT,

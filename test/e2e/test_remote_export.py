@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import secrets
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cluster import E2ECluster
 
 from ganeti import constants, crypto, errors, luxi, opcodes
 from ganeti.backend import x509
@@ -30,7 +30,7 @@ from ganeti.backup import remote
 from ganeti.hypervisor import guest_sim
 from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.tools import move_instance
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster
+from ganeti.tools.local_cluster import SOURCE_TOP
 from ganeti.transfer import protocol as proto
 
 pytestmark = pytest.mark.e2e
@@ -41,55 +41,43 @@ MOVE = SOURCE_TOP / "tools" / "move-instance"
 
 @pytest.fixture(scope="module")
 def clusters(tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[tuple[LocalCluster, LocalCluster]]:
+             ) -> Iterator[tuple[E2ECluster, E2ECluster]]:
     """Two 2-node clusters sharing one cluster domain secret."""
     root = tmp_path_factory.mktemp("rie")
-    started: list[LocalCluster] = []
+    started: list[E2ECluster] = []
     try:
         for name in ("src", "dst"):
-            started.append(LocalCluster.create_and_start(root / name, node_count=2))
+            started.append(E2ECluster.create_and_start(root / name, node_count=2))
         src, dst = started
-        run(src, "gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
-        run(dst, "gnt-cluster", "renew-crypto", "--cluster-domain-secret",
-            str(secret_file(src)))
+        src.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
+        dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",
+                str(secret_file(src)))
         yield src, dst
     finally:
         for lc in started:
             lc.stop(log=lambda _m: None)
 
 
-def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = cluster.gnt(*argv)
-    if ok:
-        assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def secret_file(cluster: LocalCluster) -> Path:
+def secret_file(cluster: E2ECluster) -> Path:
     return cluster.master.paths.cluster_domain_secret_file
 
 
-def secret(cluster: LocalCluster) -> str:
+def secret(cluster: E2ECluster) -> str:
     return secret_file(cluster).read_text().strip()
 
 
-def move(src: LocalCluster, dst: LocalCluster, *argv: str) -> subprocess.CompletedProcess[str]:
+def move(src: E2ECluster, dst: E2ECluster, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(MOVE), "--src-root", src.master.root,
                            "--dest-root", dst.master.root, *argv],
                           capture_output=True, text=True, timeout=300, env=src.env())
 
 
-def client(cluster: LocalCluster) -> luxi.Client:
+def client(cluster: E2ECluster) -> luxi.Client:
     return luxi.Client(str(cluster.master.paths.master_socket))
 
 
-def instance_conf(cluster: LocalCluster, name: str) -> dict[str, Any] | None:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    return next((i for i in data["instances"].values() if i["name"] == name), None)
-
-
-def disk_path(cluster: LocalCluster, name: str) -> Path:
-    conf = instance_conf(cluster, name)
+def disk_path(cluster: E2ECluster, name: str) -> Path:
+    conf = cluster.instance_conf(name)
     assert conf is not None, f"{name} not in the configuration"
     return Path(conf["disks"][0]["logical_id"][1])
 
@@ -98,14 +86,14 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def disk_files(cluster: LocalCluster, name: str) -> list[Path]:
+def disk_files(cluster: E2ECluster, name: str) -> list[Path]:
     return [p for n in cluster.nodes for p in n.paths.file_storage_dir.glob(f"{name}/*")
             if p.is_file()]
 
 
-def add_with_data(cluster: LocalCluster, name: str, size_mib: int = 8) -> str:
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
-        f"0:size={size_mib}M", "--no-start", name)
+def add_with_data(cluster: E2ECluster, name: str, size_mib: int = 8) -> str:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
+                f"0:size={size_mib}M", "--no-start", name)
     with open(disk_path(cluster, name), "r+b") as handle:
         handle.write(os.urandom(MIB))
         handle.seek(5 * MIB)
@@ -158,7 +146,7 @@ def finish(job: move_instance.Job) -> None:
 
 
 def test_move_instance_both_ways_with_data_verified(
-        clusters: tuple[LocalCluster, LocalCluster]) -> None:
+        clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, dst = clusters
     digest = add_with_data(src, "mv1")
     proc = move(src, dst, "-n", "node2", "mv1")
@@ -169,7 +157,7 @@ def test_move_instance_both_ways_with_data_verified(
     assert "Export (source): job" in out and "Import (destination): job" in out
     assert "FAILED" not in out
     # moved: gone from the source (default), same bytes at the destination
-    assert instance_conf(src, "mv1") is None and disk_files(src, "mv1") == []
+    assert src.instance_conf("mv1") is None and disk_files(src, "mv1") == []
     assert sha256(disk_path(dst, "mv1")) == digest
     assert dst.nodes[1].paths.file_storage_dir in disk_path(dst, "mv1").parents
     # the destination's per-import key is gone; the source's stays until it expires
@@ -181,13 +169,13 @@ def test_move_instance_both_ways_with_data_verified(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sha256(disk_path(src, "mv1-back")) == digest
     assert sha256(disk_path(dst, "mv1")) == digest
-    conf = instance_conf(src, "mv1-back")
+    conf = src.instance_conf("mv1-back")
     assert conf is not None and conf["disks"][0]["size"] == 8
-    run(dst, "gnt-instance", "remove", "-f", "mv1")
-    run(src, "gnt-instance", "remove", "-f", "mv1-back")
+    dst.gnt("gnt-instance", "remove", "-f", "mv1")
+    src.gnt("gnt-instance", "remove", "-f", "mv1-back")
 
 
-def _generation(cluster: LocalCluster, name: str, above: int) -> int:
+def _generation(cluster: E2ECluster, name: str, above: int) -> int:
     hv = ProcessHypervisor(cluster.nodes[1].paths)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -199,49 +187,49 @@ def _generation(cluster: LocalCluster, name: str, above: int) -> int:
 
 
 def test_running_instance_moves_and_runs_at_the_destination(
-        clusters: tuple[LocalCluster, LocalCluster]) -> None:
+        clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, dst = clusters
-    run(src, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
-        "-H", "process:write_interval_ms=2,blocks=128", "run1")
+    src.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+            "-H", "process:write_interval_ms=2,blocks=128", "run1")
     written = _generation(src, "run1", 20)
     proc = move(src, dst, "-n", "node2", "run1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[source] Shutting down instance run1" in proc.stdout
     assert "[destination] * starting instance..." in proc.stdout
-    assert instance_conf(src, "run1") is None
-    listing = run(dst, "gnt-instance", "list", "--no-headers", "-o", "name,status",
-                  "run1").stdout.split()
+    assert src.instance_conf("run1") is None
+    listing = dst.gnt("gnt-instance", "list", "--no-headers", "-o", "name,status",
+                      "run1").stdout.split()
     assert listing == ["run1", "running"]
-    conf = instance_conf(dst, "run1")
+    conf = dst.instance_conf("run1")
     assert conf is not None and conf["hvparams"]["blocks"] == 128
     # the guest runs on the moved data: no torn block, generations from the source kept
     assert _generation(dst, "run1", written) > written
     report = guest_sim.verify_disk(disk_path(dst, "run1"))
     assert report.formatted and report.invalid_blocks == 0
     assert report.max_generation >= written
-    run(dst, "gnt-instance", "remove", "-f", "run1")
+    dst.gnt("gnt-instance", "remove", "-f", "run1")
 
 
 def test_wrong_secret_is_refused_and_nothing_is_created(
-        clusters: tuple[LocalCluster, LocalCluster]) -> None:
+        clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, dst = clusters
     digest = add_with_data(src, "ws1")
-    run(dst, "gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
+    dst.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
     try:
         proc = move(src, dst, "ws1")
     finally:
-        run(dst, "gnt-cluster", "renew-crypto", "--cluster-domain-secret",
-            str(secret_file(src)))
+        dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",
+                str(secret_file(src)))
     assert proc.returncode == 1
     assert "source_handshake: HMAC does not match" in proc.stdout
     assert "Export (source): not started" in proc.stdout
-    assert instance_conf(dst, "ws1") is None and disk_files(dst, "ws1") == []
+    assert dst.instance_conf("ws1") is None and disk_files(dst, "ws1") == []
     assert sha256(disk_path(src, "ws1")) == digest      # source untouched
-    run(src, "gnt-instance", "remove", "-f", "ws1")
+    src.gnt("gnt-instance", "remove", "-f", "ws1")
 
 
 def test_tampered_unsigned_and_expired_data_is_refused(
-        clusters: tuple[LocalCluster, LocalCluster]) -> None:
+        clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, dst = clusters
     add_with_data(src, "tp1")
     key = secret(src)
@@ -270,7 +258,7 @@ def test_tampered_unsigned_and_expired_data_is_refused(
                 ({"source_handshake": None}, "source_handshake is required")):
             op = opcodes.from_dict({**good_create, **change})
             assert message in job_error(dst_cl, op)
-        assert instance_conf(dst, "tp1") is None and disk_files(dst, "tp1") == []
+        assert dst.instance_conf("tp1") is None and disk_files(dst, "tp1") == []
 
         # the source checks the key name, the destination CA and every endpoint
         my_pem, _ = crypto.generate_self_signed("destination", 3600)
@@ -296,12 +284,12 @@ def test_tampered_unsigned_and_expired_data_is_refused(
             path.unlink()
         text = job_error(src_cl, export_op("tp1", prepared, entry))
         assert f"Certificate {name} does not exist on this node" in text
-    assert instance_conf(src, "tp1") is not None
-    run(src, "gnt-instance", "remove", "-f", "tp1")
+    assert src.instance_conf("tp1") is not None
+    src.gnt("gnt-instance", "remove", "-f", "tp1")
 
 
 def test_wrong_magic_is_refused_before_any_data(
-        clusters: tuple[LocalCluster, LocalCluster]) -> None:
+        clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, dst = clusters
     digest = add_with_data(src, "wm1")
     key = secret(src)
@@ -314,9 +302,9 @@ def test_wrong_magic_is_refused_before_any_data(
         finish(job)
         with pytest.raises(errors.OpExecError, match="Wrong stream magic"):
             job.result()
-    assert instance_conf(dst, "wm1") is None and disk_files(dst, "wm1") == []
+    assert dst.instance_conf("wm1") is None and disk_files(dst, "wm1") == []
     assert sha256(disk_path(src, "wm1")) == digest
-    run(src, "gnt-instance", "remove", "-f", "wm1")
+    src.gnt("gnt-instance", "remove", "-f", "wm1")
 
 
 def _foreign_tls(host: str, port: int, magic: str, cert: tuple[str, str] | None,
@@ -342,7 +330,7 @@ def _foreign_tls(host: str, port: int, magic: str, cert: tuple[str, str] | None,
 
 
 def test_port_scan_and_foreign_clients_cannot_connect(
-        clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path) -> None:
+        clusters: tuple[E2ECluster, E2ECluster], tmp_path: Path) -> None:
     src, dst = clusters
     digest = add_with_data(src, "fc1")
     with client(src) as src_cl, client(dst) as dst_cl:
@@ -361,15 +349,15 @@ def test_port_scan_and_foreign_clients_cannot_connect(
         finish(job)
         assert job.result() == ["node2"]
     assert sha256(disk_path(dst, "fc1")) == digest
-    run(dst, "gnt-instance", "remove", "-f", "fc1")
-    run(src, "gnt-instance", "remove", "-f", "fc1")
+    dst.gnt("gnt-instance", "remove", "-f", "fc1")
+    src.gnt("gnt-instance", "remove", "-f", "fc1")
 
 
 # --- domain secret and cleaner ------------------------------------------------------
 
 
 def test_renew_crypto_sets_and_refuses_clearly(
-        clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path) -> None:
+        clusters: tuple[E2ECluster, E2ECluster], tmp_path: Path) -> None:
     src, dst = clusters
     assert secret(src) == secret(dst) and len(secret(src)) >= 64
     assert secret_file(src).stat().st_mode & 0o777 == 0o600
@@ -381,13 +369,13 @@ def test_renew_crypto_sets_and_refuses_clearly(
              "exactly one of"),
             (("--cluster-domain-secret", str(short)), "at least 32 characters"),
             (("--cluster-domain-secret", str(tmp_path / "missing")), "cannot read")):
-        proc = run(src, "gnt-cluster", "renew-crypto", *argv, ok=False)
+        proc = src.gnt("gnt-cluster", "renew-crypto", *argv, ok=False)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     assert secret(src) == secret(dst)
 
 
 def test_cleaner_removes_only_expired_transfer_keys(
-        clusters: tuple[LocalCluster, LocalCluster]) -> None:
+        clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, _dst = clusters
     node = src.nodes[1]
     add_with_data(src, "cl1", size_mib=1)
@@ -406,4 +394,4 @@ def test_cleaner_removes_only_expired_transfer_keys(
     assert not old.exists()
     key_file = x509.x509_dir(node.paths) / fresh / x509.KEY_FILE
     assert key_file.is_file() and key_file.stat().st_mode & 0o777 == 0o600
-    run(src, "gnt-instance", "remove", "-f", "cl1")
+    src.gnt("gnt-instance", "remove", "-f", "cl1")

@@ -8,7 +8,6 @@ assertions: the benchmark (test/bench/bench_bwlimit.py) measures the rates.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,9 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cluster import E2ECluster, output
 
 from ganeti import constants, daemon
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+from ganeti.tools.local_cluster import SOURCE_TOP
 from ganeti.transfer import priority
 from ganeti.transfer.node import ioprio
 
@@ -30,28 +30,18 @@ COPY_THREADS = {"node2": ("gnt-xfer-send", "gnt-xfer-read"),
                 "node3": ("gnt-xfer-recv", "gnt-xfer-write")}
 
 
-def run(cluster: LocalCluster, *argv: str) -> str:
-    proc = cluster.gnt(*argv)
-    assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def node(cluster: LocalCluster, name: str) -> NodeSpec:
-    return next(n for n in cluster.nodes if n.name == name)
-
-
-def add_instance(cluster: LocalCluster, name: str, size_mib: int) -> None:
+def add_instance(cluster: E2ECluster, name: str, size_mib: int) -> None:
     """A stopped instance whose disk is all data (zero blocks would not be sent)."""
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
-        f"0:size={size_mib}M", "--no-start", name)
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    inst = next(i for i in data["instances"].values() if i["name"] == name)
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
+                f"0:size={size_mib}M", "--no-start", name)
+    inst = cluster.instance_conf(name)
+    assert inst is not None
     Path(inst["disks"][0]["logical_id"][1]).write_bytes(os.urandom(size_mib * MIB))
 
 
-def copy_threads(cluster: LocalCluster, node_name: str) -> dict[str, int]:
+def copy_threads(cluster: E2ECluster, node_name: str) -> dict[str, int]:
     """Kernel thread name -> tid of the node daemon's copy threads."""
-    pid = daemon.read_pid(node(cluster, node_name).paths.pid_file(constants.NODED))
+    pid = daemon.read_pid(cluster.node(node_name).paths.pid_file(constants.NODED))
     assert pid is not None
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -64,7 +54,7 @@ def copy_threads(cluster: LocalCluster, node_name: str) -> dict[str, int]:
     return found
 
 
-def priorities_while_running(cluster: LocalCluster, proc: subprocess.Popen[str]
+def priorities_while_running(cluster: E2ECluster, proc: subprocess.Popen[str]
                              ) -> dict[str, tuple[tuple[int, int], int]]:
     """``{thread name: ((class, level), nice)}`` of all copy threads, seen mid-copy."""
     seen: dict[str, tuple[tuple[int, int], int]] = {}
@@ -81,7 +71,7 @@ def priorities_while_running(cluster: LocalCluster, proc: subprocess.Popen[str]
     return seen
 
 
-def start_export(cluster: LocalCluster, *argv: str) -> subprocess.Popen[str]:
+def start_export(cluster: E2ECluster, *argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(SOURCE_TOP / "scripts" / "gnt-backup"), "export", *argv],
         env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -93,14 +83,14 @@ def finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_export_limits_reach_both_nodes_and_the_copy_threads(cluster: LocalCluster) -> None:
+def test_export_limits_reach_both_nodes_and_the_copy_threads(cluster: E2ECluster) -> None:
     add_instance(cluster, "lim1", 16)
-    out = run(cluster, "gnt-node", "modify", "--backup-bwlimit", "8192", "node3")
+    out = output(cluster.gnt("gnt-node", "modify", "--backup-bwlimit", "8192", "node3"))
     assert "backup_bwlimit -> 8192" in out
-    listing = run(cluster, "gnt-node", "list", "--no-headers", "--separator", "|",
-                  "-o", "name,backup_bwlimit")
+    listing = output(cluster.gnt("gnt-node", "list", "--no-headers", "--separator", "|",
+                                 "-o", "name,backup_bwlimit"))
     assert {"node2|0", "node3|8192"} <= set(listing.split())
-    assert "backup_bwlimit: 8192 KiB/s" in run(cluster, "gnt-node", "info", "node3")
+    assert "backup_bwlimit: 8192 KiB/s" in output(cluster.gnt("gnt-node", "info", "node3"))
 
     # 16 MiB at 2 MiB/s: long enough to look at the node daemons' threads
     proc = start_export(cluster, "-n", "node3", "--bwlimit", "2048", "--ionice-class",
@@ -120,22 +110,22 @@ def test_export_limits_reach_both_nodes_and_the_copy_threads(cluster: LocalClust
     assert not copy_threads(cluster, "node2") and not copy_threads(cluster, "node3")
 
     # an import counts against the node limits too
-    out = run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node3",
-              "--src-dir", "lim1", "--no-start", "lim1-copy")
+    out = output(cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                             "--src-dir", "lim1", "--no-start", "lim1-copy"))
     assert "node limits: node3 8192 KiB/s (8.0 MiB/s), node1 none" in out
     assert "disk/0 sender on node3: node limit 8192 KiB/s (8.0 MiB/s)" in out
 
-    run(cluster, "gnt-node", "modify", "--backup-bwlimit", "none", "node3")
-    assert "backup_bwlimit: none" in run(cluster, "gnt-node", "info", "node3")
+    cluster.gnt("gnt-node", "modify", "--backup-bwlimit", "none", "node3")
+    assert "backup_bwlimit: none" in output(cluster.gnt("gnt-node", "info", "node3"))
     for name in ("lim1-copy", "lim1"):
-        run(cluster, "gnt-instance", "remove", "-f", name)
-    run(cluster, "gnt-backup", "remove", "lim1")
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+    cluster.gnt("gnt-backup", "remove", "lim1")
 
 
-def test_cluster_defaults_apply_unless_the_export_overrides(cluster: LocalCluster) -> None:
+def test_cluster_defaults_apply_unless_the_export_overrides(cluster: E2ECluster) -> None:
     add_instance(cluster, "lim2", 16)
-    run(cluster, "gnt-cluster", "modify", "--backup-bwlimit", "4096",
-        "--backup-ionice-class", "idle")
+    cluster.gnt("gnt-cluster", "modify", "--backup-bwlimit", "4096",
+                "--backup-ionice-class", "idle")
     try:
         proc = start_export(cluster, "-n", "node3", "lim2")
         seen = priorities_while_running(cluster, proc)
@@ -147,23 +137,23 @@ def test_cluster_defaults_apply_unless_the_export_overrides(cluster: LocalCluste
         assert seen and all(value == ((priority.IOPRIO_CLASS_IDLE, 0), 19)
                             for value in seen.values()), seen
         # 0 on the command line: no limit for this export, whatever the default
-        out = run(cluster, "gnt-backup", "export", "-n", "node3", "--bwlimit", "0",
-                  "--ionice-class", "best-effort", "lim2")
+        out = output(cluster.gnt("gnt-backup", "export", "-n", "node3", "--bwlimit", "0",
+                                 "--ionice-class", "best-effort", "lim2"))
         assert "Bandwidth limit none; node limits: node2 none, node3 none; I/O priority:" \
                " best-effort level 4" in out
         assert "export limit" not in out
     finally:
-        run(cluster, "gnt-cluster", "modify", "--backup-bwlimit", "none",
-            "--backup-ionice-class", "none")
-    run(cluster, "gnt-instance", "remove", "-f", "lim2")
-    run(cluster, "gnt-backup", "remove", "lim2")
+        cluster.gnt("gnt-cluster", "modify", "--backup-bwlimit", "none",
+                    "--backup-ionice-class", "none")
+    cluster.gnt("gnt-instance", "remove", "-f", "lim2")
+    cluster.gnt("gnt-backup", "remove", "lim2")
 
 
-def test_bad_limits_are_refused_naming_the_field(cluster: LocalCluster) -> None:
-    proc = cluster.gnt("gnt-backup", "export", "-n", "node3", "--bwlimit", "-5", "x")
+def test_bad_limits_are_refused_naming_the_field(cluster: E2ECluster) -> None:
+    proc = cluster.gnt("gnt-backup", "export", "-n", "node3", "--bwlimit", "-5", "x", ok=False)
     assert proc.returncode != 0 and "bwlimit" in proc.stderr + proc.stdout
-    proc = cluster.gnt("gnt-backup", "export", "-n", "node3", "--ionice-level", "9", "x")
+    proc = cluster.gnt("gnt-backup", "export", "-n", "node3", "--ionice-level", "9", "x", ok=False)
     assert proc.returncode != 0 and "ionice_level" in proc.stderr + proc.stdout
-    proc = cluster.gnt("gnt-node", "modify", "--backup-bwlimit", "fast", "node3")
+    proc = cluster.gnt("gnt-node", "modify", "--backup-bwlimit", "fast", "node3", ok=False)
     assert proc.returncode != 0 and "backup_bwlimit" in proc.stderr
-    assert "backup_bwlimit: none" in run(cluster, "gnt-node", "info", "node3")
+    assert "backup_bwlimit: none" in output(cluster.gnt("gnt-node", "info", "node3"))

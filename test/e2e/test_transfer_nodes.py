@@ -7,16 +7,14 @@ import random
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.cluster import E2ECluster
 
 from ganeti import constants, daemon
-from ganeti.config import ConfigStore
-from ganeti.server.masterd import build_rpc_runner
-from ganeti.tools.local_cluster import LocalCluster, NodeSpec
+from ganeti.rpc.client import RpcRunner
+from ganeti.tools.local_cluster import NodeSpec
 from ganeti.transfer import BLOCK_SIZE
 from ganeti.transfer.checksum import checksum_file
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
@@ -33,16 +31,6 @@ _PROGRESS_RE = re.compile(
 _FINISHED_RE = re.compile(
     r"^disk/0 finished: \d+(\.\d)?[BKMGT]? in \d+\.\ds, \d+\.\d MiB/s,"
     r" checksum blake3-4m:[0-9a-f]{64}$")
-
-
-@pytest.fixture(scope="module")
-def rpc(cluster: LocalCluster) -> Iterator[Any]:
-    paths = cluster.master.paths
-    runner = build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
-    try:
-        yield runner
-    finally:
-        runner.close()
 
 
 def _text_block(seed: int) -> bytes:
@@ -64,7 +52,7 @@ def _make_source(node: NodeSpec, name: str, blocks: int) -> tuple[Path, str]:
     return path, f"/var/lib/ganeti/file-storage/inst1/{name}"
 
 
-def _spec(cluster: LocalCluster, src_wire: str, dest_name: str) -> DiskTransfer:
+def _spec(cluster: E2ECluster, src_wire: str, dest_name: str) -> DiskTransfer:
     source, target = cluster.nodes[1], cluster.nodes[2]
     return DiskTransfer("disk/0", source.name, {"kind": "file", "path": src_wire},
                         target.name,
@@ -72,7 +60,7 @@ def _spec(cluster: LocalCluster, src_wire: str, dest_name: str) -> DiskTransfer:
                         size=1024 * MIB, compress="zstd", dest_address=target.address)
 
 
-def test_transfer_between_nodes_with_progress(cluster: LocalCluster, rpc: Any) -> None:
+def test_transfer_between_nodes_with_progress(cluster: E2ECluster, rpc: RpcRunner) -> None:
     src, src_wire = _make_source(cluster.nodes[1], "disk0", 2)
     lines: list[str] = []
     (result,) = run_transfers(rpc, [_spec(cluster, src_wire, "disk0.snap")], lines.append,
@@ -115,7 +103,7 @@ def _forget_killed_daemon(node: NodeSpec, pid: int) -> None:
     node.paths.pid_file(constants.NODED).unlink(missing_ok=True)
 
 
-def test_receiver_daemon_killed_mid_transfer(cluster: LocalCluster, rpc: Any) -> None:
+def test_receiver_daemon_killed_mid_transfer(cluster: E2ECluster, rpc: RpcRunner) -> None:
     source, target = cluster.nodes[1], cluster.nodes[2]
     _, src_wire = _make_source(source, "disk1", 4)
     killed: list[int] = []

@@ -1,21 +1,10 @@
-"""Fixtures shared by the reliability tests (each module defines its ``cluster``)."""
+"""Fixtures shared by the reliability tests (each module defines its ``cluster``).
+
+``rpc``: an RpcRunner speaking to the module's cluster with the master's certificate.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from support.cluster import rpc
 
-import pytest
-from rel_support import rpc_runner
-
-from ganeti.tools.local_cluster import LocalCluster
-
-
-@pytest.fixture(scope="module")
-def rpc(cluster: LocalCluster) -> Iterator[Any]:
-    """An RPC runner speaking to the module's cluster with the master's certificate."""
-    runner = rpc_runner(cluster)
-    try:
-        yield runner
-    finally:
-        runner.close()
+__all__ = ["rpc"]

@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from rel_support import WAIT, client, cluster_fixture, master_pid, rss_kib, run, scaled
+from support.cluster import E2ECluster, cluster_fixture
+from support.reliability import WAIT, client, master_pid, rss_kib, scaled
 
 from ganeti import constants, crypto, daemon, errors, luxi
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+from ganeti.rpc.client import RpcRunner
+from ganeti.tools.local_cluster import SOURCE_TOP, NodeSpec
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -55,7 +57,7 @@ def _many_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _restart(cluster: LocalCluster, name: str, node: NodeSpec, args: list[str]) -> int:
+def _restart(cluster: E2ECluster, name: str, node: NodeSpec, args: list[str]) -> int:
     pid = daemon.read_pid(node.paths.pid_file(name))
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
@@ -70,7 +72,7 @@ def _restart(cluster: LocalCluster, name: str, node: NodeSpec, args: list[str]) 
 
 
 @pytest.fixture(scope="module")
-def tuned(cluster: LocalCluster) -> LocalCluster:
+def tuned(cluster: E2ECluster) -> E2ECluster:
     """masterd and node2's noded with small caps and 3 s timeouts."""
     _restart(cluster, constants.MASTERD, cluster.master,
              ["--max-connections", str(LUXI_CAP), "--idle-timeout", SHORT,
@@ -148,7 +150,7 @@ def _state(sock: socket.socket) -> str:
     return "reply" if data else "closed"
 
 
-def _unix(cluster: LocalCluster) -> socket.socket:
+def _unix(cluster: E2ECluster) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(WAIT)
     deadline = time.monotonic() + WAIT
@@ -161,7 +163,7 @@ def _unix(cluster: LocalCluster) -> socket.socket:
             time.sleep(0.01)
 
 
-def _query(cluster: LocalCluster) -> bool:
+def _query(cluster: E2ECluster) -> bool:
     with client(cluster) as cl:
         return isinstance(cl.query_jobs(None, ["id"]), list)
 
@@ -169,7 +171,7 @@ def _query(cluster: LocalCluster) -> bool:
 # --- LUXI -----------------------------------------------------------------------------
 
 
-def test_luxi_flood_of_half_written_messages(tuned: LocalCluster) -> None:
+def test_luxi_flood_of_half_written_messages(tuned: E2ECluster) -> None:
     count = scaled(2_000, 12_000)
     pid = master_pid(tuned)
     partial = b'{"method": "QueryJobs", "args": [nu'
@@ -188,7 +190,7 @@ def test_luxi_flood_of_half_written_messages(tuned: LocalCluster) -> None:
                     asked += 1
                     answered += _query(tuned)
             # and through the CLI, as an administrator would meet it
-            cli = run(tuned, "gnt-job", "list", "--no-headers", ok=False)
+            cli = tuned.gnt("gnt-job", "list", "--no-headers", ok=False)
         states = [_state(s) for s in socks]
     finally:
         for sock in socks:
@@ -208,7 +210,7 @@ def test_luxi_flood_of_half_written_messages(tuned: LocalCluster) -> None:
             f" normal requests and gnt-job list answered meanwhile; {sampler.describe()}")
 
 
-def test_luxi_connections_holding_large_unfinished_messages(tuned: LocalCluster) -> None:
+def test_luxi_connections_holding_large_unfinished_messages(tuned: E2ECluster) -> None:
     count = scaled(30, 100)
     pid = master_pid(tuned)
     payload = b'"' + b"a" * (15 * MIB)
@@ -252,7 +254,7 @@ def test_luxi_connections_holding_large_unfinished_messages(tuned: LocalCluster)
             f" {growth // 1024} MiB (without the budget: {count * 15} MiB)")
 
 
-def test_luxi_oversized_message_refused_as_it_passes_the_limit(tuned: LocalCluster) -> None:
+def test_luxi_oversized_message_refused_as_it_passes_the_limit(tuned: E2ECluster) -> None:
     total = 4 * constants.LUXI_MAX_MESSAGE
     chunk = b"a" * (256 * 1024)
     sock = _unix(tuned)
@@ -268,8 +270,8 @@ def test_luxi_oversized_message_refused_as_it_passes_the_limit(tuned: LocalClust
         reply = luxi.MessageStream(sock).recv()
     finally:
         sock.close()
-    err = errors.decode(reply["result"])
-    assert isinstance(err, errors.ProtocolError) and "too large" in str(err)
+    refused = errors.decode(reply["result"])
+    assert isinstance(refused, errors.ProtocolError) and "too large" in str(refused)
     # the server stopped reading at the limit: the rest never left our side
     assert sent < constants.LUXI_MAX_MESSAGE + 8 * MIB, sent
     assert _query(tuned)
@@ -277,7 +279,7 @@ def test_luxi_oversized_message_refused_as_it_passes_the_limit(tuned: LocalClust
             f"server stopped reading after {sent // MIB} MiB had been sent")
 
 
-def test_luxi_idle_connections_closed(tuned: LocalCluster) -> None:
+def test_luxi_idle_connections_closed(tuned: E2ECluster) -> None:
     count = scaled(100, 1_000)
     pid = master_pid(tuned)
     base = _threads(pid)
@@ -293,7 +295,7 @@ def test_luxi_idle_connections_closed(tuned: LocalCluster) -> None:
             f" or for newcomers (cap {LUXI_CAP})")
 
 
-def test_masterd_out_of_descriptors(tuned: LocalCluster) -> None:
+def test_masterd_out_of_descriptors(tuned: E2ECluster) -> None:
     pid = master_pid(tuned)
     log = tuned.master.paths.log_file(constants.MASTERD)
     start = log.stat().st_size
@@ -325,27 +327,27 @@ def test_masterd_out_of_descriptors(tuned: LocalCluster) -> None:
 # --- node daemon ----------------------------------------------------------------------
 
 
-def _node2_pid(cluster: LocalCluster) -> int:
+def _node2_pid(cluster: E2ECluster) -> int:
     pid = daemon.read_pid(cluster.nodes[1].paths.pid_file(constants.NODED))
     assert pid is not None
     return pid
 
 
-def _tcp(cluster: LocalCluster) -> socket.socket:
+def _tcp(cluster: E2ECluster) -> socket.socket:
     return socket.create_connection((cluster.nodes[1].address, cluster.port), timeout=WAIT)
 
 
-def _client_ctx(cluster: LocalCluster) -> ssl.SSLContext:
+def _client_ctx(cluster: E2ECluster) -> ssl.SSLContext:
     paths = cluster.master.paths
     return crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
 
 
-def _version_ok(rpc: Any) -> bool:
+def _version_ok(rpc: RpcRunner) -> bool:
     res = rpc.call_version(["node2"])["node2"]
     return res.fail_msg is None and res.payload == constants.PROTOCOL_VERSION
 
 
-def _fresh_version_ok(cluster: LocalCluster) -> bool:
+def _fresh_version_ok(cluster: E2ECluster) -> bool:
     """A call on a new connection, as a master that just started would make it."""
     conn = http.client.HTTPSConnection(cluster.nodes[1].address, cluster.port,
                                        context=_client_ctx(cluster), timeout=WAIT)
@@ -359,7 +361,7 @@ def _fresh_version_ok(cluster: LocalCluster) -> bool:
         conn.close()
 
 
-def test_noded_flood_of_half_open_handshakes(tuned: LocalCluster, rpc: Any) -> None:
+def test_noded_flood_of_half_open_handshakes(tuned: E2ECluster, rpc: RpcRunner) -> None:
     count = scaled(1_000, 6_000)
     pid = _node2_pid(tuned)
     socks: list[socket.socket] = []
@@ -385,7 +387,7 @@ def test_noded_flood_of_half_open_handshakes(tuned: LocalCluster, rpc: Any) -> N
             f"{asked} RPC calls answered meanwhile; {sampler.describe()}")
 
 
-def test_noded_slow_loris_headers(tuned: LocalCluster, rpc: Any) -> None:
+def test_noded_slow_loris_headers(tuned: E2ECluster, rpc: RpcRunner) -> None:
     count = scaled(20, 60)
     ctx = _client_ctx(tuned)
     socks = [ctx.wrap_socket(_tcp(tuned)) for _ in range(count)]
@@ -411,7 +413,7 @@ def test_noded_slow_loris_headers(tuned: LocalCluster, rpc: Any) -> None:
             f"all cut off by the 3 s request timeout (after {time.monotonic() - started:.0f} s)")
 
 
-def test_noded_over_the_cap_of_busy_connections(tuned: LocalCluster, rpc: Any) -> None:
+def test_noded_over_the_cap_of_busy_connections(tuned: E2ECluster, rpc: RpcRunner) -> None:
     ctx = _client_ctx(tuned)
     statuses: list[int] = []
 
@@ -452,7 +454,7 @@ def test_noded_over_the_cap_of_busy_connections(tuned: LocalCluster, rpc: Any) -
 class StrangerRpc:
     """The real RPC runner; strangers connect to each receiver before the sender does."""
 
-    def __init__(self, rpc: Any, silent: int, dripping: int) -> None:
+    def __init__(self, rpc: RpcRunner, silent: int, dripping: int) -> None:
         self._rpc = rpc
         self.silent = silent
         self.dripping = dripping
@@ -494,7 +496,7 @@ class StrangerRpc:
             sock.close()
 
 
-def test_transfer_receiver_with_strangers_first(tuned: LocalCluster, rpc: Any) -> None:
+def test_transfer_receiver_with_strangers_first(tuned: E2ECluster, rpc: RpcRunner) -> None:
     silent, dripping = scaled(10, 40), scaled(4, 12)
     src_node, dst_node = tuned.nodes
     src_dir = src_node.paths.file_storage_dir / "abuse"
@@ -521,7 +523,7 @@ def test_transfer_receiver_with_strangers_first(tuned: LocalCluster, rpc: Any) -
             " turned away, the real stream byte-identical")
 
 
-def test_noded_logs_stay_short(tuned: LocalCluster) -> None:
+def test_noded_logs_stay_short(tuned: E2ECluster) -> None:
     """The abuse above wrote a bounded number of lines, not one per connection."""
     log = tuned.nodes[1].paths.log_file(constants.NODED).read_text().splitlines()
     abuse = [ln for ln in log if "handshake" in ln or "limit of" in ln or "not complete" in ln]

@@ -14,28 +14,25 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from rel_support import (
+from support.cluster import E2ECluster, cluster_fixture
+from support.reliability import (
     WAIT,
     add_instance,
     client,
-    cluster_fixture,
     fill_disk,
     instance_running,
     kill9,
     leftovers,
-    node_by_name,
-    rpc_runner,
-    run,
     scaled,
     wait_final,
     watcher,
 )
 
 from ganeti import constants, errors, opcodes
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster
+from ganeti.rpc.client import RpcRunner
+from ganeti.tools.local_cluster import SOURCE_TOP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,23 +48,23 @@ def _staging_has_data(staging: Path) -> bool:
         return False
 
 
-def _export_cli(cluster: LocalCluster, *argv: str) -> subprocess.Popen[str]:
+def _export_cli(cluster: E2ECluster, *argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(SOURCE_TOP / "scripts" / "gnt-backup"), "export", *argv],
         env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_master_killed_during_export(cluster: LocalCluster, rpc: Any) -> None:
+def test_master_killed_during_export(cluster: E2ECluster, rpc: RpcRunner) -> None:
     add_instance(cluster, "crash1", "node1", "160M", "--no-start")
     fill_disk(cluster, "crash1", 128)
-    run(cluster, "gnt-instance", "start", "crash1")
+    cluster.gnt("gnt-instance", "start", "crash1")
     # a complete older export must survive the interrupted one untouched
-    run(cluster, "gnt-backup", "export", "-n", "node2", "--long-sleep", "crash1")
-    old_conf = (node_by_name(cluster, "node2").paths.export_dir / "crash1" /
+    cluster.gnt("gnt-backup", "export", "-n", "node2", "--long-sleep", "crash1")
+    old_conf = (cluster.node("node2").paths.export_dir / "crash1" /
                 constants.EXPORT_CONF_FILE).read_text()
     assert instance_running(cluster, "crash1")
 
-    staging = node_by_name(cluster, "node2").paths.export_dir / ".staging" / "crash1"
+    staging = cluster.node("node2").paths.export_dir / ".staging" / "crash1"
     proc = _export_cli(cluster, "-n", "node2", "--long-sleep", "--compress", "gzip", "crash1")
     deadline = time.monotonic() + WAIT
     while not _staging_has_data(staging):
@@ -94,20 +91,20 @@ def test_master_killed_during_export(cluster: LocalCluster, rpc: Any) -> None:
     assert all(r[1] in constants.JOBS_FINALIZED for r in rows)
     assert leftovers(cluster, rpc) == {}
     assert instance_running(cluster, "crash1")
-    assert (node_by_name(cluster, "node2").paths.export_dir / "crash1" /
+    assert (cluster.node("node2").paths.export_dir / "crash1" /
             constants.EXPORT_CONF_FILE).read_text() == old_conf
     # a second run finds nothing left to do
     again = watcher(cluster)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
 
 
-def instance_running_on_node(cluster: LocalCluster, name: str) -> bool:
+def instance_running_on_node(cluster: E2ECluster, name: str) -> bool:
     from ganeti.hypervisor import procutil
     run_dir = cluster.master.paths.run_dir / "instances" / name
     return bool(procutil.find_processes(str(run_dir)))
 
 
-def test_master_killed_during_submission_burst(cluster: LocalCluster) -> None:
+def test_master_killed_during_submission_burst(cluster: E2ECluster) -> None:
     """Clients keep submitting through the kill and the watcher's restart."""
     clients, per_client = 8, scaled(40, 400)
     accepted: list[int] = []
@@ -171,9 +168,9 @@ def test_master_killed_during_submission_burst(cluster: LocalCluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def rcluster(reflink_fs: Path) -> Iterator[LocalCluster]:
+def rcluster(reflink_fs: Path) -> Iterator[E2ECluster]:
     """Node roots on a reflink filesystem: running instances are exported from snapshots."""
-    lc = LocalCluster.create_and_start(
+    lc = E2ECluster.create_and_start(
         reflink_fs / f"crash-{os.getpid()}-{time.monotonic_ns()}", node_count=2)
     try:
         yield lc
@@ -181,11 +178,11 @@ def rcluster(reflink_fs: Path) -> Iterator[LocalCluster]:
         lc.stop(log=lambda _m: None)
 
 
-def test_master_killed_during_snapshot_export(rcluster: LocalCluster) -> None:
+def test_master_killed_during_snapshot_export(rcluster: E2ECluster) -> None:
     add_instance(rcluster, "snap1", "node1", "160M", "--no-start")
     fill_disk(rcluster, "snap1", 128)
-    run(rcluster, "gnt-instance", "start", "snap1")
-    staging = node_by_name(rcluster, "node2").paths.export_dir / ".staging" / "snap1"
+    rcluster.gnt("gnt-instance", "start", "snap1")
+    staging = rcluster.node("node2").paths.export_dir / ".staging" / "snap1"
     proc = _export_cli(rcluster, "-n", "node2", "--noshutdown", "--compress", "gzip", "snap1")
     deadline = time.monotonic() + WAIT
     while not _staging_has_data(staging):
@@ -194,7 +191,7 @@ def test_master_killed_during_snapshot_export(rcluster: LocalCluster) -> None:
         time.sleep(0.01)
     kill9(rcluster, constants.MASTERD)
     proc.communicate(timeout=WAIT)
-    runner = rpc_runner(rcluster)
+    runner = rcluster.rpc_runner()
     try:
         before = leftovers(rcluster, runner)
         assert any(".snap-export-" in item for item in before.get("node1", [])), before
@@ -205,4 +202,4 @@ def test_master_killed_during_snapshot_export(rcluster: LocalCluster) -> None:
     finally:
         runner.close()
     assert instance_running(rcluster, "snap1")
-    assert not (node_by_name(rcluster, "node2").paths.export_dir / "snap1").exists()
+    assert not (rcluster.node("node2").paths.export_dir / "snap1").exists()

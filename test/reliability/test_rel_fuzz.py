@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from rel_support import (
+from support.cluster import E2ECluster, cluster_fixture
+from support.reliability import (
     client,
-    cluster_fixture,
     import_planted,
     luxi_exchange,
     rpc_post,
-    run,
     scaled,
 )
 
@@ -29,7 +28,6 @@ from ganeti import constants, errors, limits, opcodes
 from ganeti.backup import exportconf
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.hypervisor.base import check_instance_name
-from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -73,7 +71,7 @@ def _check_luxi_reply(reply: Any) -> None:
 
 @_SETTINGS
 @given(raw=st.binary(max_size=300).map(lambda b: b.replace(b"\x03", b"")))
-def test_luxi_garbage_bytes(cluster: LocalCluster, raw: bytes) -> None:
+def test_luxi_garbage_bytes(cluster: E2ECluster, raw: bytes) -> None:
     FUZZED["luxi"] += 1
     _check_luxi_reply(luxi_exchange(cluster, raw, timeout=30))
 
@@ -81,7 +79,7 @@ def test_luxi_garbage_bytes(cluster: LocalCluster, raw: bytes) -> None:
 @_SETTINGS
 @given(method=st.sampled_from(_SAFE_METHODS), args=json_values,
        version=st.none() | st.integers(-5, 5000))
-def test_luxi_fuzzed_requests(cluster: LocalCluster, method: str, args: Any,
+def test_luxi_fuzzed_requests(cluster: E2ECluster, method: str, args: Any,
                               version: Any) -> None:
     if method in ("SubmitJob", "SubmitManyJobs"):
         # only invalid job definitions (valid ones could be anything, even a destroy)
@@ -106,7 +104,7 @@ def _any_valid_op(value: Any) -> bool:
     return False
 
 
-def test_luxi_oversized_and_truncated(cluster: LocalCluster) -> None:
+def test_luxi_oversized_and_truncated(cluster: E2ECluster) -> None:
     big = b"[" + b"1," * (constants.LUXI_MAX_MESSAGE // 2 + 10) + b"1]"
     reply = luxi_exchange(cluster, big, timeout=30)
     assert reply is None or reply["success"] is False
@@ -133,7 +131,7 @@ def _hostile(document: bytes, token: bytes, depth: int) -> bytes:
 @given(method=st.sampled_from([*_SAFE_METHODS, "AutoArchiveJobs", "WaitForJobChange"]),
        args=st.lists(json_values, max_size=4), token=st.sampled_from(_HOSTILE_TOKENS),
        depth=st.sampled_from([0, 0, 65, 1000, 100_000]))
-def test_luxi_hostile_numbers_and_nesting(cluster: LocalCluster, method: str,
+def test_luxi_hostile_numbers_and_nesting(cluster: E2ECluster, method: str,
                                           args: list[Any], token: bytes, depth: int) -> None:
     if method in ("SubmitJob", "SubmitManyJobs"):
         assume(not _any_valid_op(args))
@@ -191,6 +189,7 @@ def test_what_create_accepts_export_and_import_accept(
         op = opcodes.OpInstanceCreate.create(instance_name=name, disks=disks, nics=nics,
                                              tags=tags, os_type=os_type,
                                              beparams={"memory": memory})
+        assert isinstance(op, opcodes.OpInstanceCreate)
         specs = iu.check_disk_specs(op.disks)
         iu.check_nic_specs(op.nics)
         beparams = iu.check_beparams(op.beparams)
@@ -218,7 +217,7 @@ _SAFE_PROCEDURES = ["version", "ping", "export_info", "export_abort", "export_re
 
 @_SETTINGS
 @given(proc=st.sampled_from(_SAFE_PROCEDURES), args=json_values)
-def test_rpc_fuzzed_bodies(cluster: LocalCluster, proc: str, args: Any) -> None:
+def test_rpc_fuzzed_bodies(cluster: E2ECluster, proc: str, args: Any) -> None:
     FUZZED["rpc"] += 1
     status, body = rpc_post(cluster, "/" + proc, json.dumps(args).encode())
     assert status in (200, 400, 404), (status, body)
@@ -230,7 +229,7 @@ def test_rpc_fuzzed_bodies(cluster: LocalCluster, proc: str, args: Any) -> None:
 @_SETTINGS
 @given(proc=st.sampled_from(_SAFE_PROCEDURES), args=st.lists(json_values, max_size=3),
        token=st.sampled_from(_HOSTILE_TOKENS[:5]), depth=st.sampled_from([0, 65, 100_000]))
-def test_rpc_hostile_numbers_and_nesting(cluster: LocalCluster, proc: str, args: list[Any],
+def test_rpc_hostile_numbers_and_nesting(cluster: E2ECluster, proc: str, args: list[Any],
                                          token: bytes, depth: int) -> None:
     FUZZED["rpc"] += 1
     body = _hostile(json.dumps({"args": args}).encode(), token, depth)
@@ -241,7 +240,7 @@ def test_rpc_hostile_numbers_and_nesting(cluster: LocalCluster, proc: str, args:
 
 @_SETTINGS
 @given(raw=st.binary(max_size=200))
-def test_rpc_garbage_bodies(cluster: LocalCluster, raw: bytes) -> None:
+def test_rpc_garbage_bodies(cluster: E2ECluster, raw: bytes) -> None:
     FUZZED["rpc"] += 1
     status, body = rpc_post(cluster, "/export_info", raw)
     assert status in (200, 400), (status, body)
@@ -254,7 +253,7 @@ BAD_NAMES = ["../x", "/", "a/../../etc", "x\x00y", "n" * 300, ".hidden", ".stagi
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_export_procedures_refuse_hostile_names(cluster: LocalCluster, name: str) -> None:
+def test_export_procedures_refuse_hostile_names(cluster: E2ECluster, name: str) -> None:
     for proc in ("export_prepare", "export_info", "export_remove", "export_abort"):
         status, body = rpc_post(cluster, f"/{proc}", json.dumps([name]).encode())
         assert status == 200 and body[0] is False, (proc, name, body)
@@ -263,19 +262,19 @@ def test_export_procedures_refuse_hostile_names(cluster: LocalCluster, name: str
     assert not export_dir.exists() or not any(export_dir.iterdir())
 
 
-def test_cli_refuses_hostile_instance_names(cluster: LocalCluster) -> None:
+def test_cli_refuses_hostile_instance_names(cluster: E2ECluster) -> None:
     for name in ["../x", "a/b", "x" * 300]:
-        res = run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
-                  "0:size=1M", name, ok=False)
+        res = cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
+                          "0:size=1M", name, ok=False)
         assert res.returncode != 0
         assert "name" in res.stderr.lower(), res.stderr
-    res = run(cluster, "gnt-backup", "export", "-n", "node1", "../x", ok=False)
+    res = cluster.gnt("gnt-backup", "export", "-n", "node1", "../x", ok=False)
     assert res.returncode != 0 and "../x" in res.stderr, res.stderr
-    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout
+    out = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name").stdout
     assert out.strip() == ""
 
 
-def test_hook_names_outside_the_pattern_never_run(cluster: LocalCluster) -> None:
+def test_hook_names_outside_the_pattern_never_run(cluster: E2ECluster) -> None:
     hook_dir = cluster.master.paths.hooks_dir / "instance-add-pre.d"
     hook_dir.mkdir(parents=True, exist_ok=True)
     marks = cluster.master.paths.root / "hookmarks"
@@ -285,13 +284,13 @@ def test_hook_names_outside_the_pattern_never_run(cluster: LocalCluster) -> None
         script.write_text(f"#!/bin/sh\ntouch '{marks}/{name}'\n")
         script.chmod(0o755)
     try:
-        run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
-            "0:size=1M", "--no-start", "hooked1")
+        cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
+                    "0:size=1M", "--no-start", "hooked1")
     finally:
         for script in hook_dir.iterdir():
             script.unlink()
     assert sorted(p.name for p in marks.iterdir()) == ["good-hook_1"]
-    run(cluster, "gnt-instance", "remove", "-f", "hooked1")
+    cluster.gnt("gnt-instance", "remove", "-f", "hooked1")
 
 
 _HEAD = "[export]\nversion=0\ntimestamp=1\nsource=node1\nos=x\n[instance]\n"
@@ -307,13 +306,13 @@ HOSTILE_CONFIGS = {
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_CONFIGS))
-def test_import_refuses_hostile_config_ini(cluster: LocalCluster, case: str) -> None:
+def test_import_refuses_hostile_config_ini(cluster: E2ECluster, case: str) -> None:
     text, field = HOSTILE_CONFIGS[case]
     res = import_planted(cluster, "evil", {constants.EXPORT_CONF_FILE: text.encode(),
                                            "disk0": b"\0" * 4096})
     assert res.returncode != 0
     assert field in res.stderr, res.stderr
-    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout
+    out = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name").stdout
     assert "evil-copy" not in out
 
 
@@ -333,7 +332,7 @@ def test_exportconf_parse_gives_typed_errors(text: str) -> None:
         assert "/" not in disk.dump and disk.dump not in ("", ".", "..")
 
 
-def test_daemons_survived_and_report(cluster: LocalCluster) -> None:
+def test_daemons_survived_and_report(cluster: E2ECluster) -> None:
     """Runs last in this module: both daemons still serve after all of the above."""
     with client(cluster) as cl:
         assert cl.query_cluster_info()["cluster_name"]

@@ -14,24 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_support import (
+from support.cluster import E2ECluster, cluster_fixture
+from support.reliability import (
     add_instance,
     client,
-    cluster_fixture,
     fill_disk,
     import_planted,
     instance_running,
     luxi_exchange,
     master_pid,
-    node_by_name,
     rpc_post,
     rss_kib,
-    run,
     scaled,
 )
 
 from ganeti import constants, errors, limits
-from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,12 +36,12 @@ cluster = cluster_fixture("limits", 2)
 FIGURES: dict[str, Any] = {}
 
 
-def _instances(cluster: LocalCluster) -> list[str]:
-    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name").stdout
+def _instances(cluster: E2ECluster) -> list[str]:
+    out = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name").stdout
     return out.split()
 
 
-def _storage_entries(cluster: LocalCluster) -> list[str]:
+def _storage_entries(cluster: E2ECluster) -> list[str]:
     found = []
     for node in cluster.nodes:
         base = node.paths.file_storage_dir
@@ -66,9 +63,9 @@ def _export_entries(export_dir: Path) -> list[str]:
     return entries
 
 
-def _assert_nothing_left(cluster: LocalCluster, before: list[str], name: str) -> None:
+def _assert_nothing_left(cluster: E2ECluster, before: list[str], name: str) -> None:
     assert _storage_entries(cluster) == before
-    locks = run(cluster, "gnt-debug", "locks", "--no-headers", "-o", "name").stdout
+    locks = cluster.gnt("gnt-debug", "locks", "--no-headers", "-o", "name").stdout
     assert name not in locks, locks
 
 
@@ -86,11 +83,11 @@ def _assert_nothing_left(cluster: LocalCluster, before: list[str], name: str) ->
      "OP_INSTANCE_CREATE.nics"),
 ], ids=["17-disks", "2^63-MiB", "400-digits", "2^63-second-disk", "os-path", "2^63-memory",
         "9-nics"])
-def test_add_beyond_limits_fails_cleanly(cluster: LocalCluster, extra: list[str],
+def test_add_beyond_limits_fails_cleanly(cluster: E2ECluster, extra: list[str],
                                          needle: str) -> None:
     before = _storage_entries(cluster)
-    res = run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--no-start",
-              *extra, "big1", ok=False)
+    res = cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--no-start",
+                      *extra, "big1", ok=False)
     assert res.returncode != 0
     assert needle in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and "OverflowError" not in res.stderr
@@ -99,36 +96,36 @@ def test_add_beyond_limits_fails_cleanly(cluster: LocalCluster, extra: list[str]
 
 
 @pytest.mark.parametrize("duration", ["1e308", "nan", "inf", "86401"])
-def test_test_delay_bounds_through_the_cli(cluster: LocalCluster, duration: str) -> None:
-    res = run(cluster, "gnt-debug", "delay", duration, ok=False)
+def test_test_delay_bounds_through_the_cli(cluster: E2ECluster, duration: str) -> None:
+    res = cluster.gnt("gnt-debug", "delay", duration, ok=False)
     assert res.returncode != 0 and "OP_TEST_DELAY.duration" in res.stderr, res.stderr
     assert "OverflowError" not in res.stderr
 
 
-def test_names_at_the_limit(cluster: LocalCluster) -> None:
+def test_names_at_the_limit(cluster: E2ECluster) -> None:
     """201 characters: refused naming the field; 200: created, exported, re-imported."""
-    res = run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
-              "0:size=1M", "--no-start", "n" * 201, ok=False)
+    res = cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--disk",
+                      "0:size=1M", "--no-start", "n" * 201, ok=False)
     assert res.returncode != 0 and "OP_INSTANCE_CREATE.instance_name" in res.stderr
     name = "n" * 200
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
-        "--no-start", "-o", "debootstrap+default", name)
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
+                "--no-start", "-o", "debootstrap+default", name)
     try:
-        run(cluster, "gnt-backup", "export", "-n", "node2", name)
-        run(cluster, "gnt-instance", "remove", "-f", name)
-        run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node2",
-            "--no-start", name)
-        out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name,os").stdout
+        cluster.gnt("gnt-backup", "export", "-n", "node2", name)
+        cluster.gnt("gnt-instance", "remove", "-f", name)
+        cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node2",
+                    "--no-start", name)
+        out = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name,os").stdout
         assert f"{name} debootstrap+default" in out
     finally:
-        run(cluster, "gnt-instance", "remove", "-f", name, ok=False)
-        run(cluster, "gnt-backup", "remove", name, ok=False)
+        cluster.gnt("gnt-instance", "remove", "-f", name, ok=False)
+        cluster.gnt("gnt-backup", "remove", name, ok=False)
 
 
-def test_export_refuses_an_instance_import_could_not_restore(cluster: LocalCluster) -> None:
+def test_export_refuses_an_instance_import_could_not_restore(cluster: E2ECluster) -> None:
     """An instance beyond a limit (as made before the limit existed): refused up front."""
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
-        "--no-start", "old1")
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node1", "--disk", "0:size=1M",
+                "--no-start", "old1")
     cluster.stop(log=lambda _m: None)
     conf_file = cluster.master.paths.cluster_conf_file
     data = json.loads(conf_file.read_text())
@@ -137,14 +134,14 @@ def test_export_refuses_an_instance_import_could_not_restore(cluster: LocalClust
     conf_file.write_text(json.dumps(data))
     cluster.start(log=lambda _m: None)
     try:
-        res = run(cluster, "gnt-backup", "export", "-n", "node2", "old1", ok=False)
+        res = cluster.gnt("gnt-backup", "export", "-n", "node2", "old1", ok=False)
         assert res.returncode != 0
         assert "could not be imported again, so it is not exported" in res.stderr
         assert "tags[0]: 129 characters is outside the limit 1..128" in res.stderr, res.stderr
-        export_dir = node_by_name(cluster, "node2").paths.export_dir
+        export_dir = cluster.node("node2").paths.export_dir
         assert _export_entries(export_dir) == []
     finally:
-        run(cluster, "gnt-instance", "remove", "-f", "old1")
+        cluster.gnt("gnt-instance", "remove", "-f", "old1")
 
 
 # --- LUXI -------------------------------------------------------------------------------
@@ -157,7 +154,7 @@ def _failure(reply: Any) -> tuple[str, str]:
     return name, str(args[0])
 
 
-def test_submit_100000_disks_is_refused_and_rss_stays_bounded(cluster: LocalCluster) -> None:
+def test_submit_100000_disks_is_refused_and_rss_stays_bounded(cluster: E2ECluster) -> None:
     pid = master_pid(cluster)
     rss_before = rss_kib(pid)
     op = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "huge1", "disk_template": "file",
@@ -199,7 +196,7 @@ def test_submit_100000_disks_is_refused_and_rss_stays_bounded(cluster: LocalClus
     (b'{"method": "QueryJobs", "args": [null, ["\xff"]]}', "not UTF-8"),
 ], ids=["deep-nesting", "nan-age", "1e999-age", "1e308-age", "1e308-timeout",
         "1e308-delay", "non-utf8"])
-def test_hostile_luxi_requests_get_typed_errors(cluster: LocalCluster, payload: bytes,
+def test_hostile_luxi_requests_get_typed_errors(cluster: E2ECluster, payload: bytes,
                                                 needle: str) -> None:
     for _ in range(scaled(2, 50)):
         name, message = _failure(luxi_exchange(cluster, payload))
@@ -217,7 +214,7 @@ def test_hostile_luxi_requests_get_typed_errors(cluster: LocalCluster, payload: 
     (b"[1e999]", "out of range"),
     (b'["\xff"]', "not UTF-8"),
 ])
-def test_hostile_rpc_bodies_get_typed_errors(cluster: LocalCluster, body: bytes,
+def test_hostile_rpc_bodies_get_typed_errors(cluster: E2ECluster, body: bytes,
                                              needle: str) -> None:
     for _ in range(scaled(2, 50)):
         status, reply = rpc_post(cluster, "/test_delay", body)
@@ -228,7 +225,7 @@ def test_hostile_rpc_bodies_get_typed_errors(cluster: LocalCluster, body: bytes,
 # --- import ----------------------------------------------------------------------------
 
 
-def test_import_of_non_utf8_config_names_the_file(cluster: LocalCluster) -> None:
+def test_import_of_non_utf8_config_names_the_file(cluster: E2ECluster) -> None:
     before = _storage_entries(cluster)
     res = import_planted(cluster, "latin1", {
         constants.EXPORT_CONF_FILE:
@@ -246,22 +243,22 @@ def test_import_of_non_utf8_config_names_the_file(cluster: LocalCluster) -> None
 # --- gnt-cluster verify ----------------------------------------------------------------
 
 
-def test_verify_reports_a_planted_orphan_disk_file(cluster: LocalCluster) -> None:
-    res = run(cluster, "gnt-cluster", "verify", ok=False)
+def test_verify_reports_a_planted_orphan_disk_file(cluster: E2ECluster) -> None:
+    res = cluster.gnt("gnt-cluster", "verify", ok=False)
     assert res.returncode == 0, res.stdout + res.stderr
-    node2 = node_by_name(cluster, "node2")
+    node2 = cluster.node("node2")
     stray = node2.paths.file_storage_dir / "ghost.example.com" / "0e1f.disk0"
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"\0" * 1024)
     try:
-        res = run(cluster, "gnt-cluster", "verify", ok=False)
+        res = cluster.gnt("gnt-cluster", "verify", ok=False)
         assert res.returncode != 0
         output = res.stdout + res.stderr
         assert f"node node2: orphan disk file {stray}" in output, output
     finally:
         stray.unlink()
         stray.parent.rmdir()
-    assert run(cluster, "gnt-cluster", "verify", ok=False).returncode == 0
+    assert cluster.gnt("gnt-cluster", "verify", ok=False).returncode == 0
 
 
 # --- disk full at the export target ---------------------------------------------------
@@ -277,17 +274,17 @@ def _umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
-def test_disk_full_at_the_target_says_it_once(cluster: LocalCluster) -> None:
+def test_disk_full_at_the_target_says_it_once(cluster: E2ECluster) -> None:
     """A 4 MiB tmpfs as node2's export dir, a 16 MiB disk of random data: ENOSPC."""
     if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
         pytest.skip("needs root to mount a tmpfs")
     add_instance(cluster, "full1", "node1", "16M")
     fill_disk(cluster, "full1", 16)
-    export_dir = node_by_name(cluster, "node2").paths.export_dir
+    export_dir = cluster.node("node2").paths.export_dir
     _mount_tmpfs(export_dir, "4m")
     try:
-        res = run(cluster, "gnt-backup", "export", "-n", "node2", "--compress", "none",
-                  "--long-sleep", "full1", ok=False)
+        res = cluster.gnt("gnt-backup", "export", "-n", "node2", "--compress", "none",
+                          "--long-sleep", "full1", ok=False)
         leftovers = _export_entries(export_dir)
     finally:
         _umount(export_dir)
@@ -304,10 +301,10 @@ def test_disk_full_at_the_target_says_it_once(cluster: LocalCluster) -> None:
     assert output.count("No space left on device") == 1, output
     assert leftovers == []  # the staging dir went with the failure
     assert instance_running(cluster, "full1")
-    run(cluster, "gnt-instance", "remove", "-f", "full1")
+    cluster.gnt("gnt-instance", "remove", "-f", "full1")
 
 
-def test_daemons_alive_and_figures(cluster: LocalCluster) -> None:
+def test_daemons_alive_and_figures(cluster: E2ECluster) -> None:
     with client(cluster) as cl:
         assert cl.query_cluster_info()["cluster_name"]
     assert limits.DISKS.maximum == 16

@@ -14,20 +14,19 @@ import threading
 import time
 
 import pytest
-from rel_support import (
+from support.cluster import E2ECluster, cluster_fixture
+from support.reliability import (
     WAIT,
     add_instance,
     client,
-    cluster_fixture,
     master_pid,
     rss_kib,
-    run,
     scaled,
     wait_final,
 )
 
 from ganeti import constants, opcodes
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster
+from ganeti.tools.local_cluster import SOURCE_TOP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,7 +39,7 @@ RSS_GROWTH_LIMIT_KIB = 256 * 1024
 cluster = cluster_fixture("load", 3)
 
 
-def _round(cluster: LocalCluster, per_client: int) -> tuple[dict[int, str], float]:
+def _round(cluster: E2ECluster, per_client: int) -> tuple[dict[int, str], float]:
     """CLIENTS submitters, per_client jobs each, plus EXPORTS exports; all must succeed."""
     accepted: list[int] = []
     failures: list[str] = []
@@ -80,7 +79,7 @@ def _round(cluster: LocalCluster, per_client: int) -> tuple[dict[int, str], floa
     return status, elapsed
 
 
-def test_jobs_and_exports_under_load(cluster: LocalCluster) -> None:
+def test_jobs_and_exports_under_load(cluster: E2ECluster) -> None:
     # soak: 5 rounds of 4,000, archiving in between as the watcher does (the
     # queue refuses more than max_queued_jobs unarchived jobs: JobQueueFull)
     rounds = scaled(1, 5)
@@ -101,8 +100,8 @@ def test_jobs_and_exports_under_load(cluster: LocalCluster) -> None:
     for idx in range(EXPORTS):
         node = cluster.nodes[1 + idx % 2]
         assert (node.paths.export_dir / f"load{idx}" / constants.EXPORT_CONF_FILE).is_file()
-    locks = run(cluster, "gnt-debug", "locks", "--no-headers", "-o",
-                "name,mode,owner,pending").stdout
+    locks = cluster.gnt("gnt-debug", "locks", "--no-headers", "-o",
+                        "name,mode,owner,pending").stdout
     assert "node1" in locks  # the monitor lists the locks, none owned or pending
     for line in locks.splitlines():
         name, *rest = line.split()

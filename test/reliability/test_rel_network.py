@@ -1,6 +1,6 @@
 """Network faults between master and node daemons and between node daemons.
 
-A FaultProxy (test/faultproxy.py) sits in the path: for master -> node RPC the
+A FaultProxy (test/support/faultproxy.py) sits in the path: for master -> node RPC the
 node's port in the cluster config points at the proxy (edited while the
 master is down, as an administrator would re-address a node); for a disk
 transfer the receiver's address handed to the sender is the proxy's.  Every
@@ -21,20 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy, Faults
-from rel_support import (
+from support.cluster import E2ECluster, cluster_fixture
+from support.faultproxy import FaultProxy, Faults
+from support.reliability import (
     WAIT,
     add_instance,
-    cluster_fixture,
     fill_disk,
     leftovers,
     master_pid,
-    run,
     watcher,
 )
 
 from ganeti.fileutils import atomic_write
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, pick_free_port
+from ganeti.rpc.client import RpcRunner
+from ganeti.tools.local_cluster import SOURCE_TOP, pick_free_port
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -53,7 +53,7 @@ cluster = cluster_fixture("net", 2)
 class ProxiedRpc:
     """The real RPC runner, but senders are sent to a FaultProxy in front of the receiver."""
 
-    def __init__(self, rpc: Any, faults: Faults) -> None:
+    def __init__(self, rpc: RpcRunner, faults: Faults) -> None:
         self._rpc = rpc
         self.faults = faults
         self.proxies: list[FaultProxy] = []
@@ -91,7 +91,7 @@ TRANSFER_CASES = {
 
 
 @pytest.mark.parametrize("case", list(TRANSFER_CASES))
-def test_transfer_through_faults(cluster: LocalCluster, rpc: Any, case: str) -> None:
+def test_transfer_through_faults(cluster: E2ECluster, rpc: RpcRunner, case: str) -> None:
     faults, should_succeed = TRANSFER_CASES[case]
     src_node, dst_node = cluster.nodes
     src_dir = src_node.paths.file_storage_dir / "netfault"
@@ -130,7 +130,7 @@ def test_transfer_through_faults(cluster: LocalCluster, rpc: Any, case: str) -> 
 
 
 @pytest.fixture(scope="module")
-def node2_proxy(cluster: LocalCluster) -> Iterator[FaultProxy]:
+def node2_proxy(cluster: E2ECluster) -> Iterator[FaultProxy]:
     """node2's RPC port in the config points at a proxy in front of its daemon."""
     node2 = cluster.nodes[1]
     port = pick_free_port([node2.address])
@@ -144,7 +144,7 @@ def node2_proxy(cluster: LocalCluster) -> Iterator[FaultProxy]:
         proxy.stop()
 
 
-def _set_node_port(cluster: LocalCluster, node_name: str, port: int | None) -> None:
+def _set_node_port(cluster: E2ECluster, node_name: str, port: int | None) -> None:
     pid = master_pid(cluster)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + WAIT
@@ -170,13 +170,13 @@ RPC_CASES = {
 
 
 @pytest.mark.parametrize("case", list(RPC_CASES))
-def test_master_rpc_through_faults(cluster: LocalCluster, node2_proxy: FaultProxy,
+def test_master_rpc_through_faults(cluster: E2ECluster, node2_proxy: FaultProxy,
                                    case: str) -> None:
     faults, should_succeed = RPC_CASES[case]
     # open keep-alive connections are reset too: the fault applies to the next call
     node2_proxy.set_faults(faults, drop=True)
     try:
-        res = run(cluster, "gnt-debug", "delay", "-n", "node2", "0", ok=False)
+        res = cluster.gnt("gnt-debug", "delay", "-n", "node2", "0", ok=False)
     finally:
         node2_proxy.set_faults(Faults())
     FAULTS_TRIED.append(f"rpc:{case}")
@@ -186,25 +186,25 @@ def test_master_rpc_through_faults(cluster: LocalCluster, node2_proxy: FaultProx
         assert res.returncode != 0
         assert "node2" in res.stderr, res.stderr
     # the fault is gone: the same call works again (nothing stuck in the master)
-    run(cluster, "gnt-debug", "delay", "-n", "node2", "0")
+    cluster.gnt("gnt-debug", "delay", "-n", "node2", "0")
 
 
-def test_master_rpc_cut_ends_in_timeout_not_hang(cluster: LocalCluster,
+def test_master_rpc_cut_ends_in_timeout_not_hang(cluster: E2ECluster,
                                                  node2_proxy: FaultProxy) -> None:
     node2_proxy.set_faults(Faults(cut_after=0), drop=True)
     try:
-        res = run(cluster, "gnt-cluster", "verify", ok=False)
+        res = cluster.gnt("gnt-cluster", "verify", ok=False)
     finally:
         node2_proxy.set_faults(Faults())
     FAULTS_TRIED.append("rpc:cut")
     assert res.returncode != 0, res.stdout
     assert "node2" in res.stdout + res.stderr
     assert node2_proxy.counters.cuts >= 1
-    run(cluster, "gnt-cluster", "verify")
+    cluster.gnt("gnt-cluster", "verify")
 
 
 def test_export_with_node_unreachable_mid_copy_fails_cleanly_then_retry_works(
-        cluster: LocalCluster, rpc: Any, node2_proxy: FaultProxy) -> None:
+        cluster: E2ECluster, rpc: RpcRunner, node2_proxy: FaultProxy) -> None:
     """The master loses node2 mid-export: a clear job error, leftovers the watcher
     removes once node2 is reachable again, and the same export then succeeds."""
     add_instance(cluster, "netexp1", "node1", "96M", "--no-start")
@@ -234,6 +234,6 @@ def test_export_with_node_unreachable_mid_copy_fails_cleanly_then_retry_works(
     res = watcher(cluster)
     assert res.returncode == 0, res.stdout + res.stderr
     assert leftovers(cluster, rpc) == {}
-    run(cluster, "gnt-backup", "export", "-n", "node2", "netexp1")
+    cluster.gnt("gnt-backup", "export", "-n", "node2", "netexp1")
     assert (cluster.nodes[1].paths.export_dir / "netexp1" / "config.ini").is_file()
     print(f"\nfaults tried: {len(FAULTS_TRIED)} ({', '.join(FAULTS_TRIED)})")

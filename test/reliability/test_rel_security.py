@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_support import add_instance, client, cluster_fixture, run, wait_final
+from support.cluster import E2ECluster, cluster_fixture
+from support.reliability import add_instance, client, wait_final
 
 from ganeti import constants, crypto, opcodes
-from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.e2e]
 
@@ -27,7 +27,7 @@ USER = "ganeti-reltest"
 cluster = cluster_fixture("sec", 2)
 
 
-def _post(cluster: LocalCluster, ctx: ssl.SSLContext) -> tuple[int, object]:
+def _post(cluster: E2ECluster, ctx: ssl.SSLContext) -> tuple[int, object]:
     conn = http.client.HTTPSConnection(cluster.nodes[1].address, cluster.port, context=ctx,
                                        timeout=15)
     try:
@@ -47,7 +47,7 @@ def _client_ctx(cert: Path | None, ca: Path) -> ssl.SSLContext:
     return ctx
 
 
-def test_rpc_needs_this_clusters_client_certificate(cluster: LocalCluster,
+def test_rpc_needs_this_clusters_client_certificate(cluster: E2ECluster,
                                                     tmp_path: Path) -> None:
     paths = cluster.master.paths
     # with the cluster's certificate: accepted
@@ -86,7 +86,7 @@ def unprivileged_user() -> Iterator[pwd.struct_passwd]:
             subprocess.run(["userdel", USER], check=False, capture_output=True)
 
 
-def test_luxi_socket_refuses_other_users(cluster: LocalCluster,
+def test_luxi_socket_refuses_other_users(cluster: E2ECluster,
                                          unprivileged_user: pwd.struct_passwd) -> None:
     sock_path = cluster.master.paths.master_socket
     mode = sock_path.stat().st_mode
@@ -110,7 +110,7 @@ def test_luxi_socket_refuses_other_users(cluster: LocalCluster,
         assert cl.query_cluster_info()["cluster_name"]
 
 
-def _secrets(cluster: LocalCluster) -> list[str]:
+def _secrets(cluster: E2ECluster) -> list[str]:
     """The secret material of every node: domain secret and private key bodies."""
     found = []
     for node in cluster.nodes:
@@ -126,7 +126,7 @@ def _secrets(cluster: LocalCluster) -> list[str]:
     return found
 
 
-def test_secrets_never_reach_job_store_or_logs(cluster: LocalCluster) -> None:
+def test_secrets_never_reach_job_store_or_logs(cluster: E2ECluster) -> None:
     secret = cluster.master.paths.cluster_domain_secret_file.read_text().strip()
     with client(cluster) as cl:
         job_id = cl.submit_job([opcodes.OpClusterRenewCrypto.create(
@@ -135,8 +135,8 @@ def test_secrets_never_reach_job_store_or_logs(cluster: LocalCluster) -> None:
         (ops,), = cl.query_jobs([job_id], ["ops"]) or [[None]]
     assert ops[0]["cluster_domain_secret"] == "<redacted>"
     add_instance(cluster, "sec1", "node1", "4M", "--no-start")
-    run(cluster, "gnt-backup", "export", "-n", "node2", "sec1")
-    info = run(cluster, "gnt-job", "info", str(job_id)).stdout
+    cluster.gnt("gnt-backup", "export", "-n", "node2", "sec1")
+    info = cluster.gnt("gnt-job", "info", str(job_id)).stdout
     blobs = [info]
     for node in cluster.nodes:
         for directory in (node.paths.data_dir / "queue", node.paths.log_dir):
@@ -147,9 +147,9 @@ def test_secrets_never_reach_job_store_or_logs(cluster: LocalCluster) -> None:
         assert not any(item in blob for blob in blobs), "a secret leaked"
 
 
-def test_modes_of_keys_config_and_exports(cluster: LocalCluster) -> None:
+def test_modes_of_keys_config_and_exports(cluster: E2ECluster) -> None:
     add_instance(cluster, "modes1", "node1", "4M", "--no-start")
-    run(cluster, "gnt-backup", "export", "-n", "node2", "modes1")
+    cluster.gnt("gnt-backup", "export", "-n", "node2", "modes1")
     for node in cluster.nodes:
         paths = node.paths
         private = [paths.node_cert_file, paths.cluster_conf_file,

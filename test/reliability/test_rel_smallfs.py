@@ -89,7 +89,7 @@ def _export(ctx: NodeContext, payload: bytes, stamp: int) -> None:
 def _fill(filler: Path, inodes: bool, leave: int) -> None:
     """Use up the filesystem's inodes (or blocks), then free ``leave`` of them."""
     filler.mkdir()
-    made = []
+    made: list[Path] = []
     try:
         if inodes:
             while True:

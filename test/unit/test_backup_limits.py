@@ -10,25 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cmdlib_backup_remote import Import, _export, _source, pair  # noqa: F401
-from test_cmdlib_instance import Env
+from support.loopback import Env, Import, certified_env, fill_source, remote_export_op, remote_pair
 
-from ganeti import crypto, opcodes
+from ganeti import opcodes
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
-    """An Env whose node roots have the cluster certificates local exports use."""
-    env = Env(tmp_path)
-    ca_cert, ca_key = crypto.generate_cluster_ca("cluster.local", 1)
-    for index, (name, ctx) in enumerate(sorted(env.roots.items()), start=1):
-        paths = ctx.paths
-        paths.cluster_ca_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.cluster_ca_file.write_text(ca_cert)
-        cert, key = crypto.generate_node_certificate(ca_cert, ca_key, name,
-                                                     [f"127.0.0.{index}"], 1)
-        crypto.write_pem_pair(paths.node_cert_file, cert, key)
-    return env
+    return certified_env(tmp_path)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Env, Env]:
+    return remote_pair(tmp_path)
 
 
 def messages(log: list[Any]) -> str:
@@ -36,7 +30,7 @@ def messages(log: list[Any]) -> str:
 
 
 def test_local_export_uses_cluster_defaults_and_node_limits(env: Env) -> None:
-    _source(env)
+    fill_source(env)
     env.run(opcodes.OpClusterSetParams.create(backup_defaults={
         "bwlimit": 51200, "ionice_class": "idle"}))
     env.run(opcodes.OpNodeSetParams.create(node_name="node3", backup_bwlimit=40960))
@@ -54,7 +48,7 @@ def test_local_export_uses_cluster_defaults_and_node_limits(env: Env) -> None:
 
 
 def test_export_values_override_the_defaults(env: Env) -> None:
-    _source(env)
+    fill_source(env)
     env.run(opcodes.OpClusterSetParams.create(backup_defaults={
         "bwlimit": 51200, "ionice_class": "idle"}))
     env.run(opcodes.OpBackupExport.create(instance_name="inst1", target_node="node3",
@@ -65,15 +59,15 @@ def test_export_values_override_the_defaults(env: Env) -> None:
     assert "export limit" not in log and "node limit " not in log
 
 
-def test_remote_export_limits_each_cluster_on_its_side(pair: tuple[Env, Env]  # noqa: F811
+def test_remote_export_limits_each_cluster_on_its_side(pair: tuple[Env, Env]
                                                        ) -> None:
     src, dst = pair
-    _source(src)
+    fill_source(src)
     dst.run(opcodes.OpNodeSetParams.create(node_name="node3", backup_bwlimit=30720))
     prepared = src.run(opcodes.OpBackupPrepare.create(instance_name="inst1", mode="remote"))
     imp = Import(src, dst, prepared)
     entry = imp.endpoints()
-    assert src.run(_export(prepared, entry, bwlimit=20480, ionice_class="best-effort",
+    assert src.run(remote_export_op(prepared, entry, bwlimit=20480, ionice_class="best-effort",
                            ionice_level=6)) == (True, [True, True])
     assert imp.join() == ["node3"]
     sent = messages(src.cbs.log)

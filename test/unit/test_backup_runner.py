@@ -462,7 +462,10 @@ def test_schedule_bandwidth_and_io_priority_reach_the_export(state: br.RunnerSta
                          schedule(name="plain", instances=["db1"])])
     master.defaults = {"bwlimit": 100, "ionice_class": "best-effort", "ionice_level": 4}
     br.run(master, state, ts("2026-01-02 03:00"))
-    by_instance = {ops[0].instance_name: ops[0] for ops in master.jobs.values()}  # type: ignore[attr-defined]
+    exports = [ops[0] for ops in master.jobs.values()]
+    by_instance = {op.instance_name: op for op in exports
+                   if isinstance(op, opcodes.OpBackupExport)}
+    assert len(by_instance) == len(exports)
     web1, db1 = by_instance["web1"], by_instance["db1"]
     assert (web1.bwlimit, web1.ionice_class, web1.ionice_level) == (2048, "idle", None)
     # no override: None, the export applies the cluster default itself

@@ -178,7 +178,7 @@ def test_format_unit(mib: int, units: str, text: str) -> None:
 
 
 def test_format_query_result_statuses() -> None:
-    result = {
+    result: dict[str, Any] = {
         "fields": [{"name": "id", "title": "ID", "kind": "number", "doc": ""},
                    {"name": "flag", "title": "Flag", "kind": "bool", "doc": ""},
                    {"name": "tags", "title": "Tags", "kind": "other", "doc": ""},

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_luxi_fakes import FakeContext, FakeLockManager, FakeQueue, running_server
+from support.luxi_fakes import FakeContext, FakeLockManager, FakeQueue, running_server
 
 from ganeti import constants, errors, opcodes, pathutils
 from ganeti.client import gnt_debug, gnt_job

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backup_limits import env  # noqa: F401  (the fixture: Env with certificates)
-from test_cmdlib_instance import Env
+from support.loopback import Env, certified_env
 
 from ganeti import errors, locking, opcodes
 from ganeti.backend import export as ex
@@ -25,6 +24,12 @@ from ganeti.backend import export_layout
 from ganeti.backup import exportconf
 from ganeti.storage import reflink
 from ganeti.storage.base import SNAP_MARKER
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    """An Env with the cluster certificates exports use."""
+    return certified_env(tmp_path)
 
 
 def _fill(harness: Env, seed: bytes) -> None:
@@ -68,7 +73,7 @@ def _export(harness: Env, **fields: Any) -> Any:
 
 
 @pytest.fixture
-def running(env: Env) -> Env:  # noqa: F811
+def running(env: Env) -> Env:
     """inst1 running on node2, with a good export on node3 already."""
     env.create("inst1")
     assert env.live() is not None

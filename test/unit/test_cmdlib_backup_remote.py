@@ -1,115 +1,38 @@
 """Remote export LUs on two in-process clusters (real LUs, procedures and TLS streams).
 
-Each cluster is a test_cmdlib_instance ``Env`` (own config and node roots,
-loopback RPC); the destination's LU runs in a thread because it waits for
-the source's data, exactly as the two masters would.
+Each cluster is a loopback ``Env`` (test/support/loopback.py: own config and
+node roots, loopback RPC); the destination's LU runs in a thread because it
+waits for the source's data, exactly as the two masters would.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_cmdlib_instance import Callbacks, Env
+from support.loopback import (
+    SECRET,
+    Env,
+    Import,
+    digest,
+    fill_source,
+    remote_export_op,
+    remote_pair,
+)
 
-from ganeti import constants, errors, opcodes
+from ganeti import errors, opcodes
 from ganeti.backend import x509
 from ganeti.backup import remote
-from ganeti.tools import move_instance
-
-SECRET = "5" * 128
-
-
-class LogCallbacks(Callbacks):
-    """Keeps (type, message) so the structured remote-import entry can be read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: list[tuple[str, Any]] = []
-
-    def feedback(self, log_type: str, message: Any) -> None:
-        super().feedback(log_type, message)
-        self.entries.append((log_type, message))
-
-    def structured(self) -> dict[str, Any] | None:
-        return next((m for t, m in self.entries if t == constants.ELOG_REMOTE_IMPORT), None)
 
 
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[Env, Env]:
-    src, dst = Env(tmp_path / "src"), Env(tmp_path / "dst")
-    for env in (src, dst):
-        env.ctx.paths.data_dir.mkdir(parents=True, exist_ok=True)
-        remote.write_domain_secret(env.ctx.paths.cluster_domain_secret_file, SECRET)
-    return src, dst
-
-
-def _digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _source(src: Env) -> list[str]:
-    src.create("inst1", start=False)
-    digests = []
-    for disk in src.inst("inst1").disks:
-        with open(disk.logical_id[1], "r+b") as handle:
-            handle.write(os.urandom(300_000))
-        digests.append(_digest(disk.logical_id[1]))
-    return digests
-
-
-class Import:
-    """The destination's OpInstanceCreate(remote-import), running in a thread."""
-
-    def __init__(self, src: Env, dst: Env, prepared: dict[str, Any], **extra: Any) -> None:
-        data = src.run(opcodes.OpInstanceQueryData.create(instances=["inst1"],
-                                                          static=True))["inst1"]
-        opts = type("Opts", (), {"start": False, "dest_instance_name": "moved",
-                                 "dest_primary_node": "node3", "shutdown_timeout": 0})()
-        fields = {**move_instance.import_opcode(data, opts, prepared, "inst1").to_dict(),
-                  **extra}
-        self.op = opcodes.from_dict(fields)
-        self.cbs = LogCallbacks()
-        self.result: Any = None
-        self.thread = threading.Thread(target=self._run, args=(dst,))
-        self.thread.start()
-
-    def _run(self, dst: Env) -> None:
-        try:
-            self.result = dst.processor.execute_opcode(self.op, self.cbs)
-        except Exception as err:
-            self.result = err
-
-    def endpoints(self) -> dict[str, Any]:
-        deadline = time.monotonic() + 30
-        while (entry := self.cbs.structured()) is None:
-            assert self.thread.is_alive(), self.result
-            assert time.monotonic() < deadline, "no remote-import entry"
-            time.sleep(0.01)
-        return entry
-
-    def join(self) -> Any:
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        return self.result
-
-
-def _export(prepared: dict[str, Any], entry: dict[str, Any], **extra: Any
-            ) -> opcodes.OpCode:
-    fields = {"instance_name": "inst1", "mode": "remote", "target_node": entry["disks"],
-              "x509_key_name": prepared["x509_key_name"],
-              "destination_x509_ca": entry["x509_ca"], **extra}
-    return opcodes.OpBackupExport.create(**fields)
+    return remote_pair(tmp_path)
 
 
 def test_remote_move_copies_every_disk_and_removes_the_source(pair: tuple[Env, Env]) -> None:
     src, dst = pair
-    digests = _source(src)
+    digests = fill_source(src)
     prepared = src.run(opcodes.OpBackupPrepare.create(instance_name="inst1", mode="remote"))
     assert set(prepared) == {"handshake", "x509_key_name", "x509_ca"}
     key_name = prepared["x509_key_name"][0]
@@ -118,11 +41,11 @@ def test_remote_move_copies_every_disk_and_removes_the_source(pair: tuple[Env, E
     entry = imp.endpoints()
     assert len(entry["disks"]) == 2
     assert [d[0] for d in entry["disks"]] == ["127.0.0.3", "127.0.0.3"]
-    assert src.run(_export(prepared, entry, remove_instance=True)) == (True, [True, True])
+    assert src.run(remote_export_op(prepared, entry, remove_instance=True)) == (True, [True, True])
     assert imp.join() == ["node3"]
     moved = dst.inst("moved")
     assert [d.size for d in moved.disks] == [4, 2] and moved.disks[1].name == "data"
-    assert [_digest(d.logical_id[1]) for d in moved.disks] == digests
+    assert [digest(d.logical_id[1]) for d in moved.disks] == digests
     assert src.cfg.get_instance_info_by_name("inst1") is None
     assert src.disk_files() == []
     # the destination's key is removed after the import; hooks saw the remote mode
@@ -135,7 +58,7 @@ def test_remote_move_copies_every_disk_and_removes_the_source(pair: tuple[Env, E
 
 def test_failed_stream_leaves_nothing_at_the_destination(pair: tuple[Env, Env]) -> None:
     src, dst = pair
-    digests = _source(src)
+    digests = fill_source(src)
     prepared = src.run(opcodes.OpBackupPrepare.create(instance_name="inst1", mode="remote"))
     imp = Import(src, dst, prepared)
     entry = imp.endpoints()
@@ -143,7 +66,7 @@ def test_failed_stream_leaves_nothing_at_the_destination(pair: tuple[Env, Env]) 
     bad = {**entry, "disks": [entry["disks"][0],
                               remote.sign_disk_info(SECRET, 1, host, port, "z" * 32)]}
     with pytest.raises(errors.OpExecError) as info:
-        src.run(_export(prepared, bad, remove_instance=True))
+        src.run(remote_export_op(prepared, bad, remove_instance=True))
     text = info.value.args[0]
     assert text.startswith("Export failed, errors in disk export: disk(s) 1")
     assert "Wrong stream magic" in text
@@ -152,12 +75,12 @@ def test_failed_stream_leaves_nothing_at_the_destination(pair: tuple[Env, Env]) 
     assert dst.cfg.get_instance_info_by_name("moved") is None
     assert dst.disk_files("node3") == []
     # the source kept its instance and data (the failed export removed nothing)
-    assert [_digest(d.logical_id[1]) for d in src.inst("inst1").disks] == digests
+    assert [digest(d.logical_id[1]) for d in src.inst("inst1").disks] == digests
 
 
 def test_opcode_arguments_are_checked(pair: tuple[Env, Env]) -> None:
     src, dst = pair
-    _source(src)
+    fill_source(src)
     prepared = src.run(opcodes.OpBackupPrepare.create(instance_name="inst1", mode="remote"))
     entry = {"disks": [], "x509_ca": prepared["x509_ca"]}
     for extra, message in (({"target_node": "node2"}, "target_node: in remote mode"),
@@ -165,7 +88,7 @@ def test_opcode_arguments_are_checked(pair: tuple[Env, Env]) -> None:
                            ({"long_sleep": True, "shutdown": False}, "needs shutdown"),
                            ({"note": "nightly"}, "'note': notes are kept with local")):
         with pytest.raises(errors.OpPrereqError, match=message):
-            src.run(_export(prepared, entry, **extra))
+            src.run(remote_export_op(prepared, entry, **extra))
     base = {"instance_name": "x", "mode": "remote-import", "source_handshake": [0, "a", "b"],
             "source_x509_ca": "ca", "source_instance_name": "x", "disks": [{"size": 1}]}
     for change, message in (({"disks": []}, "disks: a remote import needs"),

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from test_cmdlib_instance import Env
+from support.loopback import Env
 
 from ganeti import errors, opcodes
 from ganeti.backend import export as ex
@@ -216,8 +216,8 @@ def test_snapshot_mode_is_refused_on_storage_that_cannot_snapshot(env: Env) -> N
 
 def test_snapshot_mode_is_accepted_where_storage_can_snapshot(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ganeti.storage import filedisk
-    monkeypatch.setattr(filedisk.reflink, "supports_reflink", lambda _path: True)
+    from ganeti.storage import reflink  # what filedisk asks whether a path can reflink
+    monkeypatch.setattr(reflink, "supports_reflink", lambda _path: True)
     add(env, shutdown_mode="snapshot")
     assert query(env)["nightly"]["shutdown_mode"] == "snapshot"
 

@@ -1,161 +1,26 @@
 """Instance logical units, run by the real processor over a loopback RPC.
 
-The "RPC" calls the node procedures directly, with one node root per node
-under tmp_path and the fake hypervisor, so the LUs' effects on disks and
-instances are real while no daemon runs.
+The "RPC" (test/support/loopback.py) calls the node procedures directly, with
+one node root per node under tmp_path and the fake hypervisor, so the LUs'
+effects on disks and instances are real while no daemon runs.
 """
 
 from __future__ import annotations
 
-import json
-import ssl
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.loopback import Callbacks, Env
 
-from ganeti import constants, errors, locking, opcodes, pathutils, query, query_resources
-from ganeti.backend import NodeContext, RpcFail
+from ganeti import constants, errors, locking, opcodes, query, query_resources
 from ganeti.backend import instance as bk
 from ganeti.client import gnt_instance
 from ganeti.cmdlib import instance_utils as iu
-from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
-from ganeti.mcpu import Processor
-from ganeti.objects import Disk, Instance, Node
+from ganeti.objects import Disk
 from ganeti.query_resources import instance as qinstance
-from ganeti.rpc.client import RpcRunner
-from ganeti.rpc.result import RpcResult
-from ganeti.server import noded
-
-LEVELS = (locking.LEVEL_INSTANCE, locking.LEVEL_NODE, locking.LEVEL_NODE_RES)
-
-
-class LoopbackRpc(RpcRunner):
-    """Runs node procedures in-process; records hook runs and calls.
-
-    The real runner's typed methods, encoders and timeouts; only the transport
-    (``run``) is replaced.  Arguments travel as JSON and are checked like the
-    node daemon checks them.
-    """
-
-    def __init__(self, cfg: ConfigStore, roots: dict[str, NodeContext],
-                 glm_getter: Any) -> None:
-        super().__init__(lambda name: None, _no_tls, paths=pathutils.current(), max_workers=1)
-        self.cfg = cfg
-        self.roots = roots
-        self.glm_getter = glm_getter
-        self.fail: dict[str, str] = {}
-        self.fail_after: dict[str, int] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.hooks: list[dict[str, Any]] = []
-
-    def run(self, procedure: str, nodes: Iterable[str], args: list[Any], timeout: float,
-            call_name: str = "") -> dict[str, RpcResult[Any]]:
-        wire = json.loads(json.dumps(args))
-        return {n: self._run(procedure, n, wire) for n in dict.fromkeys(nodes)}
-
-    def _run(self, procedure: str, node: str, args: list[Any]) -> RpcResult:
-        self.calls.append((procedure, node))
-        info = self.cfg.get_node_info_by_name(node)
-        if info is None:
-            return RpcResult(node, fail_msg=f"Node {node} is unknown")
-        if info.offline:
-            return RpcResult(node, offline=True)
-        if procedure == "hooks_runner":
-            glm = self.glm_getter()
-            self.hooks.append({"node": node, "hpath": args[0], "phase": args[1],
-                               "env": args[2],
-                               "locks": {lvl: sorted(glm.owned(lvl)) for lvl in LEVELS}})
-            return RpcResult(node, data=[])
-        budget = self.fail_after.get(procedure)
-        if budget is not None:
-            if budget <= 0:
-                return RpcResult(node, fail_msg=f"injected failure of {procedure}")
-            self.fail_after[procedure] = budget - 1
-        if procedure in self.fail:
-            return RpcResult(node, fail_msg=self.fail[procedure])
-        try:
-            return RpcResult(node, data=noded.TABLE[procedure].run(self.roots[node], args))
-        except (RpcFail, errors.GenericError) as err:
-            return RpcResult(node, fail_msg=str(err))
-
-
-def _no_tls() -> ssl.SSLContext:
-    raise AssertionError("the loopback RPC opens no connections")
-
-
-class Callbacks:
-    def __init__(self) -> None:
-        self.log: list[Any] = []
-
-    def notify_start(self) -> None:
-        pass
-
-    def feedback(self, log_type: str, message: Any) -> None:
-        self.log.append(message)
-
-    def current_priority(self) -> int:
-        return 0
-
-    def bump_priority(self) -> None:
-        pass
-
-    def check_cancel(self) -> None:
-        pass
-
-    def submit_many_jobs(self, jobs: Any) -> Any:
-        raise NotImplementedError
-
-
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        data = make_initial_config("cluster.local", "node1", None, "127.0.0.1",
-                                   enabled_hypervisors=["fake", "process"])
-        self.cfg = ConfigStore.initialize(tmp_path / "config.data", data)
-        for idx in (2, 3):
-            self.cfg.add_node(Node(name=f"node{idx}", primary_ip=f"127.0.0.{idx}",
-                                   master_candidate=True))
-        self.roots = {f"node{i}": NodeContext(paths=pathutils.Paths.for_root(
-            tmp_path / f"node{i}")) for i in (1, 2, 3)}
-        self.rpc = LoopbackRpc(self.cfg, self.roots, self._glm)
-        self.ctx: MasterContext = MasterContext(
-            pathutils.Paths.for_root(tmp_path / "node1"), self.cfg,
-            rpc=self.rpc)
-        self.processor = Processor(self.ctx, [5.0])
-        self.cbs = Callbacks()
-
-    def _glm(self) -> locking.GanetiLockManager:
-        return self.ctx.glm
-
-    def run(self, op: opcodes.OpCode) -> Any:
-        return self.processor.execute_opcode(op, self.cbs)
-
-    def create(self, name: str = "inst1", pnode: str | None = "node2", **fields: Any) -> Any:
-        fields.setdefault("disks", [{"size": 4}, {"size": 2, "name": "data"}])
-        fields.setdefault("hypervisor", "fake")
-        return self.run(opcodes.OpInstanceCreate.create(instance_name=name, pnode=pnode,
-                                                        **fields))
-
-    def inst(self, name: str = "inst1") -> Instance:
-        inst = self.cfg.get_instance_info_by_name(name)
-        assert inst is not None
-        return inst
-
-    def live(self, name: str = "inst1", node: str = "node2") -> dict[str, Any] | None:
-        return bk.instance_info(self.roots[node], name, "fake")
-
-    def disk_files(self, node: str = "node2") -> list[Path]:
-        base = self.roots[node].paths.file_storage_dir
-        return sorted(p for p in base.rglob("*") if p.is_file()) if base.exists() else []
-
-    def set_offline(self, node_name: str, offline: bool) -> None:
-        node = self.cfg.get_node_info_by_name(node_name)
-        assert node is not None
-        node.offline = offline
-        self.cfg.update(node)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_cmdlib_instance import Env
+from support.loopback import Env
 
 from ganeti import locking, opcodes
 from ganeti.backend import export as bk_export

@@ -260,7 +260,7 @@ def test_failed_replace_keeps_old_file(store: ConfigStore, cfg_path: Path,
     def crash(src: Any, dst: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(config.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # config writes through os.replace
     with pytest.raises(errors.ConfigurationError, match="No space left"):
         _add_instance(store, "inst1", node.uuid)
     assert _file_state(cfg_path) == before
@@ -282,7 +282,7 @@ def test_failed_write_of_temp_file_keeps_old_file(store: ConfigStore, cfg_path: 
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(config.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(errors.ConfigurationError, match="Input/output error"):
         _add_node(store, "node2")
     assert _file_state(cfg_path) == before

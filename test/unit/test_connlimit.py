@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_luxi_fakes import FakeContext, FakeQueue
+from support.luxi_fakes import FakeContext, FakeQueue
 
 from ganeti import crypto, errors, luxi, pathutils
 from ganeti.backend import NodeContext
 from ganeti.server import connlimit, luxi_server, noded
 from ganeti.storage.extents import DiskReader, DiskWriter
-from ganeti.transfer import COMPRESS_NONE
+from ganeti.transfer import COMPRESS_NONE, TransferError
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.node import registry
 from ganeti.transfer.node.sender import connect
@@ -313,7 +313,7 @@ EMFILE_SERVER = textwrap.dedent("""
     import logging, resource, sys, time
     sys.path.insert(0, sys.argv[3])
     from pathlib import Path
-    from test_luxi_fakes import FakeContext, FakeQueue
+    from support.luxi_fakes import FakeContext, FakeQueue
     from ganeti.server import luxi_server
     logging.basicConfig(filename=sys.argv[2], level=logging.INFO)
     backend = luxi_server.MasterBackend(FakeQueue(), FakeContext())
@@ -576,7 +576,7 @@ def test_transfer_failed_thread_start_leaves_nothing(node_certs: pathutils.Paths
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     failed = _failing_thread_start(monkeypatch, "transfer-receive-abuse-r3", 1)
     dest = tmp_path / "dest"
-    with pytest.raises(registry.TransferError, match="Cannot start a thread"):
+    with pytest.raises(TransferError, match="Cannot start a thread"):
         registry.start_receive(
             "abuse-r3", "test", "127.0.0.1", _stream_ctx(node_certs, True), "magic-abuse-3",
             None, lambda n: DiskWriter.create(dest, n), None, registry.StreamOptions())

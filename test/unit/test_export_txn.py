@@ -122,10 +122,10 @@ def state(ctx: NodeContext) -> tuple[str | None, list[str]]:
     gens = eg.export_generations(ctx, [INST])
     names = [g["generation"] for g in gens]
     assert len(names) == len(set(names)), f"generation names not unique: {names}"
-    for gen in gens:       # every name leads to a whole export, the newest to F
-        info = eg.export_generation_info(ctx, INST, gen["generation"])
+    for entry in gens:     # every name leads to a whole export, the newest to F
+        info = eg.export_generation_info(ctx, INST, entry["generation"])
         label = _label(ctx.paths.root / info["path"].lstrip("/"))
-        assert label == newest if gen["newest"] else label in olds
+        assert label == newest if entry["newest"] else label in olds
     return newest, sorted(olds)
 
 
@@ -340,7 +340,7 @@ def test_exports_already_on_disk_keep_their_names(tmp_path: Path) -> None:
         "20260102T030000Z", "20260102T030000Z-1", "20260104T030000Z"]
 
 
-@pytest.mark.skipif(bool(subprocess.run(["which", "chattr"], capture_output=True).returncode),
+@pytest.mark.skipif(subprocess.run(["which", "chattr"], capture_output=True).returncode != 0,
                     reason="chattr not installed")
 @pytest.mark.parametrize("exists", [True, False], ids=["gen-dir", "generations-root"])
 def test_immutable_generations_dir_fails_cleanly(tmp_path: Path, exists: bool) -> None:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from faultproxy import FaultProxy, Faults
+from support.faultproxy import FaultProxy, Faults
 
 
 @pytest.fixture

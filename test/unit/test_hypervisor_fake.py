@@ -119,7 +119,7 @@ def test_bad_instance_names_rejected(hv: FakeHypervisor, name: str) -> None:
                                       {"vcpus": -1}])
 def test_bad_beparams_rejected(hv: FakeHypervisor, beparams: dict[str, object]) -> None:
     with pytest.raises(errors.HypervisorError, match="Invalid"):
-        hv.start_instance(instance(**beparams), [])
+        hv.start_instance(instance("inst1", **beparams), [])
     assert hv.list_instances() == []
 
 

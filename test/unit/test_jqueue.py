@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_jqueue_fakes import WAIT, FakeExecutor, field, op, running_queue, wait_status
+from support.jqueue_fakes import WAIT, FakeExecutor, field, op, running_queue, wait_status
 
 from ganeti import constants, errors, opcodes
 from ganeti.jqueue import MSG_CANCELED, JobQueue, OpExecCallbacks

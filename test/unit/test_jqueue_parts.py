@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_jqueue_fakes import WAIT, op
+from support.jqueue_fakes import WAIT, op
 
 from ganeti import constants, errors
 from ganeti.jqueue import (

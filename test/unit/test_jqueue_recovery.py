@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_jqueue_fakes import WAIT, FakeExecutor, field, op, running_queue, wait_status
+from support.jqueue_fakes import WAIT, FakeExecutor, field, op, running_queue, wait_status
 
 from ganeti import constants, errors
 from ganeti.jqueue import (

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from test_jqueue_fakes import FakeExecutor, field, running_queue, wait_status
+from support.jqueue_fakes import FakeExecutor, field, running_queue, wait_status
 
 from ganeti import constants, opcodes
 from ganeti.jqueue.queue import REDACTED

@@ -105,7 +105,8 @@ def test_create_opcode_accepts_the_limits() -> None:
 def test_test_delay_duration_bounds(duration: float) -> None:
     with pytest.raises(errors.OpPrereqError, match=r"OP_TEST_DELAY\.duration"):
         opcodes.OpTestDelay.create(duration=duration)
-    assert opcodes.OpTestDelay.create(duration=86400).duration == 86400
+    op = opcodes.OpTestDelay.create(duration=86400)
+    assert isinstance(op, opcodes.OpTestDelay) and op.duration == 86400
 
 
 @pytest.mark.parametrize("op, field", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -277,7 +278,7 @@ class TestTimeouts:
         lock = SharedLock("l")
         lock.acquire()
         for shared in (True, False):
-            worker = Worker("t0", lambda s=shared: lock.acquire(shared=s, timeout=0))
+            worker = Worker("t0", functools.partial(lock.acquire, shared=shared, timeout=0))
             worker.start()
             assert worker.finish() is False
         assert lock.info()[3] == []
@@ -329,7 +330,7 @@ class TestDelete:
         monitor = LockMonitor()
         lock = SharedLock("doomed", monitor)
         lock.acquire()
-        waiters = [start_waiter(lock, f"w{i}", lambda s=bool(i % 2): lock.acquire(shared=s))
+        waiters = [start_waiter(lock, f"w{i}", functools.partial(lock.acquire, shared=bool(i % 2)))
                    for i in range(4)]
         assert [row[0] for row in monitor.query_locks()] == ["doomed"]
         assert lock.delete() is True

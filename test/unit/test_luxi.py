@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_luxi_fakes import FakeQueue, running_server
+from support.luxi_fakes import FakeQueue, running_server
 
 from ganeti import constants, errors, luxi, opcodes
 from ganeti.server import luxi_server

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_luxi_fakes import FakeContext, FakeLockManager, FakeQueue, running_server
+from support.luxi_fakes import FakeContext, FakeLockManager, FakeQueue, running_server
 
 from ganeti import constants, errors, luxi, opcodes, query, query_resources
 

@@ -53,6 +53,7 @@ class FakeContext:
         self.rpc = None
         self.events: list[str] = []
         self.abort_hooks = abort_hooks
+        self.bgl_exclusive: bool | None = None
 
     def build_hooks_master(self, lu: LogicalUnit) -> FakeHooks | None:
         if lu.HPATH is None:
@@ -194,7 +195,7 @@ def test_phase_order_locks_and_release() -> None:
 def test_req_bgl_takes_bgl_exclusively() -> None:
     ctx = FakeContext()
     assert make_processor(ctx).execute_opcode(OpUnittestExclusive(), Callbacks())
-    assert ctx.bgl_exclusive  # type: ignore[attr-defined]
+    assert ctx.bgl_exclusive
 
 
 def test_dry_run_stops_after_pre_hooks() -> None:

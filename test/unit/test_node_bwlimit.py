@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_cmdlib_instance import Env
+from support.loopback import Env
 
 from ganeti import cli, errors, locking, objects, opcodes
 from ganeti.client import gnt_backup, gnt_node

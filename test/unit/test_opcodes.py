@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, TypeAdapter
-from test_cmdlib_instance import Env
+from support.loopback import Env
 
 from ganeti import errors, opcodes
 

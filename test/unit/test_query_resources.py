@@ -7,13 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_backup_limits import env  # noqa: F401 - an Env with the certificates exports use
-from test_cmdlib_instance import Env
-from test_luxi_fakes import running_server
+import pytest
+from support.loopback import Env, certified_env
+from support.luxi_fakes import running_server
 
 from ganeti import luxi, opcodes, query, query_resources
 
 WAIT = 30.0
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    """An Env with the cluster certificates exports use."""
+    return certified_env(tmp_path)
 
 
 def test_importing_the_master_registers_nothing() -> None:
@@ -33,7 +39,7 @@ def test_register_all_registers_every_resource() -> None:
     assert [f["name"] for f in fields] == ["export", "node"]
 
 
-def test_export_query_over_luxi_lists_real_exports(env: Env, tmp_path: Path) -> None:  # noqa: F811
+def test_export_query_over_luxi_lists_real_exports(env: Env, tmp_path: Path) -> None:
     env.create("inst1", start=False)
     env.run(opcodes.OpBackupExport.create(instance_name="inst1", target_node="node3"))
     address = tmp_path / "run" / "ganeti-master"

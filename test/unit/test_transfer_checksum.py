@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import blake3
 import pytest
@@ -23,7 +25,14 @@ from ganeti.transfer.checksum import (
     file_matches,
 )
 
-_HASHES = {SHA256_4M: hashlib.sha256, BLAKE3_4M: blake3.blake3}
+
+class _Hash(Protocol):
+    def digest(self) -> bytes: ...
+    def hexdigest(self) -> str: ...
+
+
+_HASHES: dict[str, Callable[[bytes], _Hash]] = {SHA256_4M: hashlib.sha256,
+                                                BLAKE3_4M: blake3.blake3}
 
 
 def _reference(data: bytes, block: int = BLOCK_SIZE, algorithm: str = BLAKE3_4M) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from pathlib import Path
 
@@ -167,7 +168,8 @@ def test_group_bucket_is_shared_while_used_then_dropped() -> None:
 def test_priority_values_follow_ionice() -> None:
     assert priority.IoPriority.create(None, None) is None
     assert priority.IoPriority.create(None, 6) == priority.IoPriority("best-effort", 6)
-    assert priority.IoPriority.create("best-effort", None).level == priority.DEFAULT_LEVEL
+    default = priority.IoPriority.create("best-effort", None)
+    assert default is not None and default.level == priority.DEFAULT_LEVEL
     assert priority.IoPriority.create("idle", 5) == priority.IoPriority("idle", 0)
     assert priority.IoPriority("best-effort", 7).value == (2 << 13) | 7
     assert priority.IoPriority("idle", 0).value == 3 << 13
@@ -255,7 +257,8 @@ def test_resolve_prefers_the_opcode_then_the_cluster_default() -> None:
 
 
 @pytest.fixture(scope="module")
-def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
+def contexts(tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     tmp = tmp_path_factory.mktemp("certs")
     ca_cert, ca_key = crypto.generate_cluster_ca("limit.test", 1)
     (tmp / "ca.pem").write_text(ca_cert)
@@ -267,7 +270,7 @@ def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
 
 
 def test_limited_streams_copy_exactly_and_report_their_limits(
-        contexts: tuple[object, object], tmp_path: Path) -> None:
+        contexts: tuple[ssl.SSLContext, ssl.SSLContext], tmp_path: Path) -> None:
     server, client = contexts
     src = tmp_path / "src"
     src.write_bytes(os.urandom(3 * MIB + 123))

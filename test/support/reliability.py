@@ -1,4 +1,4 @@
-"""Helpers of the reliability suite: clusters, the watcher, job and leftover checks.
+"""Helpers of the reliability suite: the watcher, job and leftover checks, raw LUXI/RPC.
 
 ``SOAK`` (environment GANETI_SOAK=1, set by tools/soak) scales the numbers up.
 """
@@ -13,18 +13,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ganeti import constants, crypto, daemon, luxi
 from ganeti.backend import NodeContext
 from ganeti.backend.export import export_leftovers
-from ganeti.config import ConfigStore
-from ganeti.server.masterd import build_rpc_runner
-from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+from ganeti.rpc.client import RpcRunner
+from ganeti.tools.local_cluster import SOURCE_TOP, NodeSpec
+from support.cluster import E2ECluster
 
 SOAK = os.environ.get("GANETI_SOAK") == "1"
 WAIT = 120.0
@@ -35,14 +32,7 @@ def scaled(default: int, soak: int) -> int:
     return soak if SOAK else default
 
 
-def run(cluster: LocalCluster, *argv: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = cluster.gnt(*argv)
-    if ok:
-        assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def import_planted(cluster: LocalCluster, name: str, files: dict[str, bytes]
+def import_planted(cluster: E2ECluster, name: str, files: dict[str, bytes]
                    ) -> subprocess.CompletedProcess[str]:
     """Plant an export ``name`` of these files on the master, import it as ``name-copy``
     (expected to fail), and remove the planted export again."""
@@ -51,15 +41,15 @@ def import_planted(cluster: LocalCluster, name: str, files: dict[str, bytes]
     try:
         for file_name, data in files.items():
             (src / file_name).write_bytes(data)
-        return run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node", "node1",
-                   "--src-dir", name, "--no-start", f"{name}-copy", ok=False)
+        return cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node1",
+                           "--src-dir", name, "--no-start", f"{name}-copy", ok=False)
     finally:
         for item in src.iterdir():
             item.unlink()
         src.rmdir()
 
 
-def luxi_exchange(cluster: LocalCluster, payload: bytes, timeout: float = 120) -> Any:
+def luxi_exchange(cluster: E2ECluster, payload: bytes, timeout: float = 120) -> Any:
     """Send one raw framed LUXI message; the decoded reply (None: connection closed)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -74,7 +64,7 @@ def luxi_exchange(cluster: LocalCluster, payload: bytes, timeout: float = 120) -
     return json.loads(data[:-1])
 
 
-def rpc_post(cluster: LocalCluster, path: str, body: bytes, timeout: float = 60
+def rpc_post(cluster: E2ECluster, path: str, body: bytes, timeout: float = 60
              ) -> tuple[int, Any]:
     """A raw RPC request to the master's node daemon with the cluster's certificate."""
     paths = cluster.master.paths
@@ -89,7 +79,7 @@ def rpc_post(cluster: LocalCluster, path: str, body: bytes, timeout: float = 60
         conn.close()
 
 
-def watcher(cluster: LocalCluster, node: NodeSpec | None = None,
+def watcher(cluster: E2ECluster, node: NodeSpec | None = None,
             job_timeout: float = WAIT, *extra: str) -> subprocess.CompletedProcess[str]:
     node = node or cluster.master
     return subprocess.run(
@@ -98,16 +88,11 @@ def watcher(cluster: LocalCluster, node: NodeSpec | None = None,
         env=cluster.env(node), capture_output=True, text=True, timeout=WAIT * 3)
 
 
-def client(cluster: LocalCluster, timeout: float = 60) -> luxi.Client:
+def client(cluster: E2ECluster, timeout: float = 60) -> luxi.Client:
     return luxi.Client(str(cluster.master.paths.master_socket), timeout=timeout)
 
 
-def rpc_runner(cluster: LocalCluster) -> Any:
-    paths = cluster.master.paths
-    return build_rpc_runner(paths, ConfigStore(paths.cluster_conf_file))
-
-
-def kill9(cluster: LocalCluster, name: str, node: NodeSpec | None = None) -> int:
+def kill9(cluster: E2ECluster, name: str, node: NodeSpec | None = None) -> int:
     node = node or cluster.master
     pid = daemon.read_pid(node.paths.pid_file(name))
     assert pid is not None, f"{name} on {node.name} has no pid file"
@@ -139,16 +124,7 @@ def wait_final(cl: luxi.Client, job_ids: list[int], timeout: float = WAIT) -> di
         time.sleep(0.1)
 
 
-def instance_conf(cluster: LocalCluster, name: str) -> dict[str, Any] | None:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
-    return next((i for i in data["instances"].values() if i["name"] == name), None)
-
-
-def node_by_name(cluster: LocalCluster, name: str) -> NodeSpec:
-    return next(n for n in cluster.nodes if n.name == name)
-
-
-def leftovers(cluster: LocalCluster, rpc: Any) -> dict[str, list[str]]:
+def leftovers(cluster: E2ECluster, rpc: RpcRunner) -> dict[str, list[str]]:
     """Snapshots, staging/trash dirs and remembered transfers, per node."""
     found: dict[str, list[str]] = {}
     for node in cluster.nodes:
@@ -172,21 +148,21 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def master_pid(cluster: LocalCluster) -> int:
+def master_pid(cluster: E2ECluster) -> int:
     pid = daemon.read_pid(cluster.master.paths.pid_file(constants.MASTERD))
     assert pid is not None
     return pid
 
 
-def add_instance(cluster: LocalCluster, name: str, pnode: str, size: str = "8M",
+def add_instance(cluster: E2ECluster, name: str, pnode: str, size: str = "8M",
                  *extra: str) -> None:
-    run(cluster, "gnt-instance", "add", "-t", "file", "-n", pnode, "--disk",
-        f"0:size={size}", "-H", "process:write_interval_ms=5,blocks=64", *extra, name)
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", pnode, "--disk",
+                f"0:size={size}", "-H", "process:write_interval_ms=5,blocks=64", *extra, name)
 
 
-def fill_disk(cluster: LocalCluster, name: str, mib: int) -> None:
+def fill_disk(cluster: E2ECluster, name: str, mib: int) -> None:
     """Random (incompressible) data in the instance's disk, so a copy takes a while."""
-    conf = instance_conf(cluster, name)
+    conf = cluster.instance_conf(name)
     assert conf is not None
     path = Path(conf["disks"][0]["logical_id"][1])
     with open(path, "r+b") as handle:
@@ -195,19 +171,6 @@ def fill_disk(cluster: LocalCluster, name: str, mib: int) -> None:
             handle.write(os.urandom(1 << 20))
 
 
-def instance_running(cluster: LocalCluster, name: str) -> bool:
-    out = run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name,oper_state").stdout
+def instance_running(cluster: E2ECluster, name: str) -> bool:
+    out = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name,oper_state").stdout
     return any(line.split() == [name, "Y"] for line in out.splitlines())
-
-
-def cluster_fixture(label: str, node_count: int) -> Any:
-    """A module-scoped fixture starting a real cluster of ``node_count`` nodes."""
-    @pytest.fixture(scope="module")
-    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-        lc = LocalCluster.create_and_start(tmp_path_factory.mktemp(label),
-                                           node_count=node_count)
-        try:
-            yield lc
-        finally:
-            lc.stop(log=lambda _m: None)
-    return cluster

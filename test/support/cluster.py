@@ -1,0 +1,90 @@
+"""The local cluster as tests drive it: gnt-* commands, nodes and the config by name."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ganeti.rpc.client import RpcRunner
+from ganeti.tools.local_cluster import LocalCluster, NodeSpec
+from support.rpc import make_rpc_runner
+
+
+class E2ECluster(LocalCluster):
+    """A LocalCluster whose gnt-* runs fail the test unless they succeed (``ok``)."""
+
+    def gnt(self, *argv: str, ok: bool = True, check: bool = False, timeout: float = 300,
+            input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a gnt-* command; unless ``ok`` is False (the caller checks the exit code
+        and output itself), assert that it succeeded, quoting its output if not."""
+        proc = super().gnt(*argv, check=check, timeout=timeout, input_text=input_text)
+        if ok:
+            assert proc.returncode == 0, (f"{' '.join(argv)} failed ({proc.returncode}):\n"
+                                          f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def node(self, name: str) -> NodeSpec:
+        for spec in self.nodes:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no node {name!r} in {[n.name for n in self.nodes]}")
+
+    def instance_conf(self, name: str) -> dict[str, Any] | None:
+        """The instance's entry in the master's config file (None: no such instance)."""
+        data = json.loads(self.master.paths.cluster_conf_file.read_text())
+        found: dict[str, Any] | None = next(
+            (i for i in data["instances"].values() if i["name"] == name), None)
+        return found
+
+    def rpc_runner(self) -> RpcRunner:
+        """An RPC runner speaking to the nodes with the master's certificate."""
+        return make_rpc_runner(self.master.paths)
+
+
+def output(proc: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, both streams (job logs and messages go to either)."""
+    return proc.stdout + proc.stderr
+
+
+def start_cluster(root: str | os.PathLike[str], node_count: int = 3) -> E2ECluster:
+    """A started cluster on a random loopback subnet under ``root``."""
+    return E2ECluster.create_and_start(Path(root), node_count=node_count)
+
+
+def stop_quietly(cluster: LocalCluster) -> None:
+    cluster.stop(log=lambda _msg: None)
+
+
+@pytest.fixture(scope="module")
+def rpc(cluster: E2ECluster) -> Iterator[RpcRunner]:
+    """An RPC runner speaking to the module's cluster with the master's certificate
+    (a fixture: the e2e and reliability conftests import it)."""
+    runner = cluster.rpc_runner()
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def cluster_fixture(label: str, node_count: int = 3) -> Callable[..., Iterator[E2ECluster]]:
+    """A module-scoped fixture starting a real cluster of ``node_count`` nodes.
+
+    Assign it to a name in a test module (or conftest) to define that fixture::
+
+        cluster = cluster_fixture("watcher", node_count=2)
+    """
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
+        """A started local cluster (E2ECluster) shared by the tests of one module."""
+        cluster = start_cluster(tmp_path_factory.mktemp(label), node_count)
+        try:
+            yield cluster
+        finally:
+            stop_quietly(cluster)
+    return fixture
