@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from support.cluster import E2ECluster
 
 from ganeti import luxi, query
-from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
 WAIT = 60.0
-
-
-def _gnt(cluster: LocalCluster, *argv: str) -> str:
-    proc = cluster.gnt(*argv)
-    assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stdout}\n{proc.stderr}"
-    return str(proc.stdout)
 
 
 def _values(result: dict[str, object]) -> list[list[object]]:
@@ -24,10 +18,10 @@ def _values(result: dict[str, object]) -> list[list[object]]:
     return [[value for _status, value in row] for row in rows]
 
 
-def test_export_resource_lists_real_exports(cluster: LocalCluster) -> None:
-    _gnt(cluster, "gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+def test_export_resource_lists_real_exports(cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
          "--no-start", "qexp1")
-    _gnt(cluster, "gnt-backup", "export", "-n", "node3", "qexp1")
+    cluster.gnt("gnt-backup", "export", "-n", "node3", "qexp1")
     with luxi.Client(str(cluster.master.paths.master_socket), timeout=WAIT) as cl:
         exports = cl.query("export", ["node", "export"])
         assert [[query.RS_NORMAL, "node3"], [query.RS_NORMAL, "qexp1"]] in exports["data"]
@@ -42,6 +36,6 @@ def test_export_resource_lists_real_exports(cluster: LocalCluster) -> None:
             ["node1", "node2", "node3"]
         fields = {f["name"] for f in cl.query_fields("export")["fields"]}
         assert fields == {"node", "export"}
-    _gnt(cluster, "gnt-backup", "remove", "qexp1")
+    cluster.gnt("gnt-backup", "remove", "qexp1")
     with luxi.Client(str(cluster.master.paths.master_socket), timeout=WAIT) as cl:
         assert ["node3", "qexp1"] not in _values(cl.query("export", ["node", "export"]))
