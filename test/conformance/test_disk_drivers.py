@@ -3,7 +3,7 @@
 Each test runs against every driver registered in ``ganeti.storage`` on real
 storage: file disks on the test directory's own filesystem (live snapshots
 work only where it has reflink), on the shared reflink test filesystem
-(test/fsfixture.py: btrfs where mkfs.btrfs exists) and on a reflink XFS loop
+(test/support/fsfixture.py: btrfs where mkfs.btrfs exists) and on a reflink XFS loop
 filesystem (slow: its own mkfs and mount), and plain (LVM) disks in a
 scratch volume group on a loop device, skipped with the reason where
 device-mapper or lvm2 is missing.  Per-driver details stay in

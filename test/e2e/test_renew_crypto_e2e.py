@@ -6,17 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from ganeti.tools.local_cluster import LocalCluster
+from support.cluster import E2ECluster
 
 pytestmark = pytest.mark.e2e
 
 
-def _secret(cluster: LocalCluster) -> str:
+def _secret(cluster: E2ECluster) -> str:
     return cluster.master.paths.cluster_domain_secret_file.read_text().strip()
 
 
-def _last_job(cluster: LocalCluster) -> tuple[str, str]:
+def _last_job(cluster: E2ECluster) -> tuple[str, str]:
     proc = cluster.gnt("gnt-job", "list", "--no-headers", "--separator", "|",
                        "-o", "id,summary", check=True)
     job_id, summary = proc.stdout.splitlines()[-1].split("|")
@@ -24,7 +23,7 @@ def _last_job(cluster: LocalCluster) -> tuple[str, str]:
 
 
 def test_renew_crypto_runs_as_a_job_and_keeps_the_secret_out_of_it(
-        cluster: LocalCluster, tmp_path: Path) -> None:
+        cluster: E2ECluster, tmp_path: Path) -> None:
     path = cluster.master.paths.cluster_domain_secret_file
     before = _secret(cluster)
     proc = cluster.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
@@ -57,6 +56,6 @@ def test_renew_crypto_runs_as_a_job_and_keeps_the_secret_out_of_it(
     last = _last_job(cluster)[0]
     secret_file.write_text("short\n")
     proc = cluster.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",
-                       str(secret_file))
+                       str(secret_file), ok=False)
     assert proc.returncode == 1 and "at least 32 characters" in proc.stderr, proc.stderr
     assert _secret(cluster) == stdin_secret and _last_job(cluster)[0] == last
