@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from support.fsfixture import FsUnavailable, mount_reflink_fs
+from support.lvm import lvm_unavailable, scratch_volume_group
 
 from ganeti import constants, errors, pathutils
 from ganeti.objects import Disk
@@ -61,16 +61,6 @@ class Setup:
     foreign_id: list[Any]
 
 
-def _lvm_unavailable() -> str | None:
-    if not os.path.exists("/dev/mapper/control"):
-        return "no device-mapper on this host (/dev/mapper/control missing)"
-    if shutil.which("vgcreate") is None:
-        return "lvm2 tools are not installed"
-    if os.geteuid() != 0:
-        return "needs root"
-    return None
-
-
 @pytest.fixture(scope="module")
 def xfs_dir() -> Iterator[Path]:
     """A reflink XFS of its own, in a fixed slot per worker so a crashed run's is reused."""
@@ -96,21 +86,11 @@ def xfs_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def real_vg(tmp_path: Path) -> Iterator[str]:
-    reason = _lvm_unavailable()
+    reason = lvm_unavailable()
     if reason:
         pytest.skip(reason)
-    image = tmp_path / "pv.img"
-    with open(image, "wb") as fh:
-        fh.truncate(256 * MIB)
-    dev = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    vg = f"gntconf{os.getpid()}"
-    try:
-        subprocess.run(["vgcreate", vg, dev], capture_output=True, check=True)
+    with scratch_volume_group(tmp_path, "gntconf") as vg:
         yield vg
-    finally:
-        subprocess.run(["vgremove", "-f", vg], capture_output=True, check=False)
-        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
 
 
 def _file_setup(name: str, storage_dir: Path) -> Setup:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from support.cluster import E2ECluster, cluster_fixture
-from support.reliability import WAIT, client, master_pid, rss_kib, scaled
+from support.reliability import WAIT, client, master_pid, proc_status, rss_kib, scaled
 
 from ganeti import constants, crypto, daemon, errors, luxi
 from ganeti.rpc.client import RpcRunner
@@ -88,11 +88,7 @@ def tuned(cluster: E2ECluster) -> E2ECluster:
 
 
 def _threads(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no thread count for {pid}")
+    return proc_status(pid, "Threads")
 
 
 def _fds(pid: int) -> int:

@@ -140,12 +140,17 @@ def leftovers(cluster: E2ECluster, rpc: RpcRunner) -> dict[str, list[str]]:
     return found
 
 
-def rss_kib(pid: int) -> int:
+def proc_status(pid: int, key: str) -> int:
+    """One number of /proc/<pid>/status (``VmRSS`` in KiB, ``Threads``, ...)."""
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {key} for {pid}")
+
+
+def rss_kib(pid: int) -> int:
+    return proc_status(pid, "VmRSS")
 
 
 def master_pid(cluster: E2ECluster) -> int:

@@ -3,13 +3,11 @@ plus a real-volume round trip where device-mapper and lvm2 are available."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from support.lvm import lvm_unavailable, scratch_volume_group
 
 from ganeti import errors, pathutils
 from ganeti.objects import Disk
@@ -212,36 +210,14 @@ def test_invalid_names_never_reach_the_tools(driver: LvmDiskDriver, lvm: FakeLvm
 
 # -- real volumes ----------------------------------------------------------------
 
-def _lvm_unavailable() -> str | None:
-    if not os.path.exists("/dev/mapper/control"):
-        return "no device-mapper on this host (/dev/mapper/control missing)"
-    if shutil.which("vgs") is None:
-        return "lvm2 tools are not installed"
-    if os.geteuid() != 0:
-        return "needs root"
-    if subprocess.run(["vgs"], capture_output=True, check=False).returncode != 0:
-        return "vgs does not work here"
-    return None
-
-
 @pytest.fixture
 def real_vg(tmp_path: Path) -> Iterator[str]:
     """A scratch volume group on a loop device, removed afterwards."""
-    reason = _lvm_unavailable()
+    reason = lvm_unavailable()
     if reason:
         pytest.skip(reason)
-    image = tmp_path / "pv.img"
-    with open(image, "wb") as fh:
-        fh.truncate(256 * 1024 * 1024)
-    dev = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    vg = f"gnttest{os.getpid()}"
-    try:
-        subprocess.run(["vgcreate", vg, dev], capture_output=True, check=True)
+    with scratch_volume_group(tmp_path, "gnttest") as vg:
         yield vg
-    finally:
-        subprocess.run(["vgremove", "-f", vg], capture_output=True, check=False)
-        subprocess.run(["losetup", "-d", dev], capture_output=True, check=False)
 
 
 def test_real_lvm_round_trip(real_vg: str) -> None:
