@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -17,6 +17,9 @@ from ganeti import errors, hypervisor, limits
 from ganeti.hooks.master import build_instance_hook_env
 from ganeti.objects import Cluster, Disk, Instance
 from ganeti.opcodes import DiskSpec, NicSpec, validation_message
+
+if TYPE_CHECKING:
+    from ganeti.cmdlib.base import LogicalUnit
 
 MAC_PREFIX = "aa:00:00"
 # backend parameters and whether they are positive integers
@@ -161,7 +164,7 @@ def instance_hook_nodes(cfg: Any, instance: Instance) -> list[str]:
 # --- node operations --------------------------------------------------------------
 
 
-def create_disks(lu: Any, instance: Instance) -> None:
+def create_disks(lu: LogicalUnit, instance: Instance) -> None:
     """Create every disk on the primary, storing the logical ids in ``instance``.
 
     On failure the disks created so far are removed again before raising.
@@ -183,7 +186,7 @@ def create_disks(lu: Any, instance: Instance) -> None:
         raise
 
 
-def remove_disks(lu: Any, instance: Instance, disks: Iterable[Disk] | None = None,
+def remove_disks(lu: LogicalUnit, instance: Instance, disks: Iterable[Disk] | None = None,
                  warn: Any = None) -> list[str]:
     """Remove disks on the primary; returns failure messages (each also warned)."""
     pnode = node_name(lu.cfg, instance.primary_node)
@@ -200,7 +203,7 @@ def remove_disks(lu: Any, instance: Instance, disks: Iterable[Disk] | None = Non
     return failures
 
 
-def start_instance(lu: Any, instance: Instance, beparams: dict[str, Any] | None = None,
+def start_instance(lu: LogicalUnit, instance: Instance, beparams: dict[str, Any] | None = None,
                    hvparams: dict[str, Any] | None = None, paused: bool = False) -> None:
     pnode = node_name(lu.cfg, instance.primary_node)
     result = lu.rpc.call_instance_start(
@@ -208,7 +211,7 @@ def start_instance(lu: Any, instance: Instance, beparams: dict[str, Any] | None 
     result.raise_on_failure(f"Could not start instance {instance.name}")
 
 
-def shutdown_instance(lu: Any, instance: Instance, timeout: int) -> str | None:
+def shutdown_instance(lu: LogicalUnit, instance: Instance, timeout: int) -> str | None:
     """Stop the instance on its primary; the failure message or None."""
     pnode = node_name(lu.cfg, instance.primary_node)
     result = lu.rpc.call_instance_shutdown(pnode, instance.name, instance.hypervisor, timeout)
@@ -216,7 +219,7 @@ def shutdown_instance(lu: Any, instance: Instance, timeout: int) -> str | None:
         f"Could not shut down instance {instance.name} on node {pnode}: {result.fail_msg}"
 
 
-def disks_without_snapshots(lu: Any, instance: Instance, context: str = "") -> list[int]:
+def disks_without_snapshots(lu: LogicalUnit, instance: Instance, context: str = "") -> list[int]:
     """Indices of the instance's disks its primary's storage cannot snapshot live.
 
     A node that cannot answer is an OpPrereqError (``context`` prefixes the text).
@@ -232,7 +235,7 @@ def disks_without_snapshots(lu: Any, instance: Instance, context: str = "") -> l
     return cannot
 
 
-def instance_running(lu: Any, instance: Instance) -> bool:
+def instance_running(lu: LogicalUnit, instance: Instance) -> bool:
     pnode = node_name(lu.cfg, instance.primary_node)
     result = lu.rpc.call_instance_info(pnode, instance.name, instance.hypervisor)
     result.raise_on_failure(f"Cannot get the state of instance {instance.name}")

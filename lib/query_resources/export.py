@@ -6,9 +6,13 @@ unavailable (or offline), so a listing never silently drops a node.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti import query
+
+if TYPE_CHECKING:
+    from ganeti.config import ConfigStore
+    from ganeti.rpc.client import RpcRunner
 
 FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("node", "Node", query.QFT_TEXT, "Node holding the export"),
@@ -17,7 +21,7 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
 FIELD_NAMES = tuple(f[0] for f in FIELDS)
 
 
-def export_rows(cfg: Any, rpc: Any) -> list[dict[str, Any]]:
+def export_rows(cfg: ConfigStore, rpc: RpcRunner) -> list[dict[str, Any]]:
     """Sorted by node, then export; offline nodes are not contacted."""
     nodes = sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name)
     online = [n.name for n in nodes if not n.offline]

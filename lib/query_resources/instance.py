@@ -6,10 +6,14 @@ Shared by ``Query("instance")`` and the OpInstanceQuery/OpInstanceQueryData LUs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, query
 from ganeti.objects import Instance
+
+if TYPE_CHECKING:
+    from ganeti.config import ConfigStore
+    from ganeti.rpc.client import RpcRunner
 
 # (name, title, kind, doc): the fields of ``Query("instance")`` and OpInstanceQuery
 FIELDS: tuple[tuple[str, str, str, str], ...] = (
@@ -57,7 +61,7 @@ def _node_name(cfg: Any, node_uuid: str) -> str:
     return str(node.name) if node is not None else node_uuid
 
 
-def collect_live_info(cfg: Any, rpc: Any, instances: Iterable[Instance]
+def collect_live_info(cfg: ConfigStore, rpc: RpcRunner, instances: Iterable[Instance]
                       ) -> dict[str, tuple[str, dict[str, Any]]]:
     """Per primary node uuid: ("ok"|"offline"|"down", {instance name: info})."""
     by_node: dict[str, set[str]] = {}
@@ -98,7 +102,7 @@ def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str
     return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
 
 
-def instance_rows(cfg: Any, rpc: Any = None, live: bool = False,
+def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
                   names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One dict per instance with every FIELDS value, sorted by name.
 
@@ -109,7 +113,8 @@ def instance_rows(cfg: Any, rpc: Any = None, live: bool = False,
     instances = sorted((i for i in cfg.get_all_instances_info().values()
                         if wanted is None or i.name in wanted), key=lambda i: i.name)
     cluster = cfg.get_cluster_info()
-    live_info = collect_live_info(cfg, rpc, instances) if live and instances else {}
+    live_info = (collect_live_info(cfg, rpc, instances)
+                 if live and instances and rpc is not None else {})
     rows = []
     for inst in instances:
         be = cluster.fill_beparams(inst)

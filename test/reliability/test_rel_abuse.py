@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from support.cluster import E2ECluster, cluster_fixture
 from support.reliability import WAIT, client, master_pid, proc_status, rss_kib, scaled
+from support.rpc import as_runner
 
 from ganeti import constants, crypto, daemon, errors, luxi
 from ganeti.rpc.client import RpcRunner
@@ -507,7 +508,7 @@ def test_transfer_receiver_with_strangers_first(tuned: E2ECluster, rpc: RpcRunne
                         dest_address=dst_node.address)
     strangers = StrangerRpc(rpc, silent, dripping)
     try:
-        (result,) = run_transfers(strangers, [spec], lambda _m: None, poll_interval=0.1,
+        (result,) = run_transfers(as_runner(strangers), [spec], lambda _m: None, poll_interval=0.1,
                                   report_interval=60, connect_timeout=3, listen_timeout=20,
                                   progress_timeout=5)
     finally:

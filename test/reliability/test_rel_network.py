@@ -31,6 +31,7 @@ from support.reliability import (
     master_pid,
     watcher,
 )
+from support.rpc import as_runner
 
 from ganeti.fileutils import atomic_write
 from ganeti.rpc.client import RpcRunner
@@ -107,8 +108,8 @@ def test_transfer_through_faults(cluster: E2ECluster, rpc: RpcRunner, case: str)
     proxied = ProxiedRpc(rpc, faults)
     try:
         try:
-            (result,) = run_transfers(proxied, [spec], lambda _m: None, poll_interval=0.1,
-                                      report_interval=60, connect_timeout=3,
+            (result,) = run_transfers(as_runner(proxied), [spec], lambda _m: None,
+                                      poll_interval=0.1, report_interval=60, connect_timeout=3,
                                       listen_timeout=5, progress_timeout=3)
         finally:
             proxied.close_proxies()

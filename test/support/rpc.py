@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from ganeti import pathutils
 from ganeti.config import ConfigStore
 from ganeti.rpc.client import RpcRunner
@@ -12,3 +14,9 @@ def make_rpc_runner(paths: pathutils.Paths, cfg: ConfigStore | None = None) -> R
     """The runner masterd would use on the node with ``paths`` (its certificate and CA),
     resolving node names through ``cfg`` (default: that node's cluster config)."""
     return build_rpc_runner(paths, cfg or ConfigStore(paths.cluster_conf_file))
+
+
+def as_runner(double: object) -> RpcRunner:
+    """A test double that answers the ``call_*`` methods some code uses, typed as the runner
+    (the doubles are duck-typed: they implement only the calls under test)."""
+    return cast(RpcRunner, double)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.rpc import as_runner
 
 from ganeti import crypto, pathutils
 from ganeti.backend import NodeContext, RpcFail
@@ -149,7 +150,7 @@ def test_coordinator_copies_disks_in_parallel(nodes: dict[str, NodeContext]) -> 
              for i, size in enumerate(sizes)]
     lines: list[str] = []
     done: list[tuple[int, bool]] = []
-    results = run_transfers(rpc, specs, lines.append, poll_interval=0.05,
+    results = run_transfers(as_runner(rpc), specs, lines.append, poll_interval=0.05,
                             on_done=lambda i, r: done.append((i, r.success)))
     assert [r.success for r in results] == [True, True], [r.error for r in results]
     assert sorted(done) == [(0, True), (1, True)]
@@ -174,7 +175,7 @@ def test_coordinator_reports_a_failed_side_and_cleans_up(nodes: dict[str, NodeCo
                           size=MIB, dest_address="127.0.0.1")]
     lines: list[str] = []
     done: list[int] = []
-    (result,) = run_transfers(rpc, specs, lines.append, poll_interval=0.05,
+    (result,) = run_transfers(as_runner(rpc), specs, lines.append, poll_interval=0.05,
                               on_done=lambda i, _r: done.append(i))
     assert not result.success and done == [0]
     assert result.error and "disk/0" in result.error and "node1" in result.error
@@ -198,7 +199,8 @@ def test_coordinator_notices_an_unreachable_node(nodes: dict[str, NodeContext]) 
         polls.append(1)
         rpc.down.add("node2")
 
-    (result,) = run_transfers(rpc, specs, lambda _m: None, poll_interval=0, sleep_fn=sleep)
+    (result,) = run_transfers(as_runner(rpc), specs, lambda _m: None, poll_interval=0,
+                              sleep_fn=sleep)
     assert not result.success and result.error
     assert "node2" in result.error
     rpc.down.clear()
@@ -231,7 +233,7 @@ def test_coordinator_disk_to_disk_through_the_storage_driver(
                         "node2",
                         {"kind": "disk", "dev_type": "file", "logical_id": ["file", str(dest)]},
                         size=size, compress="gzip", dest_address="127.0.0.1")
-    (result,) = run_transfers(rpc, [spec], lambda _m: None, poll_interval=0.05)
+    (result,) = run_transfers(as_runner(rpc), [spec], lambda _m: None, poll_interval=0.05)
     assert result.success, result.error
     assert dest.read_bytes() == src.read_bytes()
     assert result.checksum == checksum_file(dest)
@@ -254,7 +256,7 @@ def test_coordinator_sha256_sender_and_verifying_receiver(
                         {"kind": "file", "path": "/var/lib/ganeti/file-storage/old/disk0"},
                         "node2", {"kind": "file", "path": "/srv/ganeti/export/old/disk0"},
                         dest_address="127.0.0.1", checksum="sha256-4m")
-    (result,) = run_transfers(rpc, [spec], lambda _m: None, poll_interval=0.05,
+    (result,) = run_transfers(as_runner(rpc), [spec], lambda _m: None, poll_interval=0.05,
                               extra_options={"verify_receive": True})
     assert result.success, result.error
     assert result.checksum == checksum_file(src, "sha256-4m")
@@ -265,7 +267,7 @@ def test_coordinator_sha256_sender_and_verifying_receiver(
 
 def test_poll_pause_follows_the_expected_end() -> None:
     spec = DiskTransfer("disk/0", "a", {}, "b", {})
-    run = _Run(None, [spec, spec], lambda _m: None, {})
+    run = _Run(as_runner(None), [spec, spec], lambda _m: None, {})
     first, second = run.disks
     assert run.next_poll(1.0) == MIN_POLL_INTERVAL  # no rate known yet
     first.send_status = {"bytes": 0, "data_total": 100 * MIB, "rate": 10.0 * MIB}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.rpc import as_runner
 
 from ganeti import errors
 from ganeti.rpc.result import RpcResult
@@ -50,7 +51,7 @@ def _status(done: bool, success: bool | None = None, error: str | None = None) -
 
 
 def _side(rpc: ScriptedRpc, log: list[str]) -> OneSide:
-    return OneSide(rpc, log.append, {"x509_key_name": "k", "x509_peer_ca": "p"}, "sent")
+    return OneSide(as_runner(rpc), log.append, {"x509_key_name": "k", "x509_peer_ca": "p"}, "sent")
 
 
 def test_success_progress_and_cleanup() -> None:
@@ -95,7 +96,7 @@ def test_start_failures() -> None:
     results = side.wait(sleep_fn=lambda _s: None)
     assert "cannot start the sender on n1: connection refused" in str(results[0].error)
     rpc.fail_receive = "no space"
-    receiver = OneSide(rpc, log.append, {}, "received")
+    receiver = OneSide(as_runner(rpc), log.append, {}, "received")
     with pytest.raises(errors.OpExecError, match="Cannot start the receiver of disk/0"):
         receiver.start_receive("disk/0", "n2", {}, "m" * 16, "none", bind="192.0.2.2")
     rpc.fail_receive = ""

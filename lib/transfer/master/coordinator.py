@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti.transfer import (
     COMPRESS_NONE,
@@ -23,6 +23,9 @@ from ganeti.transfer import (
     DEFAULT_PROGRESS_TIMEOUT,
 )
 from ganeti.transfer.master.policy import TransferLimits, describe_status
+
+if TYPE_CHECKING:
+    from ganeti.rpc.client import RpcRunner
 
 LOG = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ class _Disk:
 
 
 class _Run:
-    def __init__(self, rpc: Any, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
+    def __init__(self, rpc: RpcRunner, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
                  options: dict[str, Any], on_done: DoneFn | None = None,
                  limits: TransferLimits | None = None) -> None:
         self.rpc = rpc
@@ -167,12 +170,12 @@ class _Run:
                             **self.limits.send_options(spec.source_node, self.run_id)}
             if spec.checksum:
                 send_options["checksum"] = spec.checksum
-            res = self.rpc.call_transfer_send_start(
+            sent = self.rpc.call_transfer_send_start(
                 spec.source_node, disk.send_id, spec.source, host, port, disk.magic,
                 spec.compress, send_options)
-            if res.failed:
+            if sent.failed:
                 self._fail(disk, f"cannot start the sender on {spec.source_node}:"
-                                 f" {res.fail_msg}")
+                                 f" {sent.fail_msg}")
                 self._abort(spec.dest_node, [disk.recv_id])
                 continue
             disk.send_started = True
@@ -359,7 +362,7 @@ class _Run:
                               f" {res.fail_msg}")
 
 
-def run_transfers(rpc: Any, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
+def run_transfers(rpc: RpcRunner, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,
                   poll_interval: float = 1.0, report_interval: float = 5.0, *,
                   on_done: DoneFn | None = None,
                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti.transfer import (
     DEFAULT_COMPRESS_LEVEL,
@@ -28,6 +28,9 @@ from ganeti.transfer.master.coordinator import (
     format_size,
 )
 from ganeti.transfer.master.policy import TransferLimits, describe_status
+
+if TYPE_CHECKING:
+    from ganeti.rpc.client import RpcRunner
 
 
 @dataclass
@@ -46,7 +49,7 @@ class _End:
 class OneSide:
     """Streams of one cluster: start them, follow them, always clean up."""
 
-    def __init__(self, rpc: Any, feedback_fn: FeedbackFn, options: dict[str, Any],
+    def __init__(self, rpc: RpcRunner, feedback_fn: FeedbackFn, options: dict[str, Any],
                  verb: str, limits: TransferLimits | None = None) -> None:
         self.rpc = rpc
         self.feedback = feedback_fn
