@@ -7,6 +7,7 @@ locking and the opcode result shapes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ganeti import errors, locking, opcodes, query
@@ -26,15 +27,19 @@ def _hv_actual(cluster: Any, inst: Instance) -> dict[str, Any]:
         return dict(filled)
 
 
+def _check_output_fields(wanted: Iterable[str], known: Iterable[str]) -> None:
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
+                                   errors.ECODE_INVAL)
+
+
 class LUInstanceQuery(NoHooksLU):
     REQ_BGL = False
     op: opcodes.OpInstanceQuery
 
     def CheckArguments(self) -> None:
-        unknown = sorted(set(self.op.output_fields) - set(qinstance.FIELD_NAMES))
-        if unknown:
-            raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
-                                       errors.ECODE_INVAL)
+        _check_output_fields(self.op.output_fields, qinstance.FIELD_NAMES)
 
     def ExpandNames(self) -> None:
         self.op.names = [self.expand_instance_name(n) for n in self.op.names]
@@ -99,10 +104,7 @@ class LUNodeQuery(NoHooksLU):
     op: opcodes.OpNodeQuery
 
     def CheckArguments(self) -> None:
-        unknown = sorted(set(self.op.output_fields) - set(qnode.FIELD_NAMES))
-        if unknown:
-            raise errors.OpPrereqError(f"Unknown output fields: {', '.join(unknown)}",
-                                       errors.ECODE_INVAL)
+        _check_output_fields(self.op.output_fields, qnode.FIELD_NAMES)
 
     def ExpandNames(self) -> None:
         self.op.names = [self.expand_node_name(n) for n in self.op.names]
