@@ -704,6 +704,9 @@ class OpBackupExport(OpCode):
         None, description="I/O level within best-effort (None: the cluster's default)")
     note: str | None = Field(None, description="local: free-text note stored with the new"
                                                " export (see OpBackupSetGenerationParams)")
+    full: bool = Field(False, description="local: read, send and store every disk whole;"
+                                          " otherwise only what changed since the newest"
+                                          " export on the target node")
 
     # (finalize ok, per-disk ok)
     OP_RESULT = tuple[bool, list[bool]]

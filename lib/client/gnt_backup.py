@@ -76,7 +76,8 @@ def export(opts: argparse.Namespace) -> int:
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
         ignore_remove_failures=opts.ignore_remove_failures, long_sleep=opts.long_sleep,
         compress=opts.transport_compression, keep_generations=opts.keep_generations,
-        note=opts.note, **cli.model_values(opts, objects.BackupDefaults, _LIMIT_DEST))
+        note=opts.note, full=opts.full,
+        **cli.model_values(opts, objects.BackupDefaults, _LIMIT_DEST))
     result = _submit(op, opts)
     if opts.dry_run:
         return cli.EXIT_SUCCESS
@@ -254,6 +255,9 @@ _EXPORT_OPTS = (
     cli.Option(("--keep-generations",), {"action": "store_true", "default": False,
                                          "help": "Keep the replaced export as an older"
                                                  " generation instead of deleting it"}),
+    cli.Option(("--full",), {"action": "store_true", "default": False,
+                             "help": "Read, send and store every disk whole (default: only"
+                                     " what changed since the newest export on the node)"}),
     _COMPRESS_OPT,
     _NOTE_OPT,
     *LIMIT_OPTS,

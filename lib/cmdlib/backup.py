@@ -18,6 +18,7 @@ from ganeti import constants, errors, limits, locking, opcodes
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_common import (
+    MIB,
     online_node_names,
     protected_newest,
     query_exports,
@@ -116,9 +117,17 @@ class LUBackupExport(LogicalUnit):
                 f"Instance {inst.name} is running: it cannot be removed after the export"
                 " without shutting it down", errors.ECODE_STATE)
         self.use_snapshots = False
+        # the snapshots stay on the primary as the next export's base
+        self.keep_bases = False
+        if self.target.KEEPS_BASE and not op.remove_instance and not self.was_running \
+                and inst.disks:
+            # a stopped instance's disks are snapshotted too, only to keep a base
+            self.use_snapshots = self.keep_bases = \
+                not iu.disks_without_snapshots(self, inst)
         if self.was_running and not op.remove_instance and inst.disks:
             unsupported = [str(idx) for idx in iu.disks_without_snapshots(self, inst)]
             self.use_snapshots = not unsupported
+            self.keep_bases = self.use_snapshots and self.target.KEEPS_BASE
             if unsupported and not op.shutdown:
                 raise errors.OpPrereqError(
                     f"Instance {inst.name} is running and disk(s) {', '.join(unsupported)}"
@@ -190,9 +199,11 @@ class LUBackupExport(LogicalUnit):
             sources = [snapshots.get(idx, disk.logical_id)
                        for idx, disk in enumerate(inst.disks)]
             finalize_ok, disks_ok = self.target.copy(
-                sources, lambda idx: self._remove_snapshot(idx, snapshots, feedback_fn),
-                feedback_fn)
+                sources, lambda idx: None if self.keep_bases
+                else self._remove_snapshot(idx, snapshots, feedback_fn), feedback_fn)
             exported = finalize_ok and all(disks_ok)
+            if exported and self.keep_bases:
+                self._keep_bases(snapshots)
         finally:
             for idx in sorted(snapshots):
                 self._remove_snapshot(idx, snapshots, feedback_fn)
@@ -218,6 +229,29 @@ class LUBackupExport(LogicalUnit):
             raise
         feedback_fn(f"Snapshotted {len(snapshots)} disk(s) of {inst.name}")
         return snapshots
+
+    def _keep_bases(self, snapshots: dict[int, list[Any]]) -> None:
+        """The exported snapshots replace the disks' export bases on the primary.
+
+        Only after the export is final, so a base always matches a complete
+        export on the target; one that cannot be kept is removed as usual.
+        """
+        inst, target = self.instance, self.target
+        for idx in sorted(snapshots):
+            disk = inst.disks[idx]
+            checksum = target.checksums[idx] if idx < len(target.checksums) else None
+            if checksum is None:
+                continue
+            record = {"checksum": checksum, "target": self.op.target_node,
+                      "instance": inst.name, "generation": target.generation,
+                      "size": disk.size * MIB, "created": int(time.time())}
+            res = self.rpc.call_blockdev_keep_export_base(
+                self.primary.name, disk.dev_type, disk.logical_id, snapshots[idx], record)
+            if res.fail_msg:
+                self.LogWarning("Could not keep the snapshot of disk/%d as the next export's"
+                                " base on %s: %s", idx, self.primary.name, res.fail_msg)
+            elif res.payload:
+                del snapshots[idx]
 
     def _remove_snapshot(self, idx: int, snapshots: dict[int, list[Any]],
                          feedback_fn: FeedbackFn) -> None:

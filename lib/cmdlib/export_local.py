@@ -9,6 +9,7 @@ staging directory, so the previous export stays intact.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from ganeti import errors, opcodes
 from ganeti.backup import exportconf
@@ -23,12 +24,14 @@ from ganeti.cmdlib.backup_common import (
 )
 from ganeti.cmdlib.base import FeedbackFn
 from ganeti.cmdlib.export_target import DiskDone, DiskSources, ExportTarget
-from ganeti.objects import Node
+from ganeti.objects import Disk, Node
+from ganeti.rpc.payloads import DiskBase
 from ganeti.transfer.master.coordinator import DiskTransfer, TransferResult, run_transfers
 
 
 class LocalExport(ExportTarget[opcodes.LocalTarget]):
     TARGET = opcodes.LocalTarget
+    KEEPS_BASE = True
 
     def check_arguments(self) -> None:
         if self.op.note is not None:
@@ -78,20 +81,42 @@ class LocalExport(ExportTarget[opcodes.LocalTarget]):
         res = self.lu.rpc.call_export_prepare(self.node.name, self.instance.name)
         res.raise_on_failure(f"Cannot prepare the export directory on {self.node.name}")
         self.staging = str(res.payload)
+        self.bases = self._choose_bases()
+
+    def _choose_bases(self) -> list[DiskBase]:
+        """Each disk's base on the target (doc/incremental-exports.md, "Choosing the base").
+
+        A base that cannot be found out is no reason to fail: the disk goes in full.
+        """
+        disks = self.instance.disks
+        self.base_generation: str | None = None
+        if self.op.full:
+            if disks:
+                self.lu.LogInfo("Exporting every disk in full (--full)")
+            return [{"full": "--full"} for _ in disks]
+        res = self.lu.rpc.call_export_base_info(self.node.name, self.instance.name,
+                                                [disk.size * MIB for disk in disks])
+        if res.fail_msg:
+            self.lu.LogWarning("Cannot choose a base for an incremental export on %s (%s);"
+                               " exporting in full", self.node.name, res.fail_msg)
+            return [{"full": res.fail_msg} for _ in disks]
+        choice = res.payload
+        first = choice["generation"] is None
+        for idx, base in enumerate(choice["disks"]):
+            if "base" in base:
+                continue
+            if first:
+                self.lu.LogInfo("disk/%d: exporting in full: %s", idx, base["full"])
+            else:
+                self.lu.LogWarning("disk/%d: exporting in full: %s", idx, base["full"])
+        self.base_generation = choice["generation"]
+        return list(choice["disks"])
 
     def copy(self, sources: DiskSources, disk_done: DiskDone,
              feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
-        inst, target, staging = self.instance, self.node, self.staging
-        transfers = [
-            DiskTransfer(
-                label=f"disk/{idx}", source_node=self.primary.name,
-                source={"kind": "disk", "dev_type": disk.dev_type,
-                        "logical_id": sources[idx]},
-                dest_node=target.name,
-                dest={"kind": "file", "path": f"{staging}/{exportconf.dump_name(idx)}"},
-                size=disk.size * MIB, compress=self.op.compress,
-                dest_address=target.primary_ip)
-            for idx, disk in enumerate(inst.disks)]
+        inst, target = self.instance, self.node
+        transfers = [self._transfer(idx, disk, sources[idx])
+                     for idx, disk in enumerate(inst.disks)]
 
         def on_done(idx: int, _result: TransferResult) -> None:
             disk_done(idx)
@@ -101,6 +126,7 @@ class LocalExport(ExportTarget[opcodes.LocalTarget]):
         results = run_transfers(self.lu.rpc, transfers, feedback_fn, on_done=on_done,
                                 limits=xfer_limits)
         disks_ok = [r.success for r in results]
+        self.checksums = [r.checksum for r in results]
         if not all(disks_ok):
             return False, disks_ok
         info = exportconf.from_instance(inst, self.lu.cfg.get_cluster_info(),
@@ -111,12 +137,30 @@ class LocalExport(ExportTarget[opcodes.LocalTarget]):
             self.lu.LogWarning("Finalizing the export on %s failed: %s", target.name,
                                fin.fail_msg)
             return False, disks_ok
+        self.generation = (fin.payload or {}).get("generation")
         for warning in (fin.payload or {}).get("warnings", []):
             self.lu.LogWarning("Export of %s on %s: %s", inst.name, target.name, warning)
         feedback_fn(f"Export of {inst.name} finalized on {target.name}")
         if self.op.note:
             self._set_note(self.op.note, feedback_fn)
         return True, disks_ok
+
+    def _transfer(self, idx: int, disk: Disk, source: Any) -> DiskTransfer:
+        """One disk's stream: into a copy of its base when it has one."""
+        src: dict[str, Any] = {"kind": "disk", "dev_type": disk.dev_type,
+                               "logical_id": source}
+        if source != disk.logical_id:  # a snapshot: its disk may keep an export base
+            src["origin"] = disk.logical_id
+        dest: dict[str, Any] = {"kind": "file",
+                                "path": f"{self.staging}/{exportconf.dump_name(idx)}"}
+        base: DiskBase = self.bases[idx] if idx < len(self.bases) else {}
+        if "base" in base:
+            dest["base"] = base["base"]
+            dest["base_generation"] = self.base_generation
+        return DiskTransfer(label=f"disk/{idx}", source_node=self.primary.name, source=src,
+                            dest_node=self.node.name, dest=dest, size=disk.size * MIB,
+                            compress=self.op.compress, dest_address=self.node.primary_ip,
+                            incremental="base" in base)
 
     def _set_note(self, note: str, feedback_fn: FeedbackFn) -> None:
         """The export is complete already: a note that cannot be stored is a warning."""

@@ -43,6 +43,9 @@ class ExportTarget(ABC, Generic[TargetT]):
 
     # the opcode's target type for this mode (OpBackupExport.target)
     TARGET: ClassVar[type[Any]]
+    # whether the primary keeps each disk's snapshot as the base of the next
+    # export to this target (doc/incremental-exports.md)
+    KEEPS_BASE: ClassVar[bool] = False
 
     def __init__(self, lu: LogicalUnit, op: opcodes.OpBackupExport) -> None:
         target = op.target
@@ -55,6 +58,10 @@ class ExportTarget(ABC, Generic[TargetT]):
         # set by the LU's CheckPrereq before check_prereq
         self.instance: Instance
         self.primary: Node
+        # per disk, set by copy: the checksum of what was exported
+        self.checksums: list[str | None] = []
+        # set by copy: the generation name of the new export, when known
+        self.generation: str | None = None
 
     @staticmethod
     def prepare(lu: LogicalUnit, op: opcodes.OpBackupPrepare) -> Any:

@@ -28,6 +28,21 @@ class ExportLocation(TypedDict):
     config: str
 
 
+class DiskBase(TypedDict, total=False):
+    """One disk's base for an incremental export: a dump to build on, or why not."""
+
+    base: str          # root-relative path of the base dump
+    checksum: str      # its checksum (= its block index's)
+    full: str          # the reason this disk is exported in full
+
+
+class BaseChoice(TypedDict):
+    """export_base_info: the newest export's generation and each disk's base."""
+
+    generation: str | None
+    disks: list[DiskBase]
+
+
 class FinalizeResult(TypedDict):
     path: str
     warnings: list[str]

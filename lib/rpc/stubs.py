@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from ganeti.objects import Disk, Instance
     from ganeti.rpc.payloads import (
+        BaseChoice,
         ExportLocation,
         ExportMetaInfo,
         FinalizeResult,
@@ -89,6 +90,12 @@ CALLS: tuple[RpcCall, ...] = (
         (Arg("instance_name"),),
         single_node=True,
         doc="Drop a staging dir (the previous export stays).",
+    ),
+    RpcCall(
+        "export_base_info", "export_base_info", "normal",
+        (Arg("instance_name"), Arg("sizes")),
+        single_node=True,
+        doc="Which dumps of the newest export here can be the base of each disk (sizes in bytes).",
     ),
     RpcCall(
         "export_cleanup", "export_cleanup", "normal",
@@ -425,6 +432,19 @@ class RpcStubs:
     ) -> RpcResult[bool]:
         """Drop a staging dir (the previous export stays)."""
         result: RpcResult[bool] = self.call("export_abort", node, instance_name, timeout=timeout)
+        return result
+
+    def call_export_base_info(
+        self,
+        node: str,
+        instance_name: str,
+        sizes: list[int],
+        *,
+        timeout: float | None = None,
+    ) -> RpcResult[BaseChoice]:
+        """Which dumps of the newest export here can be the base of each disk (sizes in bytes)."""
+        result: RpcResult[BaseChoice] = self.call(
+            "export_base_info", node, instance_name, sizes, timeout=timeout)
         return result
 
     def call_export_cleanup(
