@@ -70,7 +70,7 @@ def wait_generation(cluster: E2ECluster, node_name: str, instance: str,
 
 def snapshots_left(cluster: E2ECluster) -> list[Path]:
     return [p for n in cluster.nodes if n.paths.file_storage_dir.exists()
-            for p in n.paths.file_storage_dir.rglob("*.snap-*")]
+            for p in n.paths.file_storage_dir.rglob("*.snap-export-*")]
 
 
 def add_instance(cluster: E2ECluster, name: str, pnode: str, *extra: str,
