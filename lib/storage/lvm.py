@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ DEFAULT_VG = "xenvg"
 SNAPSHOT_FRACTION = 0.15
 SNAPSHOT_FLOOR_MIB = 256
 COMMAND_TIMEOUT = 300.0
+SECTOR = 512
 
 # LVM's own alphabet for VG and LV names
 _NAME_RE = re.compile(r"^[A-Za-z0-9+_][A-Za-z0-9+_.-]{0,126}$")
@@ -102,8 +104,56 @@ def snapshot_size_mib(origin_mib: float, fraction: float = SNAPSHOT_FRACTION,
     return max(1, min(wanted, math.ceil(origin_mib)))
 
 
+def thin_delta_ranges(xml_text: str, size: int, left: int,
+                      right: int) -> list[tuple[int, int]] | None:
+    """Byte ranges of thin device ``right`` that may differ from ``left``, from
+    ``thin_delta`` XML (DESIGN: for the LVM thin export base, not used yet).
+
+    ``data_block_size`` is in 512-byte sectors; ``begin``/``length`` of the
+    ``different``, ``right_only`` (written since) and ``left_only`` (unmapped
+    since: reads as zeros now) runs are in data blocks of the thin devices.
+    ``same`` runs and blocks listed nowhere (unmapped in both) are unchanged.
+    None for anything unexpected (the caller then hashes everything).
+    """
+    try:
+        root = ElementTree.fromstring(xml_text)
+        block = int(root.attrib["data_block_size"]) * SECTOR
+        diffs = root.findall("diff")
+        if root.tag != "superblock" or block <= 0 or len(diffs) != 1 \
+                or diffs[0].attrib.get("left") != str(left) \
+                or diffs[0].attrib.get("right") != str(right):
+            return None
+        out: list[tuple[int, int]] = []
+        pos = 0
+        for elem in diffs[0]:
+            begin, length = int(elem.attrib["begin"]), int(elem.attrib["length"])
+            if elem.tag not in ("same", "different", "right_only", "left_only") \
+                    or begin < 0 or length <= 0 or begin * block < pos:
+                return None
+            pos = (begin + length) * block
+            if elem.tag == "same":
+                continue
+            start, end = begin * block, min(pos, size)
+            if start >= size:
+                return None   # a mapping beyond the device: not what we asked about
+            if out and out[-1][0] + out[-1][1] == start:
+                out[-1] = (out[-1][0], end - out[-1][0])
+            else:
+                out.append((start, end - start))
+        return out
+    except (ElementTree.ParseError, KeyError, ValueError):
+        return None
+
+
 class LvmDiskDriver(DiskDriver):
-    """Driver for the ``plain`` disk template."""
+    """Driver for the ``plain`` disk template.
+
+    Export bases (incremental exports) keep :class:`DiskDriver`'s defaults:
+    a classic COW snapshot kept between exports would slow every first write
+    to a chunk of the origin and break when its COW space fills, so plain
+    LVs keep none and the sender hashes.  LVM *thin* volumes could keep one
+    cheaply; :meth:`_thin_export_base_design` is that design.
+    """
 
     dev_type = constants.DT_PLAIN
 
@@ -234,3 +284,60 @@ class LvmDiskDriver(DiskDriver):
         prefix = lv + SNAP_MARKER
         return [[vg, info.name] for info in sorted(self._vg_lvs(vg), key=lambda i: i.name)
                 if info.name.startswith(prefix)]
+
+    # -- export bases on LVM thin: DESIGN ONLY (doc/incremental-exports.md) ------
+
+    def _thin_export_base_design(self, base_logical_id: Sequence[Any],
+                                 snap_logical_id: Sequence[Any]) -> list[tuple[int, int]] | None:
+        """DESIGN STUB, not built: export bases and ``changed_ranges`` for thin LVs.
+
+        Not built or tested here: the test machine has no device-mapper
+        thin-pool target, no lvm2 and no thin-provisioning-tools, and a design
+        that was never run against a real pool must not be switched on.  Only
+        :func:`thin_delta_ranges` (parsing the tool's output) is tested.
+
+        Applies to thin LVs only (``lv_attr`` starting with ``V``, a
+        ``pool_lv``); thick LVs keep the defaults (see the class docstring).
+
+        - **Snapshot**: ``lvcreate -s -n <lv>.snap-export-<stamp> vg/lv`` without
+          ``-L`` makes a thin snapshot in the same pool (no COW space to size);
+          it is created with activation skip, so it is activated with
+          ``lvchange -ay -K``.
+        - **keep_export_base**: the record goes into LV tags of the snapshot,
+          one tag per field (``gnt-eb-checksum=blake3-4m:<hex>``,
+          ``gnt-eb-target=<node>``, ``gnt-eb-instance=<name>``,
+          ``gnt-eb-generation=<name or empty>``, ``gnt-eb-size=<bytes>``,
+          ``gnt-eb-created=<seconds>``): every value fits LVM's tag alphabet
+          ``[A-Za-z0-9_+.-/=!:&#]`` and 1024-character limit, and all tags are
+          added by one ``lvchange --addtag ... --addtag ...`` (one metadata
+          commit).  LVM cannot rename over an existing LV, so the old base
+          is renamed away first: ``lvrename <lv>.snap-backup-base
+          <lv>.snap-backup-old``, ``lvrename <snap> <lv>.snap-backup-base``,
+          ``lvremove -f <lv>.snap-backup-old``.  A crash in between leaves no
+          base (the next export hashes: safe) and an ``-old`` that the next
+          keep or drop removes; neither name matches the maintenance LU's
+          ``.snap-export-`` cleanup.
+        - **export_base**: ``lvs --units b -o lv_name,lv_tags,lv_size,pool_lv,
+          thin_id`` of ``<lv>.snap-backup-base``; the tags are parsed back into
+          the record and checked with ``check_export_base_record``; missing
+          tags, another size or another pool than the disk's: None.
+        - **changed_ranges(base, snap)**: None unless both are thin LVs of the
+          same pool and size.  Under a per-pool node lock (a pool has at most
+          one metadata snapshot), ``dmsetup message <vg>-<pool>-tpool 0
+          reserve_metadata_snap`` (the pool commits its metadata first, so the
+          new snapshot is in it; if a snapshot is already reserved by someone
+          else: None, and never release what we did not reserve), then
+          ``thin_delta --metadata-snap --thin1 <base thin_id> --thin2 <snap
+          thin_id> /dev/mapper/<vg>-<pool>_tmeta``, and always ``dmsetup
+          message ... release_metadata_snap``.  :func:`thin_delta_ranges`
+          maps the ``different``/``right_only``/``left_only`` runs, counted in
+          data blocks of ``data_block_size`` sectors, to merged byte ranges
+          (``left_only``: discarded since, reads as zeros; ``same`` and
+          unlisted blocks are unchanged).  thin_delta skips shared btree
+          subtrees, so the cost follows the change, not the disk size.
+        - **remove**: unlike a COW snapshot, a thin snapshot outlives its
+          origin, so ``remove`` must remove ``<lv>.snap-*`` itself first (as
+          the file driver does), the base included.
+        """
+        raise NotImplementedError("LVM thin export bases are a design only")
+

@@ -337,3 +337,76 @@ def test_disk_name_that_looks_like_a_snapshot_is_refused(driver: DiskDriver,
     with pytest.raises(errors.StorageError, match="looks like a snapshot"):
         driver.create("inst9", disk)
     assert not driver.exists(disk.logical_id)
+
+
+# -- export bases (doc/incremental-exports.md): kept, or refused with False ---
+
+def _base_record(size: int) -> dict[str, Any]:
+    return {"checksum": "blake3-4m:" + "0f" * 32, "target": "node3", "instance": "inst1",
+            "generation": "20261130T031500Z", "size": size, "created": 1764472500}
+
+
+def test_export_base_is_kept_or_refused(driver: DiskDriver) -> None:
+    lid = driver.create("inst1", _disk(8))
+    assert driver.export_base(lid) is None
+    driver.drop_export_base(lid)    # none yet: fine
+    _write(driver, lid, 0, os.urandom(8 * MIB))
+    if not driver.can_snapshot_live(lid):
+        driver.remove(lid)
+        pytest.skip("no live snapshots on this storage")
+    snap = driver.snapshot(lid, "export-1")
+    before = _read(driver, snap, 0, 8 * MIB)
+    if not driver.keep_export_base(lid, snap, _base_record(8 * MIB)):
+        # this storage keeps no bases: the snapshot is still the caller's to remove
+        assert driver.exists(snap) and driver.export_base(lid) is None
+        driver.remove_snapshot(snap)
+        driver.remove(lid)
+        return
+    assert not driver.exists(snap)
+    found = driver.export_base(lid)
+    assert found is not None
+    base, record = found
+    assert record == _base_record(8 * MIB)
+    assert driver.list_snapshots(lid) == [base]
+    assert _read(driver, base, 0, 8 * MIB) == before
+
+    change = os.urandom(5000)
+    _write(driver, lid, 3 * MIB + 10, change)
+    snap2 = driver.snapshot(lid, "export-2")
+    ranges = driver.changed_ranges(base, snap2)
+    if ranges is not None:   # None: cannot tell, the caller hashes instead
+        assert any(o <= 3 * MIB + 10 and 3 * MIB + 10 + len(change) <= o + n
+                   for o, n in ranges), ranges
+        assert sum(n for _, n in ranges) < MIB
+        pos = 0
+        for offset, length in [*ranges, (8 * MIB, 0)]:
+            assert _read(driver, base, pos, offset - pos) == \
+                _read(driver, snap2, pos, offset - pos)
+            pos = offset + length
+    driver.remove_snapshot(snap2)
+    driver.drop_export_base(lid)
+    assert driver.export_base(lid) is None and driver.list_snapshots(lid) == []
+    driver.drop_export_base(lid)
+    assert driver.exists(lid)
+    driver.remove(lid)
+
+
+def test_removing_a_disk_removes_its_export_base(driver: DiskDriver) -> None:
+    lid = driver.create("inst1", _disk(8))
+    if not driver.can_snapshot_live(lid):
+        driver.remove(lid)
+        pytest.skip("no live snapshots on this storage")
+    snap = driver.snapshot(lid, "export-1")
+    if not driver.keep_export_base(lid, snap, _base_record(8 * MIB)):
+        driver.remove(lid)
+        assert not driver.exists(snap)
+        return
+    found = driver.export_base(lid)
+    assert found is not None
+    driver.remove(lid)
+    assert not driver.exists(found[0]) and driver.export_base(lid) is None
+
+
+def test_missing_disk_has_no_export_base(driver: DiskDriver, setup: Setup) -> None:
+    assert driver.export_base(setup.missing_id) is None
+    driver.drop_export_base(setup.missing_id)

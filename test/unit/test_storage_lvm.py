@@ -12,7 +12,13 @@ from support.lvm import lvm_unavailable, scratch_volume_group
 from ganeti import errors, pathutils
 from ganeti.objects import Disk
 from ganeti.storage import LvmDiskDriver, get_driver
-from ganeti.storage.lvm import CommandResult, parse_lvs, parse_size_mib, snapshot_size_mib
+from ganeti.storage.lvm import (
+    CommandResult,
+    parse_lvs,
+    parse_size_mib,
+    snapshot_size_mib,
+    thin_delta_ranges,
+)
 
 
 class FakeLvm:
@@ -240,3 +246,51 @@ def test_real_lvm_round_trip(real_vg: str) -> None:
     driver.remove(lid)
     driver.remove(lid)
     assert not driver.exists(lid)
+
+
+# -- thin_delta output (the LVM thin export base design) ------------------------
+
+# thin_delta's format (thin-provisioning-tools): data_block_size in sectors,
+# begin/length in data blocks; 128 sectors = 64 KiB blocks
+THIN_DELTA = """<superblock uuid="" time="3" transaction="5" version="2"
+    data_block_size="128" nr_data_blocks="16384">
+  <diff left="1" right="4">
+    <same begin="0" length="10"/>
+    <different begin="10" length="2"/>
+    <right_only begin="12" length="1"/>
+    <same begin="13" length="100"/>
+    <left_only begin="200" length="3"/>
+    <right_only begin="1000" length="24"/>
+  </diff>
+</superblock>
+"""
+KIB64 = 64 * 1024
+
+
+def test_thin_delta_runs_become_merged_byte_ranges() -> None:
+    size = 1024 * KIB64
+    assert thin_delta_ranges(THIN_DELTA, size, 1, 4) == [
+        (10 * KIB64, 3 * KIB64), (200 * KIB64, 3 * KIB64), (1000 * KIB64, 24 * KIB64)]
+    # a device size inside the last block clips it
+    clipped = thin_delta_ranges(THIN_DELTA, 1010 * KIB64 + 5, 1, 4)
+    assert clipped is not None and clipped[-1] == (1000 * KIB64, 10 * KIB64 + 5)
+
+
+def test_thin_delta_without_differences() -> None:
+    xml = ('<superblock data_block_size="256"><diff left="1" right="2">'
+           '<same begin="0" length="50"/></diff></superblock>')
+    assert thin_delta_ranges(xml, 50 * 128 * 1024, 1, 2) == []
+
+
+@pytest.mark.parametrize("xml, left, right", [
+    (THIN_DELTA, 1, 5),                                        # not the devices asked for
+    ("<superblock", 1, 4),                                     # truncated output
+    (THIN_DELTA.replace('data_block_size="128"', ""), 1, 4),   # no block size
+    (THIN_DELTA.replace("<different", "<moved"), 1, 4),                 # unknown run kind
+    (THIN_DELTA.replace('begin="200"', 'begin="5"'), 1, 4),    # runs out of order
+    (THIN_DELTA.replace('length="3"', 'length="x"'), 1, 4),
+    (THIN_DELTA.replace('begin="1000"', 'begin="5000"'), 1, 4),  # beyond the device
+])
+def test_unexpected_thin_delta_output_means_cannot_tell(xml: str, left: int,
+                                                        right: int) -> None:
+    assert thin_delta_ranges(xml, 1024 * KIB64, left, right) is None
