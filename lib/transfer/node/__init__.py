@@ -26,6 +26,14 @@ class Progress:
     data_total: int = 0
     bytes: int = 0
     wire_bytes: int = 0
+    # incremental streams (doc/transfer-protocol.md, "Incremental streams"): the
+    # sender's mode, bytes read from the source, raw bytes of DATA and ZERO
+    # frames, the base generation and how the receiver copied the base dump
+    mode: str | None = None
+    read_bytes: int = 0
+    changed_bytes: int = 0
+    base: str | None = None
+    base_copy: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -36,6 +44,12 @@ class Progress:
     def rate(self) -> float:
         elapsed = self.elapsed()
         return self.bytes / elapsed if elapsed > 0 else 0.0
+
+
+MODE_FULL = "full"
+MODE_HASH = "hash"
+MODE_EXTENTS = "extents"
+MODES = frozenset({MODE_FULL, MODE_HASH, MODE_EXTENTS})
 
 
 class BufferPool:
