@@ -43,7 +43,7 @@ def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
         return None
     func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     func.restype = ctypes.c_int
-    return func  # type: ignore[no-any-return]
+    return func
 
 
 def allocated_bytes(path: str | os.PathLike[str]) -> int:

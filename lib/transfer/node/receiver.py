@@ -25,8 +25,7 @@ from ganeti import errors
 from ganeti.backup.blockindex import BlockIndex, IndexProblem, checksum_of, index_path
 from ganeti.server import connlimit
 from ganeti.storage import reflink
-from ganeti.storage.base import SnapshotUnsupportedError
-from ganeti.storage.extents import DiskReader, DiskWriter, copy_sparse
+from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.transfer import (
     BLOCK_SIZE,
     COMPRESS_NONE,
@@ -289,7 +288,7 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     if base is not None:
         assert output is not None and output.base is not None
         output.path.unlink(missing_ok=True)
-        progress.base_copy = clone_or_copy(output.base, output.path)
+        progress.base_copy = reflink.clone_or_copy(output.base, output.path)
         progress.base = output.base_generation
         writer = DiskWriter.open_existing(output.path, size)
     else:
@@ -317,21 +316,6 @@ def _usable_base(dump: Path, size: int, algorithm: str) -> BlockIndex | None:
                     dump, index.size, index.algorithm, size, algorithm)
         return None
     return index
-
-
-def clone_or_copy(src: Path, dst: Path) -> str:
-    """``dst`` (absent) as a reflink clone of ``src``, else a sparse local copy.
-
-    Stands in for ``ganeti.storage.reflink.clone_or_copy`` (same contract).
-    """
-    try:
-        reflink.clone_file(src, dst)
-        return "reflink"
-    except SnapshotUnsupportedError:
-        pass
-    with DiskReader(src) as reader, DiskWriter.create(dst, reader.size) as writer:
-        copy_sparse(reader, writer)
-    return "copy"
 
 
 @dataclass
