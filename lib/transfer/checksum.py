@@ -153,7 +153,7 @@ class BlockChecksum:
                 self._close_block_if_full(block_end)
             done += step
 
-    def add_digest(self, offset: int, digest: bytes) -> None:
+    def add_digest(self, offset: int, digest: bytes | bytearray | memoryview) -> None:
         """A whole block at ``offset`` (a block start) whose digest is known."""
         if self._result is not None:
             raise ValueError("checksum already finished")
