@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganeti import errors
 from ganeti.backup.blockindex import BlockIndex, IndexProblem, checksum_of, index_path
 from ganeti.server import connlimit
 from ganeti.storage import reflink
@@ -36,7 +35,7 @@ from ganeti.transfer import (
 )
 from ganeti.transfer import protocol as proto
 from ganeti.transfer.checksum import BlockChecksum, algorithm_of, block_digest
-from ganeti.transfer.node import MODES, BufferPool, Progress
+from ganeti.transfer.node import MODES, BufferPool, Progress, guard_stream
 from ganeti.transfer.node.ioprio import apply as apply_priority
 from ganeti.transfer.priority import IoPriority
 from ganeti.transfer.ratelimit import Limiter
@@ -224,38 +223,10 @@ def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
     abort = abort or threading.Event()
     recv_into = sock.recv_into if limiter is None else limiter.recv_into(sock.recv_into)
     frames = proto.FrameReader(recv_into)
-    try:
-        try:
-            return _receive(sock, frames, magic, expected_size, open_writer, progress,
-                            progress_timeout, abort, verify, io_priority, output)
-        except (TransferError, errors.StorageError, OSError, ValueError):
-            if abort.is_set():  # whatever broke, the abort was the cause
-                raise TransferAborted("Transfer aborted") from None
-            raise
-    except proto.PeerError as err:
-        raise TransferError(proto.peer_failure("Sender", str(err))) from None
-    except proto.ConnectionClosed:
-        if abort.is_set():
-            raise TransferAborted("Transfer aborted") from None
-        raise TransferError("Sender closed the connection before the end of the stream") \
-            from None
-    except (proto.ProtocolError, TransferAborted) as err:
-        proto.send_error(sock, str(err))
-        raise
-    except TransferError as err:
-        proto.send_error(sock, str(err))
-        raise
-    except errors.StorageError as err:
-        proto.send_error(sock, str(err))
-        raise TransferError(str(err)) from None
-    except (OSError, ValueError) as err:
-        if abort.is_set():
-            raise TransferAborted("Transfer aborted") from None
-        raise TransferError(proto.describe_io_error(err, "sender", progress_timeout)) \
-            from None
-    finally:
-        if progress.finished is None:
-            progress.finished = time.monotonic()
+    return guard_stream(
+        sock, "sender", progress, progress_timeout, abort,
+        lambda: _receive(sock, frames, magic, expected_size, open_writer, progress,
+                         progress_timeout, abort, verify, io_priority, output))
 
 
 def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,

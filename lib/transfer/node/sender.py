@@ -15,7 +15,6 @@ import select
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -39,7 +38,14 @@ from ganeti.transfer.checksum import (
     block_pieces,
     zero_digest,
 )
-from ganeti.transfer.node import MODE_EXTENTS, MODE_FULL, MODE_HASH, BufferPool, Progress
+from ganeti.transfer.node import (
+    MODE_EXTENTS,
+    MODE_FULL,
+    MODE_HASH,
+    BufferPool,
+    Progress,
+    guard_stream,
+)
 from ganeti.transfer.node.ioprio import apply as apply_priority
 from ganeti.transfer.priority import IoPriority
 from ganeti.transfer.ratelimit import Limiter
@@ -114,41 +120,12 @@ def send_stream(sock: ssl.SSLSocket, reader: DiskReader, magic: str, *,
     progress = progress or Progress()
     abort = abort or threading.Event()
     frames = proto.FrameReader(sock.recv_into)
-    try:
-        try:
-            return _send(sock, frames, reader, magic, compress, level, progress,
-                         progress_timeout, abort, skip_zeros, checksum, limiter,
-                         io_priority, incremental, changes)
-        except (TransferError, errors.StorageError, OSError, ValueError):
-            if abort.is_set():  # whatever broke, the abort was the cause
-                raise TransferAborted("Transfer aborted") from None
-            raise
-    except proto.PeerError as err:
-        raise TransferError(proto.peer_failure("Receiver", str(err))) from None
-    except proto.ConnectionClosed:
-        if abort.is_set():
-            raise TransferAborted("Transfer aborted") from None
-        raise TransferError("Receiver closed the connection before the end of the"
-                            " stream") from None
-    except (proto.ProtocolError, TransferAborted) as err:
-        proto.send_error(sock, str(err))
-        raise
-    except TransferError as err:
-        proto.send_error(sock, str(err))
-        raise
-    except errors.StorageError as err:
-        proto.send_error(sock, str(err))
-        raise TransferError(str(err)) from None
-    except (OSError, ValueError) as err:
-        message = _peer_reason(sock, frames)
-        if message is None:
-            if abort.is_set():
-                raise TransferAborted("Transfer aborted") from None
-            message = proto.describe_io_error(err, "receiver", progress_timeout)
-        raise TransferError(message) from None
-    finally:
-        if progress.finished is None:
-            progress.finished = time.monotonic()
+    return guard_stream(
+        sock, "receiver", progress, progress_timeout, abort,
+        lambda: _send(sock, frames, reader, magic, compress, level, progress,
+                      progress_timeout, abort, skip_zeros, checksum, limiter, io_priority,
+                      incremental, changes),
+        lambda: _peer_reason(sock, frames))
 
 
 def _peer_reason(sock: ssl.SSLSocket, frames: proto.FrameReader) -> str | None:
