@@ -254,7 +254,8 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     progress.data_total = data_total if isinstance(data_total, int) else size
     algorithm = str(header["checksum"])
     base = None
-    if header.get("incremental") is True and output is not None and output.base is not None:
+    if (header.get("incremental") is True and output is not None
+            and output.base is not None and output.base != output.path):
         base = _usable_base(output.base, size, algorithm)
     if base is not None:
         assert output is not None and output.base is not None

@@ -308,9 +308,17 @@ def _ranges_by_block(ranges: list[tuple[int, int]], size: int
                      ) -> dict[int, list[tuple[int, int]]]:
     """The changed ranges cut at block boundaries (and the disk's end), per block."""
     by_block: dict[int, list[tuple[int, int]]] = {}
-    clipped = [(offset, min(offset + length, size) - offset) for offset, length in ranges
-               if length > 0 and 0 <= offset < size]
-    for offset, length in block_pieces(clipped):
+    merged: list[tuple[int, int]] = []  # frames must not overlap, whatever the driver says
+    for offset, length in sorted(ranges):
+        end = min(offset + length, size)
+        if length <= 0 or not 0 <= offset < size:
+            continue
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            start = merged[-1][0]
+            merged[-1] = (start, max(end, start + merged[-1][1]) - start)
+        else:
+            merged.append((offset, end - offset))
+    for offset, length in block_pieces(merged):
         by_block.setdefault(offset // BLOCK_SIZE, []).append((offset, length))
     return by_block
 
@@ -335,7 +343,7 @@ def _plan(size: int, algorithm: str, base: dict[str, Any] | None, digests: bytes
             LOG.warning("Cannot tell the changed ranges, hashing every block: %s", err)
             ranges = None
         if ranges is not None:
-            return _Plan(MODE_EXTENTS, digests, sorted(ranges))
+            return _Plan(MODE_EXTENTS, digests, ranges)
     return _Plan(MODE_HASH, digests)
 
 
