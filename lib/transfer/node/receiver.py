@@ -201,6 +201,14 @@ class Listener:
         self._sock.close()
 
 
+@dataclass
+class _Base:
+    """The base dump a stream builds on: its index and generation."""
+
+    index: BlockIndex
+    generation: str | None
+
+
 def receive_stream(sock: ssl.SSLSocket, magic: str, expected_size: int | None,
                    open_writer: WriterFactory, *, progress: Progress | None = None,
                    progress_timeout: float = DEFAULT_PROGRESS_TIMEOUT,
@@ -253,24 +261,24 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     data_total = header.get("data_total")
     progress.data_total = data_total if isinstance(data_total, int) else size
     algorithm = str(header["checksum"])
-    base = None
+    base: _Base | None = None
     if (header.get("incremental") is True and output is not None
             and output.base is not None and output.base != output.path):
-        base = _usable_base(output.base, size, algorithm)
+        index = _usable_base(output.base, size, algorithm)
+        if index is not None:
+            base = _Base(index, output.base_generation)
     if base is not None:
         assert output is not None and output.base is not None
         output.path.unlink(missing_ok=True)
         progress.base_copy = reflink.clone_or_copy(output.base, output.path)
-        progress.base = output.base_generation
+        progress.base = base.generation
         writer = DiskWriter.open_existing(output.path, size)
     else:
         writer = open_writer(size)
     with writer:
         return _receive_data(sock, frames, writer, size, progress, abort,
-                             algorithm if verify else None, io_priority,
-                             _Base(base, output.base_generation) if base is not None
-                             and output is not None else None,
-                             output, algorithm)
+                             algorithm if verify else None, io_priority, base, output,
+                             algorithm)
 
 
 def _usable_base(dump: Path, size: int, algorithm: str) -> BlockIndex | None:
@@ -288,12 +296,6 @@ def _usable_base(dump: Path, size: int, algorithm: str) -> BlockIndex | None:
                     dump, index.size, index.algorithm, size, algorithm)
         return None
     return index
-
-
-@dataclass
-class _Base:
-    index: BlockIndex
-    generation: str | None
 
 
 class _Writer(threading.Thread):
