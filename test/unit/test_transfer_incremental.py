@@ -529,7 +529,8 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
                    [(0, os.urandom(SIZE))])
     lid = ["file", str(disk)]
 
-    def export(generation: str, base: str | None) -> tuple[TransferResult, list[str]]:
+    def export(generation: str, base: str | None, recorded: str | None = None
+               ) -> tuple[TransferResult, list[str]]:
         snap = driver.snapshot(lid, f"export-{generation}")
         dest: dict[str, Any] = {"kind": "file",
                                 "path": f"/srv/ganeti/export/inst/{generation}/disk0.img"}
@@ -546,7 +547,7 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
         assert result.success, result.error
         assert result.checksum is not None
         assert driver.keep_export_base(lid, snap, {
-            "checksum": result.checksum, "target": "node2", "instance": "inst",
+            "checksum": recorded or result.checksum, "target": "node2", "instance": "inst",
             "generation": generation, "size": SIZE, "created": int(time.time())})
         return result, lines
 
@@ -563,4 +564,12 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
     dump = nodes["node2"].paths.export_dir / "inst" / "g2" / "disk0.img"
     assert _sha(dump) == _sha(disk)
     assert BlockIndex.read(index_path(dump)).checksum == second.checksum
+    # a base whose record names other content (another target's) is not trusted
+    _write(disk, 100, b"more")
+    export("g3", "g2", recorded="blake3-4m:" + "1" * 64)
+    _write(disk, 200, b"again")
+    third, _ = export("g4", "g3")
+    assert (third.mode, third.read_bytes) == ("hash", SIZE)
+    dump = nodes["node2"].paths.export_dir / "inst" / "g4" / "disk0.img"
+    assert _sha(dump) == _sha(disk)
     assert registry.list_transfers() == {}
