@@ -459,6 +459,40 @@ def test_failed_receive_removes_dump_and_index_and_keeps_the_base(
     registry.cleanup(["fail-r"])
 
 
+def test_verifying_receiver_with_a_base_catches_a_block_sent_without_data(
+        node: NodeContext, tmp_path: Path) -> None:
+    tls = _Tls(node)
+    src = _source(tmp_path / "src.img")
+    base = tmp_path / "gen1" / "disk0.img"
+    _full(tls, src, base)
+    dest = tmp_path / "gen2" / "disk0.img"
+    dest.parent.mkdir()
+    recv = registry.start_receive(
+        "lie-r", "test", "127.0.0.1", tls.server, "magic-lie-00001", None,
+        lambda n: DiskWriter.create(dest, n), lambda: dest.unlink(missing_ok=True),
+        registry.StreamOptions(verify_receive=True), output=FileOutput(dest, base, "g1"))
+    with connect("127.0.0.1", recv.port or 0, tls.client, WAIT) as sock:
+        sock.sendall(proto.encode_json(proto.HEADER, proto.make_header(
+            "magic-lie-00001", SIZE, SIZE, COMPRESS_NONE, incremental=True)))
+        frames = proto.FrameReader(sock.recv_into)
+        frames.expect(proto.READY)
+        digests = bytearray()
+        while len(digests) < 7 * 32:
+            _, payload = frames.expect(proto.BASE)
+            proto.add_digests(digests, payload, 7, "BASE")
+        digests[64:96] = os.urandom(32)  # block 2 "changed", but no DATA for it
+        for frame in proto.digest_frames(proto.BLOCKS, digests):
+            sock.sendall(frame)
+        checksum = from_digests(SIZE, bytes(digests)).checksum
+        sock.sendall(proto.encode_json(proto.END, {"data_bytes": SIZE, "sent_bytes": 0,
+                                                   "checksum": checksum, "mode": "hash"}))
+        with pytest.raises(proto.PeerError, match=r"Block 2 \(offset 8388608\) changed"):
+            frames.expect(proto.ACK)
+    assert recv.join(WAIT) and recv.success is False
+    registry.cleanup([recv.id])
+    assert not dest.exists() and not index_path(dest).exists()
+
+
 def test_version_2_peer_refused(node: NodeContext, tmp_path: Path) -> None:
     tls = _Tls(node)
     dest = tmp_path / "dest"
