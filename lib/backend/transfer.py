@@ -16,12 +16,15 @@ from typing import Any
 
 from ganeti import crypto, errors, storage
 from ganeti.backend import NodeContext, RpcFail, x509
+from ganeti.backup.blockindex import index_path
 from ganeti.rpc.contract import procedure
 from ganeti.rpc.payloads import ReceiveEndpoint
 from ganeti.storage.extents import DiskReader, DiskWriter
 from ganeti.transfer import COMPRESSIONS, TransferError
 from ganeti.transfer.checksum import ALGORITHMS
 from ganeti.transfer.node import registry
+from ganeti.transfer.node.receiver import FileOutput
+from ganeti.transfer.node.sender import ChangeSource
 from ganeti.transfer.priority import IoPriority
 
 _TIMEOUT_KEYS = ("connect_timeout", "listen_timeout", "progress_timeout")
@@ -87,11 +90,12 @@ def _stream_options(options: Mapping[str, Any]) -> registry.StreamOptions:
             raise RpcFail(f"Invalid checksum {checksum!r}: expected one of"
                           f" {', '.join(sorted(ALGORITHMS))}")
         values["checksum"] = checksum
-    verify = options.get("verify_receive")
-    if verify is not None:
-        if not isinstance(verify, bool):
-            raise RpcFail(f"Invalid verify_receive {verify!r}: expected true or false")
-        values["verify_receive"] = verify
+    for key in ("verify_receive", "incremental"):
+        flag = options.get(key)
+        if flag is not None:
+            if not isinstance(flag, bool):
+                raise RpcFail(f"Invalid {key} {flag!r}: expected true or false")
+            values[key] = flag
     values.update(_limit_options(options))
     return registry.StreamOptions(**values)
 
@@ -141,38 +145,91 @@ def _disk_spec(spec: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return dev_type, logical_id
 
 
+_GENERATION_MAX = 128
+
+
 def _writer_for(ctx: NodeContext, dest: Mapping[str, Any]) -> tuple[
-        Callable[[int], DiskWriter], Callable[[], None] | None, str]:
+        Callable[[int], DiskWriter], Callable[[], None] | None, str, FileOutput | None]:
     kind = dest.get("kind")
     if kind == "file":
         path = resolve_file(ctx, dest.get("path"), create_parents=True)
         if path.exists() and not path.is_file():
             raise RpcFail(f"Destination {dest.get('path')} is not a regular file")
+        output = FileOutput(path, *_base_of(ctx, dest, path))
+        index = index_path(path)
 
         def remove() -> None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            # the index first: a dump without one is never mistaken for a base
+            for leftover in (index, path):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
-        return (lambda size: DiskWriter.create(path, size)), remove, str(dest.get("path"))
+        return ((lambda size: DiskWriter.create(path, size)), remove,
+                str(dest.get("path")), output)
     if kind == "disk":
         dev_type, logical_id = _disk_spec(dest)
         driver = _driver(ctx, dev_type)
-        return (lambda _size: driver.open_writer(logical_id)), None, f"{dev_type} disk"
+        return ((lambda _size: driver.open_writer(logical_id)), None, f"{dev_type} disk",
+                None)
     raise RpcFail(f"Unknown destination kind {kind!r}")
 
 
+def _base_of(ctx: NodeContext, dest: Mapping[str, Any], path: Path
+             ) -> tuple[Path | None, str | None]:
+    """The dest spec's base dump (checked like its path) and base generation."""
+    name, generation = dest.get("base"), dest.get("base_generation")
+    if generation is not None and (not isinstance(generation, str)
+                                   or not 0 < len(generation) <= _GENERATION_MAX
+                                   or "/" in generation or "\x00" in generation):
+        raise RpcFail(f"Invalid base_generation {generation!r}")
+    if name is None:
+        return None, generation
+    base = resolve_file(ctx, name)
+    if base == path:
+        raise RpcFail(f"Base {name} is the destination itself")
+    if base.exists() and not base.is_file():
+        raise RpcFail(f"Base {name} is not a regular file")
+    return base, generation
+
+
+class _DriverChanges:
+    """The changed ranges of a disk snapshot since its disk's export base (extents mode)."""
+
+    def __init__(self, driver: storage.DiskDriver, origin: list[Any],
+                 source: list[Any]) -> None:
+        self._driver = driver
+        self._origin = origin
+        self._source = source
+
+    def changed_ranges(self, base_checksum: str) -> list[tuple[int, int]] | None:
+        found = self._driver.export_base(self._origin)
+        if found is None:
+            return None
+        base, record = found
+        # a base made for another target or an older generation is never trusted
+        if record.get("checksum") != base_checksum:
+            return None
+        return self._driver.changed_ranges(base, self._source)
+
+
 def _reader_for(ctx: NodeContext, source: Mapping[str, Any]
-                ) -> tuple[Callable[[], DiskReader], str]:
+                ) -> tuple[Callable[[], DiskReader], str, ChangeSource | None]:
     kind = source.get("kind")
     if kind == "file":
         path = resolve_file(ctx, source.get("path"))
         if not path.is_file():
             raise RpcFail(f"Source {source.get('path')} is not a regular file")
-        return (lambda: DiskReader(path)), str(source.get("path"))
+        return (lambda: DiskReader(path)), str(source.get("path")), None
     if kind == "disk":
         dev_type, logical_id = _disk_spec(source)
         driver = _driver(ctx, dev_type)
-        return (lambda: driver.open_reader(logical_id)), f"{dev_type} disk"
+        changes = None
+        origin = source.get("origin")
+        if origin is not None:
+            if not isinstance(origin, list):
+                raise RpcFail(f"Invalid origin {origin!r}: expected a disk logical id")
+            changes = _DriverChanges(driver, origin, logical_id)
+        return (lambda: driver.open_reader(logical_id)), f"{dev_type} disk", changes
     raise RpcFail(f"Unknown source kind {kind!r}")
 
 
@@ -206,12 +263,12 @@ def transfer_receive_start(ctx: NodeContext, transfer_id: str, dest: dict[str, A
     address = options.get("bind") or "0.0.0.0"
     if not isinstance(address, str):
         raise RpcFail(f"Invalid bind address {address!r}")
-    open_writer, remove, label = _writer_for(ctx, dest)
+    open_writer, remove, label, output = _writer_for(ctx, dest)
     ssl_ctx = _ssl_context(ctx, options, server=True)
     try:
         transfer = registry.start_receive(
             transfer_id, label, address, ssl_ctx, magic, size, open_writer, remove,
-            stream_options, port_range=_port_range(options))
+            stream_options, port_range=_port_range(options), output=output)
     except TransferError as err:
         raise RpcFail(str(err)) from None
     assert transfer.port is not None  # a receiver listens
@@ -229,11 +286,11 @@ def transfer_send_start(ctx: NodeContext, transfer_id: str, source: dict[str, An
         raise RpcFail(f"Invalid receiver host {host!r}")
     if not 0 < port < 65536:
         raise RpcFail(f"Invalid receiver port {port!r}")
-    open_reader, label = _reader_for(ctx, source)
+    open_reader, label, changes = _reader_for(ctx, source)
     ssl_ctx = _ssl_context(ctx, options, server=False)
     try:
         registry.start_send(transfer_id, label, host, port, ssl_ctx, magic, open_reader,
-                            compress, stream_options)
+                            compress, stream_options, changes=changes)
     except TransferError as err:
         raise RpcFail(str(err)) from None
     return True

@@ -9,7 +9,9 @@ through ``os.pread``/``os.pwrite`` with large buffers.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -25,6 +27,23 @@ ProgressFn = Callable[[int, int], None]
 
 _ZERO_CHUNK = bytes(CHUNK)
 _ZERO_VIEW = memoryview(_ZERO_CHUNK)
+
+# fallocate(2) modes (linux/falloc.h); os.posix_fallocate cannot punch holes
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+# errno values meaning "this filesystem cannot punch holes": write zeros instead
+_NO_PUNCH = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+
+
+@functools.cache
+def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    func.restype = ctypes.c_int
+    return func
 
 
 def allocated_bytes(path: str | os.PathLike[str]) -> int:
@@ -197,8 +216,53 @@ class DiskWriter:
             raise errors.StorageError(f"Cannot prepare {path} for writing: {err}") from None
         return cls(path, fd, st.st_size)
 
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike[str], size: int) -> DiskWriter:
+        """Write into a regular file keeping its content (a copy of a base dump).
+
+        Only its length is set to ``size``, should it differ.
+        """
+        if size < 0:
+            raise ValueError("size must not be negative")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as err:
+            raise errors.StorageError(f"Cannot open {path} for writing: {err}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise errors.StorageError(f"{path} is not a regular file")
+            if st.st_size != size:
+                os.ftruncate(fd, size)
+        except OSError as err:
+            os.close(fd)
+            raise errors.StorageError(f"Cannot size {path} to {size} bytes: {err}") from None
+        except errors.StorageError:
+            os.close(fd)
+            raise
+        return cls(path, fd, size)
+
     def fileno(self) -> int:
         return self._fd
+
+    def punch(self, offset: int, length: int) -> None:
+        """Make a range read as zeros: a hole where the filesystem can, else zeros."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise errors.StorageError(
+                f"Hole of {length} bytes at {offset} is outside {self.path}"
+                f" ({self.size} bytes)")
+        if length == 0:
+            return
+        func = _libc_fallocate() if self.holes_are_zero else None
+        if func is not None:
+            if func(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                    length) == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in _NO_PUNCH:
+                raise errors.StorageError(f"Punching a hole into {self.path} at {offset}"
+                                          f" failed: {os.strerror(err)}")
+        self.write_zeros(offset, length)
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")

@@ -61,14 +61,27 @@ def _zero_digest(algorithm: str, length: int) -> bytes:
     return bytes(new_hash(algorithm, _ZEROS[:length]).digest())
 
 
+def zero_digest(algorithm: str, length: int) -> bytes:
+    """The digest of a block of ``length`` zeros (a hole)."""
+    return _zero_digest(algorithm, length)
+
+
+def block_digest(algorithm: str, data: bytes | bytearray | memoryview) -> bytes:
+    """The digest of one whole block's bytes, as the disk checksum uses it."""
+    return bytes(new_hash(algorithm, data).digest())
+
+
 class BlockChecksum:
     """Incremental checksum fed with data in ascending, non-overlapping order.
 
-    Gaps between updates (holes, skipped zero blocks) count as zeros.
+    Gaps between updates (holes, skipped zero blocks) count as zeros.  With
+    ``keep_digests`` the block digests are kept in ``digests`` (what a block
+    index stores); :meth:`add_digest` takes a whole block whose digest is
+    already known (an unchanged block of an incremental export) without data.
     """
 
     def __init__(self, size: int, block_size: int = BLOCK_SIZE,
-                 algorithm: str = DEFAULT_ALGORITHM) -> None:
+                 algorithm: str = DEFAULT_ALGORITHM, keep_digests: bool = False) -> None:
         if size < 0:
             raise ValueError("size must not be negative")
         if not 0 < block_size <= BLOCK_SIZE:
@@ -80,6 +93,7 @@ class BlockChecksum:
         self._current: Any = None  # hash of the partly seen block, if any
         self._outer = new_hash(algorithm)
         self._result: str | None = None
+        self.digests: bytearray | None = bytearray() if keep_digests else None
 
     @property
     def position(self) -> int:
@@ -88,9 +102,14 @@ class BlockChecksum:
     def _block_end(self) -> int:
         return min(self._pos - self._pos % self._block + self._block, self.size)
 
+    def _emit(self, digest: bytes) -> None:
+        self._outer.update(digest)
+        if self.digests is not None:
+            self.digests += digest
+
     def _close_block_if_full(self, block_end: int) -> None:
         if self._pos == block_end and self._current is not None:
-            self._outer.update(self._current.digest())
+            self._emit(self._current.digest())
             self._current = None
 
     def _skip_to(self, target: int) -> None:
@@ -98,7 +117,7 @@ class BlockChecksum:
             block_end = self._block_end()
             block_start = self._pos - self._pos % self._block
             if self._current is None and self._pos == block_start and target >= block_end:
-                self._outer.update(_zero_digest(self.algorithm, block_end - block_start))
+                self._emit(_zero_digest(self.algorithm, block_end - block_start))
                 self._pos = block_end
                 continue
             step = min(target, block_end) - self._pos
@@ -124,7 +143,7 @@ class BlockChecksum:
             part = view[done:done + step]
             if self._current is None and step == block_end - (self._pos - self._pos
                                                                  % self._block):
-                self._outer.update(new_hash(self.algorithm, part).digest())
+                self._emit(new_hash(self.algorithm, part).digest())
                 self._pos += step
             else:
                 if self._current is None:
@@ -133,6 +152,19 @@ class BlockChecksum:
                 self._pos += step
                 self._close_block_if_full(block_end)
             done += step
+
+    def add_digest(self, offset: int, digest: bytes | bytearray | memoryview) -> None:
+        """A whole block at ``offset`` (a block start) whose digest is known."""
+        if self._result is not None:
+            raise ValueError("checksum already finished")
+        if offset % self._block or offset < self._pos or offset >= self.size:
+            raise ValueError(f"block at {offset} is not a block start at or after"
+                             f" position {self._pos}")
+        if len(digest) != len(_zero_digest(self.algorithm, 0)):
+            raise ValueError(f"digest of {len(digest)} bytes for {self.algorithm}")
+        self._skip_to(offset)
+        self._emit(bytes(digest))
+        self._pos = min(offset + self._block, self.size)
 
     def finish(self) -> str:
         """The disk checksum; the rest of the disk after the last update counts as zeros."""

@@ -5,8 +5,10 @@ payload``.  Control frames carry a JSON object; DATA frames carry
 ``offset (8) | raw length (4) | encoding (1) | body``.  A stream is::
 
     sender   HEADER ------------------>  receiver checks magic, version, size
-             <------------------ READY   (or ERROR, before any byte is written)
-             DATA ... DATA END ------->  byte counts and the sender's checksum
+             <------------------ READY   (or ERROR, before any byte is written);
+             <------------- BASE ... BASE   the base dump's block digests, if any
+             DATA ... DATA --------------->  changed data (all of it without a base)
+             BLOCKS ... BLOCKS END ------->  every block digest, byte counts, checksum
              <-------------------- ACK   receiver's own checksum, or null
 
 The sender always hashes what it reads (that checksum is what an export
@@ -21,7 +23,7 @@ import hmac
 import json
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ganeti import errors, serializer
@@ -37,7 +39,9 @@ from ganeti.transfer.checksum import ALGORITHMS, DEFAULT_ALGORITHM
 
 # 2: the header names the checksum algorithm, END carries sent_bytes and the
 # receiver's ACK checksum may be null (not verified)
-PROTOCOL_VERSION = 2
+# 3: incremental streams: READY names a base, BASE and BLOCKS frames carry block
+# digests, ZERO data frames punch holes
+PROTOCOL_VERSION = 3
 
 HEADER = 1
 READY = 2
@@ -45,8 +49,10 @@ DATA = 3
 END = 4
 ACK = 5
 ERROR = 6
+BASE = 7
+BLOCKS = 8
 FRAME_NAMES = {HEADER: "HEADER", READY: "READY", DATA: "DATA", END: "END", ACK: "ACK",
-               ERROR: "ERROR"}
+               ERROR: "ERROR", BASE: "BASE", BLOCKS: "BLOCKS"}
 
 FRAME_HEAD = struct.Struct("!BI")
 DATA_HEAD = struct.Struct("!QIB")
@@ -54,10 +60,16 @@ DATA_HEAD = struct.Struct("!QIB")
 DATA_PREFIX = FRAME_HEAD.size + DATA_HEAD.size
 MAX_PAYLOAD = DATA_HEAD.size + BLOCK_SIZE
 MAX_JSON_PAYLOAD = 64 * 1024
+DIGEST_SIZE = 32
+# Block digests per BASE/BLOCKS frame (4 MiB of payload: 512 GiB of disk)
+DIGESTS_PER_FRAME = 131072
 
 ENC_RAW = 0
 ENC_ZSTD = 1
 ENC_ZLIB = 2
+# No body: the range reads as zeros (the receiver punches a hole)
+ENC_ZERO = 3
+_ZEROS = memoryview(bytes(BLOCK_SIZE))
 _ENCODING_OF = {COMPRESS_NONE: ENC_RAW, COMPRESS_ZSTD: ENC_ZSTD, COMPRESS_GZIP: ENC_ZLIB}
 
 
@@ -174,9 +186,11 @@ def error_message(payload: memoryview | bytes) -> str:
 
 
 def make_header(magic: str, size: int, data_total: int, compress: str,
-                checksum: str = DEFAULT_ALGORITHM) -> dict[str, Any]:
+                checksum: str = DEFAULT_ALGORITHM, incremental: bool = False
+                ) -> dict[str, Any]:
     return {"magic": magic, "version": PROTOCOL_VERSION, "size": size,
-            "data_total": data_total, "compress": compress, "checksum": checksum}
+            "data_total": data_total, "compress": compress, "checksum": checksum,
+            "incremental": incremental}
 
 
 def check_header(header: dict[str, Any], magic: str, size: int | None) -> None:
@@ -198,6 +212,48 @@ def check_header(header: dict[str, Any], magic: str, size: int | None) -> None:
         raise ProtocolError(f"Unsupported compression {header.get('compress')!r}")
     if header.get("checksum") not in ALGORITHMS:
         raise ProtocolError(f"Unsupported checksum algorithm {header.get('checksum')!r}")
+    if not isinstance(header.get("incremental", False), bool):
+        raise ProtocolError(f"Invalid incremental flag {header.get('incremental')!r}"
+                            " in stream header")
+
+
+def digest_frames(ftype: int, digests: bytes | bytearray | memoryview) -> Iterator[bytes]:
+    """BASE or BLOCKS frames carrying ``digests`` (consecutive, block 0 first)."""
+    view = memoryview(digests).cast("B")
+    step = DIGESTS_PER_FRAME * DIGEST_SIZE
+    for start in range(0, len(view), step):
+        yield encode_frame(ftype, view[start:start + step].tobytes())
+
+
+def add_digests(into: bytearray, payload: memoryview | bytes, expected: int,
+                name: str) -> None:
+    """Append one BASE/BLOCKS payload to ``into``; refuses a ragged or surplus frame."""
+    if not payload or len(payload) % DIGEST_SIZE or \
+            len(payload) > DIGESTS_PER_FRAME * DIGEST_SIZE:
+        raise ProtocolError(f"{name} frame of {len(payload)} bytes is not 1 to"
+                            f" {DIGESTS_PER_FRAME} digests")
+    if len(into) + len(payload) > expected * DIGEST_SIZE:
+        raise ProtocolError(f"{name} frames carry more than the {expected} block digests"
+                            " of the disk")
+    into += payload
+
+
+def parse_ready(ready: dict[str, Any]) -> dict[str, Any] | None:
+    """The base a READY announces (``generation``, ``checksum``, ``blocks``), or None."""
+    base = ready.get("base")
+    if base is None:
+        return None
+    if not isinstance(base, dict):
+        raise ProtocolError(f"READY frame: invalid base {base!r}")
+    generation, checksum, blocks = base.get("generation"), base.get("checksum"), \
+        base.get("blocks")
+    if generation is not None and not isinstance(generation, str):
+        raise ProtocolError(f"READY frame: invalid base generation {generation!r}")
+    if not isinstance(checksum, str):
+        raise ProtocolError(f"READY frame: invalid base checksum {checksum!r}")
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ProtocolError(f"READY frame: invalid base block count {blocks!r}")
+    return {"generation": generation, "checksum": checksum, "blocks": blocks}
 
 
 def encoding_for(compress: str) -> int:
@@ -234,6 +290,10 @@ class Codec:
     def decompress(self, encoding: int, body: memoryview, raw_len: int) -> bytes | memoryview:
         """The raw bytes of a DATA body; refuses anything but exactly ``raw_len`` bytes."""
         try:
+            if encoding == ENC_ZERO:
+                if body:
+                    raise ProtocolError("ZERO data frame has a body")
+                return _ZEROS[:raw_len]
             if encoding == ENC_RAW:
                 data: bytes | memoryview = body
             elif encoding == ENC_ZSTD:

@@ -55,6 +55,8 @@ class DiskTransfer:
     # The sender's checksum algorithm (None: the default); imports verifying an
     # export pass the algorithm it was recorded with
     checksum: str | None = None
+    # The destination names a base to build on (doc/incremental-exports.md)
+    incremental: bool = False
 
 
 @dataclass
@@ -65,6 +67,34 @@ class TransferResult:
     checksum: str | None = None
     error: str | None = None
     elapsed: float = 0.0
+    # "full", "hash" or "extents" (the sender's choice); None: unknown (failed early)
+    mode: str | None = None
+    size: int = 0
+    read_bytes: int = 0
+    changed_bytes: int = 0
+    wire_bytes: int = 0
+    base: str | None = None
+    base_copy: str | None = None
+
+    @property
+    def incremental(self) -> bool:
+        """Whether the disk was built on a base (only its changes were sent)."""
+        return self.mode not in (None, "full")
+
+
+def finished_line(result: TransferResult) -> str:
+    """The job log's line for a finished disk; incremental ones say what changed."""
+    elapsed = result.elapsed
+    if not result.incremental:
+        rate = result.bytes / elapsed if elapsed > 0 else 0.0
+        return (f"{result.label} finished: {format_size(result.bytes)} in {elapsed:.1f}s,"
+                f" {rate / 1048576:.1f} MiB/s, checksum {result.checksum}")
+    share = result.changed_bytes * 100 / result.size if result.size else 0.0
+    base = result.base or "previous export"
+    return (f"{result.label}: {format_size(result.changed_bytes)} of"
+            f" {format_size(result.size)} changed ({share:.1f}%),"
+            f" read {format_size(result.read_bytes)}, sent {format_size(result.wire_bytes)}"
+            f" in {elapsed:.1f}s, base {base} ({result.mode})")
 
 
 def format_size(num: float) -> str:
@@ -170,6 +200,8 @@ class _Run:
                             **self.limits.send_options(spec.source_node, self.run_id)}
             if spec.checksum:
                 send_options["checksum"] = spec.checksum
+            if spec.incremental:
+                send_options["incremental"] = True
             sent = self.rpc.call_transfer_send_start(
                 spec.source_node, disk.send_id, spec.source, host, port, disk.magic,
                 spec.compress, send_options)
@@ -285,14 +317,10 @@ class _Run:
                                  f" {recv['checksum']}")
                 return
             # the sender's clock covers connect to the receiver's final ACK
-            elapsed = send["elapsed"]
-            nbytes = send["bytes"]
             disk.finished = True
-            disk.result = TransferResult(spec.label, True, nbytes, send["checksum"],
-                                         None, elapsed)
-            rate = nbytes / elapsed if elapsed > 0 else 0.0
-            self.feedback(f"{spec.label} finished: {format_size(nbytes)} in {elapsed:.1f}s,"
-                          f" {rate / 1048576:.1f} MiB/s, checksum {send['checksum']}")
+            disk.result = _result(spec.label, True, send, recv, send["checksum"], None,
+                                  float(send["elapsed"]))
+            self.feedback(finished_line(disk.result))
             self.notify(disk)  # both sides are done with source and destination
 
     def _report_limits(self, disk: _Disk, role: str, node: str,
@@ -319,10 +347,9 @@ class _Run:
     def _fail(self, disk: _Disk, reason: str) -> None:
         disk.finished = True
         spec = disk.spec
-        status = disk.send_status or {}
-        disk.result = TransferResult(spec.label, False, int(status.get("bytes", 0)), None,
-                                     f"{spec.label}: {reason}",
-                                     time.monotonic() - disk.started)
+        disk.result = _result(spec.label, False, disk.send_status or {},
+                              disk.recv_status or {}, None, f"{spec.label}: {reason}",
+                              time.monotonic() - disk.started)
         self.feedback(f"{spec.label} failed: {reason}")
         self._abort(spec.dest_node, [disk.recv_id])
         if disk.send_started:
@@ -360,6 +387,21 @@ class _Run:
             if res.failed:
                 self.feedback(f"warning: cleanup of transfers on {node} failed:"
                               f" {res.fail_msg}")
+
+
+def _result(label: str, success: bool, send: dict[str, Any], recv: dict[str, Any],
+            checksum: str | None, error: str | None, elapsed: float) -> TransferResult:
+    """A disk's result from both sides' last status (the sender's counters)."""
+    def count(key: str) -> int:
+        value = send.get(key)
+        return int(value) if isinstance(value, int | float) else 0
+
+    return TransferResult(label, success, count("bytes"), checksum, error, elapsed,
+                          mode=send.get("mode"), size=count("total"),
+                          read_bytes=count("read_bytes"),
+                          changed_bytes=count("changed_bytes"),
+                          wire_bytes=count("wire_bytes"), base=send.get("base"),
+                          base_copy=recv.get("base_copy"))
 
 
 def run_transfers(rpc: RpcRunner, transfers: list[DiskTransfer], feedback_fn: FeedbackFn,

@@ -3,15 +3,22 @@
 ``registry`` keeps the daemon's streams, ``sender``/``receiver`` run one
 stream each and ``ioprio`` sets their threads' priorities.  Nothing here
 imports :mod:`ganeti.transfer.master`; the master reaches it through RPC.
-The two types below are shared by those modules' threads.
+The types below are shared by those modules' threads, and
+:func:`guard_stream` by both sides' error handling.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from ganeti import errors
+from ganeti.transfer import TransferAborted, TransferError
+from ganeti.transfer import protocol as proto
 
 
 @dataclass
@@ -26,6 +33,14 @@ class Progress:
     data_total: int = 0
     bytes: int = 0
     wire_bytes: int = 0
+    # incremental streams (doc/transfer-protocol.md, "Incremental streams"): the
+    # sender's mode, bytes read from the source, raw bytes of DATA and ZERO
+    # frames, the base generation and how the receiver copied the base dump
+    mode: str | None = None
+    read_bytes: int = 0
+    changed_bytes: int = 0
+    base: str | None = None
+    base_copy: str | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -36,6 +51,12 @@ class Progress:
     def rate(self) -> float:
         elapsed = self.elapsed()
         return self.bytes / elapsed if elapsed > 0 else 0.0
+
+
+MODE_FULL = "full"
+MODE_HASH = "hash"
+MODE_EXTENTS = "extents"
+MODES = frozenset({MODE_FULL, MODE_HASH, MODE_EXTENTS})
 
 
 class BufferPool:
@@ -61,3 +82,46 @@ class BufferPool:
 
     def put(self, buf: bytearray) -> None:
         self._free.put(buf)
+
+
+def guard_stream(sock: Any, peer: str, progress: Progress, progress_timeout: float,
+                 abort: threading.Event, work: Callable[[], str],
+                 peer_reason: Callable[[], str | None] = lambda: None) -> str:
+    """Run one side of a stream; any failure becomes a TransferError saying why.
+
+    The side that fails tells its ``peer`` ("sender" or "receiver") with an
+    ERROR frame (best effort); a failure the peer reported, a closed
+    connection or an abort is said as such.  ``peer_reason`` may find the
+    ERROR frame the peer left before a socket error.
+    """
+    name = peer.capitalize()
+    try:
+        try:
+            return work()
+        except (TransferError, errors.StorageError, OSError, ValueError):
+            if abort.is_set():  # whatever broke, the abort was the cause
+                raise TransferAborted("Transfer aborted") from None
+            raise
+    except proto.PeerError as err:
+        raise TransferError(proto.peer_failure(name, str(err))) from None
+    except proto.ConnectionClosed:
+        if abort.is_set():
+            raise TransferAborted("Transfer aborted") from None
+        raise TransferError(f"{name} closed the connection before the end of the"
+                            " stream") from None
+    except TransferError as err:  # protocol errors and aborts included
+        proto.send_error(sock, str(err))
+        raise
+    except errors.StorageError as err:
+        proto.send_error(sock, str(err))
+        raise TransferError(str(err)) from None
+    except (OSError, ValueError) as err:
+        message = peer_reason()
+        if message is None:
+            if abort.is_set():
+                raise TransferAborted("Transfer aborted") from None
+            message = proto.describe_io_error(err, peer, progress_timeout)
+        raise TransferError(message) from None
+    finally:
+        if progress.finished is None:
+            progress.finished = time.monotonic()

@@ -32,8 +32,8 @@ from ganeti.transfer import (
 from ganeti.transfer.checksum import DEFAULT_ALGORITHM
 from ganeti.transfer.node import Progress
 from ganeti.transfer.node.ioprio import apply as apply_priority
-from ganeti.transfer.node.receiver import Listener, WriterFactory, receive_stream
-from ganeti.transfer.node.sender import connect, send_stream
+from ganeti.transfer.node.receiver import FileOutput, Listener, WriterFactory, receive_stream
+from ganeti.transfer.node.sender import ChangeSource, connect, send_stream
 from ganeti.transfer.priority import IoPriority
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class StreamOptions:
     # KiB/s of this node (0: none); None: this side does not count against it
     node_bwlimit: int | None = None
     io_priority: IoPriority | None = None
+    # senders: ask the receiver for its base (the target holds an earlier export)
+    incremental: bool = False
 
     def limits(self, role: str) -> dict[str, Any]:
         """What this side applies, for the master's status view."""
@@ -207,7 +209,9 @@ class Transfer:
                 "success": self.success, "bytes": prog.bytes, "total": prog.size,
                 "data_total": prog.data_total, "wire_bytes": prog.wire_bytes,
                 "rate": round(prog.rate(), 1), "elapsed": round(prog.elapsed(), 3),
-                "checksum": self.checksum, "error": self.error, **self.limits}
+                "checksum": self.checksum, "error": self.error, "mode": prog.mode,
+                "read_bytes": prog.read_bytes, "changed_bytes": prog.changed_bytes,
+                "base": prog.base, "base_copy": prog.base_copy, **self.limits}
 
 
 _LOCK = threading.Lock()
@@ -229,8 +233,12 @@ def get(transfer_id: str) -> Transfer | None:
 def start_receive(transfer_id: str, label: str, address: str, ssl_ctx: ssl.SSLContext,
                   magic: str, size: int | None, open_writer: WriterFactory,
                   remove_output: Callable[[], None] | None, options: StreamOptions,
-                  port: int = 0, port_range: tuple[int, int] | None = None) -> Transfer:
-    """Listen now (so the port can be returned) and receive in a thread."""
+                  port: int = 0, port_range: tuple[int, int] | None = None,
+                  output: FileOutput | None = None) -> Transfer:
+    """Listen now (so the port can be returned) and receive in a thread.
+
+    ``output``: a file destination (its index, and the base it may start from).
+    """
     transfer = Transfer(check_id(transfer_id), ROLE_RECEIVE, label, remove_output)
     transfer.limits = options.limits(ROLE_RECEIVE)
     _register(transfer)
@@ -250,7 +258,8 @@ def start_receive(transfer_id: str, label: str, address: str, ssl_ctx: ssl.SSLCo
             return receive_stream(sock, magic, size, open_writer, progress=tr.progress,
                                   progress_timeout=options.progress_timeout,
                                   abort=tr.abort_event, verify=options.verify_receive,
-                                  limiter=limiter, io_priority=options.io_priority)
+                                  limiter=limiter, io_priority=options.io_priority,
+                                  output=output)
 
     transfer.port = listener.port
     transfer.start(work)
@@ -259,7 +268,9 @@ def start_receive(transfer_id: str, label: str, address: str, ssl_ctx: ssl.SSLCo
 
 def start_send(transfer_id: str, label: str, host: str, port: int,
                ssl_ctx: ssl.SSLContext, magic: str, open_reader: Callable[[], DiskReader],
-               compress: str, options: StreamOptions) -> Transfer:
+               compress: str, options: StreamOptions,
+               changes: ChangeSource | None = None) -> Transfer:
+    """Connect and send in a thread; ``changes``: the source's changed ranges, if known."""
     transfer = Transfer(check_id(transfer_id), ROLE_SEND, label)
     transfer.limits = options.limits(ROLE_SEND)
     _register(transfer)
@@ -275,7 +286,8 @@ def start_send(transfer_id: str, label: str, host: str, port: int,
                                level=options.compress_level, progress=tr.progress,
                                progress_timeout=options.progress_timeout,
                                abort=tr.abort_event, checksum=options.checksum,
-                               limiter=limiter, io_priority=options.io_priority)
+                               limiter=limiter, io_priority=options.io_priority,
+                               incremental=options.incremental, changes=changes)
 
     transfer.start(work)
     return transfer
