@@ -113,6 +113,15 @@ def blockdev_list_snapshots(ctx: NodeContext, dev_type: str,
 
 
 @procedure("normal", single_node=True)
+def blockdev_keep_export_base(ctx: NodeContext, dev_type: str, logical_id: list[Any],
+                              snap_logical_id: list[Any], record: dict[str, Any]) -> bool:
+    """Keep an export's snapshot as the disk's export base (False: this storage keeps none)."""
+    driver = _driver(ctx, dev_type)
+    return _guard(f"Cannot keep {snap_logical_id!r} as the export base of {logical_id!r}",
+                  lambda: driver.keep_export_base(logical_id, snap_logical_id, record))
+
+
+@procedure("normal", single_node=True)
 def file_storage_orphans(ctx: NodeContext, owned_paths: list[str]) -> list[str]:
     """Files under the file storage dir that are none of the given disk paths.
 

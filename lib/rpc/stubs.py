@@ -61,6 +61,12 @@ CALLS: tuple[RpcCall, ...] = (
         doc="Grow a disk to new_size MiB.",
     ),
     RpcCall(
+        "blockdev_keep_export_base", "blockdev_keep_export_base", "normal",
+        (Arg("dev_type"), Arg("logical_id"), Arg("snap_logical_id"), Arg("record")),
+        single_node=True,
+        doc="Keep an export's snapshot as the disk's export base (False: this storage keeps none).",
+    ),
+    RpcCall(
         "blockdev_list_snapshots", "blockdev_list_snapshots", "fast",
         (Arg("dev_type"), Arg("logical_id")),
         single_node=True,
@@ -360,6 +366,22 @@ class RpcStubs:
         """Grow a disk to new_size MiB."""
         result: RpcResult[None] = self.call(
             "blockdev_grow", node, dev_type, logical_id, new_size, timeout=timeout)
+        return result
+
+    def call_blockdev_keep_export_base(
+        self,
+        node: str,
+        dev_type: str,
+        logical_id: list[Any],
+        snap_logical_id: list[Any],
+        record: dict[str, Any],
+        *,
+        timeout: float | None = None,
+    ) -> RpcResult[bool]:
+        """Keep an export's snapshot as the disk's export base (False: this storage keeps none)."""
+        result: RpcResult[bool] = self.call(
+            "blockdev_keep_export_base", node, dev_type, logical_id, snap_logical_id,
+            record, timeout=timeout)
         return result
 
     def call_blockdev_list_snapshots(

@@ -9,6 +9,7 @@ validate it on every call because it arrives over RPC.
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -23,9 +24,18 @@ MIB = 1024 * 1024
 
 SNAP_MARKER = constants.SNAP_MARKER
 
+# The snapshot kept as a disk's export base: "<disk><SNAP_MARKER>backup-base".
+# Not matched by the maintenance LU's ".snap-export-" leftover cleanup.
+EXPORT_BASE_SNAP = "backup-base"
+
 LogicalId = list[Any]
 
 _SNAP_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,63}$")
+
+# the export base record: what the base snapshot's content was exported as
+EXPORT_BASE_FIELDS = ("checksum", "target", "instance", "generation", "size", "created")
+_CHECKSUM_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}:[0-9a-f]{16,128}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:+-]{0,254}$")
 
 
 class SnapshotUnsupportedError(errors.StorageError):
@@ -43,6 +53,45 @@ def check_snap_name(snap_name: str) -> str:
             f"Invalid snapshot name {snap_name!r}: use up to 64 characters from"
             " [A-Za-z0-9._+-], not starting with a dot")
     return snap_name
+
+
+def check_export_base_record(record: Any) -> dict[str, Any]:
+    """The record, checked field by field; it comes over RPC and back from disk.
+
+    Raises StorageError naming the first bad field; returns a plain copy.
+    """
+    if not isinstance(record, dict):
+        raise errors.StorageError(f"Invalid export base record {record!r}: expected a mapping")
+    unknown = sorted(set(record) - set(EXPORT_BASE_FIELDS))
+    missing = [key for key in EXPORT_BASE_FIELDS if key not in record]
+    if unknown or missing:
+        raise errors.StorageError(
+            "Invalid export base record: "
+            + "; ".join(([f"unknown field(s) {', '.join(map(repr, unknown))}"] if unknown
+                         else [])
+                        + ([f"missing field(s) {', '.join(missing)}"] if missing else [])))
+
+    def bad(field: str, want: str) -> errors.StorageError:
+        return errors.StorageError(
+            f"Invalid export base record field '{field}': {record[field]!r} ({want})")
+
+    if not isinstance(record["checksum"], str) or not _CHECKSUM_RE.match(record["checksum"]):
+        raise bad("checksum", "expected '<algorithm>:<hex digest>'")
+    for field in ("target", "instance"):
+        if not isinstance(record[field], str) or not _NAME_RE.match(record[field]):
+            raise bad(field, "expected a node or instance name")
+    generation = record["generation"]
+    if generation is not None and (not isinstance(generation, str)
+                                   or not _SNAP_NAME_RE.match(generation)):
+        raise bad("generation", "expected a generation name or null")
+    size = record["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise bad("size", "expected a byte count")
+    created = record["created"]
+    if isinstance(created, bool) or not isinstance(created, (int, float)) \
+            or not math.isfinite(created) or created < 0:
+        raise bad("created", "expected seconds since the epoch")
+    return {key: record[key] for key in EXPORT_BASE_FIELDS}
 
 
 def snapshot_name_of(base_name: str, snap_name: str) -> str:
@@ -96,6 +145,31 @@ class DiskDriver(ABC):
     @abstractmethod
     def list_snapshots(self, logical_id: Sequence[Any]) -> list[LogicalId]:
         """Logical ids of every existing snapshot of this disk (to clean leftovers)."""
+
+    # -- export bases (incremental exports, doc/incremental-exports.md) -------
+    # Defaults: this storage keeps no export bases and cannot tell changes.
+
+    def keep_export_base(self, logical_id: Sequence[Any], snap_logical_id: Sequence[Any],
+                         record: dict[str, Any]) -> bool:
+        """Make the snapshot the disk's export base, atomically replacing an older base.
+
+        False: this storage keeps no bases (the caller then removes the snapshot).
+        """
+        return False
+
+    def export_base(self, logical_id: Sequence[Any]) -> tuple[LogicalId, dict[str, Any]] | None:
+        """The disk's export base and its record, or None (none, or record unreadable)."""
+        return None
+
+    def drop_export_base(self, logical_id: Sequence[Any]) -> None:
+        """Remove the disk's export base; none is fine."""
+        return None
+
+    def changed_ranges(self, base_logical_id: Sequence[Any],
+                       snap_logical_id: Sequence[Any]) -> list[tuple[int, int]] | None:
+        """Sorted, merged (offset, length) byte ranges of the snapshot that may differ
+        from the base; None: cannot tell (the caller hashes everything instead)."""
+        return None
 
     def open_reader(self, logical_id: Sequence[Any]) -> DiskReader:
         """Read a disk or a snapshot (sparse-aware where the device allows)."""

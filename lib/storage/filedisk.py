@@ -8,20 +8,25 @@ storage directory, since it reaches us over RPC and we run as root.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ganeti import constants, errors, pathutils
 from ganeti.objects import Disk
-from ganeti.storage import reflink
+from ganeti.storage import fiemap, reflink
 from ganeti.storage.base import (
+    EXPORT_BASE_SNAP,
     MIB,
     SNAP_MARKER,
     DiskDriver,
     LogicalId,
+    check_export_base_record,
     check_logical_id,
     snapshot_name_of,
 )
@@ -30,6 +35,13 @@ from ganeti.storage.base import (
 FILE_DRIVERS = frozenset({"file", "loop"})
 
 _IV_INDEX_RE = re.compile(r"^disk/(\d+)$")
+
+# The export base's record lives on the base file itself, so the two can
+# never disagree about which snapshot they describe (a rename keeps it).
+EXPORT_BASE_XATTR = "user.ganeti.export_base"
+_MAX_RECORD_BYTES = 4096
+# errno values meaning "this filesystem cannot store user extended attributes"
+_NO_XATTR = frozenset({errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 def _check_component(name: str, what: str) -> str:
@@ -193,3 +205,106 @@ class FileDiskDriver(DiskDriver):
         except FileNotFoundError:
             return []
         return [["file", str(path.parent / name)] for name in names]
+
+    # -- export bases ---------------------------------------------------------
+
+    def _disk_path(self, logical_id: Sequence[Any]) -> Path:
+        path = self._path(logical_id)
+        if SNAP_MARKER in path.name:
+            raise errors.StorageError(f"{path} is a snapshot, not a disk")
+        return path
+
+    @staticmethod
+    def _base_path(disk_path: Path) -> Path:
+        return disk_path.with_name(snapshot_name_of(disk_path.name, EXPORT_BASE_SNAP))
+
+    def keep_export_base(self, logical_id: Sequence[Any], snap_logical_id: Sequence[Any],
+                         record: dict[str, Any]) -> bool:
+        """Record the snapshot's export on it, then rename it over the old base.
+
+        The record is written (and synced) before the rename, so at every
+        instant the disk has either the old base with its record or the new
+        one with its own.  False where the filesystem has no user xattrs.
+        """
+        path = self._disk_path(logical_id)
+        snap = self._path(snap_logical_id)
+        base = self._base_path(path)
+        if snap.parent != path.parent or not snap.name.startswith(path.name + SNAP_MARKER):
+            raise errors.StorageError(f"{snap} is not a snapshot of {path}")
+        if snap == base:
+            raise errors.StorageError(f"{snap} is already the export base of {path}")
+        rec = check_export_base_record(record)
+        try:
+            st = os.lstat(snap)
+        except FileNotFoundError:
+            raise errors.StorageError(f"Snapshot {snap} does not exist") from None
+        except OSError as err:
+            raise errors.StorageError(f"Cannot stat snapshot {snap}: {err}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise errors.StorageError(f"Snapshot {snap} is not a regular file")
+        if rec["size"] != st.st_size:
+            raise errors.StorageError(
+                f"Invalid export base record field 'size': {rec['size']} bytes, but"
+                f" snapshot {snap} has {st.st_size}")
+        data = json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
+        try:
+            os.setxattr(snap, EXPORT_BASE_XATTR, data, follow_symlinks=False)
+        except OSError as err:
+            if err.errno in _NO_XATTR:
+                return False
+            raise errors.StorageError(
+                f"Cannot record the export base on {snap}: {err}") from None
+        try:
+            _fsync_path(snap)
+            os.replace(snap, base)
+            _fsync_path(path.parent)
+        except OSError as err:
+            raise errors.StorageError(
+                f"Cannot make {snap} the export base of {path}: {err}") from None
+        return True
+
+    def export_base(self, logical_id: Sequence[Any]) -> tuple[LogicalId, dict[str, Any]] | None:
+        """None also for a base whose record is missing, unreadable or of another size."""
+        base = self._base_path(self._disk_path(logical_id))
+        try:
+            st = os.lstat(base)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            raw = os.getxattr(base, EXPORT_BASE_XATTR, follow_symlinks=False)
+        except OSError:  # no base, no record, no xattrs here
+            return None
+        if len(raw) > _MAX_RECORD_BYTES:
+            return None
+        try:
+            rec = check_export_base_record(json.loads(raw.decode("utf-8")))
+        except (ValueError, errors.StorageError):  # UnicodeDecodeError is a ValueError
+            return None
+        if rec["size"] != st.st_size:
+            return None
+        return ["file", str(base)], rec
+
+    def drop_export_base(self, logical_id: Sequence[Any]) -> None:
+        base = self._base_path(self._disk_path(logical_id))
+        try:
+            base.unlink(missing_ok=True)
+        except OSError as err:
+            raise errors.StorageError(f"Cannot remove export base {base}: {err}") from None
+
+    def changed_ranges(self, base_logical_id: Sequence[Any],
+                       snap_logical_id: Sequence[Any]) -> list[tuple[int, int]] | None:
+        """From the files' physical extents (FIEMAP); None where they cannot be compared."""
+        base = self._path(base_logical_id)
+        snap = self._path(snap_logical_id)
+        try:
+            return fiemap.changed_ranges(base, snap)
+        except OSError as err:
+            raise errors.StorageError(
+                f"Cannot compare the extents of {base} and {snap}: {err}") from None
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
