@@ -28,6 +28,7 @@ import fcntl
 import os
 import stat
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,21 +37,24 @@ from ganeti.storage import fiemap
 
 # struct btrfs_ioctl_search_args_v2: the search key (tree_id, min/max objectid,
 # min/max offset, min/max transid, min/max type, nr_items, 4 unused) and
-# buf_size, then the result buffer
+# buf_size, then the result buffer of items, each a search header (transid,
+# objectid, offset, type, len; host order) and the item: here a struct
+# btrfs_file_extent_item (little endian, packed: generation, ram_bytes,
+# compression, encryption, other_encoding, type; regular extents then have
+# disk_bytenr, disk_num_bytes, offset, num_bytes).  One unpack reads both,
+# so the extent items are only used on little-endian hosts (others: FIEMAP).
 _SEARCH_KEY = struct.Struct("=7Q4I4Q")
 _BUF_SIZE = struct.Struct("=Q")
-_SEARCH_HEADER = struct.Struct("=3Q2I")      # transid, objectid, offset, type, len
-# struct btrfs_file_extent_item (little endian, packed): generation, ram_bytes,
-# compression, encryption, other_encoding, type; regular extents then have
-# disk_bytenr, disk_num_bytes, offset, num_bytes
-_FILE_EXTENT = struct.Struct("<QQBBHB")
-_FILE_EXTENT_REG = struct.Struct("<4Q")
+_ITEM = struct.Struct("<3Q2I" "QQBBHB" "4Q")
+_ITEM_HEADER = 32
+_FILE_EXTENT_FIXED = 21         # up to the inline data or disk_bytenr
 BTRFS_IOC_TREE_SEARCH_V2 = 0xC0709411        # _IOWR(0x94, 17, 112 bytes)
 _EXTENT_DATA_KEY = 108
 _FILE_EXTENT_INLINE = 0
 _U64_MAX = (1 << 64) - 1
 _RESULT_BYTES = 256 * 1024
-# not btrfs (or an old kernel): use FIEMAP instead
+_LITTLE_ENDIAN = sys.byteorder == "little"
+# not btrfs (or an old kernel), or not root: use FIEMAP instead
 _NO_TREE_SEARCH = frozenset({errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS,
                              errno.EPERM, errno.EACCES})
 
@@ -70,16 +74,23 @@ class Usage:
 
 @dataclass(slots=True)
 class _Placement:
-    ranges: list[Range]
-    private: int = 0     # allocated bytes without a physical address
+    dev: int
+    ranges: list[tuple[int, int]]     # physical (start, end) on device ``dev``
+    private: int = 0                  # allocated bytes without a physical address
 
 
 def _btrfs_ranges(fd: int, st: os.stat_result) -> _Placement | None:
     """The file's extents from its btrfs extent items; None: not btrfs or not root."""
-    buf = bytearray(_SEARCH_KEY.size + _BUF_SIZE.size + _RESULT_BYTES)
-    place = _Placement([])
+    if not _LITTLE_ENDIAN:
+        return None
+    start_of_items = _SEARCH_KEY.size + _BUF_SIZE.size
+    # slack: an inline item at the very end is unpacked like a regular one too
+    buf = bytearray(start_of_items + _RESULT_BYTES + _ITEM.size)
+    place = _Placement(st.st_dev, [])
+    ranges = place.ranges
     covered = 0                  # logical bytes the items account for
     min_offset = 0
+    unpack = _ITEM.unpack_from
     while True:
         _SEARCH_KEY.pack_into(buf, 0, 0, st.st_ino, st.st_ino, min_offset, _U64_MAX,
                               0, _U64_MAX, _EXTENT_DATA_KEY, _EXTENT_DATA_KEY,
@@ -94,29 +105,31 @@ def _btrfs_ranges(fd: int, st: os.stat_result) -> _Placement | None:
         count = _SEARCH_KEY.unpack_from(buf, 0)[9]
         if count == 0:
             break
-        pos = _SEARCH_KEY.size + _BUF_SIZE.size
+        pos = start_of_items
         offset = 0
         for _ in range(count):
-            _transid, _objectid, offset, _type, length = _SEARCH_HEADER.unpack_from(buf, pos)
-            pos += _SEARCH_HEADER.size
-            _gen, ram_bytes, compression, encryption, other, kind = \
-                _FILE_EXTENT.unpack_from(buf, pos)
+            (_transid, _objectid, offset, _type, length, _gen, ram_bytes, compression,
+             encryption, other, kind, bytenr, disk_bytes, extent_offset,
+             num_bytes) = unpack(buf, pos)
+            pos += _ITEM_HEADER + length
             if kind == _FILE_EXTENT_INLINE:
                 # stored in the metadata tree, compressed or not: no place to share
-                place.private += length - _FILE_EXTENT.size
+                place.private += length - _FILE_EXTENT_FIXED
                 covered += -(-ram_bytes // st.st_blksize) * st.st_blksize
+                continue
+            if not bytenr:                # an explicit hole
+                continue
+            covered += num_bytes
+            if compression or encryption or other:
+                # any piece of an encoded extent keeps all of it on disk
+                start, end = bytenr, bytenr + disk_bytes
             else:
-                bytenr, disk_bytes, extent_offset, num_bytes = \
-                    _FILE_EXTENT_REG.unpack_from(buf, pos + _FILE_EXTENT.size)
-                if bytenr:           # 0: an explicit hole
-                    covered += num_bytes
-                    if compression or encryption or other:
-                        # any piece of an encoded extent keeps all of it on disk
-                        place.ranges.append((st.st_dev, bytenr, bytenr + disk_bytes))
-                    else:
-                        start = bytenr + extent_offset
-                        place.ranges.append((st.st_dev, start, start + num_bytes))
-            pos += length
+                start = bytenr + extent_offset
+                end = start + num_bytes
+            if ranges and ranges[-1][1] == start:     # contiguous: one range
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
         if offset >= _U64_MAX:
             break
         min_offset = offset + 1
@@ -131,12 +144,17 @@ def _fiemap_ranges(path: Path, st: os.stat_result) -> _Placement | None:
         exts = fiemap.extents(path, sync=False)
     except OSError:
         return None
-    place = _Placement([])
+    place = _Placement(st.st_dev, [])
+    ranges = place.ranges
     for ext in exts:
         if ext.flags & (fiemap.UNKNOWN | fiemap.DELALLOC | fiemap.DATA_INLINE):
             place.private += ext.length
+            continue
+        start, end = ext.physical, ext.physical + ext.length
+        if ranges and ranges[-1][0] <= start <= ranges[-1][1]:    # contiguous: one range
+            ranges[-1] = (ranges[-1][0], max(end, ranges[-1][1]))
         else:
-            place.ranges.append((st.st_dev, ext.physical, ext.physical + ext.length))
+            ranges.append((start, end))
     return place
 
 
@@ -145,11 +163,11 @@ def _placement(path: Path, tree_search: dict[int, bool]) -> tuple[int, _Placemen
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return 0, _Placement([])
+        return 0, _Placement(0, [])
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return 0, _Placement([])
+            return 0, _Placement(0, [])
         place = None
         if tree_search.get(st.st_dev, True):
             place = _btrfs_ranges(fd, st)
@@ -157,10 +175,10 @@ def _placement(path: Path, tree_search: dict[int, bool]) -> tuple[int, _Placemen
         if place is None:
             place = _fiemap_ranges(path, st)
         if place is None:
-            place = _Placement([], st.st_blocks * 512)
+            place = _Placement(st.st_dev, [], st.st_blocks * 512)
         return st.st_size, place
     except OSError:
-        return 0, _Placement([])
+        return 0, _Placement(0, [])
     finally:
         os.close(fd)
 
@@ -217,7 +235,7 @@ def generation_usage(generations: Sequence[Sequence[Path]]) -> list[Usage]:
             nbytes, place = _placement(path, tree_search)
             size += nbytes
             private += place.private
-            gen_ranges.extend(place.ranges)
+            gen_ranges.extend((place.dev, start, end) for start, end in place.ranges)
         sizes.append(size)
         privates.append(private)
         ranges.append(_merge(gen_ranges))
