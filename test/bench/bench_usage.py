@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -86,11 +87,8 @@ def _fiemap_only() -> Iterator[None]:
             raise OSError(errno.EPERM, "Operation not permitted")
         return real(fd, request, *args)
 
-    fcntl.ioctl = ioctl
-    try:
+    with mock.patch.object(fcntl, "ioctl", ioctl):
         yield
-    finally:
-        fcntl.ioctl = real
 
 
 def _stat_baseline(gens: list[list[Path]]) -> list[tuple[int, int]]:
