@@ -13,7 +13,8 @@ Where the map comes from, best first:
    like ``compsize``).  They give a compressed extent's real on-disk size,
    which FIEMAP cannot (it reports the uncompressed length).
 2. FIEMAP (``ganeti.storage.fiemap``): exact on XFS, ext4 and uncompressed
-   btrfs; a compressed extent counts at its uncompressed length.
+   btrfs; it names only a compressed extent's start, so compressed data
+   counts up to the next extent's start (at most its uncompressed length).
 3. ``st_blocks``: filesystems without either (tmpfs); nothing is shared.
 
 Bytes without a physical address (inline data, delayed allocation) belong
