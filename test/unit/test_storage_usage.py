@@ -197,3 +197,15 @@ def test_export_generations_reports_usage_per_generation(compressed_dir: Path) -
         assert gen["used"] == gen["unique"] + gen["shared"]
         assert gen["shared"] > 0
     assert newest["shared"] == older["shared"]
+
+
+def test_unwritten_and_inline_data_count_as_the_generations_own(reflink_dir: Path) -> None:
+    gen, = _generations(reflink_dir, 1)
+    (gen / "disk0.img").write_bytes(os.urandom(MIB))     # no fsync: maybe still delalloc
+    use, = usage.generation_usage([usage.directory_files(gen)])
+    assert use == usage.Usage(size=MIB, used=MIB, unique=MIB, shared=0)
+    (gen / "disk0.img").unlink()
+    _write(gen / "config.ini", b"[export]\nversion = 0\n" * 20)
+    os.sync()                                             # small files go inline
+    use, = usage.generation_usage([usage.directory_files(gen)])
+    assert use.size == 420 and 0 < use.used <= 4096 and use.unique == use.used
