@@ -20,6 +20,7 @@ from support.cluster import E2ECluster
 from support.fsfixture import FsUnavailable, set_compression
 
 from ganeti.backup import exportconf
+from ganeti.transfer.protocol import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +122,40 @@ def test_export_to_a_compressing_filesystem_is_stored_compressed(
     assert sha256(disk_path(ccluster, "cz1-copy")) == want
     ccluster.gnt("gnt-instance", "remove", "-f", "cz1-copy")
     ccluster.gnt("gnt-instance", "remove", "-f", "cz1")
+
+
+
+@pytest.mark.skipif(PROTOCOL_VERSION < 3, reason="incremental exports need stream protocol 3")
+def test_incremental_generations_share_their_compressed_extents(
+        ccluster: E2ECluster) -> None:
+    ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
+                 f"0:size={DISK_MIB}M", "--no-start", "cz2")
+    src = disk_path(ccluster, "cz2")
+    fill_with_text(src)
+    first_sha = sha256(src)
+    ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations", "cz2")
+    first, = (r["generation"] for r in generations(ccluster, "cz2"))
+    with open(src, "r+b") as handle:              # 4 MiB of the 256 change, incompressibly
+        handle.seek(100 * MIB)
+        handle.write(os.urandom(4 * MIB))
+    time.sleep(1.1)                               # generations are named by the second
+    out = ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations",
+                       "cz2").stdout
+    assert "disk/0: 4.0M of 256M changed (1.6%)" in out and f"base {first}" in out, out
+    newest, older = generations(ccluster, "cz2")
+    assert older["generation"] == first
+    new_used, new_unique, new_shared = (int(newest[k]) for k in ("used", "unique", "shared"))
+    old_used, old_unique, old_shared = (int(older[k]) for k in ("used", "unique", "shared"))
+    print(f"\nincremental generations on compressing btrfs: {newest} {older}")
+    assert new_used == new_unique + new_shared and old_used == old_unique + old_shared
+    # the unchanged 252 MiB are stored once, compressed, and shared by both
+    assert new_shared == old_shared and 0 < new_shared < DISK_MIB * MIB // 10
+    # the new 4 MiB do not compress; the 4 MiB of text they replaced did
+    assert 4 * MIB <= new_unique < 5 * MIB
+    assert 0 < old_unique < MIB
+    # the older generation still imports to its own data
+    ccluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                 "--src-dir", f"cz2@{first}", "--no-start", "cz2-old")
+    assert sha256(disk_path(ccluster, "cz2-old")) == first_sha
+    ccluster.gnt("gnt-instance", "remove", "-f", "cz2-old")
+    ccluster.gnt("gnt-instance", "remove", "-f", "cz2")
