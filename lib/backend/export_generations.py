@@ -36,6 +36,7 @@ from ganeti.backend.export_layout import (
 from ganeti.backup import exportmeta
 from ganeti.rpc.contract import procedure
 from ganeti.rpc.payloads import ExportLocation, ExportMetaInfo, GenerationInfo
+from ganeti.storage import usage
 
 # the procedures, and layout names callers may keep importing from here
 __all__ = [
@@ -56,25 +57,32 @@ __all__ = [
 ]
 
 
-def _sizes(path: Path) -> tuple[int, int]:
-    """(apparent bytes, allocated bytes) of the files of one export."""
-    size = used = 0
-    for entry in path.iterdir():
-        st = entry.stat()
-        size += st.st_size
-        used += st.st_blocks * 512
-    return size, used
-
-
-def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool,
-              name: str | None = None) -> GenerationInfo:
+def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool, name: str,
+              use: usage.Usage) -> GenerationInfo:
     stamp = export_timestamp(path)
-    size, used = _sizes(path)
     meta = export_meta.read(path)
     return {"instance": instance, "generation": name or generation_name(stamp),
-            "timestamp": stamp, "size": size, "used": used, "newest": newest,
+            "timestamp": stamp, "size": use.size, "used": use.used, "unique": use.unique,
+            "shared": use.shared, "newest": newest,
             "path": pathutils.to_wire_name(ctx.paths, path),
             "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem}
+
+
+def _describe_instance(ctx: NodeContext, instance: str) -> list[GenerationInfo]:
+    """The instance's generations here (the newest export first); unique and shared
+    bytes are counted across all of them (ganeti.storage.usage)."""
+    found: list[tuple[Path, bool, str]] = []
+    newest = export_path(ctx, instance)
+    if (newest / constants.EXPORT_CONF_FILE).is_file():
+        found.append((newest, True, export_name(newest)))
+    root = generations_root(ctx, instance)
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            if GEN_RE.match(entry.name) and (entry / constants.EXPORT_CONF_FILE).is_file():
+                found.append((entry, False, entry.name))
+    uses = usage.generation_usage([usage.directory_files(path) for path, _n, _g in found])
+    return [_describe(ctx, instance, path, is_newest, name, use)
+            for (path, is_newest, name), use in zip(found, uses, strict=True)]
 
 
 @procedure("fast")
@@ -90,14 +98,7 @@ def export_generations(ctx: NodeContext, instance_names: list[str] | None = None
     for inst in sorted(names):
         if wanted is not None and inst not in wanted:
             continue
-        newest = export_path(ctx, inst)
-        if (newest / constants.EXPORT_CONF_FILE).is_file():
-            result.append(_describe(ctx, inst, newest, True, export_name(newest)))
-        root = generations_root(ctx, inst)
-        if root.is_dir():
-            for entry in sorted(root.iterdir()):
-                if GEN_RE.match(entry.name) and (entry / constants.EXPORT_CONF_FILE).is_file():
-                    result.append(_describe(ctx, inst, entry, False, entry.name))
+        result.extend(_describe_instance(ctx, inst))
     return result
 
 

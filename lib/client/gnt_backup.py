@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from ganeti import cli, constants, objects, opcodes
 from ganeti.backup import exportmeta
 from ganeti.client import gnt_backup_schedule, gnt_instance
+from ganeti.transfer.master.coordinator import format_size
 
 # (name, title, description) of the fields `gnt-backup list` knows
 LIST_FIELDS = (
@@ -19,17 +20,25 @@ LIST_FIELDS = (
     ("export", "Export", "Name of the exported instance"),
     ("generation", "Generation", "UTC time naming the export (import NAME@GENERATION)"),
     ("timestamp", "Timestamp", "When the export was taken (UTC)"),
-    ("size", "Size", "Bytes of the export's files"),
-    ("used", "Used", "Bytes the export occupies on disk (sparse dumps use less)"),
+    ("size", "Size", "Bytes of the export's files (their apparent size)"),
+    ("used", "Used", "Bytes the export occupies on disk (holes cost nothing; compressed"
+                     " where the filesystem compresses); unique + shared"),
+    ("unique", "Unique", "Bytes of used that no other generation of the instance on that"
+                         " node uses (what removing it frees)"),
+    ("shared", "Shared", "Bytes of used that other generations of the instance on that node"
+                         " use too (unchanged data of incremental exports)"),
     ("newest", "Newest", "Whether this is the newest export (the Ganeti-visible one)"),
     ("protected", "Protected", "Whether prune and remove skip it (gnt-backup protect)"),
     ("note", "Note", "Free-text note (gnt-backup export/modify --note)"),
 )
 # fields only the detailed generations query knows
-GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "newest", "protected", "note")
+GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "unique", "shared", "newest",
+                     "protected", "note")
+# byte counts: human units in a table, plain bytes with --separator (for scripts)
+SIZE_FIELDS = ("size", "used", "unique", "shared")
 LIST_DEFAULT_FIELDS = ("node", "export")
-LIST_GENERATIONS_FIELDS = ("node", "export", "generation", "timestamp", "size", "protected",
-                           "note")
+LIST_GENERATIONS_FIELDS = ("node", "export", "generation", "timestamp", "size", "used",
+                           "unique", "shared", "protected", "note")
 
 # "disk/0 sent 268M, 44.6 MiB/s, 12%, ETA 49m 1s" -- redrawn in place on a terminal
 _PROGRESS_RE = re.compile(r"^disk/\d+ sent ")
@@ -130,7 +139,8 @@ def list_exports(opts: argparse.Namespace) -> int:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
     data = [[row[f] for f in fields] for row in by_field]
     headers = None if opts.no_headers else known
-    for line in cli.generate_table(headers, fields, opts.separator, data):
+    for line in cli.generate_table(headers, fields, opts.separator, data,
+                                   numfields=SIZE_FIELDS):
         print(line)
     return cli.EXIT_FAILURE if unreachable else cli.EXIT_SUCCESS
 
@@ -139,6 +149,7 @@ def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], li
     """Rows of the detailed query; older generations only with --generations."""
     op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes)
     result = cli.submit_opcode(op, feedback_fn=lambda _e: None)
+    size_text = str if opts.separator is not None else format_size
     rows = []
     for gen in sorted(result["generations"],
                       key=lambda g: (g["node"], g["instance"], -g["timestamp"])):
@@ -148,7 +159,8 @@ def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], li
                      "generation": gen["generation"],
                      "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ",
                                                 time.gmtime(gen["timestamp"])),
-                     "size": str(gen["size"]), "used": str(gen["used"]),
+                     **{name: "" if gen.get(name) is None else size_text(gen[name])
+                        for name in SIZE_FIELDS},
                      "newest": "Y" if gen["newest"] else "N",
                      "protected": "Y" if gen.get("protected") else "N",
                      "note": gen.get("note") or ""})

@@ -56,6 +56,8 @@ class GenerationInfo(TypedDict):
     timestamp: float
     size: int
     used: int
+    unique: int      # of used (allocated bytes): no other generation of the instance uses them
+    shared: int      # of used: another generation of the instance here uses them too
     newest: bool
     path: str
     protected: bool

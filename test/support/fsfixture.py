@@ -9,9 +9,17 @@ file; a slot left behind by a crashed run is cleaned up by the next run that
 takes its lock.
 
 test/conftest.py registers the fixtures (reflink_fs, reflink_dir,
-noreflink_dir) for every test; use the module directly (benchmarks, e2e helpers)::
+compressed_dir, noreflink_dir) for every test; use the module directly
+(benchmarks, e2e helpers)::
 
     mountpoint, cleanup = mount_reflink_fs(Path("/tmp/my-slot"))
+    mountpoint, cleanup = mount_reflink_fs(Path("/tmp/my-slot"), fstypes=("btrfs",),
+                                           options=("compress=zstd",))
+
+Transparent compression needs no filesystem of its own: on btrfs a directory
+can compress what is written below it (``set_compression``, the
+``btrfs.compression`` property, what ``compressed_dir`` uses), so the shared
+filesystem serves both and no second loop device is taken.
 """
 
 from __future__ import annotations
@@ -88,10 +96,12 @@ def _teardown(image: Path, mnt: Path) -> list[str]:
 
 
 def mount_reflink_fs(base_dir: Path, size: int = IMAGE_SIZE,
-                     fstypes: Sequence[str] = ("btrfs", "xfs")) -> tuple[Path, Callable[[], None]]:
+                     fstypes: Sequence[str] = ("btrfs", "xfs"),
+                     options: Sequence[str] = ()) -> tuple[Path, Callable[[], None]]:
     """Create and mount a reflink filesystem in ``base_dir`` (image + ``mnt/``).
 
-    The first of ``fstypes`` that works is used.
+    The first of ``fstypes`` that works is used, mounted with ``options``
+    (``mount -o``, e.g. ``compress=zstd`` for btrfs).
 
     Leftovers of a previous run in the same ``base_dir`` are removed first.
     Returns the mountpoint and an idempotent cleanup function; raises
@@ -128,7 +138,8 @@ def mount_reflink_fs(base_dir: Path, size: int = IMAGE_SIZE,
             made = _run(*mkfs)
             if made.returncode == 0:
                 mnt.mkdir(exist_ok=True)
-                mounted = _run("mount", dev, str(mnt))
+                mount_opts = ["-o", ",".join(options)] if options else []
+                mounted = _run("mount", *mount_opts, dev, str(mnt))
                 if mounted.returncode == 0 and reflink.supports_reflink(mnt):
                     return mnt, cleanup
                 errors.append(f"{mkfs[0]}: mount/reflink failed: {mounted.stderr.strip()}")
@@ -250,6 +261,34 @@ def reflink_dir(reflink_fs: Path, request: pytest.FixtureRequest) -> Iterator[Pa
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def set_compression(directory: Path, algorithm: str = "zstd") -> None:
+    """Make btrfs compress every file created below ``directory`` from now on.
+
+    Raises :class:`FsUnavailable` where that is not possible (not btrfs, no
+    btrfs-progs, a kernel without the algorithm).
+    """
+    if shutil.which("btrfs") is None:
+        raise FsUnavailable("btrfs (btrfs-progs) is not installed")
+    res = _run("btrfs", "property", "set", str(directory), "compression", algorithm)
+    if res.returncode != 0:
+        raise FsUnavailable(f"cannot make {directory} compress with {algorithm}:"
+                            f" {res.stderr.strip() or res.stdout.strip()}")
+    got = _run("btrfs", "property", "get", str(directory), "compression").stdout
+    if f"compression={algorithm}" not in got:
+        raise FsUnavailable(f"{directory} does not compress with {algorithm}: {got.strip()}")
+
+
+@pytest.fixture
+def compressed_dir(reflink_dir: Path) -> Path:
+    """A fresh directory on the reflink filesystem whose new files btrfs stores
+    compressed with zstd (skips where the filesystem cannot compress)."""
+    try:
+        set_compression(reflink_dir)
+    except FsUnavailable as err:
+        pytest.skip(f"no compressing test filesystem: {err}")
+    return reflink_dir
 
 
 def find_noreflink_base(candidates: list[Path]) -> Path | None:

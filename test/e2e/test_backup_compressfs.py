@@ -1,0 +1,161 @@
+"""Exports to a compressing filesystem (btrfs with zstd), end to end through the CLI.
+
+The target node's export dir compresses what is written into it (the
+``btrfs.compression`` property, as doc/incremental-exports.md recommends);
+the dumps stay plain raw files, and ``gnt-backup list -g`` shows what they
+really occupy next to their apparent size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.cluster import E2ECluster
+from support.fsfixture import FsUnavailable, set_compression
+
+from ganeti.backup import exportconf
+from ganeti.transfer.protocol import PROTOCOL_VERSION
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1 << 20
+DISK_MIB = 256
+# repeated text, as logs or a freshly installed system compress
+LINES = b"".join(b"%08d GET /index.html HTTP/1.1 200 4096 \"-\" \"curl/8.5\"\n" % n
+                 for n in range(4096))
+
+
+@pytest.fixture(scope="module")
+def ccluster(reflink_fs: Path) -> Iterator[E2ECluster]:
+    """A 3-node cluster on the btrfs test filesystem; node3's export dir compresses."""
+    root = reflink_fs / f"ccluster-{os.getpid()}-{time.monotonic_ns()}"
+    lc = E2ECluster.create_and_start(root)
+    try:
+        export_dir = lc.node("node3").paths.export_dir
+        export_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            set_compression(export_dir, "zstd")
+        except FsUnavailable as err:
+            pytest.skip(f"the test filesystem cannot compress: {err}")
+        yield lc
+    finally:
+        lc.stop(log=lambda _m: None)
+        shutil.rmtree(root, ignore_errors=True)   # 256 MiB disks: give the space back
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(4 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def disk_path(cluster: E2ECluster, name: str) -> Path:
+    conf = cluster.instance_conf(name)
+    assert conf is not None
+    return Path(conf["disks"][0]["logical_id"][1])
+
+
+def fill_with_text(path: Path) -> None:
+    with open(path, "r+b") as handle:
+        for _ in range(DISK_MIB * MIB // len(LINES)):
+            handle.write(LINES)
+        handle.write(LINES[:DISK_MIB * MIB % len(LINES)])
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def generations(cluster: E2ECluster, instance: str) -> list[dict[str, str]]:
+    fields = ("node", "export", "generation", "size", "used", "unique", "shared")
+    out = cluster.gnt("gnt-backup", "list", "-g", "--no-headers", "--separator", "|",
+                      "-o", ",".join(fields)).stdout
+    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()]
+    return [r for r in rows if r["export"] == instance]
+
+
+def test_export_to_a_compressing_filesystem_is_stored_compressed(
+        ccluster: E2ECluster) -> None:
+    ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
+                 f"0:size={DISK_MIB}M", "--no-start", "cz1")
+    src = disk_path(ccluster, "cz1")
+    fill_with_text(src)
+    want = sha256(src)
+    # --compress only compresses the stream; the filesystem compresses the dump
+    out = ccluster.gnt("gnt-backup", "export", "-n", "node3", "--compress", "zstd",
+                       "cz1").stdout
+    assert "disk/0 finished" in out, out
+    exp = ccluster.node("node3").paths.export_dir / "cz1"
+    info = exportconf.parse((exp / "config.ini").read_text())
+    dump = exp / info.disks[0].dump
+    # a plain raw file of the disk's size, byte for byte the disk
+    assert dump.is_file() and not dump.is_symlink()
+    assert dump.stat().st_size == DISK_MIB * MIB
+    assert sha256(dump) == want
+    # st_blocks reports the uncompressed size on btrfs; list -g shows the real one
+    assert dump.stat().st_blocks * 512 >= DISK_MIB * MIB
+    row, = generations(ccluster, "cz1")
+    size, used = int(row["size"]), int(row["used"])
+    assert row["node"] == "node3"
+    assert size >= DISK_MIB * MIB
+    assert 0 < used < size // 10, row
+    assert int(row["unique"]) == used and int(row["shared"]) == 0
+    print(f"\n{DISK_MIB} MiB text disk exported to compressing btrfs: list -g {row}")
+    # the default -g table has the size columns, in human units
+    table = ccluster.gnt("gnt-backup", "list", "-g", "--node", "node3").stdout
+    header = table.splitlines()[0].split()
+    assert header[header.index("Size"):header.index("Size") + 4] == [
+        "Size", "Used", "Unique", "Shared"]
+    human = ccluster.gnt("gnt-backup", "list", "-g", "--no-headers", "--node", "node3",
+                         "-o", "export,size,used,unique,shared").stdout.split()
+    assert human[:2] == ["cz1", "256M"] and human[2] == human[3] and human[4] == "0B", human
+    assert human[2].endswith(("K", "M")) and float(human[2][:-1]) < 25.6, human
+    # the import reads the compressed dump back as the same bytes
+    ccluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                 "--src-dir", "cz1", "--no-start", "cz1-copy")
+    assert sha256(disk_path(ccluster, "cz1-copy")) == want
+    ccluster.gnt("gnt-instance", "remove", "-f", "cz1-copy")
+    ccluster.gnt("gnt-instance", "remove", "-f", "cz1")
+
+
+
+@pytest.mark.skipif(PROTOCOL_VERSION < 3, reason="incremental exports need stream protocol 3")
+def test_incremental_generations_share_their_compressed_extents(
+        ccluster: E2ECluster) -> None:
+    ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
+                 f"0:size={DISK_MIB}M", "--no-start", "cz2")
+    src = disk_path(ccluster, "cz2")
+    fill_with_text(src)
+    first_sha = sha256(src)
+    ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations", "cz2")
+    first, = (r["generation"] for r in generations(ccluster, "cz2"))
+    with open(src, "r+b") as handle:              # 4 MiB of the 256 change, incompressibly
+        handle.seek(100 * MIB)
+        handle.write(os.urandom(4 * MIB))
+    time.sleep(1.1)                               # generations are named by the second
+    out = ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations",
+                       "cz2").stdout
+    assert "disk/0: 4.0M of 256M changed (1.6%)" in out and f"base {first}" in out, out
+    newest, older = generations(ccluster, "cz2")
+    assert older["generation"] == first
+    new_used, new_unique, new_shared = (int(newest[k]) for k in ("used", "unique", "shared"))
+    old_used, old_unique, old_shared = (int(older[k]) for k in ("used", "unique", "shared"))
+    print(f"\nincremental generations on compressing btrfs: {newest} {older}")
+    assert new_used == new_unique + new_shared and old_used == old_unique + old_shared
+    # the unchanged 252 MiB are stored once, compressed, and shared by both
+    assert new_shared == old_shared and 0 < new_shared < DISK_MIB * MIB // 10
+    # the new 4 MiB do not compress; the 4 MiB of text they replaced did
+    assert 4 * MIB <= new_unique < 5 * MIB
+    assert 0 < old_unique < MIB
+    # the older generation still imports to its own data
+    ccluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
+                 "--src-dir", f"cz2@{first}", "--no-start", "cz2-old")
+    assert sha256(disk_path(ccluster, "cz2-old")) == first_sha
+    ccluster.gnt("gnt-instance", "remove", "-f", "cz2-old")
+    ccluster.gnt("gnt-instance", "remove", "-f", "cz2")
