@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ganeti import errors
@@ -80,12 +81,14 @@ def supports_reflink(directory: str | os.PathLike[str]) -> bool:
         os.unlink(name)
 
 
-def clone_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> str:
+def clone_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                  should_stop: Callable[[], bool] | None = None) -> str:
     """Create ``dst`` (must not exist, mode 0600) with ``src``'s content.
 
     A reflink clone where the filesystem can share blocks ("reflink"), else
     a local sparse copy of the data regions only, holes staying holes
-    ("copy").  Any failure removes ``dst`` again, so no half copy is left.
+    ("copy").  Any failure removes ``dst`` again, so no half copy is left;
+    so does ``should_stop()`` turning true between two 64 MiB steps of a copy.
     """
     try:
         clone_file(src, dst)
@@ -108,6 +111,8 @@ def clone_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> s
             os.ftruncate(dst_fd, reader.size)
             use_range = True
             for offset, length in reader.extents(chunk=_COPY_STEP):
+                if should_stop is not None and should_stop():
+                    raise errors.StorageError(f"Copying {src} to {dst} was stopped")
                 if use_range:
                     try:
                         _copy_range(reader.fileno(), dst_fd, offset, length)

@@ -51,8 +51,11 @@ ACK = 5
 ERROR = 6
 BASE = 7
 BLOCKS = 8
+# receiver -> sender before READY while the base dump is being copied: the
+# receiver is alive (each arrives well within the progress timeout)
+WAIT = 9
 FRAME_NAMES = {HEADER: "HEADER", READY: "READY", DATA: "DATA", END: "END", ACK: "ACK",
-               ERROR: "ERROR", BASE: "BASE", BLOCKS: "BLOCKS"}
+               ERROR: "ERROR", BASE: "BASE", BLOCKS: "BLOCKS", WAIT: "WAIT"}
 
 FRAME_HEAD = struct.Struct("!BI")
 DATA_HEAD = struct.Struct("!QIB")

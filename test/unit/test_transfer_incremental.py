@@ -32,7 +32,7 @@ from ganeti.transfer.master.coordinator import (
     finished_line,
     run_transfers,
 )
-from ganeti.transfer.node import registry
+from ganeti.transfer.node import receiver, registry
 from ganeti.transfer.node.receiver import FileOutput, Listener
 from ganeti.transfer.node.sender import connect
 
@@ -607,3 +607,30 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
     dump = nodes["node2"].paths.export_dir / "inst" / "g4" / "disk0.img"
     assert _sha(dump) == _sha(disk)
     assert registry.list_transfers() == {}
+
+
+def test_slow_base_copy_keeps_the_sender_waiting(node: NodeContext, noreflink_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local base copy longer than the progress timeout: WAIT frames keep it alive."""
+    tls = _Tls(node)
+    src = _source(noreflink_dir / "src.img")
+    base = noreflink_dir / "gen1" / "disk0.img"
+    _full(tls, src, base)
+    _write(src, 2 * BLOCK_SIZE, os.urandom(4096))
+    real_copy = receiver.reflink.clone_or_copy
+
+    def slow_copy(src_path: Any, dst: Any, should_stop: Any = None) -> str:
+        time.sleep(3.0)                    # three times the progress timeout below
+        return real_copy(src_path, dst, should_stop)
+
+    monkeypatch.setattr(receiver.reflink, "clone_or_copy", slow_copy)
+    monkeypatch.setattr(receiver, "WAIT_INTERVAL", 0.2)
+    quick = registry.StreamOptions(connect_timeout=20, listen_timeout=30, progress_timeout=1,
+                                   incremental=True)
+    dest = noreflink_dir / "gen2" / "disk0.img"
+    dest.parent.mkdir()
+    send, recv = _stream(tls, "slowcopy", src, FileOutput(dest, base, "gen1"), options=quick,
+                         recv_options=quick)
+    assert send.success and recv.success, (send.error, recv.error)
+    assert _sha(dest) == _sha(src)
+    assert send.status()["changed_bytes"] == BLOCK_SIZE

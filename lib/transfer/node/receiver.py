@@ -59,6 +59,8 @@ HANDSHAKE_TIMEOUT = 15.0
 MAX_PENDING_HANDSHAKES = 16
 # How often a waiting listener looks at the abort flag
 ABORT_POLL = 0.5
+# Longest pause between WAIT frames while the base dump is copied
+WAIT_INTERVAL = 5.0
 # Blocks received ahead of the disk writes
 PIPELINE_DEPTH = 3
 
@@ -270,7 +272,8 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
     if base is not None:
         assert output is not None and output.base is not None
         output.path.unlink(missing_ok=True)
-        progress.base_copy = reflink.clone_or_copy(output.base, output.path)
+        progress.base_copy = _copy_base(sock, output.base, output.path, size, abort,
+                                        progress_timeout, io_priority)
         progress.base = base.generation
         writer = DiskWriter.open_existing(output.path, size)
     else:
@@ -279,6 +282,43 @@ def _receive(sock: ssl.SSLSocket, frames: proto.FrameReader, magic: str,
         return _receive_data(sock, frames, writer, size, progress, abort,
                              algorithm if verify else None, io_priority, base, output,
                              algorithm)
+
+
+def _copy_base(sock: ssl.SSLSocket, base: Path, dest: Path, size: int,
+               abort: threading.Event, progress_timeout: float,
+               io_priority: IoPriority | None) -> str:
+    """Start the destination as a copy of the base ("reflink" or "copy").
+
+    A clone is instant; a local copy of a big dump may take longer than the
+    sender waits for READY, so WAIT frames tell it the receiver is busy.
+    """
+    outcome: list[Any] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        apply_priority(io_priority, "gnt-xfer-copy")
+        try:
+            outcome.append(reflink.clone_or_copy(
+                base, dest, should_stop=lambda: stop.is_set() or abort.is_set()))
+        except BaseException as err:
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, name="transfer-base-copy", daemon=True)
+    worker.start()
+    try:
+        while True:
+            worker.join(min(WAIT_INTERVAL, progress_timeout / 4))
+            if not worker.is_alive():
+                break
+            if abort.is_set():
+                raise TransferAborted("Transfer aborted while copying the base")
+            sock.sendall(proto.encode_json(proto.WAIT, {"size": size}))
+    finally:
+        stop.set()
+        worker.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return str(outcome[0])
 
 
 def _usable_base(dump: Path, size: int, algorithm: str) -> BlockIndex | None:

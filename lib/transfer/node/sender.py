@@ -368,8 +368,11 @@ def _send(sock: ssl.SSLSocket, frames: proto.FrameReader, reader: DiskReader, ma
     sock.sendall(proto.encode_json(
         proto.HEADER, proto.make_header(magic, size, progress.data_total, compress,
                                         algorithm, incremental)))
-    _, payload = frames.expect(proto.READY)
-    base = proto.parse_ready(proto.decode_json(payload))
+    # WAIT: the receiver is still copying the base dump (a local copy can take
+    # longer than the progress timeout; each WAIT restarts it)
+    while (ready := frames.expect(proto.READY, proto.WAIT))[0] == proto.WAIT:
+        pass
+    base = proto.parse_ready(proto.decode_json(ready[1]))
     digests = b""
     if base is not None:
         if not incremental:
