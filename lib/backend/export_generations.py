@@ -50,6 +50,7 @@ __all__ = [
     "export_name",
     "export_path",
     "export_timestamp",
+    "find_generation",
     "generation_name",
     "generations_root",
     "remove_tree",
@@ -74,7 +75,8 @@ def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool,
     return {"instance": instance, "generation": name or generation_name(stamp),
             "timestamp": stamp, "size": size, "used": used, "newest": newest,
             "path": pathutils.to_wire_name(ctx.paths, path),
-            "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem}
+            "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem,
+            "verify": meta.verify}
 
 
 @procedure("fast")
@@ -111,6 +113,10 @@ def _find(ctx: NodeContext, instance_name: str, generation: str) -> tuple[Path, 
             and export_name(newest) == generation):
         return newest, True
     raise RpcFail(f"No export generation {generation} of {instance_name} on this node")
+
+
+# for other export procedures (verify)
+find_generation = _find
 
 
 @procedure("fast", single_node=True)
@@ -154,7 +160,8 @@ def export_generation_modify(ctx: NodeContext, instance_name: str, generation: s
         meta = exportmeta.ExportMeta(
             protected=current.protected if protected is None
             else exportmeta.check_protected(protected),
-            note=current.note if note is None else exportmeta.check_note(note))
+            note=current.note if note is None else exportmeta.check_note(note),
+            verify=current.verify)
     except exportmeta.MetaError as err:
         raise RpcFail(f"Invalid value for {err}") from None
     export_meta.write_if_present(path, meta)

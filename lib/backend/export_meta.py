@@ -1,7 +1,9 @@
-"""Node side of export protection and notes: the sidecar in an export's directory.
+"""Node side of export protection, notes and verify records: the sidecar in an export's
+directory.
 
-Format and validation: ``ganeti.backup.exportmeta``.  The procedure that
-changes them is ``export_generations.export_generation_modify``; removal
+Format and validation: ``ganeti.backup.exportmeta``.  The procedures that
+change them are ``export_generations.export_generation_modify`` and
+``export_verify.export_verify_record``; removal
 procedures call :func:`refuse_if_protected` so that nothing but an explicit
 unprotect can make a protected export go away.
 """
@@ -50,7 +52,7 @@ def read(path: Path) -> ExportMeta:
 def write(path: Path, meta: ExportMeta) -> None:
     """Replace the sidecar atomically; an export with nothing set has none."""
     target = path / exportmeta.META_FILE
-    if not meta.protected and not meta.note:
+    if exportmeta.is_empty(meta):
         try:
             os.unlink(target)
         except FileNotFoundError:
