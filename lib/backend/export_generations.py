@@ -155,14 +155,16 @@ def export_generation_modify(ctx: NodeContext, instance_name: str, generation: s
             raise RpcFail(f"No export of {instance_name} on this node")
     else:
         path, _newest = _find(ctx, instance_name, generation)
-    current = export_meta.read(path)
-    try:
-        meta = exportmeta.ExportMeta(
-            protected=current.protected if protected is None
-            else exportmeta.check_protected(protected),
-            note=current.note if note is None else exportmeta.check_note(note),
-            verify=current.verify)
-    except exportmeta.MetaError as err:
-        raise RpcFail(f"Invalid value for {err}") from None
-    export_meta.write_if_present(path, meta)
+
+    def change(current: exportmeta.ExportMeta) -> exportmeta.ExportMeta:
+        try:
+            return exportmeta.ExportMeta(
+                protected=current.protected if protected is None
+                else exportmeta.check_protected(protected),
+                note=current.note if note is None else exportmeta.check_note(note),
+                verify=current.verify)
+        except exportmeta.MetaError as err:
+            raise RpcFail(f"Invalid value for {err}") from None
+
+    meta = export_meta.update(path, change)
     return {"protected": meta.protected, "note": meta.note}

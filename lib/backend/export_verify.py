@@ -213,8 +213,7 @@ def export_verify_record(ctx: NodeContext, instance_name: str, generation: str, 
                          problems: list[str]) -> dict[str, Any]:
     """Record a verify's outcome in the generation's sidecar (protection and note kept)."""
     path, _newest = find_generation(ctx, instance_name, generation)
-    current = export_meta.read(path)
     record = exportmeta.verify_record(ok, problems)
-    export_meta.write_if_present(path, exportmeta.ExportMeta(
+    export_meta.update(path, lambda current: exportmeta.ExportMeta(
         protected=current.protected, note=current.note, verify=record))
     return record

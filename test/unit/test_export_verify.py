@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from ganeti import pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, export_meta
 from ganeti.backend import export as ex
 from ganeti.backend import export_generations as eg
 from ganeti.backend import export_verify as ev
@@ -332,3 +333,33 @@ def test_stored_problems_are_made_one_line_on_reading() -> None:
     assert meta.problem is None and meta.verify is not None
     assert meta.verify["problems"][0] == "a?[2Jb"
     assert len(meta.verify["problems"][1]) == exportmeta.PROBLEM_MAX
+
+
+def test_verify_record_and_protect_at_once_lose_neither(
+        ctx: NodeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verify takes no instance lock: its record and a protect of the same generation,
+    served by two node daemon threads at once, must both survive."""
+    _export(ctx, STAMP1)
+    real_read = export_meta.read
+    recording, protected = threading.Event(), threading.Event()
+
+    def slow_read(path: Path) -> exportmeta.ExportMeta:
+        meta = real_read(path)
+        if threading.current_thread().name == "verify":
+            recording.set()
+            protected.wait(1.0)      # without serialisation the protect lands here
+        return meta
+
+    monkeypatch.setattr(export_meta, "read", slow_read)
+    verify = threading.Thread(name="verify", target=ev.export_verify_record,
+                              args=(ctx, "inst1", GEN1, True, []))
+    verify.start()
+    assert recording.wait(5.0)
+    protect = threading.Thread(target=lambda: (eg.export_generation_modify(
+        ctx, "inst1", GEN1, True, "keep"), protected.set()))
+    protect.start()
+    verify.join(10.0)
+    protect.join(10.0)
+    gen = _gen(ctx, GEN1)
+    assert (gen["protected"], gen["note"]) == (True, "keep")
+    assert gen["verify"] is not None and gen["verify"]["ok"] is True
