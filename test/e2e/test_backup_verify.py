@@ -1,9 +1,15 @@
 """gnt-backup verify end to end: real exports on a 3-node cluster, a flipped byte found
-by disk and offset, the result in gnt-backup list -g, and a schedule that verifies."""
+by disk and offset, the result in gnt-backup list -g, and a schedule that verifies.
+
+The flipped byte is found both on the default tmp filesystem (no reflink) and on
+the btrfs (or xfs) loop filesystem where generations can share extents.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,23 @@ from ganeti.transfer.checksum import checksum_file, new_hash
 pytestmark = pytest.mark.e2e
 
 MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def rcluster(reflink_fs: Path) -> Iterator[E2ECluster]:
+    """A 3-node cluster whose node roots live on a reflink-capable filesystem."""
+    root = reflink_fs / f"verify-{os.getpid()}-{time.monotonic_ns()}"
+    lc = E2ECluster.create_and_start(root)
+    try:
+        yield lc
+    finally:
+        lc.stop(log=lambda _m: None)
+
+
+@pytest.fixture(params=["cluster", "rcluster"])
+def any_cluster(request: pytest.FixtureRequest) -> E2ECluster:
+    found: E2ECluster = request.getfixturevalue(request.param)
+    return found
 
 
 def disk_file(cluster: E2ECluster, name: str, idx: int = 0) -> Path:
@@ -54,7 +77,8 @@ def verified(cluster: E2ECluster, instance: str) -> dict[str, str]:
             if name == instance}
 
 
-def test_verify_finds_a_flipped_byte_by_disk_and_offset(cluster: E2ECluster) -> None:
+def test_verify_finds_a_flipped_byte_by_disk_and_offset(any_cluster: E2ECluster) -> None:
+    cluster = any_cluster
     cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=12M",
                 "--disk", "1:size=8M", "--no-start", "ver1")
     with open(disk_file(cluster, "ver1", 0), "r+b") as handle:
