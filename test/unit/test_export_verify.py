@@ -257,8 +257,13 @@ def test_verify_disk_finds_the_generation_wherever_it_is(ctx: NodeContext) -> No
     res = ev.export_verify_disk(ctx, "inst1", GEN1, 0)
     assert res["ivname"] == "disk/0" and res["bad_blocks"][0]["offset"] == BLOCK_SIZE
     assert ev.export_verify_disk(ctx, "inst1", GEN2, 0)["ok"]
-    with pytest.raises(RpcFail, match="has no disk 1"):
-        ev.export_verify_disk(ctx, "inst1", GEN2, 1)
+    for bad_index in (1, -1):
+        with pytest.raises(RpcFail, match=f"has no disk {bad_index}"):
+            ev.export_verify_disk(ctx, "inst1", GEN2, bad_index)
+    with pytest.raises(RpcFail, match="Invalid instance name"):
+        ev.export_verify_disk(ctx, "../inst1", GEN2, 0)
+    with pytest.raises(RpcFail, match="Invalid export generation"):
+        ev.export_verify_record(ctx, "inst1", "../../x", True, [])
     with pytest.raises(RpcFail, match="No export generation"):
         ev.export_verify_disk(ctx, "inst1", "20250101T000000Z", 0)
     (ex.export_path(ctx, "inst1") / "config.ini").write_text(
