@@ -28,9 +28,9 @@ NOTE_MAX = 1024
 # the verify record keeps at most this many problems, each cut to PROBLEM_MAX characters
 PROBLEMS_MAX = 32
 PROBLEM_MAX = 200
-# a sidecar larger than this is not read at all (in UTF-8 a note is at most 4 KiB, the
-# verify record's problems at most 25 KiB)
-MAX_META_BYTES = 64 * 1024
+# a sidecar larger than this is not read at all (JSON escapes a character in at most 12
+# bytes: a note takes at most 12 KiB, the verify record's problems at most 75 KiB)
+MAX_META_BYTES = 128 * 1024
 _CONTROL = ("Cc", "Cf", "Zl", "Zp")
 
 
@@ -120,7 +120,7 @@ def render(meta: ExportMeta) -> str:
     verify = check_verify(meta.verify)
     if verify is not None:
         data["verify"] = verify
-    return json.dumps(data, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(data, sort_keys=True) + "\n"
 
 
 def parse(raw: bytes | None) -> ExportMeta:

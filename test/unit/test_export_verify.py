@@ -374,3 +374,14 @@ def test_verify_record_and_protect_at_once_lose_neither(
     assert (gen["protected"], gen["note"]) == (True, "keep")
     record = gen["verify"]
     assert isinstance(record, dict) and (record["ok"], record["problems"]) == (True, [])
+
+
+def test_the_largest_sidecar_is_still_read_back() -> None:
+    """Every character JSON escapes worst (astral: two \\u escapes), at every limit."""
+    record = exportmeta.verify_record(False, ["\U0001F4BE" * 500] * 40)
+    meta = exportmeta.ExportMeta(protected=True, note="\U0001F4BE" * exportmeta.NOTE_MAX,
+                                 verify=record)
+    raw = exportmeta.render(meta).encode()
+    assert len(raw) <= exportmeta.MAX_META_BYTES
+    back = exportmeta.parse(raw)
+    assert (back.verify, back.note, back.problem) == (record, meta.note, None)
