@@ -351,6 +351,9 @@ class ScheduleSpec(BaseModel):
     exclude: list[ExcludeItem] = Field(
         default_factory=list, description="Instances (names, or tag:T for those tagged T)"
                                           " left out of the selection")
+    verify: bool = Field(False, description="Verify each export after it is written (as"
+                                            " gnt-backup verify); prune then runs only when"
+                                            " it is good")
     overrides: Annotated[dict[str, Any], AfterValidator(_known_overrides)] = Field(
         default_factory=dict, description="BackupDefaults settings this schedule sets"
                                           " itself (unset: the cluster's default)")

@@ -332,6 +332,26 @@ class GenerationChange(TypedDict):
     note: str | None
 
 
+class VerifiedGeneration(TypedDict):
+    """One generation on one node as verify found it; ``disks`` holds the per-disk results
+    (``ganeti.rpc.payloads.DiskVerifyResult``)."""
+
+    instance: str
+    generation: str
+    node: str
+    ok: bool
+    problems: list[str]
+    disks: list[dict[str, Any]]
+
+
+class VerifyReport(TypedDict):
+    """Every generation checked, whether all were ok, and the nodes that were not asked."""
+
+    ok: bool
+    generations: list[VerifiedGeneration]
+    unreachable: list[str]
+
+
 class CleanupReport(TypedDict):
     """What was cleaned; ``complete`` is false while instances were busy (run it again)."""
 
@@ -799,6 +819,28 @@ class OpBackupSetGenerationParams(OpCode):
                                      description="Nodes to look on (none: all online)")
     protected: bool | None = Field(None, description="Protect from prune and removal")
     note: str | None = Field(None, description="Free-text note")
+
+
+class OpBackupVerify(OpCode):
+    """Re-hash export dumps against their checksums and block indexes; record the result.
+
+    Every bad block is reported by disk and offset, and the outcome is stored
+    with each generation (its sidecar), where base selection and ``gnt-backup
+    list -g`` read it.
+    """
+
+    OP_DSC_FIELD = "exports"
+    OP_RESULT = VerifyReport
+    exports: list[NonEmptyStr] = Field(
+        default_factory=list, description="INSTANCE (every generation) or"
+                                          " INSTANCE@GENERATION (none: every export)")
+    nodes: list[NonEmptyStr] = Field(default_factory=list,
+                                     description="Nodes to look on (none: all online)")
+    newest_only: bool = Field(False, description="Only the newest export of each instance"
+                                                 " (scheduled verifies)")
+    fail_on_problems: bool = Field(
+        False, description="Fail the job when anything is bad (scheduled verifies, so the"
+                           " run reports it); otherwise the result says it")
 
 
 class OpBackupScheduleAdd(OpCode, objects.ScheduleSpec):

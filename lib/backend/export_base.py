@@ -98,7 +98,7 @@ def export_base_info(ctx: NodeContext, instance_name: str, sizes: list[int]) -> 
     except (OSError, errors.OpPrereqError) as err:
         reason = f"{export} cannot be read: {err}"
         return {"generation": generation, "disks": [{"full": reason} for _ in sizes]}
-    verify = getattr(export_meta.read(path), "verify", None)
+    verify = export_meta.read(path).verify
     if verify is not None and verify.get("ok") is False:
         reason = f"a verify found {export} bad"
         return {"generation": generation, "disks": [{"full": reason} for _ in sizes]}

@@ -51,6 +51,7 @@ __all__ = [
     "export_name",
     "export_path",
     "export_timestamp",
+    "find_generation",
     "generation_name",
     "generations_root",
     "remove_tree",
@@ -65,7 +66,8 @@ def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool, name: s
             "timestamp": stamp, "size": use.size, "used": use.used, "unique": use.unique,
             "shared": use.shared, "newest": newest,
             "path": pathutils.to_wire_name(ctx.paths, path),
-            "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem}
+            "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem,
+            "verify": meta.verify}
 
 
 def _describe_instance(ctx: NodeContext, instance: str) -> list[GenerationInfo]:
@@ -114,6 +116,10 @@ def _find(ctx: NodeContext, instance_name: str, generation: str) -> tuple[Path, 
     raise RpcFail(f"No export generation {generation} of {instance_name} on this node")
 
 
+# for other export procedures (verify)
+find_generation = _find
+
+
 @procedure("fast", single_node=True)
 def export_generation_info(ctx: NodeContext, instance_name: str,
                            generation: str) -> ExportLocation:
@@ -150,13 +156,16 @@ def export_generation_modify(ctx: NodeContext, instance_name: str, generation: s
             raise RpcFail(f"No export of {instance_name} on this node")
     else:
         path, _newest = _find(ctx, instance_name, generation)
-    current = export_meta.read(path)
-    try:
-        meta = exportmeta.ExportMeta(
-            protected=current.protected if protected is None
-            else exportmeta.check_protected(protected),
-            note=current.note if note is None else exportmeta.check_note(note))
-    except exportmeta.MetaError as err:
-        raise RpcFail(f"Invalid value for {err}") from None
-    export_meta.write_if_present(path, meta)
+
+    def change(current: exportmeta.ExportMeta) -> exportmeta.ExportMeta:
+        try:
+            return exportmeta.ExportMeta(
+                protected=current.protected if protected is None
+                else exportmeta.check_protected(protected),
+                note=current.note if note is None else exportmeta.check_note(note),
+                verify=current.verify)
+        except exportmeta.MetaError as err:
+            raise RpcFail(f"Invalid value for {err}") from None
+
+    meta = export_meta.update(path, change)
     return {"protected": meta.protected, "note": meta.note}

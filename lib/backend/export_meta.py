@@ -1,7 +1,9 @@
-"""Node side of export protection and notes: the sidecar in an export's directory.
+"""Node side of export protection, notes and verify records: the sidecar in an export's
+directory.
 
-Format and validation: ``ganeti.backup.exportmeta``.  The procedure that
-changes them is ``export_generations.export_generation_modify``; removal
+Format and validation: ``ganeti.backup.exportmeta``.  The procedures that
+change them are ``export_generations.export_generation_modify`` and
+``export_verify.export_verify_record``; removal
 procedures call :func:`refuse_if_protected` so that nothing but an explicit
 unprotect can make a protected export go away.
 """
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ganeti import constants
@@ -17,6 +21,9 @@ from ganeti.backend import RpcFail
 from ganeti.backup import exportmeta
 from ganeti.backup.exportmeta import ExportMeta
 from ganeti.fileutils import atomic_write
+
+# one read-change-write of a sidecar at a time (the node daemon serves calls in threads)
+_UPDATE_LOCK = threading.Lock()
 
 
 def read(path: Path) -> ExportMeta:
@@ -50,7 +57,7 @@ def read(path: Path) -> ExportMeta:
 def write(path: Path, meta: ExportMeta) -> None:
     """Replace the sidecar atomically; an export with nothing set has none."""
     target = path / exportmeta.META_FILE
-    if not meta.protected and not meta.note:
+    if exportmeta.is_empty(meta):
         try:
             os.unlink(target)
         except FileNotFoundError:
@@ -74,6 +81,16 @@ def write_if_present(path: Path, meta: ExportMeta) -> None:
         except OSError:
             pass
         raise RpcFail(f"{path.name} was removed while its metadata was being changed")
+
+
+def update(path: Path, change: Callable[[ExportMeta], ExportMeta]) -> ExportMeta:
+    """Read, change and write a sidecar as one step, so that a verify record and a
+    protection or note set at the same moment (verify takes no instance lock) never
+    lose each other; ``change`` may raise to leave it as it is."""
+    with _UPDATE_LOCK:
+        meta = change(read(path))
+        write_if_present(path, meta)
+        return meta
 
 
 def refuse_if_protected(path: Path, what: str, unprotect_hint: str) -> None:

@@ -30,15 +30,17 @@ LIST_FIELDS = (
     ("newest", "Newest", "Whether this is the newest export (the Ganeti-visible one)"),
     ("protected", "Protected", "Whether prune and remove skip it (gnt-backup protect)"),
     ("note", "Note", "Free-text note (gnt-backup export/modify --note)"),
+    ("verified", "Verified", "Last gnt-backup verify: ok or BAD (problems) and when (UTC);"
+                             " -: never verified"),
 )
 # fields only the detailed generations query knows
 GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "unique", "shared", "newest",
-                     "protected", "note")
+                     "protected", "note", "verified")
 # byte counts: human units in a table, plain bytes with --separator (for scripts)
 SIZE_FIELDS = ("size", "used", "unique", "shared")
 LIST_DEFAULT_FIELDS = ("node", "export")
 LIST_GENERATIONS_FIELDS = ("node", "export", "generation", "timestamp", "size", "used",
-                           "unique", "shared", "protected", "note")
+                           "unique", "shared", "verified", "protected", "note")
 
 # "disk/0 sent 268M, 44.6 MiB/s, 12%, ETA 49m 1s" -- redrawn in place on a terminal
 _PROGRESS_RE = re.compile(r"^disk/\d+ sent ")
@@ -145,6 +147,17 @@ def list_exports(opts: argparse.Namespace) -> int:
     return cli.EXIT_FAILURE if unreachable else cli.EXIT_SUCCESS
 
 
+def verified_text(record: dict[str, Any] | None) -> str:
+    """``ok 2026-12-01 13:05``, ``BAD (2 problems) 2026-12-01 13:05`` or ``-``."""
+    if not record:
+        return "-"
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(record["time"]))
+    if record["ok"]:
+        return f"ok {when}"
+    count = len(record.get("problems") or [])
+    return f"BAD ({count} problem{'' if count == 1 else 's'}) {when}"
+
+
 def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], list[str]]:
     """Rows of the detailed query; older generations only with --generations."""
     op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes)
@@ -163,11 +176,29 @@ def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], li
                         for name in SIZE_FIELDS},
                      "newest": "Y" if gen["newest"] else "N",
                      "protected": "Y" if gen.get("protected") else "N",
-                     "note": gen.get("note") or ""})
+                     "note": gen.get("note") or "",
+                     "verified": verified_text(gen.get("verify"))})
         if gen.get("meta_problem"):
             print(f"Warning: {gen['instance']}@{gen['generation']} on {gen['node']}:"
                   f" {gen['meta_problem']}", file=sys.stderr)
     return rows, list(result["unreachable"])
+
+
+def verify(opts: argparse.Namespace) -> int:
+    op = opcodes.OpBackupVerify.create(exports=opts.exports, nodes=opts.nodes,
+                                       newest_only=opts.newest)
+    result = _submit(op, opts)
+    if opts.dry_run:
+        return cli.EXIT_SUCCESS
+    for gen in result["generations"]:
+        if not gen["ok"]:
+            print(f"{gen['instance']}@{gen['generation']} on {gen['node']}: BAD")
+            for problem in gen["problems"]:
+                print(f"  {problem}")
+    for node in result["unreachable"]:
+        print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
+    return cli.EXIT_SUCCESS if result["ok"] and not result["unreachable"] \
+        else cli.EXIT_FAILURE
 
 
 def list_fields(opts: argparse.Namespace) -> int:
@@ -324,6 +355,15 @@ COMMANDS: dict[str, cli.Command] = {
                                "help": "Protect (yes) or unprotect (no)"}),
                            *cli.SUBMIT_OPTS),
                           "Change the note or protection of an export or generation"),
+    "verify": cli.Command(
+        verify, (cli.Arg("exports", min=0, max=None),),
+        (cli.Option(("--node",), {"dest": "nodes", "action": "append", "default": [],
+                                  "metavar": "NODE", "help": "Only verify exports on NODE"}),
+         cli.Option(("--newest",), {"action": "store_true", "default": False,
+                                    "help": "Only the newest export of each instance"}),
+         *cli.SUBMIT_OPTS),
+        "Re-hash exports (INSTANCE: every generation, INSTANCE@GENERATION: one; none: all)"
+        " against their checksums and block indexes; exit 1 when anything is bad"),
     "prune": gnt_backup_schedule.PRUNE_COMMAND,
     # listed for --help; main() hands "schedule ..." to its own command table
     "schedule": cli.Command(lambda _opts: cli.EXIT_USAGE,

@@ -210,6 +210,8 @@ LIST_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("compress", "Compress", "Compression tool", lambda r: r.schedule["compress"]),
     ("shutdown_mode", "Shutdown", "shutdown or snapshot (live)",
      lambda r: r.schedule["shutdown_mode"]),
+    ("verify", "Verify", "Y: each export is verified after it is written",
+     lambda r: "Y" if r.schedule.get("verify") else "N"),
     *((name, name.title().replace("_", ""),
        f"{info.description}; (value): the cluster's default", _setting(name))
       for name, info in objects.BackupDefaults.model_fields.items()),

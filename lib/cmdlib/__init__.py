@@ -20,6 +20,7 @@ LU_MODULES: tuple[str, ...] = (
     "ganeti.cmdlib.query",
     "ganeti.cmdlib.backup",
     "ganeti.cmdlib.backup_schedule",
+    "ganeti.cmdlib.backup_verify",
     "ganeti.cmdlib.maintenance",
 )
 

@@ -8,7 +8,7 @@ the master and the node both import it.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class NodeInfo(TypedDict):
@@ -63,6 +63,8 @@ class GenerationInfo(TypedDict):
     protected: bool
     note: str
     meta_problem: str | None
+    # the last verify (ExportMeta.verify): {"time", "ok", "problems"}, None: never verified
+    verify: dict[str, Any] | None
 
 
 class ExportMetaInfo(TypedDict):
@@ -75,3 +77,30 @@ class ReceiveEndpoint(TypedDict):
 
     host: str
     port: int
+
+
+class BadBlock(TypedDict):
+    """A block of a dump whose digest is not the one its block index records."""
+
+    block: int
+    offset: int
+    length: int
+
+
+class DiskVerifyResult(TypedDict):
+    """One dump checked by ``export_verify_disk`` (gnt-backup verify)."""
+
+    disk: int
+    ivname: str
+    dump: str
+    size: int
+    read_bytes: int
+    seconds: float
+    # "index" (block by block), "checksum" (the whole dump only) or "none" (unverifiable)
+    method: str
+    ok: bool
+    problems: list[str]
+    # facts that are no problem, e.g. "no block index: bad blocks cannot be located"
+    notes: list[str]
+    bad_blocks: list[BadBlock]
+    bad_block_count: int

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ganeti.objects import Disk, Instance
     from ganeti.rpc.payloads import (
         BaseChoice,
+        DiskVerifyResult,
         ExportLocation,
         ExportMetaInfo,
         FinalizeResult,
@@ -163,6 +164,18 @@ CALLS: tuple[RpcCall, ...] = (
         (Arg("instance_name"),),
         single_node=True,
         doc="Remove an export: one rename to a trash name, then the deletion.",
+    ),
+    RpcCall(
+        "export_verify_disk", "export_verify_disk", "day",
+        (Arg("instance_name"), Arg("generation"), Arg("disk_index")),
+        single_node=True,
+        doc="Re-hash one dump of an export generation against config.ini and its block index.",
+    ),
+    RpcCall(
+        "export_verify_record", "export_verify_record", "normal",
+        (Arg("instance_name"), Arg("generation"), Arg("ok"), Arg("problems")),
+        single_node=True,
+        doc="Record a verify's outcome in the generation's sidecar (protection and note kept).",
     ),
     RpcCall(
         "file_storage_orphans", "file_storage_orphans", "normal",
@@ -605,6 +618,37 @@ class RpcStubs:
     ) -> RpcResult[bool]:
         """Remove an export: one rename to a trash name, then the deletion."""
         result: RpcResult[bool] = self.call("export_remove", node, instance_name, timeout=timeout)
+        return result
+
+    def call_export_verify_disk(
+        self,
+        node: str,
+        instance_name: str,
+        generation: str,
+        disk_index: int,
+        *,
+        timeout: float | None = None,
+    ) -> RpcResult[DiskVerifyResult]:
+        """Re-hash one dump of an export generation against config.ini and its block index."""
+        result: RpcResult[DiskVerifyResult] = self.call(
+            "export_verify_disk", node, instance_name, generation, disk_index,
+            timeout=timeout)
+        return result
+
+    def call_export_verify_record(
+        self,
+        node: str,
+        instance_name: str,
+        generation: str,
+        ok: bool,
+        problems: list[str],
+        *,
+        timeout: float | None = None,
+    ) -> RpcResult[dict[str, Any]]:
+        """Record a verify's outcome in the generation's sidecar (protection and note kept)."""
+        result: RpcResult[dict[str, Any]] = self.call(
+            "export_verify_record", node, instance_name, generation, ok, problems,
+            timeout=timeout)
         return result
 
     def call_file_storage_orphans(

@@ -40,6 +40,7 @@ from ganeti.backend import NodeContext, RpcFail, files, hooks, info
 from ganeti.backend import export as bk_export
 from ganeti.backend import export_base as bk_export_base
 from ganeti.backend import export_generations as bk_export_generations
+from ganeti.backend import export_verify as bk_export_verify
 from ganeti.backend import instance as bk_instance
 from ganeti.backend import storage as bk_storage
 from ganeti.backend import transfer as bk_transfer
@@ -69,7 +70,7 @@ Procedure = Callable[..., Any]
 # The backend modules this daemon serves: every marked function is a procedure
 # (its signature is the call's contract; ganeti.tools.rpc_gen derives the master side)
 SERVED_MODULES = (info, files, hooks, bk_storage, bk_instance, bk_transfer, bk_export,
-                  bk_export_generations, bk_export_base, bk_x509)
+                  bk_export_generations, bk_export_base, bk_export_verify, bk_x509)
 TABLE: Mapping[str, contract.Procedure] = contract.collect(*SERVED_MODULES)
 # wire name -> backend function(ctx, *args)
 PROCEDURES: Mapping[str, Procedure] = MappingProxyType(

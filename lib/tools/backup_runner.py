@@ -6,7 +6,8 @@ last result and notify; find the schedules that are due (a cron slot, in
 the schedule's time zone, since their last run; missed slots are caught up
 by one run); skip those whose previous jobs still run; submit one job per
 instance (export keeping generations with the schedule's bandwidth and I/O
-priority, then prune: a failed export fails the job before the prune
+priority, then, when the schedule says so, verify the new export, then
+prune: a failed export or a bad verify fails the job before the prune
 opcode runs); record the job ids and drop the lock.  Then either wait for
 the jobs, record and notify (the default), or return at once
 (``--no-wait``, what the timer and cron examples use, so a long export
@@ -252,7 +253,8 @@ EXPORT_OVERRIDES = tuple(name for name in objects.BackupDefaults.model_fields
 
 
 def export_job(schedule: dict[str, Any], instance: str, target: str) -> list[opcodes.OpCode]:
-    """Export keeping generations, then prune: the prune only runs if the export succeeded."""
+    """Export keeping generations, verify (if asked), then prune: each opcode runs only if
+    the ones before it succeeded, so a bad new export never costs an older generation."""
     shutdown = schedule.get("shutdown_mode", "shutdown") == "shutdown"
     overrides = dict(schedule.get("overrides") or {})
     ops: list[opcodes.OpCode] = [opcodes.OpBackupExport.create(
@@ -260,6 +262,9 @@ def export_job(schedule: dict[str, Any], instance: str, target: str) -> list[opc
         compress=schedule.get("compress", constants.IEC_NONE), keep_generations=True,
         reason=[("backup-runner", f"schedule {schedule['name']}", time.time_ns())],
         **{name: overrides.get(name) for name in EXPORT_OVERRIDES})]
+    if schedule.get("verify"):
+        ops.append(opcodes.OpBackupVerify.create(exports=[instance], nodes=[target],
+                                                 newest_only=True, fail_on_problems=True))
     policy = dict(schedule.get("retention") or {})
     if not retention.is_keep_all(policy):
         ops.append(opcodes.OpBackupPrune.create(instances=[instance], nodes=[target],

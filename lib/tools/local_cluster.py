@@ -183,13 +183,7 @@ class LocalCluster:
 
     def is_running(self, daemon_name: str, node: NodeSpec) -> bool:
         pid = daemon.read_pid(node.paths.pid_file(daemon_name))
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid is not None and _alive(pid)  # a killed, unreaped daemon is not
 
     def stop(self, log: Any = print) -> None:
         """SIGTERM every daemon (master first) and wait; SIGKILL what is left.

@@ -161,6 +161,24 @@ def test_no_retention_means_no_prune(state: br.RunnerState) -> None:
     assert [type(op).__name__ for op in master.jobs[1]] == ["OpBackupExport"]
 
 
+def test_verify_schedule_verifies_the_new_export_before_the_prune(
+        state: br.RunnerState) -> None:
+    master = FakeMaster([schedule(verify=True)])
+    br.run(master, state, ts("2026-01-02 03:00"))
+    export, verify, prune = master.jobs[1]
+    assert isinstance(export, opcodes.OpBackupExport)
+    # the newest generation on the export's target, failing the job when it is bad: the
+    # prune after it then never runs, so a bad new export costs no good older generation
+    assert isinstance(verify, opcodes.OpBackupVerify)
+    assert (verify.exports, verify.nodes, verify.newest_only, verify.fail_on_problems) == (
+        ["web1"], ["node3"], True, True)
+    assert isinstance(prune, opcodes.OpBackupPrune)
+    master = FakeMaster([schedule(verify=True, retention={})])
+    br.run(master, br.RunnerState(state.path.parent / "other"), ts("2026-01-02 03:00"))
+    assert [type(op).__name__ for op in master.jobs[1]] == ["OpBackupExport",
+                                                            "OpBackupVerify"]
+
+
 def test_missed_slots_are_caught_up_once(state: br.RunnerState) -> None:
     master = FakeMaster([schedule()])
     br.run(master, state, ts("2026-01-02 03:00"))

@@ -109,7 +109,7 @@ def test_spot_check_reads_the_first_data_block_of_a_sparse_dump(ctx: NodeContext
 
 def test_generation_a_verify_found_bad_is_never_a_base(ctx: NodeContext) -> None:
     path = _export(ctx, "web1", [os.urandom(8 * MIB)])
-    meta = exportmeta.ExportMeta(verify={"time": 1, "ok": False, "problems": ["x"]})  # type: ignore[call-arg]
+    meta = exportmeta.ExportMeta(verify={"time": 1, "ok": False, "problems": ["x"]})
     (path / exportmeta.META_FILE).write_text(exportmeta.render(meta))
     reason = export_base.export_base_info(ctx, "web1", [8 * MIB])["disks"][0]["full"]
     assert "a verify found" in reason
