@@ -64,7 +64,13 @@ def _staging(harness: Env) -> Path:
 
 
 def _snapshots(harness: Env) -> list[Path]:
-    return [p for p in harness.disk_files() if SNAP_MARKER in p.name]
+    """Snapshots an export left behind (not the export bases it keeps on purpose)."""
+    return [p for p in harness.disk_files()
+            if SNAP_MARKER in p.name and not p.name.endswith(".snap-backup-base")]
+
+
+def _bases(harness: Env) -> list[Path]:
+    return [p for p in harness.disk_files() if p.name.endswith(".snap-backup-base")]
 
 
 def _export(harness: Env, **fields: Any) -> Any:
@@ -136,7 +142,7 @@ def test_failed_disk_copy_aborts_staging_and_restarts(running: Env) -> None:
 
 
 @pytest.mark.usefixtures("snapshots")
-def test_live_export_copies_from_snapshots_and_removes_them(running: Env) -> None:
+def test_live_export_copies_from_snapshots_and_keeps_them_as_bases(running: Env) -> None:
     expected = _digests([Path(d.logical_id[1]) for d in running.inst().disks])
     running.rpc.calls.clear()
     assert _export(running, shutdown=False) == (True, [True, True])
@@ -144,6 +150,7 @@ def test_live_export_copies_from_snapshots_and_removes_them(running: Env) -> Non
     assert [c for c in running.rpc.calls if c[0] == "blockdev_snapshot"] == [
         ("blockdev_snapshot", "node2")] * 2
     assert _snapshots(running) == []
+    assert len(_bases(running)) == 2       # the next export's bases
     assert _dumps(running) == expected
 
 

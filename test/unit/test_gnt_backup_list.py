@@ -32,9 +32,9 @@ def test_default_generations_table_shows_the_usage_columns_in_human_units(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     header, row = _list(monkeypatch, capsys, "-g")
     assert header.split() == ["Node", "Export", "Generation", "Timestamp", "Size", "Used",
-                              "Unique", "Shared", "Protected", "Note"]
+                              "Unique", "Shared", "Verified", "Protected", "Note"]
     assert row.split() == ["node3", "web1", "20251201T031500Z", "2025-12-01", "03:15:00Z",
-                           "4.0G", "1.1G", "41M", "1.1G", "N"]
+                           "4.0G", "1.1G", "41M", "1.1G", "-", "N"]
 
 
 def test_separator_gives_scripts_plain_bytes(
