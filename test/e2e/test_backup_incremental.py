@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -43,6 +44,24 @@ def rcluster(reflink_fs: Path) -> Iterator[E2ECluster]:
         yield lc
     finally:
         lc.stop(log=lambda _m: None)
+
+
+@pytest.fixture(autouse=True)
+def _tidy(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remove the test's instances and exports: the loop filesystem is small."""
+    yield
+    for name in ("rcluster", "cluster"):
+        if name not in request.fixturenames:
+            continue
+        lc: E2ECluster = request.getfixturevalue(name)
+        listed = lc.gnt("gnt-instance", "list", "--no-headers", "-o", "name", ok=False)
+        for inst in listed.stdout.split():
+            lc.gnt("gnt-instance", "remove", "-f", inst, ok=False)
+        for node in lc.nodes:
+            base = node.paths.export_dir
+            for path in [*base.glob("inc*"), *base.glob("live*"),
+                         *base.glob(".generations/*")]:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def sha256(path: Path) -> str:

@@ -39,7 +39,8 @@ import pytest
 
 from ganeti.storage import reflink
 
-IMAGE_SIZE = 1024 * 1024 * 1024
+# sparse: costs only what is used; room for the incremental and compressing-fs e2e tests
+IMAGE_SIZE = 4 * 1024 * 1024 * 1024
 SLOT_PREFIX = "ganeti-test-fs-"
 MAX_SLOTS_PER_WORKER = 3
 _CMD_TIMEOUT = 120
