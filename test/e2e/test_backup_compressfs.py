@@ -8,7 +8,6 @@ really occupy next to their apparent size.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -17,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from support.cluster import E2ECluster
+from support.files import sha256_file
 from support.fsfixture import FsUnavailable, set_compression
 
 from ganeti.backup import exportconf
-from ganeti.transfer.protocol import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -49,20 +48,6 @@ def ccluster(reflink_fs: Path) -> Iterator[E2ECluster]:
         shutil.rmtree(root, ignore_errors=True)   # 256 MiB disks: give the space back
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def disk_path(cluster: E2ECluster, name: str) -> Path:
-    conf = cluster.instance_conf(name)
-    assert conf is not None
-    return Path(conf["disks"][0]["logical_id"][1])
-
-
 def fill_with_text(path: Path) -> None:
     with open(path, "r+b") as handle:
         for _ in range(DISK_MIB * MIB // len(LINES)):
@@ -84,9 +69,9 @@ def test_export_to_a_compressing_filesystem_is_stored_compressed(
         ccluster: E2ECluster) -> None:
     ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
                  f"0:size={DISK_MIB}M", "--no-start", "cz1")
-    src = disk_path(ccluster, "cz1")
+    src = ccluster.disk_path("cz1")
     fill_with_text(src)
-    want = sha256(src)
+    want = sha256_file(src)
     # --compress only compresses the stream; the filesystem compresses the dump
     out = ccluster.gnt("gnt-backup", "export", "-n", "node3", "--compress", "zstd",
                        "cz1").stdout
@@ -97,7 +82,7 @@ def test_export_to_a_compressing_filesystem_is_stored_compressed(
     # a plain raw file of the disk's size, byte for byte the disk
     assert dump.is_file() and not dump.is_symlink()
     assert dump.stat().st_size == DISK_MIB * MIB
-    assert sha256(dump) == want
+    assert sha256_file(dump) == want
     # st_blocks reports the uncompressed size on btrfs; list -g shows the real one
     assert dump.stat().st_blocks * 512 >= DISK_MIB * MIB
     row, = generations(ccluster, "cz1")
@@ -119,20 +104,19 @@ def test_export_to_a_compressing_filesystem_is_stored_compressed(
     # the import reads the compressed dump back as the same bytes
     ccluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
                  "--src-dir", "cz1", "--no-start", "cz1-copy")
-    assert sha256(disk_path(ccluster, "cz1-copy")) == want
+    assert sha256_file(ccluster.disk_path("cz1-copy")) == want
     ccluster.gnt("gnt-instance", "remove", "-f", "cz1-copy")
     ccluster.gnt("gnt-instance", "remove", "-f", "cz1")
 
 
 
-@pytest.mark.skipif(PROTOCOL_VERSION < 3, reason="incremental exports need stream protocol 3")
 def test_incremental_generations_share_their_compressed_extents(
         ccluster: E2ECluster) -> None:
     ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
                  f"0:size={DISK_MIB}M", "--no-start", "cz2")
-    src = disk_path(ccluster, "cz2")
+    src = ccluster.disk_path("cz2")
     fill_with_text(src)
-    first_sha = sha256(src)
+    first_sha = sha256_file(src)
     ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations", "cz2")
     first, = (r["generation"] for r in generations(ccluster, "cz2"))
     with open(src, "r+b") as handle:              # 4 MiB of the 256 change, incompressibly
@@ -156,6 +140,6 @@ def test_incremental_generations_share_their_compressed_extents(
     # the older generation still imports to its own data
     ccluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
                  "--src-dir", f"cz2@{first}", "--no-start", "cz2-old")
-    assert sha256(disk_path(ccluster, "cz2-old")) == first_sha
+    assert sha256_file(ccluster.disk_path("cz2-old")) == first_sha
     ccluster.gnt("gnt-instance", "remove", "-f", "cz2-old")
     ccluster.gnt("gnt-instance", "remove", "-f", "cz2")

@@ -9,7 +9,6 @@ from, whatever happened to the exports after or around it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -20,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.cluster import E2ECluster
+from support.cluster import E2ECluster, reflink_cluster_fixture
+from support.files import flip_byte, sha256_file
 
 from ganeti import constants, daemon
 from ganeti.backup import blockindex
@@ -36,14 +36,7 @@ CHANGED_RE = re.compile(r"disk/(\d+): (\S+) of (\S+) changed \(([\d.]+)%\), read
                         r" sent (\S+) in [\d.]+s, base (\S+) \((\w+)\)")
 
 
-@pytest.fixture(scope="module")
-def rcluster(reflink_fs: Path) -> Iterator[E2ECluster]:
-    root = reflink_fs / f"incr-{os.getpid()}-{time.monotonic_ns()}"
-    lc = E2ECluster.create_and_start(root)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+rcluster = reflink_cluster_fixture("incr")
 
 
 @pytest.fixture(autouse=True)
@@ -64,24 +57,10 @@ def _tidy(request: pytest.FixtureRequest) -> Iterator[None]:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(4 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def disk_path(cluster: E2ECluster, name: str) -> Path:
-    conf = cluster.instance_conf(name)
-    assert conf is not None
-    return Path(conf["disks"][0]["logical_id"][1])
-
-
 def add_stopped(cluster: E2ECluster, name: str, size_mib: int = DISK_MIB) -> Path:
     cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
                 f"0:size={size_mib}M", "--no-start", name)
-    disk = disk_path(cluster, name)
+    disk = cluster.disk_path(name)
     with open(disk, "r+b") as handle:           # 3/4 data, the rest holes
         handle.write(os.urandom(size_mib * MIB * 3 // 4))
     return disk
@@ -133,7 +112,7 @@ def dump_of(cluster: E2ECluster, name: str, generation: str) -> Path:
 def import_sha(cluster: E2ECluster, name: str, generation: str, new_name: str) -> str:
     cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
                 f"{name}@{generation}", "--no-start", new_name)
-    digest = sha256(disk_path(cluster, new_name))
+    digest = sha256_file(cluster.disk_path(new_name))
     cluster.gnt("gnt-instance", "remove", "-f", new_name)
     return digest
 
@@ -154,7 +133,7 @@ def shared_bytes(a: Path, b: Path) -> int:
 
 def run_generations(cluster: E2ECluster, name: str, mode: str) -> None:
     disk = add_stopped(cluster, name)
-    shas = [sha256(disk)]
+    shas = [sha256_file(disk)]
     out = export(cluster, name).stdout
     assert "disk/0: exporting in full: this is the first export" in out
     assert not changed(out)
@@ -163,7 +142,7 @@ def run_generations(cluster: E2ECluster, name: str, mode: str) -> None:
     for page in range(8):
         write_at(disk, (40 + page * 2) * MIB + 4096 * page, os.urandom(4096))
     write_at(disk, 4 * MIB, bytes(4 * MIB))
-    shas.append(sha256(disk))
+    shas.append(sha256_file(disk))
     out = export(cluster, name).stdout
     first, second = generations(cluster, name)
     sent, base, seen_mode = changed(out)[0]
@@ -172,7 +151,7 @@ def run_generations(cluster: E2ECluster, name: str, mode: str) -> None:
     limit = 10 * MIB if mode == "extents" else 28 * MIB
     assert _bytes(sent) <= limit, out
     newest = dump_of(cluster, name, second)
-    assert sha256(newest) == shas[1]
+    assert sha256_file(newest) == shas[1]
     index = blockindex.BlockIndex.read(blockindex.index_path(newest))
     assert index.base == first
     # the zeroed block is a hole again
@@ -185,7 +164,7 @@ def run_generations(cluster: E2ECluster, name: str, mode: str) -> None:
     gens = generations(cluster, name)
     assert len(gens) == 3
     for idx, gen in enumerate(gens):
-        assert sha256(dump_of(cluster, name, gen)) == shas[idx]
+        assert sha256_file(dump_of(cluster, name, gen)) == shas[idx]
         assert import_sha(cluster, name, gen, f"{name}-r{idx}") == shas[idx]
 
 
@@ -205,7 +184,7 @@ def test_generations_on_reflink_share_data_and_import_identically(rcluster: E2EC
     # the second generation shares nearly all of its data with the first
     assert shared_bytes(first, second) >= 30 * MIB
     # the primary keeps the base snapshot; no other snapshot is left
-    snaps = sorted(p.name for p in disk_path(rcluster, "inc1").parent.iterdir()
+    snaps = sorted(p.name for p in rcluster.disk_path("inc1").parent.iterdir()
                    if ".snap-" in p.name)
     assert len(snaps) == 1 and snaps[0].endswith(".snap-backup-base"), snaps
 
@@ -218,17 +197,17 @@ def test_pruning_a_middle_generation_keeps_the_later_ones(rcluster: E2ECluster) 
     write_at(disk, 30 * MIB, os.urandom(MIB))
     export(rcluster, "inc2")
     gens = generations(rcluster, "inc2")
-    before = {gen: sha256(dump_of(rcluster, "inc2", gen)) for gen in gens}
+    before = {gen: sha256_file(dump_of(rcluster, "inc2", gen)) for gen in gens}
     rcluster.gnt("gnt-backup", "remove", f"inc2@{gens[1]}")
     assert generations(rcluster, "inc2") == [gens[0], gens[2]]
     for gen in (gens[0], gens[2]):
-        assert sha256(dump_of(rcluster, "inc2", gen)) == before[gen]
+        assert sha256_file(dump_of(rcluster, "inc2", gen)) == before[gen]
     # and the next export still builds on the newest one
     write_at(disk, 50 * MIB, os.urandom(MIB))
     out = export(rcluster, "inc2").stdout
     assert changed(out)[0][1] == gens[2]
-    assert sha256(dump_of(rcluster, "inc2", generations(rcluster, "inc2")[-1])) == \
-        sha256(disk)
+    assert sha256_file(dump_of(rcluster, "inc2", generations(rcluster, "inc2")[-1])) == \
+        sha256_file(disk)
 
 
 def test_failed_incremental_exports_leave_every_generation_intact(rcluster: E2ECluster
@@ -238,9 +217,9 @@ def test_failed_incremental_exports_leave_every_generation_intact(rcluster: E2EC
     write_at(disk, 12 * MIB, os.urandom(2 * MIB))
     export(rcluster, "inc3")
     gens = generations(rcluster, "inc3")
-    before = {gen: sha256(dump_of(rcluster, "inc3", gen)) for gen in gens}
+    before = {gen: sha256_file(dump_of(rcluster, "inc3", gen)) for gen in gens}
     base_snap = disk.with_name(disk.name + ".snap-backup-base")
-    base_before = sha256(base_snap)
+    base_before = sha256_file(base_snap)
     write_at(disk, 33 * MIB, os.urandom(3 * MIB))
     node3 = rcluster.node("node3")
     # 1. vetoed by a pre hook, before anything is copied
@@ -279,15 +258,15 @@ def test_failed_incremental_exports_leave_every_generation_intact(rcluster: E2EC
         rcluster.start(log=lambda _m: None)
     assert generations(rcluster, "inc3") == gens
     for gen in gens:
-        assert sha256(dump_of(rcluster, "inc3", gen)) == before[gen]
-    assert sha256(base_snap) == base_before
+        assert sha256_file(dump_of(rcluster, "inc3", gen)) == before[gen]
+    assert sha256_file(base_snap) == base_before
     leftovers = [p.name for p in disk.parent.iterdir() if ".snap-export-" in p.name]
     assert leftovers == []
     # the next export works, incrementally, from the same base
     out = export(rcluster, "inc3").stdout
     assert changed(out)[0][1:] == (gens[-1], "extents")
-    assert sha256(dump_of(rcluster, "inc3", generations(rcluster, "inc3")[-1])) == \
-        sha256(disk)
+    assert sha256_file(dump_of(rcluster, "inc3", generations(rcluster, "inc3")[-1])) == \
+        sha256_file(disk)
 
 
 def test_corrupted_base_makes_the_next_export_full(rcluster: E2ECluster) -> None:
@@ -296,24 +275,20 @@ def test_corrupted_base_makes_the_next_export_full(rcluster: E2ECluster) -> None
     gen = generations(rcluster, "inc4")[-1]
     dump = dump_of(rcluster, "inc4", gen)
     # bit rot in the first data block of the base dump: the spot check reads it
-    with open(dump, "r+b") as handle:
-        handle.seek(100)
-        byte = handle.read(1)
-        handle.seek(100)
-        handle.write(bytes([byte[0] ^ 0x01]))
+    flip_byte(dump, 100)
     write_at(disk, 40 * MIB, os.urandom(MIB))
     out = export(rcluster, "inc4").stdout
     assert "disk/0: exporting in full:" in out and "spot check" in out, out
     assert not changed(out)
     newest = dump_of(rcluster, "inc4", generations(rcluster, "inc4")[-1])
-    assert sha256(newest) == sha256(disk)
+    assert sha256_file(newest) == sha256_file(disk)
     # a damaged index: full again, saying so
     index = blockindex.index_path(newest)
     index.write_bytes(index.read_bytes()[:-5])
     out = export(rcluster, "inc4").stdout
     assert "disk/0: exporting in full:" in out and "block index" in out, out
-    assert sha256(dump_of(rcluster, "inc4", generations(rcluster, "inc4")[-1])) == \
-        sha256(disk)
+    assert sha256_file(dump_of(rcluster, "inc4", generations(rcluster, "inc4")[-1])) == \
+        sha256_file(disk)
 
 
 def test_full_option_and_grown_disk_export_in_full(rcluster: E2ECluster) -> None:
@@ -326,8 +301,8 @@ def test_full_option_and_grown_disk_export_in_full(rcluster: E2ECluster) -> None
     disk = add_stopped(rcluster, "inc5", size_mib=24)
     out = export(rcluster, "inc5").stdout
     assert "disk/0: exporting in full: the disk's size changed" in out, out
-    assert sha256(dump_of(rcluster, "inc5", generations(rcluster, "inc5")[-1])) == \
-        sha256(disk)
+    assert sha256_file(dump_of(rcluster, "inc5", generations(rcluster, "inc5")[-1])) == \
+        sha256_file(disk)
 
 
 def test_live_incremental_export_of_a_running_instance(rcluster: E2ECluster) -> None:

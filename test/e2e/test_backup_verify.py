@@ -8,12 +8,11 @@ the btrfs (or xfs) loop filesystem where generations can share extents.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.cluster import E2ECluster, output
+from support.cluster import E2ECluster, output, reflink_cluster_fixture
+from support.files import flip_byte
 
 from ganeti.backup import blockindex
 from ganeti.transfer import BLOCK_SIZE
@@ -24,15 +23,7 @@ pytestmark = pytest.mark.e2e
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def rcluster(reflink_fs: Path) -> Iterator[E2ECluster]:
-    """A 3-node cluster whose node roots live on a reflink-capable filesystem."""
-    root = reflink_fs / f"verify-{os.getpid()}-{time.monotonic_ns()}"
-    lc = E2ECluster.create_and_start(root)
-    try:
-        yield lc
-    finally:
-        lc.stop(log=lambda _m: None)
+rcluster = reflink_cluster_fixture("verify")
 
 
 @pytest.fixture(params=["cluster", "rcluster"])
@@ -41,25 +32,11 @@ def any_cluster(request: pytest.FixtureRequest) -> E2ECluster:
     return found
 
 
-def disk_file(cluster: E2ECluster, name: str, idx: int = 0) -> Path:
-    conf = cluster.instance_conf(name)
-    assert conf is not None
-    return Path(conf["disks"][idx]["logical_id"][1])
-
-
 def ensure_index(dump: Path) -> None:
     """The transfer receiver wrote the dump's block index, matching the dump."""
     index = blockindex.index_path(dump)
     assert index.is_file(), f"{index} is missing"
     assert blockindex.BlockIndex.read(index).checksum == checksum_file(dump)
-
-
-def flip(path: Path, offset: int) -> None:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0x5A]))
 
 
 def verified(cluster: E2ECluster, instance: str) -> dict[str, str]:
@@ -74,11 +51,11 @@ def test_verify_finds_a_flipped_byte_by_disk_and_offset(any_cluster: E2ECluster)
     cluster = any_cluster
     cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=12M",
                 "--disk", "1:size=8M", "--no-start", "ver1")
-    with open(disk_file(cluster, "ver1", 0), "r+b") as handle:
+    with open(cluster.disk_path("ver1", 0), "r+b") as handle:
         handle.write(os.urandom(3 * MIB))
         handle.seek(2 * BLOCK_SIZE)
         handle.write(os.urandom(MIB))            # block 2 holds data; block 1 partly
-    with open(disk_file(cluster, "ver1", 1), "r+b") as handle:
+    with open(cluster.disk_path("ver1", 1), "r+b") as handle:
         handle.write(os.urandom(MIB))
     cluster.gnt("gnt-backup", "export", "-n", "node3", "ver1")
     exp = cluster.node("node3").paths.export_dir / "ver1"
@@ -95,7 +72,7 @@ def test_verify_finds_a_flipped_byte_by_disk_and_offset(any_cluster: E2ECluster)
     assert "block by block" in out
     assert verified(cluster, "ver1")[gen].startswith("ok 20")
 
-    flip(exp / "disk0.img", 2 * BLOCK_SIZE + 4097)
+    flip_byte(exp / "disk0.img", 2 * BLOCK_SIZE + 4097, 0x5A)
     proc = cluster.gnt("gnt-backup", "verify", "ver1", ok=False)
     out = output(proc)
     assert proc.returncode == 1, out
@@ -118,7 +95,7 @@ def test_verify_finds_a_flipped_byte_by_disk_and_offset(any_cluster: E2ECluster)
 
     # without its index the dump is checked by checksum only, and the failure still found
     blockindex.index_path(exp / "disk0.img").unlink()
-    flip(exp / "disk0.img", 5)
+    flip_byte(exp / "disk0.img", 5, 0x5A)
     proc = cluster.gnt("gnt-backup", "verify", f"ver1@{newest}", ok=False)
     out = output(proc)
     assert proc.returncode == 1 and "bad blocks cannot be located" in out
@@ -136,7 +113,7 @@ def test_verify_finds_a_flipped_byte_by_disk_and_offset(any_cluster: E2ECluster)
 def test_schedule_verifies_what_it_exported(cluster: E2ECluster) -> None:
     cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
                 "--no-start", "ver2")
-    with open(disk_file(cluster, "ver2"), "r+b") as handle:
+    with open(cluster.disk_path("ver2"), "r+b") as handle:
         handle.write(os.urandom(MIB))
     cluster.gnt("gnt-backup", "schedule", "add", "checked", "--instances", "ver2", "-n",
                 "node3", "--cron", "@daily", "--verify")

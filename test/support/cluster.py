@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ class E2ECluster(LocalCluster):
         found: dict[str, Any] | None = next(
             (i for i in data["instances"].values() if i["name"] == name), None)
         return found
+
+    def disk_path(self, name: str, index: int = 0) -> Path:
+        """The file of a file disk of an instance."""
+        conf = self.instance_conf(name)
+        assert conf is not None, f"no instance {name}"
+        return Path(conf["disks"][index]["logical_id"][1])
 
     def rpc_runner(self) -> RpcRunner:
         """An RPC runner speaking to the nodes with the master's certificate."""
@@ -83,6 +90,20 @@ def cluster_fixture(label: str, node_count: int = 3) -> Callable[..., Iterator[E
     def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
         """A started local cluster (E2ECluster) shared by the tests of one module."""
         cluster = start_cluster(tmp_path_factory.mktemp(label), node_count)
+        try:
+            yield cluster
+        finally:
+            stop_quietly(cluster)
+    return fixture
+
+
+def reflink_cluster_fixture(label: str) -> Callable[..., Iterator[E2ECluster]]:
+    """Like :func:`cluster_fixture`, with the node roots on the reflink loop filesystem
+    (``reflink_fs``): live file-disk snapshots, export bases, cloned generations."""
+    @pytest.fixture(scope="module")
+    def fixture(reflink_fs: Path) -> Iterator[E2ECluster]:
+        """A started 3-node cluster on a btrfs (or XFS) loop filesystem."""
+        cluster = start_cluster(reflink_fs / f"{label}-{os.getpid()}-{time.monotonic_ns()}")
         try:
             yield cluster
         finally:

@@ -1,0 +1,27 @@
+"""Small file helpers the tests share: content digests and bit rot."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+MIB = 1024 * 1024
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's content (holes read as zeros), read in 4 MiB steps."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(4 * MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def flip_byte(path: str | os.PathLike[str], offset: int, mask: int = 0x01) -> None:
+    """Change one byte in place, as bit rot would (``mask`` XORed into it)."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        assert byte, f"{path} has no byte at {offset}"
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ mask]))
