@@ -22,6 +22,7 @@ from ganeti.backend import NodeContext, RpcFail
 from ganeti.backend import transfer as bk
 from ganeti.backup.blockindex import BlockIndex, from_digests, index_path
 from ganeti.rpc.result import RpcResult
+from ganeti.storage import reflink
 from ganeti.storage.extents import DiskReader, DiskWriter, allocated_bytes
 from ganeti.transfer import BLOCK_SIZE, COMPRESS_NONE, COMPRESS_ZSTD
 from ganeti.transfer import protocol as proto
@@ -617,13 +618,13 @@ def test_slow_base_copy_keeps_the_sender_waiting(node: NodeContext, noreflink_di
     base = noreflink_dir / "gen1" / "disk0.img"
     _full(tls, src, base)
     _write(src, 2 * BLOCK_SIZE, os.urandom(4096))
-    real_copy = receiver.reflink.clone_or_copy
+    real_copy = reflink.clone_or_copy
 
     def slow_copy(src_path: Any, dst: Any, should_stop: Any = None) -> str:
         time.sleep(3.0)                    # three times the progress timeout below
         return real_copy(src_path, dst, should_stop)
 
-    monkeypatch.setattr(receiver.reflink, "clone_or_copy", slow_copy)
+    monkeypatch.setattr(reflink, "clone_or_copy", slow_copy)
     monkeypatch.setattr(receiver, "WAIT_INTERVAL", 0.2)
     quick = registry.StreamOptions(connect_timeout=20, listen_timeout=30, progress_timeout=1,
                                    incremental=True)
