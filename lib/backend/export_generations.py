@@ -59,20 +59,35 @@ __all__ = [
 
 
 def _describe(ctx: NodeContext, instance: str, path: Path, newest: bool, name: str,
-              use: usage.Usage) -> GenerationInfo:
+              use: usage.Usage | None) -> GenerationInfo:
     stamp = export_timestamp(path)
     meta = export_meta.read(path)
-    return {"instance": instance, "generation": name or generation_name(stamp),
-            "timestamp": stamp, "size": use.size, "used": use.used, "unique": use.unique,
-            "shared": use.shared, "newest": newest,
-            "path": pathutils.to_wire_name(ctx.paths, path),
-            "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem,
-            "verify": meta.verify}
+    info: GenerationInfo = {
+        "instance": instance, "generation": name or generation_name(stamp),
+        "timestamp": stamp, "size": _apparent_size(path), "newest": newest,
+        "path": pathutils.to_wire_name(ctx.paths, path),
+        "protected": meta.protected, "note": meta.note, "meta_problem": meta.problem,
+        "verify": meta.verify}
+    if use is not None:
+        info["size"], info["used"] = use.size, use.used
+        info["unique"], info["shared"] = use.unique, use.shared
+    return info
 
 
-def _describe_instance(ctx: NodeContext, instance: str) -> list[GenerationInfo]:
-    """The instance's generations here (the newest export first); unique and shared
-    bytes are counted across all of them (ganeti.storage.usage)."""
+def _apparent_size(path: Path) -> int:
+    total = 0
+    for file in usage.directory_files(path):
+        try:
+            total += file.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _describe_instance(ctx: NodeContext, instance: str, with_usage: bool
+                       ) -> list[GenerationInfo]:
+    """The instance's generations here (the newest export first); with usage, unique
+    and shared bytes are counted across all of them (ganeti.storage.usage)."""
     found: list[tuple[Path, bool, str]] = []
     newest = export_path(ctx, instance)
     if (newest / constants.EXPORT_CONF_FILE).is_file():
@@ -82,15 +97,23 @@ def _describe_instance(ctx: NodeContext, instance: str) -> list[GenerationInfo]:
         for entry in sorted(root.iterdir()):
             if GEN_RE.match(entry.name) and (entry / constants.EXPORT_CONF_FILE).is_file():
                 found.append((entry, False, entry.name))
-    uses = usage.generation_usage([usage.directory_files(path) for path, _n, _g in found])
+    uses: list[usage.Usage | None] = [None] * len(found)
+    if with_usage:
+        uses = list(usage.generation_usage([usage.directory_files(path)
+                                            for path, _n, _g in found]))
     return [_describe(ctx, instance, path, is_newest, name, use)
             for (path, is_newest, name), use in zip(found, uses, strict=True)]
 
 
-@procedure("fast")
-def export_generations(ctx: NodeContext, instance_names: list[str] | None = None
-                       ) -> list[GenerationInfo]:
-    """Every export generation here (newest exports included) with timestamp and sizes."""
+@procedure("normal")
+def export_generations(ctx: NodeContext, instance_names: list[str] | None = None,
+                       usage: bool = False) -> list[GenerationInfo]:
+    """Every export generation here (newest exports included) with timestamp and size.
+
+    ``usage`` adds used, unique and shared bytes: it maps the extents of every
+    file (milliseconds per generation, more on a compressing btrfs), which only
+    the listing needs, not prune, verify or an import's lookup.
+    """
     wanted = set(instance_names) if instance_names else None
     names = set(export_list(ctx))
     gen_base = ctx.paths.export_dir / GENERATIONS_DIR
@@ -100,7 +123,7 @@ def export_generations(ctx: NodeContext, instance_names: list[str] | None = None
     for inst in sorted(names):
         if wanted is not None and inst not in wanted:
             continue
-        result.extend(_describe_instance(ctx, inst))
+        result.extend(_describe_instance(ctx, inst, usage))
     return result
 
 

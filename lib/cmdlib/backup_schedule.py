@@ -24,12 +24,14 @@ SCHEDULE_FIELDS: tuple[str, ...] = tuple(ScheduleSpec.model_fields)
 _SNAPSHOT_CHECK_FIELDS = {"shutdown_mode", "instances", "tags", "all_instances", "exclude"}
 
 
-def collect_generations(lu: NoHooksLU, nodes: list[str], instances: list[str] | None
-                        ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(generations with their node, nodes that could not be asked)."""
+def collect_generations(lu: NoHooksLU, nodes: list[str], instances: list[str] | None,
+                        usage: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """(generations with their node, nodes that could not be asked); ``usage``: with
+    used, unique and shared bytes (for listings)."""
     found: list[dict[str, Any]] = []
     unreachable: list[str] = []
-    for node, res in sorted(lu.rpc.call_export_generations(nodes, instances or None).items()):
+    answers = lu.rpc.call_export_generations(nodes, instances or None, usage)
+    for node, res in sorted(answers.items()):
         if res.fail_msg:
             unreachable.append(node)
             lu.LogWarning("Cannot list the export generations of %s: %s", node, res.fail_msg)
@@ -198,7 +200,8 @@ class LUBackupListGenerations(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         nodes = self.op.nodes or online_node_names(self)
-        found, unreachable = collect_generations(self, nodes, self.op.instances)
+        found, unreachable = collect_generations(self, nodes, self.op.instances,
+                                                 usage=True)
         return {"generations": found, "unreachable": unreachable}
 
 

@@ -55,9 +55,11 @@ class GenerationInfo(TypedDict):
     generation: str
     timestamp: float
     size: int
-    used: int
-    unique: int      # of used (allocated bytes): no other generation of the instance uses them
-    shared: int      # of used: another generation of the instance here uses them too
+    # only when asked for (export_generations' usage): allocated bytes, and of them
+    # those no other generation of the instance here uses / another one uses too
+    used: NotRequired[int]
+    unique: NotRequired[int]
+    shared: NotRequired[int]
     newest: bool
     path: str
     protected: bool

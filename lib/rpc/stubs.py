@@ -135,9 +135,9 @@ CALLS: tuple[RpcCall, ...] = (
         doc="Remove an older export generation (refused while it is protected).",
     ),
     RpcCall(
-        "export_generations", "export_generations", "fast",
-        (Arg("instance_names"),),
-        doc="Every export generation here (newest exports included) with timestamp and sizes.",
+        "export_generations", "export_generations", "normal",
+        (Arg("instance_names"), Arg("usage")),
+        doc="Every export generation here (newest exports included) with timestamp and size.",
     ),
     RpcCall(
         "export_info", "export_info", "fast",
@@ -557,12 +557,13 @@ class RpcStubs:
         self,
         nodes: Iterable[str],
         instance_names: list[str] | None = None,
+        usage: bool = False,
         *,
         timeout: float | None = None,
     ) -> dict[str, RpcResult[list[GenerationInfo]]]:
-        """Every export generation here (newest exports included) with timestamp and sizes."""
+        """Every export generation here (newest exports included) with timestamp and size."""
         result: dict[str, RpcResult[list[GenerationInfo]]] = self.call(
-            "export_generations", nodes, instance_names, timeout=timeout)
+            "export_generations", nodes, instance_names, usage, timeout=timeout)
         return result
 
     def call_export_info(

@@ -181,7 +181,7 @@ def test_export_generations_reports_usage_per_generation(compressed_dir: Path) -
     ctx = NodeContext(paths=pathutils.Paths.for_root(compressed_dir / "root"))
     for day, change in ((1767322800, None), (1767409200, 3 * MIB)):
         staging = ctx.paths.root / ex.export_prepare(ctx, "inst1").lstrip("/")
-        gens = eg.export_generations(ctx, ["inst1"])
+        gens = eg.export_generations(ctx, ["inst1"], usage=True)
         if gens:                                      # incremental: clone the newest
             _clone(ctx.paths.root / gens[0]["path"].lstrip("/") / "disk0.img",
                    staging / "disk0.img")
@@ -189,7 +189,7 @@ def test_export_generations_reports_usage_per_generation(compressed_dir: Path) -
         else:
             _write(staging / "disk0.img", _text(16 * MIB))
         ex.export_finalize(ctx, "inst1", f"[export]\nversion = 0\ntimestamp = {day}\n", True)
-    newest, older = eg.export_generations(ctx, ["inst1"])
+    newest, older = eg.export_generations(ctx, ["inst1"], usage=True)
     assert newest["newest"] and not older["newest"]
     for gen in (newest, older):
         assert gen["size"] > 16 * MIB
