@@ -20,7 +20,7 @@ from ganeti.backup.blockindex import BlockIndex, IndexProblem
 from ganeti.rpc.contract import procedure
 from ganeti.rpc.payloads import BaseChoice, DiskBase
 from ganeti.storage.extents import DiskReader
-from ganeti.transfer.checksum import new_hash
+from ganeti.transfer.checksum import block_digest
 
 # blocks of the base dump re-read before it is trusted
 SPOT_CHECKS = 3
@@ -47,7 +47,7 @@ def spot_check(dump: os.PathLike[str] | str, index: BlockIndex) -> str | None:
             view = memoryview(buf)[:length]
             if reader.readinto(offset, view) != length:
                 return f"the dump is short at offset {offset}"
-            if new_hash(index.algorithm, view).digest() != index.digest(block):
+            if block_digest(index.algorithm, view) != index.digest(block):
                 return f"block {block} (offset {offset}) does not match the index"
     return None
 

@@ -22,7 +22,6 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +40,11 @@ from ganeti.rpc.contract import procedure
 from ganeti.rpc.payloads import BadBlock, DiskVerifyResult
 from ganeti.storage.extents import DiskReader
 from ganeti.transfer import BLOCK_SIZE
-from ganeti.transfer.checksum import algorithm_of, block_pieces, new_hash
+from ganeti.transfer.checksum import algorithm_of, block_digest, block_pieces, zero_digest
 
 MIB = 1024 * 1024
 # bad blocks listed per disk (the count is always exact)
 MAX_BAD_BLOCKS = 256
-
-
-@lru_cache(maxsize=8)
-def _zero_digest(algorithm: str, length: int) -> bytes:
-    return bytes(new_hash(algorithm, bytes(length)).digest())
 
 
 def block_digests(reader: DiskReader, size: int, algorithm: str
@@ -71,13 +65,13 @@ def block_digests(reader: DiskReader, size: int, algorithm: str
             has_data = True      # each piece lies in one block, earlier ones are consumed
             piece = next(pieces, None)
         if not has_data:
-            yield block, _zero_digest(algorithm, length), 0
+            yield block, zero_digest(algorithm, length), 0
             continue
         view = buf[:length]
         got = reader.readinto(start, view)
         if got < length:
             view[got:] = bytes(length - got)
-        yield block, bytes(new_hash(algorithm, view).digest()), got
+        yield block, block_digest(algorithm, view), got
 
 
 def _result(disk: int, ivname: str, dump: Path, size: int) -> DiskVerifyResult:
