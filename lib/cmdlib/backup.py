@@ -117,23 +117,22 @@ class LUBackupExport(LogicalUnit):
                 f"Instance {inst.name} is running: it cannot be removed after the export"
                 " without shutting it down", errors.ECODE_STATE)
         self.use_snapshots = False
-        # the snapshots stay on the primary as the next export's base
-        self.keep_bases = False
-        if self.target.KEEPS_BASE and not op.remove_instance and not self.was_running \
+        # a stopped instance's disks are snapshotted too where the snapshots can
+        # stay on the primary as the next export's base
+        if (self.was_running or self.target.KEEPS_BASE) and not op.remove_instance \
                 and inst.disks:
-            # a stopped instance's disks are snapshotted too, only to keep a base
-            self.use_snapshots = self.keep_bases = \
-                not iu.disks_without_snapshots(self, inst)
-        if self.was_running and not op.remove_instance and inst.disks:
             unsupported = [str(idx) for idx in iu.disks_without_snapshots(self, inst)]
             self.use_snapshots = not unsupported
-            self.keep_bases = self.use_snapshots and self.target.KEEPS_BASE
-            if unsupported and not op.shutdown:
+        else:
+            unsupported = []
+        self.keep_bases = self.use_snapshots and self.target.KEEPS_BASE
+        if self.was_running and unsupported:
+            if not op.shutdown:
                 raise errors.OpPrereqError(
                     f"Instance {inst.name} is running and disk(s) {', '.join(unsupported)}"
                     " cannot be snapshotted on this storage; a live export (no shutdown) is"
                     " impossible", errors.ECODE_STATE)
-            if unsupported and not op.long_sleep:
+            if not op.long_sleep:
                 raise errors.OpPrereqError(
                     f"Disk(s) {', '.join(unsupported)} of instance {inst.name} cannot be"
                     " snapshotted, so the instance would stay down for the whole copy;"
