@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 MIB = 1024 * 1024
 
@@ -25,3 +26,16 @@ def flip_byte(path: str | os.PathLike[str], offset: int, mask: int = 0x01) -> No
         assert byte, f"{path} has no byte at {offset}"
         handle.seek(offset)
         handle.write(bytes([byte[0] ^ mask]))
+
+
+def sparse_file(path: str | os.PathLike[str], size: int,
+                pieces: list[tuple[int, bytes]]) -> Path:
+    """A sparse file of ``size`` bytes holding ``pieces`` (offset, data), holes elsewhere."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as handle:
+        handle.truncate(size)
+        for offset, data in pieces:
+            handle.seek(offset)
+            handle.write(data)
+    return target

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.files import sparse_file
 from support.rpc import as_runner
 
 from ganeti import crypto, pathutils
@@ -77,16 +78,6 @@ class FakeRpc:
         return call
 
 
-def _sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        for offset, data in pieces:
-            handle.seek(offset)
-            handle.write(data)
-    return path
-
-
 def test_file_paths_restricted_to_export_and_file_storage(nodes: dict[str, NodeContext],
                                                           tmp_path: Path) -> None:
     ctx = nodes["node1"]
@@ -140,7 +131,7 @@ def test_coordinator_copies_disks_in_parallel(nodes: dict[str, NodeContext]) -> 
     src_root = nodes["node1"].paths.file_storage_dir
     sizes = [3 * BLOCK_SIZE + 5, 2 * BLOCK_SIZE]
     for index, size in enumerate(sizes):
-        _sparse(src_root / "inst" / f"disk{index}", size,
+        sparse_file(src_root / "inst" / f"disk{index}", size,
                 [(index * 1000, os.urandom(MIB + index))])
     specs = [DiskTransfer(f"disk/{i}", "node1",
                           {"kind": "file", "path": f"/var/lib/ganeti/file-storage/inst/disk{i}"},
@@ -187,7 +178,7 @@ def test_coordinator_reports_a_failed_side_and_cleans_up(nodes: dict[str, NodeCo
 
 def test_coordinator_notices_an_unreachable_node(nodes: dict[str, NodeContext]) -> None:
     rpc = FakeRpc(nodes)
-    _sparse(nodes["node1"].paths.file_storage_dir / "slow", MIB, [(0, b"x")])
+    sparse_file(nodes["node1"].paths.file_storage_dir / "slow", MIB, [(0, b"x")])
     specs = [DiskTransfer("disk/0", "node1",
                           {"kind": "file", "path": "/var/lib/ganeti/file-storage/slow"},
                           "node2", {"kind": "file", "path": "/srv/ganeti/export/s/disk0"},
@@ -223,7 +214,7 @@ def test_coordinator_disk_to_disk_through_the_storage_driver(
         nodes: dict[str, NodeContext]) -> None:
     rpc = FakeRpc(nodes)
     size = 2 * BLOCK_SIZE + 4096
-    src = _sparse(nodes["node1"].paths.file_storage_dir / "inst9" / "disk0", size,
+    src = sparse_file(nodes["node1"].paths.file_storage_dir / "inst9" / "disk0", size,
                   [(BLOCK_SIZE - 100, os.urandom(300))])
     dest = nodes["node2"].paths.file_storage_dir / "inst9" / "disk0"
     dest.parent.mkdir(parents=True)
@@ -250,7 +241,7 @@ def test_coordinator_sha256_sender_and_verifying_receiver(
             return super()._one(name, node, args)
 
     rpc = Recording(nodes)
-    src = _sparse(nodes["node1"].paths.file_storage_dir / "old" / "disk0",
+    src = sparse_file(nodes["node1"].paths.file_storage_dir / "old" / "disk0",
                   BLOCK_SIZE + 10, [(3, os.urandom(5000))])
     spec = DiskTransfer("disk/0", "node1",
                         {"kind": "file", "path": "/var/lib/ganeti/file-storage/old/disk0"},

@@ -7,7 +7,6 @@ can), and every result is byte-identical to its source.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.files import sha256_file, sparse_file
 from support.rpc import as_runner
 
 from ganeti import crypto, pathutils, storage
@@ -73,28 +73,10 @@ class _Tls:
         self.client = crypto.client_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
 
 
-def _sparse(path: Path, size: int, pieces: list[tuple[int, bytes]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        for offset, data in pieces:
-            handle.seek(offset)
-            handle.write(data)
-    return path
-
-
 def _write(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as handle:
         handle.seek(offset)
         handle.write(data)
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(BLOCK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_hole(path: Path, offset: int, length: int) -> bool:
@@ -154,7 +136,7 @@ SIZE = 6 * BLOCK_SIZE + 1234
 
 
 def _source(path: Path) -> Path:
-    return _sparse(path, SIZE, [(0, os.urandom(SIZE))])
+    return sparse_file(path, SIZE, [(0, os.urandom(SIZE))])
 
 
 # --- pieces: checksum, protocol, writer ----------------------------------------------
@@ -203,7 +185,7 @@ def test_digest_frames_and_ready() -> None:
 
 
 def test_writer_on_an_existing_file_keeps_content_and_punches_holes(tmp_path: Path) -> None:
-    path = _sparse(tmp_path / "f", 3 * MIB, [(0, b"\x07" * (3 * MIB))])
+    path = sparse_file(tmp_path / "f", 3 * MIB, [(0, b"\x07" * (3 * MIB))])
     with DiskWriter.open_existing(path, 3 * MIB) as writer:
         writer.write_at(10, b"new")
         writer.punch(MIB, MIB)
@@ -237,7 +219,7 @@ def test_finished_line_for_incremental_and_full_disks() -> None:
 def test_full_stream_writes_an_index_matching_the_checksum(node: NodeContext,
                                                            tmp_path: Path) -> None:
     tls = _Tls(node)
-    src = _sparse(tmp_path / "src", SIZE, [(5, os.urandom(MIB)),
+    src = sparse_file(tmp_path / "src", SIZE, [(5, os.urandom(MIB)),
                                            (3 * BLOCK_SIZE, os.urandom(BLOCK_SIZE + 9))])
     dest = tmp_path / "out" / "disk0.img"
     send = _full(tls, src, dest)
@@ -260,7 +242,7 @@ def test_hash_mode_sends_only_changed_blocks(node: NodeContext, fs: str, verify:
     src = _source(where / "src.img")
     base = where / "gen1" / "disk0.img"
     _full(tls, src, base)
-    base_sha, base_index_sha = _sha(base), _sha(index_path(base))
+    base_sha, base_index_sha = sha256_file(base), sha256_file(index_path(base))
     _write(src, BLOCK_SIZE + 4096, os.urandom(4096))        # block 1: 4 KiB changed
     _write(src, 3 * BLOCK_SIZE, bytes(BLOCK_SIZE))            # block 3: now all zeros
     dest = where / "gen2" / "disk0.img"
@@ -270,7 +252,7 @@ def test_hash_mode_sends_only_changed_blocks(node: NodeContext, fs: str, verify:
     send, recv = _stream(tls, f"hash-{fs[:3]}-{int(verify)}", src,
                          FileOutput(dest, base, "gen1"), recv_options=recv_options)
     assert send.success and recv.success, (send.error, recv.error)
-    assert _sha(dest) == _sha(src)
+    assert sha256_file(dest) == sha256_file(src)
     assert send.checksum == recv.checksum == checksum_file(src)
     status, rstatus = send.status(), recv.status()
     assert status["mode"] == rstatus["mode"] == "hash"
@@ -283,13 +265,13 @@ def test_hash_mode_sends_only_changed_blocks(node: NodeContext, fs: str, verify:
     assert _is_hole(dest, 3 * BLOCK_SIZE, BLOCK_SIZE)
     index = BlockIndex.read(index_path(dest))
     assert index.base == "gen1" and index.checksum == send.checksum
-    assert (_sha(base), _sha(index_path(base))) == (base_sha, base_index_sha)
+    assert (sha256_file(base), sha256_file(index_path(base))) == (base_sha, base_index_sha)
 
 
 def test_hash_mode_does_not_read_holes_that_were_holes(node: NodeContext,
                                                        tmp_path: Path) -> None:
     tls = _Tls(node)
-    src = _sparse(tmp_path / "src", SIZE, [(BLOCK_SIZE, os.urandom(BLOCK_SIZE))])
+    src = sparse_file(tmp_path / "src", SIZE, [(BLOCK_SIZE, os.urandom(BLOCK_SIZE))])
     base = tmp_path / "gen1" / "disk0.img"
     _full(tls, src, base)
     _write(src, 4 * BLOCK_SIZE, os.urandom(10))  # a new block inside a hole
@@ -298,7 +280,7 @@ def test_hash_mode_does_not_read_holes_that_were_holes(node: NodeContext,
     send, recv = _stream(tls, "hash-holes", src, FileOutput(dest, base, "gen1"),
                          compress=COMPRESS_ZSTD)
     assert send.success and recv.success, (send.error, recv.error)
-    assert _sha(dest) == _sha(src)
+    assert sha256_file(dest) == sha256_file(src)
     status = send.status()
     assert status["read_bytes"] == DiskReader(src).data_bytes() < 3 * BLOCK_SIZE
     assert status["changed_bytes"] == BLOCK_SIZE
@@ -327,7 +309,7 @@ def test_extents_mode_reads_only_touched_blocks(node: NodeContext, reflink_dir: 
                          changes=changes)
     assert send.success and recv.success, (send.error, recv.error)
     assert changes.asked == [first.checksum]
-    assert _sha(dest) == _sha(src)
+    assert sha256_file(dest) == sha256_file(src)
     status = send.status()
     assert status["mode"] == "extents"
     # blocks 2, 4, 5 and the short last one are read whole, nothing else
@@ -351,7 +333,7 @@ def test_extents_source_that_does_not_know_the_base_hashes_instead(
                          changes=changes)
     assert send.success and recv.success, (send.error, recv.error)
     assert send.status()["mode"] == "hash" and send.status()["read_bytes"] == SIZE
-    assert _sha(dest) == _sha(src)
+    assert sha256_file(dest) == sha256_file(src)
     assert BlockIndex.read(index_path(dest)).base is None
 
 
@@ -371,7 +353,7 @@ def test_unusable_base_index_receives_in_full(node: NodeContext, tmp_path: Path)
     assert send.success and recv.success, (send.error, recv.error)
     assert send.status()["mode"] == "full" and recv.status()["base_copy"] is None
     assert send.status()["changed_bytes"] == SIZE
-    assert _sha(dest) == _sha(src)
+    assert sha256_file(dest) == sha256_file(src)
     assert BlockIndex.read(index_path(dest)).base is None
 
 
@@ -379,7 +361,7 @@ def test_base_digest_count_mismatch_sends_everything(node: NodeContext,
                                                      tmp_path: Path) -> None:
     """A receiver announcing a base of another block count gets every block (full)."""
     tls = _Tls(node)
-    src = _sparse(tmp_path / "src", 3 * BLOCK_SIZE, [(10, os.urandom(100))])
+    src = sparse_file(tmp_path / "src", 3 * BLOCK_SIZE, [(10, os.urandom(100))])
     listener = Listener("127.0.0.1")
     send = registry.start_send("count-s", "test", "127.0.0.1", listener.port, tls.client,
                                "magic-count-001", lambda: DiskReader(src), COMPRESS_NONE,
@@ -426,7 +408,7 @@ def test_failed_receive_removes_dump_and_index_and_keeps_the_base(
     src = _source(tmp_path / "src.img")
     base = export / "inst" / "disk0.img"
     _full(tls, src, base)
-    before = (_sha(base), _sha(index_path(base)))
+    before = (sha256_file(base), sha256_file(index_path(base)))
     staging = export / ".staging" / "inst" / "disk0.img"
     staging.parent.mkdir(parents=True)
     index_path(staging).write_bytes(b"left over by an earlier attempt")
@@ -456,7 +438,7 @@ def test_failed_receive_removes_dump_and_index_and_keeps_the_base(
     assert transfer is not None and transfer.join(WAIT)
     assert transfer.success is False and transfer.error
     assert not staging.exists() and not index_path(staging).exists()
-    assert (_sha(base), _sha(index_path(base))) == before
+    assert (sha256_file(base), sha256_file(index_path(base))) == before
     registry.cleanup(["fail-r"])
 
 
@@ -560,7 +542,7 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
     nodes = {name: _node(reflink_dir, name, ca) for name in ("node1", "node2")}
     rpc = FakeRpc(nodes)
     driver = storage.get_driver("file", nodes["node1"].paths)
-    disk = _sparse(nodes["node1"].paths.file_storage_dir / "inst" / "disk0", SIZE,
+    disk = sparse_file(nodes["node1"].paths.file_storage_dir / "inst" / "disk0", SIZE,
                    [(0, os.urandom(SIZE))])
     lid = ["file", str(disk)]
 
@@ -597,7 +579,7 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
     assert any(line.startswith("disk/0: ") and line.endswith(", base g1 (extents)")
                for line in lines), lines
     dump = nodes["node2"].paths.export_dir / "inst" / "g2" / "disk0.img"
-    assert _sha(dump) == _sha(disk)
+    assert sha256_file(dump) == sha256_file(disk)
     assert BlockIndex.read(index_path(dump)).checksum == second.checksum
     # a base whose record names other content (another target's) is not trusted
     _write(disk, 100, b"more")
@@ -606,7 +588,7 @@ def test_export_base_of_a_file_disk_gives_an_extents_stream(
     third, _ = export("g4", "g3")
     assert (third.mode, third.read_bytes) == ("hash", SIZE)
     dump = nodes["node2"].paths.export_dir / "inst" / "g4" / "disk0.img"
-    assert _sha(dump) == _sha(disk)
+    assert sha256_file(dump) == sha256_file(disk)
     assert registry.list_transfers() == {}
 
 
@@ -633,5 +615,5 @@ def test_slow_base_copy_keeps_the_sender_waiting(node: NodeContext, noreflink_di
     send, recv = _stream(tls, "slowcopy", src, FileOutput(dest, base, "gen1"), options=quick,
                          recv_options=quick)
     assert send.success and recv.success, (send.error, recv.error)
-    assert _sha(dest) == _sha(src)
+    assert sha256_file(dest) == sha256_file(src)
     assert send.status()["changed_bytes"] == BLOCK_SIZE
