@@ -78,6 +78,10 @@ def _disk_base(export: str, disk: exportconf.ExportDisk | None, dump_dir: os.Pat
     return {"base": pathutils.to_wire_name(ctx.paths, dump), "checksum": index.checksum}
 
 
+def _all_full(generation: str | None, reason: str, sizes: list[int]) -> BaseChoice:
+    return {"generation": generation, "disks": [{"full": reason} for _ in sizes]}
+
+
 @procedure("normal", single_node=True)
 def export_base_info(ctx: NodeContext, instance_name: str, sizes: list[int]) -> BaseChoice:
     """Which dumps of the newest export here can be the base of each disk (sizes in bytes).
@@ -89,19 +93,16 @@ def export_base_info(ctx: NodeContext, instance_name: str, sizes: list[int]) -> 
     path = export_path(ctx, instance_name)
     conf = path / constants.EXPORT_CONF_FILE
     if not conf.is_file():
-        reason = "this is the first export to this node"
-        return {"generation": None, "disks": [{"full": reason} for _ in sizes]}
+        return _all_full(None, "this is the first export to this node", sizes)
     generation = export_name(path)
     export = f"the newest export {generation}"
     try:
         info = exportconf.parse(conf.read_text(errors="surrogateescape"))
     except (OSError, errors.OpPrereqError) as err:
-        reason = f"{export} cannot be read: {err}"
-        return {"generation": generation, "disks": [{"full": reason} for _ in sizes]}
+        return _all_full(generation, f"{export} cannot be read: {err}", sizes)
     verify = export_meta.read(path).verify
     if verify is not None and verify.get("ok") is False:
-        reason = f"a verify found {export} bad"
-        return {"generation": generation, "disks": [{"full": reason} for _ in sizes]}
+        return _all_full(generation, f"a verify found {export} bad", sizes)
     disks = [_disk_base(export, info.disks[idx] if idx < len(info.disks) else None, path,
                         size, ctx) for idx, size in enumerate(sizes)]
     return {"generation": generation, "disks": disks}

@@ -390,14 +390,9 @@ def test_target_killed_mid_transfer_keeps_previous_export(rcluster: E2ECluster) 
     job = rcluster.gnt("gnt-backup", "export", "--submit", "-n", "node3", "--noshutdown",
                        "--transport-compression", "gzip", "big1").stdout.split()[-1]
     try:
-        deadline = time.monotonic() + WAIT
-        staging = node3.paths.export_dir / ".staging" / "big1" / "disk0.img"
-        while not staging.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert staging.exists(), "the transfer never started"
-        pid = daemon.read_pid(node3.paths.pid_file(constants.NODED))
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        rcluster.kill_noded_when("node3",
+                                 node3.paths.export_dir / ".staging" / "big1" / "disk0.img",
+                                 WAIT)
         proc = rcluster.gnt("gnt-job", "watch", job, ok=False)
         assert proc.returncode == 1
         assert "Export failed" in proc.stderr or "node3" in proc.stderr

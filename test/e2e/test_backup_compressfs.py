@@ -65,12 +65,18 @@ def generations(cluster: E2ECluster, instance: str) -> list[dict[str, str]]:
     return [r for r in rows if r["export"] == instance]
 
 
+def add_text_instance(cluster: E2ECluster, name: str) -> Path:
+    """A stopped instance on node2 whose disk is full of (very compressible) text."""
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
+                f"0:size={DISK_MIB}M", "--no-start", name)
+    src = cluster.disk_path(name)
+    fill_with_text(src)
+    return src
+
+
 def test_export_to_a_compressing_filesystem_is_stored_compressed(
         ccluster: E2ECluster) -> None:
-    ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
-                 f"0:size={DISK_MIB}M", "--no-start", "cz1")
-    src = ccluster.disk_path("cz1")
-    fill_with_text(src)
+    src = add_text_instance(ccluster, "cz1")
     want = sha256_file(src)
     # --compress only compresses the stream; the filesystem compresses the dump
     out = ccluster.gnt("gnt-backup", "export", "-n", "node3", "--compress", "zstd",
@@ -112,10 +118,7 @@ def test_export_to_a_compressing_filesystem_is_stored_compressed(
 
 def test_incremental_generations_share_their_compressed_extents(
         ccluster: E2ECluster) -> None:
-    ccluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk",
-                 f"0:size={DISK_MIB}M", "--no-start", "cz2")
-    src = ccluster.disk_path("cz2")
-    fill_with_text(src)
+    src = add_text_instance(ccluster, "cz2")
     first_sha = sha256_file(src)
     ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations", "cz2")
     first, = (r["generation"] for r in generations(ccluster, "cz2"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ import pytest
 from support.cluster import E2ECluster, reflink_cluster_fixture
 from support.files import flip_byte, sha256_file
 
-from ganeti import constants, daemon
 from ganeti.backup import blockindex
 from ganeti.hypervisor import guest_sim
 from ganeti.storage import fiemap
@@ -245,14 +243,8 @@ def test_failed_incremental_exports_leave_every_generation_intact(rcluster: E2EC
     job = rcluster.gnt("gnt-backup", "export", "--submit", "-n", "node3",
                        "--keep-generations", "--bwlimit", "512", "inc3").stdout.split()[-1]
     try:
-        staging = node3.paths.export_dir / ".staging" / "inc3" / "disk0.img"
-        deadline = time.monotonic() + 60
-        while not staging.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert staging.exists(), "the transfer never started"
-        pid = daemon.read_pid(node3.paths.pid_file(constants.NODED))
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
+        rcluster.kill_noded_when("node3",
+                                 node3.paths.export_dir / ".staging" / "inc3" / "disk0.img")
         assert rcluster.gnt("gnt-job", "watch", job, ok=False).returncode != 0
     finally:
         rcluster.start(log=lambda _m: None)

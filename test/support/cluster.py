@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ganeti import constants, daemon
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
 from support.rpc import make_rpc_runner
@@ -48,6 +50,17 @@ class E2ECluster(LocalCluster):
         conf = self.instance_conf(name)
         assert conf is not None, f"no instance {name}"
         return Path(conf["disks"][index]["logical_id"][1])
+
+    def kill_noded_when(self, node_name: str, path: Path, timeout: float = 60.0) -> None:
+        """SIGKILL a node's daemon as soon as ``path`` appears there (e.g. a staging dump:
+        the copy has started); fails the test if it never does."""
+        deadline = time.monotonic() + timeout
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.exists(), f"{path} never appeared (the transfer never started)"
+        pid = daemon.read_pid(self.node(node_name).paths.pid_file(constants.NODED))
+        assert pid is not None, f"no {constants.NODED} pid on {node_name}"
+        os.kill(pid, signal.SIGKILL)
 
     def rpc_runner(self) -> RpcRunner:
         """An RPC runner speaking to the nodes with the master's certificate."""
