@@ -18,7 +18,7 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ganeti import errors
@@ -460,22 +460,40 @@ class LockSet:
             if take_set_lock:
                 self._set_lock.release()
 
-    def remove(self, names: str | Iterable[str]) -> list[str]:
-        """Delete members, taking each exclusively first unless already held so.
+    def remove(self, names: str | Iterable[str],
+               check_wait: Callable[[], None] | None = None) -> list[str]:
+        """Delete members: those held must be held exclusively, the others are taken first.
 
-        Names that are not (or no longer) members are skipped; the names actually
-        removed are returned.
+        Taking a lock this thread does not hold keeps the acquisition order: every
+        such name must sort after every member the caller holds (the set lock
+        alone is fine, it comes first).  Otherwise the call is refused before
+        anything is deleted, as waiting could deadlock with a holder of that name
+        queued on one of ours.  ``check_wait`` runs before any waiting and may
+        refuse by raising.  Names that are not (or no longer) members are skipped;
+        the names actually removed are returned.
         """
         owned = self._owned_set()
-        removed: list[str] = []
-        for name in sorted(set(_as_names(names))):
-            with self._lock:
-                lock = self._members.get(name)
-            if lock is None:
-                continue
-            if name in owned and not lock.is_owned(shared=0):
+        with self._lock:
+            locks = [(name, self._members[name]) for name in sorted(set(_as_names(names)))
+                     if name in self._members]
+        shared = [name for name, lock in locks if name in owned and not lock.is_owned(shared=0)]
+        if shared:
+            raise errors.LockError(
+                f"Locks in set {self._name} must be owned exclusively to remove them:"
+                f" {', '.join(shared)}")
+        unowned = [name for name, _lock in locks if name not in owned]
+        if unowned and owned:
+            highest = max(owned)
+            early = [name for name in unowned if name < highest]
+            if early:
                 raise errors.LockError(
-                    f"Lock {self._lock_name(name)} must be owned exclusively to remove it")
+                    f"Cannot remove {', '.join(early)} from set {self._name} without"
+                    f" holding them: waiting for them while holding {highest} would break"
+                    " the lock order")
+        if unowned and check_wait is not None:
+            check_wait()
+        removed: list[str] = []
+        for name, lock in locks:
             try:
                 lock.delete()
             except errors.LockDeletedError:
@@ -588,13 +606,14 @@ class GanetiLockManager:
         self._check_mod_level(level).add(names, acquired=acquired, shared=shared)
 
     def remove(self, level: int, names: str | Iterable[str]) -> list[str]:
-        """Delete locks; those not held exclusively are acquired first (in order)."""
-        lockset = self._check_mod_level(level)
-        wanted = _as_names(names)
-        members = lockset.names()
-        if not lockset.check_owned([name for name in wanted if name in members], shared=0):
-            self._check_can_wait(level, "remove locks")
-        return lockset.remove(wanted)
+        """Delete locks; those not held are acquired first, in the global order.
+
+        Names not held may only be waited for as an acquire could: holding the
+        BGL, no locks at later levels and, within the level, none sorting after
+        them (see :meth:`LockSet.remove`).
+        """
+        return self._check_mod_level(level).remove(
+            names, check_wait=lambda: self._check_can_wait(level, "remove locks"))
 
     def owned(self, level: int) -> set[str]:
         return self._set(level).owned()

@@ -777,3 +777,118 @@ class TestManager:
                                                  timeout=0.05))
         worker.start()
         assert worker.finish() is None
+
+
+# --- Removal keeps the acquisition order (doc/locking.md, "Removal") ---------------
+
+
+class _SetOps:
+    """One lock set driven directly or through the manager, for the same scenario."""
+
+    def __init__(self, monitor: LockMonitor, via_manager: bool) -> None:
+        self.monitor = monitor
+        self.via_manager = via_manager
+        # one of the two, so the monitor shows a single "instance/<name>" per name
+        if via_manager:
+            self.glm = GanetiLockManager([], [], ["1", "2", "3"], [], monitor=monitor)
+        else:
+            self.lockset = LockSet(["1", "2", "3"], "instance", monitor)
+
+    def acquire(self, names: list[str]) -> set[str] | None:
+        if not self.via_manager:
+            return self.lockset.acquire(names)
+        self.glm.acquire(LEVEL_CLUSTER, BGL, shared=True)
+        return self.glm.acquire(LEVEL_INSTANCE, names)
+
+    def release(self) -> None:
+        if not self.via_manager:
+            self.lockset.release()
+            return
+        self.glm.release(LEVEL_INSTANCE)
+        self.glm.release(LEVEL_CLUSTER)
+
+    def remove(self, names: list[str]) -> list[str]:
+        if self.via_manager:
+            return self.glm.remove(LEVEL_INSTANCE, names)
+        return self.lockset.remove(names)
+
+    def names(self) -> set[str]:
+        return self.glm.names(LEVEL_INSTANCE) if self.via_manager else self.lockset.names()
+
+    def pending(self, name: str) -> list[str]:
+        row = next(row for row in self.monitor.query_locks() if row[0] == f"instance/{name}")
+        return [owner for _mode, owners in row[3] for owner in owners]
+
+
+@pytest.mark.parametrize("via_manager", [False, True], ids=["lockset", "manager"])
+class TestRemoveOrder:
+    def test_out_of_order_removal_refused(self, monitor: LockMonitor,
+                                          via_manager: bool) -> None:
+        """A holds 1 and 3; B holds 2 and waits for 3; A removes 2.
+
+        Waiting for 2 while holding 3 would deadlock with B: the removal is
+        refused before anything is deleted, and both threads finish.
+        """
+        ops = _SetOps(monitor, via_manager)
+        taken = threading.Event()
+        removed = threading.Event()
+
+        def thread_a() -> BaseException | None:
+            assert ops.acquire(["1", "3"]) == {"1", "3"}
+            taken.set()
+            wait_until(lambda: ops.pending("3") == ["B"], "B waits for 3")
+            try:
+                ops.remove(["1", "2"])
+            except errors.LockError as err:
+                return err
+            finally:
+                removed.set()
+                ops.release()
+            return None
+
+        def thread_b() -> set[str] | None:
+            assert taken.wait(WAIT)
+            got = ops.acquire(["2", "3"])
+            ops.release()
+            return got
+
+        a, b = Worker("A", thread_a), Worker("B", thread_b)
+        a.start()
+        b.start()
+        # a regression deadlocks both threads: fail after WAIT instead of hanging
+        assert removed.wait(WAIT), "A's remove of 2 deadlocked with B"
+        error = a.finish()
+        assert isinstance(error, errors.LockError) and "lock order" in str(error)
+        assert "2" in str(error)
+        assert b.finish() == {"2", "3"}
+        assert ops.names() == {"1", "2", "3"}  # refused as a whole: 1 is still there
+
+    def test_in_order_removal_waits(self, monitor: LockMonitor, via_manager: bool) -> None:
+        """Names sorting after every held one are taken in order, waiting if need be."""
+        ops = _SetOps(monitor, via_manager)
+        gate, holding = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            assert ops.acquire(["3"]) == {"3"}
+            holding.set()
+            gate.wait(WAIT)
+            ops.release()
+
+        def remover() -> list[str]:
+            assert ops.acquire(["1"]) == {"1"}
+            try:
+                return ops.remove(["1", "2", "3"])
+            finally:
+                ops.release()
+
+        other = Worker("holder", holder)
+        other.start()
+        assert holding.wait(WAIT)
+        worker = Worker("remover", remover)
+        worker.start()
+        wait_until(lambda: ops.pending("3") == ["remover"], "remover waits for 3")
+        assert ops.names() == {"3"}  # 1 (held) and 2 (free) went first, in order
+        gate.set()
+        assert worker.finish() == ["1", "2", "3"]
+        other.finish()
+        assert ops.names() == set()
