@@ -6,9 +6,11 @@ fixed acquisition order: levels in increasing order, names within one level in
 sorted order.
 
 Waiters are queued by priority (lower number first) and FIFO within one
-priority.  Releasing hands the lock over directly to the next waiter(s), so a
-woken thread never has to compete again and the queue order is exactly the
-order in which the lock is granted.
+priority, sharers included: a sharer queued behind an exclusive waiter waits
+for it, so writers are never starved by a stream of readers.  Releasing hands
+the lock over directly to the next waiter(s), so a woken thread never has to
+compete again and the queue order is exactly the order in which the lock is
+granted.  doc/locking.md states every rule and where it differs from Ganeti.
 """
 
 from __future__ import annotations
@@ -192,7 +194,12 @@ class SharedLock:
                 self._grant()
 
     def downgrade(self) -> bool:
-        """Turn an exclusive hold into a shared one, letting queued sharers in."""
+        """Turn an exclusive hold into a shared one (a shared hold stays as it is).
+
+        Only the sharers at the head of the queue join, up to the first exclusive
+        waiter: those queued behind it keep waiting for it (Ganeti lets them jump
+        ahead; FIFO protects the writer).
+        """
         me = _current_thread()
         with self._lock:
             if me in self._sharers:
@@ -325,6 +332,13 @@ class LockSet:
         return self._set_lock.is_owned()
 
     def check_owned(self, names: str | Iterable[str], shared: int = -1) -> bool:
+        """Whether this thread holds every one of ``names`` (in mode ``shared``).
+
+        A subset test, so no names gives True (Ganeti 2.x said False): it agrees
+        with ``set(names) <= owned()`` and ``LogicalUnit.check_locks_owned``, and
+        an assertion over a legitimately empty list (an LU needing no locks at a
+        level) holds.
+        """
         wanted = _as_names(names)
         owned = self._owned_set()
         if not all(name in owned for name in wanted):
@@ -333,13 +347,17 @@ class LockSet:
             locks = [self._members.get(name) for name in wanted]
         return all(lock is not None and lock.is_owned(shared) for lock in locks)
 
-    def _lookup(self, names: Iterable[str]) -> list[tuple[str, SharedLock]]:
+    def _lookup(self, names: Iterable[str],
+                skip_missing: bool = False) -> list[tuple[str, SharedLock]]:
+        members = self._members
         with self._lock:
-            missing = sorted(name for name in names if name not in self._members)
+            if skip_missing:
+                return [(name, members[name]) for name in sorted(names) if name in members]
+            missing = sorted(name for name in names if name not in members)
             if missing:
                 raise errors.LockError(
                     f"Non-existing locks in set {self._name}: {', '.join(missing)}")
-            return [(name, self._members[name]) for name in sorted(names)]
+            return [(name, members[name]) for name in sorted(names)]
 
     def acquire(self, names: str | Iterable[str] | None, timeout: float | None = None,
                 shared: bool = False, priority: int = 0,
@@ -348,8 +366,9 @@ class LockSet:
 
         Returns the names taken, or None on timeout, in which case nothing taken
         by this call is kept.  Opportunistic mode never waits for members and
-        returns whatever was free (with ``ALL_SET`` it still takes the set lock,
-        shared, so the membership it looked at stays put).
+        returns whatever was free, skipping names that are not members, as
+        Ganeti does (with ``ALL_SET`` it still takes the set lock, shared, so the
+        membership it looked at stays put).
         """
         if self.is_owned():
             raise errors.LockError(f"Locks in set {self._name} are already owned")
@@ -361,7 +380,7 @@ class LockSet:
             with self._lock:
                 targets = sorted(self._members.items())
         else:
-            targets = self._lookup(set(_as_names(names)))
+            targets = self._lookup(set(_as_names(names)), skip_missing=opportunistic)
         owned = self._owned_set()
         # a member removed while we wait is simply gone for ALL_SET and
         # opportunistic callers; explicit callers must learn about it

@@ -892,3 +892,60 @@ class TestRemoveOrder:
         assert worker.finish() == ["1", "2", "3"]
         other.finish()
         assert ops.names() == set()
+
+
+# --- Rules of doc/locking.md not covered above -------------------------------------
+
+
+class TestDocumentedRules:
+    def test_downgrade_leaves_sharers_behind_an_exclusive_waiter(self) -> None:
+        lock = SharedLock("l")
+        lock.acquire()
+        gate = threading.Event()
+        order: list[str] = []
+        workers = [start_waiter(lock, "s1", hold_until(lock, True, gate, order)),
+                   start_waiter(lock, "x", hold_until(lock, False, gate, order)),
+                   start_waiter(lock, "s2", hold_until(lock, True, gate, order))]
+        assert lock.downgrade() is True
+        me = threading.current_thread().name
+        wait_until(lambda: sorted(owners(lock)) == sorted([me, "s1"]), "s1 joined")
+        # s2 is a sharer too, but queued behind x: it keeps waiting for x
+        assert lock.info()[3] == [("exclusive", ["x"]), ("shared", ["s2"])]
+        lock.release()
+        gate.set()
+        for worker in workers:
+            worker.finish()
+        assert order == ["s1", "x", "s2"]
+
+    def test_opportunistic_skips_unknown_names(self, lockset: LockSet) -> None:
+        assert lockset.acquire(["a", "zz", "c"], opportunistic=True) == {"a", "c"}
+        assert lockset.owned() == {"a", "c"}
+        lockset.release()
+        assert lockset.acquire(["zz"], opportunistic=True, shared=True) == set()
+        assert not lockset.is_owned()
+        # explicit (non-opportunistic) acquisitions still refuse them
+        with pytest.raises(errors.LockError, match="zz"):
+            lockset.acquire(["a", "zz"])
+        assert not lockset.is_owned()
+
+    def test_opportunistic_unknown_names_through_manager(self, glm: GanetiLockManager) -> None:
+        glm.acquire(LEVEL_CLUSTER, BGL, shared=True)
+        got = glm.acquire(LEVEL_INSTANCE, ["inst1", "gone"], shared=True, opportunistic=True)
+        assert got == {"inst1"} and glm.owned(LEVEL_INSTANCE) == {"inst1"}
+
+    def test_check_owned_is_a_subset_test(self, lockset: LockSet,
+                                          glm: GanetiLockManager) -> None:
+        # nothing asked, nothing missing: True even when nothing is held
+        assert lockset.check_owned([]) and lockset.check_owned([], shared=0)
+        lockset.acquire(["a"], shared=True)
+        assert lockset.check_owned([]) and lockset.check_owned(["a"], shared=1)
+        assert not lockset.check_owned(["a", "b"])
+        assert glm.check_owned(LEVEL_NODE, [])
+
+    def test_remove_of_a_shared_hold_removes_nothing(self, lockset: LockSet) -> None:
+        lockset.acquire(["a", "b"])
+        lockset.downgrade(["b"])
+        with pytest.raises(errors.LockError, match=r"exclusively.*: b$"):
+            lockset.remove(["a", "b"])
+        assert lockset.names() == {"a", "b", "c", "d"}
+        assert lockset.check_owned("a", shared=0) and lockset.check_owned("b", shared=1)
