@@ -14,11 +14,14 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any, Final
-
-import pyparsing as pp
+from typing import TYPE_CHECKING, Any, Final
 
 from ganeti import errors
+
+if TYPE_CHECKING:
+    import pyparsing as pp
+# pyparsing itself is imported where a text is parsed: importing it costs every
+# gnt-* command ~50 ms, and most never parse a filter
 
 # Operators of the wire format (Ganeti's QLANG_OP_* values)
 OP_OR: Final = "|"
@@ -77,6 +80,8 @@ class _Node:
 
 
 def _unwrap(token: Any) -> list[Any]:
+    import pyparsing as pp
+
     # pyparsing versions differ in how many groups they put around a
     # parenthesised operand; the _Node inside is what counts
     while isinstance(token, pp.ParseResults):
@@ -90,16 +95,14 @@ def _unwrap(token: Any) -> list[Any]:
 
 def _regexp_value(loc: int, toks: pp.ParseResults) -> str:
     """``m/re/flags`` -> ``(?flags)re``, refusing unknown flags and bad expressions."""
+    import pyparsing as pp
+
     body, flags = str(toks[0][0]), str(toks[0][1])
     unknown = sorted(set(flags) - REGEXP_FLAGS)
     if unknown:
-        hint = ""
-        if flags in ("and", "or", "not"):
-            # the flags may follow after blanks, so "=~ /x/ and b" reads "and" as flags
-            hint = f"; put the condition in parentheses to use '{flags}' after it"
         raise pp.ParseFatalException(
             "", loc, f"Unknown regular expression flags: '{''.join(unknown)}'"
-                     f" (known: {', '.join(sorted(REGEXP_FLAGS))}){hint}")
+                     f" (known: {', '.join(sorted(REGEXP_FLAGS))})")
     pattern = (f"(?{''.join(sorted(flags))})" if flags else "") + body
     try:
         re.compile(pattern)
@@ -116,6 +119,8 @@ def _logic(op: str) -> Any:
 
 
 def _build_parser() -> pp.ParserElement:
+    import pyparsing as pp
+
     field = pp.Word(pp.alphas, pp.alphanums + "_/.").set_name("field name")
     number = pp.Regex(r"[-+]?[0-9]+").set_name("integer")
     number.set_parse_action(lambda toks: int(toks[0]))
@@ -132,10 +137,13 @@ def _build_parser() -> pp.ParserElement:
                     lambda val, name: [OP_CONTAINS, name, val])
     not_contains = cond(value + pp.Suppress("not") + pp.Suppress("in") + field,
                         lambda val, name: [OP_NOT, [OP_CONTAINS, name, val]])
+    # Flags may follow after blanks, as in Ganeti, but a keyword there is the next
+    # operator: Ganeti 3.0 reads "name =~ m/^web/ and x" as flags "and" and fails
+    keyword = pp.Keyword("and") | pp.Keyword("or") | pp.Keyword("not")
     regexp = pp.Group(pp.Optional("m").suppress()
                       + pp.MatchFirst([pp.QuotedString(d, esc_char="\\")
                                        for d in REGEXP_DELIMITERS])
-                      + pp.Optional(pp.Word(pp.alphas), default=""))
+                      + pp.Optional(~keyword + pp.Word(pp.alphas), default=""))
     regexp.set_name("regular expression (m/.../)")
     regexp.set_parse_action(lambda _s, loc, toks: _regexp_value(loc, toks))
     matches = cond(field + pp.Suppress("=~") + regexp,
@@ -177,6 +185,8 @@ _TOKEN_RE: Final = re.compile(r"\w+|\S")
 
 
 def _parse_error(text: str, err: pp.ParseBaseException) -> errors.QueryFilterParseError:
+    import pyparsing as pp
+
     token = _TOKEN_RE.match(text, err.loc)
     found = repr(token.group(0)) if token else "end of text"
     what = err.msg if isinstance(err, pp.ParseFatalException) else f"{err.msg}, found {found}"
@@ -192,6 +202,8 @@ def parse_filter(text: str) -> list[Any]:
     """The filter list of a query filter text; QueryFilterParseError naming the column."""
     if not isinstance(text, str):
         raise errors.QueryFilterParseError(f"Query filter must be a string, not {text!r}")
+    import pyparsing as pp
+
     parser = _parser()
     try:
         # a ParserElement is not reentrant across threads (its caches); one at a time
@@ -249,6 +261,15 @@ def make_filter(args: Sequence[str] | None, force_filter: bool,
     if args:
         return [OP_OR, *[_name_part(field, arg, isnumeric) for arg in args]]
     return None
+
+
+def plain_names(args: Sequence[str] | None, force_filter: bool) -> list[str] | None:
+    """The arguments when make_filter reads them as exact names, else None (a filter)."""
+    names = list(args or ())
+    if force_filter or (len(names) == 1 and looks_like_filter(names[0])) or \
+            any(is_glob(n) for n in names):
+        return None
+    return names
 
 
 def and_filters(*filters: list[Any] | None) -> list[Any] | None:
