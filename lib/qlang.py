@@ -181,7 +181,7 @@ def _parser() -> pp.ParserElement:
         return _PARSER
 
 
-_TOKEN_RE: Final = re.compile(r"\w+|\S")
+_TOKEN_RE: Final = re.compile(r"\w+|[^\w\s]+")
 
 
 def _parse_error(text: str, err: pp.ParseBaseException) -> errors.QueryFilterParseError:

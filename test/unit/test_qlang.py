@@ -80,10 +80,10 @@ def _plain(value: Any) -> bool:
 ERRORS = [
     # (text, column, words the message must contain)
     ("", 1, "Expected condition"),
-    ("name == ", 6, "Expected end of text, found '='"),
+    ("name == ", 6, "Expected end of text, found '=='"),
     ("a or", 5, "Expected condition, found end of text"),
     ("(a", 3, "found end of text"),
-    ("x == - 5", 3, "found '='"),
+    ("x == - 5", 3, "found '=='"),
     ("x in y", 3, "found 'in'"),
     ("name =~ m/x/q", 9, "Unknown regular expression flags: 'q'"),
     ("name =~ m/(/", 9, "Invalid regular expression"),
