@@ -196,6 +196,14 @@ def query(what: str, fields: Sequence[str], qfilter: Any = None,
 
 Predicate = Callable[[Any, Any], bool]
 
+# Host-name fields: equality there also accepts the first labels, case-insensitively
+# ("web1" == "web1.example.com"), as Ganeti's QFF_HOSTNAME fields do
+HOSTNAME_FIELDS: Final[dict[str, frozenset[str]]] = {
+    RESOURCE_NODE: frozenset({"name"}),
+    RESOURCE_INSTANCE: frozenset({"name", "pnode"}),
+    RESOURCE_EXPORT: frozenset({"node"}),
+}
+
 # How deep filters may nest (Ganeti's limit; also bounds the compiler's recursion)
 FILTER_LEVELS_MAX: Final = 10
 
@@ -335,9 +343,14 @@ def _compile_binary(op: str, name: Any, wanted: Any, res: Resource) -> Predicate
                 return False
         return contains
     if op in ("=", "==", "!="):
+        if name in HOSTNAME_FIELDS.get(res.name, ()):
+            equal = _hostname_equal(getter, wanted)
+        else:
+            def equal(src: Any, item: Any) -> bool:
+                return bool(getter(src, item) == wanted)
         if op == "!=":
-            return lambda src, item: getter(src, item) != wanted
-        return lambda src, item: getter(src, item) == wanted
+            return lambda src, item: not equal(src, item)
+        return equal
     order = _ORDERINGS[op]
 
     def compare(src: Any, item: Any) -> bool:
@@ -349,6 +362,16 @@ def _compile_binary(op: str, name: Any, wanted: Any, res: Resource) -> Predicate
         except TypeError:
             return False
     return compare
+
+
+def _hostname_equal(getter: Getter, wanted: str) -> Predicate:
+    """``wanted`` is the name, or its first labels (any case): "web1" is web1.example.com."""
+    prefix = re.compile(re.escape(wanted) + r"(\..*)?$", re.IGNORECASE).match
+
+    def equal(src: Any, item: Any) -> bool:
+        value = getter(src, item)
+        return value == wanted or (isinstance(value, str) and prefix(value) is not None)
+    return equal
 
 
 def _filter_getter(name: Any, res: Resource) -> Getter:

@@ -75,6 +75,8 @@ def test_node_list(cluster: E2ECluster, instances: list[str]) -> None:
         ["node1", "node2", "node3"]
     assert _names(cluster, "gnt-node", "list", "-F", "offline") == []
     assert _names(cluster, "gnt-node", "list", "node1", "node3") == ["node1", "node3"]
+    # host names compare without case (and by their first labels)
+    assert _names(cluster, "gnt-node", "list", "-F", 'name == "NODE2"') == ["node2"]
 
 
 def test_job_list(cluster: E2ECluster, instances: list[str]) -> None:

@@ -271,3 +271,22 @@ def test_nine_levels_are_allowed() -> None:
     for _ in range(9):
         qfilter = ["!", qfilter]
     assert _names(qfilter) == ["web2", "gone"]
+
+
+def test_host_name_fields_match_the_first_labels() -> None:
+    """As Ganeti's host-name fields: "web1" is web1.example.com too (any case)."""
+    names = ["web1", "web1.example.com", "WEB1.Example.com", "web10", "aweb1", "db1"]
+    fields = [query.FieldDef("name", "Name", query.QFT_TEXT, "", query.item_getter("name"))]
+
+    def matching(what: str, qfilter: Any) -> list[str]:
+        keep = query.compile_local_filter(what, fields, qfilter)
+        return [n for n in names if keep({"name": n})]
+
+    assert matching(query.RESOURCE_NODE, ["==", "name", "web1"]) == \
+        ["web1", "web1.example.com", "WEB1.Example.com"]
+    assert matching(query.RESOURCE_INSTANCE, ["=", "name", "web1.example"]) == \
+        ["web1.example.com", "WEB1.Example.com"]
+    assert matching(query.RESOURCE_INSTANCE, ["!=", "name", "web1"]) == \
+        ["web10", "aweb1", "db1"]
+    # other fields and resources compare exactly
+    assert matching("lock", ["==", "name", "web1"]) == ["web1"]
