@@ -211,6 +211,8 @@ EVALUATED = [
     (["==", "name", "web2"], ["web2"]),
     (["=", "name", "web2"], ["web2"]),
     (["!=", "name", "web2"], ["web1.example.com", "db1", "gone"]),
+    # unavailable data is "not equal" (as in Ganeti), and never equal or ordered
+    (["!=", "vcpus", 4], ["web1.example.com", "db1", "gone"]),
     (["<", "vcpus", 4], ["web1.example.com"]),
     (["<=", "vcpus", 4], ["web1.example.com", "web2"]),
     ([">", "mem", 1024], ["db1"]),
