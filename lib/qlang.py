@@ -93,7 +93,7 @@ def _unwrap(token: Any) -> list[Any]:
     return token.value
 
 
-def _regexp_value(loc: int, toks: pp.ParseResults) -> str:
+def _regexp_value(text: str, loc: int, toks: pp.ParseResults) -> str:
     """``m/re/flags`` -> ``(?flags)re``, refusing unknown flags and bad expressions."""
     import pyparsing as pp
 
@@ -101,13 +101,14 @@ def _regexp_value(loc: int, toks: pp.ParseResults) -> str:
     unknown = sorted(set(flags) - REGEXP_FLAGS)
     if unknown:
         raise pp.ParseFatalException(
-            "", loc, f"Unknown regular expression flags: '{''.join(unknown)}'"
+            text, loc, f"Unknown regular expression flags: '{''.join(unknown)}'"
                      f" (known: {', '.join(sorted(REGEXP_FLAGS))})")
     pattern = (f"(?{''.join(sorted(flags))})" if flags else "") + body
     try:
         re.compile(pattern)
     except re.error as err:
-        raise pp.ParseFatalException("", loc, f"Invalid regular expression ({err})") from None
+        raise pp.ParseFatalException(
+            text, loc, f"Invalid regular expression ({err})") from None
     return pattern
 
 
@@ -145,7 +146,7 @@ def _build_parser() -> pp.ParserElement:
                                        for d in REGEXP_DELIMITERS])
                       + pp.Optional(~keyword + pp.Word(pp.alphas), default=""))
     regexp.set_name("regular expression (m/.../)")
-    regexp.set_parse_action(lambda _s, loc, toks: _regexp_value(loc, toks))
+    regexp.set_parse_action(_regexp_value)
     matches = cond(field + pp.Suppress("=~") + regexp,
                    lambda name, rx: [OP_REGEXP, name, rx])
     not_matches = cond(field + pp.Suppress("!~") + regexp,
@@ -193,7 +194,7 @@ def _parse_error(text: str, err: pp.ParseBaseException) -> errors.QueryFilterPar
     exc = errors.QueryFilterParseError(
         f"Failed to parse query filter '{text}': {what} (at column {err.col})")
     # for the caret display of the CLI (not sent over LUXI: args stay one string)
-    exc.filter_text = text  # type: ignore[attr-defined]
+    exc.filter_text = err.line  # type: ignore[attr-defined]
     exc.column = err.col  # type: ignore[attr-defined]
     return exc
 
@@ -215,12 +216,11 @@ def parse_filter(text: str) -> list[Any]:
 
 
 def filter_details(err: errors.QueryFilterParseError) -> list[str]:
-    """The filter text and a caret under the failing column, when known."""
-    text = getattr(err, "filter_text", None)
+    """The failing line of the filter and a caret under the column, when known."""
+    line = getattr(err, "filter_text", None)
     column = getattr(err, "column", None)
-    if not isinstance(text, str) or not isinstance(column, int):
+    if not isinstance(line, str) or not isinstance(column, int):
         return []
-    line = text.splitlines()[0] if text.strip() else text
     return [line, " " * max(column - 1, 0) + "^"]
 
 

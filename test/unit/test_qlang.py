@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from typing import Any
 
 import pytest
 
-from ganeti import errors, qlang, query
+from ganeti import cli, errors, qlang, query
 
 # --- grammar ------------------------------------------------------------------------
 
@@ -104,6 +105,29 @@ def test_syntax_errors_name_the_column(text: str, column: int, words: str) -> No
     assert len(info.value.args) == 1
     line, caret = qlang.filter_details(info.value)
     assert line == text and caret.index("^") == column - 1
+
+
+def test_caret_under_the_failing_line() -> None:
+    with pytest.raises(errors.QueryFilterParseError) as info:
+        qlang.parse_filter("a and\n  b ==")
+    assert qlang.filter_details(info.value) == ["  b ==", "    ^"]
+
+
+def test_every_list_command_takes_names_and_the_shared_filter_option() -> None:
+    from ganeti.client import gnt_backup_schedule
+    from ganeti.tools import manpage
+
+    tables = {prog: importlib.import_module(module).COMMANDS
+              for prog, (module, _summary) in manpage.SCRIPTS.items()}
+    tables["gnt-backup schedule"] = gnt_backup_schedule.COMMANDS
+    listing = {(prog, name): cmd for prog, table in tables.items()
+               for name, cmd in table.items() if cmd.options and cli.LIST_OPTS[0] in
+               cmd.options}
+    assert ("gnt-instance", "list") in listing and ("gnt-debug", "locks") in listing
+    assert ("gnt-backup schedule", "list") in listing
+    for (prog, name), cmd in listing.items():
+        assert cli.FILTER_OPT in cmd.options, (prog, name)
+        assert [a.max for a in cmd.args] == [None], (prog, name)
 
 
 def test_parse_filter_refuses_a_non_string() -> None:
