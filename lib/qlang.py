@@ -56,8 +56,8 @@ _COMPARISON_OPS: Final = {
 def glob_to_regexp(pattern: str) -> str:
     """The regexp of a DNS-name glob: ``*``/``?`` stop at dots, a suffix domain may follow.
 
-    So ``web*`` matches ``web1`` and ``web1.example.com`` but not ``webfarm.x1``'s
-    second label; only ``*`` and ``?`` are special (no ranges), as in Ganeti.
+    So ``web*`` matches ``web1`` and ``web1.example.com``, not ``aweb1``; only ``*``
+    and ``?`` are special (no ranges, no escapes), as in Ganeti.
     """
     parts = []
     for piece in re.split(r"([*?])", pattern):
@@ -191,8 +191,9 @@ def _parse_error(text: str, err: pp.ParseBaseException) -> errors.QueryFilterPar
     token = _TOKEN_RE.match(text, err.loc)
     found = repr(token.group(0)) if token else "end of text"
     what = err.msg if isinstance(err, pp.ParseFatalException) else f"{err.msg}, found {found}"
+    where = f"line {err.lineno}, column {err.col}" if "\n" in text else f"column {err.col}"
     exc = errors.QueryFilterParseError(
-        f"Failed to parse query filter '{text}': {what} (at column {err.col})")
+        f"Failed to parse query filter '{text}': {what} (at {where})")
     # for the caret display of the CLI (not sent over LUXI: args stay one string)
     exc.filter_text = err.line  # type: ignore[attr-defined]
     exc.column = err.col  # type: ignore[attr-defined]
