@@ -140,7 +140,8 @@ def _strip_wrappers(value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def oracle(ganeti3: Ganeti3) -> dict[str, Any]:
-    texts = [*VALID, *INVALID, *KEYWORD_AFTER_REGEXP, *VERSION_DEPENDENT]
+    texts = [*VALID, *INVALID, *KEYWORD_AFTER_REGEXP, *VERSION_DEPENDENT,
+             *(t for t in _cli_texts() if t not in VALID)]
     makes = [list(c) for c in (*MAKE_FILTER, *MAKE_FILTER_INVALID)]
     code = "import json\nCASES = " + repr(json.dumps({"parse": texts, "make": makes})) + \
         "\n" + _ORACLE_CODE
@@ -148,13 +149,15 @@ def oracle(ganeti3: Ganeti3) -> dict[str, Any]:
     fixed = not answer["pyparsing"].startswith("3.0.")
     parse = {t: a for t, a in zip(texts, answer["parse"], strict=True)}
     make = [a for a in answer["make"]]
+    # what Ganeti's client really sends, wrappers and all (for the CLI test)
+    raw = {t: a.get("ok") for t, a in parse.items()}
     if fixed:
         for a in [*parse.values(), *make]:
             if "ok" in a:
                 a["ok"] = _strip_wrappers(a["ok"])
     same = answer["pyparsing"].split(".")[:2] == pyparsing.__version__.split(".")[:2]
     return {"pyparsing": answer["pyparsing"], "same_pyparsing": same, "parse": parse,
-            "make": make}
+            "make": make, "raw": raw}
 
 
 def _ours(text: str) -> dict[str, Any]:
@@ -228,12 +231,29 @@ _NOT_SERVED = ("LUXI version mismatch", "ganeti-query", "Cannot communicate",
                "No such file or directory", "Cluster not initialized")
 
 
-def test_ganeti_list_filters_on_our_master(ganeti3: Ganeti3, cluster: Any) -> None:
+def _filter_text(args: tuple[str, ...]) -> str | None:
+    if args[0] == "-F":
+        return args[1]
+    return args[0] if len(args) == 1 and qlang.looks_like_filter(args[0]) else None
+
+
+def _cli_texts() -> list[str]:
+    return [t for t in (_filter_text(args) for args, _ in CLI_FILTERS) if t is not None]
+
+
+def test_ganeti_list_filters_on_our_master(ganeti3: Ganeti3, oracle: dict[str, Any],
+                                           cluster: Any) -> None:
+    # with pyparsing >= 3.1 Ganeti's client sends extra wrappers (or cannot encode
+    # its filter at all); those cases say nothing about our master
+    cases = [(args, expected) for args, expected in CLI_FILTERS
+             if (text := _filter_text(args)) is None
+             or oracle["raw"][text] == qlang.parse_filter(text)]
+    assert len(cases) >= 3, oracle["pyparsing"]
     for name, node, vcpus in (("web1", "node2", 1), ("web2", "node3", 2),
                               ("db1", "node2", 4)):
         cluster.gnt("gnt-instance", "add", "-t", "file", "-n", node, "--disk", "0:size=4M",
                     "-B", f"vcpus={vcpus}", "--no-start", name)
-    for args, expected in CLI_FILTERS:
+    for args, expected in cases:
         theirs = ganeti3.run(cluster, "gnt-instance", "list", "--no-headers", "-o", "name",
                              *args)
         if theirs.returncode != 0 and any(s in theirs.stderr for s in _NOT_SERVED):
