@@ -204,6 +204,12 @@ HOSTNAME_FIELDS: Final[dict[str, frozenset[str]]] = {
     RESOURCE_EXPORT: frozenset({"node"}),
 }
 
+# Job-id fields: a value may also be the id as a string ("42"), as Ganeti's
+# QFF_JOB_ID fields take it
+JOB_ID_FIELDS: Final[dict[str, frozenset[str]]] = {
+    RESOURCE_JOB: frozenset({"id"}),
+}
+
 # How deep filters may nest (Ganeti's limit; also bounds the compiler's recursion)
 FILTER_LEVELS_MAX: Final = 10
 
@@ -327,6 +333,10 @@ def _compile_binary(op: str, name: Any, wanted: Any, res: Resource) -> Predicate
             value = getter(src, item)
             return isinstance(value, str) and search(value) is not None
         return match
+    if isinstance(wanted, str) and name in JOB_ID_FIELDS.get(res.name, ()):
+        if not wanted.isdigit():
+            raise _bad_filter(f"invalid job id {wanted!r} for field '{name}'")
+        wanted = int(wanted)
     if not check(wanted):
         raise _bad_filter(f"cannot compare field '{name}' ({kind}) with {wanted!r:.60}"
                           f" ({type(wanted).__name__}); expected {expected}")

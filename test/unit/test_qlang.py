@@ -299,6 +299,17 @@ def test_nine_levels_are_allowed() -> None:
     assert _names(qfilter) == ["web2", "gone"]
 
 
+def test_job_ids_may_be_strings() -> None:
+    fields = [query.FieldDef("id", "ID", query.QFT_NUMBER, "", query.item_getter("id"))]
+    keep = query.compile_local_filter(query.RESOURCE_JOB, fields, [">=", "id", "10"])
+    assert [i for i in (9, 10, 11) if keep({"id": i})] == [10, 11]
+    with pytest.raises(errors.QueryFilterParseError, match="invalid job id 'x'"):
+        query.compile_local_filter(query.RESOURCE_JOB, fields, ["==", "id", "x"])
+    # elsewhere a number field wants a number
+    with pytest.raises(errors.QueryFilterParseError, match="cannot compare"):
+        query.compile_local_filter("lock", fields, ["==", "id", "10"])
+
+
 def test_host_name_fields_match_the_first_labels() -> None:
     """As Ganeti's host-name fields: "web1" is web1.example.com too (any case)."""
     names = ["web1", "web1.example.com", "WEB1.Example.com", "web10", "aweb1", "db1"]
