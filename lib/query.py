@@ -86,11 +86,21 @@ def plain(value: Any) -> Any:
     return None if isinstance(value, _Status) else value
 
 
+class _ItemGetter:
+    """Getter reading ``item[key]``; filters read ``key`` and skip the call."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __call__(self, _source: Any, item: Any) -> Any:
+        return item[self.key]
+
+
 def item_getter(key: Any) -> Getter:
     """Getter reading ``item[key]`` (rows as dicts or sequences)."""
-    def get(_source: Any, item: Any) -> Any:
-        return item[key]
-    return get
+    return _ItemGetter(key)
 
 
 @dataclass(frozen=True)
@@ -389,6 +399,15 @@ def _filter_getter(name: Any, res: Resource) -> Getter:
         raise errors.OpPrereqError(f"Unknown field '{name}' in query filter for {res.name}",
                                    errors.ECODE_INVAL)
     raw = res.fields[name].getter
+    if isinstance(raw, _ItemGetter):
+        key = raw.key
+
+        def get_item(_src: Any, item: Any) -> Any:
+            try:
+                return item[key]
+            except (KeyError, IndexError):
+                return UNAVAIL
+        return get_item
 
     def get(src: Any, item: Any) -> Any:
         try:
