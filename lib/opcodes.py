@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -34,7 +35,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
-from ganeti import constants, errors, limits, objects
+from ganeti import constants, errors, limits, objects, opcodes_compat
 from ganeti.backup.retention import RetentionRules
 
 # OP_RESULT of an LU whose Exec returns None
@@ -102,6 +103,8 @@ class OpCode(BaseModel):
     reason: list[ReasonEntry] = Field(
         default_factory=list, max_length=limits.REASON_ENTRIES.maximum,
         description="Reason trail: (source, text, timestamp in ns), one entry per hop")
+    # uuid fields of Ganeti 3.0 clients (ganeti.opcodes_compat), resolved by the processor
+    _compat: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,14 +116,30 @@ class OpCode(BaseModel):
 
     @classmethod
     def create(cls, **fields: Any) -> OpCode:
-        """Build and validate; bad input raises OpPrereqError naming the field."""
+        """Build and validate; bad input raises OpPrereqError naming the field.
+
+        Ganeti 3.0's fields are treated as ganeti.opcodes_compat says.
+        """
+        fields, kept = opcodes_compat.split(cls, fields)
         try:
-            return cls.model_validate(fields)
+            op = cls.model_validate(fields)
         except ValidationError as err:
             raise _prereq_from_validation(cls, err) from None
+        op._compat = kept
+        return op
+
+    def compat_values(self) -> dict[str, Any]:
+        """The Ganeti 3.0 uuid fields this opcode came with (field -> value)."""
+        return dict(self._compat)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
+        # a secret field holding nothing is no secret: left out, the job can still run
+        # after a master restart (the job queue keeps secrets in memory only)
+        for name in self.OP_SECRET_FIELDS:
+            if data.get(name) in ({}, []):
+                del data[name]
+        data.update(self._compat)
         data["OP_ID"] = self.OP_ID
         return data
 
@@ -296,6 +315,21 @@ class NicSpec(Spec):
     name: str | None = Field(None, description="Optional NIC name")
     network: str | None = Field(None, description="Network (uuid) the NIC belongs to")
     vlan: str | None = Field(None, description="VLAN (openvswitch mode)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bridge_is_link(cls, data: Any) -> Any:
+        """Ganeti's ``bridge`` key is the older spelling of ``link``."""
+        if not isinstance(data, dict) or "bridge" not in data:
+            return data
+        data = dict(data)
+        bridge = data.pop("bridge")
+        if bridge is not None:
+            if data.get("link") not in (None, bridge):
+                raise ValueError(f"bridge {bridge!r} and link {data['link']!r} differ"
+                                 " (bridge is the old name of link)")
+            data["link"] = bridge
+        return data
 
 
 # --- results ---------------------------------------------------------------------------
@@ -507,6 +541,7 @@ class OpInstanceCreate(OpCode):
 
     OP_DSC_FIELD = "instance_name"
     OP_RESULT = list[str]
+    OP_SECRET_FIELDS = ("osparams_private",)
     instance_name: NewName = Field(description="Name of the new instance")
     mode: Literal["create", "import", "remote-import"] = Field(
         constants.INSTANCE_CREATE,
@@ -520,6 +555,8 @@ class OpInstanceCreate(OpCode):
                                 description="The NICs, in order")
     os_type: str | None = Field(None, description="OS (definition name, +variant)")
     osparams: dict[str, Any] = Field(default_factory=dict, description="OS parameters")
+    osparams_private: dict[str, Any] = Field(
+        default_factory=dict, description="OS parameters kept out of job queries")
     beparams: dict[str, Any] = Field(default_factory=dict,
                                      description="Backend parameters (memory, vcpus, ...)")
     hvparams: dict[str, Any] = Field(default_factory=dict,
@@ -946,6 +983,24 @@ def _field_rows(fields: dict[str, FieldInfo]) -> list[str]:
     return rows
 
 
+def _compat_rows(op_id: str, cls: type[OpCode]) -> list[str]:
+    """How the fields Ganeti 3.0 sends for ``op_id`` are treated (opcodes_compat)."""
+    if op_id not in opcodes_compat.GANETI3_FIELDS:
+        return []
+    rules = opcodes_compat.GANETI3_FIELDS[op_id]
+    ours = [name for name, rule in rules.items() if isinstance(rule, opcodes_compat.Ours)]
+    others = {name: rule for name, rule in rules.items() if name not in ours}
+    lines = ["", "Ganeti 3.0 has this opcode too."]
+    if ours:
+        lines += [f"3.0 fields implemented here: {', '.join(f'`{n}`' for n in ours)}."]
+    if others:
+        lines += ["Its other fields:", "", "| field | 3.0 default | treatment |",
+                  "|---|---|---|"]
+        lines += [f"| `{name}` | `{json.dumps(rule.default)}` | {rule.describe()} |"
+                  for name, rule in others.items()]
+    return lines
+
+
 def _doc(obj: Any) -> str:
     return " ".join((obj.__doc__ or "").split())
 
@@ -974,6 +1029,15 @@ def render_markdown() -> str:
              "Generated from `lib/opcodes.py` by `python -m ganeti.opcodes`; do not edit.",
              "Every opcode is a JSON object with `OP_ID` and the fields below; unknown",
              "fields are refused.  The result is what the job's opresult holds on success.",
+             "",
+             "An opcode Ganeti 3.0 also has accepts every field 3.0 sends (its clients",
+             "send them all, the unset ones too); its section says how each is treated.",
+             "A field 3.0 sends as None (unset) means our default where ours takes no",
+             "None.  A feature we lack is refused unless its field is at 3.0's default",
+             "(None, [] and {} count as one); a `*_uuid` field is checked against its",
+             "name field before the LU runs: an unknown uuid fails with ECODE_NOENT, a",
+             "uuid and a name of different objects with ECODE_INVAL, and a uuid alone",
+             "fills the name in.  Fields Ganeti 3.0 does not know either are refused.",
              "", "## Fields common to every opcode", "",
              *_field_rows(OpCode.model_fields)]
     nested: dict[str, Any] = {}
@@ -985,6 +1049,7 @@ def render_markdown() -> str:
         own = {n: f for n, f in cls.model_fields.items() if n not in common}
         lines += _field_rows(own) if own else ["No fields of its own."]
         lines += ["", f"Result: {type_text(cls.OP_RESULT)}"]
+        lines += _compat_rows(op_id, cls)
         for info in own.values():
             _nested_types(info.annotation, nested)
         _nested_types(cls.OP_RESULT, nested)
