@@ -17,6 +17,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -332,6 +333,15 @@ class NicSpec(Spec):
         return data
 
 
+def _unset_only(feature: str) -> Callable[[Any], Any]:
+    """A field kept for Ganeti's clients whose feature we lack: None only."""
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise ValueError(f"is not supported here ({feature}); only None is accepted")
+        return value
+    return check
+
+
 # --- results ---------------------------------------------------------------------------
 
 
@@ -567,14 +577,18 @@ class OpInstanceCreate(OpCode):
                                                 " with the fewest instances)")
     snode: str | None = Field(None, description="Secondary node (no template here uses"
                                                 " one)")
-    iallocator: str | None = Field(None, description="Allocator script (not supported)")
+    iallocator: Annotated[str | None, BeforeValidator(_unset_only("allocator scripts"))] = \
+        Field(None, description="Allocator script (not supported: only None)")
     start: bool = Field(True, description="Start the instance once created")
     ip_check: bool = Field(False, description="Check that the IP is not in use")
     name_check: bool = Field(False, description="Check that the name resolves")
     wait_for_sync: bool = Field(True, description="Wait for disk synchronisation")
     no_install: bool | None = Field(None, description="Do not run the OS install scripts")
     tags: TagList = Field(default_factory=list, description="Tags of the new instance")
-    file_storage_dir: str | None = Field(None, description="Directory of file disks")
+    file_storage_dir: Annotated[str | None, BeforeValidator(
+        _unset_only("choosing the directory of file disks"))] = Field(
+        None, description="Directory of file disks (not supported: only None; the"
+                          " node's file storage directory)")
     src_node: str | None = Field(None, description="import: node holding the export"
                                                    " (default: searched)")
     src_path: str | None = Field(None, description="import: export name or path; NAME@GEN"

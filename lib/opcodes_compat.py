@@ -399,6 +399,10 @@ def split(cls: type[OpCode], fields: dict[str, Any]) -> tuple[dict[str, Any],
                 del out[name]
             continue
         del out[name]
+        if isinstance(rule, Ignored) and value is not None and rule.default is not None \
+                and type(value) is not type(rule.default):
+            raise _bad(op_id, name, "fails validation: a"
+                                    f" {type(rule.default).__name__} is needed", value)
         if isinstance(rule, Unsupported) and not is_default(value, rule.default):
             raise _bad(op_id, name, f"is not supported here ({rule.feature}); only"
                                     f" {rule.default!r} is accepted", value)

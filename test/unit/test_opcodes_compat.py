@@ -104,6 +104,16 @@ def test_false_is_not_the_default_none() -> None:
     assert opcodes_compat.is_default([], None)
 
 
+@pytest.mark.parametrize(("field", "value"), [("iallocator", "hail"),
+                                              ("file_storage_dir", "/srv/disks")])
+def test_our_own_fields_without_a_feature_behind_them_take_none_only(field: str,
+                                                                     value: str) -> None:
+    base = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "i1", "disks": [{"size": 10}]}
+    assert getattr(opcodes.from_dict({**base, field: None}), field) is None
+    err = _prereq({**base, field: value})
+    assert f"OP_INSTANCE_CREATE.{field}" in str(err) and "not supported here" in str(err)
+
+
 # --- ignored fields ---------------------------------------------------------------------
 
 
@@ -116,6 +126,9 @@ def test_test_delay_takes_gnt_debug_delays_fields(no_locks: bool) -> None:
     assert "no_locks" not in op.to_dict()
     err = _prereq({"OP_ID": "OP_TEST_DELAY", "duration": 1.0, "interruptible": True})
     assert "OP_TEST_DELAY.interruptible" in str(err)
+    # ignored, but not anything at all
+    err = _prereq({"OP_ID": "OP_TEST_DELAY", "duration": 1.0, "no_locks": "yes"})
+    assert "OP_TEST_DELAY.no_locks" in str(err) and "a bool is needed" in str(err)
 
 
 # --- unknown fields ---------------------------------------------------------------------
