@@ -243,6 +243,12 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ganeti3_keys(cls, data: Any) -> Any:
+        """Ganeti 3.0's keys we lack or spell otherwise (opcodes_compat.SPEC_FIELDS)."""
+        return opcodes_compat.split_spec(cls.__name__, data)
+
     @model_serializer(mode="wrap")
     def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
@@ -316,21 +322,6 @@ class NicSpec(Spec):
     name: str | None = Field(None, description="Optional NIC name")
     network: str | None = Field(None, description="Network (uuid) the NIC belongs to")
     vlan: str | None = Field(None, description="VLAN (openvswitch mode)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bridge_is_link(cls, data: Any) -> Any:
-        """Ganeti's ``bridge`` key is the older spelling of ``link``."""
-        if not isinstance(data, dict) or "bridge" not in data:
-            return data
-        data = dict(data)
-        bridge = data.pop("bridge")
-        if bridge is not None:
-            if data.get("link") not in (None, bridge):
-                raise ValueError(f"bridge {bridge!r} and link {data['link']!r} differ"
-                                 " (bridge is the old name of link)")
-            data["link"] = bridge
-        return data
 
 
 def _unset_only(feature: str) -> Callable[[Any], Any]:
@@ -1015,6 +1006,14 @@ def _compat_rows(op_id: str, cls: type[OpCode]) -> list[str]:
     return lines
 
 
+def _spec_compat_rows(name: str) -> list[str]:
+    rules = opcodes_compat.SPEC_FIELDS.get(name)
+    if not rules:
+        return []
+    return ["", "Ganeti 3.0's other keys:", "", "| key | treatment |", "|---|---|",
+            *[f"| `{key}` | {rule.describe()} |" for key, rule in rules.items()]]
+
+
 def _doc(obj: Any) -> str:
     return " ".join((obj.__doc__ or "").split())
 
@@ -1072,6 +1071,7 @@ def render_markdown() -> str:
         lines += ["", f"### {name}", "", _doc(tp), ""]
         if issubclass(tp, BaseModel):
             lines += _field_rows(tp.model_fields)
+            lines += _spec_compat_rows(name)
         else:
             lines += ["| key | type |", "|---|---|"]
             lines += [f"| `{k}` | {type_text(v)} |"

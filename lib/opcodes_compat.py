@@ -81,7 +81,19 @@ class UuidOf:
                 " checked against it, fills it when it is not given")
 
 
+@dataclass(frozen=True)
+class Renamed:
+    """A key of a nested spec we implement under another name."""
+
+    name: str
+    default: Any = None
+
+    def describe(self) -> str:
+        return f"the older name of `{self.name}`"
+
+
 Rule = Ours | Unsupported | Ignored | UuidOf
+SpecRule = Unsupported | Renamed
 
 # the fields 3.0's base OpCode gives every opcode (ours are OpCode's common fields)
 COMMON_FIELDS: dict[str, Rule] = {
@@ -338,6 +350,43 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
         "instance_uuid": _INSTANCE,
     },
 }
+
+
+# keys of the disk and NIC dicts (IDISK_PARAMS, INIC_PARAMS) beyond our spec fields
+SPEC_FIELDS: dict[str, dict[str, SpecRule]] = {
+    "DiskSpec": {
+        "access": Unsupported(None, "choosing how the hypervisor accesses the disk"),
+        "adopt": Unsupported(None, "adopting an existing volume"),
+        "dev_type": Unsupported(None, "a disk template per disk"),
+        "metavg": Unsupported(None, "DRBD metadata volume groups"),
+        "provider": Unsupported(None, "ext storage providers"),
+        "spindles": Unsupported(None, "spindles"),
+        "vg": Unsupported(None, "choosing the volume group"),
+    },
+    "NicSpec": {
+        "bridge": Renamed("link"),
+    },
+}
+
+
+def split_spec(spec: str, data: Any) -> Any:
+    """A disk or NIC dict with 3.0's extra keys handled; ValueError names the key."""
+    rules = SPEC_FIELDS.get(spec, {})
+    if not isinstance(data, dict) or not rules.keys() & data.keys():
+        return data
+    out = dict(data)
+    for key, rule in rules.items():
+        if key not in out:
+            continue
+        value = out.pop(key)
+        if isinstance(rule, Unsupported) and not is_default(value, rule.default):
+            raise ValueError(f"{key} is not supported here ({rule.feature})")
+        if isinstance(rule, Renamed) and value is not None:
+            if out.get(rule.name) not in (None, value):
+                raise ValueError(f"{key} {value!r} and {rule.name} {out[rule.name]!r}"
+                                 f" differ ({key} is the older name of {rule.name})")
+            out[rule.name] = value
+    return out
 
 
 def rules_for(op_id: str) -> dict[str, Rule]:

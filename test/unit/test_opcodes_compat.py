@@ -156,6 +156,18 @@ def test_a_nic_bridge_is_its_link() -> None:
     assert "nics[0]" in str(err) and "bridge" in str(err)
 
 
+def test_3_0_disk_keys_we_lack_are_refused_by_name_unless_unset() -> None:
+    base = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "i1"}
+    op = opcodes.from_dict({**base, "disks": [{"size": 10, "spindles": None}]})
+    assert isinstance(op, opcodes.OpInstanceCreate) and op.disks[0].size == 10
+    err = _prereq({**base, "disks": [{"size": 10}, {"size": 10, "vg": "xenvg"}]})
+    assert "OP_INSTANCE_CREATE.disks[1]" in str(err)
+    assert "vg is not supported here" in str(err)
+    # a key Ganeti does not know either stays unknown
+    err = _prereq({**base, "disks": [{"size": 10, "colour": "red"}]})
+    assert "disks[0].colour" in str(err) and "unknown parameter" in str(err)
+
+
 # --- osparams_private: a secret field ----------------------------------------------------
 
 
