@@ -104,6 +104,17 @@ def test_what_3_0_sends_is_accepted(ganeti_ops: dict[str, dict[str, Any]],
     assert opcodes.from_dict(op.to_dict()).to_dict() == op.to_dict()
 
 
+def test_the_disk_and_nic_keys_3_0_knows_are_ours_or_in_the_table(ganeti3: Ganeti3) -> None:
+    keys = ganeti3.eval("from ganeti import constants\n"
+                        "result = [sorted(constants.IDISK_PARAMS),"
+                        " sorted(constants.INIC_PARAMS)]")
+    specs: tuple[type[opcodes.Spec], ...] = (opcodes.DiskSpec, opcodes.NicSpec)
+    for spec, known in zip(specs, keys, strict=True):
+        table = opcodes_compat.SPEC_FIELDS[spec.__name__]
+        assert not set(table) & set(spec.model_fields)
+        assert sorted(set(spec.model_fields) | set(table)) == known, spec.__name__
+
+
 def test_a_3_0_field_away_from_its_default_is_refused_by_name(ganeti3: Ganeti3) -> None:
     state = ganeti3.eval(
         "from ganeti import opcodes\n"
@@ -147,4 +158,8 @@ def test_3_0s_gnt_backup_export_runs(ganeti3: Ganeti3, cluster: E2ECluster) -> N
     assert "OP_BACKUP_EXPORT.zero_free_space" in proc.stdout + proc.stderr
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node1|g3exp1" not in listing.splitlines()
+    proc = ganeti3.run(cluster, "gnt-backup", "remove", "g3exp1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
+    assert "node3|g3exp1" not in listing.splitlines()
     cluster.gnt("gnt-instance", "remove", "-f", "g3exp1")
