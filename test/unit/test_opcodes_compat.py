@@ -252,8 +252,10 @@ def cluster(tmp_path: Path) -> tuple[Processor, ConfigStore, dict[str, str]]:
 
 
 def _run(processor: Processor, data: dict[str, Any]) -> dict[str, Any]:
-    """Through the processor up to the pre hooks (a dry run: no Exec, no result check)."""
-    processor.execute_opcode(opcodes.from_dict({**data, "dry_run": True}), _Callbacks())  # type: ignore[arg-type]
+    """As the job queue runs it (stored, then rebuilt) through the processor, up to the
+    pre hooks (a dry run: no Exec, no result check)."""
+    stored = opcodes.from_dict({**data, "dry_run": True}).to_dict()
+    processor.execute_opcode(opcodes.from_dict(stored), _Callbacks())  # type: ignore[arg-type]
     return _RecordLU.seen[-1]
 
 
