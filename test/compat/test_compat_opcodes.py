@@ -163,3 +163,19 @@ def test_3_0s_gnt_backup_export_runs(ganeti3: Ganeti3, cluster: E2ECluster) -> N
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node3|g3exp1" not in listing.splitlines()
     cluster.gnt("gnt-instance", "remove", "-f", "g3exp1")
+
+
+def test_3_0s_instance_commands_run(ganeti3: Ganeti3, cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "-H", "process:write_interval_ms=5,blocks=64", "g3inst1")
+    for command in ("shutdown", "startup", "reboot"):
+        proc = ganeti3.run(cluster, "gnt-instance", command, "g3inst1")
+        assert proc.returncode == 0, f"{command}: {proc.stdout}{proc.stderr}"
+    proc = ganeti3.run(cluster, "gnt-instance", "remove", "-f", "g3inst1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cluster.instance_conf("g3inst1") is None
+    summaries = cluster.gnt("gnt-job", "list", "--no-headers", "-o", "status,summary").stdout
+    for op in ("INSTANCE_SHUTDOWN", "INSTANCE_STARTUP", "INSTANCE_REBOOT",
+               "INSTANCE_REMOVE"):
+        assert ["success", f"{op}(g3inst1)"] in [line.split() for line in
+                                                 summaries.splitlines()], op
