@@ -5,7 +5,7 @@ client sends ``op.__getstate__()`` (private values in clear, as its
 ``SubmitJob`` does).  For every OP_ID we share with 3.0, that dict must pass
 our ``opcodes.from_dict``, and ganeti.opcodes_compat's table must name every
 field 3.0 has, with 3.0's default.  Then 3.0's own gnt-debug and gnt-backup
-run against a local cluster.
+run against a local cluster (delay, backup export/import/remove, instance commands).
 """
 
 from __future__ import annotations
@@ -158,6 +158,13 @@ def test_3_0s_gnt_backup_export_runs(ganeti3: Ganeti3, cluster: E2ECluster) -> N
     assert "OP_BACKUP_EXPORT.zero_free_space" in proc.stdout + proc.stderr
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node1|g3exp1" not in listing.splitlines()
+    # OP_INSTANCE_CREATE in import mode, with every field 3.0 sends
+    proc = ganeti3.run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node",
+                       "node3", "--src-dir", "g3exp1", "g3exp1-copy", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    copy = cluster.instance_conf("g3exp1-copy")
+    assert copy is not None and len(copy["disks"]) == 1
+    cluster.gnt("gnt-instance", "remove", "-f", "g3exp1-copy")
     proc = ganeti3.run(cluster, "gnt-backup", "remove", "g3exp1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
