@@ -2,7 +2,9 @@
 
 Every expression goes through both; the filter lists must be equal, and where
 Ganeti refuses a text we must refuse it too, at the same column.  All of Ganeti's
-answers come from one run of its interpreter.
+answers come from one run of its interpreter.  Last, Ganeti's own gnt-instance and
+gnt-node list, with -F filters and globs, run against our master and must print
+the rows ours print.
 
 Ganeti 3.0.2 runs with Debian bookworm's pyparsing 3.0.9.  pyparsing 3.1 and
 later change what its infixNotation hands the parse actions, so Ganeti's code
