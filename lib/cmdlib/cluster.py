@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ganeti import constants, crypto, errors, locking, objects, opcodes
 from ganeti.backup import remote
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.hooks.master import run_post_hook
 
 # Ganeti indents a failed verify hook's output by six spaces per line
 _HOOKS_INDENT_RE = re.compile("^", re.M)
@@ -47,11 +48,22 @@ class LUClusterQuery(NoHooksLU):
         }
 
 
-class LUClusterSetParams(NoHooksLU):
+class LUClusterSetParams(LogicalUnit):
     """Change cluster settings (today: the backup defaults)."""
 
+    HPATH = "cluster-modify"
+    HTYPE = constants.HTYPE_CLUSTER
     REQ_BGL = False
     op: opcodes.OpClusterSetParams
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        # Ganeti's variables; we have no volume group to change, so it is always None
+        return {"OP_TARGET": self.cfg.get_cluster_info().cluster_name,
+                "NEW_VG_NAME": str(getattr(self.op, "vg_name", None))}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        master = self.cfg.get_master_node_name()
+        return [master], [master]
 
     def CheckArguments(self) -> None:
         if not self.op.backup_defaults:
@@ -197,14 +209,24 @@ class LUClusterVerify(LogicalUnit):
         return problems
 
 
-class LUClusterDestroy(NoHooksLU):
+class LUClusterDestroy(LogicalUnit):
     """Dismantle a cluster reduced to its master: set its files aside.
 
     The configuration and crypto material are renamed (not deleted), so an
     accidental destroy can be undone by hand; the CLI then stops the daemons.
+    As in Ganeti, its post hooks run on the master during Exec, while the
+    cluster still exists.
     """
 
+    HPATH = "cluster-destroy"
+    HTYPE = constants.HTYPE_CLUSTER
     REQ_BGL = True
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return {"OP_TARGET": self.cfg.get_cluster_info().cluster_name}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        return [], []
 
     def ExpandNames(self) -> None:
         self.needed_locks = {}
@@ -224,6 +246,7 @@ class LUClusterDestroy(NoHooksLU):
                 " remove them first", errors.ECODE_INVAL)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        run_post_hook(self, self.cfg.get_master_node_name())
         paths = self.context.paths
         suffix = time.strftime(".destroyed-%Y%m%d%H%M%S")
         for path in (paths.cluster_conf_file, paths.cluster_domain_secret_file,

@@ -8,6 +8,7 @@ from typing import Any
 
 from ganeti import constants, errors, locking, opcodes
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
+from ganeti.hooks.master import run_post_hook
 from ganeti.objects import Node
 
 # How many nodes hold a copy of the configuration (Ganeti's candidate pool size)
@@ -164,6 +165,8 @@ class LUNodeRemove(LogicalUnit):
         return [master, *[n for n in others if n != master]], others
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        # as in Ganeti, the leaving node runs the post hooks now, not after the removal
+        run_post_hook(self, self.node.name)
         self.context.remove_node(self.node)
         feedback_fn(f"Node {self.node.name} removed from the cluster")
         return True

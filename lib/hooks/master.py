@@ -217,3 +217,22 @@ class HooksMaster:
         failures[node] = problem
         self._log_warning(f"Hooks on node {node}: {problem}")
         return None
+
+
+def hooks_master_for(lu: Any) -> HooksMaster:
+    """The hooks master of a logical unit in its master context (the processor's)."""
+    context = lu.context
+    return HooksMaster.build_from_lu(
+        lu, context.rpc.call_hooks_runner,
+        cluster_name=context.cfg.get_cluster_info().cluster_name,
+        master_name=context.cfg.get_master_node_name(),
+        data_dir=str(context.paths.data_dir), log_warning=lu.LogWarning)
+
+
+def run_post_hook(lu: Any, node_name: str) -> None:
+    """Ganeti's RunPostHook: the post phase on one node during Exec, for a node that
+    is about to leave (node remove, cluster destroy); problems are only warnings."""
+    try:
+        hooks_master_for(lu).run_phase(constants.HOOKS_PHASE_POST, [node_name])
+    except errors.GenericError as err:
+        lu.LogWarning(f"Errors occurred running hooks on {node_name}: {err}")
