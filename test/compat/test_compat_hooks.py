@@ -3,8 +3,9 @@
 The same instance data goes to our builders and to Ganeti's pure functions
 (``cmdlib.instance_utils.BuildInstanceHookEnvByObject`` for a configured
 instance, ``BuildInstanceHookEnv`` with disk specifications for a new one,
-``hooksmaster.HooksMaster`` for the phase environments); the variables, after
-each side's final formatting, must be identical: names, presence and values.
+``hooksmaster.HooksMaster`` for the phase environments, and each LU's own
+``BuildHooksEnv`` for every hook path we have); the variables, after each side's
+final formatting, must be identical: names, presence and values.
 Ganeti fills its defaults from its own constants (BEC_DEFAULTS, NICC_DEFAULTS);
 the only input we adapt is the default NIC link (we have no default bridge).
 """
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from support.ganeti_oracle import Ganeti3
 
-from ganeti import constants, objects
+from ganeti import constants, objects, opcodes
 from ganeti.hooks import build_instance_hook_env, build_new_instance_hook_env
 from ganeti.hooks.instance_env import NIC_DEFAULTS, filled_hvparams
 from ganeti.hooks.master import HooksMaster, prefixed_env
@@ -29,7 +30,7 @@ NODES = {"uuid-1": "node1.example.com", "uuid-2": "node2.example.com"}
 # it (disks by uuid in the config)
 _ORACLE = """
 import json
-from ganeti import constants, objects
+from ganeti import constants, objects, opcodes
 from ganeti.cmdlib import instance_utils as iu
 
 data = json.loads(DATA)
@@ -225,3 +226,219 @@ def test_phase_environments_are_ganetis(ganeti3: Ganeti3, htype: str | None) -> 
             "pre": pre, "post": post}
     theirs = ganeti3.eval(f"DATA = {json.dumps(json.dumps(data))}\n" + _MASTER_ORACLE)
     assert seen == theirs
+
+
+# --- whole LU environments ------------------------------------------------------
+#
+# Each hook path of ours runs on the loopback harness; Ganeti's own BuildHooksEnv of
+# the matching LU is then called on a stand-in object carrying the same data (the
+# opcode's fields, the instance, the cluster), and both environments must agree.
+
+_LU_ORACLE = """
+import importlib, json
+from types import SimpleNamespace
+from ganeti import constants, objects, utils
+
+data = json.loads(DATA)
+result = {}
+for case in data["cases"]:
+    c = data["cluster"]
+    cluster = objects.Cluster(
+        cluster_name=c["name"], tags=set(c["tags"]), os_hvp={},
+        beparams={"default": objects.FillDict(constants.BEC_DEFAULTS, c["be"])},
+        hvparams=c["hv"],
+        nicparams={"default": objects.FillDict(constants.NICC_DEFAULTS, c["nic"])})
+    names = data["names"]
+    disks = [objects.Disk.FromDict(d) for d in case.get("disks", [])]
+
+    class Cfg:
+        def GetClusterInfo(self): return cluster
+        def GetClusterName(self): return c["name"]
+        def GetInstanceSecondaryNodes(self, uuid): return []
+        def GetInstanceDisks(self, uuid): return disks
+        def GetNodeName(self, uuid): return names[uuid]
+        def GetNodeNames(self, uuids): return [names[u] for u in uuids]
+        def GetNetwork(self, uuid): return None
+
+    lu = SimpleNamespace(cfg=Cfg(), cluster=cluster, op=SimpleNamespace(**case["op"]))
+    if "instance" in case:
+        inst = dict(case["instance"], disks=[d.uuid for d in disks])
+        lu.instance = objects.Instance.FromDict(inst)
+        lu.secondary_nodes, lu.inst_disks = [], disks
+    extra = case.get("extra", {})
+    if "be_new_own" in extra:
+        lu.be_new, lu._new_nics = cluster.SimpleFillBE(extra["be_new_own"]), None
+    if "create" in extra:
+        x = extra["create"]
+        lu.secondaries = []
+        lu.be_full = cluster.SimpleFillBE(x["beparams"])
+        lu.hv_full = cluster.SimpleFillHV(case["op"]["hypervisor"], case["op"]["os_type"],
+                                          x["hvparams"])
+        lu.nics = [objects.NIC.FromDict(n) for n in x["nics"]]
+        lu.disks = x["disks"]
+        lu.src_images = [utils.PathJoin(case["op"]["src_path"], d) for d in x["dumps"]]
+    if "nodes" in extra:
+        lu.my_node_info = {n["uuid"]: objects.Node(uuid=n["uuid"], name=n["name"],
+                                                  tags=set(n["tags"]))
+                           for n in extra["nodes"]}
+    module, name = case["lu"].split(":")
+    env = getattr(importlib.import_module(module), name).BuildHooksEnv(lu)
+    result[case["path"]] = {k: str(v) for k, v in env.items()}
+"""
+
+_COMMON = {"HOOKS_VERSION", "HOOKS_PHASE", "HOOKS_PATH", "OP_CODE", "OBJECT_TYPE",
+           "CLUSTER", "MASTER", "DATA_DIR"}
+
+
+def _ganeti_instance(inst: objects.Instance) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An instance and its disks as Ganeti 3.0's objects take them."""
+    data = inst.to_dict()
+    disks = [{k: v for k, v in d.items() if k in ("uuid", "name", "size", "mode", "dev_type",
+                                                  "logical_id")} for d in data["disks"]]
+    keep = ("uuid", "name", "primary_node", "os", "hypervisor", "hvparams", "beparams",
+            "admin_state", "tags")
+    ganeti = {k: v for k, v in data.items() if k in keep}
+    ganeti["nics"] = [{k: v for k, v in nic.items() if k in
+                       ("uuid", "name", "mac", "ip", "network", "nicparams")}
+                      for nic in data["nics"]]
+    return ganeti, disks
+
+
+@pytest.fixture(scope="module")
+def lu_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
+                                                                 dict[str, dict[str, str]]]:
+    """(data for Ganeti, our pre-phase environments on the master), per hook path."""
+    from support.loopback import certified_env
+
+    from ganeti import pathutils
+    from ganeti.backup import exportconf
+    from ganeti.cmdlib.node import LUNodeAdd
+    from ganeti.hooks.master import hooks_master_for
+
+    env = certified_env(tmp_path_factory.mktemp("lus"))
+    cases: list[dict[str, Any]] = []
+
+    def run(path: str, lu: str, op: Any, op_fields: dict[str, Any], name: str | None = None,
+            **extra: Any) -> None:
+        case: dict[str, Any] = {"path": path, "lu": lu, "op": op_fields, "extra": extra}
+        if name is not None:
+            case["instance"], case["disks"] = _ganeti_instance(env.inst(name))
+        env.run(op)
+        cases.append(case)
+
+    create = opcodes.OpInstanceCreate.create(
+        instance_name="web1", pnode="node2", hypervisor="process", start=False,
+        disks=[{"size": 4, "name": "root"}, {"size": 2}], tags=["web", "prod"],
+        nics=[{"mode": "bridged", "link": "br0", "name": "eth0"}, {"mode": "routed",
+                                                                   "link": "10"}],
+        beparams={"vcpus": 2}, hvparams={"blocks": 32})
+    env.run(create)
+    inst, disks = _ganeti_instance(env.inst("web1"))
+    cases.append({"path": "instance-add", "lu": "ganeti.cmdlib.instance_create:"
+                  "LUInstanceCreate", "op": {
+                      "mode": "create", "instance_name": "web1", "pnode": "node2",
+                      "start": False, "os_type": "", "disk_template": "file",
+                      "hypervisor": "process", "tags": ["prod", "web"], "src_path": ""},
+                  "extra": {"create": {"beparams": {"vcpus": 2}, "hvparams": {"blocks": 32},
+                                       "nics": inst["nics"], "dumps": [],
+                                       "disks": [{k: d[k] for k in ("size", "mode", "name")
+                                                  if d.get(k)} for d in disks]}}})
+    run("instance-start", "ganeti.cmdlib.instance_operation:LUInstanceStartup",
+        opcodes.OpInstanceStartup.create(instance_name="web1", force=True),
+        {"force": True}, "web1")
+    run("instance-reboot", "ganeti.cmdlib.instance_operation:LUInstanceReboot",
+        opcodes.OpInstanceReboot.create(instance_name="web1", reboot_type="hard"),
+        {"ignore_secondaries": False, "reboot_type": "hard", "shutdown_timeout": 120},
+        "web1")
+    run("instance-stop", "ganeti.cmdlib.instance_operation:LUInstanceShutdown",
+        opcodes.OpInstanceShutdown.create(instance_name="web1", timeout=33),
+        {"timeout": 33}, "web1")
+    run("instance-modify", "ganeti.cmdlib.instance_set_params:LUInstanceSetParams",
+        opcodes.OpInstanceSetParams.create(instance_name="web1", beparams={"maxmem": 256}),
+        {"disk_template": None, "runtime_mem": None}, "web1",
+        be_new_own={"vcpus": 2, "maxmem": 256})
+    run("instance-export", "ganeti.cmdlib.backup:LUBackupExport",
+        opcodes.OpBackupExport.create(instance_name="web1", target_node="node3",
+                                      shutdown_timeout=60),
+        {"mode": "local", "target_node": "node3", "shutdown": True, "shutdown_timeout": 60,
+         "remove_instance": False}, "web1")
+    node3 = env.roots["node3"].paths
+    src_path = pathutils.to_wire_name(node3, node3.export_dir / "web1")
+    env.run(opcodes.OpInstanceCreate.create(instance_name="copy1", mode="import",
+                                            src_path="web1", pnode="node1", start=False))
+    inst, disks = _ganeti_instance(env.inst("copy1"))
+    cases.append({"path": "instance-import", "lu": "ganeti.cmdlib.instance_create:"
+                  "LUInstanceCreate", "op": {
+                      "mode": "import", "instance_name": "copy1", "pnode": "node1",
+                      "start": False, "os_type": inst["os"], "disk_template": "file",
+                      "hypervisor": inst["hypervisor"], "tags": [], "src_node": "node3",
+                      "src_path": src_path},
+                  "extra": {"create": {
+                      "beparams": inst["beparams"], "hvparams": inst["hvparams"],
+                      "nics": inst["nics"],
+                      "dumps": [exportconf.dump_name(i) for i in range(len(disks))],
+                      "disks": [{k: d[k] for k in ("size", "mode", "name") if d.get(k)}
+                                for d in disks]}}})
+    run("instance-remove", "ganeti.cmdlib.instance:LUInstanceRemove",
+        opcodes.OpInstanceRemove.create(instance_name="copy1", shutdown_timeout=44),
+        {"shutdown_timeout": 44}, "copy1")
+    run("node-modify", "ganeti.cmdlib.node:LUNodeSetParams",
+        opcodes.OpNodeSetParams.create(node_name="node3", drained=True),
+        {"node_name": "node3", "master_candidate": None, "offline": None, "drained": True,
+         "master_capable": None, "vm_capable": None})
+    cluster_nodes = [{"uuid": n.uuid, "name": n.name, "tags": n.tags}
+                     for n in env.cfg.get_all_nodes_info().values()]
+    run("cluster-verify", "ganeti.cmdlib.cluster.verify:LUClusterVerifyGroup",
+        opcodes.OpClusterVerify.create(), {}, nodes=cluster_nodes)
+    run("cluster-modify", "ganeti.cmdlib.cluster:LUClusterSetParams",
+        opcodes.OpClusterSetParams.create(backup_defaults={"bwlimit": 5}), {"vg_name": None})
+    run("node-remove", "ganeti.cmdlib.node:LUNodeRemove",
+        opcodes.OpNodeRemove.create(node_name="node3"), {"node_name": "node3"})
+
+    ours: dict[str, dict[str, str]] = {}
+    for call in env.rpc.hooks:
+        path = call["hpath"]
+        if path == "instance-add" and call["env"]["GANETI_ADD_MODE"] == "import":
+            path = "instance-import"
+        ours.setdefault(path, {k.removeprefix("GANETI_"): v for k, v in call["env"].items()
+                               if not k.startswith("GANETI_POST_")
+                               and k.removeprefix("GANETI_") not in _COMMON})
+    # node-add: its daemon check needs a real node; the environment is the LU's own
+    lu = LUNodeAdd(env.ctx, opcodes.OpNodeAdd.create(node_name="node4",
+                                                     primary_ip="127.0.0.4"), env.cbs.feedback)
+    lu.ExpandNames()
+    lu.CheckPrereq()
+    ours["node-add"] = {k.removeprefix("GANETI_"): v for k, v in
+                        hooks_master_for(lu).build_env("pre").items()
+                        if k.removeprefix("GANETI_") not in _COMMON}
+    cases.append({"path": "node-add", "lu": "ganeti.cmdlib.node:LUNodeAdd", "op": {
+        "node_name": "node4", "primary_ip": "127.0.0.4", "secondary_ip": "127.0.0.4",
+        "master_capable": True, "vm_capable": True}, "extra": {}})
+    cluster = env.cfg.get_cluster_info()
+    # the removed node's name is still needed for the cases recorded before
+    names = {n["uuid"]: n["name"] for n in cluster_nodes}
+    data: dict[str, Any] = {
+        "cases": cases, "names": names,
+        "cluster": {"name": cluster.cluster_name, "tags": cluster.tags,
+                    "be": cluster.beparams,
+                    "hv": {hv: filled_hvparams(cluster, hv, {}) for hv in constants.HYPER_TYPES},
+                    "nic": {"link": NIC_DEFAULTS["link"]}}}
+    return data, ours
+
+
+# our additions to Ganeti's variables (doc/hooks.md, "Deliberate differences")
+_EXTENSIONS = {"node-modify": {"NODE_NAME", "BACKUP_BWLIMIT"}}
+
+
+def test_lu_environments_are_ganetis(ganeti3: Ganeti3, lu_cases: tuple[
+        dict[str, Any], dict[str, dict[str, str]]]) -> None:
+    data, ours = lu_cases
+    theirs: dict[str, dict[str, str]] = ganeti3.eval(
+        f"DATA = {json.dumps(json.dumps(data))}\n" + _LU_ORACLE)
+    assert sorted(theirs) == sorted(ours)
+    for path, env in ours.items():
+        mine = {k: v for k, v in env.items() if k not in _EXTENSIONS.get(path, set())}
+        if "INSTANCE_TAGS" in theirs[path]:   # a set in Ganeti: any order
+            theirs[path]["INSTANCE_TAGS"] = " ".join(sorted(
+                theirs[path]["INSTANCE_TAGS"].split()))
+        assert mine == theirs[path], path
