@@ -14,7 +14,7 @@ from ganeti import constants, errors, limits, locking, opcodes
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_import import IMPORT_MODES
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
-from ganeti.hooks.instance_env import BE_DEFAULTS
+from ganeti.hooks.instance_env import filled_beparams
 from ganeti.hypervisor.base import check_instance_name
 from ganeti.objects import NIC, Disk, Instance, Node
 
@@ -431,7 +431,7 @@ class LUInstanceSetParams(InstanceLU):
 
     def BuildHooksEnv(self) -> dict[str, Any]:
         # as in Ganeti: memory and CPUs show the new values, BE_* the current ones
-        be_new = {**BE_DEFAULTS, **self.cfg.get_cluster_info().beparams, **self.new_beparams}
+        be_new = filled_beparams(self.cfg.get_cluster_info(), self.new_beparams)
         return iu.instance_hook_env(self.cfg, self.instance, {
             "INSTANCE_MINMEM": be_new["minmem"], "INSTANCE_MAXMEM": be_new["maxmem"],
             "INSTANCE_MEMORY": be_new["maxmem"], "INSTANCE_VCPUS": be_new["vcpus"]})

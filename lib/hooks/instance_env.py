@@ -104,8 +104,9 @@ class NicInfo:
     network: str | None
 
 
-def filled_beparams(cluster: HookCluster, instance: HookInstance) -> dict[str, Any]:
-    return {**BE_DEFAULTS, **cluster.beparams, **instance.beparams}
+def filled_beparams(cluster: HookCluster, own: Mapping[str, Any]) -> dict[str, Any]:
+    """Every backend parameter: Ganeti's defaults, the cluster's, the instance's own."""
+    return {**BE_DEFAULTS, **cluster.beparams, **own}
 
 
 def filled_hvparams(cluster: HookCluster, hv_name: str,
@@ -215,7 +216,7 @@ def build_instance_hook_env(instance: HookInstance, cluster: HookCluster,
     ``override`` replaces variables of the result (LU-specific ones are added
     by the LUs themselves).
     """
-    bep = filled_beparams(cluster, instance)
+    bep = filled_beparams(cluster, instance.beparams)
     env = instance_env(
         name=instance.name, primary_node_name=node_name_fn(instance.primary_node),
         secondary_node_names=[node_name_fn(n) for n in instance.secondary_nodes],
@@ -236,7 +237,7 @@ def build_new_instance_hook_env(instance: HookInstance, cluster: HookCluster,
                                 disk_template: str) -> dict[str, Any]:
     """The env of LUInstanceCreate (both phases), as Ganeti builds it from the opcode:
     the status is whether the instance is to be started, disks are specifications."""
-    bep = filled_beparams(cluster, instance)
+    bep = filled_beparams(cluster, instance.beparams)
     return instance_env(
         name=instance.name, primary_node_name=node_name_fn(instance.primary_node),
         secondary_node_names=[node_name_fn(n) for n in instance.secondary_nodes],
