@@ -10,6 +10,8 @@ import mode to its strategy (:mod:`ganeti.cmdlib.import_mode`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ganeti import constants, errors, opcodes
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
@@ -17,7 +19,7 @@ from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_common import MIB, online_node_names, query_exports
 from ganeti.cmdlib.backup_remote import RemoteImport
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
-from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode
+from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode, import_hook_env
 from ganeti.objects import Instance, Node
 from ganeti.transfer.checksum import algorithm_of
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
@@ -124,8 +126,10 @@ class LocalImport(ImportMode):
                            for idx, d in enumerate(self.info.disks)]
         self._apply_defaults(specs)
 
-    def hook_env(self) -> dict[str, str | None]:
-        return {"INSTANCE_SRC_NODE": self.op.src_node, "INSTANCE_SRC_PATH": self.op.src_path}
+    def hook_env(self) -> dict[str, Any]:
+        """Ganeti's SRC_NODE, SRC_PATH (the export directory) and SRC_IMAGES."""
+        return import_hook_env(self.node, self.path,
+                               [getattr(d, "dump", None) for d in self.info.disks])
 
     def _apply_defaults(self, specs: CreateSpecs) -> None:
         """Fill what the opcode left open from the export (disks, NICs, params, OS)."""
