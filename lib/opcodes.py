@@ -520,6 +520,8 @@ class OpInstanceCreate(OpCode):
                                 description="The NICs, in order")
     os_type: str | None = Field(None, description="OS (definition name, +variant)")
     osparams: dict[str, Any] = Field(default_factory=dict, description="OS parameters")
+    osparams_private: dict[str, Any] = Field(default_factory=dict,
+                                             description="OS parameters kept out of job queries")
     beparams: dict[str, Any] = Field(default_factory=dict,
                                      description="Backend parameters (memory, vcpus, ...)")
     hvparams: dict[str, Any] = Field(default_factory=dict,

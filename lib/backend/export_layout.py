@@ -202,6 +202,37 @@ def remove_tree(path: Path) -> bool:
 # --- generation names ---------------------------------------------------------------
 
 
+# an export dir holds config.ini, the dumps and their indexes: a bound against a hostile one
+_MAX_LISTED_FILES = 256
+
+
+def dump_sizes(path: Path) -> dict[str, int]:
+    """Byte sizes of the regular files in an export, by their path relative to it.
+
+    The import takes a disk's size from its dump where config.ini says 0 (as
+    Ganeti's exports may) and creates a disk blank whose dump is absent.  Hidden
+    entries and symlinks are skipped; at most a few levels and files are listed.
+    """
+    sizes: dict[str, int] = {}
+    pending = [(path, "")]
+    while pending and len(sizes) < _MAX_LISTED_FILES:
+        directory, prefix = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.is_symlink():
+                continue
+            rel = f"{prefix}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                if rel.count("/") < 3:
+                    pending.append((Path(entry.path), f"{rel}/"))
+            elif entry.is_file(follow_symlinks=False) and len(sizes) < _MAX_LISTED_FILES:
+                sizes[rel] = entry.stat(follow_symlinks=False).st_size
+    return sizes
+
+
 def generation_name(timestamp: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(timestamp))
 

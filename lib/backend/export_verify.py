@@ -198,8 +198,21 @@ def export_verify_disk(ctx: NodeContext, instance_name: str, generation: str,
         raise RpcFail(f"{instance_name}@{generation} has no disk {disk_index} (it has"
                       f" {len(info.disks)})")
     disk = info.disks[disk_index]
-    return verify_dump(path / disk.dump, disk.size * MIB, disk.checksum, disk_index,
+    if disk.dump is None:
+        raise RpcFail(f"{instance_name}@{generation} has no dump of disk {disk_index}"
+                      " (an import creates it blank)")
+    dump = path / disk.dump
+    # size 0: Ganeti's "as large as the dump"
+    size = disk.size * MIB if disk.size else _file_size(dump)
+    return verify_dump(dump, size, disk.checksum, disk_index,
                        disk.ivname or f"disk/{disk_index}")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @procedure("normal", single_node=True)
