@@ -183,7 +183,11 @@ def test_blank_disk_without_any_size_is_refused(cluster: E2ECluster) -> None:
     # with the size given, the disk is made blank at that size
     cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
                 "g3nosize", "--no-start", "--no-install", "--disk", "0:size=2M",
-                "--disk", "1:size=5M", "g3nosize")
+                "--disk", "1:size=5M", "-O", "dhcp=no,mirror=local",
+                "--os-parameters-private", "root_password=other", "g3nosize")
     conf = cluster.instance_conf("g3nosize")
     assert conf is not None and [d["size"] for d in conf["disks"]] == [2, 5]
+    # the command line's OS parameters win over the export's
+    assert conf["osparams"] == {"dhcp": "no", "mirror": "local"}
+    assert conf["osparams_private"] == {"root_password": "other"}
     cluster.gnt("gnt-instance", "remove", "-f", "g3nosize")
