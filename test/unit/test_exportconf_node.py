@@ -1,0 +1,52 @@
+"""The node side of config.ini: written 0600 as Ganeti's; export_info tells the
+import each file's size (disk<N>_size = 0, missing dumps) and the real path."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ganeti import pathutils
+from ganeti.backend import NodeContext
+from ganeti.backend import export as ex
+from ganeti.backend import export_generations as gens
+from ganeti.backend.export_layout import export_name
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> NodeContext:
+    return NodeContext(paths=pathutils.Paths.for_root(tmp_path))
+
+
+def _write_export(ctx: NodeContext, name: str) -> Path:
+    staging = ctx.paths.root / ex.export_prepare(ctx, name).lstrip("/")
+    (staging / "disk0.img").write_bytes(b"x" * 5120)
+    result = ex.export_finalize(ctx, name, "[export]\nversion = 0\ntimestamp = 5\n")
+    return ctx.paths.root / result["path"].lstrip("/")
+
+
+def test_config_ini_is_private(ctx: NodeContext) -> None:
+    """[os_private] may hold secrets: 0600, as Ganeti 3.0 leaves it."""
+    final = _write_export(ctx, "inst1")
+    assert stat.S_IMODE((final / "config.ini").stat().st_mode) == 0o600
+
+
+def test_export_info_lists_file_sizes_and_real_path(ctx: NodeContext) -> None:
+    final = _write_export(ctx, "inst1")
+    (final / "other").mkdir()
+    (final / "other" / "rawdisk.raw").write_bytes(b"y" * 7)
+    os.symlink("/etc/passwd", final / "link.img")       # never listed
+    (final / ".hidden").write_text("x")
+    info = ex.export_info(ctx, "inst1")
+    files = info.get("files")
+    assert files is not None
+    assert files["disk0.img"] == 5120 and files["other/rawdisk.raw"] == 7
+    assert "link.img" not in files and ".hidden" not in files
+    assert files["config.ini"] == len("[export]\nversion = 0\ntimestamp = 5\n")
+    assert info.get("real_path") == os.path.realpath(final)
+    generation = export_name(final)
+    ginfo = gens.export_generation_info(ctx, "inst1", generation)
+    assert ginfo.get("files") == files and ginfo.get("real_path") == info.get("real_path")
