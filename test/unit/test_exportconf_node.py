@@ -14,6 +14,7 @@ from ganeti.backend import NodeContext
 from ganeti.backend import export as ex
 from ganeti.backend import export_generations as gens
 from ganeti.backend.export_layout import export_name
+from ganeti.backend.export_verify import export_verify_disk
 
 
 @pytest.fixture
@@ -50,3 +51,19 @@ def test_export_info_lists_file_sizes_and_real_path(ctx: NodeContext) -> None:
     generation = export_name(final)
     ginfo = gens.export_generation_info(ctx, "inst1", generation)
     assert ginfo.get("files") == files and ginfo.get("real_path") == info.get("real_path")
+
+
+def test_verify_of_a_disk_without_dump_is_no_problem(ctx: NodeContext) -> None:
+    """A Ganeti export may name no dump for a disk (imported blank): nothing to check,
+    not a bad export; a disk of size 0 is checked at its dump's size."""
+    staging = ctx.paths.root / ex.export_prepare(ctx, "g1").lstrip("/")
+    (staging / "rawdisk.raw").write_bytes(b"z" * 5120)
+    config = ("[export]\nversion = 0\nos = lenny\n\n[instance]\nname = g1\n"
+              "disk0_size = 3\ndisk1_dump = rawdisk.raw\ndisk1_size = 0\n")
+    final = ctx.paths.root / ex.export_finalize(ctx, "g1", config)["path"].lstrip("/")
+    generation = export_name(final)
+    blank = export_verify_disk(ctx, "g1", generation, 0)
+    assert blank["ok"] and blank["problems"] == [] and blank["method"] == "none"
+    assert "names no dump" in blank["notes"][0]
+    sized = export_verify_disk(ctx, "g1", generation, 1)
+    assert sized["size"] == 5120 and sized["problems"] == []
