@@ -183,7 +183,7 @@ def render(info: ExportInfo) -> str:
     inst.update(disk_template=info.disk_template, hypervisor=info.hypervisor,
                 tags=_text(info.tags))
     for idx, nic in enumerate(info.nics):
-        for key in ("mac", "ip", "network", "name", "mode", "link"):
+        for key in ("mac", "ip", "network", "name", "link", "mode"):
             inst[f"nic{idx}_{key}"] = _text(getattr(nic, key))
         # Ganeti's filled nicparams have vlan "" when unset
         inst[f"nic{idx}_vlan"] = nic.vlan or ""

@@ -211,6 +211,44 @@ def test_ganeti_parses_what_we_write_like_we_do(ganeti3: Ganeti3) -> None:
     assert theirs["ganeti-ng:hypervisor"] == {"write_interval_ms": "10"}
 
 
+# 3.0's backend.FinalizeExport for the same instance, its file writes captured
+_FINALIZE = r'''
+from ganeti import backend, constants, objects, serializer
+captured = {}
+backend.utils.WriteFile = lambda path, data=None, **kw: captured.update(text=data)
+backend.shutil.rmtree = lambda *args, **kw: None
+backend.shutil.move = lambda *args, **kw: None
+backend.time.time = lambda: 1700000000
+inst = objects.Instance(
+    name="web1", primary_node="node1", os="debootstrap+default", hypervisor="kvm",
+    beparams={"always_failover": False, "auto_balance": True, "maxmem": 256,
+              "minmem": 128, "spindle_use": 1, "vcpus": 2},
+    hvparams={"kvm_flag": "enabled", "machine_version": "pc"}, osparams={"dhcp": "yes"},
+    osparams_private=serializer.PrivateDict({"root_password": "hunter2"}), tags=["web"],
+    nics=[objects.NIC(mac="aa:00:00:11:22:33", ip=None, network=None, name=None,
+                      nicparams={"mode": "bridged", "link": "br0", "vlan": ""}),
+          objects.NIC(mac="aa:00:00:11:22:34", ip=None, network=None, name=None,
+                      nicparams={"mode": "routed", "link": "rt", "vlan": ""})])
+disks = [objects.Disk(dev_type=constants.DT_FILE, iv_name="disk/0", uuid="disk0.img",
+                      size=1024, name="root"),
+         objects.Disk(dev_type=constants.DT_FILE, iv_name="disk/1", uuid="disk1.img",
+                      size=512, name=None)]
+backend.FinalizeExport(inst, disks)
+result = captured["text"]
+'''
+
+
+def test_we_write_what_ganetis_finalize_export_writes(ganeti3: Ganeti3) -> None:
+    """Byte for byte, but for our extensions (disk modes and checksums, our section)."""
+    theirs = ganeti3.eval(_FINALIZE)
+    ours = _written("kvm", {"kvm_flag": "enabled", "machine_version": "pc"})
+    extensions = [line for line in ours.splitlines(keepends=True)
+                  if line.startswith(("disk0_mode", "disk1_mode", "disk0_checksum"))]
+    assert len(extensions) == 3
+    assert "".join(line for line in ours.splitlines(keepends=True)
+                   if line not in extensions) == theirs
+
+
 _NEEDS = pytest.mark.xfail(strict=True, reason="needs luxi/opcode compat")
 
 
