@@ -11,8 +11,10 @@ export's hypervisor or a clear refusal or -H; [os], [os_private] and every
 
 from __future__ import annotations
 
+import configparser
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,29 @@ def test_blank_disk_without_any_size_is_refused(cluster: E2ECluster) -> None:
     assert conf["osparams"] == {"dhcp": "no", "mirror": "local"}
     assert conf["osparams_private"] == {"root_password": "other"}
     cluster.gnt("gnt-instance", "remove", "-f", "g3nosize")
+
+
+def test_our_export_is_written_as_ganeti_writes_it(cluster: E2ECluster) -> None:
+    """gnt-backup export: config.ini 0600, the full [backend], [os_private], and the
+    process parameters where Ganeti ignores them; our import brings them back."""
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "-H", "process:write_interval_ms=3,blocks=128", "--no-start", "ours1")
+    cluster.gnt("gnt-backup", "export", "-n", "node3", "ours1")
+    conf = cluster.node("node3").paths.export_dir / "ours1" / "config.ini"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(conf.read_text())
+    assert parser.sections() == ["export", "instance", "hypervisor", "backend", "os",
+                                 "os_private", "ganeti-ng:hypervisor"]
+    assert dict(parser["hypervisor"]) == {}
+    assert dict(parser["ganeti-ng:hypervisor"]) == {"blocks": "128",
+                                                    "write_interval_ms": "3"}
+    assert {"always_failover", "auto_balance", "spindle_use", "maxmem", "minmem",
+            "vcpus"} <= set(parser["backend"])
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3", "--src-dir",
+                "ours1", "--no-start", "ours1-copy")
+    copy = cluster.instance_conf("ours1-copy")
+    assert copy is not None and copy["hypervisor"] == "process"
+    assert copy["hvparams"] == {"blocks": 128, "write_interval_ms": 3}
+    for name in ("ours1-copy", "ours1"):
+        cluster.gnt("gnt-instance", "remove", "-f", name)
