@@ -128,7 +128,7 @@ def export_info(ctx: NodeContext, instance_name: str) -> ExportLocation:
     except FileNotFoundError:
         raise RpcFail(f"No export of {instance_name} on this node") from None
     return {"path": pathutils.to_wire_name(ctx.paths, path), "config": text,
-            "files": dump_sizes(path), "real_path": os.path.realpath(path)}
+            "files": dump_sizes(path, text), "real_path": os.path.realpath(path)}
 
 
 @procedure("normal", single_node=True)

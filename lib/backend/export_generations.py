@@ -150,9 +150,9 @@ def export_generation_info(ctx: NodeContext, instance_name: str,
                            generation: str) -> ExportLocation:
     """config.ini text and path of one export generation (older or the newest)."""
     path, _newest = _find(ctx, instance_name, generation)
-    return {"path": pathutils.to_wire_name(ctx.paths, path),
-            "config": (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape"),
-            "files": dump_sizes(path), "real_path": os.path.realpath(path)}
+    text = (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape")
+    return {"path": pathutils.to_wire_name(ctx.paths, path), "config": text,
+            "files": dump_sizes(path, text), "real_path": os.path.realpath(path)}
 
 
 @procedure("normal", single_node=True)

@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -202,34 +203,39 @@ def remove_tree(path: Path) -> bool:
 # --- generation names ---------------------------------------------------------------
 
 
-# an export dir holds config.ini, the dumps and their indexes: a bound against a hostile one
-_MAX_LISTED_FILES = 256
+_DUMP_KEY_RE = re.compile(r"^disk\d{1,2}_dump$")
 
 
-def dump_sizes(path: Path) -> dict[str, int]:
-    """Byte sizes of the regular files in an export, by their path relative to it.
+def dump_sizes(path: Path, config_text: str) -> dict[str, int]:
+    """Byte sizes of the dumps config.ini names that are regular files in the export.
 
     The import takes a disk's size from its dump where config.ini says 0 (as
-    Ganeti's exports may) and creates a disk blank whose dump is absent.  Hidden
-    entries and symlinks are skipped; at most a few levels and files are listed.
+    Ganeti's exports may) and creates a disk blank whose dump is absent.  Names
+    are looked up below ``path`` only (no absolute names, no "..", no symlinks);
+    an unreadable config.ini gives {} (the master's parse refuses it anyway).
     """
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(config_text)
+        names = [value for key, value in parser.items("instance") if _DUMP_KEY_RE.match(key)]
+    except (configparser.Error, ValueError):
+        return {}
     sizes: dict[str, int] = {}
-    pending = [(path, "")]
-    while pending and len(sizes) < _MAX_LISTED_FILES:
-        directory, prefix = pending.pop()
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            continue
+        target = path
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            for part in parts:
+                target = target / part
+                if target.is_symlink():
+                    raise FileNotFoundError(target)
+            st = target.stat()
         except OSError:
             continue
-        for entry in entries:
-            if entry.name.startswith(".") or entry.is_symlink():
-                continue
-            rel = f"{prefix}{entry.name}"
-            if entry.is_dir(follow_symlinks=False):
-                if rel.count("/") < 3:
-                    pending.append((Path(entry.path), f"{rel}/"))
-            elif entry.is_file(follow_symlinks=False) and len(sizes) < _MAX_LISTED_FILES:
-                sizes[rel] = entry.stat(follow_symlinks=False).st_size
+        if stat.S_ISREG(st.st_mode):
+            sizes[name] = st.st_size
     return sizes
 
 

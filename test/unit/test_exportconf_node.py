@@ -35,22 +35,31 @@ def test_config_ini_is_private(ctx: NodeContext) -> None:
     assert stat.S_IMODE((final / "config.ini").stat().st_mode) == 0o600
 
 
-def test_export_info_lists_file_sizes_and_real_path(ctx: NodeContext) -> None:
-    final = _write_export(ctx, "inst1")
-    (final / "other").mkdir()
-    (final / "other" / "rawdisk.raw").write_bytes(b"y" * 7)
-    os.symlink("/etc/passwd", final / "link.img")       # never listed
-    (final / ".hidden").write_text("x")
+def test_export_info_gives_the_named_dumps_sizes_and_real_path(ctx: NodeContext) -> None:
+    staging = ctx.paths.root / ex.export_prepare(ctx, "inst1").lstrip("/")
+    (staging / "disk0.img").write_bytes(b"x" * 5120)
+    (staging / "other").mkdir()
+    (staging / "other" / "rawdisk.raw").write_bytes(b"y" * 7)
+    os.symlink("/etc/passwd", staging / "link.img")
+    os.symlink("/etc", staging / "etc")
+    config = ("[export]\nversion = 0\ntimestamp = 5\n\n[instance]\n"
+              "disk0_dump = disk0.img\ndisk1_dump = other/rawdisk.raw\n"
+              "disk2_dump = missing.img\ndisk3_dump = link.img\n"
+              "disk4_dump = ../../../etc/passwd\ndisk5_dump = etc/passwd\n"
+              "disk6_dump = other\n")
+    final = ctx.paths.root / ex.export_finalize(ctx, "inst1", config)["path"].lstrip("/")
     info = ex.export_info(ctx, "inst1")
-    files = info.get("files")
-    assert files is not None
-    assert files["disk0.img"] == 5120 and files["other/rawdisk.raw"] == 7
-    assert "link.img" not in files and ".hidden" not in files
-    assert files["config.ini"] == len("[export]\nversion = 0\ntimestamp = 5\n")
+    # only regular files below the export: never through a symlink or out of it
+    assert info.get("files") == {"disk0.img": 5120, "other/rawdisk.raw": 7}
     assert info.get("real_path") == os.path.realpath(final)
-    generation = export_name(final)
-    ginfo = gens.export_generation_info(ctx, "inst1", generation)
-    assert ginfo.get("files") == files and ginfo.get("real_path") == info.get("real_path")
+    ginfo = gens.export_generation_info(ctx, "inst1", export_name(final))
+    assert ginfo.get("files") == info.get("files")
+    assert ginfo.get("real_path") == info.get("real_path")
+
+
+def test_export_info_of_a_broken_config_lists_no_dumps(ctx: NodeContext) -> None:
+    _write_export(ctx, "inst1")          # its config.ini has no [instance]
+    assert ex.export_info(ctx, "inst1").get("files") == {}
 
 
 def test_verify_of_a_disk_without_dump_is_no_problem(ctx: NodeContext) -> None:
