@@ -126,7 +126,8 @@ class LocalImport(ImportMode):
         self.src_node = self.node
         self.src_path = str(res.payload.get("real_path") or self.path)
         files = res.payload.get("files")
-        self.images = [_image(disk, files) for disk in self.info.disks]
+        self.images = [_image(idx, disk, files, self.node)
+                       for idx, disk in enumerate(self.info.disks)]
         self.src_images = [f"{self.src_path}/{d}" for d in self.images if d is not None]
         self.dump_bytes = [files.get(d) if files is not None and d is not None else None
                            for d in self.images]
@@ -294,11 +295,21 @@ def _disk_order(text: str) -> int:
     return int(text.split()[0].split("/", 1)[1])
 
 
-def _image(disk: exportconf.ExportDisk, files: dict[str, int] | None) -> str | None:
+def _image(idx: int, disk: exportconf.ExportDisk, files: dict[str, int] | None,
+           node: str) -> str | None:
     """The dump to copy into the disk; None: none (or not there), the disk stays blank.
 
-    Without the node's file list (an older node) every named dump counts as there."""
-    if disk.dump is None or (files is not None and disk.dump not in files):
+    A dump named but not there leaves the disk blank as in Ganeti, unless the
+    export recorded its checksum (one of ours): then the export is damaged.
+    Without the node's file list (an older node) every named dump counts as there.
+    """
+    if disk.dump is None:
+        return None
+    if files is not None and disk.dump not in files:
+        if disk.checksum:
+            raise errors.OpPrereqError(
+                f"disk/{idx}: the export on {node} records a checksum for its dump"
+                f" {disk.dump}, which is missing (the export is damaged)", errors.ECODE_NOENT)
         return None
     return disk.dump
 

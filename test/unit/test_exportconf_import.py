@@ -8,6 +8,7 @@ the export's parameters it keeps, and what it leaves for the hooks.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,21 @@ def test_bad_backend_parameter_names_the_section(env: Env) -> None:
     _put(env, _config("fake", "").replace("vcpus = 3", "vcpus = many"))
     with pytest.raises(errors.OpPrereqError, match=r"\[backend\] of the export"):
         _import(env)
+
+
+def test_named_dump_missing_is_blank_without_checksum_refused_with_one(env: Env) -> None:
+    """As Ganeti: a dump that is not there leaves a blank disk; but an export of ours
+    recorded the dump's checksum, so its dump missing is damage, not a blank disk."""
+    export = _put(env, _config("fake", ""))
+    (export / "d0.raw").unlink()
+    _import(env)
+    inst = env.inst("g1")
+    assert Path(inst.disks[0].logical_id[1]).read_bytes() == bytes(MIB)
+    checksummed = _config("fake", "").replace(
+        "disk0_size = 1", "disk0_size = 1\ndisk0_checksum = sha256-4m:" + "0" * 64)
+    (export / "config.ini").write_text(checksummed)
+    with pytest.raises(errors.OpPrereqError, match=re.escape(
+            "records a checksum for its dump d0.raw, which is missing")) as err:
+        _import(env, name="g2")
+    assert err.value.ecode == errors.ECODE_NOENT
+    assert env.cfg.get_instance_info_by_name("g2") is None
