@@ -81,6 +81,24 @@ def test_import_of_ganetis_sample_export(cluster: E2ECluster) -> None:
     cluster.gnt("gnt-instance", "remove", "-f", "gtx1")
 
 
+def test_import_of_ganetis_sample_with_its_dump_in_a_subdirectory(
+        cluster: E2ECluster) -> None:
+    """unsafe_path.ini names other/rawdisk.raw: below the export dir, which Ganeti's
+    import takes (its PathJoin only refuses what leaves the directory)."""
+    samples = _samples()
+    exp = _export_dir(cluster, "node2", "gtx-sub")
+    shutil.copy(samples / "unsafe_path.ini", exp / "config.ini")
+    (exp / "other").mkdir()
+    shutil.copy(samples / "other" / "rawdisk.raw", exp / "other" / "rawdisk.raw")
+    cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node2", "--src-dir",
+                "gtx-sub", "--no-start", "--no-install", "-H", "process", "gtx2")
+    dump = (samples / "other" / "rawdisk.raw").read_bytes()
+    assert cluster.disk_path("gtx2").read_bytes()[:len(dump)] == dump
+    conf = cluster.instance_conf("gtx2")
+    assert conf is not None and conf["beparams"]["maxmem"] == 2048
+    cluster.gnt("gnt-instance", "remove", "-f", "gtx2")
+
+
 def _ganeti_config(source: str) -> str:
     """A config.ini laid out as Ganeti 3.0 writes one (FinalizeExport's keys and order)."""
     return f"""\
