@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from ganeti import constants, crypto, errors, locking, objects, opcodes
 from ganeti.backup import remote
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
+from ganeti.query_resources.cluster import cluster_info
 
 
 class LUClusterQuery(NoHooksLU):
@@ -22,25 +23,7 @@ class LUClusterQuery(NoHooksLU):
         self.needed_locks = {}
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        cluster = self.cfg.get_cluster_info()
-        return {
-            "name": cluster.cluster_name,
-            "uuid": cluster.uuid,
-            "master": self.cfg.get_master_node_name(),
-            "master_ip": cluster.master_ip,
-            "noded_port": cluster.noded_port,
-            "enabled_hypervisors": list(cluster.enabled_hypervisors),
-            "enabled_disk_templates": list(cluster.enabled_disk_templates),
-            "compression_tools": list(cluster.compression_tools),
-            "shared_export_dir": cluster.shared_export_dir,
-            "hooks_timeout": cluster.hooks_timeout,
-            "beparams": dict(cluster.beparams),
-            "tags": list(cluster.tags),
-            "backup_defaults": cluster.backup_defaults.model_dump(mode="json"),
-            "ctime": cluster.ctime,
-            "mtime": cluster.mtime,
-            "serial_no": self.cfg.get_serial(),
-        }
+        return cluster_info(self.cfg, getattr(self.context, "paths", None))
 
 
 class LUClusterSetParams(NoHooksLU):
