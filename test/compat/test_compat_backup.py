@@ -6,14 +6,13 @@ hypervisor must be one it knows, every [hypervisor] key one of
 ``HVS_PARAMETER_TYPES`` with the right type and accepted by the hypervisor's
 syntax check, [backend] of ``BES_PARAMETER_COMPAT``) read the config.ini we
 write; our parser accepts and refuses Ganeti's own sample exports exactly
-where Ganeti's import does.  The run through 3.0's gnt-backup scripts
-against a cluster needs the LUXI and opcode compatibility work.
+where Ganeti's import does; and 3.0's own gnt-backup scripts export, list,
+import and remove against a local cluster.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,16 +248,15 @@ def test_we_write_what_ganetis_finalize_export_writes(ganeti3: Ganeti3) -> None:
                    if line not in extensions) == theirs
 
 
-_NEEDS = pytest.mark.xfail(strict=True, reason="needs luxi/opcode compat")
-
-
 @pytest.mark.slow
-@_NEEDS
-def test_ganeti_gnt_backup_export_list_import(ganeti3: Ganeti3, cluster: E2ECluster,
-                                              tmp_path: Path) -> None:
-    """3.0's own gnt-backup export, list and import against our cluster."""
+def test_ganeti_gnt_backup_export_list_import_remove(ganeti3: Ganeti3,
+                                                     cluster: E2ECluster) -> None:
+    """3.0's own gnt-backup export, list, import and remove against our cluster."""
     cluster.gnt("gnt-instance", "add", "-t", "file", "-s", "8M", "--no-start",
-                "-H", "process", "gbk1", check=True)
+                "-H", "process:blocks=64", "gbk1")
+    source = cluster.disk_path("gbk1")
+    with open(source, "r+b") as handle:
+        handle.write(b"ganeti-3.0" * 1000)
     nodes = [n.name for n in cluster.nodes]
     try:
         exported = ganeti3.run(cluster, "gnt-backup", "export", "-n", nodes[1], "gbk1",
@@ -266,12 +264,19 @@ def test_ganeti_gnt_backup_export_list_import(ganeti3: Ganeti3, cluster: E2EClus
         assert exported.returncode == 0, exported.stderr
         listed = ganeti3.run(cluster, "gnt-backup", "list", "--node", nodes[1])
         assert listed.returncode == 0, listed.stderr
-        assert "gbk1" in listed.stdout
+        assert "gbk1" in listed.stdout.split()
+        # no -H: the export's hypervisor, and its parameters from our section
         imported = ganeti3.run(cluster, "gnt-backup", "import", "-n", nodes[0],
                                "-t", "file", "--src-node", nodes[1], "--src-dir", "gbk1",
-                               "--no-start", "-H", "process", "gbk1-copy", timeout=300)
+                               "gbk1-copy", timeout=300)
         assert imported.returncode == 0, imported.stderr
-        assert cluster.instance_conf("gbk1-copy") is not None
+        copy = cluster.instance_conf("gbk1-copy")
+        assert copy is not None and copy["hypervisor"] == "process"
+        assert copy["hvparams"]["blocks"] == 64
+        assert cluster.disk_path("gbk1-copy").read_bytes() == source.read_bytes()
+        removed = ganeti3.run(cluster, "gnt-backup", "remove", "gbk1")
+        assert removed.returncode == 0, removed.stderr
+        assert not (cluster.node(nodes[1]).paths.export_dir / "gbk1").exists()
     finally:
         for name in ("gbk1-copy", "gbk1"):
             cluster.gnt("gnt-instance", "remove", "-f", name, ok=False)
