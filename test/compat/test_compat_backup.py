@@ -13,6 +13,7 @@ import and remove against a local cluster.
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from ganeti.objects import NIC, Cluster, Disk, Instance
 # 3.0's reading of one config.ini text, as LUInstanceCreate does it for an import
 _READ = r'''
 import json
+import shutil
 from ganeti import constants, hypervisor, objects, serializer, utils
 from ganeti.cmdlib import instance_create
 
@@ -281,3 +283,30 @@ def test_ganeti_gnt_backup_export_list_import_remove(ganeti3: Ganeti3,
         for name in ("gbk1-copy", "gbk1"):
             cluster.gnt("gnt-instance", "remove", "-f", name, ok=False)
         cluster.gnt("gnt-backup", "remove", "gbk1", ok=False)
+
+
+def test_ganeti_gnt_backup_imports_its_own_sample(ganeti3: Ganeti3,
+                                                  cluster: E2ECluster) -> None:
+    """3.0's gnt-backup import of its sample export (xen-pvm: refused here, then -H)."""
+    samples = ganeti3.testsuite / "test" / "data" / "ovfdata"
+    nodes = [n.name for n in cluster.nodes]
+    exp = cluster.node(nodes[2]).paths.export_dir / "ganeti-test-xen"
+    exp.mkdir(parents=True)
+    shutil.copy(samples / "config.ini", exp / "config.ini")
+    shutil.copy(samples / "rawdisk.raw", exp / "rawdisk.raw")
+    args = ("gnt-backup", "import", "-n", nodes[0], "-t", "file", "--src-node", nodes[2],
+            "--src-dir", "ganeti-test-xen")
+    try:
+        refused = ganeti3.run(cluster, *args, "gtx3", timeout=300)
+        assert refused.returncode != 0
+        assert "hypervisor xen-pvm is not enabled" in refused.stdout + refused.stderr
+        imported = ganeti3.run(cluster, *args, "-H", "process", "gtx3", timeout=300)
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        conf = cluster.instance_conf("gtx3")
+        assert conf is not None and conf["hypervisor"] == "process"
+        assert conf["beparams"]["maxmem"] == 512 and conf["os"] == "lenny-image"
+        dump = (samples / "rawdisk.raw").read_bytes()
+        assert cluster.disk_path("gtx3").read_bytes()[:len(dump)] == dump
+    finally:
+        cluster.gnt("gnt-instance", "remove", "-f", "gtx3", ok=False)
+        shutil.rmtree(exp, ignore_errors=True)
