@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import os
 import re
 import time
 from collections.abc import Callable
@@ -47,7 +48,8 @@ def _one_of(*choices: str) -> Callable[[str], bool]:
 
 
 def _abs_path(text: str) -> bool:
-    return text.startswith("/") and "/../" not in f"{text}/" and "//" not in text
+    # Ganeti's IsNormAbsPath
+    return os.path.isabs(text) and os.path.normpath(text) == text
 
 
 # The hypervisors Ganeti 3.0 knows and, for each of ours, which of our parameters

@@ -22,6 +22,8 @@ from support.ganeti_oracle import Ganeti3
 
 from ganeti import errors
 from ganeti.backup import exportconf
+from ganeti.hypervisor import HYPERVISORS
+from ganeti.hypervisor.hv_kvm import CACHE_CHOICES
 from ganeti.objects import NIC, Cluster, Disk, Instance
 
 # 3.0's reading of one config.ini text, as LUInstanceCreate does it for an import
@@ -210,6 +212,49 @@ def test_ganeti_parses_what_we_write_like_we_do(ganeti3: Ganeti3) -> None:
     assert theirs["instance"]["nic0_vlan"] == ""
     assert theirs["instance"]["disk1_name"] is None          # "None" is None to 3.0
     assert theirs["ganeti-ng:hypervisor"] == {"write_interval_ms": "10"}
+
+
+_SYNTAX = r'''
+import json
+from ganeti import constants, hypervisor
+probes = json.loads(PROBES)
+result = {"types": sorted(constants.HYPER_TYPES), "accepts": {}}
+for hv, params in probes.items():
+    cls = hypervisor.GetHypervisorClass(hv)
+    for name, values in params.items():
+        for value in values:
+            filled = dict(constants.HVC_DEFAULTS[hv])
+            filled[name] = value
+            try:
+                if name not in cls.PARAMETERS:
+                    raise ValueError("unknown")
+                cls.CheckParameterSyntax(filled)
+                ok = True
+            except Exception:
+                ok = False
+            result["accepts"]["%s %s %s" % (hv, name, value)] = ok
+'''
+
+
+def test_hypervisor_table_is_what_ganeti_accepts(ganeti3: Ganeti3) -> None:
+    """exportconf.GANETI3_HV_PARAMETERS against 3.0's own hypervisor classes: every
+    value of ours goes to [hypervisor] exactly when 3.0's syntax check takes it."""
+    ours = {hv: HYPERVISORS[hv].PARAMETERS for hv in exportconf.GANETI3_HV_PARAMETERS}
+    samples = {"kvm_path": ["", "/usr/bin/kvm", "kvm", "/a/../kvm"],
+               "kvm_flag": ["", "enabled", "disabled", "auto"],
+               "disk_cache": list(CACHE_CHOICES),
+               "machine_version": ["", "pc-i440fx-7.2"]}
+    probes = {hv: {name: samples[name] for name in params} for hv, params in ours.items()}
+    theirs = ganeti3.eval(f"PROBES = {json.dumps(json.dumps(probes))}\n" + _SYNTAX)
+    assert set(exportconf.GANETI3_HV_PARAMETERS) <= set(theirs["types"])
+    assert "process" not in theirs["types"]
+    assert set(ours) == set(exportconf.GANETI3_HV_PARAMETERS)
+    for hv, params in probes.items():
+        for name, values in params.items():
+            for value in values:
+                ganeti, _ = exportconf.split_hvparams(hv, {name: value})
+                assert (name in ganeti) == theirs["accepts"][f"{hv} {name} {value}"], \
+                    (hv, name, value)
 
 
 # 3.0's backend.FinalizeExport for the same instance, its file writes captured
