@@ -10,6 +10,8 @@ import mode to its strategy (:mod:`ganeti.cmdlib.import_mode`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ganeti import constants, errors, hypervisor, opcodes
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
@@ -17,7 +19,7 @@ from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_common import MIB, online_node_names, query_exports
 from ganeti.cmdlib.backup_remote import RemoteImport
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
-from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode
+from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode, import_hook_env
 from ganeti.objects import Cluster, Instance, Node
 from ganeti.transfer.checksum import algorithm_of
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
@@ -134,8 +136,10 @@ class LocalImport(ImportMode):
         self.source_name = _source_node_name(lu, self.info.source)
         self._apply_defaults(specs)
 
-    def hook_env(self) -> dict[str, str | None]:
-        return {"INSTANCE_SRC_NODE": self.op.src_node, "INSTANCE_SRC_PATH": self.op.src_path}
+    def hook_env(self) -> dict[str, Any]:
+        """Ganeti's SRC_NODE, SRC_PATH (the export directory) and SRC_IMAGES."""
+        return import_hook_env(self.node, self.path,
+                               [getattr(d, "dump", None) for d in self.info.disks])
 
     def _exported_sizes(self) -> list[int | None]:
         """Each disk's size in MiB: config.ini's, or (0 there, as Ganeti allows) the dump's."""

@@ -208,7 +208,7 @@ def test_export_hooks_on_three_nodes_and_pre_hook_veto(cluster: E2ECluster,
             assert env["GANETI_EXPORT_NODE"] == "node3"
             assert env["GANETI_EXPORT_DO_SHUTDOWN"] == "True"
             assert env["GANETI_SHUTDOWN_TIMEOUT"] == "30"
-            assert env["GANETI_REMOVE_INSTANCE"] == "0"
+            assert env["GANETI_REMOVE_INSTANCE"] == "False"
             assert env["GANETI_INSTANCE_NAME"] == "hooked"
             assert env["GANETI_INSTANCE_PRIMARY"] == "node2"
             assert env["GANETI_INSTANCE_DISK_COUNT"] == "1"
