@@ -105,7 +105,10 @@ def import_instance(opts: argparse.Namespace) -> int:
         src_path = f"{(src_path or opts.instance).rstrip('/')}@{opts.generation}"
     fields.update(mode=constants.INSTANCE_IMPORT, src_node=opts.src_node,
                   src_path=src_path, identify_defaults=opts.identify_defaults,
-                  compress=opts.transport_compression)
+                  compress=opts.transport_compression,
+                  osparams=gnt_instance.parse_keyval(opts.osparams or "", "OS"),
+                  osparams_private=gnt_instance.parse_keyval(opts.osparams_private or "",
+                                                             "private OS"))
     _submit(opcodes.OpInstanceCreate.create(**fields), opts)
     return cli.EXIT_SUCCESS
 
@@ -359,6 +362,13 @@ _IMPORT_OPTS = (
     cli.Option(("--generation",), {"default": None, "metavar": "GENERATION",
                                    "help": "Import this generation (e.g. 20261129T031500Z,"
                                            " see gnt-backup list --generations)"}),
+    # as Ganeti's: they override the export's [os] and [os_private]
+    cli.Option(("-O", "--os-parameters"), {
+        "dest": "osparams", "default": None, "metavar": "param=value,...",
+        "help": "OS parameters (over the export's)"}),
+    cli.Option(("--os-parameters-private",), {
+        "dest": "osparams_private", "default": None, "metavar": "param=value,...",
+        "help": "Private OS parameters, kept out of job queries (over the export's)"}),
     cli.Option(("--identify-defaults",), {"action": "store_true", "default": False,
                                           "help": "Drop parameters equal to the cluster"
                                                   " defaults"}),
