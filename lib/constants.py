@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
+
+from ganeti import __version__
 
 # Opcode/job statuses (strings are part of the wire protocol)
 OP_STATUS_QUEUED: Final = "queued"
@@ -70,8 +74,22 @@ NODED: Final = "ganeti-noded"
 DEFAULT_NODED_PORT: Final = 1811
 # Node RPC protocol version: master and node daemons must agree on it
 PROTOCOL_VERSION: Final = 2_160_000
+# This software's release (QueryClusterInfo's software_version)
+RELEASE_VERSION: Final = __version__
+# What our own client sends; the server accepts every version in LUXI_ACCEPTED_VERSIONS
 LUXI_VERSION: Final = 2_160_000
+# LUXI version -> the release whose unpatched clients send it (doc/luxi.md lists them)
+LUXI_ACCEPTED_VERSIONS: Final[Mapping[int, str]] = MappingProxyType({
+    2_160_000: "Ganeti 2.16 (and this project's own clients)",
+    3_000_000: "Ganeti 3.0",
+})
 LUXI_EOM: Final = b"\x03"
+# tag kinds of LUXI's QueryTags (wire strings as in Ganeti)
+TAG_CLUSTER: Final = "cluster"
+TAG_NODE: Final = "node"
+TAG_INSTANCE: Final = "instance"
+TAG_NODEGROUP: Final = "nodegroup"
+TAG_NETWORK: Final = "network"
 LUXI_MAX_MESSAGE: Final = 16 * 1024 * 1024
 
 # Connection limits of the daemons' servers (defaults of their command-line

@@ -39,12 +39,17 @@ REQ_QUERY_EXPORTS = "QueryExports"
 REQ_QUERY_CLUSTER_INFO = "QueryClusterInfo"
 REQ_QUERY_CONFIG_VALUES = "QueryConfigValues"
 REQ_SET_DRAIN_FLAG = "SetDrainFlag"
+REQ_QUERY_INSTANCES = "QueryInstances"
+REQ_QUERY_NODES = "QueryNodes"
+REQ_QUERY_GROUPS = "QueryGroups"
+REQ_QUERY_TAGS = "QueryTags"
 
 # Safe to resend after the connection dropped: repeating them changes nothing.
 IDEMPOTENT_METHODS = frozenset({
     REQ_WAIT_FOR_JOB_CHANGE, REQ_QUERY_JOBS, REQ_QUERY, REQ_QUERY_FIELDS,
     REQ_QUERY_EXPORTS, REQ_QUERY_CLUSTER_INFO, REQ_QUERY_CONFIG_VALUES,
-    REQ_SET_DRAIN_FLAG,
+    REQ_SET_DRAIN_FLAG, REQ_QUERY_INSTANCES, REQ_QUERY_NODES, REQ_QUERY_GROUPS,
+    REQ_QUERY_TAGS,
 })
 
 KEY_METHOD = "method"
@@ -365,8 +370,8 @@ class Client:
                                 [job_id, fields, prev_job_info, prev_log_serial, timeout],
                                 timeout=min(timeout, WFJC_MAX_TIMEOUT) + 30)
 
-    def cancel_job(self, job_id: int) -> tuple[bool, str]:
-        ok, msg = self.call_method(REQ_CANCEL_JOB, [job_id])
+    def cancel_job(self, job_id: int, kill: bool = False) -> tuple[bool, str]:
+        ok, msg = self.call_method(REQ_CANCEL_JOB, [job_id, kill])
         return bool(ok), str(msg)
 
     def archive_job(self, job_id: int) -> bool:
@@ -403,3 +408,18 @@ class Client:
 
     def query_config_values(self, fields: list[str]) -> list[Any]:
         return list(self.call_method(REQ_QUERY_CONFIG_VALUES, [fields]))
+
+    def query_instances(self, names: list[str], fields: list[str],
+                        use_locking: bool = False) -> list[list[Any]]:
+        return list(self.call_method(REQ_QUERY_INSTANCES, [names, fields, use_locking]))
+
+    def query_nodes(self, names: list[str], fields: list[str],
+                    use_locking: bool = False) -> list[list[Any]]:
+        return list(self.call_method(REQ_QUERY_NODES, [names, fields, use_locking]))
+
+    def query_groups(self, names: list[str], fields: list[str],
+                     use_locking: bool = False) -> list[list[Any]]:
+        return list(self.call_method(REQ_QUERY_GROUPS, [names, fields, use_locking]))
+
+    def query_tags(self, kind: str, name: str | None) -> list[str]:
+        return list(self.call_method(REQ_QUERY_TAGS, [kind, name]))

@@ -1,6 +1,7 @@
 """The processor: runs one opcode through its logical unit under locks.
 
-Phase order (doc/design.md): BGL -> build LU (CheckArguments) -> ExpandNames
+Phase order (doc/design.md): resolve Ganeti 3.0's uuid fields
+(ganeti.opcodes_compat) -> BGL -> build LU (CheckArguments) -> ExpandNames
 -> per level DeclareLocks + acquire -> notify_start -> CheckPrereq -> pre
 hooks -> (dry run stops) -> Exec -> post hooks -> release.  Locks an LU added
 (add_locks) stay only when its Exec ran: a failure or a dry run removes them.
@@ -22,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from ganeti import cmdlib, constants, errors, locking
+from ganeti import cmdlib, constants, errors, locking, opcodes_compat
 from ganeti.cmdlib.base import LogicalUnit
-from ganeti.hooks.master import HooksMaster
+from ganeti.hooks.master import HooksMaster, hooks_master_for
 
 if TYPE_CHECKING:
     from ganeti.context import MasterContext
@@ -76,21 +77,16 @@ class Processor:
 
     def build_hooks_master(self, lu: LogicalUnit) -> HooksMaster | None:
         """The hooks master of ``lu`` (None: the LU has no hooks path)."""
-        context = self.context
         if lu.HPATH is None:
             return None
-        return HooksMaster.build_from_lu(
-            lu, context.rpc.call_hooks_runner,
-            cluster_name=context.cfg.get_cluster_info().cluster_name,
-            master_name=context.cfg.get_master_node_name(),
-            data_dir=str(context.paths.data_dir),
-            log_warning=lu.LogWarning,
-        )
+        return hooks_master_for(lu)
 
     # --- entry point -----------------------------------------------------------
 
     def execute_opcode(self, op: OpCode, cbs: OpExecCallbacks) -> Any:
         lu_class = self._lu_lookup(type(op).__name__)
+        # Ganeti 3.0's *_uuid fields, checked and turned into names for every LU at once
+        opcodes_compat.resolve_uuids(op, self.context.cfg)
         while True:
             for timeout in self.lock_timeouts:
                 try:

@@ -86,6 +86,11 @@ class Paths:
         return self.run_dir / "socket" / "ganeti-master"
 
     @property
+    def query_socket(self) -> Path:
+        """Where Ganeti 3.0 clients connect (its luxid); masterd serves the same methods."""
+        return self.run_dir / "socket" / "ganeti-query"
+
+    @property
     def node_cert_file(self) -> Path:
         return self.data_dir / "server.pem"
 

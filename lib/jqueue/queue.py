@@ -276,7 +276,12 @@ class JobQueue:
 
     # --- client operations -----------------------------------------------------
 
-    def cancel_job(self, job_id: int) -> tuple[bool, str]:
+    def cancel_job(self, job_id: int, kill: bool = False) -> tuple[bool, str]:
+        """Cancel a job not yet running; ``kill`` (Ganeti 3.0) cannot stop a running one.
+
+        Our opcodes run in the master's worker threads, not in processes of their
+        own, so there is nothing to kill: a running job is refused either way.
+        """
         job = self._get(job_id)
         if job is None:
             return False, f"Job {job_id} not found"
@@ -285,6 +290,10 @@ class JobQueue:
             if status in constants.JOBS_FINALIZED:
                 return False, f"Job {job_id} is finished"
             if status == constants.OP_STATUS_RUNNING:
+                if kill:
+                    return False, (f"Job {job_id} is running and cannot be killed: its"
+                                   " opcode runs in a master thread that cannot be"
+                                   " interrupted; wait for it to finish")
                 return False, f"Job {job_id} is running and cannot be canceled"
             if status == constants.OP_STATUS_CANCELING:
                 return True, f"Job {job_id} will be canceled"

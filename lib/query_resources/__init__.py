@@ -8,13 +8,13 @@ LUs (OpInstanceQuery, OpNodeQuery), which import them from here.
 
 from __future__ import annotations
 
-from ganeti.query_resources import export, instance, job, node
+from ganeti.query_resources import export, group, instance, job, node
 
 # each module's register() makes its resource(s) queryable
-MODULES = (job, node, instance, export)
+MODULES = (job, node, group, instance, export)
 
 
 def register_all() -> None:
-    """Make job, lock, node, instance and export queryable (again: replaces them)."""
+    """Make job, lock, node, group, instance and export queryable (again: replaces them)."""
     for module in MODULES:
         module.register()

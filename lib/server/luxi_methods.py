@@ -13,6 +13,7 @@ nothing, so other front ends (RAPI) can reuse it.
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 import time
 import typing
@@ -20,16 +21,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from ganeti import constants, errors, limits, luxi, opcodes, query
+from ganeti.query_resources import group
+from ganeti.query_resources.cluster import cluster_info
 
 # --- argument types: the annotation says what is accepted and how to describe it ---
 
 _JOB_SECONDS = f"seconds in {limits.JOB_AGE.minimum}..{limits.JOB_AGE.maximum}"
 
-JobId = Annotated[int, Field(description="a job id (integer)")]
+
+
+def _decimal_to_int(value: Any) -> Any:
+    """A job id written as a decimal string ("12"): Ganeti's clients send both forms."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+JobId = Annotated[int, BeforeValidator(_decimal_to_int), Field(
+    description="a job id (integer or decimal string)")]
 FieldNames = Annotated[list[str], Field(description="a list of field names")]
 OpList = Annotated[list[dict[str, Any]], Field(
     min_length=1, description="a non-empty list of opcode dicts")]
@@ -45,13 +58,18 @@ JobTimeout = Annotated[float, Field(
     allow_inf_nan=False, ge=limits.JOB_AGE.minimum, le=limits.JOB_AGE.maximum,
     description=f"a timeout in {_JOB_SECONDS}")]
 Priority = Annotated[int, Field(description="an integer priority")]
-JobIds = Annotated[list[int] | None, Field(description="a list of job ids or null")]
+JobIds = Annotated[list[JobId] | None, Field(description="a list of job ids or null")]
 ResourceName = Annotated[str, Field(description="a resource name")]
 QueryFilter = Annotated[list[Any] | None, Field(description="a filter list or null")]
 OptFieldNames = Annotated[list[str] | None, Field(
     description="a list of field names or null")]
 NodeNames = Annotated[list[str], Field(description="a list of node names")]
 Flag = Annotated[bool, Field(description="a boolean")]
+ItemNames = Annotated[list[str], Field(description="a list of names (empty: all)")]
+TagKind = Annotated[str, Field(
+    description="cluster, node, instance, nodegroup or network")]
+TagOwner = Annotated[str | None, Field(
+    description="the object's name (empty or null for the cluster)")]
 
 # strict: JSON has no int/bool/str confusion to paper over (true is not 1)
 _STRICT = ConfigDict(strict=True)
@@ -64,14 +82,21 @@ class Arg:
     name: str
     adapter: TypeAdapter[Any]
     description: str
+    # a trailing argument older clients leave out (e.g. CancelJob's kill)
+    default: Any = inspect.Parameter.empty
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not inspect.Parameter.empty
 
     @classmethod
-    def from_annotation(cls, name: str, annotation: Any) -> Arg:
+    def from_annotation(cls, name: str, annotation: Any,
+                        default: Any = inspect.Parameter.empty) -> Arg:
         infos = [m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, FieldInfo)]
         description = next((i.description for i in infos if i.description), None)
         if description is None:
             raise errors.ProgrammerError(f"LUXI argument '{name}' has no description")
-        return cls(name, TypeAdapter(annotation, config=_STRICT), description)
+        return cls(name, TypeAdapter(annotation, config=_STRICT), description, default)
 
 
 @dataclass(frozen=True)
@@ -111,17 +136,21 @@ def luxi_method(name: str, client: str | None = None) -> Callable[[_F], _F]:
 
 def validate_args(name: str, method: Method, args: list[Any]) -> list[Any]:
     """The arguments as the handler gets them; OpPrereqError naming the bad one."""
-    if len(args) != len(method.args):
+    required = sum(1 for a in method.args if not a.optional)
+    if not required <= len(args) <= len(method.args):
+        count = (str(required) if required == len(method.args)
+                 else f"{required} to {len(method.args)}")
         raise errors.OpPrereqError(
-            f"{name} takes {len(method.args)} argument(s), got {len(args)}", errors.ECODE_INVAL)
+            f"{name} takes {count} argument(s), got {len(args)}", errors.ECODE_INVAL)
     checked = []
-    for value, spec in zip(args, method.args, strict=True):
+    for value, spec in zip(args, method.args, strict=False):
         try:
             checked.append(spec.adapter.validate_python(value))
         except ValidationError:
             raise errors.OpPrereqError(
                 f"{name}: argument '{spec.name}' must be {spec.description},"
                 f" got {value!r:.80}", errors.ECODE_INVAL) from None
+    checked.extend(a.default for a in method.args[len(args):])
     return checked
 
 
@@ -132,7 +161,7 @@ class JobQueueLike(Protocol):
     def submit_job(self, ops: list[opcodes.OpCode]) -> int: ...
     def submit_job_to_drained_queue(self, ops: list[opcodes.OpCode]) -> int: ...
     def submit_many_jobs(self, jobs: list[list[opcodes.OpCode]]) -> list[tuple[bool, Any]]: ...
-    def cancel_job(self, job_id: int) -> tuple[bool, str]: ...
+    def cancel_job(self, job_id: int, kill: bool = False) -> tuple[bool, str]: ...
     def change_job_priority(self, job_id: int, priority: int) -> tuple[bool, str]: ...
     def archive_job(self, job_id: int) -> bool: ...
     def auto_archive_jobs(self, age: float, timeout: float) -> tuple[int, int]: ...
@@ -184,9 +213,14 @@ class MasterBackend:
                                               prev_log_serial, timeout)
 
     @luxi_method(luxi.REQ_CANCEL_JOB)
-    def cancel_job(self, job_id: JobId) -> list[Any]:
-        """Cancel a job still waiting; ``[success, message]``."""
-        return list(self.queue.cancel_job(job_id))
+    def cancel_job(self, job_id: JobId, kill: Flag = False) -> list[Any]:
+        """Cancel a job still waiting; ``[success, message]``.
+
+        ``kill`` (Ganeti 3.0) may be left out.  A running opcode cannot be
+        interrupted, so killing a running job is refused (``[false, why]``);
+        a job not yet running is canceled either way.
+        """
+        return list(self.queue.cancel_job(job_id, kill))
 
     @luxi_method(luxi.REQ_ARCHIVE_JOB)
     def archive_job(self, job_id: JobId) -> bool:
@@ -242,28 +276,97 @@ class MasterBackend:
 
     @luxi_method(luxi.REQ_QUERY_CLUSTER_INFO)
     def query_cluster_info(self) -> dict[str, Any]:
-        """The cluster's configuration, its master's name and the drain flag."""
-        cfg = self._cfg()
-        info = cfg.get_cluster_info()
-        data = info.model_dump(mode="json") if hasattr(info, "model_dump") else dict(vars(info))
-        data.setdefault("master", cfg.get_master_node_name())
+        """The cluster's configuration, its master's name and the drain flag.
+
+        Also every key Ganeti 3.0's `gnt-cluster info` and `version` read
+        (software_version, protocol_version, architecture, reserved_lvs, ...).
+        """
+        data = cluster_info(self._cfg(), getattr(self.context, "paths", None))
         data["drain_flag"] = self.queue.get_drain_flag()
-        return dict(data)
+        return data
 
     @luxi_method(luxi.REQ_QUERY_CONFIG_VALUES)
     def query_config_values(self, fields: FieldNames) -> list[Any]:
-        """Values of cluster settings by name (cluster_name, master_node, drain_flag, ...)."""
+        """Values of cluster settings by name (cluster_name, master_node, drain_flag, ...).
+
+        `watcher_pause` is always null: the watcher cannot be paused.
+        """
         info = self.query_cluster_info()
-        known = {"cluster_name", "master_node", "drain_flag", "master"}
+        info["master_node"] = info["master"]
+        info.setdefault("watcher_pause", None)
         out = []
         for name in fields:
-            if name == "master_node":
-                out.append(info.get("master"))
-            elif name in info or name in known:
-                out.append(info.get(name))
-            else:
+            if name not in info:
                 raise errors.OpPrereqError(f"Unknown config value '{name}'", errors.ECODE_INVAL)
+            out.append(info[name])
         return out
+
+    # Ganeti's classic queries: plain values per item, items by name
+    @luxi_method(luxi.REQ_QUERY_INSTANCES)
+    def query_instances(self, names: ItemNames, fields: FieldNames,
+                        use_locking: Flag) -> list[Any]:
+        """Field values per instance, in the order of `names` (all, by name, when empty).
+
+        Unknown names or fields are refused; `use_locking` must be false (as in 3.0).
+        """
+        return self._classic_query(query.RESOURCE_INSTANCE, "Instance", names, fields,
+                                   use_locking)
+
+    @luxi_method(luxi.REQ_QUERY_NODES)
+    def query_nodes(self, names: ItemNames, fields: FieldNames,
+                    use_locking: Flag) -> list[Any]:
+        """Field values per node, like QueryInstances."""
+        return self._classic_query(query.RESOURCE_NODE, "Node", names, fields, use_locking)
+
+    @luxi_method(luxi.REQ_QUERY_GROUPS)
+    def query_groups(self, names: ItemNames, fields: FieldNames,
+                     use_locking: Flag) -> list[Any]:
+        """Field values per node group, like QueryInstances."""
+        return self._classic_query(group.RESOURCE_GROUP, "Node group", names, fields,
+                                   use_locking)
+
+    def _classic_query(self, what: str, title: str, names: list[str], fields: list[str],
+                       use_locking: bool) -> list[Any]:
+        if use_locking:
+            raise errors.OpPrereqError(
+                "use_locking: queries over LUXI do not support using locks",
+                errors.ECODE_INVAL)
+        qfilter = ["|", *(["=", "name", n] for n in names)] if names else None
+        result = query.query(what, ["name", *fields], qfilter, source=self)
+        unknown = [f["name"] for f in result["fields"][1:] if f["kind"] == query.QFT_UNKNOWN]
+        if unknown:
+            raise errors.OpPrereqError(
+                f"Unknown output fields selected: {', '.join(unknown)}", errors.ECODE_INVAL)
+        rows = {row[0][1]: [value for _, value in row[1:]] for row in result["data"]}
+        if not names:
+            return [rows[name] for name in sorted(rows)]
+        missing = [n for n in names if n not in rows]
+        if missing:
+            raise errors.OpPrereqError(f"{title} '{missing[0]}' not known", errors.ECODE_NOENT)
+        return [rows[name] for name in names]
+
+    @luxi_method(luxi.REQ_QUERY_TAGS)
+    def query_tags(self, kind: TagKind, name: TagOwner) -> list[str]:
+        """The tags of the cluster or of one node, instance, node group or network (sorted)."""
+        cfg = self._cfg()
+        if kind == constants.TAG_CLUSTER:
+            return sorted(cfg.get_cluster_info().tags)
+        lookup = {
+            constants.TAG_NODE: ("Node", lambda: cfg.get_all_nodes_info()),
+            constants.TAG_INSTANCE: ("Instance", lambda: cfg.get_all_instances_info()),
+            constants.TAG_NODEGROUP: ("Node group", lambda: cfg.get_all_nodegroups_info()),
+            constants.TAG_NETWORK: ("Network", lambda: cfg.get_config_data().networks),
+        }
+        if kind not in lookup:
+            raise errors.OpPrereqError(
+                f"QueryTags: argument 'kind' must be one of"
+                f" {', '.join(sorted([*lookup, constants.TAG_CLUSTER]))}, got {kind!r:.40}",
+                errors.ECODE_INVAL)
+        title, objects_of = lookup[kind]
+        found = next((o for o in objects_of().values() if o.name == name), None)
+        if found is None:
+            raise errors.OpPrereqError(f"{title} '{name}' not known", errors.ECODE_NOENT)
+        return sorted(found.tags)
 
 
 def wait_for_job_result(queue: JobQueueLike, job_id: int, timeout: float) -> list[Any]:
@@ -297,7 +400,8 @@ def _spec(func: Callable[..., Any]) -> MethodSpec:
     name, client_attr = func.__luxi__  # type: ignore[attr-defined]
     hints = typing.get_type_hints(func, include_extras=True)
     params = list(inspect.signature(func).parameters)[1:]  # without self
-    args = tuple(Arg.from_annotation(p, hints[p]) for p in params)
+    sig = inspect.signature(func).parameters
+    args = tuple(Arg.from_annotation(p, hints[p], sig[p].default) for p in params)
     doc = inspect.getdoc(func) or ""
     return MethodSpec(name, func.__name__, client_attr, args, _type_name(hints["return"]),
                       doc)
@@ -329,13 +433,15 @@ def render_markdown() -> str:
     lines = []
     for spec in sorted(SPECS.values(), key=lambda s: s.name):
         summary, _, rest = spec.doc.partition("\n")
-        args = ", ".join(a.name for a in spec.args)
+        args = ", ".join(f"[{a.name}]" if a.optional else a.name for a in spec.args)
         lines += [f"### {spec.name}({args})", "", summary.replace("``", "`")]
         if rest.strip():
             lines += ["", rest.strip().replace("``", "`")]
         lines.append("")
         for arg in spec.args:
-            lines.append(f"- `{arg.name}`: {arg.description}")
+            default = (f" (optional, default `{json.dumps(arg.default)}`)"
+                       if arg.optional else "")
+            lines.append(f"- `{arg.name}`: {arg.description}{default}")
         lines += [f"- returns `{spec.returns}`",
                   f"- client: `Client.{spec.client_attr}`;"
                   f" {'safe to resend (idempotent)' if spec.idempotent else 'not resent'}",

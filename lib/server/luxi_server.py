@@ -2,9 +2,15 @@
 
 One thread per client connection.  Every request goes through the method
 table (:mod:`ganeti.server.luxi_methods`: name -> handler and argument
-checks), so no input can reach a handler unchecked.  Envelope or argument
-errors get an error reply and the connection is closed; errors raised by
-handlers are returned typed and the connection stays usable.
+checks), so no input can reach a handler unchecked.  A refused request (bad
+envelope, unaccepted version, unknown method, bad arguments) and an error
+raised by a handler get a typed error reply, and the connection stays usable:
+clients such as Ganeti's retry on a closed connection as if the network had
+failed.  Only a broken byte stream (a message over the size limit, a
+half-written one) ends the connection, since no reply could be framed.
+
+One server may listen on several sockets (``ganeti-master`` and Ganeti 3.0's
+``ganeti-query``): same methods, one set of connection limits.
 
 At most ``--max-connections`` connections, with the limits every server
 shares (:mod:`ganeti.server.connlimit`): idle and request timeouts, a memory
@@ -43,14 +49,6 @@ LOG = logging.getLogger(__name__)
 # --- the server -----------------------------------------------------------------------
 
 
-class _BadRequest(Exception):
-    """Internal: the request itself was invalid; reply, then drop the connection."""
-
-    def __init__(self, err: errors.GenericError) -> None:
-        super().__init__(err)
-        self.err = err
-
-
 DEFAULT_LIMITS = connlimit.Limits(
     max_connections=constants.LUXI_MAX_CONNECTIONS,
     idle_timeout=constants.LUXI_IDLE_TIMEOUT,
@@ -60,20 +58,33 @@ DEFAULT_LIMITS = connlimit.Limits(
 OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "max_buffered")
 
 
+def check_version(version: int | None) -> None:
+    """Refuse a request from a LUXI version not in ``LUXI_ACCEPTED_VERSIONS``."""
+    if version is not None and version not in constants.LUXI_ACCEPTED_VERSIONS:
+        accepted = ", ".join(str(v) for v in sorted(constants.LUXI_ACCEPTED_VERSIONS))
+        raise errors.ProtocolError(
+            f"LUXI version mismatch: server accepts {accepted}, client {version}")
+
+
 class LuxiServer:
-    """Accepts connections on a Unix socket; one handler thread per client."""
+    """Accepts connections on Unix sockets; one handler thread per client.
+
+    ``address`` is the main socket; ``extra_addresses`` serve the same methods.
+    """
 
     def __init__(self, address: Path, methods: dict[str, Method],
                  max_message: int = constants.LUXI_MAX_MESSAGE,
-                 limits: connlimit.Limits = DEFAULT_LIMITS) -> None:
+                 limits: connlimit.Limits = DEFAULT_LIMITS,
+                 extra_addresses: tuple[Path, ...] = ()) -> None:
         self.address = Path(address)
+        self.addresses = (self.address, *(Path(a) for a in extra_addresses))
         self.methods = methods
         self.max_message = max_message
         self.limits = limits
         self.gate = connlimit.ConnectionGate("LUXI server", limits, LOG)
         self.budget = connlimit.ByteBudget(limits.max_buffered) if limits.max_buffered \
             else None
-        self._listener: socket.socket | None = None
+        self._listeners: list[socket.socket] = []
         self._wake_r, self._wake_w = -1, -1
         self._accept_thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
@@ -83,11 +94,25 @@ class LuxiServer:
 
     # lifecycle
     def start(self) -> None:
-        """Bind (mode 0660, directory 0750) and start accepting in a thread."""
-        parent = self.address.parent
+        """Bind every address (mode 0660, directory 0750) and start accepting in a thread."""
+        try:
+            for address in self.addresses:
+                self._listeners.append(self._bind(address))
+        except BaseException:
+            self._close_listeners()
+            raise
+        self._wake_r, self._wake_w = os.pipe()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="luxi-accept",
+                                               daemon=True)
+        self._accept_thread.start()
+        LOG.info("LUXI server listening on %s", ", ".join(map(str, self.addresses)))
+
+    @staticmethod
+    def _bind(address: Path) -> socket.socket:
+        parent = address.parent
         parent.mkdir(parents=True, exist_ok=True)
         os.chmod(parent, 0o750)
-        tmp = parent / f".{self.address.name}.{os.getpid()}.tmp"
+        tmp = parent / f".{address.name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -95,33 +120,33 @@ class LuxiServer:
                 sock.bind(bind_path)
             # chmod before the socket becomes visible under its real name
             os.chmod(tmp, 0o660)
-            os.replace(tmp, self.address)
+            os.replace(tmp, address)
             sock.listen(128)
         except BaseException:
             sock.close()
             tmp.unlink(missing_ok=True)
             raise
-        self._listener = sock
-        self._wake_r, self._wake_w = os.pipe()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name="luxi-accept",
-                                               daemon=True)
-        self._accept_thread.start()
-        LOG.info("LUXI server listening on %s", self.address)
+        return sock
+
+    def _close_listeners(self) -> None:
+        """Close the listening sockets and remove their files (only those we bound)."""
+        for sock, address in zip(self._listeners, self.addresses, strict=False):
+            sock.close()
+            try:
+                address.unlink()
+            except FileNotFoundError:
+                pass
+        self._listeners = []
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop accepting, drop every connection and remove the socket."""
-        if self._listener is None:
+        """Stop accepting, drop every connection and remove the sockets."""
+        if not self._listeners:
             return
         self._stopping.set()
         os.write(self._wake_w, b"x")
         if self._accept_thread is not None:
             self._accept_thread.join(timeout)
-        self._listener.close()
-        self._listener = None
-        try:
-            self.address.unlink()
-        except FileNotFoundError:
-            pass
+        self._close_listeners()
         with self._lock:
             conns = list(self._conns)
             threads = list(self._threads)
@@ -138,37 +163,40 @@ class LuxiServer:
         LOG.info("LUXI server stopped")
 
     def _accept_loop(self) -> None:
-        assert self._listener is not None
-        listener = self._listener
+        listeners = list(self._listeners)
         with selectors.DefaultSelector() as sel:
-            sel.register(listener, selectors.EVENT_READ)
+            for listener in listeners:
+                sel.register(listener, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
             while not self._stopping.is_set():
                 events = sel.select()
                 if self._stopping.is_set():
                     break
-                if not any(key.fileobj is listener for key, _ in events):
-                    continue
-                accepted = self.gate.accept(listener, self._stopping.wait)
-                if accepted is None:
-                    continue
-                conn = accepted[0]
-                slot = self.gate.admit(conn)
-                if slot is None:
-                    self._refuse(conn, errors.ServerBusyError(self.gate.busy_message()))
-                    continue
-                thread = threading.Thread(target=self._serve_client, args=(conn, slot),
-                                          name="luxi-client", daemon=True)
-                with self._lock:
-                    self._conns.add(conn)
-                    self._threads.add(thread)
-                if not self.gate.start(thread, slot):
-                    with self._lock:
-                        self._conns.discard(conn)
-                        self._threads.discard(thread)
-                    self._refuse(conn, errors.ServerBusyError(
-                        "The master daemon cannot start a thread for this connection;"
-                        " try again later"))
+                for key, _ in events:
+                    if key.fileobj in listeners:
+                        self._accept_one(cast(socket.socket, key.fileobj))
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        accepted = self.gate.accept(listener, self._stopping.wait)
+        if accepted is None:
+            return
+        conn = accepted[0]
+        slot = self.gate.admit(conn)
+        if slot is None:
+            self._refuse(conn, errors.ServerBusyError(self.gate.busy_message()))
+            return
+        thread = threading.Thread(target=self._serve_client, args=(conn, slot),
+                                  name="luxi-client", daemon=True)
+        with self._lock:
+            self._conns.add(conn)
+            self._threads.add(thread)
+        if not self.gate.start(thread, slot):
+            with self._lock:
+                self._conns.discard(conn)
+                self._threads.discard(thread)
+            self._refuse(conn, errors.ServerBusyError(
+                "The master daemon cannot start a thread for this connection;"
+                " try again later"))
 
     @staticmethod
     def _refuse(conn: socket.socket, err: errors.GenericError) -> None:
@@ -211,16 +239,14 @@ class LuxiServer:
                 self.gate.set_reading(slot, False)
                 try:
                     result = self.handle_request(raw)
-                except _BadRequest as bad:
-                    LOG.info("bad LUXI request: %s", bad.err)
-                    self._reply(stream, False, errors.encode(bad.err))
-                    break
                 except errors.GenericError as err:
-                    self._reply(stream, False, errors.encode(err))
+                    if not self._reply(stream, False, errors.encode(err)):
+                        break
                     continue
                 except Exception as err:  # never let a handler bug kill the thread silently
                     LOG.exception("internal error in LUXI handler")
-                    self._reply(stream, False, errors.encode(err))
+                    if not self._reply(stream, False, errors.encode(err)):
+                        break
                     continue
                 if not self._reply(stream, True, result):
                     break
@@ -247,19 +273,16 @@ class LuxiServer:
         return True
 
     def handle_request(self, raw: bytes) -> Any:
+        """The result of one request; a refused one raises its typed error."""
         try:
             name, args, version = luxi.parse_request(raw)
-        except errors.ProtocolError as err:
-            raise _BadRequest(err) from None
-        if version is not None and version != constants.LUXI_VERSION:
-            raise _BadRequest(errors.ProtocolError(
-                f"LUXI version mismatch: server {constants.LUXI_VERSION}, client {version}"))
-        method = self.methods.get(name)
-        if method is None:
-            raise _BadRequest(errors.ProtocolError(f"Unknown LUXI method '{name}'"))
-        try:
+            check_version(version)
+            method = self.methods.get(name)
+            if method is None:
+                raise errors.ProtocolError(f"Unknown LUXI method '{name}'")
             checked = validate_args(name, method, args)
-        except errors.OpPrereqError as err:
-            raise _BadRequest(err) from None
+        except errors.GenericError as err:
+            LOG.info("LUXI request refused: %s", err)
+            raise
         LOG.debug("LUXI request %s", name)
         return method.handler(*checked)

@@ -106,9 +106,11 @@ class Master:
                               workers=workers, max_jobs=max_jobs)
         self.queue.start()
         backend = luxi_methods.MasterBackend(self.queue, self.context)
+        # ganeti-query: where Ganeti 3.0's clients connect (its luxid's socket)
         self.server = luxi_server.LuxiServer(self.paths.master_socket,
                                              luxi_methods.build_method_table(backend),
-                                             limits=self.limits)
+                                             limits=self.limits,
+                                             extra_addresses=(self.paths.query_socket,))
         self.server.start()
 
     def stop(self) -> None:

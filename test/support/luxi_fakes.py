@@ -84,7 +84,7 @@ class FakeQueue:
                 job.result = result
             self.cond.notify_all()
 
-    def cancel_job(self, job_id: int) -> tuple[bool, str]:
+    def cancel_job(self, job_id: int, kill: bool = False) -> tuple[bool, str]:
         job = self.jobs.get(job_id)
         if job is None:
             raise errors.OpPrereqError(f"Job {job_id} not found", errors.ECODE_NOENT)

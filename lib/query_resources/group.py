@@ -1,0 +1,55 @@
+"""The node group query resource: one row per group, from the configuration."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ganeti import query
+
+RESOURCE_GROUP: Final = "group"
+
+# (name, title, kind, doc): the fields of ``Query("group")`` and QueryGroups
+FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    ("name", "Group", query.QFT_TEXT, "Group name"),
+    ("uuid", "UUID", query.QFT_TEXT, "Group UUID"),
+    ("node_cnt", "Nodes", query.QFT_NUMBER, "Number of nodes"),
+    ("node_list", "NodeList", query.QFT_OTHER, "List of nodes"),
+    ("pinst_cnt", "Instances", query.QFT_NUMBER,
+     "Number of primary instances of the group's nodes"),
+    ("pinst_list", "InstanceList", query.QFT_OTHER,
+     "Primary instances of the group's nodes"),
+    ("ndparams", "NDParams", query.QFT_OTHER, "Node parameters of the group"),
+    ("tags", "Tags", query.QFT_OTHER, "Tags"),
+    ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
+    ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
+    ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
+)
+
+
+def group_rows(cfg: Any) -> list[dict[str, Any]]:
+    """One dict per node group with every field of FIELDS, sorted by name."""
+    nodes = cfg.get_all_nodes_info().values()
+    instances = cfg.get_all_instances_info().values()
+    rows = []
+    for group in sorted(cfg.get_all_nodegroups_info().values(), key=lambda g: g.name):
+        members = {n.uuid: n.name for n in nodes if n.group == group.uuid}
+        primaries = sorted(i.name for i in instances if i.primary_node in members)
+        rows.append({
+            "name": group.name, "uuid": group.uuid,
+            "node_cnt": len(members), "node_list": sorted(members.values()),
+            "pinst_cnt": len(primaries), "pinst_list": primaries,
+            "ndparams": dict(group.ndparams), "tags": sorted(group.tags),
+            "serial_no": group.serial_no, "ctime": group.ctime, "mtime": group.mtime,
+        })
+    return rows
+
+
+def _rows(source: Any) -> list[dict[str, Any]]:
+    return group_rows(source.context.cfg)
+
+
+def register() -> None:
+    query.register(RESOURCE_GROUP,
+                   [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+                    for name, title, kind, doc in FIELDS],
+                   _rows)
