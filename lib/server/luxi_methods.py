@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 
 from ganeti import constants, errors, limits, luxi, opcodes, query
 from ganeti.query_resources import group
-from ganeti.query_resources.cluster import cluster_info
+from ganeti.query_resources.cluster import PLACEHOLDERS, cluster_info
 
 # --- argument types: the annotation says what is accepted and how to describe it ---
 
@@ -351,19 +351,19 @@ class MasterBackend:
         cfg = self._cfg()
         if kind == constants.TAG_CLUSTER:
             return sorted(cfg.get_cluster_info().tags)
-        lookup = {
-            constants.TAG_NODE: ("Node", lambda: cfg.get_all_nodes_info()),
-            constants.TAG_INSTANCE: ("Instance", lambda: cfg.get_all_instances_info()),
-            constants.TAG_NODEGROUP: ("Node group", lambda: cfg.get_all_nodegroups_info()),
-            constants.TAG_NETWORK: ("Network", lambda: cfg.get_config_data().networks),
+        tables: dict[str, tuple[str, dict[str, Any]]] = {
+            constants.TAG_NODE: ("Node", cfg.get_all_nodes_info()),
+            constants.TAG_INSTANCE: ("Instance", cfg.get_all_instances_info()),
+            constants.TAG_NODEGROUP: ("Node group", cfg.get_all_nodegroups_info()),
+            constants.TAG_NETWORK: ("Network", cfg.get_config_data().networks),
         }
-        if kind not in lookup:
+        if kind not in tables:
             raise errors.OpPrereqError(
                 f"QueryTags: argument 'kind' must be one of"
-                f" {', '.join(sorted([*lookup, constants.TAG_CLUSTER]))}, got {kind!r:.40}",
+                f" {', '.join(sorted([*tables, constants.TAG_CLUSTER]))}, got {kind!r:.40}",
                 errors.ECODE_INVAL)
-        title, objects_of = lookup[kind]
-        found = next((o for o in objects_of().values() if o.name == name), None)
+        title, table = tables[kind]
+        found = next((o for o in table.values() if o.name == name), None)
         if found is None:
             raise errors.OpPrereqError(f"{title} '{name}' not known", errors.ECODE_NOENT)
         return sorted(found.tags)
@@ -428,13 +428,32 @@ def build_method_table(backend: MasterBackend) -> dict[str, Method]:
             for name, spec in SPECS.items()}
 
 
+def render_versions() -> list[str]:
+    """The accepted protocol versions (constants.LUXI_ACCEPTED_VERSIONS) as a table."""
+    lines = ["### Accepted versions", "",
+             "| `version` | sent by |", "|---|---|"]
+    lines += [f"| {version} | {release} |"
+              for version, release in sorted(constants.LUXI_ACCEPTED_VERSIONS.items())]
+    return [*lines, "", "A request without `version` is accepted too.", ""]
+
+
+def render_placeholders() -> list[str]:
+    """QueryClusterInfo's keys for features we lack, their value and why."""
+    lines = ["### QueryClusterInfo: keys for features this project lacks", "",
+             "Ganeti 3.0's `gnt-cluster info` reads these keys; the value stands for"
+             " \"not here\":", "", "| key | value | why |", "|---|---|---|"]
+    lines += [f"| `{key}` | `{json.dumps(value)}` | {why} |"
+              for key, (value, why) in sorted(PLACEHOLDERS.items())]
+    return [*lines, ""]
+
+
 def render_markdown() -> str:
     """The method reference as doc/luxi.md shows it (generated, never edited by hand)."""
-    lines = []
+    lines = [*render_versions(), *render_placeholders(), "### Methods", ""]
     for spec in sorted(SPECS.values(), key=lambda s: s.name):
         summary, _, rest = spec.doc.partition("\n")
         args = ", ".join(f"[{a.name}]" if a.optional else a.name for a in spec.args)
-        lines += [f"### {spec.name}({args})", "", summary.replace("``", "`")]
+        lines += [f"#### {spec.name}({args})", "", summary.replace("``", "`")]
         if rest.strip():
             lines += ["", rest.strip().replace("``", "`")]
         lines.append("")

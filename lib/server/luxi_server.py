@@ -173,8 +173,8 @@ class LuxiServer:
                 if self._stopping.is_set():
                     break
                 for key, _ in events:
-                    if key.fileobj in listeners:
-                        self._accept_one(cast(socket.socket, key.fileobj))
+                    if isinstance(key.fileobj, socket.socket):
+                        self._accept_one(key.fileobj)
 
     def _accept_one(self, listener: socket.socket) -> None:
         accepted = self.gate.accept(listener, self._stopping.wait)
