@@ -1,6 +1,7 @@
 """The processor: runs one opcode through its logical unit under locks.
 
-Phase order (doc/design.md): BGL -> build LU (CheckArguments) -> ExpandNames
+Phase order (doc/design.md): resolve Ganeti 3.0's uuid fields
+(ganeti.opcodes_compat) -> BGL -> build LU (CheckArguments) -> ExpandNames
 -> per level DeclareLocks + acquire -> notify_start -> CheckPrereq -> pre
 hooks -> (dry run stops) -> Exec -> post hooks -> release.  Locks an LU added
 (add_locks) stay only when its Exec ran: a failure or a dry run removes them.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from ganeti import cmdlib, constants, errors, locking
+from ganeti import cmdlib, constants, errors, locking, opcodes_compat
 from ganeti.cmdlib.base import LogicalUnit
 from ganeti.hooks.master import HooksMaster
 
@@ -91,6 +92,8 @@ class Processor:
 
     def execute_opcode(self, op: OpCode, cbs: OpExecCallbacks) -> Any:
         lu_class = self._lu_lookup(type(op).__name__)
+        # Ganeti 3.0's *_uuid fields, checked and turned into names for every LU at once
+        opcodes_compat.resolve_uuids(op, self.context.cfg)
         while True:
             for timeout in self.lock_timeouts:
                 try:

@@ -17,6 +17,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -26,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -34,7 +36,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
-from ganeti import constants, errors, limits, objects
+from ganeti import constants, errors, limits, objects, opcodes_compat
 from ganeti.backup.retention import RetentionRules
 
 # OP_RESULT of an LU whose Exec returns None
@@ -102,6 +104,8 @@ class OpCode(BaseModel):
     reason: list[ReasonEntry] = Field(
         default_factory=list, max_length=limits.REASON_ENTRIES.maximum,
         description="Reason trail: (source, text, timestamp in ns), one entry per hop")
+    # uuid fields of Ganeti 3.0 clients (ganeti.opcodes_compat), resolved by the processor
+    _compat: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,14 +117,30 @@ class OpCode(BaseModel):
 
     @classmethod
     def create(cls, **fields: Any) -> OpCode:
-        """Build and validate; bad input raises OpPrereqError naming the field."""
+        """Build and validate; bad input raises OpPrereqError naming the field.
+
+        Ganeti 3.0's fields are treated as ganeti.opcodes_compat says.
+        """
+        fields, kept = opcodes_compat.split(cls, fields)
         try:
-            return cls.model_validate(fields)
+            op = cls.model_validate(fields)
         except ValidationError as err:
             raise _prereq_from_validation(cls, err) from None
+        op._compat = kept
+        return op
+
+    def compat_values(self) -> dict[str, Any]:
+        """The Ganeti 3.0 uuid fields this opcode came with (field -> value)."""
+        return dict(self._compat)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
+        # a secret field holding nothing is no secret: left out, the job can still run
+        # after a master restart (the job queue keeps secrets in memory only)
+        for name in self.OP_SECRET_FIELDS:
+            if data.get(name) in ({}, []):
+                del data[name]
+        data.update(self._compat)
         data["OP_ID"] = self.OP_ID
         return data
 
@@ -223,6 +243,12 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ganeti3_keys(cls, data: Any) -> Any:
+        """Ganeti 3.0's keys we lack or spell otherwise (opcodes_compat.SPEC_FIELDS)."""
+        return opcodes_compat.split_spec(cls.__name__, data)
+
     @model_serializer(mode="wrap")
     def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
@@ -296,6 +322,15 @@ class NicSpec(Spec):
     name: str | None = Field(None, description="Optional NIC name")
     network: str | None = Field(None, description="Network (uuid) the NIC belongs to")
     vlan: str | None = Field(None, description="VLAN (openvswitch mode)")
+
+
+def _unset_only(feature: str) -> Callable[[Any], Any]:
+    """A field kept for Ganeti's clients whose feature we lack: None only."""
+    def check(value: Any) -> Any:
+        if value is not None:
+            raise ValueError(f"is not supported here ({feature}); only None is accepted")
+        return value
+    return check
 
 
 # --- results ---------------------------------------------------------------------------
@@ -507,6 +542,7 @@ class OpInstanceCreate(OpCode):
 
     OP_DSC_FIELD = "instance_name"
     OP_RESULT = list[str]
+    OP_SECRET_FIELDS = ("osparams_private",)
     instance_name: NewName = Field(description="Name of the new instance")
     mode: Literal["create", "import", "remote-import"] = Field(
         constants.INSTANCE_CREATE,
@@ -520,6 +556,8 @@ class OpInstanceCreate(OpCode):
                                 description="The NICs, in order")
     os_type: str | None = Field(None, description="OS (definition name, +variant)")
     osparams: dict[str, Any] = Field(default_factory=dict, description="OS parameters")
+    osparams_private: dict[str, Any] = Field(
+        default_factory=dict, description="OS parameters kept out of job queries")
     beparams: dict[str, Any] = Field(default_factory=dict,
                                      description="Backend parameters (memory, vcpus, ...)")
     hvparams: dict[str, Any] = Field(default_factory=dict,
@@ -530,14 +568,18 @@ class OpInstanceCreate(OpCode):
                                                 " with the fewest instances)")
     snode: str | None = Field(None, description="Secondary node (no template here uses"
                                                 " one)")
-    iallocator: str | None = Field(None, description="Allocator script (not supported)")
+    iallocator: Annotated[str | None, BeforeValidator(_unset_only("allocator scripts"))] = \
+        Field(None, description="Allocator script (not supported: only None)")
     start: bool = Field(True, description="Start the instance once created")
     ip_check: bool = Field(False, description="Check that the IP is not in use")
     name_check: bool = Field(False, description="Check that the name resolves")
     wait_for_sync: bool = Field(True, description="Wait for disk synchronisation")
     no_install: bool | None = Field(None, description="Do not run the OS install scripts")
     tags: TagList = Field(default_factory=list, description="Tags of the new instance")
-    file_storage_dir: str | None = Field(None, description="Directory of file disks")
+    file_storage_dir: Annotated[str | None, BeforeValidator(
+        _unset_only("choosing the directory of file disks"))] = Field(
+        None, description="Directory of file disks (not supported: only None; the"
+                          " node's file storage directory)")
     src_node: str | None = Field(None, description="import: node holding the export"
                                                    " (default: searched)")
     src_path: str | None = Field(None, description="import: export name or path; NAME@GEN"
@@ -946,6 +988,32 @@ def _field_rows(fields: dict[str, FieldInfo]) -> list[str]:
     return rows
 
 
+def _compat_rows(op_id: str, cls: type[OpCode]) -> list[str]:
+    """How the fields Ganeti 3.0 sends for ``op_id`` are treated (opcodes_compat)."""
+    if op_id not in opcodes_compat.GANETI3_FIELDS:
+        return []
+    rules = opcodes_compat.GANETI3_FIELDS[op_id]
+    ours = [name for name, rule in rules.items() if isinstance(rule, opcodes_compat.Ours)]
+    others = {name: rule for name, rule in rules.items() if name not in ours}
+    lines = ["", "Ganeti 3.0 has this opcode too."]
+    if ours:
+        lines += [f"3.0 fields implemented here: {', '.join(f'`{n}`' for n in ours)}."]
+    if others:
+        lines += ["Its other fields:", "", "| field | 3.0 default | treatment |",
+                  "|---|---|---|"]
+        lines += [f"| `{name}` | `{json.dumps(rule.default)}` | {rule.describe()} |"
+                  for name, rule in others.items()]
+    return lines
+
+
+def _spec_compat_rows(name: str) -> list[str]:
+    rules = opcodes_compat.SPEC_FIELDS.get(name)
+    if not rules:
+        return []
+    return ["", "Ganeti 3.0's other keys:", "", "| key | treatment |", "|---|---|",
+            *[f"| `{key}` | {rule.describe()} |" for key, rule in rules.items()]]
+
+
 def _doc(obj: Any) -> str:
     return " ".join((obj.__doc__ or "").split())
 
@@ -974,6 +1042,15 @@ def render_markdown() -> str:
              "Generated from `lib/opcodes.py` by `python -m ganeti.opcodes`; do not edit.",
              "Every opcode is a JSON object with `OP_ID` and the fields below; unknown",
              "fields are refused.  The result is what the job's opresult holds on success.",
+             "",
+             "An opcode Ganeti 3.0 also has accepts every field 3.0 sends (its clients",
+             "send them all, the unset ones too); its section says how each is treated.",
+             "A field 3.0 sends as None (unset) means our default where ours takes no",
+             "None.  A feature we lack is refused unless its field is at 3.0's default",
+             "(None, [] and {} count as one); a `*_uuid` field is checked against its",
+             "name field before the LU runs: an unknown uuid fails with ECODE_NOENT, a",
+             "uuid and a name of different objects with ECODE_INVAL, and a uuid alone",
+             "fills the name in.  Fields Ganeti 3.0 does not know either are refused.",
              "", "## Fields common to every opcode", "",
              *_field_rows(OpCode.model_fields)]
     nested: dict[str, Any] = {}
@@ -985,6 +1062,7 @@ def render_markdown() -> str:
         own = {n: f for n, f in cls.model_fields.items() if n not in common}
         lines += _field_rows(own) if own else ["No fields of its own."]
         lines += ["", f"Result: {type_text(cls.OP_RESULT)}"]
+        lines += _compat_rows(op_id, cls)
         for info in own.values():
             _nested_types(info.annotation, nested)
         _nested_types(cls.OP_RESULT, nested)
@@ -993,6 +1071,7 @@ def render_markdown() -> str:
         lines += ["", f"### {name}", "", _doc(tp), ""]
         if issubclass(tp, BaseModel):
             lines += _field_rows(tp.model_fields)
+            lines += _spec_compat_rows(name)
         else:
             lines += ["| key | type |", "|---|---|"]
             lines += [f"| `{k}` | {type_text(v)} |"
