@@ -18,6 +18,8 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
      "Number of primary instances of the group's nodes"),
     ("pinst_list", "InstanceList", query.QFT_OTHER,
      "Primary instances of the group's nodes"),
+    ("alloc_policy", "AllocPolicy", query.QFT_TEXT,
+     "Allocation policy (always preferred: there are no instance allocators)"),
     ("ndparams", "NDParams", query.QFT_OTHER, "Node parameters of the group"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
     ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
@@ -38,7 +40,8 @@ def group_rows(cfg: Any) -> list[dict[str, Any]]:
             "name": group.name, "uuid": group.uuid,
             "node_cnt": len(members), "node_list": sorted(members.values()),
             "pinst_cnt": len(primaries), "pinst_list": primaries,
-            "ndparams": dict(group.ndparams), "tags": sorted(group.tags),
+            "alloc_policy": "preferred", "ndparams": dict(group.ndparams),
+            "tags": sorted(group.tags),
             "serial_no": group.serial_no, "ctime": group.ctime, "mtime": group.mtime,
         })
     return rows

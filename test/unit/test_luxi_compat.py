@@ -18,7 +18,6 @@ from support.loopback import Env, certified_env
 from support.luxi_fakes import FakeQueue, running_server
 
 from ganeti import constants, errors, luxi, opcodes
-from ganeti.query_resources.cluster import PLACEHOLDERS
 
 WAIT = 30.0
 GANETI_3 = 3_000_000
@@ -274,10 +273,12 @@ def test_query_instances_refusals(conn: RawConnection, args: list[Any], ecode: s
 
 
 def test_query_groups(env: Env, conn: RawConnection) -> None:
-    rows = conn.result(luxi.REQ_QUERY_GROUPS, [[], ["name", "node_cnt", "node_list"], False])
+    rows = conn.result(luxi.REQ_QUERY_GROUPS, [[], ["name", "node_cnt", "node_list",
+                                                    "alloc_policy"], False])
     groups = env.cfg.get_all_nodegroups_info().values()
     assert [r[0] for r in rows] == sorted(g.name for g in groups)
     assert sum(r[1] for r in rows) == len(env.cfg.get_all_nodes_info())
+    assert {r[3] for r in rows} == {"preferred"}
 
 
 def test_query_tags(env: Env, conn: RawConnection) -> None:
@@ -339,6 +340,18 @@ def test_cluster_info_has_every_key_ganeti3_reads(env: Env, conn: RawConnection)
 
 
 def test_placeholders_are_documented() -> None:
+    from ganeti.query_resources.cluster import PLACEHOLDERS
     doc = (Path(__file__).resolve().parents[2] / "doc" / "luxi.md").read_text()
     for key in PLACEHOLDERS:
         assert f"`{key}`" in doc, key
+
+
+def test_job_archived_field(address: Path) -> None:
+    """3.0's gnt-job list --archived selects it; no archived job is ever listed here."""
+    queue = FakeQueue()
+    with running_server(address, queue), luxi.Client(str(address), timeout=WAIT) as cl:
+        job_id = cl.submit_job([opcodes.OpTestDelay.create(duration=0)])
+        result = cl.query("job", ["id", "archived"])
+        assert result["data"] == [[[0, job_id], [0, False]]]
+        assert result["fields"][1]["kind"] == "bool"
+        assert "archived" not in queue.queried_fields[-1], "not asked from the queue"
