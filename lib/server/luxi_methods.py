@@ -25,7 +25,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic.fields import FieldInfo
 
 from ganeti import constants, errors, limits, luxi, opcodes, query
-from ganeti.query_resources import group
+from ganeti.query_resources import group, network
 from ganeti.query_resources.cluster import PLACEHOLDERS, cluster_info
 
 # --- argument types: the annotation says what is accepted and how to describe it ---
@@ -325,6 +325,13 @@ class MasterBackend:
         return self._classic_query(group.RESOURCE_GROUP, "Node group", names, fields,
                                    use_locking)
 
+    @luxi_method(luxi.REQ_QUERY_NETWORKS)
+    def query_networks(self, names: ItemNames, fields: FieldNames,
+                       use_locking: Flag) -> list[Any]:
+        """Field values per network, like QueryInstances."""
+        return self._classic_query(network.RESOURCE_NETWORK, "Network", names, fields,
+                                   use_locking)
+
     def _classic_query(self, what: str, title: str, names: list[str], fields: list[str],
                        use_locking: bool) -> list[Any]:
         if use_locking:
@@ -351,19 +358,20 @@ class MasterBackend:
         cfg = self._cfg()
         if kind == constants.TAG_CLUSTER:
             return sorted(cfg.get_cluster_info().tags)
-        tables: dict[str, tuple[str, dict[str, Any]]] = {
-            constants.TAG_NODE: ("Node", cfg.get_all_nodes_info()),
-            constants.TAG_INSTANCE: ("Instance", cfg.get_all_instances_info()),
-            constants.TAG_NODEGROUP: ("Node group", cfg.get_all_nodegroups_info()),
-            constants.TAG_NETWORK: ("Network", cfg.get_config_data().networks),
+        # kind -> (what to call it, its objects by uuid; only the one asked for is read)
+        tables: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+            constants.TAG_NODE: ("Node", cfg.get_all_nodes_info),
+            constants.TAG_INSTANCE: ("Instance", cfg.get_all_instances_info),
+            constants.TAG_NODEGROUP: ("Node group", cfg.get_all_nodegroups_info),
+            constants.TAG_NETWORK: ("Network", lambda: dict(cfg.get_config_data().networks)),
         }
         if kind not in tables:
             raise errors.OpPrereqError(
                 f"QueryTags: argument 'kind' must be one of"
                 f" {', '.join(sorted([*tables, constants.TAG_CLUSTER]))}, got {kind!r:.40}",
                 errors.ECODE_INVAL)
-        title, table = tables[kind]
-        found = next((o for o in table.values() if o.name == name), None)
+        title, objects_of = tables[kind]
+        found = next((o for o in objects_of().values() if o.name == name), None)
         if found is None:
             raise errors.OpPrereqError(f"{title} '{name}' not known", errors.ECODE_NOENT)
         return sorted(found.tags)

@@ -355,3 +355,43 @@ def test_job_archived_field(address: Path) -> None:
         assert result["data"] == [[[0, job_id], [0, False]]]
         assert result["fields"][1]["kind"] == "bool"
         assert "archived" not in queue.queried_fields[-1], "not asked from the queue"
+
+
+def test_query_nodes_live_fields_ask_the_nodes(env: Env, conn: RawConnection) -> None:
+    """3.0's gnt-node list selects mtotal, dfree, ...: real answers from the node daemons."""
+    rows = conn.result(luxi.REQ_QUERY_NODES, [["node1"], ["mtotal", "mfree", "mnode",
+                                                          "dtotal", "dfree", "ctotal",
+                                                          "sinst_cnt"], False])
+    [[mtotal, mfree, mnode, dtotal, dfree, ctotal, sinst_cnt]] = rows
+    assert mtotal > 0 and 0 <= mfree <= mtotal and mnode == mtotal - mfree
+    assert 0 <= dfree <= dtotal and ctotal >= 1 and sinst_cnt == 0
+    node2 = env.cfg.get_node_info_by_name("node2")
+    assert node2 is not None
+    node2.offline = True
+    env.cfg.update(node2)
+    result = conn.result(luxi.REQ_QUERY, ["node", ["name", "mfree"], ["=", "name", "node2"]])
+    assert result["data"] == [[[0, "node2"], [4, None]]], "offline: not contacted"
+
+
+def test_query_networks(tmp_path: Path) -> None:
+    """The config API cannot add networks yet: a config holding one, behind the server."""
+    from types import SimpleNamespace
+
+    from ganeti import objects
+    net = objects.Network(name="net1", network="10.0.0.0/24", gateway="10.0.0.1",
+                          tags=["lan"])
+    inst = objects.Instance(name="inst1", primary_node="n1",
+                            nics=[objects.NIC(mac="aa:00:00:00:00:01", network=net.uuid)])
+    cfg = SimpleNamespace(
+        get_all_instances_info=lambda: {inst.uuid: inst},
+        get_all_nodes_info=dict, get_all_nodegroups_info=dict,
+        get_config_data=lambda: SimpleNamespace(networks={net.uuid: net}))
+    address = tmp_path / "ganeti-query"
+    with running_server(address, context=SimpleNamespace(cfg=cfg)):
+        conn = RawConnection(address)
+        rows = conn.result(luxi.REQ_QUERY_NETWORKS,
+                           [[], ["name", "network", "gateway", "group_list", "inst_list",
+                                 "tags"], False])
+        assert rows == [["net1", "10.0.0.0/24", "10.0.0.1", [], ["inst1"], ["lan"]]]
+        assert conn.result(luxi.REQ_QUERY_TAGS, ["network", "net1"]) == ["lan"]
+        conn.close()
