@@ -32,6 +32,11 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("pinst_list", "PriInstances", query.QFT_OTHER, "Primary instances"),
     ("sinst_cnt", "Sinst", query.QFT_NUMBER, "Number of secondary instances"),
     ("sinst_list", "SecInstances", query.QFT_OTHER, "Secondary instances"),
+    ("powered", "Powered", query.QFT_BOOL,
+     "Whether the node is thought to be powered on (always: no out-of-band management)"),
+    ("ndparams", "NodeParameters", query.QFT_OTHER,
+     "Node parameters in effect (cluster, group and node's own)"),
+    ("custom_ndparams", "CustomNodeParameters", query.QFT_OTHER, "The node's own parameters"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
     ("backup_bwlimit", "BackupBwLimit", query.QFT_NUMBER,
      "KiB/s shared by the node's export streams (0: no limit)"),
@@ -69,6 +74,7 @@ def node_rows(cfg: Any) -> list[dict[str, Any]]:
     """One dict per node with every field of FIELDS, sorted by name."""
     master = cfg.get_master_node()
     groups = cfg.get_all_nodegroups_info()
+    cluster = cfg.get_cluster_info()
     instances = cfg.get_all_instances_info().values()
     rows = []
     for node in sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name):
@@ -85,6 +91,8 @@ def node_rows(cfg: Any) -> list[dict[str, Any]]:
             "role": _role(node, master), "group": group.name if group else node.group,
             "pinst_cnt": len(primaries), "pinst_list": primaries,
             "sinst_cnt": len(secondaries), "sinst_list": secondaries,
+            "powered": True, "custom_ndparams": dict(node.ndparams),
+            "ndparams": cluster.fill_ndparams(node, group),
             "tags": sorted(node.tags), "backup_bwlimit": node.backup_bwlimit or 0,
             "serial_no": node.serial_no,
             "ctime": node.ctime, "mtime": node.mtime,

@@ -255,6 +255,10 @@ def test_query_instances_and_nodes(env: Env, conn: RawConnection) -> None:
         [["inst2"], ["inst1"]]
     nodes = conn.result(luxi.REQ_QUERY_NODES, [["node1"], ["name", "offline"], False])
     assert nodes == [["node1", False]]
+    # what 3.0's gnt-node info selects
+    [[powered, ndparams, custom]] = conn.result(
+        luxi.REQ_QUERY_NODES, [["node1"], ["powered", "ndparams", "custom_ndparams"], False])
+    assert powered is True and isinstance(ndparams, dict) and custom == {}
     all_nodes = conn.result(luxi.REQ_QUERY_NODES, [[], ["name"], False])
     assert [r[0] for r in all_nodes] == sorted(n.name for n in
                                                env.cfg.get_all_nodes_info().values())
@@ -279,6 +283,11 @@ def test_query_groups(env: Env, conn: RawConnection) -> None:
     assert [r[0] for r in rows] == sorted(g.name for g in groups)
     assert sum(r[1] for r in rows) == len(env.cfg.get_all_nodes_info())
     assert {r[3] for r in rows} == {"preferred"}
+    # what 3.0's gnt-group info selects
+    [[policy, custom]] = conn.result(luxi.REQ_QUERY_GROUPS,
+                                     [[rows[0][0]], ["ipolicy", "custom_ipolicy"], False])
+    assert policy["disk-templates"] == env.cfg.get_cluster_info().enabled_disk_templates
+    assert policy["minmax"] == [] and custom == {}
 
 
 def test_query_tags(env: Env, conn: RawConnection) -> None:
