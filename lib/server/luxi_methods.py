@@ -254,7 +254,10 @@ class MasterBackend:
     @luxi_method(luxi.REQ_QUERY)
     def query(self, what: ResourceName, fields: FieldNames, qfilter: QueryFilter
               ) -> dict[str, Any]:
-        """Query a resource (job, lock, node, instance, export): ``{"fields", "data"}``."""
+        """Query a resource (job, lock, node, group, network, instance, export).
+
+        The answer is ``{"fields", "data"}``, each value a ``[status, value]`` pair.
+        """
         return query.query(what, fields, qfilter, source=self)
 
     @luxi_method(luxi.REQ_QUERY_FIELDS)
