@@ -7,7 +7,8 @@ envelope, unaccepted version, unknown method, bad arguments) and an error
 raised by a handler get a typed error reply, and the connection stays usable:
 clients such as Ganeti's retry on a closed connection as if the network had
 failed.  Only a broken byte stream (a message over the size limit, a
-half-written one) ends the connection, since no reply could be framed.
+half-written one) or a limit (memory budget, timeouts) ends the connection:
+after those the start of the next message cannot be found.
 
 One server may listen on several sockets (``ganeti-master`` and Ganeti 3.0's
 ``ganeti-query``): same methods, one set of connection limits.
