@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ganeti import cmdlib, constants, errors, locking, opcodes_compat
 from ganeti.cmdlib.base import LogicalUnit
-from ganeti.hooks.master import HooksMaster
+from ganeti.hooks.master import HooksMaster, hooks_master_for
 
 if TYPE_CHECKING:
     from ganeti.context import MasterContext
@@ -77,16 +77,9 @@ class Processor:
 
     def build_hooks_master(self, lu: LogicalUnit) -> HooksMaster | None:
         """The hooks master of ``lu`` (None: the LU has no hooks path)."""
-        context = self.context
         if lu.HPATH is None:
             return None
-        return HooksMaster.build_from_lu(
-            lu, context.rpc.call_hooks_runner,
-            cluster_name=context.cfg.get_cluster_info().cluster_name,
-            master_name=context.cfg.get_master_node_name(),
-            data_dir=str(context.paths.data_dir),
-            log_warning=lu.LogWarning,
-        )
+        return hooks_master_for(lu)
 
     # --- entry point -----------------------------------------------------------
 

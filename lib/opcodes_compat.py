@@ -1,4 +1,4 @@
-"""Ganeti 3.0's opcode fields: the one table saying how each is treated here.
+"""Ganeti 3.0's opcode fields: the table saying how each is treated here.
 
 A Ganeti 3.0 client sends every field of an opcode, the unset ones too (its
 ``OpCode.__getstate__`` after ``__init__`` filled in the defaults).  For each
@@ -15,8 +15,10 @@ every field 3.0 knows, with 3.0's default and what we do with it:
   and resolved against the configuration before the LU runs
   (:func:`resolve_uuids`, called by the processor).
 
+The disk and NIC dicts inside opcodes get the same treatment from
+:data:`SPEC_FIELDS` (3.0's keys we lack, or spell otherwise: :class:`Renamed`).
 Fields no table names are left to the model, which refuses unknown ones.
-doc/opcodes.md shows the table (``ganeti.opcodes.render_markdown``).
+doc/opcodes.md shows both tables (``ganeti.opcodes.render_markdown``).
 """
 
 from __future__ import annotations

@@ -126,7 +126,8 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, (), (*_BACKUP_OPTS, *cli.SUBMIT_OPTS),
                           "Change cluster settings (the defaults of backup jobs)"),
     "verify": cli.Command(verify, (), cli.SUBMIT_OPTS,
-                          "Check that every node answers with a compatible daemon"),
+                          "Check that every node answers with a compatible daemon;"
+                          " run the cluster-verify hooks"),
     "master-ping": cli.Command(
         master_ping, (), (cli.Option(("--timeout",), {"type": float, "default": 10.0}),),
         "Exit 0 if the master daemon answers"),

@@ -146,7 +146,7 @@ class LUBackupExport(LogicalUnit):
             "EXPORT_NODE": self.op.target_node,
             "EXPORT_DO_SHUTDOWN": self.op.shutdown,
             "SHUTDOWN_TIMEOUT": self.op.shutdown_timeout,
-            "REMOVE_INSTANCE": int(self.op.remove_instance),
+            "REMOVE_INSTANCE": str(bool(self.op.remove_instance)),
         }
         inst = self.cfg.get_instance_info_by_name(self.op.instance_name) or self.instance
         return {**env, **iu.instance_hook_env(self.cfg, inst, None)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -10,8 +11,12 @@ from pydantic import ValidationError
 
 from ganeti import constants, crypto, errors, locking, objects, opcodes
 from ganeti.backup import remote
-from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
+from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.hooks.master import run_post_hook
 from ganeti.query_resources.cluster import cluster_info
+
+# Ganeti indents a failed verify hook's output by six spaces per line
+_HOOKS_INDENT_RE = re.compile("^", re.M)
 
 
 class LUClusterQuery(NoHooksLU):
@@ -26,11 +31,22 @@ class LUClusterQuery(NoHooksLU):
         return cluster_info(self.cfg, getattr(self.context, "paths", None))
 
 
-class LUClusterSetParams(NoHooksLU):
+class LUClusterSetParams(LogicalUnit):
     """Change cluster settings (today: the backup defaults)."""
 
+    HPATH = "cluster-modify"
+    HTYPE = constants.HTYPE_CLUSTER
     REQ_BGL = False
     op: opcodes.OpClusterSetParams
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        # Ganeti's variables; we have no volume group to change, so it is always None
+        return {"OP_TARGET": self.cfg.get_cluster_info().cluster_name,
+                "NEW_VG_NAME": str(getattr(self.op, "vg_name", None))}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        master = self.cfg.get_master_node_name()
+        return [master], [master]
 
     def CheckArguments(self) -> None:
         if not self.op.backup_defaults:
@@ -57,14 +73,53 @@ class LUClusterSetParams(NoHooksLU):
         return changed
 
 
-class LUClusterVerify(NoHooksLU):
-    """Check that every online node answers and runs a compatible daemon."""
+class LUClusterVerify(LogicalUnit):
+    """Check that every online node answers and runs a compatible daemon.
 
+    Its hooks are those of Ganeti's group verify (we have one group): post
+    phase only, on every node; a failed script is a verify problem.
+    """
+
+    HPATH = "cluster-verify"
+    HTYPE = constants.HTYPE_CLUSTER
+    HOOKS_OP_ID = "OP_CLUSTER_VERIFY_GROUP"
     REQ_BGL = False
 
     def ExpandNames(self) -> None:
         self.needed_locks = {locking.LEVEL_NODE: locking.ALL_SET}
         self.share_locks[locking.LEVEL_NODE] = True
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        env = {"CLUSTER_TAGS": " ".join(self.cfg.get_cluster_info().tags)}
+        env.update((f"NODE_TAGS_{node.name}", " ".join(node.tags))
+                   for node in self.cfg.get_all_nodes_info().values())
+        return env
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        return [], sorted(n.name for n in self.cfg.get_all_nodes_info().values())
+
+    def HooksCallBack(self, phase: str, hook_results: Any, feedback_fn: FeedbackFn,
+                      lu_result: Any) -> Any:
+        """Failed post scripts and nodes that could not run them are verify problems,
+        shown as Ganeti shows them (the script's output indented below)."""
+        if phase != constants.HOOKS_PHASE_POST or not isinstance(lu_result, list):
+            return lu_result
+        feedback_fn("* Hooks Results")
+        problems: list[str] = []
+        failures: dict[str, str] = getattr(hook_results, "failures", {})
+        for node in sorted(set(hook_results or {}) | set(failures)):
+            if node in failures:
+                feedback_fn(f"  - ERROR: node {node}: Communication failure in hooks"
+                            f" execution: {failures[node]}")
+                problems.append(f"node {node}: hooks not run: {failures[node]}")
+                continue
+            for script, status, output in hook_results[node]:
+                if status != constants.HKR_FAIL:
+                    continue
+                feedback_fn(f"  - ERROR: node {node}: Script {script} failed, output:")
+                feedback_fn(_HOOKS_INDENT_RE.sub("      ", output.rstrip("\n")))
+                problems.append(f"node {node}: hook script {script} failed")
+        return [*lu_result, *problems]
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         nodes = sorted(n.name for n in self.cfg.get_all_nodes_info().values())
@@ -137,14 +192,24 @@ class LUClusterVerify(NoHooksLU):
         return problems
 
 
-class LUClusterDestroy(NoHooksLU):
+class LUClusterDestroy(LogicalUnit):
     """Dismantle a cluster reduced to its master: set its files aside.
 
     The configuration and crypto material are renamed (not deleted), so an
     accidental destroy can be undone by hand; the CLI then stops the daemons.
+    As in Ganeti, its post hooks run on the master during Exec, while the
+    cluster still exists.
     """
 
+    HPATH = "cluster-destroy"
+    HTYPE = constants.HTYPE_CLUSTER
     REQ_BGL = True
+
+    def BuildHooksEnv(self) -> dict[str, Any]:
+        return {"OP_TARGET": self.cfg.get_cluster_info().cluster_name}
+
+    def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        return [], []
 
     def ExpandNames(self) -> None:
         self.needed_locks = {}
@@ -164,6 +229,7 @@ class LUClusterDestroy(NoHooksLU):
                 " remove them first", errors.ECODE_INVAL)
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        run_post_hook(self, self.cfg.get_master_node_name())
         paths = self.context.paths
         suffix = time.strftime(".destroyed-%Y%m%d%H%M%S")
         for path in (paths.cluster_conf_file, paths.cluster_domain_secret_file,

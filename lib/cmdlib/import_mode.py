@@ -11,6 +11,7 @@ LUInstanceCreate creates the disks, adds and starts the instance as in mode
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ganeti import opcodes
@@ -48,7 +49,7 @@ class ImportMode(ABC):
         """Read and verify the source; fill what the opcode left open in ``specs``."""
 
     def hook_env(self) -> dict[str, Any]:
-        """Hook variables of the mode (besides INSTANCE_ADD_MODE)."""
+        """Hook variables of the mode besides ADD_MODE (Ganeti: only "import" has any)."""
         return {}
 
     @abstractmethod
@@ -64,3 +65,11 @@ class ImportMode(ABC):
         if any(limits.node_bwlimits.values()) or limits.io_priority is not None:
             feedback_fn(limits.describe(len(instance.disks), [n.name for n in nodes]))
         return limits
+
+
+def import_hook_env(src_node: str, src_path: str,
+                    dumps: Sequence[str | None]) -> dict[str, Any]:
+    """Ganeti's import variables: SRC_IMAGES is the Python list text of the dump
+    paths, False where a disk has no dump (Ganeti formats it with ``str()``)."""
+    images: list[str | bool] = [f"{src_path}/{dump}" if dump else False for dump in dumps]
+    return {"SRC_NODE": src_node, "SRC_PATH": src_path, "SRC_IMAGES": str(images)}

@@ -14,6 +14,7 @@ from ganeti import constants, errors, limits, locking, opcodes
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_import import IMPORT_MODES
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
+from ganeti.hooks.instance_env import filled_beparams
 from ganeti.hypervisor.base import check_instance_name
 from ganeti.objects import NIC, Disk, Instance, Node
 
@@ -232,14 +233,16 @@ class LUInstanceCreate(LogicalUnit):
         return Instance(name=op.instance_name, primary_node=self.pnode.uuid,
                         os=op.os_type or "", hypervisor=hv_name, hvparams=dict(op.hvparams),
                         beparams=self.beparams, osparams=dict(op.osparams),
+                        osparams_private=dict(op.osparams_private),
                         admin_state=constants.ADMINST_DOWN, disk_template=op.disk_template,
                         disks=disks, nics=nics, tags=sorted(set(op.tags)))
 
     def BuildHooksEnv(self) -> dict[str, Any]:
-        override: dict[str, Any] = {"INSTANCE_ADD_MODE": self.op.mode}
+        env: dict[str, Any] = {"ADD_MODE": self.op.mode}
         if self.op.mode != constants.INSTANCE_CREATE:
-            override.update(self.import_mode.hook_env())
-        return iu.instance_hook_env(self.cfg, self.instance, override)
+            env.update(self.import_mode.hook_env())
+        env.update(iu.new_instance_hook_env(self.cfg, self.instance, self.op.start))
+        return env
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
         nodes = iu.instance_hook_nodes(self.cfg, self.instance)
@@ -428,7 +431,11 @@ class LUInstanceSetParams(InstanceLU):
         self.new_beparams = check.beparams
 
     def BuildHooksEnv(self) -> dict[str, Any]:
-        return iu.instance_hook_env(self.cfg, self.instance)
+        # as in Ganeti: memory and CPUs show the new values, BE_* the current ones
+        be_new = filled_beparams(self.cfg.get_cluster_info(), self.new_beparams)
+        return iu.instance_hook_env(self.cfg, self.instance, {
+            "INSTANCE_MINMEM": be_new["minmem"], "INSTANCE_MAXMEM": be_new["maxmem"],
+            "INSTANCE_MEMORY": be_new["maxmem"], "INSTANCE_VCPUS": be_new["vcpus"]})
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         inst = self.instance

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from ganeti import errors, hypervisor, limits
-from ganeti.hooks.master import build_instance_hook_env
+from ganeti.hooks.instance_env import build_instance_hook_env, build_new_instance_hook_env
 from ganeti.objects import Cluster, Disk, Instance
 from ganeti.opcodes import DiskSpec, NicSpec, validation_message
 
@@ -143,12 +143,18 @@ def node_name(cfg: Any, node_uuid: str) -> str:
 
 def instance_hook_env(cfg: Any, instance: Instance,
                       override: dict[str, Any] | None = None) -> dict[str, Any]:
+    """INSTANCE_* (and OP_TARGET) of a configured instance; ``override`` wins."""
     # the post phase rebuilds the environment: show the state after Exec
     current = cfg.get_instance_info(instance.uuid)
-    env = build_instance_hook_env(current or instance, cfg.get_cluster_info(),
-                                  lambda uuid: node_name(cfg, uuid), override)
-    env.setdefault("OP_TARGET", instance.name)
-    return env
+    return build_instance_hook_env(current or instance, cfg.get_cluster_info(),
+                                   lambda uuid: node_name(cfg, uuid), override)
+
+
+def new_instance_hook_env(cfg: Any, instance: Instance, start: bool) -> dict[str, Any]:
+    """INSTANCE_* of an instance being created (Ganeti builds them from the opcode)."""
+    return build_new_instance_hook_env(instance, cfg.get_cluster_info(),
+                                       lambda uuid: node_name(cfg, uuid), start,
+                                       instance.disk_template)
 
 
 def instance_hook_nodes(cfg: Any, instance: Instance) -> list[str]:

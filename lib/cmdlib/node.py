@@ -8,6 +8,7 @@ from typing import Any
 
 from ganeti import constants, errors, locking, opcodes
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
+from ganeti.hooks.master import run_post_hook
 from ganeti.objects import Node
 
 # How many nodes hold a copy of the configuration (Ganeti's candidate pool size)
@@ -73,12 +74,27 @@ class LUNodeAdd(LogicalUnit):
         return self.op.port or self.cfg.get_cluster_info().noded_port
 
     def BuildHooksEnv(self) -> dict[str, Any]:
+        # as Ganeti: a single-homed node's secondary IP is its primary IP; unset
+        # capabilities are what the node gets (a re-added node keeps its own)
+        old = self.existing
+        master_capable = self.op.master_capable
+        vm_capable = self.op.vm_capable
+        if master_capable is None:
+            master_capable = old.master_capable if old is not None else True
+        if vm_capable is None:
+            vm_capable = old.vm_capable if old is not None else True
         return {"OP_TARGET": self.op.node_name, "NODE_NAME": self.op.node_name,
-                "NODE_PIP": self.op.primary_ip, "NODE_SIP": self.op.secondary_ip or ""}
+                "NODE_PIP": self.op.primary_ip,
+                "NODE_SIP": self.op.secondary_ip or self.op.primary_ip,
+                "MASTER_CAPABLE": str(master_capable), "VM_CAPABLE": str(vm_capable)}
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
+        """Every node already in the cluster; after the add, the new node too."""
         master = self.cfg.get_master_node_name()
-        return [master], [master, self.op.node_name]
+        others = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+                        if n.name not in (master, self.op.node_name))
+        nodes = [master, *others]
+        return nodes, [*nodes, self.op.node_name]
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         from ganeti import node_join
@@ -149,6 +165,8 @@ class LUNodeRemove(LogicalUnit):
         return [master, *[n for n in others if n != master]], others
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        # as in Ganeti, the leaving node runs the post hooks now, not after the removal
+        run_post_hook(self, self.node.name)
         self.context.remove_node(self.node)
         feedback_fn(f"Node {self.node.name} removed from the cluster")
         return True
@@ -193,10 +211,14 @@ class LUNodeSetParams(LogicalUnit):
         self.node = node
 
     def BuildHooksEnv(self) -> dict[str, Any]:
-        return {"OP_TARGET": self.op.node_name, "NODE_NAME": self.op.node_name,
-                "OFFLINE": self.op.offline, "DRAINED": self.op.drained,
-                "MASTER_CANDIDATE": self.op.master_candidate,
-                "BACKUP_BWLIMIT": self.op.backup_bwlimit}
+        # Ganeti's variables (None: unchanged), plus our NODE_NAME and BACKUP_BWLIMIT
+        op: Any = self.op
+        return {"OP_TARGET": op.node_name, "NODE_NAME": op.node_name,
+                "MASTER_CANDIDATE": str(op.master_candidate), "OFFLINE": str(op.offline),
+                "DRAINED": str(op.drained),
+                "MASTER_CAPABLE": str(getattr(op, "master_capable", None)),
+                "VM_CAPABLE": str(getattr(op, "vm_capable", None)),
+                "BACKUP_BWLIMIT": str(op.backup_bwlimit)}
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
         nodes = [self.cfg.get_master_node_name(), self.op.node_name]

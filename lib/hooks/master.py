@@ -45,12 +45,11 @@ class HooksLU(Protocol):
 
 
 def env_value(value: Any) -> str:
-    """Ganeti's formatting of a hook variable: None is empty, lists are space-joined."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-        return " ".join(env_value(v) for v in items)
+    """Ganeti's formatting of a hook variable: plain ``str()``.
+
+    So booleans are ``True``/``False`` and None is ``None``; an LU that means
+    "empty" or a space-separated list passes the string itself, as Ganeti's do.
+    """
     return str(value)
 
 
@@ -63,6 +62,18 @@ def prefixed_env(env: Mapping[str, Any], prefix: str) -> dict[str, str]:
                 f"Hook environment key {key!r} must not carry the {ENV_PREFIX} prefix")
         result[prefix + key] = env_value(value)
     return result
+
+
+class HooksResults(dict[str, list[HookEntry]]):
+    """node -> [(script, status, output)] of the nodes that ran the phase.
+
+    ``failures`` names the online nodes that did not (node -> why): an LU that
+    judges the hooks' outcome (cluster verify) reports them too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: dict[str, str] = {}
 
 
 class HooksMaster:
@@ -97,7 +108,9 @@ class HooksMaster:
             pre, post = lu.BuildHooksNodes()
             nodes = (list(pre or []), list(post or []))
             build_env = lu.BuildHooksEnv
-        return cls(lu.op.OP_ID, hpath, lu.HTYPE, nodes, run_fn, build_env,
+        # an LU may run the hooks of another Ganeti opcode (cluster verify: its group's)
+        op_id = getattr(lu, "HOOKS_OP_ID", None) or lu.op.OP_ID
+        return cls(op_id, hpath, lu.HTYPE, nodes, run_fn, build_env,
                    cluster_name, master_name, data_dir, log_warning)
 
     def build_env(self, phase: str) -> dict[str, str]:
@@ -108,10 +121,11 @@ class HooksMaster:
             "GANETI_DATA_DIR": self.data_dir,
             "GANETI_HOOKS_PHASE": phase,
             "GANETI_HOOKS_PATH": self.hooks_path or "",
-            "GANETI_OBJECT_TYPE": self.htype or "",
             "GANETI_CLUSTER": self.cluster_name,
             "GANETI_MASTER": self.master_name,
         }
+        if self.htype:
+            env["GANETI_OBJECT_TYPE"] = self.htype
         if self.hooks_path is None:
             return env
         if phase == constants.HOOKS_PHASE_PRE or self.pre_env is None:
@@ -130,7 +144,7 @@ class HooksMaster:
             return {}
 
     def run_phase(self, phase: str,
-                  node_names: Iterable[str] | None = None) -> dict[str, list[HookEntry]]:
+                  node_names: Iterable[str] | None = None) -> HooksResults:
         """Run ``phase`` on its nodes; returns node -> [(script, status, output)].
 
         A failed pre hook raises HooksAbort; everything in the post phase and
@@ -138,14 +152,15 @@ class HooksMaster:
         """
         if phase not in (constants.HOOKS_PHASE_PRE, constants.HOOKS_PHASE_POST):
             raise errors.ProgrammerError(f"Unknown hooks phase {phase!r}")
+        results = HooksResults()
         if self.hooks_path is None:
-            return {}
+            return results
         if node_names is None:
             node_names = self.pre_nodes if phase == constants.HOOKS_PHASE_PRE else self.post_nodes
         nodes = list(dict.fromkeys(node_names))
         env = self.build_env(phase)
         if not nodes:
-            return {}
+            return results
         is_pre = phase == constants.HOOKS_PHASE_PRE
 
         try:
@@ -160,12 +175,12 @@ class HooksMaster:
             if is_pre:
                 raise errors.HooksFailure(msg)
             self._log_warning(msg)
-            return {}
+            results.failures = dict.fromkeys(nodes, msg)
+            return results
 
-        results: dict[str, list[HookEntry]] = {}
         failures: list[tuple[str, str, str]] = []
         for node in nodes:
-            entries = self._node_entries(node, answers.get(node))
+            entries = self._node_entries(node, answers.get(node), results.failures)
             if entries is None:
                 continue
             results[node] = entries
@@ -182,127 +197,42 @@ class HooksMaster:
             raise errors.HooksAbort(f"Pre hook(s) failed: {names}", failures)
         return results
 
-    def _node_entries(self, node: str, answer: NodeHookResult | None) -> list[HookEntry] | None:
-        """Validated entries of one node, or None (with a warning) if it gave none."""
+    def _node_entries(self, node: str, answer: NodeHookResult | None,
+                      failures: dict[str, str]) -> list[HookEntry] | None:
+        """Validated entries of one node, or None (with a warning) if it gave none;
+        an online node's failure is also recorded in ``failures``."""
+        problem = None
         if answer is None:
-            self._log_warning(f"No hooks result from node {node}")
-            return None
-        if answer.offline:
+            problem = "no hooks result"
+        elif answer.offline:
             self._log_warning(f"Node {node} is offline, its hooks were not run")
             return None
-        if answer.fail_msg:
-            self._log_warning(f"Communication failure to node {node}: {answer.fail_msg}")
-            return None
-        try:
-            entries = [(str(s), str(st), str(out)) for s, st, out in answer.payload]
-        except (TypeError, ValueError):
-            self._log_warning(f"Node {node} returned malformed hooks results")
-            return None
-        return entries
+        elif answer.fail_msg:
+            problem = f"communication failure: {answer.fail_msg}"
+        else:
+            try:
+                return [(str(s), str(st), str(out)) for s, st, out in answer.payload]
+            except (TypeError, ValueError):
+                problem = "malformed hooks results"
+        failures[node] = problem
+        self._log_warning(f"Hooks on node {node}: {problem}")
+        return None
 
 
-# --- instance environment ---------------------------------------------------------
+def hooks_master_for(lu: Any) -> HooksMaster:
+    """The hooks master of a logical unit in its master context (the processor's)."""
+    context = lu.context
+    return HooksMaster.build_from_lu(
+        lu, context.rpc.call_hooks_runner,
+        cluster_name=context.cfg.get_cluster_info().cluster_name,
+        master_name=context.cfg.get_master_node_name(),
+        data_dir=str(context.paths.data_dir), log_warning=lu.LogWarning)
 
 
-class HookDisk(Protocol):
-    @property
-    def size(self) -> int: ...
-    @property
-    def mode(self) -> str: ...
-
-
-class HookNic(Protocol):
-    @property
-    def mac(self) -> str | None: ...
-    @property
-    def ip(self) -> str | None: ...
-    @property
-    def nicparams(self) -> Mapping[str, Any]: ...
-
-
-class HookInstance(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def primary_node(self) -> str: ...
-    @property
-    def os(self) -> str: ...
-    @property
-    def hypervisor(self) -> str: ...
-    @property
-    def admin_state(self) -> str: ...
-    @property
-    def disk_template(self) -> str: ...
-    @property
-    def secondary_nodes(self) -> Iterable[str]: ...
-    @property
-    def hvparams(self) -> Mapping[str, Any]: ...
-    @property
-    def beparams(self) -> Mapping[str, Any]: ...
-    @property
-    def disks(self) -> Iterable[HookDisk]: ...
-    @property
-    def nics(self) -> Iterable[HookNic]: ...
-    @property
-    def tags(self) -> Iterable[str]: ...
-
-
-class HookCluster(Protocol):
-    @property
-    def beparams(self) -> Mapping[str, Any]: ...
-    @property
-    def hvparams(self) -> Mapping[str, Mapping[str, Any]]: ...
-
-
-def _filled(defaults: Mapping[str, Any] | None, own: Mapping[str, Any] | None) -> dict[str, Any]:
-    result = dict(defaults or {})
-    result.update(own or {})
-    return result
-
-
-def build_instance_hook_env(instance: HookInstance, cluster: HookCluster,
-                            node_name_fn: Callable[[str], str],
-                            override: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Ganeti's INSTANCE_* hook variables (without the GANETI_ prefix)."""
-    be = _filled(cluster.beparams, instance.beparams)
-    hv = _filled((cluster.hvparams or {}).get(instance.hypervisor), instance.hvparams)
-    maxmem = be.get("maxmem", be.get("memory"))
-    env: dict[str, Any] = {
-        "INSTANCE_NAME": instance.name,
-        "INSTANCE_PRIMARY": node_name_fn(instance.primary_node),
-        "INSTANCE_SECONDARIES": " ".join(node_name_fn(n) for n in instance.secondary_nodes),
-        "INSTANCE_OS_TYPE": instance.os,
-        "INSTANCE_STATUS": instance.admin_state,
-        "INSTANCE_MEMORY": maxmem,
-        "INSTANCE_MINMEM": be.get("minmem", maxmem),
-        "INSTANCE_MAXMEM": maxmem,
-        "INSTANCE_VCPUS": be.get("vcpus"),
-        "INSTANCE_DISK_TEMPLATE": instance.disk_template,
-        "INSTANCE_HYPERVISOR": instance.hypervisor,
-        "INSTANCE_TAGS": " ".join(sorted(instance.tags)),
-    }
-    disks = list(instance.disks)
-    env["INSTANCE_DISK_COUNT"] = len(disks)
-    for idx, disk in enumerate(disks):
-        env[f"INSTANCE_DISK{idx}_SIZE"] = disk.size
-        env[f"INSTANCE_DISK{idx}_MODE"] = disk.mode
-        name = getattr(disk, "name", None)
-        if name:
-            env[f"INSTANCE_DISK{idx}_NAME"] = name
-    nics = list(instance.nics)
-    env["INSTANCE_NIC_COUNT"] = len(nics)
-    for idx, nic in enumerate(nics):
-        params = nic.nicparams or {}
-        env[f"INSTANCE_NIC{idx}_MAC"] = nic.mac or ""
-        env[f"INSTANCE_NIC{idx}_IP"] = nic.ip or ""
-        env[f"INSTANCE_NIC{idx}_MODE"] = params.get("mode", "")
-        env[f"INSTANCE_NIC{idx}_LINK"] = params.get("link", "")
-        if params.get("vlan"):
-            env[f"INSTANCE_NIC{idx}_VLAN"] = params["vlan"]
-    for key, value in be.items():
-        env[f"INSTANCE_BE_{key}"] = value
-    for key, value in hv.items():
-        env[f"INSTANCE_HV_{key}"] = value
-    if override:
-        env.update(override)
-    return env
+def run_post_hook(lu: Any, node_name: str) -> None:
+    """Ganeti's RunPostHook: the post phase on one node during Exec, for a node that
+    is about to leave (node remove, cluster destroy); problems are only warnings."""
+    try:
+        hooks_master_for(lu).run_phase(constants.HOOKS_PHASE_POST, [node_name])
+    except errors.GenericError as err:
+        lu.LogWarning(f"Errors occurred running hooks on {node_name}: {err}")

@@ -5,7 +5,7 @@ client sends ``op.__getstate__()`` (private values in clear, as its
 ``SubmitJob`` does).  For every OP_ID we share with 3.0, that dict must pass
 our ``opcodes.from_dict``, and ganeti.opcodes_compat's table must name every
 field 3.0 has, with 3.0's default.  Then 3.0's own gnt-debug and gnt-backup
-run against a local cluster.
+run against a local cluster (delay, backup export/import/remove, instance commands).
 """
 
 from __future__ import annotations
@@ -104,6 +104,17 @@ def test_what_3_0_sends_is_accepted(ganeti_ops: dict[str, dict[str, Any]],
     assert opcodes.from_dict(op.to_dict()).to_dict() == op.to_dict()
 
 
+def test_the_disk_and_nic_keys_3_0_knows_are_ours_or_in_the_table(ganeti3: Ganeti3) -> None:
+    keys = ganeti3.eval("from ganeti import constants\n"
+                        "result = [sorted(constants.IDISK_PARAMS),"
+                        " sorted(constants.INIC_PARAMS)]")
+    specs: tuple[type[opcodes.Spec], ...] = (opcodes.DiskSpec, opcodes.NicSpec)
+    for spec, known in zip(specs, keys, strict=True):
+        table = opcodes_compat.SPEC_FIELDS[spec.__name__]
+        assert not set(table) & set(spec.model_fields)
+        assert sorted(set(spec.model_fields) | set(table)) == known, spec.__name__
+
+
 def test_a_3_0_field_away_from_its_default_is_refused_by_name(ganeti3: Ganeti3) -> None:
     state = ganeti3.eval(
         "from ganeti import opcodes\n"
@@ -147,4 +158,31 @@ def test_3_0s_gnt_backup_export_runs(ganeti3: Ganeti3, cluster: E2ECluster) -> N
     assert "OP_BACKUP_EXPORT.zero_free_space" in proc.stdout + proc.stderr
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node1|g3exp1" not in listing.splitlines()
+    # OP_INSTANCE_CREATE in import mode, with every field 3.0 sends
+    proc = ganeti3.run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node",
+                       "node3", "--src-dir", "g3exp1", "g3exp1-copy", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    copy = cluster.instance_conf("g3exp1-copy")
+    assert copy is not None and len(copy["disks"]) == 1
+    cluster.gnt("gnt-instance", "remove", "-f", "g3exp1-copy")
+    proc = ganeti3.run(cluster, "gnt-backup", "remove", "g3exp1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
+    assert "node3|g3exp1" not in listing.splitlines()
     cluster.gnt("gnt-instance", "remove", "-f", "g3exp1")
+
+
+def test_3_0s_instance_commands_run(ganeti3: Ganeti3, cluster: E2ECluster) -> None:
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "-H", "process:write_interval_ms=5,blocks=64", "g3inst1")
+    for command in ("shutdown", "startup", "reboot"):
+        proc = ganeti3.run(cluster, "gnt-instance", command, "g3inst1")
+        assert proc.returncode == 0, f"{command}: {proc.stdout}{proc.stderr}"
+    proc = ganeti3.run(cluster, "gnt-instance", "remove", "-f", "g3inst1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cluster.instance_conf("g3inst1") is None
+    summaries = cluster.gnt("gnt-job", "list", "--no-headers", "-o", "status,summary").stdout
+    for op in ("INSTANCE_SHUTDOWN", "INSTANCE_STARTUP", "INSTANCE_REBOOT",
+               "INSTANCE_REMOVE"):
+        assert ["success", f"{op}(g3inst1)"] in [line.split() for line in
+                                                 summaries.splitlines()], op

@@ -113,6 +113,7 @@ def test_export_of_a_stopped_instance_and_import(cluster: E2ECluster) -> None:
     assert info.name == "cold1" and info.source == "node2"
     assert [d.size for d in info.disks] == [8]
     assert info.disks[0].checksum and info.disks[0].checksum.startswith("blake3-4m:")
+    assert info.disks[0].dump is not None
     assert sha256(exp / info.disks[0].dump) == sha256(src)
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node3|cold1" in listing.splitlines()
@@ -208,7 +209,7 @@ def test_export_hooks_on_three_nodes_and_pre_hook_veto(cluster: E2ECluster,
             assert env["GANETI_EXPORT_NODE"] == "node3"
             assert env["GANETI_EXPORT_DO_SHUTDOWN"] == "True"
             assert env["GANETI_SHUTDOWN_TIMEOUT"] == "30"
-            assert env["GANETI_REMOVE_INSTANCE"] == "0"
+            assert env["GANETI_REMOVE_INSTANCE"] == "False"
             assert env["GANETI_INSTANCE_NAME"] == "hooked"
             assert env["GANETI_INSTANCE_PRIMARY"] == "node2"
             assert env["GANETI_INSTANCE_DISK_COUNT"] == "1"

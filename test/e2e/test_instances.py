@@ -187,7 +187,7 @@ def test_instance_hooks_run_on_master_and_primary(cluster: E2ECluster,
             assert env["GANETI_INSTANCE_TAGS"] == "db web"
             assert env["GANETI_MASTER"] == "node1"
     add_env = _read_env(tmp_path / "node2-instance-add-post")
-    assert add_env["GANETI_INSTANCE_ADD_MODE"] == "create"
+    assert add_env["GANETI_ADD_MODE"] == "create"
     assert add_env["GANETI_OP_CODE"] == "OP_INSTANCE_CREATE"
     assert _read_env(tmp_path / "node1-instance-start-pre")["GANETI_FORCE"] == "False"
     stop_env = _read_env(tmp_path / "node2-instance-stop-post")

@@ -232,8 +232,8 @@ def test_local_import_finds_the_export_and_restores_its_disks(running: Env) -> N
     assert _digests([Path(d.logical_id[1]) for d in copy.disks]) == dumps
     assert [d.size for d in copy.disks] == [4, 2] and copy.hypervisor == "fake"
     add = [h for h in running.rpc.hooks if h["hpath"] == "instance-add"]
-    assert add and all(h["env"]["GANETI_INSTANCE_SRC_NODE"] == "node3"
-                       and h["env"]["GANETI_INSTANCE_ADD_MODE"] == "import" for h in add)
+    assert add and all(h["env"]["GANETI_SRC_NODE"] == "node3"
+                       and h["env"]["GANETI_ADD_MODE"] == "import" for h in add)
     assert add[0]["locks"][locking.LEVEL_NODE] == ["node1", "node3"]
 
 

@@ -50,9 +50,10 @@ def test_create_makes_disks_config_lock_and_starts(env: Env) -> None:
     assert pre["GANETI_INSTANCE_PRIMARY"] == "node2"
     assert pre["GANETI_INSTANCE_DISK_COUNT"] == "2"
     assert pre["GANETI_INSTANCE_DISK1_SIZE"] == "2"
-    assert pre["GANETI_INSTANCE_ADD_MODE"] == "create"
+    assert pre["GANETI_ADD_MODE"] == "create"
     assert pre["GANETI_OBJECT_TYPE"] == "INSTANCE"
-    assert add_hooks[2]["env"]["GANETI_POST_INSTANCE_STATUS"] == "up"
+    # as in Ganeti, an instance being created has the status "to be started"
+    assert add_hooks[2]["env"]["GANETI_POST_INSTANCE_STATUS"] == "True"
     # the new name (added by the processor in level order) and the primary node
     assert add_hooks[0]["locks"] == {locking.LEVEL_INSTANCE: ["inst1"],
                                      locking.LEVEL_NODE: ["node2"],

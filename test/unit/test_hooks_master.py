@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from ganeti import constants, errors, objects, opcodes
-from ganeti.hooks import HooksMaster, build_instance_hook_env, run_hooks
+from ganeti.hooks import (
+    HooksMaster,
+    build_instance_hook_env,
+    build_new_instance_hook_env,
+    run_hooks,
+)
 from ganeti.hooks.master import env_value
 
 HPATH = "instance-export"
@@ -156,8 +161,9 @@ def test_pre_and_post_environment(rpc: FakeRpc) -> None:
         "GANETI_INSTANCE_NAME": "inst1",
         "GANETI_REMOVE_INSTANCE": "False",
         "GANETI_SHUTDOWN_TIMEOUT": "120",
-        "GANETI_INSTANCE_SECONDARIES": "node3 node4",
-        "GANETI_INSTANCE_NIC0_IP": "",
+        # Ganeti's str() of every value: an LU joins its own lists
+        "GANETI_INSTANCE_SECONDARIES": "['node3', 'node4']",
+        "GANETI_INSTANCE_NIC0_IP": "None",
         "GANETI_STATE": "before",
     }
     assert _dumped_env(pre, "node2") == {**base, "GANETI_HOOKS_PHASE": "pre"}
@@ -168,8 +174,8 @@ def test_pre_and_post_environment(rpc: FakeRpc) -> None:
         "GANETI_POST_INSTANCE_NAME": "inst1",
         "GANETI_POST_REMOVE_INSTANCE": "False",
         "GANETI_POST_SHUTDOWN_TIMEOUT": "120",
-        "GANETI_POST_INSTANCE_SECONDARIES": "node3 node4",
-        "GANETI_POST_INSTANCE_NIC0_IP": "",
+        "GANETI_POST_INSTANCE_SECONDARIES": "['node3', 'node4']",
+        "GANETI_POST_INSTANCE_NIC0_IP": "None",
         "GANETI_POST_STATE": "after",
     }
     # the pre-Exec values are kept unprefixed-by-POST in the post phase
@@ -296,29 +302,57 @@ def test_prefixed_keys_from_lu_are_rejected(rpc: FakeRpc) -> None:
 
 
 def test_env_value_formatting() -> None:
-    assert env_value(None) == ""
-    assert env_value(True) == "True"
+    # Ganeti's hooks master formats every value with str()
+    assert env_value(None) == "None"
+    assert env_value(True) == "True" and env_value(False) == "False"
     assert env_value(0) == "0"
-    assert env_value(["a", "b", 3]) == "a b 3"
-    assert env_value({"b", "a"}) == "a b"
+    assert env_value(["a", 3]) == "['a', 3]"
     assert env_value("x y") == "x y"
+
+
+def test_unreachable_nodes_are_reported_in_the_results(rpc: FakeRpc) -> None:
+    rpc.add_script("node1", "post", "ok", "#!/bin/sh\necho ran\n")
+    rpc.unreachable.add("node2")
+    rpc.offline.add("node3")
+    lu = FakeExportLU([], ["node1", "node2", "node3"])
+    results = _process(lu, _master(lu, rpc, []))
+    assert list(results) == ["node1"]
+    # offline nodes are skipped silently, as in Ganeti; unreachable ones are failures
+    assert results.failures == {"node2": "communication failure: Connection refused"}
+
+
+def test_object_type_only_with_an_htype_and_op_code_override(rpc: FakeRpc) -> None:
+    class ClusterLU(FakeExportLU):
+        HTYPE = None
+        HOOKS_OP_ID = "OP_CLUSTER_VERIFY_GROUP"
+
+    rpc.add_script("node1", "pre", "dump", DUMP_ENV)
+    env = _dumped_env(_master(ClusterLU(["node1"], []), rpc, []).run_phase(
+        constants.HOOKS_PHASE_PRE), "node1")
+    assert "GANETI_OBJECT_TYPE" not in env
+    assert env["GANETI_OP_CODE"] == "OP_CLUSTER_VERIFY_GROUP"
 
 
 def _instance() -> tuple[objects.Instance, objects.Cluster]:
     cluster = objects.Cluster(
         cluster_name="cluster.example.com", master_node="uuid-1",
-        beparams={"maxmem": 512, "minmem": 256, "vcpus": 1, "auto_balance": True},
-        hvparams={constants.HT_PROCESS: {"kernel": "/boot/vmlinuz", "acpi": True}})
+        beparams={"maxmem": 512, "minmem": 256, "vcpus": 1, "auto_balance": False},
+        hvparams={constants.HT_PROCESS: {"blocks": 64, "ignore_sigterm": True}})
     instance = objects.Instance(
         name="inst1", primary_node="uuid-1", secondary_nodes=["uuid-2"], os="debian",
-        hypervisor=constants.HT_PROCESS, hvparams={"acpi": False},
+        hypervisor=constants.HT_PROCESS, hvparams={"ignore_sigterm": False},
         beparams={"vcpus": 4}, admin_state="up", disk_template=constants.DT_FILE,
-        disks=[objects.Disk(size=1024, mode="rw", dev_type="file", name="root"),
-               objects.Disk(size=2048, mode="ro", dev_type="file")],
-        nics=[objects.NIC(mac="aa:00:00:00:00:01", ip="192.0.2.10",
+        disks=[objects.Disk(uuid="d-0", size=1024, mode="rw", dev_type="file", name="root",
+                            logical_id=["loop", "/srv/inst1/disk0"]),
+               objects.Disk(uuid="d-1", size=2048, mode="ro", dev_type="plain",
+                            logical_id=["xenvg", "inst1-disk1"])],
+        nics=[objects.NIC(uuid="n-0", mac="aa:00:00:00:00:01", ip="192.0.2.10", name="eth0",
                           nicparams={"mode": "bridged", "link": "br0"}),
-              objects.NIC(mac="aa:00:00:00:00:02",
-                          nicparams={"mode": "openvswitch", "link": "ovs0", "vlan": ".5"})],
+              objects.NIC(uuid="n-1", mac="aa:00:00:00:00:02",
+                          nicparams={"mode": "openvswitch", "link": "ovs0", "vlan": ".5"}),
+              objects.NIC(uuid="n-2", mac="aa:00:00:00:00:03",
+                          nicparams={"mode": "routed", "link": "100"}),
+              objects.NIC(uuid="n-3", mac="aa:00:00:00:00:04")],
         tags=["web", "prod"])
     return instance, cluster
 
@@ -330,43 +364,90 @@ def test_instance_hook_env() -> None:
     env = build_instance_hook_env(instance, cluster, names.__getitem__)
 
     assert env == {
+        "OP_TARGET": "inst1",
         "INSTANCE_NAME": "inst1",
         "INSTANCE_PRIMARY": "node1",
         "INSTANCE_SECONDARIES": "node2",
         "INSTANCE_OS_TYPE": "debian",
         "INSTANCE_STATUS": "up",
-        "INSTANCE_MEMORY": 512,
         "INSTANCE_MINMEM": 256,
         "INSTANCE_MAXMEM": 512,
+        "INSTANCE_MEMORY": 512,
         "INSTANCE_VCPUS": 4,
-        "INSTANCE_DISK_TEMPLATE": constants.DT_FILE,
+        # Ganeti's summary of the disks' types
+        "INSTANCE_DISK_TEMPLATE": "mixed",
         "INSTANCE_HYPERVISOR": constants.HT_PROCESS,
-        "INSTANCE_TAGS": "prod web",
-        "INSTANCE_DISK_COUNT": 2,
-        "INSTANCE_DISK0_SIZE": 1024,
-        "INSTANCE_DISK0_MODE": "rw",
-        "INSTANCE_DISK0_NAME": "root",
-        "INSTANCE_DISK1_SIZE": 2048,
-        "INSTANCE_DISK1_MODE": "ro",
-        "INSTANCE_NIC_COUNT": 2,
-        "INSTANCE_NIC0_MAC": "aa:00:00:00:00:01",
+        "INSTANCE_NIC0_NAME": "eth0",
+        "INSTANCE_NIC0_UUID": "n-0",
         "INSTANCE_NIC0_IP": "192.0.2.10",
+        "INSTANCE_NIC0_MAC": "aa:00:00:00:00:01",
         "INSTANCE_NIC0_MODE": "bridged",
         "INSTANCE_NIC0_LINK": "br0",
-        "INSTANCE_NIC1_MAC": "aa:00:00:00:00:02",
+        "INSTANCE_NIC0_VLAN": "",
+        "INSTANCE_NIC0_BRIDGE": "br0",
+        "INSTANCE_NIC1_UUID": "n-1",
         "INSTANCE_NIC1_IP": "",
+        "INSTANCE_NIC1_MAC": "aa:00:00:00:00:02",
         "INSTANCE_NIC1_MODE": "openvswitch",
         "INSTANCE_NIC1_LINK": "ovs0",
         "INSTANCE_NIC1_VLAN": ".5",
+        "INSTANCE_NIC1_BRIDGE": "ovs0",
+        "INSTANCE_NIC2_UUID": "n-2",
+        "INSTANCE_NIC2_IP": "",
+        "INSTANCE_NIC2_MAC": "aa:00:00:00:00:03",
+        "INSTANCE_NIC2_MODE": "routed",
+        "INSTANCE_NIC2_LINK": "100",
+        "INSTANCE_NIC2_VLAN": "",
+        # no parameters: Ganeti's defaults, but no default bridge
+        "INSTANCE_NIC3_UUID": "n-3",
+        "INSTANCE_NIC3_IP": "",
+        "INSTANCE_NIC3_MAC": "aa:00:00:00:00:04",
+        "INSTANCE_NIC3_MODE": "bridged",
+        "INSTANCE_NIC3_LINK": "",
+        "INSTANCE_NIC3_VLAN": "",
+        "INSTANCE_NIC3_BRIDGE": "",
+        "INSTANCE_NIC_COUNT": 4,
+        "INSTANCE_DISK0_DRIVER": "loop",
+        "INSTANCE_DISK0_ID": "/srv/inst1/disk0",
+        "INSTANCE_DISK0_DEV_TYPE": "file",
+        "INSTANCE_DISK0_NAME": "root",
+        "INSTANCE_DISK0_UUID": "d-0",
+        "INSTANCE_DISK0_SIZE": 1024,
+        "INSTANCE_DISK0_MODE": "rw",
+        "INSTANCE_DISK1_VG": "xenvg",
+        "INSTANCE_DISK1_ID": "inst1-disk1",
+        "INSTANCE_DISK1_DEV_TYPE": "plain",
+        "INSTANCE_DISK1_UUID": "d-1",
+        "INSTANCE_DISK1_SIZE": 2048,
+        "INSTANCE_DISK1_MODE": "ro",
+        "INSTANCE_DISK_COUNT": 2,
+        "INSTANCE_TAGS": "prod web",
+        # every backend parameter, Ganeti's defaults under the cluster's
+        "INSTANCE_BE_always_failover": False,
+        "INSTANCE_BE_auto_balance": False,
         "INSTANCE_BE_maxmem": 512,
         "INSTANCE_BE_minmem": 256,
+        "INSTANCE_BE_spindle_use": 1,
         "INSTANCE_BE_vcpus": 4,
-        "INSTANCE_BE_auto_balance": True,
-        "INSTANCE_HV_kernel": "/boot/vmlinuz",
-        "INSTANCE_HV_acpi": False,
+        # every hypervisor parameter: its default, the cluster's, the instance's
+        "INSTANCE_HV_write_interval_ms": 20,
+        "INSTANCE_HV_blocks": 64,
+        "INSTANCE_HV_ignore_sigterm": False,
     }
     # the instance objects are not modified by filling defaults
     assert instance.beparams == {"vcpus": 4}
+
+
+def test_new_instance_hook_env_is_built_from_specifications() -> None:
+    instance, cluster = _instance()
+    env = build_new_instance_hook_env(instance, cluster, str, True, constants.DT_FILE)
+    # Ganeti's LUInstanceCreate: status is "start", disks have no uuid and no logical id
+    assert env["INSTANCE_STATUS"] is True
+    assert env["INSTANCE_DISK_TEMPLATE"] == constants.DT_FILE
+    assert env["INSTANCE_DISK0_UUID"] == "" and env["INSTANCE_DISK0_NAME"] == "root"
+    assert not any(k.endswith(("_DEV_TYPE", "_DRIVER", "_VG", "_ID")) for k in env
+                   if k.startswith("INSTANCE_DISK"))
+    assert env["INSTANCE_NIC0_UUID"] == "n-0" and env["INSTANCE_BE_spindle_use"] == 1
 
 
 def test_instance_hook_env_override_and_no_devices() -> None:
@@ -379,6 +460,7 @@ def test_instance_hook_env_override_and_no_devices() -> None:
     assert env["INSTANCE_PRIMARY"] == "UUID-1"
     assert env["INSTANCE_SECONDARIES"] == ""
     assert env["INSTANCE_DISK_COUNT"] == env["INSTANCE_NIC_COUNT"] == 0
+    assert env["INSTANCE_DISK_TEMPLATE"] == constants.DT_DISKLESS
     assert not any(k.startswith(("INSTANCE_DISK0", "INSTANCE_NIC0")) for k in env)
     assert env["INSTANCE_STATUS"] == "down" and env["EXTRA"] == 1
 
@@ -394,6 +476,8 @@ def test_instance_env_reaches_scripts(rpc: FakeRpc) -> None:
     results = _master(InstanceLU(["node1"], []), rpc, []).run_phase(constants.HOOKS_PHASE_PRE)
     env = _dumped_env(results, "node1")
     assert env["GANETI_INSTANCE_DISK1_SIZE"] == "2048"
-    assert env["GANETI_INSTANCE_BE_auto_balance"] == "True"
+    assert env["GANETI_INSTANCE_BE_always_failover"] == "False"
+    assert env["GANETI_INSTANCE_BE_auto_balance"] == "False"
     assert env["GANETI_INSTANCE_NIC1_IP"] == ""
+    assert env["GANETI_INSTANCE_NIC0_VLAN"] == ""
     assert env["GANETI_INSTANCE_TAGS"] == "prod web"

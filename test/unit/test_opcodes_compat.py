@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from support.jqueue_fakes import FakeExecutor, field, running_queue, wait_status
 
 from ganeti import constants, errors, locking, opcodes, opcodes_compat
 from ganeti.cmdlib.base import NoHooksLU
 from ganeti.config import ConfigStore, make_initial_config
+from ganeti.jqueue.queue import REDACTED
 from ganeti.mcpu import Processor
 from ganeti.objects import Instance, Node
 
@@ -181,6 +183,28 @@ def test_private_os_parameters_are_a_secret_field_left_out_when_empty() -> None:
     assert op.to_dict()["osparams_private"] == {"password": "x"}
 
 
+def test_private_os_parameters_reach_the_lu_but_never_the_job_store(tmp_path: Path) -> None:
+    secret = "private-os-parameter-value-42"
+    seen: list[Any] = []
+    executor = FakeExecutor()
+
+    def script(op: Any, cbs: Any) -> Any:
+        cbs.notify_start()
+        seen.append(op.osparams_private)
+        return ["node1"]
+    executor.scripts["import"] = script
+    op = opcodes.from_dict({"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "i1",
+                            "disks": [{"size": 10}], "comment": "import",
+                            "osparams_private": {"password": secret}})
+    with running_queue(tmp_path / "jobs.sqlite", executor) as queue:
+        job_id = queue.submit_job([op])
+        assert wait_status(queue, job_id) == constants.OP_STATUS_SUCCESS
+        assert field(queue, job_id, "ops")[0]["osparams_private"] == REDACTED
+    assert seen == [{"password": secret}]
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+
+
 # --- uuid fields --------------------------------------------------------------------------
 
 
@@ -252,8 +276,10 @@ def cluster(tmp_path: Path) -> tuple[Processor, ConfigStore, dict[str, str]]:
 
 
 def _run(processor: Processor, data: dict[str, Any]) -> dict[str, Any]:
-    """Through the processor up to the pre hooks (a dry run: no Exec, no result check)."""
-    processor.execute_opcode(opcodes.from_dict({**data, "dry_run": True}), _Callbacks())  # type: ignore[arg-type]
+    """As the job queue runs it (stored, then rebuilt) through the processor, up to the
+    pre hooks (a dry run: no Exec, no result check)."""
+    stored = opcodes.from_dict({**data, "dry_run": True}).to_dict()
+    processor.execute_opcode(opcodes.from_dict(stored), _Callbacks())  # type: ignore[arg-type]
     return _RecordLU.seen[-1]
 
 
