@@ -122,6 +122,12 @@ DT_FILE: Final = "file"
 DT_PLAIN: Final = "plain"
 DT_DISKLESS: Final = "diskless"
 DISK_TEMPLATES: Final = frozenset({DT_FILE, DT_PLAIN, DT_DISKLESS})
+# The volume group of plain disks unless the cluster names one (Ganeti's default)
+DEFAULT_VG: Final = "xenvg"
+# First three bytes of generated MAC addresses (Ganeti's default prefix)
+MAC_PREFIX: Final = "aa:00:00"
+# How many nodes hold a copy of the configuration (Ganeti's candidate pool size)
+CANDIDATE_POOL_SIZE: Final = 10
 # Snapshots are named "<disk><SNAP_MARKER><snap name>" so leftovers are recognisable
 # (by the disk drivers on the nodes and the maintenance LU on the master)
 SNAP_MARKER: Final = ".snap-"

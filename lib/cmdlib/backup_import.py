@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganeti import constants, errors, hypervisor, opcodes
+from ganeti import constants, errors, opcodes
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import instance_utils as iu
@@ -220,7 +220,7 @@ class LocalImport(ImportMode):
             op.hypervisor = info.hypervisor
         if op.hypervisor != info.hypervisor or not info.hvparams:
             return
-        known = hypervisor.HYPERVISORS[op.hypervisor].PARAMETERS
+        known = iu.hypervisor_parameter_names(op.hypervisor)
         exported = {k: exportconf.typed_value(v) for k, v in info.hvparams.items()
                     if v.lower() not in ("", "none")}
         dropped = sorted(set(exported) - set(known))

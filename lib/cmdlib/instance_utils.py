@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ganeti import errors, hypervisor, limits
+from ganeti import constants, errors, hypervisor, limits
 from ganeti.hooks.instance_env import build_instance_hook_env, build_new_instance_hook_env
 from ganeti.objects import Cluster, Disk, Instance
 from ganeti.opcodes import DiskSpec, NicSpec, validation_message
@@ -21,7 +21,6 @@ from ganeti.opcodes import DiskSpec, NicSpec, validation_message
 if TYPE_CHECKING:
     from ganeti.cmdlib.base import LogicalUnit
 
-MAC_PREFIX = "aa:00:00"
 # backend parameters and whether they are positive integers
 BE_INT_PARAMS = frozenset({"maxmem", "minmem", "vcpus", "spindle_use"})
 BE_BOOL_PARAMS = frozenset({"auto_balance", "always_failover"})
@@ -108,13 +107,19 @@ def check_hvparams(hv_name: str, cluster: Cluster, params: dict[str, Any]) -> di
         raise errors.OpPrereqError(str(err.args[0]), errors.ECODE_INVAL) from None
 
 
+def hypervisor_parameter_names(hv_name: str) -> frozenset[str]:
+    """The parameters the hypervisor ``hv_name`` has (none for an unknown one)."""
+    cls = hypervisor.HYPERVISORS.get(hv_name)
+    return frozenset(cls.PARAMETERS) if cls is not None else frozenset()
+
+
 def generate_mac(existing: Iterable[str], rng: random.Random | None = None) -> str:
     """A MAC ``aa:00:00:xx:xx:xx`` not used by any instance yet."""
     used = set(existing)
     pick = rng or random.SystemRandom()
     for _ in range(1000):
         tail = ":".join(f"{pick.randrange(256):02x}" for _ in range(3))
-        mac = f"{MAC_PREFIX}:{tail}"
+        mac = f"{constants.MAC_PREFIX}:{tail}"
         if mac not in used:
             return mac
     raise errors.OpExecError("Cannot generate a unique MAC address")

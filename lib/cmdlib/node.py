@@ -11,9 +11,6 @@ from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.hooks.master import run_post_hook
 from ganeti.objects import Node
 
-# How many nodes hold a copy of the configuration (Ganeti's candidate pool size)
-CANDIDATE_POOL_SIZE = 10
-
 
 def _check_ip(value: str, field: str) -> str:
     try:
@@ -122,7 +119,8 @@ class LUNodeAdd(LogicalUnit):
                         secondary_ip=self.op.secondary_ip, port=self.op.port,
                         master_capable=master_capable,
                         vm_capable=True if self.op.vm_capable is None else self.op.vm_capable,
-                        master_candidate=master_capable and candidates < CANDIDATE_POOL_SIZE,
+                        master_candidate=(master_capable
+                                          and candidates < constants.CANDIDATE_POOL_SIZE),
                         ndparams=self.op.ndparams or {})
             self.context.add_node(node)
         # the CA certificate and the configuration go to the new node

@@ -69,11 +69,6 @@ def architecture() -> list[str]:
 
 def cluster_info(cfg: ConfigStore, paths: Paths | None = None) -> dict[str, Any]:
     """Our configuration's fields, then Ganeti 3.0's keys (ours win where both exist)."""
-    # imported here: cmdlib and storage import the query resources
-    from ganeti.cmdlib.instance_utils import MAC_PREFIX
-    from ganeti.cmdlib.node import CANDIDATE_POOL_SIZE
-    from ganeti.storage.lvm import DEFAULT_VG
-
     cluster = cfg.get_cluster_info()
     data: dict[str, Any] = {key: value for key, (value, _) in PLACEHOLDERS.items()}
     enabled_hv = list(cluster.enabled_hypervisors)
@@ -91,11 +86,11 @@ def cluster_info(cfg: ConfigStore, paths: Paths | None = None) -> dict[str, Any]
         "enabled_hypervisors": enabled_hv,
         "hvparams": {hv: dict(cluster.hvparams.get(hv, {})) for hv in enabled_hv},
         "ipolicy": cluster_policy(cluster),
-        "candidate_pool_size": CANDIDATE_POOL_SIZE,
+        "candidate_pool_size": constants.CANDIDATE_POOL_SIZE,
         # our queue refuses jobs beyond max_queued_jobs: the most it ever tracks
         "max_tracked_jobs": cluster.max_queued_jobs,
-        "mac_prefix": MAC_PREFIX,
-        "volume_group_name": (DEFAULT_VG if constants.DT_PLAIN
+        "mac_prefix": constants.MAC_PREFIX,
+        "volume_group_name": (constants.DEFAULT_VG if constants.DT_PLAIN
                               in cluster.enabled_disk_templates else ""),
         "file_storage_dir": file_dir,
         "tags": sorted(cluster.tags),

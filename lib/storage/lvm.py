@@ -27,7 +27,7 @@ from ganeti.storage.base import (
     snapshot_name_of,
 )
 
-DEFAULT_VG = "xenvg"
+DEFAULT_VG = constants.DEFAULT_VG
 SNAPSHOT_FRACTION = 0.15
 SNAPSHOT_FLOOR_MIB = 256
 COMMAND_TIMEOUT = 300.0
