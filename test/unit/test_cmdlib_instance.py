@@ -301,12 +301,23 @@ def test_query_config_fields_do_not_contact_nodes(env: Env) -> None:
 
 
 def test_query_data_and_query_lus(env: Env) -> None:
-    env.create(hvparams={})
+    env.create(hvparams={}, nics=[{"link": "br0", "name": "eth0"}])
     data = env.run(opcodes.OpInstanceQueryData.create(instances=["inst1"]))
     info = data["inst1"]
-    assert info["pnode"] == "node2" and info["run_state"] == "running"
+    assert info["pnode"] == "node2" and info["run_state"] == "up"
     assert [d["size"] for d in info["disks"]] == [4, 2]
     assert info["be_actual"]["maxmem"] == 128
+    # every key Ganeti 3.0's gnt-instance info reads, with its shapes
+    inst = env.inst()
+    assert info["config_state"] == "up" and info["network_port"] is None
+    assert info["pnode_group_name"] == "default" and info["snodes_group_names"] == []
+    assert info["os_actual"] == {}
+    assert [d["uuid"] for d in info["disks"]] == [d.uuid for d in inst.disks]
+    assert all(d["pstatus"] is None and d["children"] == [] and d["spindles"] is None
+               for d in info["disks"])
+    nic = inst.nics[0]
+    assert info["nics"] == [["eth0", nic.uuid, None, nic.mac, "bridged", "br0", "", None,
+                             None]]
     static = env.run(opcodes.OpInstanceQueryData.create(instances=["inst1"], static=True))
     assert static["inst1"]["run_state"] is None
     rows = env.run(opcodes.OpInstanceQuery.create(output_fields=["name", "status",
