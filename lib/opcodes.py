@@ -407,9 +407,20 @@ class OpClusterQuery(OpCode):
 
 
 class OpClusterVerify(OpCode):
-    """Check that every node answers and runs a compatible daemon; lists the problems."""
+    """Submit one OpClusterVerifyGroup job per node group (all, or ``group_name``);
+    the result is Ganeti's job-submitted ``{"jobs": [[True, job_id], ...]}``."""
 
-    OP_RESULT = list[str]
+    OP_RESULT = dict[str, Any]
+    group_name: NonEmptyStr | None = Field(None, description="Verify only this node group")
+
+
+class OpClusterVerifyGroup(OpCode):
+    """Check that the group's nodes answer, run a compatible daemon and hold no stray
+    files; True when nothing is wrong (the problems are in the job log)."""
+
+    OP_DSC_FIELD = "group_name"
+    OP_RESULT = bool
+    group_name: NonEmptyStr = Field(description="Node group to verify")
 
 
 class OpClusterDestroy(OpCode):

@@ -130,7 +130,17 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
                                    " memory) is not done here"),
         "ignore_errors": Unsupported([], "downgrading verify errors to warnings"),
         "verbose": Unsupported(False, "verbose verify output"),
-        "group_name": Unsupported(None, "verifying one node group"),
+        "group_name": Ours(None),
+        "verify_clutter": Unsupported(False, "checking for clutter files"),
+    },
+    "OP_CLUSTER_VERIFY_GROUP": {
+        "group_name": Ours(None),
+        "debug_simulate_errors": Unsupported(False, "simulating verify errors"),
+        "error_codes": Unsupported(False, "machine-parseable error codes"),
+        "skip_checks": Ignored([], "the only check 3.0 can skip (nplusone_mem, N+1"
+                                   " memory) is not done here"),
+        "ignore_errors": Unsupported([], "downgrading verify errors to warnings"),
+        "verbose": Unsupported(False, "verbose verify output"),
         "verify_clutter": Unsupported(False, "checking for clutter files"),
     },
     "OP_CLUSTER_RENEW_CRYPTO": {
