@@ -1004,7 +1004,9 @@ def _compat_rows(op_id: str, cls: type[OpCode]) -> list[str]:
     if op_id not in opcodes_compat.GANETI3_FIELDS:
         return []
     rules = opcodes_compat.GANETI3_FIELDS[op_id]
-    ours = [name for name, rule in rules.items() if isinstance(rule, opcodes_compat.Ours)]
+    # plain implemented fields by name; those mapping 3.0 values in the table below
+    ours = [name for name, rule in rules.items()
+            if isinstance(rule, opcodes_compat.Ours) and not rule.values]
     others = {name: rule for name, rule in rules.items() if name not in ours}
     lines = ["", "Ganeti 3.0 has this opcode too."]
     if ours:
