@@ -121,8 +121,8 @@ _NO_VARIANTS = ("OS variants are not checked against a list here, so there is no
 _INSTANCE = UuidOf("instance_name", "instance")
 # 3.0's gzip-fast (gzip -1) and gzip-slow (gzip -9): gzip streams too; we have one level
 _COMPRESS = Ours("none", values=(("gzip-fast", "gzip"), ("gzip-slow", "gzip")),
-                 why="a gzip stream either way: one compression level here, and the"
-                     " export records gzip, which 3.0 reads")
+                 why="the stream is gzip either way; there is one compression level"
+                     " here")
 
 
 def _cluster_settings(*names: str) -> dict[str, Rule]:
