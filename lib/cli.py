@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ganeti import constants, errors, luxi, pathutils, query
+from ganeti import constants, errors, luxi, pathutils, qlang, query
 from ganeti.opcodes import OpCode
 
 EXIT_SUCCESS = 0
@@ -77,6 +77,12 @@ NOHDR_OPT = Option(("--no-headers",), {"dest": "no_headers", "action": "store_tr
                                        "default": False, "help": "Do not print a header"})
 SEP_OPT = Option(("--separator",), {"default": None, "metavar": "SEP",
                                     "help": "Separate columns by SEP instead of padding"})
+FILTER_OPT = Option(("-F", "--filter"), {
+    "dest": "force_filter", "action": "store_true", "default": False,
+    "help": "Read the argument as a query filter (e.g. 'name =~ m/^web/ and status =="
+            " \"running\"', see doc/query-language.md); without -F an argument holding"
+            " blanks, quotes, brackets, =, <, >, !, ~ or / is read as one too, and names"
+            " with * or ? are glob patterns"})
 UNITS_OPT = Option(("--units",), {"default": None, "choices": ["h", "m", "g", "t"],
                                   "help": "Units for sizes (h: human readable)"})
 
@@ -85,7 +91,8 @@ GLOBAL_OPTS: tuple[Option, ...] = (DEBUG_OPT, ROOT_OPT)
 # Options of commands that submit a job
 SUBMIT_OPTS: tuple[Option, ...] = (DRY_RUN_OPT, PRIORITY_OPT, SUBMIT_OPT, PRINT_JOBID_OPT,
                                    REASON_OPT)
-LIST_OPTS: tuple[Option, ...] = (FIELDS_OPT, NOHDR_OPT, SEP_OPT)
+# Options of every list command (their NAMES argument goes through list_filter)
+LIST_OPTS: tuple[Option, ...] = (FIELDS_OPT, NOHDR_OPT, SEP_OPT, FILTER_OPT)
 
 
 class _Unset:
@@ -204,6 +211,21 @@ def job_id_arg(value: str) -> int:
     return job_id
 
 
+def names_arg(what: str) -> Arg:
+    """The NAMES argument of a list command: names, glob patterns or one filter (-F)."""
+    return Arg(what, min=0, max=None)
+
+
+def list_filter(opts: argparse.Namespace, names: Sequence[str] | None,
+                namefield: str = "name", isnumeric: bool = False,
+                qfilter: list[Any] | None = None) -> list[Any] | None:
+    """The Query filter of a list command: its names (or -F filter) and ``qfilter``."""
+    return qlang.and_filters(
+        qlang.make_filter(list(names or ()), bool(getattr(opts, "force_filter", False)),
+                          namefield=namefield, isnumeric=isnumeric),
+        qfilter)
+
+
 @dataclass(frozen=True)
 class Command:
     """One entry of a script's command table."""
@@ -273,6 +295,9 @@ def generic_main(prog: str, commands: dict[str, Command],
         if opts.debug:
             traceback.print_exc()
         print(errors.format_error(err), file=sys.stderr)
+        if isinstance(err, errors.QueryFilterParseError):
+            for line in qlang.filter_details(err):
+                print(f"  {line}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("Aborted. Note that if the operation created any jobs, they might have been"

@@ -6,9 +6,11 @@ fixed acquisition order: levels in increasing order, names within one level in
 sorted order.
 
 Waiters are queued by priority (lower number first) and FIFO within one
-priority.  Releasing hands the lock over directly to the next waiter(s), so a
-woken thread never has to compete again and the queue order is exactly the
-order in which the lock is granted.
+priority, sharers included: a sharer queued behind an exclusive waiter waits
+for it, so writers are never starved by a stream of readers.  Releasing hands
+the lock over directly to the next waiter(s), so a woken thread never has to
+compete again and the queue order is exactly the order in which the lock is
+granted.  doc/locking.md states every rule and where it differs from Ganeti.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import itertools
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from ganeti import errors
@@ -192,7 +194,12 @@ class SharedLock:
                 self._grant()
 
     def downgrade(self) -> bool:
-        """Turn an exclusive hold into a shared one, letting queued sharers in."""
+        """Turn an exclusive hold into a shared one (a shared hold stays as it is).
+
+        Only the sharers at the head of the queue join, up to the first exclusive
+        waiter: those queued behind it keep waiting for it (Ganeti lets them jump
+        ahead; FIFO protects the writer).
+        """
         me = _current_thread()
         with self._lock:
             if me in self._sharers:
@@ -325,6 +332,13 @@ class LockSet:
         return self._set_lock.is_owned()
 
     def check_owned(self, names: str | Iterable[str], shared: int = -1) -> bool:
+        """Whether this thread holds every one of ``names`` (in mode ``shared``).
+
+        A subset test, so no names gives True (Ganeti 2.x said False): it agrees
+        with ``set(names) <= owned()`` and ``LogicalUnit.check_locks_owned``, and
+        an assertion over a legitimately empty list (an LU needing no locks at a
+        level) holds.
+        """
         wanted = _as_names(names)
         owned = self._owned_set()
         if not all(name in owned for name in wanted):
@@ -333,13 +347,17 @@ class LockSet:
             locks = [self._members.get(name) for name in wanted]
         return all(lock is not None and lock.is_owned(shared) for lock in locks)
 
-    def _lookup(self, names: Iterable[str]) -> list[tuple[str, SharedLock]]:
+    def _lookup(self, names: Iterable[str],
+                skip_missing: bool = False) -> list[tuple[str, SharedLock]]:
+        members = self._members
         with self._lock:
-            missing = sorted(name for name in names if name not in self._members)
+            if skip_missing:
+                return [(name, members[name]) for name in sorted(names) if name in members]
+            missing = sorted(name for name in names if name not in members)
             if missing:
                 raise errors.LockError(
                     f"Non-existing locks in set {self._name}: {', '.join(missing)}")
-            return [(name, self._members[name]) for name in sorted(names)]
+            return [(name, members[name]) for name in sorted(names)]
 
     def acquire(self, names: str | Iterable[str] | None, timeout: float | None = None,
                 shared: bool = False, priority: int = 0,
@@ -348,8 +366,9 @@ class LockSet:
 
         Returns the names taken, or None on timeout, in which case nothing taken
         by this call is kept.  Opportunistic mode never waits for members and
-        returns whatever was free (with ``ALL_SET`` it still takes the set lock,
-        shared, so the membership it looked at stays put).
+        returns whatever was free, skipping names that are not members, as
+        Ganeti does (with ``ALL_SET`` it still takes the set lock, shared, so the
+        membership it looked at stays put).
         """
         if self.is_owned():
             raise errors.LockError(f"Locks in set {self._name} are already owned")
@@ -361,7 +380,7 @@ class LockSet:
             with self._lock:
                 targets = sorted(self._members.items())
         else:
-            targets = self._lookup(set(_as_names(names)))
+            targets = self._lookup(set(_as_names(names)), skip_missing=opportunistic)
         owned = self._owned_set()
         # a member removed while we wait is simply gone for ALL_SET and
         # opportunistic callers; explicit callers must learn about it
@@ -460,22 +479,40 @@ class LockSet:
             if take_set_lock:
                 self._set_lock.release()
 
-    def remove(self, names: str | Iterable[str]) -> list[str]:
-        """Delete members, taking each exclusively first unless already held so.
+    def remove(self, names: str | Iterable[str],
+               check_wait: Callable[[], None] | None = None) -> list[str]:
+        """Delete members: those held must be held exclusively, the others are taken first.
 
-        Names that are not (or no longer) members are skipped; the names actually
-        removed are returned.
+        Taking a lock this thread does not hold keeps the acquisition order: every
+        such name must sort after every member the caller holds (the set lock
+        alone is fine, it comes first).  Otherwise the call is refused before
+        anything is deleted, as waiting could deadlock with a holder of that name
+        queued on one of ours.  ``check_wait`` runs before any waiting and may
+        refuse by raising.  Names that are not (or no longer) members are skipped;
+        the names actually removed are returned.
         """
         owned = self._owned_set()
-        removed: list[str] = []
-        for name in sorted(set(_as_names(names))):
-            with self._lock:
-                lock = self._members.get(name)
-            if lock is None:
-                continue
-            if name in owned and not lock.is_owned(shared=0):
+        with self._lock:
+            locks = [(name, self._members[name]) for name in sorted(set(_as_names(names)))
+                     if name in self._members]
+        shared = [name for name, lock in locks if name in owned and not lock.is_owned(shared=0)]
+        if shared:
+            raise errors.LockError(
+                f"Locks in set {self._name} must be owned exclusively to remove them:"
+                f" {', '.join(shared)}")
+        unowned = [name for name, _lock in locks if name not in owned]
+        if unowned and owned:
+            highest = max(owned)
+            early = [name for name in unowned if name < highest]
+            if early:
                 raise errors.LockError(
-                    f"Lock {self._lock_name(name)} must be owned exclusively to remove it")
+                    f"Cannot remove {', '.join(early)} from set {self._name} without"
+                    f" holding them: waiting for them while holding {highest} would break"
+                    " the lock order")
+        if unowned and check_wait is not None:
+            check_wait()
+        removed: list[str] = []
+        for name, lock in locks:
             try:
                 lock.delete()
             except errors.LockDeletedError:
@@ -588,13 +625,14 @@ class GanetiLockManager:
         self._check_mod_level(level).add(names, acquired=acquired, shared=shared)
 
     def remove(self, level: int, names: str | Iterable[str]) -> list[str]:
-        """Delete locks; those not held exclusively are acquired first (in order)."""
-        lockset = self._check_mod_level(level)
-        wanted = _as_names(names)
-        members = lockset.names()
-        if not lockset.check_owned([name for name in wanted if name in members], shared=0):
-            self._check_can_wait(level, "remove locks")
-        return lockset.remove(wanted)
+        """Delete locks; those not held are acquired first, in the global order.
+
+        Names not held may only be waited for as an acquire could: holding the
+        BGL, no locks at later levels and, within the level, none sorting after
+        them (see :meth:`LockSet.remove`).
+        """
+        return self._check_mod_level(level).remove(
+            names, check_wait=lambda: self._check_can_wait(level, "remove locks"))
 
     def owned(self, level: int) -> set[str]:
         return self._set(level).owned()

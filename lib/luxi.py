@@ -42,6 +42,7 @@ REQ_SET_DRAIN_FLAG = "SetDrainFlag"
 REQ_QUERY_INSTANCES = "QueryInstances"
 REQ_QUERY_NODES = "QueryNodes"
 REQ_QUERY_GROUPS = "QueryGroups"
+REQ_QUERY_NETWORKS = "QueryNetworks"
 REQ_QUERY_TAGS = "QueryTags"
 
 # Safe to resend after the connection dropped: repeating them changes nothing.
@@ -49,7 +50,7 @@ IDEMPOTENT_METHODS = frozenset({
     REQ_WAIT_FOR_JOB_CHANGE, REQ_QUERY_JOBS, REQ_QUERY, REQ_QUERY_FIELDS,
     REQ_QUERY_EXPORTS, REQ_QUERY_CLUSTER_INFO, REQ_QUERY_CONFIG_VALUES,
     REQ_SET_DRAIN_FLAG, REQ_QUERY_INSTANCES, REQ_QUERY_NODES, REQ_QUERY_GROUPS,
-    REQ_QUERY_TAGS,
+    REQ_QUERY_NETWORKS, REQ_QUERY_TAGS,
 })
 
 KEY_METHOD = "method"
@@ -420,6 +421,10 @@ class Client:
     def query_groups(self, names: list[str], fields: list[str],
                      use_locking: bool = False) -> list[list[Any]]:
         return list(self.call_method(REQ_QUERY_GROUPS, [names, fields, use_locking]))
+
+    def query_networks(self, names: list[str], fields: list[str],
+                       use_locking: bool = False) -> list[list[Any]]:
+        return list(self.call_method(REQ_QUERY_NETWORKS, [names, fields, use_locking]))
 
     def query_tags(self, kind: str, name: str | None) -> list[str]:
         return list(self.call_method(REQ_QUERY_TAGS, [kind, name]))

@@ -126,6 +126,8 @@ class Instance(ConfigObject):
     hvparams: dict[str, Any] = Field(default_factory=dict)
     beparams: dict[str, Any] = Field(default_factory=dict)
     osparams: dict[str, Any] = Field(default_factory=dict)
+    # Ganeti's private OS parameters (an import's [os_private]): not in queries
+    osparams_private: dict[str, Any] = Field(default_factory=dict)
     admin_state: AdminState = constants.ADMINST_DOWN
     admin_state_source: AdminStateSource = constants.ADMIN_SOURCE
     disk_template: str = constants.DT_DISKLESS

@@ -9,6 +9,7 @@ them.  Results use Ganeti's layout: each value travels as ``[status, value]``.
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -85,11 +86,21 @@ def plain(value: Any) -> Any:
     return None if isinstance(value, _Status) else value
 
 
+class _ItemGetter:
+    """Getter reading ``item[key]``; filters read ``key`` and skip the call."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __call__(self, _source: Any, item: Any) -> Any:
+        return item[self.key]
+
+
 def item_getter(key: Any) -> Getter:
     """Getter reading ``item[key]`` (rows as dicts or sequences)."""
-    def get(_source: Any, item: Any) -> Any:
-        return item[key]
-    return get
+    return _ItemGetter(key)
 
 
 @dataclass(frozen=True)
@@ -186,18 +197,57 @@ def query(what: str, fields: Sequence[str], qfilter: Any = None,
 
 
 # --- filters ---------------------------------------------------------------------
+#
+# The operators are Ganeti's (ganeti.qlang builds these lists from the -F text):
+# logic ``|``/``&`` (any number of subfilters), ``!`` (one subfilter), ``?`` (the
+# field's value is true), and binary ``[op, field, value]`` with = == != < <= > >=,
+# ``=~`` (regexp search) and ``=[]`` (the field's list, string or dict contains the
+# value).  A filter is compiled once into nested closures, then run per item.
 
 Predicate = Callable[[Any, Any], bool]
 
-_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: bool(a == b),
-    "==": lambda a, b: bool(a == b),
-    "!=": lambda a, b: bool(a != b),
-    "<": lambda a, b: bool(a < b),
-    ">": lambda a, b: bool(a > b),
-    "<=": lambda a, b: bool(a <= b),
-    ">=": lambda a, b: bool(a >= b),
-    "=[]": lambda a, b: isinstance(a, (list, tuple)) and b in a,
+# Host-name fields: equality there also accepts the first labels, case-insensitively
+# ("web1" == "web1.example.com"), as Ganeti's QFF_HOSTNAME fields do
+HOSTNAME_FIELDS: Final[dict[str, frozenset[str]]] = {
+    RESOURCE_NODE: frozenset({"name"}),
+    RESOURCE_INSTANCE: frozenset({"name", "pnode"}),
+    RESOURCE_EXPORT: frozenset({"node"}),
+}
+
+# Job-id fields: a value may also be the id as a string ("42"), as Ganeti's
+# QFF_JOB_ID fields take it
+JOB_ID_FIELDS: Final[dict[str, frozenset[str]]] = {
+    RESOURCE_JOB: frozenset({"id"}),
+}
+
+# How deep filters may nest (Ganeti's limit; also bounds the compiler's recursion)
+FILTER_LEVELS_MAX: Final = 10
+
+_LOGIC_OPS: Final = frozenset({"|", "&"})
+_UNARY_OPS: Final = frozenset({"!", "?"})
+_ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+BINARY_OPS: Final = frozenset({"=", "==", "!=", "=~", "=[]", *_ORDERINGS})
+FILTER_OPS: Final = _LOGIC_OPS | _UNARY_OPS | BINARY_OPS
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))
+
+
+# What a filter may compare a field of each kind with (as Ganeti checks it)
+_VALUE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    QFT_TEXT: (lambda v: isinstance(v, str), "a string"),
+    QFT_BOOL: (lambda v: isinstance(v, bool), "a boolean"),
+    QFT_NUMBER: (_is_number, "a number"),
+    QFT_UNIT: (_is_int, "an integer"),
+    QFT_TIMESTAMP: (_is_number, "a number (seconds since the epoch)"),
+    QFT_OTHER: (lambda _v: True, "anything"),
 }
 
 
@@ -220,74 +270,171 @@ def _bad_filter(msg: str) -> errors.QueryFilterParseError:
 def compile_filter(qfilter: Any, res: Resource) -> Predicate:
     """Turn a filter in list form into a predicate over (source, item).
 
-    Supported: ``["|", f...]``, ``["&", f...]``, ``["!", f]``, ``["?", field]``
-    (true value), ``[op, field, value]`` with op in = != < > <= >= =[] and
-    ``["=~", field, regex]``.
+    Refuses, before any item is looked at, unknown operators and fields, wrong
+    operand counts, values of the wrong type for the field and bad regexps.
     """
+    return _compile(qfilter, res, 0)
+
+
+def _compile(qfilter: Any, res: Resource, level: int) -> Predicate:
     if not isinstance(qfilter, (list, tuple)) or not qfilter or \
             not isinstance(qfilter[0], str):
         raise _bad_filter(f"expected [operator, ...], got {qfilter!r:.100}")
+    if level >= FILTER_LEVELS_MAX:
+        raise _bad_filter(f"nested deeper than {FILTER_LEVELS_MAX} levels")
     op, operands = qfilter[0], list(qfilter[1:])
-    if op in ("|", "&"):
-        subs = [compile_filter(sub, res) for sub in operands]
-        if op == "|":
-            return lambda src, item: any(s(src, item) for s in subs)
-        return lambda src, item: all(s(src, item) for s in subs)
+    if op in _LOGIC_OPS:
+        return _compile_logic(op, [_compile(sub, res, level + 1) for sub in operands])
     if op == "!":
         if len(operands) != 1:
-            raise _bad_filter("'!' takes exactly one operand")
-        sub = compile_filter(operands[0], res)
+            raise _bad_filter(f"'!' takes exactly one operand, got {len(operands)}")
+        sub = _compile(operands[0], res, level + 1)
         return lambda src, item: not sub(src, item)
     if op == "?":
         if len(operands) != 1:
-            raise _bad_filter("'?' takes exactly one field")
-        fdef = _filter_field(operands[0], res)
+            raise _bad_filter(f"'?' takes exactly one field, got {len(operands)} operands")
+        getter = _filter_getter(operands[0], res)
 
         def truth(src: Any, item: Any) -> bool:
-            value = _filter_value(fdef, src, item)
+            value = getter(src, item)
             return not isinstance(value, _Status) and bool(value)
         return truth
+    if op not in BINARY_OPS:
+        raise _bad_filter(f"unknown operator {op!r} (known: {' '.join(sorted(FILTER_OPS))})")
+    if len(operands) != 2:
+        raise _bad_filter(f"'{op}' takes a field and a value, got {len(operands)} operands")
+    return _compile_binary(op, operands[0], operands[1], res)
+
+
+def _compile_logic(op: str, subs: list[Predicate]) -> Predicate:
+    # plain loops: any()/all() over a generator cost twice as much per item
+    if op == "|":
+        def any_of(src: Any, item: Any) -> bool:
+            for sub in subs:  # noqa: SIM110
+                if sub(src, item):
+                    return True
+            return False
+        return any_of
+
+    def all_of(src: Any, item: Any) -> bool:
+        for sub in subs:  # noqa: SIM110
+            if not sub(src, item):
+                return False
+        return True
+    return all_of
+
+
+def _compile_binary(op: str, name: Any, wanted: Any, res: Resource) -> Predicate:
+    getter = _filter_getter(name, res)
+    kind = res.fields[name].kind
+    check, expected = _VALUE_CHECKS.get(kind, (lambda _v: True, "anything"))
     if op == "=~":
-        if len(operands) != 2 or not isinstance(operands[1], str):
-            raise _bad_filter("'=~' takes a field and a regular expression")
-        fdef = _filter_field(operands[0], res)
+        if not isinstance(wanted, str):
+            raise _bad_filter(f"'=~' on field '{name}' needs a regular expression (a string),"
+                              f" got {wanted!r:.60}")
         try:
-            regex = re.compile(operands[1])
+            regex = re.compile(wanted)
         except re.error as err:
-            raise _bad_filter(f"bad regular expression {operands[1]!r}: {err}") from None
+            raise _bad_filter(f"bad regular expression {wanted!r} for field '{name}':"
+                              f" {err}") from None
+        search = regex.search
 
         def match(src: Any, item: Any) -> bool:
-            value = _filter_value(fdef, src, item)
-            return isinstance(value, str) and regex.search(value) is not None
+            value = getter(src, item)
+            return isinstance(value, str) and search(value) is not None
         return match
-    cmp = _COMPARISONS.get(op)
-    if cmp is None:
-        raise _bad_filter(f"unknown operator {op!r}")
-    if len(operands) != 2:
-        raise _bad_filter(f"'{op}' takes a field and a value")
-    fdef = _filter_field(operands[0], res)
-    wanted = operands[1]
+    if isinstance(wanted, str) and name in JOB_ID_FIELDS.get(res.name, ()):
+        if not wanted.isdigit():
+            raise _bad_filter(f"invalid job id {wanted!r} for field '{name}'")
+        wanted = int(wanted)
+    if not check(wanted):
+        raise _bad_filter(f"cannot compare field '{name}' ({kind}) with {wanted!r:.60}"
+                          f" ({type(wanted).__name__}); expected {expected}")
+    if kind == QFT_TIMESTAMP:
+        getter = _timestamp_getter(getter)
+    if op == "=[]":
+        def contains(src: Any, item: Any) -> bool:
+            value = getter(src, item)
+            if not isinstance(value, (list, tuple, str, dict)):
+                return False
+            try:
+                return wanted in value
+            except TypeError:  # a number "in" a string
+                return False
+        return contains
+    if op in ("=", "==", "!="):
+        if name in HOSTNAME_FIELDS.get(res.name, ()):
+            equal = _hostname_equal(getter, wanted)
+        else:
+            def equal(src: Any, item: Any) -> bool:
+                return bool(getter(src, item) == wanted)
+        if op == "!=":
+            return lambda src, item: not equal(src, item)
+        return equal
+    order = _ORDERINGS[op]
 
     def compare(src: Any, item: Any) -> bool:
-        value = _filter_value(fdef, src, item)
+        value = getter(src, item)
         if isinstance(value, _Status):
             return False
         try:
-            return cmp(value, wanted)
+            return bool(order(value, wanted))
         except TypeError:
             return False
     return compare
 
 
-def _filter_field(name: Any, res: Resource) -> FieldDef:
+def _hostname_equal(getter: Getter, wanted: str) -> Predicate:
+    """``wanted`` is the name, or its first labels (any case): "web1" is web1.example.com."""
+    prefix = re.compile(re.escape(wanted) + r"(\..*)?$", re.IGNORECASE).match
+
+    def equal(src: Any, item: Any) -> bool:
+        value = getter(src, item)
+        return value == wanted or (isinstance(value, str) and prefix(value) is not None)
+    return equal
+
+
+def _filter_getter(name: Any, res: Resource) -> Getter:
     if not isinstance(name, str) or name not in res.fields:
         raise errors.OpPrereqError(f"Unknown field '{name}' in query filter for {res.name}",
                                    errors.ECODE_INVAL)
-    return res.fields[name]
+    raw = res.fields[name].getter
+    if isinstance(raw, _ItemGetter):
+        key = raw.key
+
+        def get_item(_src: Any, item: Any) -> Any:
+            try:
+                return item[key]
+            except (KeyError, IndexError):
+                return UNAVAIL
+        return get_item
+
+    def get(src: Any, item: Any) -> Any:
+        try:
+            return raw(src, item)
+        except (KeyError, IndexError, AttributeError):
+            return UNAVAIL
+    return get
 
 
-def _filter_value(fdef: FieldDef, src: Any, item: Any) -> Any:
-    try:
-        return fdef.getter(src, item)
-    except (KeyError, IndexError, AttributeError):
-        return UNAVAIL
+def _timestamp_getter(getter: Getter) -> Getter:
+    """Timestamps as seconds, also where a field holds Ganeti's ``[sec, usec]`` pairs."""
+    def get(src: Any, item: Any) -> Any:
+        value = getter(src, item)
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return value[0] + value[1] / 1_000_000
+        return value
+    return get
+
+
+def compile_local_filter(what: str, fields: Sequence[FieldDef],
+                         qfilter: Any) -> Callable[[Any], bool]:
+    """A predicate over items for lists a client builds itself (no Query resource).
+
+    Same operators, checks and errors as the master's Query; None keeps everything.
+    """
+    if qfilter is None:
+        return lambda _item: True
+    res = Resource(what, {f.name: f for f in fields}, lambda _source: ())
+    pred = compile_filter(qfilter, res)
+    return lambda item: pred(None, item)

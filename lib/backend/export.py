@@ -8,6 +8,7 @@ The directory layout and the filesystem operations are in
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from ganeti import constants, pathutils
@@ -19,6 +20,7 @@ from ganeti.backend.export_layout import (
     NAME_RE,
     STAGING_DIR,
     TRASH_PREFIX,
+    dump_sizes,
     export_path,
     fs_makedirs,
     fs_mkdir,
@@ -125,7 +127,8 @@ def export_info(ctx: NodeContext, instance_name: str) -> ExportLocation:
         text = (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape")
     except FileNotFoundError:
         raise RpcFail(f"No export of {instance_name} on this node") from None
-    return {"path": pathutils.to_wire_name(ctx.paths, path), "config": text}
+    return {"path": pathutils.to_wire_name(ctx.paths, path), "config": text,
+            "files": dump_sizes(path, text), "real_path": os.path.realpath(path)}
 
 
 @procedure("normal", single_node=True)

@@ -56,6 +56,8 @@ def _disk_base(export: str, disk: exportconf.ExportDisk | None, dump_dir: os.Pat
                size: int, ctx: NodeContext) -> DiskBase:
     if disk is None:
         return {"full": f"{export} has no such disk"}
+    if disk.dump is None:
+        return {"full": f"{export} has no dump of this disk"}
     if disk.size * MIB != size:
         return {"full": f"the disk's size changed since {export} (from {disk.size} MiB"
                         f" to {size // MIB} MiB)"}

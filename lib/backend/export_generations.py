@@ -16,6 +16,7 @@ named by their timestamp, as before).  The naming rules themselves live in
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ganeti import constants, pathutils
@@ -26,6 +27,7 @@ from ganeti.backend.export_layout import (
     GEN_RE,
     GENERATIONS_DIR,
     check_generation,
+    dump_sizes,
     export_name,
     export_path,
     export_timestamp,
@@ -148,8 +150,9 @@ def export_generation_info(ctx: NodeContext, instance_name: str,
                            generation: str) -> ExportLocation:
     """config.ini text and path of one export generation (older or the newest)."""
     path, _newest = _find(ctx, instance_name, generation)
-    return {"path": pathutils.to_wire_name(ctx.paths, path),
-            "config": (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape")}
+    text = (path / constants.EXPORT_CONF_FILE).read_text(errors="surrogateescape")
+    return {"path": pathutils.to_wire_name(ctx.paths, path), "config": text,
+            "files": dump_sizes(path, text), "real_path": os.path.realpath(path)}
 
 
 @procedure("normal", single_node=True)

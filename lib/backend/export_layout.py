@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -200,6 +201,42 @@ def remove_tree(path: Path) -> bool:
 
 
 # --- generation names ---------------------------------------------------------------
+
+
+_DUMP_KEY_RE = re.compile(r"^disk\d{1,2}_dump$")
+
+
+def dump_sizes(path: Path, config_text: str) -> dict[str, int]:
+    """Byte sizes of the dumps config.ini names that are regular files in the export.
+
+    The import takes a disk's size from its dump where config.ini says 0 (as
+    Ganeti's exports may) and creates a disk blank whose dump is absent.  Names
+    are looked up below ``path`` only (no absolute names, no "..", no symlinks);
+    an unreadable config.ini gives {} (the master's parse refuses it anyway).
+    """
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(config_text)
+        names = [value for key, value in parser.items("instance") if _DUMP_KEY_RE.match(key)]
+    except (configparser.Error, ValueError):
+        return {}
+    sizes: dict[str, int] = {}
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            continue
+        target = path
+        try:
+            for part in parts:
+                target = target / part
+                if target.is_symlink():
+                    raise FileNotFoundError(target)
+            st = target.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            sizes[name] = st.st_size
+    return sizes
 
 
 def generation_name(timestamp: float) -> str:

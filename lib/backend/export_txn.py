@@ -279,7 +279,8 @@ def _write_staging(ctx: NodeContext, instance_name: str, staging: Path,
     for dump in sorted(staging.iterdir()):
         if dump.is_file():
             layout.fs_fsync(dump)
-    layout.fs_write(staging / constants.EXPORT_CONF_FILE, config_text, 0o640)
+    # 0600 as Ganeti's: [os_private] may hold secrets
+    layout.fs_write(staging / constants.EXPORT_CONF_FILE, config_text, 0o600)
     base = _timestamp_name(config_text)
     name = layout.free_name(base, layout.taken_names(ctx, instance_name))
     if name != base:

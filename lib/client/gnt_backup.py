@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ganeti import cli, constants, objects, opcodes
+from ganeti import cli, constants, objects, opcodes, qlang, query
 from ganeti.backup import exportmeta
 from ganeti.client import gnt_backup_schedule, gnt_instance
 from ganeti.transfer.master.coordinator import format_size
@@ -105,22 +105,62 @@ def import_instance(opts: argparse.Namespace) -> int:
         src_path = f"{(src_path or opts.instance).rstrip('/')}@{opts.generation}"
     fields.update(mode=constants.INSTANCE_IMPORT, src_node=opts.src_node,
                   src_path=src_path, identify_defaults=opts.identify_defaults,
-                  compress=opts.transport_compression)
+                  compress=opts.transport_compression,
+                  osparams=gnt_instance.parse_keyval(opts.osparams or "", "OS"),
+                  osparams_private=gnt_instance.parse_keyval(opts.osparams_private or "",
+                                                             "private OS"))
     _submit(opcodes.OpInstanceCreate.create(**fields), opts)
     return cli.EXIT_SUCCESS
 
 
-def _export_rows(cl: Any, nodes: list[str]) -> tuple[list[list[str]], list[str]]:
-    answers = cl.query_exports(nodes, False)
+def _export_rows(cl: Any, nodes: list[str], qfilter: list[Any] | None
+                 ) -> tuple[list[list[str]], list[str]]:
+    """(node, export) rows and the nodes that did not answer.
+
+    Unfiltered: OpBackupQuery (which also refreshes the master's export index);
+    with names or -F: the master's Query("export") evaluates the filter.
+    """
     rows: list[list[str]] = []
     unreachable: list[str] = []
-    for node in sorted(answers):
-        names = answers[node]
-        if names is False:
+    if qfilter is None:
+        answers = cl.query_exports(nodes, False)
+        for node in sorted(answers):
+            names = answers[node]
+            if names is False:
+                unreachable.append(node)
+                continue
+            rows.extend([node, name] for name in sorted(names))
+        return rows, unreachable
+    node_filter = qlang.make_filter(nodes, False, namefield="node") if nodes else None
+    result = cl.query(query.RESOURCE_EXPORT, ["node", "export"],
+                      qlang.and_filters(node_filter, qfilter))
+    for (_nstatus, node), (status, name) in result["data"]:
+        if status == query.RS_NORMAL:
+            rows.append([node, name])
+        elif status != query.RS_OFFLINE:  # offline nodes are not asked (as above)
             unreachable.append(node)
-            continue
-        rows.extend([node, name] for name in sorted(names))
-    return rows, unreachable
+    return sorted(rows), sorted(set(unreachable))
+
+
+# kinds and raw values of the generation fields, for -F filters (evaluated here: the
+# generations come from an opcode, not from a Query resource)
+_GENERATION_FILTER_SPECS: dict[str, tuple[str, query.Getter]] = {
+    "export": (query.QFT_TEXT, lambda _s, g: g["instance"]),
+    "timestamp": (query.QFT_TIMESTAMP, lambda _s, g: g["timestamp"]),
+    "newest": (query.QFT_BOOL, lambda _s, g: bool(g["newest"])),
+    "protected": (query.QFT_BOOL, lambda _s, g: bool(g.get("protected"))),
+    "note": (query.QFT_TEXT, lambda _s, g: g.get("note") or ""),
+    "verified": (query.QFT_TEXT, lambda _s, g: verified_text(g.get("verify"))),
+    **{n: (query.QFT_NUMBER, query.item_getter(n)) for n in SIZE_FIELDS},
+}
+
+
+def _generation_filter_field(name: str, title: str, doc: str) -> query.FieldDef:
+    kind, getter = _GENERATION_FILTER_SPECS.get(name, (query.QFT_TEXT, query.item_getter(name)))
+    return query.FieldDef(name, title, kind, doc, getter)
+
+
+_GENERATION_FILTER_FIELDS = tuple(_generation_filter_field(*f) for f in LIST_FIELDS)
 
 
 def list_exports(opts: argparse.Namespace) -> int:
@@ -131,11 +171,13 @@ def list_exports(opts: argparse.Namespace) -> int:
     if unknown:
         print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
         return cli.EXIT_FAILURE
-    if opts.generations or set(fields) & set(GENERATION_FIELDS):
-        by_field, unreachable = _generation_rows(opts)
+    qfilter = cli.list_filter(opts, opts.exports, namefield="export")
+    wanted = set(fields) | query.filter_fields(qfilter)
+    if opts.generations or wanted & set(GENERATION_FIELDS):
+        by_field, unreachable = _generation_rows(opts, qfilter)
     else:
         with cli.get_client() as cl:
-            rows, unreachable = _export_rows(cl, opts.nodes)
+            rows, unreachable = _export_rows(cl, opts.nodes, qfilter)
         by_field = [dict(zip(("node", "export"), row, strict=True)) for row in rows]
     for node in unreachable:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
@@ -158,15 +200,18 @@ def verified_text(record: dict[str, Any] | None) -> str:
     return f"BAD ({count} problem{'' if count == 1 else 's'}) {when}"
 
 
-def _generation_rows(opts: argparse.Namespace) -> tuple[list[dict[str, str]], list[str]]:
+def _generation_rows(opts: argparse.Namespace, qfilter: list[Any] | None = None
+                     ) -> tuple[list[dict[str, str]], list[str]]:
     """Rows of the detailed query; older generations only with --generations."""
+    keep = query.compile_local_filter("export generation", _GENERATION_FILTER_FIELDS,
+                                      qfilter)
     op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes)
     result = cli.submit_opcode(op, feedback_fn=lambda _e: None)
     size_text = str if opts.separator is not None else format_size
     rows = []
     for gen in sorted(result["generations"],
                       key=lambda g: (g["node"], g["instance"], -g["timestamp"])):
-        if not (gen["newest"] or opts.generations):
+        if not (gen["newest"] or opts.generations) or not keep(gen):
             continue
         rows.append({"node": gen["node"], "export": gen["instance"],
                      "generation": gen["generation"],
@@ -317,6 +362,13 @@ _IMPORT_OPTS = (
     cli.Option(("--generation",), {"default": None, "metavar": "GENERATION",
                                    "help": "Import this generation (e.g. 20261129T031500Z,"
                                            " see gnt-backup list --generations)"}),
+    # as Ganeti's: they override the export's [os] and [os_private]
+    cli.Option(("-O", "--os-parameters"), {
+        "dest": "osparams", "default": None, "metavar": "param=value,...",
+        "help": "OS parameters (over the export's)"}),
+    cli.Option(("--os-parameters-private",), {
+        "dest": "osparams_private", "default": None, "metavar": "param=value,...",
+        "help": "Private OS parameters, kept out of job queries (over the export's)"}),
     cli.Option(("--identify-defaults",), {"action": "store_true", "default": False,
                                           "help": "Drop parameters equal to the cluster"
                                                   " defaults"}),
@@ -336,8 +388,9 @@ COMMANDS: dict[str, cli.Command] = {
     "import": cli.Command(import_instance, (cli.Arg("instance"),),
                           (*_IMPORT_OPTS, *cli.SUBMIT_OPTS),
                           "Create an instance from an export"),
-    "list": cli.Command(list_exports, (), (_NODE_FILTER_OPT, _GENERATIONS_OPT,
-                                           *cli.LIST_OPTS), "List exports"),
+    "list": cli.Command(list_exports, (cli.names_arg("exports"),),
+                        (_NODE_FILTER_OPT, _GENERATIONS_OPT, *cli.LIST_OPTS),
+                        "List exports (all, or those named, matching a glob or -F filter)"),
     "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
                                "List the fields of 'list'"),
     "remove": cli.Command(remove, _EXPORT_ARG, (_GENERATION_OPT, *cli.SUBMIT_OPTS),

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ganeti import cli, constants, errors, objects, opcodes
+from ganeti import cli, constants, errors, objects, opcodes, qlang, query
 from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.tools import backup_runner
@@ -223,6 +223,20 @@ LIST_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
 )
 LIST_DEFAULT = ("name", "enabled", "cron", "instances", "target", "retention", "next_run",
                 "last_result")
+# the same fields for -F filters: text as shown, the Y/N columns as booleans
+_BOOL_FIELDS: dict[str, Any] = {
+    "enabled": lambda r: bool(r.schedule["enabled"]),
+    "verify": lambda r: bool(r.schedule.get("verify")),
+}
+
+
+def _filter_field(name: str, title: str, doc: str, get: Any) -> query.FieldDef:
+    value = _BOOL_FIELDS.get(name, get)
+    return query.FieldDef(name, title, query.QFT_BOOL if name in _BOOL_FIELDS
+                          else query.QFT_TEXT, doc, lambda _source, row: value(row))
+
+
+FILTER_FIELDS = tuple(_filter_field(*f) for f in LIST_FIELDS)
 
 
 def _resolved_state() -> backup_runner.RunnerState:
@@ -250,13 +264,17 @@ def list_schedules(opts: argparse.Namespace) -> int:
         print(f"Unknown output field(s): {', '.join(unknown)} (see 'gnt-backup schedule"
               f" list-fields')", file=sys.stderr)
         return cli.EXIT_FAILURE
-    schedules = _query(opts.names)
+    # exact names are the opcode's (an unknown one is an error); globs and -F filters
+    # are evaluated here, on the columns as shown (enabled and verify as booleans)
+    keep = query.compile_local_filter("backup schedule", FILTER_FIELDS,
+                                      cli.list_filter(opts, opts.names))
+    schedules = _query(qlang.plain_names(opts.names, opts.force_filter) or [])
     with cli.get_client() as cl:
         defaults = dict(cl.query_cluster_info().get("backup_defaults") or {})
     state = _resolved_state()
-    rows = [Row(s, sched.settings(defaults, s),
-                state.schedules.get(s["name"], backup_runner.ScheduleState()))
-            for s in schedules]
+    rows = [row for row in (Row(s, sched.settings(defaults, s),
+                                state.schedules.get(s["name"], backup_runner.ScheduleState()))
+                            for s in schedules) if keep(row)]
     headers = None if opts.no_headers else {name: title for name, (title, _g) in table.items()}
     for line in cli.generate_table(headers, fields, opts.separator,
                                    [[table[f][1](r) for f in fields] for r in rows]):
@@ -361,7 +379,7 @@ COMMANDS: dict[str, cli.Command] = {
                           (*_schedule_opts(False), _KEEP_ALL_OPT, *cli.SUBMIT_OPTS),
                           "Change a backup schedule"),
     "remove": cli.Command(remove, _NAME, cli.SUBMIT_OPTS, "Remove a backup schedule"),
-    "list": cli.Command(list_schedules, (cli.Arg("names", min=0, max=None),),
+    "list": cli.Command(list_schedules, (cli.names_arg("names"),),
                         cli.LIST_OPTS, "List backup schedules"),
     "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
                                "Fields 'schedule list -o' can show"),

@@ -60,7 +60,8 @@ def list_locks(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LOCK_DEFAULT_FIELDS)
     formatters = {"owner": _format_owner, "pending": _format_pending, "mode": _format_mode}
     with cli.get_client() as cl:
-        return cli.generic_list(cl, "lock", fields, None, opts, formatters)
+        return cli.generic_list(cl, "lock", fields, cli.list_filter(opts, opts.names), opts,
+                                formatters)
 
 
 _NO_MASTER_OPT = cli.Option(("--no-master",), {"action": "store_true", "default": False,
@@ -74,7 +75,8 @@ COMMANDS: dict[str, cli.Command] = {
     "delay": cli.Command(delay, (cli.Arg("duration", convert=_duration),),
                          (_NO_MASTER_OPT, _NODE_OPT, _REPEAT_OPT, *cli.SUBMIT_OPTS),
                          "Run a job that sleeps DURATION seconds (engine test)"),
-    "locks": cli.Command(list_locks, (), cli.LIST_OPTS, "Show the lock monitor"),
+    "locks": cli.Command(list_locks, (cli.names_arg("names"),), cli.LIST_OPTS,
+                         "Show the lock monitor"),
 }
 
 

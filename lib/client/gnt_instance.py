@@ -146,14 +146,11 @@ def add(opts: argparse.Namespace) -> int:
     return cli.EXIT_SUCCESS
 
 
-def _name_filter(names: list[str]) -> Any:
-    return ["|", *[["=", "name", n] for n in names]] if names else None
-
-
 def list_instances(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_DEFAULT_FIELDS)
     with cli.get_client() as cl:
-        return cli.generic_list(cl, "instance", fields, _name_filter(opts.instances), opts)
+        return cli.generic_list(cl, "instance", fields,
+                                cli.list_filter(opts, opts.instances), opts)
 
 
 def _format_params(actual: dict[str, Any], own: dict[str, Any]) -> list[str]:
@@ -302,7 +299,7 @@ ADD_OPTS = (
 COMMANDS: dict[str, cli.Command] = {
     "add": cli.Command(add, (cli.Arg("instance"),), (*ADD_OPTS, *cli.SUBMIT_OPTS),
                        "Create an instance"),
-    "list": cli.Command(list_instances, (cli.Arg("instances", min=0, max=None),),
+    "list": cli.Command(list_instances, (cli.names_arg("instances"),),
                         (*cli.LIST_OPTS, cli.UNITS_OPT), "List instances"),
     "info": cli.Command(info, (cli.Arg("instances", min=0, max=None),),
                         (cli.Option(("-s", "--static"), {"action": "store_true",

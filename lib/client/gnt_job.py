@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ganeti import cli, constants, errors
+from ganeti import cli, constants, errors, qlang
 
 DEFAULT_FIELDS = ("id", "status", "summary")
 
@@ -22,16 +22,12 @@ _STATUS_GROUPS: dict[str, tuple[str, ...]] = {
 # --- list ---------------------------------------------------------------------------
 
 
-def build_job_filter(job_ids: Sequence[int], statuses: Sequence[str]) -> list[Any] | None:
-    """Query filter for ``gnt-job list``: any of the ids and any of the statuses."""
-    parts: list[Any] = []
-    if job_ids:
-        parts.append(["|", *[["=", "id", int(j)] for j in job_ids]])
-    if statuses:
-        parts.append(["|", *[["=", "status", s] for s in statuses]])
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else ["&", *parts]
+def build_job_filter(opts: argparse.Namespace, statuses: Sequence[str]) -> list[Any] | None:
+    """Query filter for ``gnt-job list``: the ids (or -F filter) and any of the statuses."""
+    status_filter = [qlang.OP_OR, *[[qlang.OP_EQUAL, "status", s] for s in statuses]] \
+        if statuses else None
+    return cli.list_filter(opts, opts.job_ids, namefield="id", isnumeric=True,
+                           qfilter=status_filter)
 
 
 def _format_summary(value: Any) -> str:
@@ -51,7 +47,7 @@ def list_jobs(opts: argparse.Namespace) -> int:
     formatters = {"summary": _format_summary, "received_ts": _format_ts,
                   "start_ts": _format_ts, "end_ts": _format_ts}
     with cli.get_client() as cl:
-        return cli.generic_list(cl, "job", fields, build_job_filter(opts.job_ids, statuses),
+        return cli.generic_list(cl, "job", fields, build_job_filter(opts, statuses),
                                 opts, formatters)
 
 
@@ -183,11 +179,10 @@ _PENDING_OPT = cli.Option(("--pending",), {"action": "store_true", "default": Fa
                                            "help": "Only queued, waiting and canceling jobs"})
 _FINISHED_OPT = cli.Option(("--finished",), {"action": "store_true", "default": False,
                                              "help": "Only finished jobs"})
-_JOB_IDS_ANY = cli.Arg("job_ids", 0, None, cli.job_id_arg)
 _JOB_IDS = cli.Arg("job_ids", 1, None, cli.job_id_arg)
 
 COMMANDS: dict[str, cli.Command] = {
-    "list": cli.Command(list_jobs, (_JOB_IDS_ANY,),
+    "list": cli.Command(list_jobs, (cli.names_arg("job_ids"),),
                         (*cli.LIST_OPTS, _RUNNING_OPT, _PENDING_OPT, _FINISHED_OPT),
                         "List jobs (all, or the given ids)"),
     "info": cli.Command(show_job_info, (_JOB_IDS,), (), "Show details of jobs"),

@@ -49,9 +49,8 @@ def remove(opts: argparse.Namespace) -> int:
 
 def list_nodes(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_DEFAULT_FIELDS)
-    qfilter = ["|", *[["=", "name", n] for n in opts.nodes]] if opts.nodes else None
     with cli.get_client() as cl:
-        return cli.generic_list(cl, "node", fields, qfilter, opts)
+        return cli.generic_list(cl, "node", fields, cli.list_filter(opts, opts.nodes), opts)
 
 
 def info(opts: argparse.Namespace) -> int:
@@ -116,7 +115,7 @@ COMMANDS: dict[str, cli.Command] = {
                        "Add a node to the cluster"),
     "remove": cli.Command(remove, (cli.Arg("node"),), cli.SUBMIT_OPTS,
                           "Remove a node from the cluster"),
-    "list": cli.Command(list_nodes, (cli.Arg("nodes", min=0, max=None),),
+    "list": cli.Command(list_nodes, (cli.names_arg("nodes"),),
                         (*cli.LIST_OPTS, cli.UNITS_OPT), "List nodes"),
     "info": cli.Command(info, (cli.Arg("nodes", min=0, max=None),), (),
                         "Show node details"),

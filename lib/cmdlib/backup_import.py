@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganeti import constants, errors, opcodes
+from ganeti import constants, errors, hypervisor, opcodes
 from ganeti.backup import exportconf
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import instance_utils as iu
@@ -20,7 +20,7 @@ from ganeti.cmdlib.backup_common import MIB, online_node_names, query_exports
 from ganeti.cmdlib.backup_remote import RemoteImport
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.cmdlib.import_mode import CreateSpecs, ImportMode, import_hook_env
-from ganeti.objects import Instance, Node
+from ganeti.objects import Cluster, Instance, Node
 from ganeti.transfer.checksum import algorithm_of
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
 
@@ -124,6 +124,16 @@ class LocalImport(ImportMode):
         self.info = exportconf.parse(res.payload["config"])
         self.algorithms = [_recorded_algorithm(idx, d.checksum)
                            for idx, d in enumerate(self.info.disks)]
+        # what the hooks see (Ganeti's SRC_NODE, SRC_PATH, SRC_IMAGES)
+        self.src_node = self.node
+        self.src_path = str(res.payload.get("real_path") or self.path)
+        files = res.payload.get("files")
+        self.images = [_image(idx, disk, files, self.node)
+                       for idx, disk in enumerate(self.info.disks)]
+        self.src_images = [f"{self.src_path}/{d}" for d in self.images if d is not None]
+        self.dump_bytes = [files.get(d) if files is not None and d is not None else None
+                           for d in self.images]
+        self.source_name = _source_node_name(lu, self.info.source)
         self._apply_defaults(specs)
 
     def hook_env(self) -> dict[str, Any]:
@@ -131,47 +141,62 @@ class LocalImport(ImportMode):
         return import_hook_env(self.node, self.path,
                                [getattr(d, "dump", None) for d in self.info.disks])
 
+    def _exported_sizes(self) -> list[int | None]:
+        """Each disk's size in MiB: config.ini's, or (0 there, as Ganeti allows) the dump's."""
+        sizes: list[int | None] = []
+        for disk, dump_bytes in zip(self.info.disks, self.dump_bytes, strict=True):
+            if disk.size:
+                sizes.append(disk.size)
+            elif dump_bytes is not None:
+                sizes.append(max(1, -(-dump_bytes // MIB)))
+            else:
+                sizes.append(None)
+        return sizes
+
     def _apply_defaults(self, specs: CreateSpecs) -> None:
         """Fill what the opcode left open from the export (disks, NICs, params, OS)."""
         op, info = self.op, self.info
         cluster = self.lu.cfg.get_cluster_info()
+        sizes = self._exported_sizes()
         if not specs.disk_specs:
+            for idx, size in enumerate(sizes):
+                if size is None:
+                    raise errors.OpPrereqError(
+                        f"disk/{idx}: the export gives no size (disk{idx}_size = 0) and has"
+                        f" no dump to take it from; give it with --disk {idx}:size=SIZE",
+                        errors.ECODE_INVAL)
             specs.disk_specs = iu.check_disk_specs(
-                [{"size": d.size, "mode": d.mode, **({"name": d.name} if d.name else {})}
-                 for d in info.disks])
+                [{"size": size, "mode": d.mode, **({"name": d.name} if d.name else {})}
+                 for d, size in zip(info.disks, sizes, strict=True)])
         if len(specs.disk_specs) != len(info.disks):
             raise errors.OpPrereqError(
                 f"The export has {len(info.disks)} disk(s), the opcode asks for"
                 f" {len(specs.disk_specs)}", errors.ECODE_INVAL)
-        for idx, (spec, disk) in enumerate(zip(specs.disk_specs, info.disks, strict=True)):
-            if spec.size < disk.size:
+        for idx, (spec, size) in enumerate(zip(specs.disk_specs, sizes, strict=True)):
+            if size is not None and spec.size < size:
                 raise errors.OpPrereqError(
                     f"disk/{idx} of {spec.size} MiB is smaller than the exported"
-                    f" {disk.size} MiB", errors.ECODE_INVAL)
+                    f" {size} MiB", errors.ECODE_INVAL)
         if not op.nics and not specs.nic_specs and info.nics:
             used = iu.used_macs(self.lu.cfg)
             specs.nic_specs = iu.check_nic_specs([
                 {k: v for k, v in (("mac", nic.mac if nic.mac not in used else None),
                                    ("ip", nic.ip), ("mode", nic.mode), ("link", nic.link),
-                                   ("name", nic.name)) if v}
+                                   ("name", nic.name), ("vlan", nic.vlan)) if v}
                 for nic in info.nics])
         if op.os_type is None:
             op.os_type = info.os
-        if op.hypervisor is None and info.hypervisor in cluster.enabled_hypervisors:
-            op.hypervisor = info.hypervisor
-        if op.hypervisor == info.hypervisor and info.hvparams:
-            defaults = cluster.hvparams.get(info.hypervisor, {})
-            exported = {k: exportconf.typed_value(v) for k, v in info.hvparams.items()
-                        if v not in ("", "None")}
-            if op.identify_defaults:
-                exported = {k: v for k, v in exported.items() if defaults.get(k) != v}
-            op.hvparams = {**exported, **op.hvparams}
-        beparams = {k: v for k, v in
-                    (("maxmem", info.maxmem), ("minmem", info.minmem), ("vcpus", info.vcpus))
-                    if v is not None}
+        self._apply_hypervisor(cluster)
+        op.osparams = {**info.osparams, **op.osparams}
+        op.osparams_private = {**info.osparams_private, **op.osparams_private}
+        beparams = info.backend_params()
         if op.identify_defaults:
             beparams = {k: v for k, v in beparams.items() if cluster.beparams.get(k) != v}
-        specs.beparams = iu.check_beparams({**beparams, **specs.beparams})
+        try:
+            specs.beparams = iu.check_beparams({**beparams, **specs.beparams})
+        except errors.OpPrereqError as err:
+            raise errors.OpPrereqError(f"[backend] of the export: {err.args[0]}",
+                                       errors.ECODE_INVAL) from None
         if not op.tags and info.tags:
             # a restore under the instance's own name keeps its tags (and so its tag
             # schedules); a copy under another name must not join them by surprise
@@ -181,41 +206,124 @@ class LocalImport(ImportMode):
                 self.lu.LogInfo("Not carrying the export's tags (%s) to the copy %s; give"
                                 " --tags to set them", " ".join(info.tags), op.instance_name)
 
+    def _apply_hypervisor(self, cluster: Cluster) -> None:
+        """The export's hypervisor (refused when not enabled here) unless -H names one;
+        its parameters only on the same hypervisor, minus those ours does not have."""
+        op, info = self.op, self.info
+        if op.hypervisor is None and info.hypervisor:
+            if info.hypervisor not in cluster.enabled_hypervisors:
+                raise errors.OpPrereqError(
+                    f"The export's hypervisor {info.hypervisor} is not enabled in this"
+                    f" cluster (enabled: {', '.join(cluster.enabled_hypervisors) or 'none'});"
+                    " import it with another one with -H HYPERVISOR",
+                    errors.ECODE_STATE)
+            op.hypervisor = info.hypervisor
+        if op.hypervisor != info.hypervisor or not info.hvparams:
+            return
+        known = hypervisor.HYPERVISORS[op.hypervisor].PARAMETERS
+        exported = {k: exportconf.typed_value(v) for k, v in info.hvparams.items()
+                    if v.lower() not in ("", "none")}
+        dropped = sorted(set(exported) - set(known))
+        if dropped:
+            self.lu.LogWarning("Hypervisor parameters of the export that %s here does not"
+                               " have, not imported: %s", op.hypervisor, ", ".join(dropped))
+        exported = {k: v for k, v in exported.items() if k in known}
+        if op.identify_defaults:
+            defaults = cluster.hvparams.get(op.hypervisor, {})
+            exported = {k: v for k, v in exported.items() if defaults.get(k) != v}
+        op.hvparams = {**exported, **op.hvparams}
+
     def fill_disks(self, instance: Instance, pnode: Node, feedback_fn: FeedbackFn) -> None:
-        """Stream the dumps into the new disks; verify the recorded checksums."""
+        """Stream the dumps into the new disks; verify the recorded checksums.
+
+        A disk without a dump stays blank (as Ganeti leaves it)."""
         lu, inst = self.lu, instance
-        transfers = [
-            DiskTransfer(
+        transfers = []
+        for idx, disk in enumerate(inst.disks):
+            dump = self.images[idx]
+            if dump is None:
+                continue
+            dump_bytes = self.dump_bytes[idx]
+            transfers.append(DiskTransfer(
                 label=f"disk/{idx}", source_node=self.node,
-                source={"kind": "file", "path": f"{self.path}/{self.info.disks[idx].dump}"},
+                source={"kind": "file", "path": f"{self.path}/{dump}"},
                 dest_node=pnode.name,
                 dest={"kind": "disk", "dev_type": disk.dev_type,
                       "logical_id": disk.logical_id},
-                size=self.info.disks[idx].size * MIB, compress=self.op.compress,
-                dest_address=pnode.primary_ip, checksum=self.algorithms[idx])
-            for idx, disk in enumerate(inst.disks)]
-        feedback_fn(f"Importing {len(transfers)} disk(s) of the export of {self.name}"
-                    f" from {self.node}")
-        source = lu.cfg.get_node_info_by_name(self.node)
-        limits = self.limits(inst, [n for n in (source, pnode) if n is not None],
-                             feedback_fn)
-        results = run_transfers(lu.rpc, transfers, feedback_fn, limits=limits)
+                size=dump_bytes if dump_bytes is not None else self.info.disks[idx].size * MIB,
+                compress=self.op.compress,
+                dest_address=pnode.primary_ip, checksum=self.algorithms[idx]))
+        source = ""
+        if self.source_name and self.source_name != self.node:
+            source = f" (exported from {self.source_name})"
+        feedback_fn(f"Importing {len(transfers)} of {len(inst.disks)} disk(s) of the export"
+                    f" of {self.name} from {self.node}{source}")
+        outcome: list[str] = []
+        for idx, dump in enumerate(self.images):
+            if dump is None:
+                why = ("no dump in the export" if self.info.disks[idx].dump is None
+                       else f"its dump {self.info.disks[idx].dump} is missing")
+                lu.LogWarning("disk/%d: %s, the disk is created blank", idx, why)
+                outcome.append(f"disk/{idx} blank")
         problems = []
-        for idx, result in enumerate(results):
-            expected = self.info.disks[idx].checksum
-            if not result.success:
-                problems.append(str(result.error))  # it starts with disk/<idx>
-            elif expected and result.checksum != expected:
-                problems.append(
-                    f"disk/{idx}: checksum mismatch, the export recorded {expected} but"
-                    f" {self.info.disks[idx].dump} on {self.node} gives {result.checksum}"
-                    " (the dump is corrupt)")
-            elif not expected:
-                lu.LogWarning("disk/%d: the export records no checksum, data not verified",
-                              idx)
+        if transfers:
+            src = lu.cfg.get_node_info_by_name(self.node)
+            limits = self.limits(inst, [n for n in (src, pnode) if n is not None],
+                                 feedback_fn)
+            results = run_transfers(lu.rpc, transfers, feedback_fn, limits=limits)
+            for transfer, result in zip(transfers, results, strict=True):
+                idx = int(transfer.label.split("/", 1)[1])
+                expected = self.info.disks[idx].checksum
+                if not result.success:
+                    problems.append(str(result.error))  # it starts with disk/<idx>
+                elif expected and result.checksum != expected:
+                    problems.append(
+                        f"disk/{idx}: checksum mismatch, the export recorded {expected} but"
+                        f" {self.images[idx]} on {self.node} gives {result.checksum}"
+                        " (the dump is corrupt)")
+                elif not expected:
+                    lu.LogWarning("disk/%d: the export records no checksum, data not"
+                                  " verified", idx)
+                    outcome.append(f"disk/{idx} imported, not verified")
+                else:
+                    outcome.append(f"disk/{idx} imported and verified")
         if problems:
             raise errors.OpExecError("Import failed: " + "; ".join(problems))
-        feedback_fn("All disks imported and verified")
+        if all(o.endswith("and verified") for o in outcome):
+            feedback_fn("All disks imported and verified")
+        else:
+            feedback_fn("Disks: " + "; ".join(sorted(outcome, key=_disk_order)))
+
+
+def _disk_order(text: str) -> int:
+    return int(text.split()[0].split("/", 1)[1])
+
+
+def _image(idx: int, disk: exportconf.ExportDisk, files: dict[str, int] | None,
+           node: str) -> str | None:
+    """The dump to copy into the disk; None: none (or not there), the disk stays blank.
+
+    A dump named but not there leaves the disk blank as in Ganeti, unless the
+    export recorded its checksum (one of ours): then the export is damaged.
+    Without the node's file list (an older node) every named dump counts as there.
+    """
+    if disk.dump is None:
+        return None
+    if files is not None and disk.dump not in files:
+        if disk.checksum:
+            raise errors.OpPrereqError(
+                f"disk/{idx}: the export on {node} records a checksum for its dump"
+                f" {disk.dump}, which is missing (the export is damaged)", errors.ECODE_NOENT)
+        return None
+    return disk.dump
+
+
+def _source_node_name(lu: LogicalUnit, source: str) -> str:
+    """[export] source as a node name: ours write the name, Ganeti 3.0 the node's UUID."""
+    if not source:
+        return ""
+    node = lu.cfg.get_node_info(source) or lu.cfg.get_node_info_by_name(source)
+    return str(node.name) if node is not None else source
 
 
 # OpInstanceCreate mode -> its import strategy ("create" has none)

@@ -233,6 +233,7 @@ class LUInstanceCreate(LogicalUnit):
         return Instance(name=op.instance_name, primary_node=self.pnode.uuid,
                         os=op.os_type or "", hypervisor=hv_name, hvparams=dict(op.hvparams),
                         beparams=self.beparams, osparams=dict(op.osparams),
+                        osparams_private=dict(op.osparams_private),
                         admin_state=constants.ADMINST_DOWN, disk_template=op.disk_template,
                         disks=disks, nics=nics, tags=sorted(set(op.tags)))
 

@@ -8,13 +8,13 @@ LUs (OpInstanceQuery, OpNodeQuery), which import them from here.
 
 from __future__ import annotations
 
-from ganeti.query_resources import export, group, instance, job, node
+from ganeti.query_resources import export, group, instance, job, network, node
 
 # each module's register() makes its resource(s) queryable
-MODULES = (job, node, group, instance, export)
+MODULES = (job, node, group, network, instance, export)
 
 
 def register_all() -> None:
-    """Make job, lock, node, group, instance and export queryable (again: replaces them)."""
+    """Make every resource of MODULES queryable (again: replaces them)."""
     for module in MODULES:
         module.register()

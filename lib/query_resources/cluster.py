@@ -57,6 +57,11 @@ _NO_POLICY: dict[str, Any] = {"minmax": [], "std": {}, "vcpu-ratio": None,
                               "spindle-ratio": None}
 
 
+def cluster_policy(cluster: Any) -> dict[str, Any]:
+    """The instance policy 3.0's clients show: no limits, the enabled disk templates."""
+    return {**_NO_POLICY, "disk-templates": list(cluster.enabled_disk_templates)}
+
+
 def architecture() -> list[str]:
     """(pointer width, machine) of this node, as Ganeti's runtime.GetArchInfo."""
     return [platform.architecture()[0], platform.machine()]
@@ -85,8 +90,7 @@ def cluster_info(cfg: ConfigStore, paths: Paths | None = None) -> dict[str, Any]
         "default_hypervisor": enabled_hv[0] if enabled_hv else "",
         "enabled_hypervisors": enabled_hv,
         "hvparams": {hv: dict(cluster.hvparams.get(hv, {})) for hv in enabled_hv},
-        "ipolicy": {**_NO_POLICY,
-                    "disk-templates": list(cluster.enabled_disk_templates)},
+        "ipolicy": cluster_policy(cluster),
         "candidate_pool_size": CANDIDATE_POOL_SIZE,
         # our queue refuses jobs beyond max_queued_jobs: the most it ever tracks
         "max_tracked_jobs": cluster.max_queued_jobs,

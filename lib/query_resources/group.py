@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ganeti import query
+from ganeti.query_resources.cluster import cluster_policy
 
 RESOURCE_GROUP: Final = "group"
 
@@ -18,7 +19,19 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
      "Number of primary instances of the group's nodes"),
     ("pinst_list", "InstanceList", query.QFT_OTHER,
      "Primary instances of the group's nodes"),
-    ("ndparams", "NDParams", query.QFT_OTHER, "Node parameters of the group"),
+    ("alloc_policy", "AllocPolicy", query.QFT_TEXT,
+     "Allocation policy (always preferred: there are no instance allocators)"),
+    ("ndparams", "NDParams", query.QFT_OTHER,
+     "Node parameters in effect for the group (cluster's and group's own)"),
+    ("custom_ndparams", "CustomNDParams", query.QFT_OTHER, "The group's own node parameters"),
+    ("diskparams", "DiskParameters", query.QFT_OTHER,
+     "Disk parameters (always empty: there are none)"),
+    ("custom_diskparams", "CustomDiskParameters", query.QFT_OTHER,
+     "The group's own disk parameters (always empty)"),
+    ("ipolicy", "InstancePolicy", query.QFT_OTHER,
+     "Instance policy in effect (QueryClusterInfo's: it limits nothing)"),
+    ("custom_ipolicy", "CustomInstancePolicy", query.QFT_OTHER,
+     "The group's own instance policy (always empty)"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
     ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
     ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
@@ -30,6 +43,7 @@ def group_rows(cfg: Any) -> list[dict[str, Any]]:
     """One dict per node group with every field of FIELDS, sorted by name."""
     nodes = cfg.get_all_nodes_info().values()
     instances = cfg.get_all_instances_info().values()
+    cluster = cfg.get_cluster_info()
     rows = []
     for group in sorted(cfg.get_all_nodegroups_info().values(), key=lambda g: g.name):
         members = {n.uuid: n.name for n in nodes if n.group == group.uuid}
@@ -38,7 +52,12 @@ def group_rows(cfg: Any) -> list[dict[str, Any]]:
             "name": group.name, "uuid": group.uuid,
             "node_cnt": len(members), "node_list": sorted(members.values()),
             "pinst_cnt": len(primaries), "pinst_list": primaries,
-            "ndparams": dict(group.ndparams), "tags": sorted(group.tags),
+            "alloc_policy": "preferred",
+            "ndparams": {**cluster.ndparams, **group.ndparams},
+            "custom_ndparams": dict(group.ndparams), "diskparams": {},
+            "custom_diskparams": {}, "ipolicy": cluster_policy(cluster),
+            "custom_ipolicy": {},
+            "tags": sorted(group.tags),
             "serial_no": group.serial_no, "ctime": group.ctime, "mtime": group.mtime,
         })
     return rows

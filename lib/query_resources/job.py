@@ -23,8 +23,12 @@ JOB_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("received_ts", "Received", query.QFT_OTHER, "Timestamp of job submission"),
     ("start_ts", "Start", query.QFT_OTHER, "Timestamp of job start"),
     ("end_ts", "End", query.QFT_OTHER, "Timestamp of job end"),
+    ("archived", "Archived", query.QFT_BOOL,
+     "Whether the job is archived (always false: archived jobs are not listed)"),
 )
 JOB_FIELD_NAMES = tuple(f[0] for f in JOB_FIELDS)
+# fields known without asking the queue (Ganeti 3.0's gnt-job list --archived asks for one)
+CONSTANT_FIELDS: dict[str, object] = {"archived": False}
 
 LOCK_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("name", "Name", query.QFT_TEXT, "Lock name"),
@@ -36,6 +40,8 @@ LOCK_FIELDS: tuple[tuple[str, str, str, str], ...] = (
 
 def _job_value(name: str) -> query.Getter:
     def get(_source: Any, item: dict[str, Any]) -> Any:
+        if name in CONSTANT_FIELDS:
+            return CONSTANT_FIELDS[name]
         value = item[name]
         if value is None and name in ("start_ts", "end_ts"):
             return query.NODATA
@@ -45,7 +51,7 @@ def _job_value(name: str) -> query.Getter:
 
 def _job_rows(source: Any, needed: frozenset[str]) -> Iterable[dict[str, Any]]:
     # only the needed fields: logs and opcodes of thousands of jobs are not cheap
-    names = sorted(needed) or ["id"]
+    names = sorted(needed - CONSTANT_FIELDS.keys()) or ["id"]
     for row in source.queue.query_jobs(None, names):
         if row is not None:
             yield dict(zip(names, row, strict=True))

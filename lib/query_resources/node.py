@@ -1,10 +1,17 @@
-"""The node query resource: one row per node, from the configuration."""
+"""The node query resource: one row per node, from the configuration.
+
+The live fields (memory, disk, CPUs) are asked from the nodes only when a
+query selects or filters on one; OpNodeQuery knows only the config fields.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganeti import query
+
+if TYPE_CHECKING:
+    from ganeti.rpc.client import RpcRunner
 
 # (name, title, kind, doc): the fields of ``Query("node")`` and OpNodeQuery
 FIELDS: tuple[tuple[str, str, str, str], ...] = (
@@ -23,6 +30,13 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("group", "Group", query.QFT_TEXT, "Node group"),
     ("pinst_cnt", "Pinst", query.QFT_NUMBER, "Number of primary instances"),
     ("pinst_list", "PriInstances", query.QFT_OTHER, "Primary instances"),
+    ("sinst_cnt", "Sinst", query.QFT_NUMBER, "Number of secondary instances"),
+    ("sinst_list", "SecInstances", query.QFT_OTHER, "Secondary instances"),
+    ("powered", "Powered", query.QFT_BOOL,
+     "Whether the node is thought to be powered on (always: no out-of-band management)"),
+    ("ndparams", "NodeParameters", query.QFT_OTHER,
+     "Node parameters in effect (cluster, group and node's own)"),
+    ("custom_ndparams", "CustomNodeParameters", query.QFT_OTHER, "The node's own parameters"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
     ("backup_bwlimit", "BackupBwLimit", query.QFT_NUMBER,
      "KiB/s shared by the node's export streams (0: no limit)"),
@@ -31,6 +45,19 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
 )
 FIELD_NAMES = tuple(f[0] for f in FIELDS)
+
+# live fields of Query("node") (Ganeti's names): field -> (title, kind, doc, node_info key)
+LIVE_FIELDS: dict[str, tuple[str, str, str, str | None]] = {
+    "mtotal": ("MTotal", query.QFT_UNIT, "Total memory of the node (MiB)", "memory_total"),
+    "mfree": ("MFree", query.QFT_UNIT, "Memory available on the node (MiB)", "memory_free"),
+    "mnode": ("MNode", query.QFT_UNIT,
+              "Memory in use on the node, its instances' included (MiB)", None),
+    "dtotal": ("DTotal", query.QFT_UNIT,
+               "Size of the filesystem holding the node's root (MiB)", "disk_total"),
+    "dfree": ("DFree", query.QFT_UNIT,
+              "Free space on the filesystem holding the node's root (MiB)", "disk_free"),
+    "ctotal": ("CTotal", query.QFT_NUMBER, "Number of CPUs of the node", "cpu_count"),
+}
 
 
 def _role(node: Any, master: str) -> str:
@@ -47,10 +74,12 @@ def node_rows(cfg: Any) -> list[dict[str, Any]]:
     """One dict per node with every field of FIELDS, sorted by name."""
     master = cfg.get_master_node()
     groups = cfg.get_all_nodegroups_info()
+    cluster = cfg.get_cluster_info()
     instances = cfg.get_all_instances_info().values()
     rows = []
     for node in sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name):
         primaries = sorted(i.name for i in instances if i.primary_node == node.uuid)
+        secondaries = sorted(i.name for i in instances if node.uuid in i.secondary_nodes)
         group = groups.get(node.group)
         rows.append({
             "name": node.name, "uuid": node.uuid, "pip": node.primary_ip,
@@ -61,6 +90,9 @@ def node_rows(cfg: Any) -> list[dict[str, Any]]:
             "master_capable": node.master_capable, "vm_capable": node.vm_capable,
             "role": _role(node, master), "group": group.name if group else node.group,
             "pinst_cnt": len(primaries), "pinst_list": primaries,
+            "sinst_cnt": len(secondaries), "sinst_list": secondaries,
+            "powered": True, "custom_ndparams": dict(node.ndparams),
+            "ndparams": cluster.fill_ndparams(node, group),
             "tags": sorted(node.tags), "backup_bwlimit": node.backup_bwlimit or 0,
             "serial_no": node.serial_no,
             "ctime": node.ctime, "mtime": node.mtime,
@@ -68,12 +100,35 @@ def node_rows(cfg: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _rows(source: Any) -> list[dict[str, Any]]:
-    return node_rows(source.context.cfg)
+def add_live_info(rows: list[dict[str, Any]], rpc: RpcRunner | None) -> None:
+    """Fill the live fields from the nodes; markers for offline or silent ones."""
+    online = [r["name"] for r in rows if not r["offline"]]
+    answers = rpc.call_node_info(online) if rpc is not None and online else {}
+    for row in rows:
+        res = answers.get(row["name"])
+        if row["offline"]:
+            marker: Any = query.OFFLINE
+        elif res is None or res.fail_msg or not isinstance(res.payload, dict):
+            marker = query.UNAVAIL
+        else:
+            info: dict[str, Any] = dict(res.payload)
+            for name, (_, _, _, key) in LIVE_FIELDS.items():
+                row[name] = info[key] if key else \
+                    info["memory_total"] - info["memory_free"]
+            continue
+        row.update(dict.fromkeys(LIVE_FIELDS, marker))
+
+
+def _rows(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
+    rows = node_rows(source.context.cfg)
+    if needed & LIVE_FIELDS.keys():
+        add_live_info(rows, source.context.rpc)
+    return rows
 
 
 def register() -> None:
-    query.register(query.RESOURCE_NODE,
-                   [query.FieldDef(name, title, kind, doc, query.item_getter(name))
-                    for name, title, kind, doc in FIELDS],
-                   _rows)
+    fields = [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+              for name, title, kind, doc in FIELDS]
+    fields += [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+               for name, (title, kind, doc, _) in LIVE_FIELDS.items()]
+    query.register(query.RESOURCE_NODE, fields, _rows, wants_fields=True)

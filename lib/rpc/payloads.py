@@ -26,6 +26,8 @@ class ExportLocation(TypedDict):
 
     path: str
     config: str
+    files: NotRequired[dict[str, int]]   # byte size of each dump config.ini names, if there
+    real_path: NotRequired[str]          # the directory's real path on the node (hooks)
 
 
 class DiskBase(TypedDict, total=False):

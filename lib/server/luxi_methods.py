@@ -25,8 +25,8 @@ from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, Validation
 from pydantic.fields import FieldInfo
 
 from ganeti import constants, errors, limits, luxi, opcodes, query
-from ganeti.query_resources import group
-from ganeti.query_resources.cluster import cluster_info
+from ganeti.query_resources import group, network
+from ganeti.query_resources.cluster import PLACEHOLDERS, cluster_info
 
 # --- argument types: the annotation says what is accepted and how to describe it ---
 
@@ -254,7 +254,10 @@ class MasterBackend:
     @luxi_method(luxi.REQ_QUERY)
     def query(self, what: ResourceName, fields: FieldNames, qfilter: QueryFilter
               ) -> dict[str, Any]:
-        """Query a resource (job, lock, node, instance, export): ``{"fields", "data"}``."""
+        """Query a resource (job, lock, node, group, network, instance, export).
+
+        The answer is ``{"fields", "data"}``, each value a ``[status, value]`` pair.
+        """
         return query.query(what, fields, qfilter, source=self)
 
     @luxi_method(luxi.REQ_QUERY_FIELDS)
@@ -325,6 +328,13 @@ class MasterBackend:
         return self._classic_query(group.RESOURCE_GROUP, "Node group", names, fields,
                                    use_locking)
 
+    @luxi_method(luxi.REQ_QUERY_NETWORKS)
+    def query_networks(self, names: ItemNames, fields: FieldNames,
+                       use_locking: Flag) -> list[Any]:
+        """Field values per network, like QueryInstances."""
+        return self._classic_query(network.RESOURCE_NETWORK, "Network", names, fields,
+                                   use_locking)
+
     def _classic_query(self, what: str, title: str, names: list[str], fields: list[str],
                        use_locking: bool) -> list[Any]:
         if use_locking:
@@ -351,18 +361,19 @@ class MasterBackend:
         cfg = self._cfg()
         if kind == constants.TAG_CLUSTER:
             return sorted(cfg.get_cluster_info().tags)
-        lookup = {
-            constants.TAG_NODE: ("Node", lambda: cfg.get_all_nodes_info()),
-            constants.TAG_INSTANCE: ("Instance", lambda: cfg.get_all_instances_info()),
-            constants.TAG_NODEGROUP: ("Node group", lambda: cfg.get_all_nodegroups_info()),
-            constants.TAG_NETWORK: ("Network", lambda: cfg.get_config_data().networks),
+        # kind -> (what to call it, its objects by uuid; only the one asked for is read)
+        tables: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+            constants.TAG_NODE: ("Node", cfg.get_all_nodes_info),
+            constants.TAG_INSTANCE: ("Instance", cfg.get_all_instances_info),
+            constants.TAG_NODEGROUP: ("Node group", cfg.get_all_nodegroups_info),
+            constants.TAG_NETWORK: ("Network", lambda: dict(cfg.get_config_data().networks)),
         }
-        if kind not in lookup:
+        if kind not in tables:
             raise errors.OpPrereqError(
                 f"QueryTags: argument 'kind' must be one of"
-                f" {', '.join(sorted([*lookup, constants.TAG_CLUSTER]))}, got {kind!r:.40}",
+                f" {', '.join(sorted([*tables, constants.TAG_CLUSTER]))}, got {kind!r:.40}",
                 errors.ECODE_INVAL)
-        title, objects_of = lookup[kind]
+        title, objects_of = tables[kind]
         found = next((o for o in objects_of().values() if o.name == name), None)
         if found is None:
             raise errors.OpPrereqError(f"{title} '{name}' not known", errors.ECODE_NOENT)
@@ -428,13 +439,32 @@ def build_method_table(backend: MasterBackend) -> dict[str, Method]:
             for name, spec in SPECS.items()}
 
 
+def render_versions() -> list[str]:
+    """The accepted protocol versions (constants.LUXI_ACCEPTED_VERSIONS) as a table."""
+    lines = ["### Accepted versions", "",
+             "| `version` | sent by |", "|---|---|"]
+    lines += [f"| {version} | {release} |"
+              for version, release in sorted(constants.LUXI_ACCEPTED_VERSIONS.items())]
+    return [*lines, "", "A request without `version` is accepted too.", ""]
+
+
+def render_placeholders() -> list[str]:
+    """QueryClusterInfo's keys for features we lack, their value and why."""
+    lines = ["### QueryClusterInfo: keys for features this project lacks", "",
+             "Ganeti 3.0's `gnt-cluster info` reads these keys; the value stands for"
+             " \"not here\":", "", "| key | value | why |", "|---|---|---|"]
+    lines += [f"| `{key}` | `{json.dumps(value)}` | {why} |"
+              for key, (value, why) in sorted(PLACEHOLDERS.items())]
+    return [*lines, ""]
+
+
 def render_markdown() -> str:
     """The method reference as doc/luxi.md shows it (generated, never edited by hand)."""
-    lines = []
+    lines = [*render_versions(), *render_placeholders(), "### Methods", ""]
     for spec in sorted(SPECS.values(), key=lambda s: s.name):
         summary, _, rest = spec.doc.partition("\n")
         args = ", ".join(f"[{a.name}]" if a.optional else a.name for a in spec.args)
-        lines += [f"### {spec.name}({args})", "", summary.replace("``", "`")]
+        lines += [f"#### {spec.name}({args})", "", summary.replace("``", "`")]
         if rest.strip():
             lines += ["", rest.strip().replace("``", "`")]
         lines.append("")

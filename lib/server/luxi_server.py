@@ -7,7 +7,8 @@ envelope, unaccepted version, unknown method, bad arguments) and an error
 raised by a handler get a typed error reply, and the connection stays usable:
 clients such as Ganeti's retry on a closed connection as if the network had
 failed.  Only a broken byte stream (a message over the size limit, a
-half-written one) ends the connection, since no reply could be framed.
+half-written one) or a limit (memory budget, timeouts) ends the connection:
+after those the start of the next message cannot be found.
 
 One server may listen on several sockets (``ganeti-master`` and Ganeti 3.0's
 ``ganeti-query``): same methods, one set of connection limits.
@@ -173,8 +174,8 @@ class LuxiServer:
                 if self._stopping.is_set():
                     break
                 for key, _ in events:
-                    if key.fileobj in listeners:
-                        self._accept_one(cast(socket.socket, key.fileobj))
+                    if isinstance(key.fileobj, socket.socket):
+                        self._accept_one(key.fileobj)
 
     def _accept_one(self, listener: socket.socket) -> None:
         accepted = self.gate.accept(listener, self._stopping.wait)

@@ -50,6 +50,12 @@ def render(prog: str, module_name: str, summary: str) -> str:
             metavar = "" if action.nargs == 0 else f" {action.metavar or action.dest.upper()}"
             lines += [".TP", f"\\fB{_roff(flags)}\\fR{_roff(str(metavar))}",
                       _roff(action.help or "")]
+    if any(cli.FILTER_OPT in cmd.options for cmd in commands.values()):
+        lines += [".SH QUERY FILTERS", _roff(
+            "The list commands take names, glob patterns (* and ?, within one DNS label)"
+            " or one filter in Ganeti's query language, e.g. 'name =~ m/^web/ and status"
+            " == \"running\"' (-F reads the argument as a filter); operators: == != < <="
+            " > >= =~ !~ =* !* in, not in, and, or, not. See doc/query-language.md.")]
     lines += [".SH EXIT STATUS", "0 on success, 1 when the operation failed, 2 on a usage"
               " error.", ".SH ENVIRONMENT", ".TP", "\\fBGANETI_ROOT\\fR",
               "Run with every path under this directory (local and test clusters)."]

@@ -113,6 +113,7 @@ def test_export_of_a_stopped_instance_and_import(cluster: E2ECluster) -> None:
     assert info.name == "cold1" and info.source == "node2"
     assert [d.size for d in info.disks] == [8]
     assert info.disks[0].checksum and info.disks[0].checksum.startswith("blake3-4m:")
+    assert info.disks[0].dump is not None
     assert sha256(exp / info.disks[0].dump) == sha256(src)
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node3|cold1" in listing.splitlines()

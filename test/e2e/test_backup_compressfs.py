@@ -84,6 +84,7 @@ def test_export_to_a_compressing_filesystem_is_stored_compressed(
     assert "disk/0 finished" in out, out
     exp = ccluster.node("node3").paths.export_dir / "cz1"
     info = exportconf.parse((exp / "config.ini").read_text())
+    assert info.disks[0].dump is not None
     dump = exp / info.disks[0].dump
     # a plain raw file of the disk's size, byte for byte the disk
     assert dump.is_file() and not dump.is_symlink()

@@ -68,6 +68,7 @@ def exports(cluster: E2ECluster, node_name: str, instance: str) -> dict[str, str
         if not (path / "config.ini").is_file():
             continue
         info = exportconf.parse((path / "config.ini").read_text())
+        assert info.disks[0].dump is not None
         dump = path / info.disks[0].dump
         # the export's own record of its bytes (blake3 per 4 MiB) matches the dump
         assert info.disks[0].checksum and checksum.file_matches(dump, info.disks[0].checksum)

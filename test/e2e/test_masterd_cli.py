@@ -126,10 +126,13 @@ def test_garbage_does_not_hurt_the_daemon(master: MasterProcess) -> None:
         with luxi.short_unix_path(str(master.paths.master_socket)) as path:
             sock.connect(path)
         sock.sendall(b"\x00\xffnot json at all\x03")
-        reply = luxi.MessageStream(sock).recv()
+        stream = luxi.MessageStream(sock)
+        reply = stream.recv()
         assert reply["success"] is False
         assert isinstance(errors.decode(reply["result"]), errors.ProtocolError)
-        assert sock.recv(1) == b""
+        # a refused request leaves the connection usable (doc/luxi.md "Errors")
+        stream.send(luxi.format_request(luxi.REQ_QUERY_JOBS, [None, ["id"]]))
+        assert stream.recv()["success"] is True
     with master.client() as cl:
         assert isinstance(cl.query_jobs(None, ["id"]), list)
 

@@ -47,8 +47,10 @@ def test_sigterm_shuts_down_cleanly(master: MasterProcess) -> None:
     with master.client() as cl:
         job_id = cl.submit_job([opcodes.OpTestDelay.create(duration=0)])
         assert wait_for_status(cl, job_id, {"success"}) == "success"
+    assert master.paths.query_socket.is_socket(), "Ganeti 3.0's clients connect there"
     assert master.signal(signal.SIGTERM) == 0
     assert not master.paths.master_socket.exists()
+    assert not master.paths.query_socket.exists()
     assert not master.paths.pid_file("ganeti-masterd").exists()
     assert any("Master daemon stopped" in line for line in master.stderr_lines)
     res = run_script(master.root, "gnt-job", "list")

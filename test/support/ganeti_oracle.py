@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from ganeti.tools.local_cluster import LocalCluster
 
 PACKAGES = ("ganeti-3.0", "ganeti-testsuite", "python3-ganeti-rapi", "ganeti-doc")
-# what Ganeti 3.0's Python imports beyond the standard library (Debian's Depends)
-PYTHON_DEPS = ("pyOpenSSL", "simplejson", "bitarray", "pycurl", "pyparsing", "psutil")
+# what Ganeti 3.0's Python imports beyond the standard library (Debian's Depends); pyparsing
+# at bookworm's version, whose parse trees differ from 3.3's (ParseFilter wraps subfilters)
+PYTHON_DEPS = ("pyOpenSSL", "simplejson", "bitarray", "pycurl", "pyparsing==3.0.9", "psutil")
 READY_FILE = "READY"
 # a failed fetch is remembered this long, so that every test process does not retry it
 UNAVAILABLE_FILE = "UNAVAILABLE"
@@ -131,8 +132,18 @@ def _download(debs: Path) -> None:
 
 def _make_venv(target: Path) -> None:
     venv.EnvBuilder(with_pip=True, clear=True).create(target)
+    _install_deps(target)
+
+
+def _install_deps(target: Path) -> None:
+    """PYTHON_DEPS in the venv; again only when the list changed since the last time."""
+    stamp = target / "oracle-deps"
+    wanted = "\n".join(PYTHON_DEPS) + "\n"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
     _run([str(target / "bin" / "python"), "-m", "pip", "install", "-q",
           "--disable-pip-version-check", *PYTHON_DEPS])
+    stamp.write_text(wanted)
 
 
 def fetch(log: Any = None, retry: bool = False) -> Ganeti3:
@@ -156,6 +167,7 @@ def fetch(log: Any = None, retry: bool = False) -> Ganeti3:
                 failed.write_text(f"{err}\n")
                 raise
             failed.unlink(missing_ok=True)
+        _install_deps(top / "venv")
         versions = json.loads(ready.read_text())
     return Ganeti3(top / "root", top / "venv" / "bin" / "python", versions)
 

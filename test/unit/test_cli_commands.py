@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support.luxi_fakes import FakeContext, FakeLockManager, FakeQueue, running_server
 
-from ganeti import constants, errors, opcodes, pathutils
+from ganeti import cli, constants, errors, opcodes, pathutils
 from ganeti.client import gnt_debug, gnt_job
 
 WAIT = 30.0
@@ -55,11 +55,18 @@ def test_job_list_unknown_field(queue: FakeQueue, capsys: pytest.CaptureFixture[
     assert captured.out.splitlines()[1].split() == ["1", "??"]
 
 
+def _job_list_opts(*argv: str):
+    return cli.parse_command_line("gnt-job", gnt_job.COMMANDS, ["list", *argv])
+
+
 def test_build_job_filter() -> None:
-    assert gnt_job.build_job_filter([], []) is None
-    assert gnt_job.build_job_filter([4], []) == ["|", ["=", "id", 4]]
-    assert gnt_job.build_job_filter([1], ["queued"]) == \
-        ["&", ["|", ["=", "id", 1]], ["|", ["=", "status", "queued"]]]
+    assert gnt_job.build_job_filter(_job_list_opts(), []) is None
+    assert gnt_job.build_job_filter(_job_list_opts("4"), []) == ["|", ["==", "id", 4]]
+    assert gnt_job.build_job_filter(_job_list_opts("1"), ["queued"]) == \
+        ["&", ["|", ["==", "id", 1]], ["|", ["==", "status", "queued"]]]
+    assert gnt_job.build_job_filter(_job_list_opts("-F", "id > 3"), []) == [">", "id", 3]
+    with pytest.raises(errors.OpPrereqError, match="Invalid job ID"):
+        gnt_job.build_job_filter(_job_list_opts("x1"), [])
 
 
 def test_job_info(queue: FakeQueue, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import gc
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -777,3 +780,193 @@ class TestManager:
                                                  timeout=0.05))
         worker.start()
         assert worker.finish() is None
+
+
+# --- Removal keeps the acquisition order (doc/locking.md, "Removal") ---------------
+
+
+class _SetOps:
+    """One lock set driven directly or through the manager, for the same scenario."""
+
+    def __init__(self, monitor: LockMonitor, via_manager: bool) -> None:
+        self.monitor = monitor
+        self.via_manager = via_manager
+        # one of the two, so the monitor shows a single "instance/<name>" per name
+        if via_manager:
+            self.glm = GanetiLockManager([], [], ["1", "2", "3"], [], monitor=monitor)
+        else:
+            self.lockset = LockSet(["1", "2", "3"], "instance", monitor)
+
+    def acquire(self, names: list[str]) -> set[str] | None:
+        if not self.via_manager:
+            return self.lockset.acquire(names)
+        self.glm.acquire(LEVEL_CLUSTER, BGL, shared=True)
+        return self.glm.acquire(LEVEL_INSTANCE, names)
+
+    def release(self) -> None:
+        if not self.via_manager:
+            self.lockset.release()
+            return
+        self.glm.release(LEVEL_INSTANCE)
+        self.glm.release(LEVEL_CLUSTER)
+
+    def remove(self, names: list[str]) -> list[str]:
+        if self.via_manager:
+            return self.glm.remove(LEVEL_INSTANCE, names)
+        return self.lockset.remove(names)
+
+    def names(self) -> set[str]:
+        return self.glm.names(LEVEL_INSTANCE) if self.via_manager else self.lockset.names()
+
+    def pending(self, name: str) -> list[str]:
+        row = next(row for row in self.monitor.query_locks() if row[0] == f"instance/{name}")
+        return [owner for _mode, owners in row[3] for owner in owners]
+
+
+@pytest.mark.parametrize("via_manager", [False, True], ids=["lockset", "manager"])
+class TestRemoveOrder:
+    def test_out_of_order_removal_refused(self, monitor: LockMonitor,
+                                          via_manager: bool) -> None:
+        """A holds 1 and 3; B holds 2 and waits for 3; A removes 2.
+
+        Waiting for 2 while holding 3 would deadlock with B: the removal is
+        refused before anything is deleted, and both threads finish.
+        """
+        ops = _SetOps(monitor, via_manager)
+        taken = threading.Event()
+        removed = threading.Event()
+
+        def thread_a() -> BaseException | None:
+            assert ops.acquire(["1", "3"]) == {"1", "3"}
+            taken.set()
+            wait_until(lambda: ops.pending("3") == ["B"], "B waits for 3")
+            try:
+                ops.remove(["1", "2"])
+            except errors.LockError as err:
+                return err
+            finally:
+                removed.set()
+                ops.release()
+            return None
+
+        def thread_b() -> set[str] | None:
+            assert taken.wait(WAIT)
+            got = ops.acquire(["2", "3"])
+            ops.release()
+            return got
+
+        a, b = Worker("A", thread_a), Worker("B", thread_b)
+        a.start()
+        b.start()
+        # a regression deadlocks both threads: fail after WAIT instead of hanging
+        assert removed.wait(WAIT), "A's remove of 2 deadlocked with B"
+        error = a.finish()
+        assert isinstance(error, errors.LockError) and "lock order" in str(error)
+        assert "2" in str(error)
+        assert b.finish() == {"2", "3"}
+        assert ops.names() == {"1", "2", "3"}  # refused as a whole: 1 is still there
+
+    def test_in_order_removal_waits(self, monitor: LockMonitor, via_manager: bool) -> None:
+        """Names sorting after every held one are taken in order, waiting if need be."""
+        ops = _SetOps(monitor, via_manager)
+        gate, holding = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            assert ops.acquire(["3"]) == {"3"}
+            holding.set()
+            gate.wait(WAIT)
+            ops.release()
+
+        def remover() -> list[str]:
+            assert ops.acquire(["1"]) == {"1"}
+            try:
+                return ops.remove(["1", "2", "3"])
+            finally:
+                ops.release()
+
+        other = Worker("holder", holder)
+        other.start()
+        assert holding.wait(WAIT)
+        worker = Worker("remover", remover)
+        worker.start()
+        wait_until(lambda: ops.pending("3") == ["remover"], "remover waits for 3")
+        assert ops.names() == {"3"}  # 1 (held) and 2 (free) went first, in order
+        gate.set()
+        assert worker.finish() == ["1", "2", "3"]
+        other.finish()
+        assert ops.names() == set()
+
+
+# --- Rules of doc/locking.md not covered above -------------------------------------
+
+
+class TestDocumentedRules:
+    def test_downgrade_leaves_sharers_behind_an_exclusive_waiter(self) -> None:
+        lock = SharedLock("l")
+        lock.acquire()
+        gate = threading.Event()
+        order: list[str] = []
+        workers = [start_waiter(lock, "s1", hold_until(lock, True, gate, order)),
+                   start_waiter(lock, "x", hold_until(lock, False, gate, order)),
+                   start_waiter(lock, "s2", hold_until(lock, True, gate, order))]
+        assert lock.downgrade() is True
+        me = threading.current_thread().name
+        wait_until(lambda: sorted(owners(lock)) == sorted([me, "s1"]), "s1 joined")
+        # s2 is a sharer too, but queued behind x: it keeps waiting for x
+        assert lock.info()[3] == [("exclusive", ["x"]), ("shared", ["s2"])]
+        lock.release()
+        gate.set()
+        for worker in workers:
+            worker.finish()
+        assert order == ["s1", "x", "s2"]
+
+    def test_opportunistic_skips_unknown_names(self, lockset: LockSet) -> None:
+        assert lockset.acquire(["a", "zz", "c"], opportunistic=True) == {"a", "c"}
+        assert lockset.owned() == {"a", "c"}
+        lockset.release()
+        assert lockset.acquire(["zz"], opportunistic=True, shared=True) == set()
+        assert not lockset.is_owned()
+        # explicit (non-opportunistic) acquisitions still refuse them
+        with pytest.raises(errors.LockError, match="zz"):
+            lockset.acquire(["a", "zz"])
+        assert not lockset.is_owned()
+
+    def test_opportunistic_unknown_names_through_manager(self, glm: GanetiLockManager) -> None:
+        glm.acquire(LEVEL_CLUSTER, BGL, shared=True)
+        got = glm.acquire(LEVEL_INSTANCE, ["inst1", "gone"], shared=True, opportunistic=True)
+        assert got == {"inst1"} and glm.owned(LEVEL_INSTANCE) == {"inst1"}
+
+    def test_check_owned_is_a_subset_test(self, lockset: LockSet,
+                                          glm: GanetiLockManager) -> None:
+        # nothing asked, nothing missing: True even when nothing is held
+        assert lockset.check_owned([]) and lockset.check_owned([], shared=0)
+        lockset.acquire(["a"], shared=True)
+        assert lockset.check_owned([]) and lockset.check_owned(["a"], shared=1)
+        assert not lockset.check_owned(["a", "b"])
+        assert glm.check_owned(LEVEL_NODE, [])
+
+    def test_remove_of_a_shared_hold_removes_nothing(self, lockset: LockSet) -> None:
+        lockset.acquire(["a", "b"])
+        lockset.downgrade(["b"])
+        with pytest.raises(errors.LockError, match=r"exclusively.*: b$"):
+            lockset.remove(["a", "b"])
+        assert lockset.names() == {"a", "b", "c", "d"}
+        assert lockset.check_owned("a", shared=0) and lockset.check_owned("b", shared=1)
+
+
+def test_doc_cites_existing_tests() -> None:
+    """Every test doc/locking.md names for a rule exists here (the doc stays honest)."""
+    doc = (Path(__file__).resolve().parents[2] / "doc" / "locking.md").read_text()
+    cited = re.findall(r"`((?:Test\w+::)?(?:test_\w+|\*))`", doc)
+    assert len(cited) > 20
+    module = sys.modules[__name__]
+    classes = {name: obj for name, obj in vars(module).items() if isinstance(obj, type)}
+    functions = {name for obj in [module, *classes.values()] for name in vars(obj)
+                 if name.startswith("test_")}
+    for ref in cited:
+        cls, _, func = ref.rpartition("::")
+        if cls:
+            assert cls in classes, f"doc/locking.md cites missing class {cls}"
+            assert func == "*" or func in vars(classes[cls]), f"missing test {ref}"
+        else:
+            assert func in functions, f"doc/locking.md cites missing test {func}"

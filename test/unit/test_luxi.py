@@ -24,18 +24,6 @@ def address(tmp_path: Path) -> Path:
     return tmp_path / "run" / "socket" / "ganeti-master"
 
 
-def _raw_exchange(address: Path, payload: bytes) -> tuple[Any, bytes]:
-    """Send raw bytes; return the decoded reply and what follows it (b"" = closed)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(WAIT)
-        sock.connect(str(address))
-        sock.sendall(payload)
-        stream = luxi.MessageStream(sock)
-        reply = stream.recv()
-        rest = sock.recv(1)
-    return reply, rest
-
-
 def _expect_error(reply: Any, cls: type[errors.GenericError]) -> errors.GenericError:
     assert reply["success"] is False
     err = errors.decode(reply["result"])
@@ -111,12 +99,20 @@ def test_parse_response_raises_typed_error() -> None:
     (b'{"method": "QueryJobs", "args": [null, ["id"]], "version": 1}\x03',
      errors.ProtocolError),
 ])
-def test_bad_requests_get_error_and_close(address: Path, payload: bytes,
-                                          cls: type[errors.GenericError]) -> None:
-    with running_server(address):
-        reply, rest = _raw_exchange(address, payload)
-        _expect_error(reply, cls)
-        assert rest == b"", "connection must be closed after a bad request"
+def test_bad_requests_get_error_and_connection_stays(address: Path, payload: bytes,
+                                                     cls: type[errors.GenericError]) -> None:
+    """A refused request is answered; the same connection then serves a good one."""
+    good = luxi.encode_message(luxi.format_request(luxi.REQ_QUERY_JOBS, [None, ["id"]]))
+    with running_server(address), \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(WAIT)
+        sock.connect(str(address))
+        stream = luxi.MessageStream(sock)
+        sock.sendall(payload)
+        _expect_error(stream.recv(), cls)
+        sock.sendall(good)
+        assert stream.recv() == {"success": True, "result": []}, \
+            "the connection must stay open after a refused request"
         # and the server still serves others
         with luxi.Client(str(address), timeout=WAIT) as cl:
             assert cl.query_jobs(None, ["id"]) == []

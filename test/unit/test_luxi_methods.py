@@ -24,6 +24,7 @@ SAMPLES: dict[str, Any] = {
     "job_id": 7, "fields": ["id"], "prev_job_info": None, "prev_log_serial": None,
     "timeout": 1, "age": 10, "priority": 0, "job_ids": [1, 2], "what": "job",
     "qfilter": None, "nodes": ["node1"], "use_locking": False, "flag": True,
+    "kill": False, "names": ["inst1"], "kind": "instance", "name": "inst1",
 }
 
 
@@ -67,7 +68,7 @@ def test_client_method_matches_the_table(name: str) -> None:
 def test_arguments_are_checked_strictly_naming_the_argument() -> None:
     table = luxi_methods.build_method_table(luxi_methods.MasterBackend(queue=None))  # type: ignore[arg-type]
     bad: dict[str, list[list[Any]]] = {
-        luxi.REQ_CANCEL_JOB: [[True], ["1"], [1.0]],
+        luxi.REQ_CANCEL_JOB: [[True], ["one"], [1.0], ["-1"], [1, "yes"]],
         luxi.REQ_SUBMIT_JOB: [[[]], [[1]], [{"OP_ID": "x"}]],
         luxi.REQ_WAIT_FOR_JOB_CHANGE: [[1, ["id"], None, None, math.inf],
                                        [1, ["id"], None, True, 1]],
@@ -80,8 +81,34 @@ def test_arguments_are_checked_strictly_naming_the_argument() -> None:
                 luxi_methods.validate_args(name, table[name], args)
             assert info.value.ecode == errors.ECODE_INVAL
             assert "argument '" in str(info.value.args[0]), (name, args)
-    with pytest.raises(errors.OpPrereqError, match="takes 1 argument"):
+    with pytest.raises(errors.OpPrereqError, match="takes 1 to 2 argument"):
         luxi_methods.validate_args(luxi.REQ_CANCEL_JOB, table[luxi.REQ_CANCEL_JOB], [])
+    with pytest.raises(errors.OpPrereqError, match="takes 1 to 2 argument"):
+        luxi_methods.validate_args(luxi.REQ_CANCEL_JOB, table[luxi.REQ_CANCEL_JOB],
+                                   [1, True, 3])
+    with pytest.raises(errors.OpPrereqError, match="takes 1 argument"):
+        luxi_methods.validate_args(luxi.REQ_ARCHIVE_JOB, table[luxi.REQ_ARCHIVE_JOB], [])
+
+
+def test_optional_trailing_argument_gets_its_default() -> None:
+    """CancelJob(job_id) of older clients and CancelJob(job_id, kill) of Ganeti 3.0."""
+    table = luxi_methods.build_method_table(luxi_methods.MasterBackend(queue=None))  # type: ignore[arg-type]
+    method = table[luxi.REQ_CANCEL_JOB]
+    assert luxi_methods.validate_args(luxi.REQ_CANCEL_JOB, method, [3]) == [3, False]
+    assert luxi_methods.validate_args(luxi.REQ_CANCEL_JOB, method, ["3", True]) == [3, True]
+
+
+def test_job_ids_may_be_decimal_strings() -> None:
+    table = luxi_methods.build_method_table(luxi_methods.MasterBackend(queue=None))  # type: ignore[arg-type]
+    cases: list[tuple[str, list[Any], list[Any]]] = [
+        (luxi.REQ_ARCHIVE_JOB, ["12"], [12]),
+        (luxi.REQ_CHANGE_JOB_PRIORITY, ["12", 0], [12, 0]),
+        (luxi.REQ_QUERY_JOBS, [["12", 13], ["id"]], [[12, 13], ["id"]]),
+        (luxi.REQ_WAIT_FOR_JOB_CHANGE, ["12", ["id"], None, None, 1],
+         [12, ["id"], None, None, 1]),
+    ]
+    for name, args, checked in cases:
+        assert luxi_methods.validate_args(name, table[name], args) == checked
 
 
 def test_handlers_get_the_validated_values() -> None:
