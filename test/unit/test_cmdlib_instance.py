@@ -282,8 +282,11 @@ def test_query_status_values(env: Env) -> None:
         "errdown": "ERROR_down", "off3": "ERROR_nodeoffline"}
     assert rows["up1"][2] == [query.RS_NORMAL, True]
     assert rows["up1"][3] == [query.RS_NORMAL, 128]
-    assert rows["down1"][3] == [query.RS_NODATA, None]
-    assert rows["off3"][3] == [query.RS_OFFLINE, None]
+    # Ganeti's markers: a stopped instance's memory is unavailable ("-"), that of an
+    # instance on an offline node unknown ("?")
+    assert rows["down1"][3] == [query.RS_UNAVAIL, None]
+    assert rows["off3"][3] == [query.RS_NODATA, None]
+    assert rows["off3"][2] == [query.RS_NODATA, None]
 
 
 def test_query_config_fields_do_not_contact_nodes(env: Env) -> None:
@@ -457,11 +460,13 @@ def test_export_refuses_what_import_could_not_restore(env: Env) -> None:
 def test_verify_reports_orphan_disk_files(env: Env) -> None:
     env.create()
     owned = sorted(str(p) for p in env.disk_files())
-    assert env.run(opcodes.OpClusterVerify.create()) == []
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[True]]
     stray = env.roots["node3"].paths.file_storage_dir / "gone.example.com" / "u.disk0"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"x")
-    problems = env.run(opcodes.OpClusterVerify.create())
-    assert problems == [f"node node3: orphan disk file {stray} (no instance in the"
-                        " configuration owns it)"]
+    env.cbs.log.clear()
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[False]]
+    problems = [m for m in env.cbs.log if "ERROR" in str(m)]
+    assert problems == [f"  - ERROR: node node3: orphan disk file {stray} (no instance in"
+                        " the configuration owns it)"]
     assert not any(path in " ".join(problems) for path in owned)
