@@ -143,6 +143,26 @@ def _node_list(g: Ganeti3, cluster: E2ECluster) -> None:
     assert int(_rows(theirs)[1][1]) >= 1      # node2 holds the running instance
 
 
+def _node_list_default(g: Ganeti3, cluster: E2ECluster) -> None:
+    # 3.0's default fields include the live ones (memory, disk) the nodes report
+    rows = _rows(_ok(g.run(cluster, "gnt-node", "list", "--no-headers")))
+    ours = _rows(cluster.gnt("gnt-node", "list", "--no-headers", "-o",
+                             "name,pinst_cnt").stdout)
+    assert [[row[0], row[6]] for row in rows] == ours
+    assert all(len(row) == 8 and row[7] == "0" for row in rows), rows
+
+
+def _node_info(g: Ganeti3, cluster: E2ECluster) -> None:
+    text = _ok(g.run(cluster, "gnt-node", "info", "node2"))
+    ours = cluster.gnt("gnt-node", "info", "node2").stdout
+    pip = re.search(r"^  pip: (\S+)$", ours, re.M)
+    assert pip is not None, ours
+    assert "- Node name: node2" in text
+    assert f"primary ip: {pip.group(1)}" in text
+    assert "master candidate: True" in text and "offline: False" in text
+    assert f"    - {RUNNING}" in text      # primary for instances
+
+
 def _instance_list(g: Ganeti3, cluster: E2ECluster) -> None:
     fields = "name,pnode,status,admin_state,disk_template"
     theirs = _rows(_ok(g.run(cluster, "gnt-instance", "list", "--no-headers", "-o", fields)))
@@ -150,6 +170,10 @@ def _instance_list(g: Ganeti3, cluster: E2ECluster) -> None:
     assert theirs == ours
     assert [RUNNING, "node2", "running", "up", "file"] in theirs
     assert [STOPPED, "node3", "ADMIN_down", "down", "file"] in theirs
+    # a stopped instance's memory is unavailable: "-", as Ganeti shows it
+    memory = _rows(_ok(g.run(cluster, "gnt-instance", "list", "--no-headers", "-o",
+                             "name,oper_ram", STOPPED)))
+    assert memory == [[STOPPED, "-"]]
 
 
 def _instance_list_fields(g: Ganeti3, cluster: E2ECluster) -> None:
@@ -190,6 +214,24 @@ def _add_start_stop_remove(g: Ganeti3, cluster: E2ECluster) -> None:
         assert [name, "running"] in _rows(listing.stdout)
         _ok(g.run(cluster, "gnt-instance", "remove", "-f", name))
         assert cluster.instance_conf(name) is None
+
+
+def _instance_modify(g: Ganeti3, cluster: E2ECluster) -> None:
+    text = _ok(g.run(cluster, "gnt-instance", "modify", "-B", "vcpus=2", STOPPED))
+    assert f"Modified instance {STOPPED}" in text and " - be/vcpus -> 2" in text
+    ours = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name,be/vcpus",
+                       STOPPED).stdout
+    assert _rows(ours) == [[STOPPED, "2"]]
+    cluster.gnt("gnt-instance", "modify", "-B", "vcpus=default", STOPPED)
+
+
+def _node_modify(g: Ganeti3, cluster: E2ECluster) -> None:
+    for flag, value in (("yes", "Y"), ("no", "N")):
+        text = _ok(g.run(cluster, "gnt-node", "modify", "-D", flag, "node3"))
+        assert f" - drained -> {flag == 'yes'}" in text
+        ours = cluster.gnt("gnt-node", "list", "--no-headers", "-o", "name,drained",
+                           "node3").stdout
+        assert _rows(ours) == [["node3", value]]
 
 
 def _job_list(g: Ganeti3, cluster: E2ECluster) -> None:
@@ -287,10 +329,14 @@ WORKS = [
     Case("gnt-cluster watcher info", _watcher_info),
     Case("gnt-node list-fields", _node_list_fields),
     Case("gnt-node list -o", _node_list),
+    Case("gnt-node list", _node_list_default),
+    Case("gnt-node info", _node_info),
     Case("gnt-instance list", _instance_list),
     Case("gnt-instance list-fields", _instance_list_fields),
     Case("gnt-instance info", _instance_info),
     Case("gnt-instance add/shutdown/startup/reboot/remove", _add_start_stop_remove),
+    Case("gnt-instance modify -B", _instance_modify),
+    Case("gnt-node modify -D", _node_modify),
     Case("gnt-job list", _job_list),
     Case("gnt-job info/watch", _job_info_and_watch),
     Case("gnt-job change-priority/cancel", _job_cancel_and_change_priority),
@@ -345,6 +391,21 @@ REFUSED: list[tuple[str, list[str], list[str]]] = [
     # no watcher pause here
     ("gnt-cluster watcher pause", ["gnt-cluster", "watcher", "pause", "1m"],
      ["Unknown LUXI method 'SetWatcherPause'"]),
+    ("gnt-cluster modify --candidate-pool-size",
+     ["gnt-cluster", "modify", "--candidate-pool-size", "5"],
+     ["OP_CLUSTER_SET_PARAMS.candidate_pool_size", "not supported here"]),
+    ("gnt-instance modify --disk add",
+     ["gnt-instance", "modify", "--disk", "add:size=4M", STOPPED],
+     ["OP_INSTANCE_SET_PARAMS.disks", "not supported here"]),
+    # opcodes we do not have
+    ("gnt-instance rename", ["gnt-instance", "rename", STOPPED, "sw-renamed"],
+     ["Unknown opcode OP_INSTANCE_RENAME"]),
+    ("gnt-instance migrate", ["gnt-instance", "migrate", "-f", RUNNING],
+     ["Unknown opcode OP_INSTANCE_MIGRATE"]),
+    # 3.0 renews the crypto over SSH, reading the nodes' SSH port first
+    ("gnt-cluster renew-crypto", ["gnt-cluster", "renew-crypto",
+                                  "--new-cluster-domain-secret", "-f"],
+     ["Unknown output fields selected: ndp/ssh_port"]),
     # we write no ssconf files, which 3.0's getmaster reads
     ("gnt-cluster getmaster", ["gnt-cluster", "getmaster"],
      ["Can't read ssconf file", "ssconf_master_node"]),
