@@ -680,7 +680,11 @@ class OpInstanceQuery(OpCode):
 
 
 class OpInstanceQueryData(OpCode):
-    """Detailed information per instance (``gnt-instance info``), keyed by name."""
+    """Detailed information per instance (``gnt-instance info``), keyed by name: the keys of
+    Ganeti 3.0's result (``config_state``, ``run_state`` up/down/user down/offline or None
+    when static, node groups, ``*_instance``/``*_actual`` parameters, disks with uuid and
+    status, NICs as its (name, uuid, ip, mac, mode, link, vlan, network, netinfo)
+    tuples), plus ``admin_state``, ``oper_ram``, ``oper_vcpus`` and ``tags``."""
 
     OP_RESULT = dict[str, dict[str, Any]]
     instances: list[NonEmptyStr] = Field(default_factory=list,
