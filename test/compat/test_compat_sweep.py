@@ -309,6 +309,26 @@ def _backup_export_import_remove(g: Ganeti3, cluster: E2ECluster) -> None:
     cluster.gnt("gnt-backup", "export", "-n", "node1", STOPPED)   # as the fixture left it
 
 
+def _backup_export_options(g: Ganeti3, cluster: E2ECluster) -> None:
+    # --long-sleep: the running instance is stopped for the copy and started again
+    _ok(g.run(cluster, "gnt-backup", "export", "-n", "node3", "--long-sleep", RUNNING,
+              timeout=300))
+    listing = cluster.gnt("gnt-instance", "list", "--no-headers", "-o", "name,status",
+                          RUNNING).stdout
+    assert _rows(listing) == [[RUNNING, "running"]]
+    # --remove-instance: exported, then removed
+    cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
+                "--no-start", "sw-gone")
+    _ok(g.run(cluster, "gnt-backup", "export", "-n", "node3", "--remove-instance",
+              "sw-gone", timeout=300))
+    assert cluster.instance_conf("sw-gone") is None
+    exports = _rows(cluster.gnt("gnt-backup", "list", "--no-headers", "-o",
+                                "node,export").stdout)
+    assert ["node3", "sw-gone"] in exports and ["node3", RUNNING] in exports
+    for name in ("sw-gone", RUNNING):
+        _ok(g.run(cluster, "gnt-backup", "remove", name))
+
+
 def _debug_delay(g: Ganeti3, cluster: E2ECluster) -> None:
     _ok(g.run(cluster, "gnt-debug", "delay", "-n", "node3", "0.1"))
     assert _job_status(cluster)[_last_job(cluster, "TEST_DELAY(0.1)")][0] == "success"
@@ -343,6 +363,7 @@ WORKS = [
     Case("gnt-job archive/autoarchive", _job_archive),
     Case("gnt-backup list/list-fields", _backup_list),
     Case("gnt-backup export/import/remove", _backup_export_import_remove),
+    Case("gnt-backup export --long-sleep/--remove-instance", _backup_export_options),
     Case("gnt-debug delay", _debug_delay),
     Case("gnt-debug locks", _debug_locks),
 ]
