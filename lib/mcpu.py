@@ -3,8 +3,9 @@
 Phase order (doc/design.md): resolve Ganeti 3.0's uuid fields
 (ganeti.opcodes_compat) -> BGL -> build LU (CheckArguments) -> ExpandNames
 -> per level DeclareLocks + acquire -> notify_start -> CheckPrereq -> pre
-hooks -> (dry run stops) -> Exec -> post hooks -> release.  Locks an LU added
-(add_locks) stay only when its Exec ran: a failure or a dry run removes them.
+hooks -> (dry run stops) -> Exec -> post hooks -> submit the follow-up jobs
+of a ResultWithJobs -> release.  Locks an LU added (add_locks) stay only
+when its Exec ran: a failure or a dry run removes them.
 
 Lock attempts use growing timeouts.  When an attempt times out, every lock
 of the opcode is released (so a waiting opcode never sits on locks others
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from ganeti import cmdlib, constants, errors, locking, opcodes_compat
-from ganeti.cmdlib.base import LogicalUnit
+from ganeti.cmdlib.base import JOB_IDS_KEY, LogicalUnit, ResultWithJobs
 from ganeti.hooks.master import HooksMaster, hooks_master_for
 
 if TYPE_CHECKING:
@@ -200,6 +201,9 @@ class Processor:
             post_results = hooks.run_phase(constants.HOOKS_PHASE_POST)
             result = lu.HooksCallBack(constants.HOOKS_PHASE_POST, post_results,
                                       feedback_fn, result)
+        if isinstance(result, ResultWithJobs):
+            submitted = cbs.submit_many_jobs(result.jobs)
+            result = {**result.other, JOB_IDS_KEY: [list(entry) for entry in submitted]}
         return self._check_result(lu.op, result)
 
     @staticmethod

@@ -407,9 +407,20 @@ class OpClusterQuery(OpCode):
 
 
 class OpClusterVerify(OpCode):
-    """Check that every node answers and runs a compatible daemon; lists the problems."""
+    """Submit one OpClusterVerifyGroup job per node group (all, or ``group_name``);
+    the result is Ganeti's job-submitted ``{"jobs": [[True, job_id], ...]}``."""
 
-    OP_RESULT = list[str]
+    OP_RESULT = dict[str, Any]
+    group_name: NonEmptyStr | None = Field(None, description="Verify only this node group")
+
+
+class OpClusterVerifyGroup(OpCode):
+    """Check that the group's nodes answer, run a compatible daemon and hold no stray
+    files; True when nothing is wrong (the problems are in the job log)."""
+
+    OP_DSC_FIELD = "group_name"
+    OP_RESULT = bool
+    group_name: NonEmptyStr = Field(description="Node group to verify")
 
 
 class OpClusterDestroy(OpCode):
@@ -669,7 +680,11 @@ class OpInstanceQuery(OpCode):
 
 
 class OpInstanceQueryData(OpCode):
-    """Detailed information per instance (``gnt-instance info``), keyed by name."""
+    """Detailed information per instance (``gnt-instance info``), keyed by name: the keys of
+    Ganeti 3.0's result (``config_state``, ``run_state`` up/down/user down/offline or None
+    when static, node groups, ``*_instance``/``*_actual`` parameters, disks with uuid and
+    status, NICs as its (name, uuid, ip, mac, mode, link, vlan, network, netinfo)
+    tuples), plus ``admin_state``, ``oper_ram``, ``oper_vcpus`` and ``tags``."""
 
     OP_RESULT = dict[str, dict[str, Any]]
     instances: list[NonEmptyStr] = Field(default_factory=list,
@@ -993,7 +1008,9 @@ def _compat_rows(op_id: str, cls: type[OpCode]) -> list[str]:
     if op_id not in opcodes_compat.GANETI3_FIELDS:
         return []
     rules = opcodes_compat.GANETI3_FIELDS[op_id]
-    ours = [name for name, rule in rules.items() if isinstance(rule, opcodes_compat.Ours)]
+    # plain implemented fields by name; those mapping 3.0 values in the table below
+    ours = [name for name, rule in rules.items()
+            if isinstance(rule, opcodes_compat.Ours) and not rule.values]
     others = {name: rule for name, rule in rules.items() if name not in ours}
     lines = ["", "Ganeti 3.0 has this opcode too."]
     if ours:

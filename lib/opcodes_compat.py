@@ -39,12 +39,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Ours:
-    """A field we implement under 3.0's name."""
+    """A field we implement under 3.0's name; ``values`` maps 3.0 values we spell
+    otherwise to ours (``why`` says what the difference is)."""
 
     default: Any = None
+    values: tuple[tuple[Any, Any], ...] = ()
+    why: str = ""
 
     def describe(self) -> str:
-        return "implemented"
+        if not self.values:
+            return "implemented"
+        pairs = ", ".join(f"`{theirs}` means `{ours}`" for theirs, ours in self.values)
+        return f"implemented; {pairs} ({self.why})"
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,10 @@ _NO_CONFLICTS = ("there are no network IP pools here, so no IP conflict to check
 _NO_VARIANTS = ("OS variants are not checked against a list here, so there is nothing"
                 " to force")
 _INSTANCE = UuidOf("instance_name", "instance")
+# 3.0's gzip-fast (gzip -1) and gzip-slow (gzip -9): gzip streams too; we have one level
+_COMPRESS = Ours("none", values=(("gzip-fast", "gzip"), ("gzip-slow", "gzip")),
+                 why="the stream is gzip either way; there is one compression level"
+                     " here")
 
 
 def _cluster_settings(*names: str) -> dict[str, Rule]:
@@ -130,7 +140,17 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
                                    " memory) is not done here"),
         "ignore_errors": Unsupported([], "downgrading verify errors to warnings"),
         "verbose": Unsupported(False, "verbose verify output"),
-        "group_name": Unsupported(None, "verifying one node group"),
+        "group_name": Ours(None),
+        "verify_clutter": Unsupported(False, "checking for clutter files"),
+    },
+    "OP_CLUSTER_VERIFY_GROUP": {
+        "group_name": Ours(None),
+        "debug_simulate_errors": Unsupported(False, "simulating verify errors"),
+        "error_codes": Unsupported(False, "machine-parseable error codes"),
+        "skip_checks": Ignored([], "the only check 3.0 can skip (nplusone_mem, N+1"
+                                   " memory) is not done here"),
+        "ignore_errors": Unsupported([], "downgrading verify errors to warnings"),
+        "verbose": Unsupported(False, "verbose verify output"),
         "verify_clutter": Unsupported(False, "checking for clutter files"),
     },
     "OP_CLUSTER_RENEW_CRYPTO": {
@@ -241,7 +261,7 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
         "src_node": Ours(None),
         "src_node_uuid": UuidOf("src_node", "node"),
         "src_path": Ours(None),
-        "compress": Ours("none"),
+        "compress": _COMPRESS,
         "start": Ours(True),
         "forthcoming": Unsupported(False, "forthcoming instances"),
         "commit": Unsupported(False, "committing forthcoming instances"),
@@ -331,7 +351,7 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
     "OP_BACKUP_EXPORT": {
         "instance_name": Ours(None),
         "instance_uuid": _INSTANCE,
-        "compress": Ours("none"),
+        "compress": _COMPRESS,
         "shutdown_timeout": Ours(120),
         "target_node": Ours(None),
         "target_node_uuid": UuidOf("target_node", "node"),
@@ -444,6 +464,9 @@ def split(cls: type[OpCode], fields: dict[str, Any]) -> tuple[dict[str, Any],
             continue
         value = out[name]
         if isinstance(rule, Ours):
+            mapped = dict(rule.values)
+            if isinstance(value, str) and value in mapped:
+                out[name] = mapped[value]
             info = cls.model_fields.get(name)
             if value is None and info is not None and not info.is_required() \
                     and not _accepts_none(info):

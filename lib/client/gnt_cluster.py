@@ -64,8 +64,27 @@ def modify(opts: argparse.Namespace) -> int:
 
 
 def verify(opts: argparse.Namespace) -> int:
-    problems = cli.submit_opcode(opcodes.OpClusterVerify.create(), opts)
-    return cli.EXIT_SUCCESS if not problems else cli.EXIT_FAILURE
+    """Follow the group-verify jobs OpClusterVerify submits (as Ganeti's client does);
+    exit 1 unless every one succeeded and found nothing wrong."""
+    with cli.get_client() as cl:
+        result = cli.submit_opcode(opcodes.OpClusterVerify.create(), opts, cl=cl)
+        bad_jobs = bad_results = 0
+        for ok, job_id in result["jobs"]:
+            if not ok:
+                print(f"Cannot submit a verify job: {job_id}", file=sys.stderr)
+                bad_jobs += 1
+                continue
+            try:
+                group_results = cli.poll_job(job_id, cl)
+            except errors.GenericError as err:
+                print(f"Job {job_id}: {errors.format_error(err)}", file=sys.stderr)
+                bad_jobs += 1
+                continue
+            if not (group_results and group_results[0]):
+                bad_results += 1
+    if bad_jobs:
+        print(f"{bad_jobs} job(s) failed while verifying the cluster.")
+    return cli.EXIT_SUCCESS if not bad_jobs and not bad_results else cli.EXIT_FAILURE
 
 
 def master_ping(opts: argparse.Namespace) -> int:

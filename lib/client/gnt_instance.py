@@ -168,7 +168,7 @@ def info(opts: argparse.Namespace) -> int:
         print(f"Serial number: {data['serial_no']}")
         print(f"Creation time: {cli.format_timestamp(data['ctime'])}")
         print(f"Modification time: {cli.format_timestamp(data['mtime'])}")
-        print(f"State: configured to be {data['admin_state']}, actual state is"
+        print(f"State: configured to be {data['config_state']}, actual state is"
               f" {data['run_state'] or 'unknown (static)'}")
         print("  Nodes:")
         print(f"    - primary: {data['pnode']}")
@@ -181,9 +181,9 @@ def info(opts: argparse.Namespace) -> int:
         print("  Back-end parameters:")
         print("\n".join(_format_params(data["be_actual"], data["be_instance"])))
         print("  NICs:")
-        for idx, nic in enumerate(data["nics"]):
-            print(f"    - nic/{idx}: MAC: {nic['mac']}, IP: {nic['ip']},"
-                  f" mode: {nic['mode']}, link: {nic['link']}")
+        # Ganeti's NIC tuples: name, uuid, ip, mac, mode, link, vlan, network, netinfo
+        for idx, (_, _, ip, mac, mode, link, *_) in enumerate(data["nics"]):
+            print(f"    - nic/{idx}: MAC: {mac}, IP: {ip}, mode: {mode}, link: {link}")
         print("  Disks:")
         for disk in data["disks"]:
             label = f" ({disk['name']})" if disk["name"] else ""

@@ -24,6 +24,24 @@ LOCKS_REPLACE = "replace"
 LOCKS_APPEND = "append"
 
 
+# the key of a job-submitted result holding the follow-up jobs (Ganeti's JOB_IDS_KEY)
+JOB_IDS_KEY = "jobs"
+
+
+class ResultWithJobs:
+    """An LU result that submits follow-up jobs (Ganeti's ResultWithJobs).
+
+    The processor submits ``jobs`` (a list of opcode lists) and the opcode's
+    result becomes ``{"jobs": [[True, job_id] | [False, error], ...], **other}``,
+    the "job-submitted" shape Ganeti's clients read (e.g. cluster verify).
+    """
+
+    def __init__(self, jobs: list[list[OpCode]], **other: Any) -> None:
+        # ``other`` cannot hold "jobs": the signature takes that name
+        self.jobs = jobs
+        self.other = other
+
+
 class LogicalUnit:
     """One opcode's implementation; a fresh instance is built for every attempt."""
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ganeti import constants, crypto, errors, locking, objects, opcodes
 from ganeti.backup import remote
-from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU
+from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, ResultWithJobs
 from ganeti.hooks.master import run_post_hook
 from ganeti.query_resources.cluster import cluster_info
 
@@ -73,56 +73,98 @@ class LUClusterSetParams(LogicalUnit):
         return changed
 
 
-class LUClusterVerify(LogicalUnit):
-    """Check that every online node answers and runs a compatible daemon.
+class LUClusterVerify(NoHooksLU):
+    """Submit the verification of every node group (or of ``group_name``) as jobs.
 
-    Its hooks are those of Ganeti's group verify (we have one group): post
-    phase only, on every node; a failed script is a verify problem.
+    As in Ganeti, the checks run in OpClusterVerifyGroup jobs; the result is the
+    job-submitted ``{"jobs": [...]}`` its clients follow.
+    """
+
+    REQ_BGL = False
+    op: opcodes.OpClusterVerify
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def CheckPrereq(self) -> None:
+        groups = {g.name: g for g in self.cfg.get_all_nodegroups_info().values()}
+        if self.op.group_name is not None and self.op.group_name not in groups:
+            raise errors.OpPrereqError(f"Node group '{self.op.group_name}' not known",
+                                       errors.ECODE_NOENT)
+        self.group_names = [self.op.group_name] if self.op.group_name else sorted(groups)
+
+    def Exec(self, feedback_fn: FeedbackFn) -> Any:
+        return ResultWithJobs([[opcodes.OpClusterVerifyGroup.create(
+            group_name=name, priority=self.op.priority, reason=list(self.op.reason))]
+            for name in self.group_names])
+
+
+class LUClusterVerifyGroup(LogicalUnit):
+    """Check that a group's online nodes answer and run a compatible daemon, and that
+    they hold no orphan disk files or stale export leftovers.
+
+    Its hooks are Ganeti's group verify hooks: post phase only, on the group's
+    nodes; a failed script is a verify problem.  Problems are logged as
+    Ganeti logs them ("  - ERROR: ..."); the result is True when there is none.
     """
 
     HPATH = "cluster-verify"
     HTYPE = constants.HTYPE_CLUSTER
-    HOOKS_OP_ID = "OP_CLUSTER_VERIFY_GROUP"
     REQ_BGL = False
+    op: opcodes.OpClusterVerifyGroup
 
     def ExpandNames(self) -> None:
         self.needed_locks = {locking.LEVEL_NODE: locking.ALL_SET}
         self.share_locks[locking.LEVEL_NODE] = True
 
+    def CheckPrereq(self) -> None:
+        group = next((g for g in self.cfg.get_all_nodegroups_info().values()
+                      if g.name == self.op.group_name), None)
+        if group is None:
+            raise errors.OpPrereqError(f"Node group '{self.op.group_name}' not known",
+                                       errors.ECODE_NOENT)
+        self.group_nodes = sorted((n for n in self.cfg.get_all_nodes_info().values()
+                                   if n.group == group.uuid), key=lambda n: n.name)
+
     def BuildHooksEnv(self) -> dict[str, Any]:
         env = {"CLUSTER_TAGS": " ".join(self.cfg.get_cluster_info().tags)}
         env.update((f"NODE_TAGS_{node.name}", " ".join(node.tags))
-                   for node in self.cfg.get_all_nodes_info().values())
+                   for node in self.group_nodes)
         return env
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
-        return [], sorted(n.name for n in self.cfg.get_all_nodes_info().values())
+        return [], [n.name for n in self.group_nodes]
 
     def HooksCallBack(self, phase: str, hook_results: Any, feedback_fn: FeedbackFn,
                       lu_result: Any) -> Any:
         """Failed post scripts and nodes that could not run them are verify problems,
         shown as Ganeti shows them (the script's output indented below)."""
-        if phase != constants.HOOKS_PHASE_POST or not isinstance(lu_result, list):
+        if phase != constants.HOOKS_PHASE_POST or not isinstance(lu_result, bool):
             return lu_result
         feedback_fn("* Hooks Results")
-        problems: list[str] = []
         failures: dict[str, str] = getattr(hook_results, "failures", {})
         for node in sorted(set(hook_results or {}) | set(failures)):
             if node in failures:
                 feedback_fn(f"  - ERROR: node {node}: Communication failure in hooks"
                             f" execution: {failures[node]}")
-                problems.append(f"node {node}: hooks not run: {failures[node]}")
+                lu_result = False
                 continue
             for script, status, output in hook_results[node]:
                 if status != constants.HKR_FAIL:
                     continue
                 feedback_fn(f"  - ERROR: node {node}: Script {script} failed, output:")
                 feedback_fn(_HOOKS_INDENT_RE.sub("      ", output.rstrip("\n")))
-                problems.append(f"node {node}: hook script {script} failed")
-        return [*lu_result, *problems]
+                lu_result = False
+        return lu_result
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        nodes = sorted(n.name for n in self.cfg.get_all_nodes_info().values())
+        problems = self._problems(feedback_fn)
+        for problem in problems:
+            feedback_fn(f"  - ERROR: {problem}")
+        return not problems
+
+    def _problems(self, feedback_fn: FeedbackFn) -> list[str]:
+        nodes = [n.name for n in self.group_nodes]
         problems: list[str] = []
         if self.rpc is None:
             problems.append("RPC layer unavailable: nodes not checked")
@@ -141,8 +183,6 @@ class LUClusterVerify(LogicalUnit):
         problems.extend(self._verify_orphan_disk_files(results))
         problems += self._stale_export_leftovers(
             [n for n in nodes if not results[n].offline and not results[n].fail_msg])
-        for problem in problems:
-            self.LogWarning(problem)
         if version_ok:
             feedback_fn(f"All {len(nodes)} nodes answer with protocol version"
                         f" {constants.PROTOCOL_VERSION}")
@@ -160,7 +200,7 @@ class LUClusterVerify(LogicalUnit):
                 if disk.dev_type == constants.DT_FILE and len(disk.logical_id) == 2:
                     owned.setdefault(inst.primary_node, []).append(str(disk.logical_id[1]))
         problems = []
-        for node in sorted(self.cfg.get_all_nodes_info().values(), key=lambda n: n.name):
+        for node in self.group_nodes:
             res = answered.get(node.name)
             if node.offline or res is None or res.fail_msg:
                 continue  # already reported (or skipped) above

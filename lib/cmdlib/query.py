@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ganeti import errors, locking, opcodes, query
+from ganeti import constants, errors, locking, opcodes, query
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
-from ganeti.objects import Instance
+from ganeti.hooks.instance_env import nic_info
+from ganeti.objects import NIC, Disk, Instance, Network
 from ganeti.query_resources import instance as qinstance
 from ganeti.query_resources import node as qnode
 
@@ -72,31 +73,80 @@ class LUInstanceQueryData(NoHooksLU):
         rows = {r["name"]: r for r in qinstance.instance_rows(
             self.cfg, self.rpc, not self.op.static, names)}
         cluster = self.cfg.get_cluster_info()
+        networks = self.cfg.get_config_data().networks
         result: dict[str, Any] = {}
         for name, row in rows.items():
             inst = self.cfg.get_instance_info_by_name(name)
             if inst is None:
                 continue
+            pnode = self.cfg.get_node_info(inst.primary_node)
+            snodes = [self.cfg.get_node_info(u) for u in inst.secondary_nodes]
+            pgroup = pnode.group if pnode else ""
+            sgroups = [n.group if n else "" for n in snodes]
             result[name] = {
                 "name": name, "uuid": inst.uuid, "os": inst.os, "pnode": row["pnode"],
-                "snodes": row["snodes"], "hypervisor": inst.hypervisor,
-                "disk_template": inst.disk_template, "admin_state": inst.admin_state,
-                "run_state": None if self.op.static else row["status"],
+                "pnode_group_uuid": pgroup, "pnode_group_name": self._group_name(pgroup),
+                "snodes": row["snodes"], "snodes_group_uuids": sgroups,
+                "snodes_group_names": [self._group_name(g) for g in sgroups],
+                "hypervisor": inst.hypervisor, "network_port": None,
+                "disk_template": inst.disk_template,
+                # Ganeti 3.0's names (config_state, run_state up/down/...); admin_state
+                # and the live figures are ours
+                "config_state": inst.admin_state, "admin_state": inst.admin_state,
+                "run_state": self._run_state(inst, row),
                 "oper_ram": query.plain(row["oper_ram"]),
                 "oper_vcpus": query.plain(row["oper_vcpus"]),
                 "be_instance": dict(inst.beparams), "be_actual": cluster.fill_beparams(inst),
                 "hv_instance": dict(inst.hvparams), "hv_actual": _hv_actual(cluster, inst),
-                "os_instance": dict(inst.osparams),
-                "disks": [{"iv_name": d.iv_name, "name": d.name, "size": d.size,
-                           "mode": d.mode, "dev_type": d.dev_type,
-                           "logical_id": list(d.logical_id)} for d in inst.disks],
-                "nics": [{"mac": n.mac, "ip": n.ip, "name": n.name,
-                          "mode": n.nicparams.get("mode"), "link": n.nicparams.get("link")}
-                         for n in inst.nics],
+                "os_instance": dict(inst.osparams), "os_actual": cluster.fill_osparams(inst),
+                "disks": [_disk_status(d) for d in inst.disks],
+                "nics": [_nic_tuple(n, networks) for n in inst.nics],
                 "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
                 "serial_no": inst.serial_no,
             }
         return result
+
+    def _group_name(self, uuid: str) -> str | None:
+        group = self.cfg.get_nodegroup_info(uuid) if uuid else None
+        return group.name if group else None
+
+    def _run_state(self, inst: Instance, row: dict[str, Any]) -> str | None:
+        """Ganeti's actual state: up, down, user down or offline (None: not asked)."""
+        if self.op.static:
+            return None
+        running = row["oper_state"]
+        if not isinstance(running, bool):
+            # the primary node is offline or does not answer: nothing is known
+            self.LogWarning(f"Primary node {row['pnode']} did not answer, returning"
+                            f" static information only for instance {inst.name}")
+            return None
+        if running:
+            return "up"
+        if inst.admin_state == constants.ADMINST_OFFLINE:
+            return "offline"
+        if (inst.admin_state == constants.ADMINST_DOWN
+                and inst.admin_state_source == constants.USER_SOURCE):
+            return "user down"
+        return "down"
+
+
+def _disk_status(disk: Disk) -> dict[str, Any]:
+    """A disk as Ganeti 3.0's OpInstanceQueryData shows it; no block device status
+    (pstatus/sstatus None: file disks have no device to ask about)."""
+    return {"iv_name": disk.iv_name, "name": disk.name, "uuid": disk.uuid,
+            "size": disk.size, "spindles": None, "mode": disk.mode,
+            "dev_type": disk.dev_type, "logical_id": list(disk.logical_id),
+            "drbd_info": None, "pstatus": None, "sstatus": None, "children": []}
+
+
+def _nic_tuple(nic: NIC, networks: dict[str, Network]) -> list[Any]:
+    """Ganeti's NICToTuple: name, uuid, ip, mac, mode, link, vlan, network (uuid) and
+    netinfo (the network's own fields, None without a network)."""
+    info = nic_info(nic)
+    net = networks.get(nic.network) if nic.network else None
+    netinfo = {**net.model_dump(mode="json"), "uuid": net.uuid} if net else None
+    return [info.name, info.uuid, info.ip, info.mac, info.mode, info.link, info.vlan,
+            info.network, netinfo]
 
 
 class LUNodeQuery(NoHooksLU):

@@ -136,13 +136,16 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
             node_state, infos = live_info.get(inst.primary_node, ("down", {}))
             info = infos.get(inst.name)
             row["status"] = _status(inst, node_state, info)
+            # as Ganeti: a stopped instance has no figures (unavail, "-"); a silent or
+            # offline node leaves them unknown (nodata, "?"; offline would describe
+            # the instance, not its node)
             if node_state == "ok":
                 row["oper_state"] = info is not None
-                row["oper_ram"] = info["memory"] if info else query.NODATA
-                row["oper_vcpus"] = info["vcpus"] if info else query.NODATA
+                row["oper_ram"] = info["memory"] if info else query.UNAVAIL
+                row["oper_vcpus"] = info["vcpus"] if info else query.UNAVAIL
             else:
-                marker = query.OFFLINE if node_state == "offline" else query.UNAVAIL
-                row.update({"oper_state": marker, "oper_ram": marker, "oper_vcpus": marker})
+                row.update(dict.fromkeys(("oper_state", "oper_ram", "oper_vcpus"),
+                                         query.NODATA))
         else:
             row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
         rows.append(row)

@@ -96,9 +96,11 @@ def import_opcode(data: dict[str, Any], opts: argparse.Namespace, prepared: dict
     disks = [{k: v for k, v in (("size", d["size"]), ("mode", d["mode"]),
                                 ("name", d.get("name"))) if v is not None}
              for d in data["disks"]]
-    nics = [{k: v for k, v in nic.items() if k in ("mac", "ip", "name", "mode", "link")
-             and v is not None} for nic in data["nics"]]
-    start = opts.start if opts.start is not None else data["admin_state"] == "up"
+    # OpInstanceQueryData's NICs are Ganeti's tuples (name, uuid, ip, mac, mode, link, ...)
+    nics = [{k: v for k, v in zip(("name", "ip", "mac", "mode", "link"),
+                                  (nic[0], nic[2], nic[3], nic[4], nic[5]), strict=True)
+             if v not in (None, "")} for nic in data["nics"]]
+    start = opts.start if opts.start is not None else data["config_state"] == "up"
     return opcodes.OpInstanceCreate.create(
         instance_name=opts.dest_instance_name or source_name,
         mode=constants.INSTANCE_REMOTE_IMPORT, disk_template=data["disk_template"],

@@ -159,8 +159,9 @@ def test_gnt_instance_list(ganeti3: Ganeti3, cluster: E2ECluster, instance: str)
     header, *rows = out.splitlines()
     assert header.split() == ["Instance", "Hypervisor", "OS", "Primary_node", "Status",
                               "Memory"]
-    # the OS column is empty here: the instance was added without an OS
-    assert [instance, "process", "node2", "ADMIN_down", "?"] in [r.split() for r in rows]
+    # the OS column is empty here: the instance was added without an OS; a stopped
+    # instance's memory is unavailable ("-"), as Ganeti shows it
+    assert [instance, "process", "node2", "ADMIN_down", "-"] in [r.split() for r in rows]
     out = _ok(ganeti3.run(cluster, "gnt-instance", "list", "--no-headers", "--separator=|",
                           "-o", "name,pnode,status,disk.sizes,be/maxmem"))
     conf = cluster.instance_conf(instance)

@@ -389,7 +389,8 @@ def lu_cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     cluster_nodes = [{"uuid": n.uuid, "name": n.name, "tags": n.tags}
                      for n in env.cfg.get_all_nodes_info().values()]
     run("cluster-verify", "ganeti.cmdlib.cluster.verify:LUClusterVerifyGroup",
-        opcodes.OpClusterVerify.create(), {}, nodes=cluster_nodes)
+        opcodes.OpClusterVerifyGroup.create(group_name="default"), {},
+        nodes=cluster_nodes)
     run("cluster-modify", "ganeti.cmdlib.cluster:LUClusterSetParams",
         opcodes.OpClusterSetParams.create(backup_defaults={"bwlimit": 5}), {"vg_name": None})
     run("node-remove", "ganeti.cmdlib.node:LUNodeRemove",

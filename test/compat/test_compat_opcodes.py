@@ -23,6 +23,7 @@ from ganeti import opcodes, opcodes_compat
 _REQUIRED = {"instance_name": "inst1.example.com", "node_name": "node2.example.com",
              "target_node": "node2.example.com", "duration": 1.0}
 _REQUIRED_BY_OP = {"OP_BACKUP_PREPARE": {"mode": "local"},
+                   "OP_CLUSTER_VERIFY_GROUP": {"group_name": "default"},
                    "OP_INSTANCE_CREATE": {"mode": "import", "disks": [], "nics": []},
                    "OP_INSTANCE_REBOOT": {"reboot_type": "hard"}}
 

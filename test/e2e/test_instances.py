@@ -70,7 +70,7 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     _wait_generation(node2, "life1", gen)
 
     info = cluster.gnt("gnt-instance", "info", "life1").stdout
-    assert "State: configured to be up, actual state is running" in info
+    assert "State: configured to be up, actual state is up" in info
     assert "primary: node2" in info and "disk/1 (data)" in info
     assert "write_interval_ms: 5" in info and "vcpus: 2" in info
 

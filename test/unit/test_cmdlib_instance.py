@@ -282,8 +282,11 @@ def test_query_status_values(env: Env) -> None:
         "errdown": "ERROR_down", "off3": "ERROR_nodeoffline"}
     assert rows["up1"][2] == [query.RS_NORMAL, True]
     assert rows["up1"][3] == [query.RS_NORMAL, 128]
-    assert rows["down1"][3] == [query.RS_NODATA, None]
-    assert rows["off3"][3] == [query.RS_OFFLINE, None]
+    # Ganeti's markers: a stopped instance's memory is unavailable ("-"), that of an
+    # instance on an offline node unknown ("?")
+    assert rows["down1"][3] == [query.RS_UNAVAIL, None]
+    assert rows["off3"][3] == [query.RS_NODATA, None]
+    assert rows["off3"][2] == [query.RS_NODATA, None]
 
 
 def test_query_config_fields_do_not_contact_nodes(env: Env) -> None:
@@ -301,12 +304,23 @@ def test_query_config_fields_do_not_contact_nodes(env: Env) -> None:
 
 
 def test_query_data_and_query_lus(env: Env) -> None:
-    env.create(hvparams={})
+    env.create(hvparams={}, nics=[{"link": "br0", "name": "eth0"}])
     data = env.run(opcodes.OpInstanceQueryData.create(instances=["inst1"]))
     info = data["inst1"]
-    assert info["pnode"] == "node2" and info["run_state"] == "running"
+    assert info["pnode"] == "node2" and info["run_state"] == "up"
     assert [d["size"] for d in info["disks"]] == [4, 2]
     assert info["be_actual"]["maxmem"] == 128
+    # every key Ganeti 3.0's gnt-instance info reads, with its shapes
+    inst = env.inst()
+    assert info["config_state"] == "up" and info["network_port"] is None
+    assert info["pnode_group_name"] == "default" and info["snodes_group_names"] == []
+    assert info["os_actual"] == {}
+    assert [d["uuid"] for d in info["disks"]] == [d.uuid for d in inst.disks]
+    assert all(d["pstatus"] is None and d["children"] == [] and d["spindles"] is None
+               for d in info["disks"])
+    nic = inst.nics[0]
+    assert info["nics"] == [["eth0", nic.uuid, None, nic.mac, "bridged", "br0", "", None,
+                             None]]
     static = env.run(opcodes.OpInstanceQueryData.create(instances=["inst1"], static=True))
     assert static["inst1"]["run_state"] is None
     rows = env.run(opcodes.OpInstanceQuery.create(output_fields=["name", "status",
@@ -446,11 +460,13 @@ def test_export_refuses_what_import_could_not_restore(env: Env) -> None:
 def test_verify_reports_orphan_disk_files(env: Env) -> None:
     env.create()
     owned = sorted(str(p) for p in env.disk_files())
-    assert env.run(opcodes.OpClusterVerify.create()) == []
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[True]]
     stray = env.roots["node3"].paths.file_storage_dir / "gone.example.com" / "u.disk0"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"x")
-    problems = env.run(opcodes.OpClusterVerify.create())
-    assert problems == [f"node node3: orphan disk file {stray} (no instance in the"
-                        " configuration owns it)"]
+    env.cbs.log.clear()
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[False]]
+    problems = [m for m in env.cbs.log if "ERROR" in str(m)]
+    assert problems == [f"  - ERROR: node node3: orphan disk file {stray} (no instance in"
+                        " the configuration owns it)"]
     assert not any(path in " ".join(problems) for path in owned)

@@ -94,7 +94,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     for name in ("inst1", "copy1"):
         env.run(opcodes.OpInstanceRemove.create(instance_name=name))
     env.run(opcodes.OpNodeSetParams.create(node_name="node3", drained=True))
-    env.run(opcodes.OpClusterVerify.create())
+    env.run_submitted(opcodes.OpClusterVerify.create())
     env.run(opcodes.OpClusterSetParams.create(backup_defaults={"bwlimit": 100}))
     for name in ("node2", "node3"):
         env.run(opcodes.OpNodeRemove.create(node_name=name))

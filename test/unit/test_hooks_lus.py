@@ -223,7 +223,7 @@ def test_cluster_verify_hooks_run_post_only_on_every_node(env: Env) -> None:
     assert node2 is not None
     node2.tags = ["a", "b"]
     env.cfg.update(node2)
-    assert env.run(opcodes.OpClusterVerify.create()) == []
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[True]]
     assert _hooks(env, "cluster-verify", "pre") == []
     assert _nodes(env, "cluster-verify", "post") == ["node1", "node2", "node3"]
     post = _env(env, "cluster-verify", "post")
@@ -241,8 +241,7 @@ def test_cluster_verify_fails_on_a_failed_hook(env: Env, monkeypatch: pytest.Mon
     _script(env, "node2", "cluster-verify", "post", "10-ok", "#!/bin/sh\necho fine\n")
     _script(env, "node3", "cluster-verify", "post", "20-disk",
             "#!/bin/sh\necho disk almost full\necho second line\nexit 1\n")
-    problems = env.run(opcodes.OpClusterVerify.create())
-    assert problems == ["node node3: hook script cluster-verify-post.d/20-disk failed"]
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[False]]
     log = env.cbs.log
     start = log.index("* Hooks Results")
     assert log[start + 1:start + 3] == [
@@ -253,9 +252,9 @@ def test_cluster_verify_fails_on_a_failed_hook(env: Env, monkeypatch: pytest.Mon
 def test_cluster_verify_reports_a_node_that_cannot_run_hooks(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     _run_real_hooks(env, monkeypatch, unreachable="node2")
-    problems = env.run(opcodes.OpClusterVerify.create())
-    assert "node node2: hooks not run: communication failure: connection refused" in problems
-    assert any("Communication failure in hooks execution" in str(m) for m in env.cbs.log)
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[False]]
+    assert ("  - ERROR: node node2: Communication failure in hooks execution:"
+            " communication failure: connection refused") in env.cbs.log
 
 
 def test_cluster_verify_ignores_offline_nodes(env: Env, monkeypatch: pytest.MonkeyPatch
@@ -263,8 +262,8 @@ def test_cluster_verify_ignores_offline_nodes(env: Env, monkeypatch: pytest.Monk
     _run_real_hooks(env, monkeypatch)
     env.run(opcodes.OpNodeSetParams.create(node_name="node3", offline=True))
     _script(env, "node3", "cluster-verify", "post", "10-fail", "#!/bin/sh\nexit 1\n")
-    problems = env.run(opcodes.OpClusterVerify.create())
-    assert not [p for p in problems if "hook" in p]
+    env.run_submitted(opcodes.OpClusterVerify.create())
+    assert not [m for m in env.cbs.log if "ERROR" in str(m) and "node3" in str(m)]
 
 
 def test_cluster_destroy_runs_post_hooks_on_the_master(env: Env) -> None:

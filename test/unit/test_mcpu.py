@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 
 from ganeti import constants, errors, locking, opcodes
-from ganeti.cmdlib.base import LogicalUnit, NoHooksLU
+from ganeti.cmdlib.base import LogicalUnit, NoHooksLU, ResultWithJobs
 from ganeti.mcpu import Processor, lock_attempt_timeouts
 
 
@@ -379,3 +379,45 @@ def test_add_locks_are_removed_after_a_dry_run() -> None:
     assert "dry1" not in ctx.glm.names(locking.LEVEL_INSTANCE)
     assert proc.execute_opcode(OpUnittestCreate(instance_name="dry1"), Callbacks())
     assert "dry1" in ctx.glm.names(locking.LEVEL_INSTANCE)
+
+
+class OpUnittestFollowUp(opcodes.OpCode):
+    OP_RESULT: ClassVar[Any] = dict[str, Any]
+
+
+class LUUnittestFollowUp(NoHooksLU):
+    """Returns follow-up jobs, as Ganeti's cluster verify does."""
+
+    REQ_BGL = False
+
+    def ExpandNames(self) -> None:
+        self.needed_locks = {}
+
+    def Exec(self, feedback_fn: Any) -> Any:
+        return ResultWithJobs([[OpUnittestExclusive()], [OpUnittestExclusive(),
+                                                          OpUnittestExclusive()]],
+                              note="two jobs")
+
+
+class SubmittingCallbacks(Callbacks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[Any] = []
+
+    def submit_many_jobs(self, jobs: list[Any]) -> list[tuple[bool, Any]]:
+        self.jobs.extend(jobs)
+        return [(True, 7), (False, "queue full")]
+
+
+def test_result_with_jobs_submits_them_and_returns_the_job_ids() -> None:
+    LUS["OpUnittestFollowUp"] = LUUnittestFollowUp
+    cbs = SubmittingCallbacks()
+    try:
+        result = make_processor(FakeContext()).execute_opcode(OpUnittestFollowUp(), cbs)
+    finally:
+        del LUS["OpUnittestFollowUp"]
+    # Ganeti's job-submitted shape: "jobs" holds (success, job id or error) pairs
+    assert result == {"note": "two jobs", "jobs": [[True, 7], [False, "queue full"]]}
+    assert [[type(op).__name__ for op in job] for job in cbs.jobs] == [
+        ["OpUnittestExclusive"], ["OpUnittestExclusive", "OpUnittestExclusive"]]
+

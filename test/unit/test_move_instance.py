@@ -11,11 +11,11 @@ from ganeti import constants
 from ganeti.tools import move_instance
 
 DATA = {
-    "disk_template": "file", "os": "", "hypervisor": "process", "admin_state": "up",
+    "disk_template": "file", "os": "", "hypervisor": "process", "config_state": "up",
     "disks": [{"size": 8, "mode": "rw", "name": None}, {"size": 2, "mode": "ro",
                                                          "name": "data"}],
-    "nics": [{"mac": "aa:00:00:00:00:01", "ip": None, "name": None, "mode": "bridged",
-              "link": "br0"}],
+    # Ganeti's NIC tuples: name, uuid, ip, mac, mode, link, vlan, network, netinfo
+    "nics": [[None, "5e1c", None, "aa:00:00:00:00:01", "bridged", "br0", "", None, None]],
     "be_instance": {"maxmem": 256}, "hv_instance": {"blocks": 64}, "os_instance": {},
     "tags": ["web"],
 }
