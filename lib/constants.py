@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from ganeti import __version__
 
@@ -122,6 +122,12 @@ DT_FILE: Final = "file"
 DT_PLAIN: Final = "plain"
 DT_DISKLESS: Final = "diskless"
 DISK_TEMPLATES: Final = frozenset({DT_FILE, DT_PLAIN, DT_DISKLESS})
+# Ganeti's backend parameter defaults (its BEC_DEFAULTS): hooks show and exports write
+# every backend parameter, also those a cluster leaves unset
+BE_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType({
+    "always_failover": False, "auto_balance": True, "maxmem": 128, "minmem": 128,
+    "spindle_use": 1, "vcpus": 1,
+})
 # The volume group of plain disks unless the cluster names one (Ganeti's default)
 DEFAULT_VG: Final = "xenvg"
 # First three bytes of generated MAC addresses (Ganeti's default prefix)

@@ -67,14 +67,6 @@ GANETI3_HV_PARAMETERS: dict[str, dict[str, Callable[[str], bool]]] = {
     constants.HT_FAKE: {},
 }
 
-# Ganeti 3.0 writes every backend parameter (its BEC_DEFAULTS where unset) and
-# reads them back from [backend]; the ones our cluster may leave unset
-GANETI3_BE_DEFAULTS: dict[str, Any] = {
-    "always_failover": False, "auto_balance": True, "maxmem": 128, "minmem": 128,
-    "spindle_use": 1, "vcpus": 1,
-}
-
-
 @dataclass
 class ExportDisk:
     dump: str | None           # None: no dump, the import creates the disk blank
@@ -397,7 +389,8 @@ def from_instance(instance: Any, cluster: Any, source_node: str,
                   checksums: list[str | None], timestamp: int | None = None,
                   compression: str = constants.IEC_NONE) -> ExportInfo:
     """Describe ``instance`` (objects.Instance) as exported from ``source_node``."""
-    be = {**GANETI3_BE_DEFAULTS, **cluster.fill_beparams(instance)}
+    # Ganeti 3.0 writes every backend parameter (its defaults where unset)
+    be = {**constants.BE_DEFAULTS, **cluster.fill_beparams(instance)}
     return ExportInfo(
         name=instance.name, source=source_node,
         timestamp=int(time.time()) if timestamp is None else timestamp,

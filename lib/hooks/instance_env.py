@@ -16,12 +16,6 @@ from typing import Any, Protocol
 
 from ganeti import constants, hypervisor
 
-# Ganeti's backend defaults (constants.BEC_DEFAULTS in 3.0): the hooks show every
-# backend parameter, also those our clusters do not set
-BE_DEFAULTS: Mapping[str, Any] = {
-    "always_failover": False, "auto_balance": True, "maxmem": 128, "minmem": 128,
-    "spindle_use": 1, "vcpus": 1,
-}
 # Ganeti's NIC defaults, except the link: we have no default bridge, so it stays empty
 NIC_DEFAULTS: Mapping[str, Any] = {"mode": "bridged", "link": "", "vlan": ""}
 _BRIDGE_MODES = frozenset({"bridged", "openvswitch"})
@@ -106,7 +100,7 @@ class NicInfo:
 
 def filled_beparams(cluster: HookCluster, own: Mapping[str, Any]) -> dict[str, Any]:
     """Every backend parameter: Ganeti's defaults, the cluster's, the instance's own."""
-    return {**BE_DEFAULTS, **cluster.beparams, **own}
+    return {**constants.BE_DEFAULTS, **cluster.beparams, **own}
 
 
 def filled_hvparams(cluster: HookCluster, hv_name: str,
