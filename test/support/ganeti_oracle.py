@@ -67,6 +67,11 @@ class Ganeti3:
         return self.base / "usr" / "share" / "ganeti" / "testsuite"
 
     @property
+    def rapi_client(self) -> Path:
+        """PYTHONPATH of python3-ganeti-rapi alone (``ganeti.rapi.client``), as installed."""
+        return self.base / "usr" / "lib" / "python3" / "dist-packages"
+
+    @property
     def docs(self) -> Path:
         return self.base / "usr" / "share" / "doc" / "ganeti-doc"
 
@@ -94,11 +99,16 @@ class Ganeti3:
                               input=input, capture_output=True, text=True, timeout=timeout,
                               check=False)
 
-    def eval(self, code: str, timeout: float = 60) -> Any:
-        """Run ``code`` in Ganeti's interpreter; it sets ``result`` (JSON), returned here."""
+    def eval(self, code: str, timeout: float = 60, rapi_client: bool = False) -> Any:
+        """Run ``code`` in Ganeti's interpreter; it sets ``result`` (JSON), returned here.
+
+        With ``rapi_client`` only python3-ganeti-rapi is importable (``from
+        ganeti.rapi import client``), as on a machine with just the client library.
+        """
         runner = ("import json, sys\nns = {}\nexec(compile(sys.stdin.read(), '<oracle>',"
                   " 'exec'), ns)\nsys.stdout.write(json.dumps(ns['result']))\n")
-        proc = subprocess.run([str(self.python), "-c", runner], env=self.env(), input=code,
+        env = self.env(PYTHONPATH=str(self.rapi_client)) if rapi_client else self.env()
+        proc = subprocess.run([str(self.python), "-c", runner], env=env, input=code,
                               capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"Ganeti code failed ({proc.returncode}):\n{proc.stderr}")
