@@ -8,8 +8,8 @@ OpenAPI document and doc/rapi.md share one table, and handlers can be tested
 without a socket.
 
 Order of checks, so an anonymous caller learns nothing: authentication
-(401), resource (404), method (405), permission (403), query parameters,
-body (400); only then does the handler run.
+(401), resource (404), method (405), permission (403), the body's media
+type (415), query parameters, body (400); only then does the handler run.
 """
 
 from __future__ import annotations
@@ -263,8 +263,12 @@ def _json(result: Any) -> Response:
 
 
 def dispatch(backend: Backend, method: str, path: str, query: str, body: bytes,
-             user: User | None, headers: Mapping[str, str] | None = None) -> Response:
-    """Answer one request; ``user`` is None when authentication failed or was absent."""
+             user: User | None, headers: Mapping[str, str] | None = None,
+             content_type: str | None = None) -> Response:
+    """Answer one request; ``user`` is None when authentication failed or was absent.
+
+    ``content_type`` (the HTTP server passes it; None skips the check): a
+    body must be ``application/json``, as Ganeti requires (415 otherwise)."""
     try:
         if user is None:
             raise http.HttpUnauthorized("Authentication is required", AUTHENTICATE)
@@ -279,6 +283,10 @@ def dispatch(backend: Backend, method: str, path: str, query: str, body: bytes,
                 {"Allow": ", ".join(sorted(entry.operations))})
         if not (user.write if op.access == WRITE else user.read):
             raise http.HttpForbidden(f"User {user.name!r} may not {op.access} ({method} {path})")
+        if content_type is not None and body.strip() \
+                and content_type.split(";", 1)[0].strip().lower() != http.CONTENT_JSON:
+            raise http.HttpUnsupportedMediaType(
+                f"A body must be {http.CONTENT_JSON}, not {content_type!r:.60}")
         params = _parse_params(op, query)
         parsed, data = _parse_body(op, method, path, body)
         req = Request(method, path, args, params, parsed, data, user, backend,

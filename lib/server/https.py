@@ -36,6 +36,7 @@ class TlsHttpServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 128
+    thread_prefix = "https"  # names the threads: "<prefix>-conn", "<prefix>-refuse"
 
     def __init__(self, address: tuple[str, int], ssl_context: ssl.SSLContext,
                  handler_class: type[GuardedHandler], limits: connlimit.Limits,
@@ -74,7 +75,7 @@ class TlsHttpServer(ThreadingHTTPServer):
             return
         thread = threading.Thread(target=self._connection_thread,
                                   args=(request, client_address, slot),
-                                  name=f"{self.gate.name}-conn", daemon=True)
+                                  name=f"{self.thread_prefix}-conn", daemon=True)
         if not self.gate.start(thread, slot):
             self.shutdown_request(request)
 
@@ -100,7 +101,7 @@ class TlsHttpServer(ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         thread = threading.Thread(target=self._send_busy, args=(request,),
-                                  name=f"{self.gate.name}-refuse", daemon=True)
+                                  name=f"{self.thread_prefix}-refuse", daemon=True)
         try:
             thread.start()
         except RuntimeError:

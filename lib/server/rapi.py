@@ -51,6 +51,8 @@ class LuxiBackend:
 
 
 class RapiServer(https.TlsHttpServer):
+    thread_prefix = "rapi"
+
     def __init__(self, address: tuple[str, int], ssl_context: Any, users: auth.UsersFile,
                  backend: routes.Backend, limits_: connlimit.Limits = DEFAULT_LIMITS,
                  max_body_size: int = limits.RAPI_BODY.maximum) -> None:
@@ -122,15 +124,9 @@ class _RapiHandler(https.GuardedHandler):
             return
         path, _, query = self.path.partition("?")
         user = self.server.users.authenticate(self.headers.get("Authorization"))
-        content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip()
-        if user is not None and body.strip() and content_type.lower() != http.CONTENT_JSON:
-            # as Ganeti: a body must say it is JSON
-            answer = routes.Response(http.HttpUnsupportedMediaType(
-                f"Content-Type must be {http.CONTENT_JSON}, not {content_type!r:.60}")
-                .body_bytes(), 415)
-        else:
-            answer = routes.dispatch(self.server.backend, self.command, path, query, body,
-                                     user, dict(self.headers.items()))
+        answer = routes.dispatch(self.server.backend, self.command, path, query, body,
+                                 user, dict(self.headers.items()),
+                                 self.headers.get("Content-Type") or "")
         self._send(answer)
         LOG.info("%s %s %s %s: %d in %.3fs", https.format_peer(self.client_address),
                  user.name if user else "-", self.command, path[:200], answer.status,
