@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ class Param:
 
 
 REASON = Param("reason", str, "Why the change is made, recorded in the job's reason trail")
+# reason trail sources, as Ganeti's (constants.OPCODE_REASON_SRC_*)
+REASON_SRC_USER = "gnt:user"
+REASON_SRC_RLIB2 = "gnt:library:rlib2"
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,20 @@ class Request:
     user: User
     backend: Backend
     headers: Mapping[str, str] = field(default_factory=dict)
+    handler_name: str = ""        # the handler function's name (in reason trails)
 
     def client(self) -> luxi.Client:
         return self.backend.client()
+
+    def reason_trail(self) -> list[tuple[str, str, int]]:
+        """Ganeti's reason trail for an opcode of this request: the user's ``reason``
+        (if given), then ``gnt:library:rlib2:<handler>``."""
+        now = time.time_ns()
+        trail = []
+        if self.params.get(REASON.name):
+            trail.append((REASON_SRC_USER, str(self.params[REASON.name]), now))
+        trail.append((f"{REASON_SRC_RLIB2}:{self.handler_name}", "", now))
+        return trail
 
 
 Handler = Callable[[Request], Any]
@@ -290,7 +305,7 @@ def dispatch(backend: Backend, method: str, path: str, query: str, body: bytes,
         params = _parse_params(op, query)
         parsed, data = _parse_body(op, method, path, body)
         req = Request(method, path, args, params, parsed, data, user, backend,
-                      dict(headers or {}))
+                      dict(headers or {}), op.handler.__name__)
         result = op.handler(req)
         return result if isinstance(result, Response) else _json(result)
     except http.HttpError as err:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganeti import constants
-from ganeti.rapi import openapi, routes
+from ganeti import constants, opcodes
+from ganeti.rapi import http, openapi, routes
 
 # Ganeti's optional features this server really implements (client.GetFeatures)
 INSTANCE_CREATE_REQV1 = "instance-create-reqv1"
@@ -56,6 +56,39 @@ def features(req: routes.Request) -> Any:
     Only features really implemented are listed, so Ganeti's client falls
     back to older request forms for the others."""
     return list(FEATURES)
+
+
+DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites, change nothing", False)
+# what a body may not set, as in Ganeti: the daemon builds the reason trail
+_NOT_IN_BODY = frozenset({"reason"})
+
+
+@routes.route("/2/modify", "PUT", access=routes.WRITE, result="a job id",
+              params=(DRY_RUN,),
+              body=routes.Body(opcodes.OpClusterSetParams.model_json_schema(),
+                               required=False,
+                               description="the cluster settings to change, as the"
+                                           " opcode's fields (OP_CLUSTER_SET_PARAMS)"),
+              result_schema={"type": "integer"})
+def modify(req: routes.Request) -> Any:
+    """Change cluster settings (``gnt-cluster modify``), in a job.
+
+    The body holds the fields of OP_CLUSTER_SET_PARAMS (``dry_run`` and
+    ``depends`` included, as Ganeti's client sends them); the opcode
+    validates them, so an unknown field or a wrong type is a 400 naming it."""
+    body = {} if req.body is None else req.body
+    if not isinstance(body, dict):
+        raise http.HttpBadRequest("body: must be a JSON object of the opcode's fields")
+    fixed = sorted(_NOT_IN_BODY & set(body))
+    if fixed:
+        raise http.HttpBadRequest(f"body.{fixed[0]}: not allowed in the body (use the"
+                                  " query parameter)")
+    fields = {**body, "reason": req.reason_trail()}
+    if req.params["dry-run"]:
+        fields["dry_run"] = True
+    op = opcodes.OpClusterSetParams.create(**fields)
+    with req.client() as cl:
+        return cl.submit_job([op])
 
 
 @routes.route("/openapi.json", "GET", access=routes.READ,
