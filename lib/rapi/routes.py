@@ -212,14 +212,16 @@ def route(template: str, method: str, *, access: str, result: str,
         params = (*params, REASON)
 
     def register(handler: Handler) -> Handler:
+        # every check first: a refused handler leaves no trace in the table
+        if not inspect.getdoc(handler):
+            raise errors.ProgrammerError(f"{method} {template}: the handler has no docstring")
         entry = TABLE.get(template)
         if entry is None:
             regex, variables = _compile(template)
-            entry = TABLE[template] = Route(template, regex, variables)
+            entry = Route(template, regex, variables)
         if method in entry.operations:
             raise errors.ProgrammerError(f"{method} {template} is defined twice")
-        if not inspect.getdoc(handler):
-            raise errors.ProgrammerError(f"{method} {template}: the handler has no docstring")
+        TABLE.setdefault(template, entry)
         entry.operations[method] = Operation(method, handler, access, params, body, result,
                                              extension, result_schema)
         return handler
