@@ -36,6 +36,8 @@ from typing import Any
 HOLD = 2.0
 SHORT_CLIENTS = 8
 SHORT_BODY = json.dumps({"name": "inst1", "status": "running"}).encode()
+# handshakes in flight while the long polls connect (clients do not all come at once)
+CONNECTING = 32
 POOL_THREADS = 1100  # enough for every long poll: the pool must not be the limit
 
 
@@ -64,7 +66,9 @@ def _serve_stdlib(cert: str) -> None:
             self.end_headers()
             self.wfile.write(SHORT_BODY)
 
-    limits = connlimit.Limits(max_connections=4000, idle_timeout=60, request_timeout=30)
+    # the handshake deadline defends against abuse; here it would only cut the ramp short
+    limits = connlimit.Limits(max_connections=4000, idle_timeout=60, request_timeout=30,
+                              handshake_timeout=300)
     server = https.TlsHttpServer(("127.0.0.1", 0), _server_context(cert), Handler,
                                  dataclasses.replace(limits), "bench",
                                  logging.getLogger("bench"))
@@ -185,10 +189,11 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         raise RuntimeError(head[:60].decode())
 
 
-async def _poller(port: int, stop: float, ctx: ssl.SSLContext, counts: dict[str, int]
-                  ) -> None:
+async def _poller(port: int, stop: float, ctx: ssl.SSLContext, counts: dict[str, int],
+                  connecting: asyncio.Semaphore) -> None:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        async with connecting:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
     except OSError:
         counts["connect_errors"] += 1
         return
@@ -234,7 +239,9 @@ async def _scenario(port: int, pid: int, polls: int, window: float) -> dict[str,
     counts = {"connected": 0, "connect_errors": 0, "polls": 0, "poll_errors": 0}
     ramp = time.monotonic()
     stop = ramp + window + 30.0  # the pollers stop at the end of the window, see below
-    pollers = [asyncio.create_task(_poller(port, stop, ctx, counts)) for _ in range(polls)]
+    connecting = asyncio.Semaphore(CONNECTING)
+    pollers = [asyncio.create_task(_poller(port, stop, ctx, counts, connecting))
+               for _ in range(polls)]
     # measure once every poll connection is made (or failed)
     while counts["connected"] + counts["connect_errors"] < polls \
             and time.monotonic() - ramp < 60:
@@ -311,6 +318,7 @@ def main() -> int:
     missing = sorted(set(SERVERS) - set(available()))
     if missing:
         print(f"not importable, not measured: {', '.join(missing)}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         cert = str(Path(tmp) / "rapi.pem")
         pem, key = crypto.generate_server_certificate("bench", ["localhost"], ["127.0.0.1"],
