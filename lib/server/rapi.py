@@ -39,15 +39,38 @@ OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "handshak
 LUXI_TIMEOUT = 60.0
 
 
+class _KeptClient(luxi.Client):
+    """A LUXI client that stays connected after ``with``: the next request of the same
+    HTTP connection reuses it (a new one costs masterd an accept and a thread)."""
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:  # the exchange may have stopped half-way
+            self.close()
+
+
 class LuxiBackend:
-    """What handlers reach: a new LUXI connection to masterd per request."""
+    """What handlers reach: masterd over LUXI, one connection per HTTP connection.
+
+    Each HTTP connection has its own thread, so the LUXI client is kept per
+    thread and closed when the HTTP connection ends (:meth:`end_thread`).
+    """
 
     def __init__(self, address: str, timeout: float = LUXI_TIMEOUT) -> None:
         self.address = address
         self.timeout = timeout
+        self._local = threading.local()
 
     def client(self) -> luxi.Client:
-        return luxi.Client(address=self.address, timeout=self.timeout)
+        cl: luxi.Client | None = getattr(self._local, "client", None)
+        if cl is None:
+            cl = self._local.client = _KeptClient(address=self.address, timeout=self.timeout)
+        return cl
+
+    def end_thread(self) -> None:
+        cl: luxi.Client | None = getattr(self._local, "client", None)
+        if cl is not None:
+            self._local.client = None
+            cl.close()
 
 
 class RapiServer(https.TlsHttpServer):
@@ -70,6 +93,14 @@ class RapiServer(https.TlsHttpServer):
 class _RapiHandler(https.GuardedHandler):
     server: RapiServer
     server_version = f"{constants.RAPI}/{constants.RELEASE_VERSION}"
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            end_thread = getattr(self.server.backend, "end_thread", None)
+            if end_thread is not None:
+                end_thread()
 
     def _send(self, answer: routes.Response, close: bool = False) -> None:
         self.send_response(answer.status)

@@ -286,3 +286,55 @@ def test_the_daemon_parses_its_options() -> None:
     assert rapi_server.parse_args([]).port == 5080
     with pytest.raises(SystemExit):
         rapi_server.parse_args(["--port", "70000"])
+
+
+def test_cluster_info_runs_no_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/2/info's QueryClusterInfo once ran file(1) for the architecture (platform.
+    architecture): 8 ms of every answer, and a fork in the threaded master."""
+    import platform
+    import subprocess
+
+    from ganeti.query_resources import cluster
+
+    expected = [platform.architecture()[0], platform.machine()]  # Ganeti's GetArchInfo
+
+    def no_programs(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a program was run: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_programs)
+    assert cluster.architecture() == expected
+
+
+def test_luxi_connection_is_kept_per_http_connection(tmp_path: Path) -> None:
+    """One LUXI connection per HTTP connection (thread), not per request; a request
+    that failed half-way drops it, and the connection's end closes it."""
+    from support import luxi_fakes
+
+    address = tmp_path / "master.sock"
+    with luxi_fakes.running_server(address) as server:
+        backend = rapi_server.LuxiBackend(str(address))
+        for _ in range(3):
+            with backend.client() as cl:
+                assert cl.query_jobs(None, ["id"]) == []
+        assert server.gate.stats.accepted == 1
+        with pytest.raises(RuntimeError), backend.client() as cl:
+            cl.query_jobs(None, ["id"])
+            raise RuntimeError("the handler failed mid-way")
+        with backend.client() as cl:
+            cl.query_jobs(None, ["id"])
+        assert server.gate.stats.accepted == 2
+
+        def other_connection() -> None:
+            with backend.client() as cl:
+                cl.query_jobs(None, ["id"])
+            backend.end_thread()
+
+        thread = threading.Thread(target=other_connection)
+        thread.start()
+        thread.join(WAIT)
+        assert server.gate.stats.accepted == 3
+        backend.end_thread()
+        deadline = time.monotonic() + WAIT
+        while server.gate.active:  # both threads' connections were closed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
