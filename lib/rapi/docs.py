@@ -37,8 +37,10 @@ and committed as [rapi-openapi.json](rapi-openapi.json).
   self-signed certificate `<localstatedir>/lib/ganeti/rapi.pem`, created at cluster
   init (and by the daemon at start when a cluster made before lacks it). Its
   subjectAltName lists the master's name and address, so clients may use the file as
-  their CA file (`curl --cacert rapi.pem`). A local cluster runs it on the master
-  node's address (`LocalCluster.rapi_address`).
+  their CA file (`curl --cacert rapi.pem`). `gnt-cluster renew-crypto
+  --new-rapi-certificate` replaces it; the daemon serves new connections with the
+  new file without a restart (as for any replacement of the file). A local cluster
+  runs the daemon on the master node's address (`LocalCluster.rapi_address`).
 - Connection limits as the node daemon's (`--max-connections`,
   `--idle-timeout`, `--request-timeout` for the request line, headers and body,
   `--handshake-timeout`). A body larger than {limits.RAPI_BODY.maximum:,} bytes is

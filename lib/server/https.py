@@ -62,6 +62,10 @@ class TlsHttpServer(ThreadingHTTPServer):
         return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
 
+    def connection_context(self) -> ssl.SSLContext:
+        """The TLS context of a new connection (a subclass may reload its certificate)."""
+        return self.ssl_context
+
     def get_request(self) -> tuple[Any, Any]:
         accepted = self.gate.accept(self.socket)
         if accepted is None:
@@ -110,8 +114,8 @@ class TlsHttpServer(ThreadingHTTPServer):
 
     def _send_busy(self, request: socket.socket) -> None:
         try:
-            tls = connlimit.tls_handshake(request, self.ssl_context, REFUSE_TIMEOUT,
-                                          REFUSE_TIMEOUT)
+            tls = connlimit.tls_handshake(request, self.connection_context(),
+                                          REFUSE_TIMEOUT, REFUSE_TIMEOUT)
             with tls:
                 tls.sendall(self.busy_reply())
                 # read (and drop) the request so closing does not reset the reply
@@ -134,7 +138,7 @@ class TlsHttpServer(ThreadingHTTPServer):
 
         try:
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = connlimit.tls_handshake(request, self.ssl_context,
+            tls = connlimit.tls_handshake(request, self.connection_context(),
                                           self.limits.handshake_timeout,
                                           self.limits.request_timeout, wrapped)
         except (ssl.SSLError, OSError) as err:

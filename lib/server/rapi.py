@@ -17,10 +17,12 @@ import argparse
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ganeti import bootstrap, constants, crypto, daemon, errors, limits, luxi, pathutils
@@ -73,16 +75,51 @@ class LuxiBackend:
             cl.close()
 
 
+class CertificateFile:
+    """rapi.pem as a TLS context, loaded again when the file changes (renew-crypto)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp = self._current_stamp()
+        self.context = crypto.plain_server_ssl_context(path)
+        self._lock = threading.Lock()
+
+    def _current_stamp(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def current(self) -> ssl.SSLContext:
+        stamp = self._current_stamp()
+        with self._lock:
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self.context = crypto.plain_server_ssl_context(self.path)
+                    LOG.info("Loaded the new certificate %s", self.path)
+                except errors.X509CertError as err:  # half-written or broken: keep the old
+                    LOG.error("Keeping the old certificate: %s", err)
+                self._stamp = stamp
+            return self.context
+
+
 class RapiServer(https.TlsHttpServer):
     thread_prefix = "rapi"
 
-    def __init__(self, address: tuple[str, int], ssl_context: Any, users: auth.UsersFile,
-                 backend: routes.Backend, limits_: connlimit.Limits = DEFAULT_LIMITS,
+    def __init__(self, address: tuple[str, int], certificate: CertificateFile,
+                 users: auth.UsersFile, backend: routes.Backend,
+                 limits_: connlimit.Limits = DEFAULT_LIMITS,
                  max_body_size: int = limits.RAPI_BODY.maximum) -> None:
+        self.certificate = certificate
         self.users = users
         self.backend = backend
         self.max_body_size = max_body_size
-        super().__init__(address, ssl_context, _RapiHandler, limits_, "ganeti-rapi", LOG)
+        super().__init__(address, certificate.context, _RapiHandler, limits_, "ganeti-rapi",
+                         LOG)
+
+    def connection_context(self) -> ssl.SSLContext:
+        return self.certificate.current()
 
     def busy_reply(self) -> bytes:
         body = http.HttpServiceUnavailable(self.gate.busy_message()).body_bytes()
@@ -216,11 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def start() -> Any:
         resources.load_all()
         ensure_certificate(paths, opts.bind)
-        ssl_context = crypto.plain_server_ssl_context(paths.rapi_cert)
+        certificate = CertificateFile(paths.rapi_cert)
         users = auth.UsersFile(paths.rapi_users)
         users.users()  # logs a missing or bad file at start
         try:
-            server = RapiServer((opts.bind, opts.port), ssl_context, users,
+            server = RapiServer((opts.bind, opts.port), certificate, users,
                                 LuxiBackend(str(paths.master_socket)),
                                 connlimit.from_options(opts, DEFAULT_LIMITS))
         except OSError as err:

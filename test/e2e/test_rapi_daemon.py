@@ -201,6 +201,44 @@ def test_openapi_document_is_served(cluster: E2ECluster) -> None:
     assert {"/version", "/2/info", "/2/features", "/2/modify"} <= set(answer.body["paths"])
 
 
+def _served_certificate(cluster: E2ECluster) -> bytes:
+    host, port = cluster.rapi_address
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=WAIT) as raw, \
+            ctx.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_renew_crypto_replaces_the_certificate_without_restart(cluster: E2ECluster) -> None:
+    paths = cluster.master.paths
+    pid = daemon.read_pid(paths.pid_file(constants.RAPI))
+    secret = paths.cluster_domain_secret_file.read_text()
+    old_pem = paths.rapi_cert.read_text()
+    old = _served_certificate(cluster)
+    assert old == ssl.PEM_cert_to_DER_cert(old_pem[old_pem.index("-----BEGIN CERT"):])
+    proc = cluster.gnt("gnt-cluster", "renew-crypto", "--new-rapi-certificate")
+    assert proc.stdout.strip() == f"RAPI certificate renewed: {paths.rapi_cert}"
+    new_pem = paths.rapi_cert.read_text()
+    assert new_pem != old_pem and paths.rapi_cert.stat().st_mode & 0o077 == 0
+    new = _served_certificate(cluster)
+    assert new == ssl.PEM_cert_to_DER_cert(new_pem[new_pem.index("-----BEGIN CERT"):])
+    # the same daemon; the cluster domain secret untouched; verifiable by address
+    assert daemon.read_pid(paths.pid_file(constants.RAPI)) == pid
+    assert paths.cluster_domain_secret_file.read_text() == secret
+    host, port = cluster.rapi_address
+    ctx = ssl.create_default_context(cafile=str(paths.rapi_cert))
+    with socket.create_connection((host, port), timeout=WAIT) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host):
+        pass
+    # nothing asked for: refused before any job
+    proc = cluster.gnt("gnt-cluster", "renew-crypto", ok=False)
+    assert proc.returncode == 1 and "--new-rapi-certificate" in proc.stderr
+
+
 def test_missing_certificate_is_created_at_start(cluster: E2ECluster) -> None:
     """A cluster made before RAPI has no rapi.pem: the daemon makes one when it starts."""
     paths = cluster.master.paths

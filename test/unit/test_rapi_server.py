@@ -54,7 +54,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> pathutils.Paths:
 def _start(paths: pathutils.Paths, **limit_changes: Any) -> rapi_server.RapiServer:
     resources.load_all()
     server = rapi_server.RapiServer(
-        ("127.0.0.1", 0), crypto.plain_server_ssl_context(paths.rapi_cert),
+        ("127.0.0.1", 0), rapi_server.CertificateFile(paths.rapi_cert),
         auth.UsersFile(paths.rapi_users), NoMaster(),
         dataclasses.replace(rapi_server.DEFAULT_LIMITS, **limit_changes))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -338,3 +338,34 @@ def test_luxi_connection_is_kept_per_http_connection(tmp_path: Path) -> None:
         while server.gate.active:  # both threads' connections were closed
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+
+def _peer_cert(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw, \
+            _insecure().wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_a_replaced_certificate_serves_new_connections(tmp_path: Path) -> None:
+    paths = pathutils.Paths.for_root(tmp_path)
+    bootstrap.write_rapi_certificate(paths, ["old.example"], ["127.0.0.1"])
+    paths.rapi_users.parent.mkdir(parents=True)
+    paths.rapi_users.write_text("admin secret write\n")
+    server = _start(paths)
+    try:
+        first = _peer_cert(server.port)
+        assert first == ssl.PEM_cert_to_DER_cert(
+            crypto._cert_pem(crypto.load_certificate_file(paths.rapi_cert)))
+        bootstrap.write_rapi_certificate(paths, ["new.example"], ["127.0.0.1"])
+        second = _peer_cert(server.port)
+        assert second != first
+        assert b"new.example" in second
+        # a broken file is not taken: the last good certificate stays
+        paths.rapi_cert.write_text("-----BEGIN CERTIFICATE-----\nbroken\n")
+        assert _peer_cert(server.port) == second
+        assert _get(server.port, "/version", _auth())[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
