@@ -56,11 +56,16 @@ class TlsHttpServer(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
+    def busy_body(self) -> tuple[bytes, str]:
+        """(body, content type) of the 503 for a connection over the cap."""
+        return self.gate.busy_message().encode(), "text/plain"
+
     def busy_reply(self) -> bytes:
         """The whole HTTP answer (status line included) for a connection over the cap."""
-        body = self.gate.busy_message().encode()
-        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        body, content_type = self.busy_body()
+        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: %s\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (content_type.encode(), len(body), body))
 
     def connection_context(self) -> ssl.SSLContext:
         """The TLS context of a new connection (a subclass may reload its certificate)."""

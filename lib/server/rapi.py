@@ -3,12 +3,12 @@
 Each request: the body's size is checked from Content-Length before any of
 it is read (413), the body is read within the request deadline, the
 caller is authenticated against the users file (re-read when it changes),
-and :func:`ganeti.rapi.routes.dispatch` answers it, talking to masterd
-through a fresh LUXI connection when the resource needs one.
+and :func:`ganeti.rapi.routes.dispatch` answers it, talking to masterd over
+the LUXI connection of its HTTP connection when the resource needs one.
 
 The certificate is ``rapi.pem`` (created at cluster init; created here at
 start when a cluster made before lacks it), self-signed, so clients can use
-it as their CA file.
+it as their CA file; a replaced file serves the next connections.
 """
 
 from __future__ import annotations
@@ -121,10 +121,9 @@ class RapiServer(https.TlsHttpServer):
     def connection_context(self) -> ssl.SSLContext:
         return self.certificate.current()
 
-    def busy_reply(self) -> bytes:
-        body = http.HttpServiceUnavailable(self.gate.busy_message()).body_bytes()
-        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    def busy_body(self) -> tuple[bytes, str]:
+        return (http.HttpServiceUnavailable(self.gate.busy_message()).body_bytes(),
+                http.CONTENT_JSON)
 
 
 class _RapiHandler(https.GuardedHandler):
@@ -158,8 +157,8 @@ class _RapiHandler(https.GuardedHandler):
     def _read_body(self) -> bytes | None:
         """The body (b"" if none); None once an error was answered."""
         if self.headers.get("Transfer-Encoding"):
-            self._error(http.HttpLengthRequired("Chunked bodies are not accepted; send"
-                                       " Content-Length"), close=True)
+            self._error(http.HttpLengthRequired(
+                "Chunked bodies are not accepted; send Content-Length"), close=True)
             return None
         text = self.headers.get("Content-Length")
         if text is None:
