@@ -14,7 +14,9 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from support.rapi import RapiClient, add_rapi_user
 
 from ganeti import constants, crypto, daemon, limits, luxi
 from ganeti.rapi import auth
+from ganeti.tools.local_cluster import SOURCE_TOP, STATE_FILE, LocalCluster, random_subnet
 
 WAIT = 60.0
 AUTHENTICATE = 'Basic realm="Ganeti Remote API"'
@@ -260,3 +263,33 @@ def test_missing_certificate_is_created_at_start(cluster: E2ECluster) -> None:
     assert RapiClient(cluster).request("GET", "/version").body == 2
     log = paths.log_file(constants.RAPI).read_text()
     assert f"Created {paths.rapi_cert}" in log
+
+
+def test_a_cluster_made_before_rapi_gets_it_at_its_next_start(tmp_path: Path) -> None:
+    """No rapi_port in the state file and no rapi.pem: start picks a port on the
+    master's address, records it, and the daemon makes its certificate."""
+    root = tmp_path / "old"
+    made = LocalCluster.create(root, 1, subnet=random_subnet())
+    state = json.loads((root / STATE_FILE).read_text())
+    del state["rapi_port"]
+    (root / STATE_FILE).write_text(json.dumps(state))
+    made.master.paths.rapi_cert.unlink()
+    cluster = LocalCluster(root)
+    assert cluster.rapi_port is None
+    with pytest.raises(RuntimeError):
+        _ = cluster.rapi_address
+    try:
+        cluster.start(log=lambda _msg: None)
+        assert cluster.rapi_port is not None
+        assert LocalCluster(root).rapi_address == (cluster.master.address, cluster.rapi_port)
+        assert cluster.master.paths.rapi_cert.exists()
+        add_rapi_user(cluster, "admin", "secret")
+        assert RapiClient(cluster).request("GET", "/version").body == 2
+        status = subprocess.run([sys.executable, str(SOURCE_TOP / "tools" / "local-cluster"),
+                                 "--root", str(root), "status"], capture_output=True,
+                                text=True, timeout=WAIT, check=True).stdout
+        host, port = cluster.rapi_address
+        assert "ganeti-rapi running" in status and f"RAPI: https://{host}:{port}/" in status
+    finally:
+        cluster.stop(log=lambda _msg: None)
+    assert not cluster.is_running(constants.RAPI, cluster.master)
