@@ -264,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from None
         threading.Thread(target=server.serve_forever, name="rapi-accept",
                          daemon=True).start()
+        daemon.record_address(paths.address_file(constants.RAPI), opts.bind, server.port)
         LOG.info("Listening on %s:%d (root %s), %d resources", opts.bind, server.port,
                  paths.root, len(routes.TABLE))
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from support.cluster import E2ECluster
 from support.rapi import RapiClient, add_rapi_user
+from support.reliability import kill9, watcher
 
 from ganeti import constants, crypto, daemon, limits, luxi
 from ganeti.rapi import auth
@@ -263,6 +264,24 @@ def test_missing_certificate_is_created_at_start(cluster: E2ECluster) -> None:
     assert RapiClient(cluster).request("GET", "/version").body == 2
     log = paths.log_file(constants.RAPI).read_text()
     assert f"Created {paths.rapi_cert}" in log
+
+
+def test_watcher_restarts_a_dead_rapi_daemon_where_it_listened(cluster: E2ECluster) -> None:
+    address = cluster.rapi_address
+    assert daemon.recorded_address(
+        cluster.master.paths.address_file(constants.RAPI)) == address
+    kill9(cluster, constants.RAPI)
+    out = watcher(cluster)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ganeti-watcher: restarted ganeti-rapi" in out.stdout.splitlines()
+    assert cluster.is_running(constants.RAPI, cluster.master)
+    assert RapiClient(cluster, "reader").request("GET", "/version").body == 2
+    again = watcher(cluster)
+    assert "ganeti-rapi" not in again.stdout, again.stdout
+    # a node other than the master never runs it
+    node2 = cluster.nodes[1]
+    assert "ganeti-rapi" not in watcher(cluster, node2).stdout
+    assert not cluster.is_running(constants.RAPI, node2)
 
 
 def test_a_cluster_made_before_rapi_gets_it_at_its_next_start(tmp_path: Path) -> None:
