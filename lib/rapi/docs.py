@@ -44,8 +44,9 @@ and committed as [rapi-openapi.json](rapi-openapi.json).
 - Connection limits as the node daemon's (`--max-connections`,
   `--idle-timeout`, `--request-timeout` for the request line, headers and body,
   `--handshake-timeout`). A body larger than {limits.RAPI_BODY.maximum:,} bytes is
-  refused with 413 from its `Content-Length`, before it is read; chunked bodies get
-  411.
+  refused with 413 from its `Content-Length`, before it is read (a client sending
+  `Expect: 100-continue`, as curl does, gets the 413 instead of the invitation to
+  send it); chunked bodies get 411.
 
 ## Users and permissions
 

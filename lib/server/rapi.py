@@ -154,6 +154,22 @@ class _RapiHandler(https.GuardedHandler):
     def _error(self, err: http.HttpError, close: bool = False) -> None:
         self._send(routes.Response(err.body_bytes(), err.code, headers=err.headers), close)
 
+    def handle_expect_100(self) -> bool:
+        """curl asks before sending a body: an oversized one is refused right away."""
+        too_large = self._oversized()
+        if too_large is not None:
+            self._error(too_large, close=True)
+            return False
+        return super().handle_expect_100()
+
+    def _oversized(self) -> http.HttpError | None:
+        text = self.headers.get("Content-Length") or "0"
+        if text.isdigit() and int(text) > self.server.max_body_size:
+            return http.HttpRequestEntityTooLarge(
+                f"Request body of {int(text)} bytes exceeds the limit of"
+                f" {self.server.max_body_size} bytes")
+        return None
+
     def _read_body(self) -> bytes | None:
         """The body (b"" if none); None once an error was answered."""
         if self.headers.get("Transfer-Encoding"):
@@ -171,11 +187,9 @@ class _RapiHandler(https.GuardedHandler):
             self._error(http.HttpBadRequest(f"Invalid Content-Length {text!r:.40}"),
                         close=True)
             return None
-        if length > self.server.max_body_size:
-            # refused unread: the connection cannot be reused
-            self._error(http.HttpRequestEntityTooLarge(
-                f"Request body of {length} bytes exceeds the limit of"
-                f" {self.server.max_body_size} bytes"), close=True)
+        too_large = self._oversized()
+        if too_large is not None:  # refused unread: the connection cannot be reused
+            self._error(too_large, close=True)
             return None
         raw = self.rfile.read(length)
         if len(raw) != length:

@@ -166,6 +166,23 @@ def test_oversized_body_refused_before_it_is_sent(running: Running) -> None:
     assert body["code"] == 413 and str(limits.RAPI_BODY.maximum) in body["explain"]
 
 
+def test_expect_100_continue(running: Running) -> None:
+    """curl sends Expect: 100-continue before a body: an oversized one is refused at
+    once (no 100), a good one is invited and answered."""
+    head = ("PUT /2/features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: {_auth()['Authorization']}\r\nExpect: 100-continue\r\n"
+            "Content-Length: {}\r\n\r\n")
+    with _tls(running.port) as sock:
+        sock.sendall(head.format(limits.RAPI_BODY.maximum + 1).encode())
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+    with _tls(running.port) as sock:
+        sock.sendall(head.format(2).encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"{}")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 405 ")
+
+
 def test_framing_errors(running: Running) -> None:
     status, _, body = _get(running.port, "/2/features",
                            {**_auth(), "Content-Length": "-1"}, method="PUT")
