@@ -129,6 +129,9 @@ class RapiServer(https.TlsHttpServer):
 class _RapiHandler(https.GuardedHandler):
     server: RapiServer
     server_version = f"{constants.RAPI}/{constants.RELEASE_VERSION}"
+    # buffered: headers and body leave in one write (one TLS record, one packet);
+    # http.server flushes after each request
+    wbufsize = -1
 
     def finish(self) -> None:
         try:
@@ -159,8 +162,11 @@ class _RapiHandler(https.GuardedHandler):
         too_large = self._oversized()
         if too_large is not None:
             self._error(too_large, close=True)
+            self.wfile.flush()
             return False
-        return super().handle_expect_100()
+        invited = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for the 100 before sending the body
+        return invited
 
     def _oversized(self) -> http.HttpError | None:
         text = self.headers.get("Content-Length") or "0"
