@@ -274,6 +274,9 @@ def _disk_mode(value: Any) -> Any:
 
 
 def _optional_name(value: Any) -> Any:
+    # "none" (any case) is no name, as in Ganeti: its move-instance sends str(None)
+    if isinstance(value, str) and value.lower() == "none":
+        return None
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"invalid name {value!r}")
     return value
@@ -287,7 +290,7 @@ class DiskSpec(Spec):
     mode: Annotated[objects.DiskMode, BeforeValidator(_disk_mode)] = Field(
         constants.DISK_RDWR, description="Access mode: rw or ro")
     name: Annotated[str | None, BeforeValidator(_optional_name)] = Field(
-        None, description="Optional disk name")
+        None, description="Optional disk name (none: no name)")
 
 
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -565,7 +568,9 @@ class OpInstanceCreate(OpCode):
                                   description="The disks, in order")
     nics: list[NicSpec] = Field(default_factory=list, max_length=limits.NICS.maximum,
                                 description="The NICs, in order")
-    os_type: str | None = Field(None, description="OS (definition name, +variant)")
+    # "": what OpInstanceQueryData shows for an instance without one (move-instance)
+    os_type: Annotated[str | None, BeforeValidator(lambda v: None if v == "" else v)] = \
+        Field(None, description="OS (definition name, +variant); empty: none")
     osparams: dict[str, Any] = Field(default_factory=dict, description="OS parameters")
     osparams_private: dict[str, Any] = Field(
         default_factory=dict, description="OS parameters kept out of job queries")

@@ -114,6 +114,14 @@ def test_create_accepts_what_ganeti_client_sends_for_import(backend: Backend) ->
     op = submitted(backend)
     assert (op.mode, op.src_node, op.src_path, op.os_type) == ("import", "node1", "exp1",
                                                                "debootstrap")
+    # Ganeti's move-instance sends str(None) for an unnamed disk: no name, as in Ganeti
+    assert op.disks[0].name is None
+
+
+def test_create_empty_os_is_none(backend: Backend) -> None:
+    # what OpInstanceQueryData shows for an instance without an OS; move-instance sends it
+    status, _ = call(backend, "POST", "/2/instances", create_body(os=""))
+    assert status == 200 and submitted(backend).os_type is None
 
 
 def test_create_remote_import_fields(backend: Backend) -> None:
