@@ -11,7 +11,10 @@ import importlib
 from ganeti.rapi import routes
 
 # the areas, in the order doc/rapi.md lists them
-MODULES: tuple[str, ...] = ("instance_io",)
+MODULES: tuple[str, ...] = (
+    "general",
+    "instance_io",
+)
 
 
 def load_all() -> dict[str, routes.Route]:
