@@ -1,44 +1,32 @@
 """RAPI instance creation, local export and import on a real cluster.
 
-The requests go through the RAPI route table to the cluster's masterd; the
+The requests go to the cluster's ganeti-rapi daemon (HTTPS, Basic auth); the
 jobs run for real, and the data of the disks is compared byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.cluster import E2ECluster, cluster_fixture
+from support.rapi import RapiClient
 
 from ganeti import cli, luxi
-from ganeti.rapi import resources, routes
 
 pytestmark = pytest.mark.e2e
 
 MIB = 1 << 20
 cluster = cluster_fixture("rapi-io", node_count=2)
-resources.load_all()
-ADMIN = routes.User("admin", read=True, write=True)
-
-
-class Backend:
-    def __init__(self, cluster: E2ECluster) -> None:
-        self.socket = str(cluster.master.paths.master_socket)
-
-    def client(self) -> luxi.Client:
-        return luxi.Client(address=self.socket)
 
 
 def rapi(cluster: E2ECluster, method: str, path: str, body: Any = None,
          query: str = "") -> tuple[int, Any]:
-    raw = b"" if body is None else json.dumps(body).encode()
-    answer = routes.dispatch(Backend(cluster), method, path, query, raw, ADMIN)
-    return answer.status, json.loads(answer.body)
+    answer = RapiClient(cluster).request(method, path, body, query=query or None)
+    return answer.status, answer.body
 
 
 def run_job(cluster: E2ECluster, method: str, path: str, body: Any = None,
@@ -70,6 +58,10 @@ def test_create_dry_run_and_bad_body(cluster: E2ECluster) -> None:
                           create_body("bad1", disks=[{"size": 0}]))
     assert status == 400 and "OP_INSTANCE_CREATE.disks[0].size" in answer["explain"]
     assert job_count(cluster) == jobs, "a refused body was submitted"
+    # a read-only user cannot create
+    answer = RapiClient(cluster, user="reader").request("POST", "/2/instances",
+                                                        create_body("ro1"))
+    assert answer.status == 403 and job_count(cluster) == jobs, answer.body
     # a dry run answers the nodes a real creation would use, and creates nothing
     assert run_job(cluster, "POST", "/2/instances", create_body("dry1"),
                    query="dry-run=1") == ["node2"]

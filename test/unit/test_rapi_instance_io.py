@@ -92,7 +92,7 @@ def test_create_translates_ganeti_names_and_submits(backend: Backend) -> None:
     assert op.pnode == "node2" and op.start is False and op.dry_run is False
     assert [d.size for d in op.disks] == [8] and op.beparams == {"memory": 64}
     assert [(src, text) for src, text, _ts in op.reason] == [
-        ("gnt:user", "because"), ("gnt:library:rlib2:instances", "")]
+        ("gnt:user", "because"), ("gnt:library:rlib2:create_instance", "")]
 
 
 def test_create_dry_run_parameter(backend: Backend) -> None:
@@ -197,7 +197,18 @@ def test_prepare_export(backend: Backend) -> None:
     assert isinstance(op, opcodes.OpBackupPrepare)
     assert (op.instance_name, op.mode) == ("inst-1", "remote")
     assert op.reason[0][:2] == ("gnt:user", "move")
-    assert op.reason[1][0] == "gnt:library:rlib2:instances_name_prepare_export"
+    assert op.reason[1][0] == "gnt:library:rlib2:prepare_export"
+
+
+def test_prepare_export_takes_an_empty_body(backend: Backend) -> None:
+    status, _ = call(backend, "PUT", "/2/instances/inst1/prepare-export", {},
+                     query="mode=local")
+    assert status == 200 and submitted(backend).mode == "local"
+
+
+def test_prepare_export_refuses_a_body_with_fields(backend: Backend) -> None:
+    refused(backend, "PUT", "/2/instances/inst1/prepare-export", {"mode": "remote"},
+            "body: prepare-export takes only the mode", query="mode=local")
 
 
 @pytest.mark.parametrize(("query", "needle"), [
@@ -226,7 +237,7 @@ def test_export_local_with_our_fields(backend: Backend) -> None:
         (False, "gzip", True, 2048)
     assert (op.ionice_class, op.note, op.full, op.shutdown_timeout) == \
         ("idle", "before upgrade", True, 30)
-    assert op.reason[-1][0] == "gnt:library:rlib2:instances_name_export"
+    assert op.reason[-1][0] == "gnt:library:rlib2:export_instance"
 
 
 def test_export_remote_body(backend: Backend) -> None:

@@ -10,7 +10,6 @@ schemas published here are derived from the same opcodes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,23 +19,9 @@ from ganeti.rapi import http, routes
 REQ_DATA_VERSION = "__version__"
 CREATE_RENAME = {"name": "instance_name", "os": "os_type"}
 EXPORT_RENAME = {"destination": "target_node"}
-# Ganeti's reason trail: the user's reason, then "gnt:library:rlib2:<resource>"
-REASON_SRC_USER = "gnt:user"
-REASON_SRC_RLIB2 = "gnt:library:rlib2"
-
 DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites, change nothing",
                        False)
 MODE = routes.Param("mode", str, "Export mode to prepare for: local or remote")
-
-
-def reason_trail(req: routes.Request, resource: str) -> list[tuple[str, str, int]]:
-    """The trail Ganeti's RAPI starts a job with (``resource``: its rlib2 class name)."""
-    now = time.time_ns()
-    trail = []
-    if req.params.get("reason"):
-        trail.append((REASON_SRC_USER, str(req.params["reason"]), now))
-    trail.append((f"{REASON_SRC_RLIB2}:{resource}", "", now))
-    return trail
 
 
 def opcode_fields(body: Any, rename: Mapping[str, str], static: Mapping[str, Any]
@@ -133,7 +118,7 @@ def create_instance(req: routes.Request) -> Any:
     source cluster's prepare-export). Ganeti 3.0's fields this cluster lacks are
     accepted at 3.0's defaults only. Version 0 bodies are refused, as by Ganeti 3.0.
     The job's result is the list of the new instance's nodes."""
-    op = create_opcode(req.body, bool(req.params["dry-run"]), reason_trail(req, "instances"))
+    op = create_opcode(req.body, bool(req.params["dry-run"]), req.reason_trail())
     return _submit(req, op)
 
 
@@ -141,16 +126,21 @@ def create_instance(req: routes.Request) -> Any:
 
 
 @routes.route("/2/instances/{instance_name}/prepare-export", "PUT", access=routes.WRITE,
-              result="a job id", params=(MODE,))
+              result="a job id", params=(MODE,),
+              body=routes.Body({"type": "object", "maxProperties": 0}, required=False,
+                               description="None, or {} (Ganeti's tests send one)"))
 def prepare_export(req: routes.Request) -> Any:
     """Prepare an export of the instance (OpBackupPrepare).
 
     In remote mode the job's result is what the destination cluster needs: the
     signed handshake, the signed name of the source's transfer key and its signed
     X509 certificate (doc/remote-export.md); in local mode it is null."""
+    if req.body not in (None, {}):
+        raise http.HttpBadRequest("body: prepare-export takes only the mode (query"
+                                  " parameter); the body must be empty or {}")
     op = opcodes.OpBackupPrepare.create(
         instance_name=req.args["instance_name"], mode=req.params["mode"],
-        reason=reason_trail(req, "instances_name_prepare_export"))
+        reason=req.reason_trail())
     return _submit(req, op)
 
 
@@ -181,6 +171,5 @@ def export_instance(req: routes.Request) -> Any:
     ``destination_x509_ca``. This cluster's own export fields (``keep_generations``,
     ``compress``, ``bwlimit``, ``ionice_class``, ``note``, ``full``, ...) are
     accepted too. The job's result is ``[finalize ok, [per-disk ok]]``."""
-    op = export_opcode(req.args["instance_name"], req.body,
-                       reason_trail(req, "instances_name_export"))
+    op = export_opcode(req.args["instance_name"], req.body, req.reason_trail())
     return _submit(req, op)
