@@ -15,7 +15,7 @@ import pytest
 from support.cluster import E2ECluster, cluster_fixture
 from support.rapi import RapiClient
 
-from ganeti import cli, luxi
+from ganeti import cli, errors, luxi
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +71,9 @@ def test_create_dry_run_and_bad_body(cluster: E2ECluster) -> None:
     conf = cluster.instance_conf("new1")
     assert conf is not None and conf["disks"][0]["size"] == 8
     assert cluster.disk_path("new1").stat().st_size == 8 * MIB
+    # a name in use is the job's error (checked by the LU), as in Ganeti
+    with pytest.raises(errors.OpPrereqError, match="already in the cluster"):
+        run_job(cluster, "POST", "/2/instances", create_body("new1"))
     cluster.gnt("gnt-instance", "remove", "-f", "new1")
 
 
