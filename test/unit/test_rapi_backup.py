@@ -342,6 +342,7 @@ def test_generation_writes(master: FakeMaster) -> None:
     op = master.submitted[-1]
     assert isinstance(op, opcodes.OpBackupVerify)
     assert op.exports == [f"web1@{GEN_OLD}"] and op.fail_on_problems
+    assert op.reason[-1][0] == "gnt:library:rlib2:instances_name_exports_name_verify"
     call(master, "DELETE", "/2/instances/web1/exports")
     op = master.submitted[-1]
     assert isinstance(op, opcodes.OpBackupRemove) and op.instance_name == "web1"

@@ -89,16 +89,23 @@ def _body(req: routes.Request) -> dict[str, Any]:
     return dict(req.body)
 
 
-def _reason(req: routes.Request, resource: str) -> list[tuple[str, str, int]]:
+def _resource(path: str) -> str:
+    """The resource's name in a reason trail, as Ganeti's (``instances_name_startup``)."""
+    found = routes.find(path)
+    template = found[0].template if found else path
+    return re.sub(r"\{[a-z_]+\}", "name", template.removeprefix("/2/")).replace("/", "_")
+
+
+def _reason(req: routes.Request) -> list[tuple[str, str, int]]:
     """Ganeti's reason trail: the user's reason (if any), then this resource."""
     trail = []
     if req.params.get("reason"):
         trail.append(("gnt:user", str(req.params["reason"]), time.time_ns()))
-    trail.append((f"{REASON_SOURCE}:{resource}", "", time.time_ns()))
+    trail.append((f"{REASON_SOURCE}:{_resource(req.path)}", "", time.time_ns()))
     return trail
 
 
-def build(cls: type[opcodes.OpCode], req: routes.Request, resource: str,
+def build(cls: type[opcodes.OpCode], req: routes.Request,
           labels: Mapping[str, str] | None = None, omit: tuple[str, ...] = (),
           use_body: bool = True, **given: Any) -> opcodes.OpCode:
     """The opcode of a request: the body's fields (``use_body``), ``given`` (path and
@@ -114,7 +121,7 @@ def build(cls: type[opcodes.OpCode], req: routes.Request, resource: str,
             + f" (accepted: {', '.join(allowed) or 'none'})")
     # a query run for a write (a pre-check, prune's plan) is no dry run: it must answer
     dry_run = use_body and bool(req.params.get("dry-run"))
-    fields = {**body, **given, "dry_run": dry_run, "reason": _reason(req, resource)}
+    fields = {**body, **given, "dry_run": dry_run, "reason": _reason(req)}
     try:
         return cls.create(**fields)
     except errors.OpPrereqError as err:
@@ -146,7 +153,7 @@ _GENERATIONS_SCHEMA = _result_schema(opcodes.OpBackupListGenerations)
 
 def _generations(req: routes.Request, cl: luxi.Client, instances: list[str],
                  nodes: list[str]) -> dict[str, Any]:
-    op = build(opcodes.OpBackupListGenerations, req, "exports", use_body=False,
+    op = build(opcodes.OpBackupListGenerations, req, use_body=False,
                instances=instances, nodes=nodes)
     return dict(_query(cl, op))
 
@@ -218,8 +225,7 @@ def remove_exports(req: routes.Request) -> Any:
     Refused (the job fails, ``wrong_state``) while it is protected; older
     generations stay until pruned or removed by name."""
     name = req.args["instance_name"]
-    op = build(opcodes.OpBackupRemove, req, "instances_name_exports",
-               {"instance_name": "instance_name"}, instance_name=name)
+    op = build(opcodes.OpBackupRemove, req, instance_name=name)
     if not [g for g in _instance_generations(req)["generations"] if g["newest"]]:
         raise http.HttpNotFound(f"No export of {name!r}")
     return _submit(req, op)
@@ -235,9 +241,6 @@ def generation_info(req: routes.Request) -> Any:
     return _instance_generations(req, req.args["generation"])
 
 
-_PATH_LABELS = {"instance_name": "instance_name", "generation": "generation"}
-
-
 @routes.route("/2/instances/{instance_name}/exports/{generation}", "DELETE",
               access=routes.WRITE, extension=True, params=(NODES, DRY_RUN), result=JOB_ID,
               result_schema=_JOB_SCHEMA)
@@ -246,8 +249,8 @@ def remove_generation(req: routes.Request) -> Any:
 
     The newest export is removed by ``DELETE /2/instances/NAME/exports``; a
     protected generation is refused (the job fails, ``wrong_state``)."""
-    op = build(opcodes.OpBackupRemoveGeneration, req, "instances_name_exports_generation",
-               _PATH_LABELS, instance_name=req.args["instance_name"],
+    op = build(opcodes.OpBackupRemoveGeneration, req,
+               instance_name=req.args["instance_name"],
                generation=req.args["generation"], nodes=req.params["nodes"])
     _instance_generations(req, req.args["generation"])
     return _submit(req, op)
@@ -269,7 +272,6 @@ def modify_generation(req: routes.Request) -> Any:
     A protected generation is kept by prune and refused by removal.  The
     newest export is addressed by its generation name as well."""
     op = build(opcodes.OpBackupSetGenerationParams, req,
-               "instances_name_exports_generation_modify", _PATH_LABELS,
                instance_name=req.args["instance_name"], generation=req.args["generation"])
     assert isinstance(op, opcodes.OpBackupSetGenerationParams)
     if op.protected is None and op.note is None:
@@ -294,8 +296,8 @@ def verify_generation(req: routes.Request) -> Any:
     The job's result is the verify report (doc/opcodes.md, ``VerifyReport``);
     the outcome is recorded with the generation."""
     name, generation = req.args["instance_name"], req.args["generation"]
-    op = build(opcodes.OpBackupVerify, req, "instances_name_exports_generation_verify",
-               omit=("newest_only",), exports=[f"{name}@{generation}"])
+    op = build(opcodes.OpBackupVerify, req, omit=("newest_only",),
+               exports=[f"{name}@{generation}"])
     _instance_generations(req, generation)
     return _submit(req, op)
 
@@ -310,7 +312,7 @@ def verify_exports(req: routes.Request) -> Any:
 
     ``gnt-backup verify``: a job whose result is the verify report
     (``VerifyReport``: per generation and node ok, problems, bad blocks)."""
-    return _submit(req, build(opcodes.OpBackupVerify, req, "exports_verify"))
+    return _submit(req, build(opcodes.OpBackupVerify, req))
 
 
 def _prune_policy(req: routes.Request, op: opcodes.OpBackupPrune) -> dict[str, int]:
@@ -351,7 +353,7 @@ def prune(req: routes.Request) -> Any:
     The newest export and protected generations are always kept.  With
     ``dry-run=1`` the answer is the plan, computed from the same listing and
     rules as the job's."""
-    op = build(opcodes.OpBackupPrune, req, "exports_prune")
+    op = build(opcodes.OpBackupPrune, req)
     assert isinstance(op, opcodes.OpBackupPrune)
     policy = _prune_policy(req, op)
     if req.params["dry-run"]:
@@ -422,7 +424,7 @@ def add_schedule(req: routes.Request) -> Any:
     checked here (400); what needs the cluster (known nodes and instances,
     compression tools, snapshot support) by the job.  409 if the name is
     taken."""
-    op = build(opcodes.OpBackupScheduleAdd, req, "backup-schedules")
+    op = build(opcodes.OpBackupScheduleAdd, req)
     assert isinstance(op, opcodes.OpBackupScheduleAdd)
     try:
         sched.check_selection(op.instances, op.tags, op.all_instances)
@@ -457,8 +459,8 @@ def _existing(req: routes.Request) -> str:
                                            " merged (null drops one)"))
 def modify_schedule(req: routes.Request) -> Any:
     """Change a backup schedule (``gnt-backup schedule modify``)."""
-    op = build(opcodes.OpBackupScheduleModify, req, "backup-schedules_name_modify",
-               _NAME_LABEL, name=req.args["schedule_name"])
+    op = build(opcodes.OpBackupScheduleModify, req, _NAME_LABEL,
+               name=req.args["schedule_name"])
     assert isinstance(op, opcodes.OpBackupScheduleModify)
     if not op.changes():
         raise http.HttpBadRequest("body: nothing to change: give at least one field")
@@ -470,7 +472,7 @@ def modify_schedule(req: routes.Request) -> Any:
               result=JOB_ID, result_schema=_JOB_SCHEMA)
 def remove_schedule(req: routes.Request) -> Any:
     """Remove a backup schedule (its exports stay)."""
-    op = build(opcodes.OpBackupScheduleRemove, req, "backup-schedules_name", _NAME_LABEL,
+    op = build(opcodes.OpBackupScheduleRemove, req, _NAME_LABEL,
                name=req.args["schedule_name"])
     _existing(req)
     return _submit(req, op)
