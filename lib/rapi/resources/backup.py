@@ -7,8 +7,9 @@ The CLI's ``gnt-backup list/remove/protect/modify/verify/prune`` and
 CLI, the job queue and this API accept exactly the same values.  Writes
 submit one job and answer its id; reads run the query opcodes the CLI runs
 and answer their results.  A name in the path that does not exist is a 404
-before anything is submitted; run-now is the backup runner's pass
-(``ganeti.tools.backup_runner``), which returns once its jobs are queued.
+before any change is submitted (the check is such a read); run-now is the
+backup runner's pass (``ganeti.tools.backup_runner``), which returns once its
+jobs are queued.
 """
 
 from __future__ import annotations
