@@ -170,6 +170,8 @@ def test_bodies_are_documented_by_the_opcodes_schema() -> None:
         "properties"]["cron"]
     # the nested retention policy is inlined: the schema stands alone in OpenAPI
     assert "$ref" not in json.dumps(doc) and "keep_daily" in json.dumps(props["retention"])
+    assert props["retention"]["description"] == \
+        opcodes.OpBackupScheduleAdd.model_fields["retention"].description
     modify = routes.TABLE["/2/backup-schedules/{schedule_name}/modify"].operations["PUT"]
     assert modify.body is not None and "name" not in modify.body.json_schema()["properties"]
     gen_modify = routes.TABLE["/2/instances/{instance_name}/exports/{generation}/modify"]
@@ -195,7 +197,7 @@ def test_add_schedule_submits_the_opcode_the_body_describes(master: FakeMaster) 
         "db", ["web1"], "node3", "0 */6 * * *", True)
     assert op.retention.rules() == {"keep_hourly": 8} and op.overrides == {"bwlimit": 20480}
     assert [r[:2] for r in op.reason] == [("gnt:user", "before the upgrade"),
-                                          ("gnt:library:rlib2:backup-schedules", "")]
+                                          ("gnt:library:rlib2:add_schedule", "")]
     status, _job = call(master, "POST", "/2/backup-schedules", body, "dry-run=1")
     assert status == 200 and master.submitted[-1].dry_run is True
 
@@ -342,7 +344,7 @@ def test_generation_writes(master: FakeMaster) -> None:
     op = master.submitted[-1]
     assert isinstance(op, opcodes.OpBackupVerify)
     assert op.exports == [f"web1@{GEN_OLD}"] and op.fail_on_problems
-    assert op.reason[-1][0] == "gnt:library:rlib2:instances_name_exports_name_verify"
+    assert op.reason[-1][0] == "gnt:library:rlib2:verify_generation"
     call(master, "DELETE", "/2/instances/web1/exports")
     op = master.submitted[-1]
     assert isinstance(op, opcodes.OpBackupRemove) and op.instance_name == "web1"

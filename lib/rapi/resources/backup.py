@@ -15,7 +15,6 @@ jobs are queued.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +26,6 @@ from ganeti.backup import schedule as sched
 from ganeti.rapi import http, routes
 from ganeti.tools import backup_runner
 
-# where Ganeti's RAPI says a job came from ("gnt:library:rlib2:<resource>")
-REASON_SOURCE = "gnt:library:rlib2"
 # opcode fields the query string gives (dry-run, reason), never a body
 _QUERY_FIELDS = frozenset({"dry_run", "reason"})
 
@@ -51,7 +48,9 @@ def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+            # the definition, and what the field says next to its $ref (description...)
+            return {**_inline(defs[ref.removeprefix("#/$defs/")], defs),
+                    **{k: _inline(v, defs) for k, v in node.items() if k != "$ref"}}
         return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
     if isinstance(node, list):
         return [_inline(v, defs) for v in node]
@@ -90,22 +89,6 @@ def _body(req: routes.Request) -> dict[str, Any]:
     return dict(req.body)
 
 
-def _resource(path: str) -> str:
-    """The resource's name in a reason trail, as Ganeti's (``instances_name_startup``)."""
-    found = routes.find(path)
-    template = found[0].template if found else path
-    return re.sub(r"\{[a-z_]+\}", "name", template.removeprefix("/2/")).replace("/", "_")
-
-
-def _reason(req: routes.Request) -> list[tuple[str, str, int]]:
-    """Ganeti's reason trail: the user's reason (if any), then this resource."""
-    trail = []
-    if req.params.get("reason"):
-        trail.append(("gnt:user", str(req.params["reason"]), time.time_ns()))
-    trail.append((f"{REASON_SOURCE}:{_resource(req.path)}", "", time.time_ns()))
-    return trail
-
-
 def build(cls: type[opcodes.OpCode], req: routes.Request,
           labels: Mapping[str, str] | None = None, omit: tuple[str, ...] = (),
           use_body: bool = True, **given: Any) -> opcodes.OpCode:
@@ -122,7 +105,7 @@ def build(cls: type[opcodes.OpCode], req: routes.Request,
             + f" (accepted: {', '.join(allowed) or 'none'})")
     # a query run for a write (a pre-check, prune's plan) is no dry run: it must answer
     dry_run = use_body and bool(req.params.get("dry-run"))
-    fields = {**body, **given, "dry_run": dry_run, "reason": _reason(req)}
+    fields = {**body, **given, "dry_run": dry_run, "reason": req.reason_trail()}
     try:
         return cls.create(**fields)
     except errors.OpPrereqError as err:
