@@ -599,6 +599,21 @@ def run_pass(client: luxi.Client, names: Sequence[str] = (), *, now: float | Non
     return report
 
 
+def resolved_state(client: luxi.Client) -> RunnerState:
+    """The state with the finished jobs of ``--no-wait`` runs resolved, for listings (not
+    saved: the next pass records them and sends the notifications)."""
+    state = load_state()
+    pending = [st for st in state.schedules.values() if st.jobs]
+    if pending:
+        master = LuxiMaster(client)
+        for st in pending:
+            for job_id, result in master.job_outcomes(list(st.jobs)).items():
+                if result is not None:
+                    finish_job(st, job_id, result)
+            complete_run(st, time.time())
+    return state
+
+
 def execute(names: Sequence[str], now: float | None, dry_run: bool, wait: bool,
             always_report: bool = True, sendmail: str | None = None) -> int:
     """Shared by the runner and ``gnt-backup schedule run-now``; prints the summary.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ganeti import constants, errors, opcodes
+from ganeti import constants, errors, opcodes, pathutils
 from ganeti.rapi import resources, routes
 from ganeti.rapi.resources import backup
 from ganeti.tools import backup_runner
@@ -101,7 +101,8 @@ class FakeMaster:
 
 
 @pytest.fixture
-def master() -> FakeMaster:
+def master(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> FakeMaster:
+    monkeypatch.setenv(pathutils.ROOT_ENV, str(tmp_path))   # the runner's state: none
     return FakeMaster()
 
 

@@ -363,7 +363,9 @@ def _schedules(cl: luxi.Client, names: list[str]) -> list[dict[str, Any]]:
 
 def _schedule_view(schedule: dict[str, Any], defaults: dict[str, Any],
                    state: backup_runner.RunnerState) -> dict[str, Any]:
-    """The configured schedule, its settings in effect and the runner's state of it."""
+    """The configured schedule, its settings in effect and the runner's state of it (jobs
+    of the run in progress; a finished run's result shows before the runner records it,
+    as in ``gnt-backup schedule list``)."""
     st = state.schedules.get(schedule["name"], backup_runner.ScheduleState())
     settings = sched.settings(defaults, schedule)
     since = st.last_run if st.last_run is not None else float(schedule["ctime"])
@@ -378,7 +380,7 @@ def _views(req: routes.Request, names: list[str]) -> list[dict[str, Any]]:
     with req.client() as cl:
         found = _schedules(cl, names)
         defaults = dict(cl.query_cluster_info().get("backup_defaults") or {})
-    state = backup_runner.load_state()
+        state = backup_runner.resolved_state(cl)
     return [_schedule_view(s, defaults, state) for s in found]
 
 
@@ -424,7 +426,13 @@ def add_schedule(req: routes.Request) -> Any:
 @routes.route(_SCHEDULE, "GET", access=routes.READ, extension=True,
               result="the schedule's fields, its settings in effect and the runner's state")
 def get_schedule(req: routes.Request) -> Any:
-    """One backup schedule."""
+    """One backup schedule, with the runner's state of it.
+
+    ``state``: ``last_run``, ``last_finished``, ``last_result`` (``success`` or
+    ``failed: INSTANCES``), ``jobs`` (the run in progress) and ``next_run``
+    (the next cron slot; null while disabled).  ``settings``: the backup
+    settings in effect (the cluster's defaults with the schedule's
+    overrides)."""
     return _views(req, [req.args["schedule_name"]])[0]
 
 
