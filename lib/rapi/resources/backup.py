@@ -67,7 +67,7 @@ def body_schema(cls: type[opcodes.OpCode], given: tuple[str, ...] = (),
                 omit: tuple[str, ...] = ()) -> dict[str, Any]:
     """The opcode's JSON schema restricted to :func:`body_fields` (less ``omit``)."""
     full = cls.model_json_schema()
-    names = [n for n in body_fields(cls, (*given, *omit))]
+    names = body_fields(cls, (*given, *omit))
     schema: dict[str, Any] = {
         "type": "object", "title": cls.__name__,
         "description": (cls.__doc__ or "").strip().split("\n\n", 1)[0],
