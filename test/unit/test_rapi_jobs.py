@@ -193,6 +193,30 @@ def test_wait_without_change_answers_null(api: Api, monkeypatch: pytest.MonkeyPa
                 "previous_log_serial": 0}) == (200, None)
 
 
+def test_waiters_beyond_the_limit_never_reach_the_master(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # masterd serves a bounded number of connections; waits must leave it some
+    slots = threading.BoundedSemaphore(2)
+    monkeypatch.setattr(jobs, "_WAIT_SLOTS", slots)
+    monkeypatch.setattr(jobs, "WAIT_TIMEOUT", 0.2)
+    (job,) = _submit(api.queue)
+    body = {"fields": ["status"], "previous_job_info": [constants.OP_STATUS_QUEUED]}
+    assert api("GET", f"/2/jobs/{job}/wait", body) == (200, None)
+    assert api.queue.wait_timeouts == [0.2]
+    # every slot taken (by other waiters): "no change" after the timeout, master not asked
+    assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+    assert api("GET", f"/2/jobs/{job}/wait", body) == (200, None)
+    assert api.queue.wait_timeouts == [0.2]
+    # a slot freed: the next wait reaches the master again
+    slots.release()
+    api.queue.update(job, constants.OP_STATUS_RUNNING)
+    assert api("GET", f"/2/jobs/{job}/wait", body)[1]["job_info"] == ["running"]
+    assert len(api.queue.wait_timeouts) == 2
+    # and gives its slot back, even when the master refused it
+    _assert_error(api("GET", f"/2/jobs/{job}/wait", {"fields": ["nosuch"]}), 400)
+    assert slots.acquire(blocking=False) and not slots.acquire(blocking=False)
+
+
 @pytest.mark.parametrize(("body", "words"), [
     (None, ("body",)),
     ({}, ("body.fields",)),

@@ -10,6 +10,7 @@ daemon holds no state and polls nothing itself.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,16 @@ J_FIELDS: tuple[str, ...] = (*J_FIELDS_BULK, "oplog", "opresult")
 # How long one /wait request may wait for a change (Ganeti's _WFJC_TIMEOUT);
 # clients poll again after a null answer
 WAIT_TIMEOUT = 10.0
+
+# At most this many /wait requests hold a connection to masterd at once: each one
+# holds a connection (and a masterd thread) for up to WAIT_TIMEOUT, and masterd
+# serves LUXI_MAX_CONNECTIONS in all; with more waiters it refused the gnt-*
+# commands and every other RAPI request (measured: 300 waits made it 503 all of
+# them, and the refused waiters re-polled in a busy loop).  A wait that finds
+# no free slot within WAIT_TIMEOUT answers null (no change seen): its client
+# polls again, as after any quiet 10 s.
+MAX_WAITERS = constants.LUXI_MAX_CONNECTIONS // 2
+_WAIT_SLOTS = threading.BoundedSemaphore(MAX_WAITERS)
 
 # statuses a job can still be canceled in (what CancelJob accepts; see JobQueue.cancel_job)
 _CANCELABLE = frozenset({constants.OP_STATUS_QUEUED, constants.OP_STATUS_WAITING,
@@ -126,11 +137,15 @@ def wait_for_job_change(req: routes.Request) -> Any:
     or it logged past ``previous_log_serial`` (or it is finished):
     ``{"job_info": [values...], "log_entries": [...]}``; null after 10 seconds
     without a change (ask again).  404 for an unknown job.  Needs write access,
-    as in Ganeti: each waiting request holds a connection to the master.
+    as in Ganeti: each waiting request holds a connection to the master.  At
+    most 128 requests wait in the master at once; one more waits up to 10
+    seconds for a turn, else answers null.
     """
     job = job_id(req)
     assert isinstance(req.data, WaitBody)
     body = req.data
+    if not _WAIT_SLOTS.acquire(timeout=WAIT_TIMEOUT):
+        return None
     try:
         with req.client() as cl:
             result = cl.wait_for_job_change_once(job, body.fields, body.previous_job_info,
@@ -140,6 +155,8 @@ def wait_for_job_change(req: routes.Request) -> Any:
         if err.ecode != errors.ECODE_INVAL:
             raise
         raise http.HttpBadRequest(f"body.fields: {err.args[0]}") from None
+    finally:
+        _WAIT_SLOTS.release()
     if result is None:
         raise http.HttpNotFound(f"Job {job} not found")
     if result == luxi.JOB_NOTCHANGED:
