@@ -11,7 +11,11 @@ import importlib
 from ganeti.rapi import routes
 
 # the areas, in the order doc/rapi.md lists them
-MODULES: tuple[str, ...] = ("jobs", "query")
+MODULES: tuple[str, ...] = (
+    "general",
+    "jobs",
+    "query",
+)
 
 
 def load_all() -> dict[str, routes.Route]:
