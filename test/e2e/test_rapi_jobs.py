@@ -1,4 +1,4 @@
-"""RAPI jobs and queries against a real 3-node cluster: list, get, wait, cancel, query.
+"""RAPI jobs and queries through ganeti-rapi on a real cluster: list, get, wait, cancel, query.
 
 A job is held queued behind another one that waits on something the test
 releases (a node's delay RPC, ended by killing that node's daemon): no fixed
@@ -17,40 +17,31 @@ from typing import Any
 
 import pytest
 from support.cluster import E2ECluster
+from support.rapi import RapiClient
 
 from ganeti import constants, daemon, luxi, opcodes, query
-from ganeti.rapi import resources, routes
 
 pytestmark = pytest.mark.e2e
 
 WAIT = 60.0
 INSTANCE = "rapijob1"
-ADMIN = routes.User("admin", read=True, write=True)
-READER = routes.User("reader", read=True, write=False)
-
-
-class Backend:
-    def __init__(self, cluster: E2ECluster) -> None:
-        self.address = str(cluster.master.paths.master_socket)
-
-    def client(self) -> luxi.Client:
-        return luxi.Client(address=self.address, timeout=WAIT)
+ADMIN = "admin"      # write,read (the cluster fixture's users, support.cluster)
+READER = "reader"    # no options: read only
 
 
 class Rapi:
-    """The RAPI pipeline (routes.dispatch) in front of the cluster's masterd."""
+    """The cluster's ganeti-rapi over HTTPS: ``(status, JSON body)`` per request."""
 
     def __init__(self, cluster: E2ECluster) -> None:
-        self.backend = Backend(cluster)
+        self.clients = {user: RapiClient(cluster, user) for user in (ADMIN, READER)}
 
     def __call__(self, method: str, path: str, body: Any = None, query: str = "",
-                 user: routes.User = ADMIN) -> tuple[int, Any]:
-        data = b"" if body is None else json.dumps(body).encode()
-        resp = routes.dispatch(self.backend, method, path, query, data, user)
-        return resp.status, json.loads(resp.body) if resp.body else None
+                 user: str = ADMIN) -> tuple[int, Any]:
+        answer = self.clients[user].request(method, path, body, query or None)
+        return answer.status, answer.body
 
     def ok(self, method: str, path: str, body: Any = None, query: str = "",
-           user: routes.User = ADMIN) -> Any:
+           user: str = ADMIN) -> Any:
         status, answer = self(method, path, body, query, user)
         assert status == 200, (method, path, answer)
         return answer
@@ -58,7 +49,6 @@ class Rapi:
 
 @pytest.fixture(scope="module")
 def rapi(cluster: E2ECluster) -> Iterator[Rapi]:
-    resources.load_all()
     cluster.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
                 "--no-start", INSTANCE)
     yield Rapi(cluster)
