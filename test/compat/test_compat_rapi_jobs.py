@@ -17,27 +17,17 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from support.cluster import E2ECluster
 from support.ganeti_oracle import Ganeti3
 
 from ganeti import constants, daemon, luxi, opcodes, query
-
-pytestmark = [
-    pytest.mark.e2e,
-    # helper "core" adds the daemon and LocalCluster.rapi_address; until it is merged
-    pytest.mark.skipif(not hasattr(E2ECluster, "rapi_address"),
-                       reason="no ganeti-rapi in the local cluster yet"),
-]
 
 WAIT = 60.0
 INSTANCE = "g3rapiq1"
 
 
 def _client_code(cluster: E2ECluster, body: str) -> str:
-    # (getattr until LocalCluster.rapi_address is merged from helper "core")
-    address: tuple[str, int] = getattr(cluster, "rapi_address")  # noqa: B009
-    host, port = address
+    host, port = cluster.rapi_address
     return (f"from ganeti.rapi import client\n"
             f"c = client.GanetiRapiClient({host!r}, port={port}, username='admin',"
             f" password='secret')\n"

@@ -1,7 +1,7 @@
-"""Jobs: ``/2/jobs``, ``/2/jobs/{job_id}`` and the long poll ``/2/jobs/{job_id}/wait``.
+"""Jobs: `/2/jobs`, `/2/jobs/{job_id}` and the long poll `/2/jobs/{job_id}/wait`.
 
-Shapes are Ganeti 3.0's (rlib2's ``J_FIELDS``/``J_FIELDS_BULK``, the ``{"id",
-"uri"}`` list, ``{"job_info", "log_entries"}`` or null from the wait), so its
+Shapes are Ganeti 3.0's (rlib2's `J_FIELDS`/`J_FIELDS_BULK`, the `{"id",
+"uri"}` list, `{"job_info", "log_entries"}` or null from the wait), so its
 client library works unchanged.  Every answer comes from masterd over LUXI;
 the wait is one blocking WaitForJobChange call of at most
 :data:`WAIT_TIMEOUT` seconds, woken by the queue's change notification: the
@@ -66,8 +66,8 @@ def job_uri(job: int) -> str:
 def list_jobs(req: routes.Request) -> Any:
     """The jobs of the queue (archived ones are not listed), by id.
 
-    With ``bulk=1`` each job's id, ops, status, summary, opstatus and
-    timestamps instead of ``{"id", "uri"}``.
+    With `bulk=1` each job's id, ops, status, summary, opstatus and
+    timestamps instead of `{"id", "uri"}`.
     """
     fields = list(J_FIELDS_BULK) if req.params["bulk"] else ["id"]
     with req.client() as cl:
@@ -95,10 +95,10 @@ def get_job(req: routes.Request) -> Any:
 @routes.route("/2/jobs/{job_id}", "DELETE", access=routes.WRITE, params=(_DRY_RUN,),
               result="[success, message]")
 def cancel_job(req: routes.Request) -> Any:
-    """Cancel a job that has not started yet; ``[success, message]`` as Ganeti answers.
+    """Cancel a job that has not started yet; `[success, message]` as Ganeti answers.
 
-    A running or finished job is not canceled (``[false, why]``, still 200, as
-    in Ganeti; so is an unknown job).  With ``dry-run=1`` nothing is canceled:
+    A running or finished job is not canceled (`[false, why]`, still 200, as
+    in Ganeti; so is an unknown job).  With `dry-run=1` nothing is canceled:
     the answer says whether it would be (Ganeti 3.0 ignores the parameter and
     cancels).
     """
@@ -133,13 +133,13 @@ class WaitBody(BaseModel):
 def wait_for_job_change(req: routes.Request) -> Any:
     """Wait up to 10 seconds for a job's fields or log to change (a long poll).
 
-    Answers as soon as the job's ``fields`` differ from ``previous_job_info``
-    or it logged past ``previous_log_serial`` (or it is finished):
-    ``{"job_info": [values...], "log_entries": [...]}``; null after 10 seconds
+    Answers as soon as the job's `fields` differ from `previous_job_info`
+    or it logged past `previous_log_serial` (or it is finished):
+    `{"job_info": [values...], "log_entries": [...]}`; null after 10 seconds
     without a change (ask again).  404 for an unknown job.  Needs write access,
     as in Ganeti: each waiting request holds a connection to the master.  At
-    most 128 requests wait in the master at once; one more waits up to 10
-    seconds for a turn, else answers null.
+    most 128 requests (half of masterd's connection limit) wait in the master
+    at once; one more waits up to 10 seconds for a turn, else answers null.
     """
     job = job_id(req)
     assert isinstance(req.data, WaitBody)

@@ -1,11 +1,11 @@
-"""Queries: ``/2/query/{resource}`` (fields, filters) and ``/2/query/{resource}/fields``.
+"""Queries: `/2/query/{resource}` (fields, filters) and `/2/query/{resource}/fields`.
 
 Ganeti's query2 over RAPI: the answer is masterd's Query answer as it is
-(``{"fields": [definitions], "data": [[[status, value], ...], ...]}``; an
-unknown field comes back with kind ``unknown``, as in Ganeti).  Filters are
-Ganeti's filter lists; masterd checks them (``ganeti.query``) before looking
+(`{"fields": [definitions], "data": [[[status, value], ...], ...]}`; an
+unknown field comes back with kind `unknown`, as in Ganeti).  Filters are
+Ganeti's filter lists; masterd checks them (`ganeti.query`) before looking
 at any item, and a bad one is a 400 naming the body field that held it.  The
-resources are the ones masterd registers (``ganeti.query_resources``); an
+resources are the ones masterd registers (`ganeti.query_resources`); an
 unknown one is a 404.
 """
 
@@ -24,7 +24,7 @@ _FIELDS = routes.Param("fields", str, "Comma-separated field names")
 
 
 def split_fields(text: str) -> list[str]:
-    """Field names as Ganeti splits a ``fields`` parameter (commas, blanks stripped)."""
+    """Field names as Ganeti splits a `fields` parameter (commas, blanks stripped)."""
     return [name.strip() for name in text.split(",")]
 
 
@@ -47,8 +47,8 @@ def _query(req: routes.Request, fields: list[str], qfilter: Any, where: str) -> 
 def query_get(req: routes.Request) -> Any:
     """Query a resource (instance, node, job, export, group, network, lock), no filter.
 
-    ``fields`` (required) names the fields; each row holds a ``[status,
-    value]`` pair per field.  Use PUT to filter.
+    `fields` (required) names the fields; each row holds a `[status,
+    value]` pair per field.  Use PUT to filter.
     """
     if req.params["fields"] is None:
         raise http.HttpBadRequest("Missing 'fields' query argument")
@@ -71,13 +71,13 @@ class QueryBody(BaseModel):
               body=routes.Body(QueryBody, description="Fields and an optional filter"),
               result="{fields, data}")
 def query_put(req: routes.Request) -> Any:
-    """Query a resource with a filter: body ``{"fields": [...], "qfilter": [...]}``.
+    """Query a resource with a filter: body `{"fields": [...], "qfilter": [...]}`.
 
-    A filter is Ganeti's list form, e.g. ``["&", ["=~", "name", "^web"],
-    ["==", "status", "running"]]``; a bad one (unknown operator or field,
+    A filter is Ganeti's list form, e.g. `["&", ["=~", "name", "^web"],
+    ["==", "status", "running"]]`; a bad one (unknown operator or field,
     value of the wrong type, bad regexp, too deep) is a 400 naming it, and
-    no item is looked at.  ``filter`` is accepted as the old name of
-    ``qfilter``; given both, they must be the same.
+    no item is looked at.  `filter` is accepted as the old name of
+    `qfilter`; given both, they must be the same.
     """
     assert isinstance(req.data, QueryBody)
     body = req.data
@@ -103,8 +103,8 @@ def query_put(req: routes.Request) -> Any:
 def query_fields(req: routes.Request) -> Any:
     """The definitions (name, title, kind, doc) of a resource's fields.
 
-    All of them without ``fields``; an unknown name asked for comes back with
-    kind ``unknown``.
+    All of them without `fields`; an unknown name asked for comes back with
+    kind `unknown`.
     """
     text = req.params["fields"]
     fields = split_fields(text) if text is not None else None
