@@ -1,7 +1,8 @@
 """Ganeti 3.0's own RAPI client (python3-ganeti-rapi) on our jobs and query resources.
 
 GetJobs (bulk and not), GetJobStatus, WaitForJobChange, WaitForJobCompletion,
-CancelJob, Query (with filters) and QueryFields, run in Ganeti's interpreter
+CancelJob, Query (with filters), QueryFields and client_utils.PollJob (how
+move-instance follows its jobs), run in Ganeti's interpreter
 against the cluster's ganeti-rapi.  Several calls go in one interpreter run
 (each run costs a start of Ganeti's Python).  A job is held waiting behind a
 blocker that the test releases (node3's delay RPC, ended by killing node3's
@@ -179,3 +180,37 @@ def test_query_with_ganetis_client(ganeti3: Ganeti3, cluster: E2ECluster) -> Non
     assert "nosuch" in got["bad_filter"][1]
     assert got["bad_regexp"][0] == 400 and "qfilter" in got["bad_regexp"][1]
     assert got["unknown"][0] == 404 and "martians" in got["unknown"][1]
+
+
+def test_poll_job_as_move_instance_does(ganeti3: Ganeti3, cluster: E2ECluster) -> None:
+    # move-instance follows its jobs with ganeti.rapi.client_utils.PollJob (full 3.0 package)
+    with _luxi(cluster) as cl:
+        good = cl.submit_job([opcodes.OpTestDelay.create(duration=0, repeat=2)])
+        bad = cl.submit_job([opcodes.OpTestDelay.create(duration=0, fail=True)])
+    got = ganeti3.eval(_client_code(cluster, f"""
+        from ganeti import cli, errors
+        from ganeti.rapi import client_utils
+
+        class Report(cli.JobPollReportCbBase):
+            def __init__(self):
+                cli.JobPollReportCbBase.__init__(self)
+                self.messages = []
+
+            def ReportLogMessage(self, job_id, serial, timestamp, log_type, log_msg):
+                self.messages.append(log_msg)
+
+            def ReportNotChanged(self, job_id, status):
+                pass
+
+        report = Report()
+        result = {{"good": client_utils.PollJob(c, {good}, report)}}
+        result["messages"] = report.messages
+        try:
+            client_utils.PollJob(c, {bad}, Report())
+        except errors.OpExecError as err:
+            result["bad"] = str(err)
+        """))
+    assert got["good"] == [True]
+    assert [m for m in got["messages"] if "iteration" in m] == \
+        ["Test delay iteration 1/2", "Test delay iteration 2/2"]
+    assert "Test delay was asked to fail" in got["bad"]
