@@ -113,7 +113,8 @@ def test_get_job_has_ganetis_fields(api: Api) -> None:
     assert api("GET", f"/2/jobs/{job}", user=READER)[0] == 200
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "1.5", "0x10", "%C2%B2", "1e3"])
+@pytest.mark.parametrize("bad", ["abc", "-1", "1.5", "0x10", "%C2%B2", "1e3", "9" * 19,
+                                 "1" * 5000])
 def test_bad_job_id_is_400_naming_it(api: Api, bad: str) -> None:
     for method, suffix, body in (("GET", "", None), ("DELETE", "", None),
                                  ("GET", "/wait", {"fields": ["status"]})):

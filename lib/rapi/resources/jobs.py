@@ -49,11 +49,17 @@ _DRY_RUN = routes.Param(
     False)
 
 
+# job ids are serial numbers; a longer one is a typo (and int() of thousands of digits fails)
+_MAX_JOB_ID = 2**63 - 1
+
+
 def job_id(req: routes.Request) -> int:
     """The path's job id; a 400 naming it unless it is a decimal number."""
     text = req.args["job_id"]
-    if not (text.isascii() and text.isdigit()):
-        raise http.HttpBadRequest(f"job_id: {text!r:.40} is not a job id (a decimal number)")
+    if not (text.isascii() and text.isdigit() and len(text) <= 19
+            and int(text) <= _MAX_JOB_ID):
+        raise http.HttpBadRequest(f"job_id: {text!r:.40} is not a job id (a decimal number"
+                                  f" up to {_MAX_JOB_ID})")
     return int(text)
 
 
