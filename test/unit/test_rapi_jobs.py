@@ -262,6 +262,9 @@ def test_query_get_fields_split_as_ganeti(api: Api) -> None:
 
 def test_query_get_needs_fields(api: Api) -> None:
     _assert_error(api("GET", "/2/query/job"), 400, "fields")
+    # GET does not filter (as in Ganeti): a filter parameter is refused, not ignored
+    _assert_error(api("GET", "/2/query/job", query="fields=id&filter=x"), 400, "filter")
+    _assert_error(api("GET", "/2/query/job", query="fields=id&qfilter=x"), 400, "qfilter")
 
 
 def test_query_put_with_filter(api: Api) -> None:
