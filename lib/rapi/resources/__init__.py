@@ -14,6 +14,9 @@ from ganeti.rapi import routes
 MODULES: tuple[str, ...] = (
     "general",
     "instance_io",
+    "jobs",
+    "query",
+    "backup",
 )
 
 
