@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, query
+from ganeti.hooks.instance_env import nic_info
 from ganeti.objects import Instance
 
 if TYPE_CHECKING:
@@ -38,6 +39,28 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("disk_usage", "DiskUsage", query.QFT_UNIT, "Total disk space used (MiB)"),
     ("nic.count", "NICs", query.QFT_NUMBER, "Number of network interfaces"),
     ("nic.macs", "NIC_MACs", query.QFT_OTHER, "MAC addresses"),
+    # Ganeti's per-NIC, per-disk and parameter fields (RAPI's instance shape needs them)
+    ("nic.ips", "NIC_IPs", query.QFT_OTHER, "IP address of each NIC"),
+    ("nic.modes", "NIC_modes", query.QFT_OTHER, "Mode of each NIC"),
+    ("nic.links", "NIC_links", query.QFT_OTHER, "Link of each NIC"),
+    ("nic.bridges", "NIC_bridges", query.QFT_OTHER,
+     "Bridge of each NIC (its link in bridged mode, else None)"),
+    ("nic.names", "NIC_Names", query.QFT_OTHER, "Name of each NIC"),
+    ("nic.uuids", "NIC_UUIDs", query.QFT_OTHER, "UUID of each NIC"),
+    ("nic.networks", "NIC_networks", query.QFT_OTHER, "Network (uuid) of each NIC"),
+    ("nic.networks.names", "NIC_networks_names", query.QFT_OTHER,
+     "Network (name) of each NIC"),
+    ("disk.names", "Disk_names", query.QFT_OTHER, "Name of each disk"),
+    ("disk.uuids", "Disk_UUIDs", query.QFT_OTHER, "UUID of each disk"),
+    ("beparams", "BackendParameters", query.QFT_OTHER, "Backend parameters in effect"),
+    ("hvparams", "HypervisorParameters", query.QFT_OTHER,
+     "Hypervisor parameters in effect"),
+    ("custom_beparams", "CustomBackendParameters", query.QFT_OTHER,
+     "The instance's own backend parameters"),
+    ("custom_hvparams", "CustomHypervisorParameters", query.QFT_OTHER,
+     "The instance's own hypervisor parameters"),
+    ("custom_nicparams", "CustomNicParameters", query.QFT_OTHER,
+     "Each NIC's own parameters"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
     ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
     ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
@@ -102,6 +125,25 @@ def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str
     return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
 
 
+def _nic_and_param_fields(cluster: Any, inst: Instance, networks: dict[str, Any]
+                          ) -> dict[str, Any]:
+    nics = [nic_info(n) for n in inst.nics]
+    return {
+        "nic.ips": [n.ip for n in nics], "nic.modes": [n.mode for n in nics],
+        "nic.links": [n.link for n in nics],
+        "nic.bridges": [n.link if n.mode == "bridged" else None
+                        for n in nics],
+        "nic.names": [n.name for n in nics], "nic.uuids": [n.uuid for n in nics],
+        "nic.networks": [n.network for n in nics],
+        "nic.networks.names": [networks[n.network].name if n.network in networks else None
+                               for n in nics],
+        "disk.names": [d.name for d in inst.disks], "disk.uuids": [d.uuid for d in inst.disks],
+        "beparams": cluster.fill_beparams(inst), "hvparams": cluster.fill_hvparams(inst),
+        "custom_beparams": dict(inst.beparams), "custom_hvparams": dict(inst.hvparams),
+        "custom_nicparams": [dict(n.nicparams) for n in inst.nics],
+    }
+
+
 def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
                   names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One dict per instance with every FIELDS value, sorted by name.
@@ -113,6 +155,7 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     instances = sorted((i for i in cfg.get_all_instances_info().values()
                         if wanted is None or i.name in wanted), key=lambda i: i.name)
     cluster = cfg.get_cluster_info()
+    networks = cfg.get_config_data().networks if instances else {}
     live_info = (collect_live_info(cfg, rpc, instances)
                  if live and instances and rpc is not None else {})
     rows = []
@@ -129,6 +172,7 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
             "disk.count": len(inst.disks), "disk.sizes": [d.size for d in inst.disks],
             "disk_usage": sum(d.size for d in inst.disks),
             "nic.count": len(inst.nics), "nic.macs": [n.mac for n in inst.nics],
+            **_nic_and_param_fields(cluster, inst, networks),
             "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
             "serial_no": inst.serial_no,
         }
