@@ -200,3 +200,20 @@ result["missing"] = error_code(cl.GetInstance, "cpt2")
     assert _disk_files(instances, "cpt2") == []
     data = json.loads(instances.master.paths.cluster_conf_file.read_text())
     assert all(i["name"] != "cpt2" for i in data["instances"].values())
+
+
+def test_ganetis_own_tag_commands_over_luxi(ganeti3: Ganeti3, instances: E2ECluster) -> None:
+    """3.0's gnt-instance add-tags, list-tags and remove-tags send
+    OP_TAGS_SET/DEL and LUXI's QueryTags: the same opcodes the RAPI submits."""
+    added = ganeti3.run(instances, "gnt-instance", "add-tags", "cpt1", "g3:x", "g3-y")
+    assert added.returncode == 0, added.stderr
+    listed = ganeti3.run(instances, "gnt-instance", "list-tags", "cpt1")
+    assert listed.returncode == 0, listed.stderr
+    assert {"g3:x", "g3-y"} <= set(listed.stdout.split())
+    removed = ganeti3.run(instances, "gnt-instance", "remove-tags", "cpt1", "g3:x")
+    assert removed.returncode == 0, removed.stderr
+    conf = instances.instance_conf("cpt1")
+    assert conf is not None and "g3-y" in conf["tags"] and "g3:x" not in conf["tags"]
+    refused = ganeti3.run(instances, "gnt-instance", "add-tags", "cpt1", "bad tag")
+    assert refused.returncode != 0
+    assert "invalid characters" in refused.stdout + refused.stderr
