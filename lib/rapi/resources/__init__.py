@@ -11,7 +11,12 @@ import importlib
 from ganeti.rapi import routes
 
 # the areas, in the order doc/rapi.md lists them
-MODULES: tuple[str, ...] = ("instances", "nodes", "tags")
+MODULES: tuple[str, ...] = (
+    "general",
+    "instances",
+    "nodes",
+    "tags",
+)
 
 
 def load_all() -> dict[str, routes.Route]:
