@@ -24,9 +24,6 @@ from ganeti.rapi.resources import instances as rapi_instances
 from ganeti.rapi.resources import nodes as rapi_nodes
 
 pytestmark = pytest.mark.e2e
-needs_rapi = pytest.mark.skipif(
-    not hasattr(E2ECluster, "rapi_address"),
-    reason="needs the RAPI daemon in local clusters (helper core's foundation)")
 
 # what each eval starts with: Ganeti's client, logged in as the fixture's admin, and a
 # poll that waits for a condition on what the client reads (no timing assertions)
@@ -58,7 +55,7 @@ def error_code(call, *args):
 
 
 def _client(ganeti3: Ganeti3, cluster: E2ECluster, code: str) -> Any:
-    host, port = cluster.rapi_address  # type: ignore[attr-defined]
+    host, port = cluster.rapi_address
     return ganeti3.eval(_PROLOGUE % {"host": host, "port": port} + code, timeout=300,
                         rapi_client=True)
 
@@ -95,7 +92,6 @@ def test_the_field_lists_are_ganetis(ganeti3: Ganeti3) -> None:
     assert [list(rapi_instances.I_FIELDS), list(rapi_nodes.N_FIELDS)] == fields
 
 
-@needs_rapi
 def test_reads_with_ganetis_client(ganeti3: Ganeti3, instances: E2ECluster) -> None:
     got = _client(ganeti3, instances, """
 result = {
@@ -128,7 +124,6 @@ result = {
     assert isinstance(got["cluster_tags"], list)
 
 
-@needs_rapi
 def test_startup_shutdown_reboot_and_tags_with_ganetis_client(
         ganeti3: Ganeti3, instances: E2ECluster) -> None:
     [pid] = _guest_pids(instances, "node2", "cpt1")
@@ -165,7 +160,6 @@ result["bad_tag"] = error_code(cl.AddInstanceTags, "cpt1", ["no spaces"])
     assert conf is not None and conf["admin_state"] == "up" and conf["tags"] == ["a"]
 
 
-@needs_rapi
 @pytest.mark.skipif(importlib.util.find_spec("ganeti.rapi.resources.jobs") is None,
                     reason="waiting on a job needs /2/jobs (helper jobs's module)")
 def test_instance_info_job_with_ganetis_client(ganeti3: Ganeti3,
@@ -186,7 +180,6 @@ result["static"] = cl.GetJobStatus(static)
     assert static["cpt1"]["run_state"] is None
 
 
-@needs_rapi
 def test_delete_instance_with_ganetis_client(ganeti3: Ganeti3, instances: E2ECluster) -> None:
     assert _disk_files(instances, "cpt2")
     got = _client(ganeti3, instances, """

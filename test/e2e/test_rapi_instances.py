@@ -1,4 +1,5 @@
-"""Instances, nodes and tags over RAPI against a real 3-node cluster with process guests.
+"""Instances, nodes and tags through the RAPI daemon of a real 3-node cluster with process
+guests.
 
 Every change is a job of the cluster's masterd; the tests wait for it and then
 look at the real outcome: the guest process, the config file, the disk files.
@@ -12,33 +13,20 @@ from typing import Any
 
 import pytest
 from support.cluster import E2ECluster
+from support.rapi import RapiClient
 
 from ganeti import cli, luxi
 from ganeti.hypervisor import procutil
-from ganeti.rapi import resources, routes
 from ganeti.tools.local_cluster import NodeSpec
 
 pytestmark = pytest.mark.e2e
 
-resources.load_all()
-ADMIN = routes.User("admin", read=True, write=True)
-
-
-class _Masterd:
-    """What the RAPI daemon is to a handler: a LUXI connection to masterd."""
-
-    def __init__(self, cluster: E2ECluster) -> None:
-        self.address = str(cluster.master.paths.master_socket)
-
-    def client(self) -> luxi.Client:
-        return luxi.Client(address=self.address)
-
 
 def rapi(cluster: E2ECluster, method: str, path: str, query: str = "",
-         body: Any = None) -> tuple[int, Any]:
-    raw = b"" if body is None else json.dumps(body).encode()
-    answer = routes.dispatch(_Masterd(cluster), method, path, query, raw, ADMIN)
-    return answer.status, json.loads(answer.body)
+         body: Any = None, user: str = "admin") -> tuple[int, Any]:
+    """One request to the cluster's RAPI daemon (HTTPS, Basic auth): status and body."""
+    answer = RapiClient(cluster, user=user).request(method, path, body=body, query=query)
+    return answer.status, answer.body
 
 
 def wait(cluster: E2ECluster, job_id: Any) -> Any:
@@ -179,6 +167,20 @@ def test_bad_input_submits_no_job(instances: E2ECluster) -> None:
         status, answer = rapi(instances, method, path, query, body)
         assert status == 400, (path, answer)
     assert job_count(instances) == before
+
+
+def test_a_reader_reads_but_changes_nothing(instances: E2ECluster) -> None:
+    before = job_count(instances)
+    assert rapi(instances, "GET", "/2/instances/rapi1", user="reader")[0] == 200
+    assert rapi(instances, "GET", "/2/nodes", "bulk=1", user="reader")[0] == 200
+    for method, path, query in (("PUT", "/2/instances/rapi1/shutdown", ""),
+                                ("DELETE", "/2/instances/rapi2", ""),
+                                ("PUT", "/2/tags", "tag=x")):
+        status, answer = rapi(instances, method, path, query, user="reader")
+        assert (status, answer["code"]) == (403, 403), path
+    assert job_count(instances) == before
+    conf = instances.instance_conf("rapi1")
+    assert conf is not None and conf["admin_state"] == "up"
 
 
 def test_delete_removes_the_instance_and_its_disks(instances: E2ECluster) -> None:

@@ -179,14 +179,14 @@ def test_operations_submit_one_job_and_answer_its_id(
     for name, value in fields.items():
         assert getattr(op, name) == value, name
     # rlib2's reason trail names the operation
-    assert op.reason[-1][0].startswith("gnt:library:rlib2:instances_name")
+    assert op.reason[-1][0].startswith("gnt:library:rlib2:")
 
 
 def test_the_users_reason_heads_the_trail(backend: FakeBackend) -> None:
     call(backend, "PUT", "/2/instances/web1/startup", "reason=maintenance")
     [[op]] = backend.jobs
     assert [list(entry[:2]) for entry in op.reason] == [
-        ["gnt:user", "maintenance"], ["gnt:library:rlib2:instances_name_startup", ""]]
+        ["gnt:user", "maintenance"], ["gnt:library:rlib2:startup_instance", ""]]
 
 
 @pytest.mark.parametrize(("path", "method", "body", "field"), [
@@ -282,11 +282,12 @@ def test_node_list_bulk_and_one(backend: FakeBackend) -> None:
 # --- tags ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "kind", "name"), [
-    ("/2/tags", "cluster", None), ("/2/instances/web1/tags", "instance", "web1"),
-    ("/2/nodes/node1/tags", "node", "node1")])
+@pytest.mark.parametrize(("path", "kind", "name", "operation"), [
+    ("/2/tags", "cluster", None, "tags"),
+    ("/2/instances/web1/tags", "instance", "web1", "instances_name_tags"),
+    ("/2/nodes/node1/tags", "node", "node1", "nodes_name_tags")])
 def test_tags_get_put_delete(backend: FakeBackend, path: str, kind: str,
-                             name: str | None) -> None:
+                             name: str | None, operation: str) -> None:
     status, tags = call(backend, "GET", path)
     assert status == 200 and isinstance(tags, list)
     # Ganeti's client sends the tags as the body of AddNodeTags too: ignored
@@ -294,6 +295,8 @@ def test_tags_get_put_delete(backend: FakeBackend, path: str, kind: str,
         (200, 101)
     assert call(backend, "DELETE", path, "tag=b") == (200, 102)
     [[put], [delete]] = backend.jobs
+    # the reason trail names Ganeti's operation, as rlib2 does
+    assert put.reason[-1][0] == delete.reason[-1][0] == f"gnt:library:rlib2:{operation}"
     assert type(put) is opcodes.OpTagsSet and type(delete) is opcodes.OpTagsDel
     assert (put.kind, put.name, put.tags, put.dry_run) == (
         kind, name, ["b", "a:1"], True)

@@ -10,7 +10,6 @@ no job is submitted.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,16 +30,29 @@ I_FIELDS: tuple[str, ...] = (
 # always null, so that Ganeti's tools find every key they read
 I_FIELDS_UNKNOWN: frozenset[str] = frozenset({"network_port", "disk.spindles"})
 
-# Ganeti's reason trail sources (constants.OPCODE_REASON_SRC_*)
-REASON_SRC_USER = "gnt:user"
-REASON_SRC_RLIB2 = "gnt:library:rlib2"
-
 BULK = routes.Param("bulk", bool, "Answer every field of every item, not just names", False)
 DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites, submit nothing"
                                         " that changes anything", False)
 NO_REMEMBER = routes.Param("no_remember", bool, "Do not record the new admin state", False)
 
-_OPCODE_BODY = "Further fields of {op} (e.g. {example}); optional"
+JOB_ID: dict[str, Any] = {"type": "integer", "description": "the id of the job submitted"}
+_URI_LIST: dict[str, Any] = {"type": "array", "items": {
+    "type": "object", "properties": {"id": {"type": "string"}, "uri": {"type": "string"}}}}
+ITEMS: dict[str, Any] = {"oneOf": [_URI_LIST, {"type": "array", "items": {"type": "object"}}]}
+
+
+def opcode_body(opcls: type[opcodes.OpCode], static: tuple[str, ...]) -> routes.Body:
+    """An optional body of further ``opcls`` fields, documented by the opcode's schema
+    (the fields the path and the query set left out); the opcode validates it."""
+    schema = opcls.model_json_schema()
+    hidden = {*static, "dry_run", "reason"}
+    schema["properties"] = {k: v for k, v in schema.get("properties", {}).items()
+                            if k not in hidden}
+    schema["required"] = [k for k in schema.get("required", []) if k not in hidden]
+    if not schema["required"]:
+        del schema["required"]
+    return routes.Body(schema, required=False,
+                       description=f"Further fields of {opcls.OP_ID} (e.g. a timeout)")
 
 
 def uri_list(names: Sequence[str], template: str) -> list[dict[str, str]]:
@@ -55,17 +67,7 @@ def mapped(fields: Sequence[str], known: Sequence[str], values: Sequence[Any]
     return {name: by_name.get(name) for name in fields}
 
 
-def reason_trail(req: routes.Request, operation: str) -> list[list[Any]]:
-    """rlib2's reason trail: the user's reason, then ``gnt:library:rlib2:OPERATION``."""
-    now = time.time_ns()
-    trail: list[list[Any]] = []
-    if req.params.get("reason"):
-        trail.append([REASON_SRC_USER, req.params["reason"], now])
-    trail.append([f"{REASON_SRC_RLIB2}:{operation}", "", now])
-    return trail
-
-
-def build_opcode(req: routes.Request, opcls: type[opcodes.OpCode], operation: str,
+def build_opcode(req: routes.Request, opcls: type[opcodes.OpCode],
                  static: Mapping[str, Any], use_body: bool = True) -> opcodes.OpCode:
     """Ganeti's FillOpcode: the body's fields, then ``static`` ones it may not override.
 
@@ -85,7 +87,7 @@ def build_opcode(req: routes.Request, opcls: type[opcodes.OpCode], operation: st
             f"body: can't overwrite static parameter(s) {', '.join(overwritten)}"
             " (they come from the path and the query)")
     fields.update(static)
-    fields["reason"] = reason_trail(req, operation)
+    fields["reason"] = req.reason_trail()
     return opcls.create(**fields)
 
 
@@ -113,7 +115,7 @@ def _query(req: routes.Request, names: list[str], fields: tuple[str, ...]
 
 
 @routes.route("/2/instances", "GET", access=routes.READ, params=(BULK, routes.REASON),
-              result="a list of {id, uri} (bulk: of instance dicts)")
+              result="a list of {id, uri} (bulk: of instance dicts)", result_schema=ITEMS)
 def list_instances(req: routes.Request) -> Any:
     """List the instances: their names and URIs, or with ``bulk=1`` every field.
 
@@ -127,7 +129,8 @@ def list_instances(req: routes.Request) -> Any:
 
 
 @routes.route("/2/instances/{instance_name}", "GET", access=routes.READ,
-              params=(routes.REASON,), result="the instance's fields (rlib2.I_FIELDS)")
+              params=(routes.REASON,), result="the instance's fields (rlib2.I_FIELDS)",
+              result_schema={"type": "object", "properties": {f: {} for f in I_FIELDS}})
 def get_instance(req: routes.Request) -> Any:
     """One instance: the fields of the bulk list; 404 if there is no such instance.
 
@@ -140,12 +143,12 @@ def get_instance(req: routes.Request) -> Any:
 
 @routes.route("/2/instances/{instance_name}", "DELETE", access=routes.WRITE,
               params=(DRY_RUN,), result="a job id",
-              body=routes.Body({"type": "object"}, required=False, description=_OPCODE_BODY
-                               .format(op="OP_INSTANCE_REMOVE", example="shutdown_timeout")))
+              result_schema=JOB_ID,
+              body=opcode_body(opcodes.OpInstanceRemove, ("instance_name", "ignore_failures")))
 def delete_instance(req: routes.Request) -> Any:
     """Remove the instance and its disks (OP_INSTANCE_REMOVE; ``ignore_failures`` is
     always false, as in Ganeti)."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceRemove, "instances_name", {
+    return submit(req, build_opcode(req, opcodes.OpInstanceRemove, {
         "instance_name": req.args["instance_name"], "ignore_failures": False,
         "dry_run": req.params["dry-run"]}))
 
@@ -153,10 +156,10 @@ def delete_instance(req: routes.Request) -> Any:
 @routes.route("/2/instances/{instance_name}/info", "GET", access=routes.READ,
               params=(routes.Param("static", bool, "Configuration only: do not ask the"
                                                    " nodes", False), routes.REASON),
-              result="a job id (its result: OP_INSTANCE_QUERY_DATA's)")
+              result="a job id (its result: OP_INSTANCE_QUERY_DATA's)", result_schema=JOB_ID)
 def instance_info(req: routes.Request) -> Any:
     """Detailed information, as a job (OP_INSTANCE_QUERY_DATA) whose result holds it."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceQueryData, "instances_name_info", {
+    return submit(req, build_opcode(req, opcodes.OpInstanceQueryData, {
         "instances": [req.args["instance_name"]], "static": req.params["static"]},
         use_body=False))
 
@@ -164,10 +167,10 @@ def instance_info(req: routes.Request) -> Any:
 @routes.route("/2/instances/{instance_name}/startup", "PUT", access=routes.WRITE,
               params=(DRY_RUN, routes.Param("force", bool, "Start even if checks advise"
                                                            " against it", False),
-                      NO_REMEMBER), result="a job id")
+                      NO_REMEMBER), result="a job id", result_schema=JOB_ID)
 def startup_instance(req: routes.Request) -> Any:
     """Start the instance (OP_INSTANCE_STARTUP)."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceStartup, "instances_name_startup", {
+    return submit(req, build_opcode(req, opcodes.OpInstanceStartup, {
         "instance_name": req.args["instance_name"], "force": req.params["force"],
         "dry_run": req.params["dry-run"], "no_remember": req.params["no_remember"]},
         use_body=False))
@@ -175,12 +178,11 @@ def startup_instance(req: routes.Request) -> Any:
 
 @routes.route("/2/instances/{instance_name}/shutdown", "PUT", access=routes.WRITE,
               params=(DRY_RUN, NO_REMEMBER), result="a job id",
-              body=routes.Body({"type": "object"}, required=False, description=_OPCODE_BODY
-                               .format(op="OP_INSTANCE_SHUTDOWN", example="timeout")))
+              result_schema=JOB_ID,
+              body=opcode_body(opcodes.OpInstanceShutdown, ("instance_name", "no_remember")))
 def shutdown_instance(req: routes.Request) -> Any:
     """Stop the instance (OP_INSTANCE_SHUTDOWN)."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceShutdown,
-                                    "instances_name_shutdown", {
+    return submit(req, build_opcode(req, opcodes.OpInstanceShutdown, {
         "instance_name": req.args["instance_name"], "no_remember": req.params["no_remember"],
         "dry_run": req.params["dry-run"]}))
 
@@ -190,13 +192,13 @@ def shutdown_instance(req: routes.Request) -> Any:
                       routes.Param("type", str, "hard, soft or full", "hard"),
                       routes.Param("ignore_secondaries", bool,
                                    "Ignore errors on the secondary nodes", False)),
-              result="a job id",
-              body=routes.Body({"type": "object"}, required=False, description=_OPCODE_BODY
-                               .format(op="OP_INSTANCE_REBOOT", example="shutdown_timeout")))
+              result="a job id", result_schema=JOB_ID,
+              body=opcode_body(opcodes.OpInstanceReboot,
+                               ("instance_name", "reboot_type", "ignore_secondaries")))
 def reboot_instance(req: routes.Request) -> Any:
     """Reboot the instance (OP_INSTANCE_REBOOT); ``type`` defaults to hard."""
     try:
-        op = build_opcode(req, opcodes.OpInstanceReboot, "instances_name_reboot", {
+        op = build_opcode(req, opcodes.OpInstanceReboot, {
             "instance_name": req.args["instance_name"], "reboot_type": req.params["type"],
             "ignore_secondaries": req.params["ignore_secondaries"],
             "dry_run": req.params["dry-run"]})

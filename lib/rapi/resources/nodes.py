@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ganeti.rapi import http, routes
-from ganeti.rapi.resources.instances import BULK, mapped, uri_list
+from ganeti.rapi.resources.instances import BULK, ITEMS, mapped, uri_list
 
 # rlib2's N_FIELDS, in its order
 N_FIELDS: tuple[str, ...] = (
@@ -40,7 +40,7 @@ def _query(req: routes.Request, names: list[str], fields: tuple[str, ...]
 
 
 @routes.route("/2/nodes", "GET", access=routes.READ, params=(BULK, routes.REASON),
-              result="a list of {id, uri} (bulk: of node dicts)")
+              result="a list of {id, uri} (bulk: of node dicts)", result_schema=ITEMS)
 def list_nodes(req: routes.Request) -> Any:
     """List the nodes: their names and URIs, or with ``bulk=1`` every field.
 
@@ -52,7 +52,9 @@ def list_nodes(req: routes.Request) -> Any:
 
 
 @routes.route("/2/nodes/{node_name}", "GET", access=routes.READ, params=(routes.REASON,),
-              result="the node's fields (rlib2.N_FIELDS and secondary_ip)")
+              result="the node's fields (rlib2.N_FIELDS and secondary_ip)",
+              result_schema={"type": "object", "properties": {
+                  f: {} for f in (*N_FIELDS, "secondary_ip")}})
 def get_node(req: routes.Request) -> Any:
     """One node: the fields of the bulk list and ``secondary_ip``; 404 if there is no
     such node.

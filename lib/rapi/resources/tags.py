@@ -15,12 +15,13 @@ from typing import Any
 
 from ganeti import constants, errors, opcodes
 from ganeti.rapi import http, routes
-from ganeti.rapi.resources.instances import DRY_RUN, build_opcode, submit
+from ganeti.rapi.resources.instances import DRY_RUN, JOB_ID, build_opcode, submit
 
 TAG = routes.Param("tag", list, "A tag (repeat the parameter for several)", None)
 _IGNORED_BODY = routes.Body(
     {"type": "array", "items": {"type": "string"}}, required=False,
-    description="Ignored (Ganeti's client sends the tags here too; the query's count)")
+    description="Ignored: Ganeti's client sends the tags here too, but only the"
+                " query's tag parameters count")
 
 # path -> (kind, the path variable naming the object, Ganeti's operation name)
 _RESOURCES: tuple[tuple[str, str, str | None, str], ...] = (
@@ -36,9 +37,9 @@ def _owner(req: routes.Request, variable: str | None) -> str | None:
 
 
 def _change(req: routes.Request, opcls: type[opcodes.OpCode], kind: str,
-            variable: str | None, operation: str) -> int:
+            variable: str | None) -> int:
     try:
-        op = build_opcode(req, opcls, operation, {
+        op = build_opcode(req, opcls, {
             "kind": kind, "name": _owner(req, variable), "tags": req.params["tag"] or [],
             "dry_run": req.params["dry-run"]}, use_body=False)
     except errors.OpPrereqError as err:
@@ -54,10 +55,10 @@ def _register(path: str, kind: str, variable: str | None, operation: str) -> Non
             return cl.query_tags(kind, _owner(req, variable))
 
     def add_tags(req: routes.Request) -> Any:
-        return _change(req, opcodes.OpTagsSet, kind, variable, operation)
+        return _change(req, opcodes.OpTagsSet, kind, variable)
 
     def remove_tags(req: routes.Request) -> Any:
-        return _change(req, opcodes.OpTagsDel, kind, variable, operation)
+        return _change(req, opcodes.OpTagsDel, kind, variable)
 
     get_tags.__doc__ = f"The tags of {what}, sorted" + (
         "" if variable is None else f"; 404 if there is no such {kind}") + "."
@@ -68,13 +69,16 @@ def _register(path: str, kind: str, variable: str | None, operation: str) -> Non
         ("GET", routes.READ, get_tags), ("PUT", routes.WRITE, add_tags),
         ("DELETE", routes.WRITE, remove_tags))
     for method, access, handler in handlers:
-        handler.__name__ = f"{handler.__name__}_{operation}"
+        # the reason trail names Ganeti's operation (gnt:library:rlib2:nodes_name_tags)
+        handler.__name__ = handler.__qualname__ = operation
         if method == "GET":
             routes.route(path, method, access=access, params=(routes.REASON,),
-                         result="a list of tags")(handler)
+                         result="a list of tags", result_schema={
+                             "type": "array", "items": {"type": "string"}})(handler)
         else:
             routes.route(path, method, access=access, params=(TAG, DRY_RUN),
-                         body=_IGNORED_BODY, result="a job id")(handler)
+                         body=_IGNORED_BODY, result="a job id",
+                         result_schema=JOB_ID)(handler)
 
 
 for _path, _kind, _variable, _operation in _RESOURCES:
