@@ -95,6 +95,11 @@ def test_unknown_instance_and_node_are_404(instances: E2ECluster) -> None:
         assert (status, body["code"], body["message"]) == (404, 404, "Not Found"), path
         assert "nosuch" in body["explain"]
     assert job_count(instances) == before
+    # a change is a job, as in Ganeti: the job fails, naming the instance
+    status, job = rapi(instances, "PUT", "/2/instances/nosuch/startup")
+    assert status == 200
+    with pytest.raises(Exception, match="nosuch"):
+        wait(instances, job)
 
 
 def test_shutdown_startup_and_reboot_change_the_guest(instances: E2ECluster) -> None:
