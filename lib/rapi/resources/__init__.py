@@ -16,6 +16,9 @@ MODULES: tuple[str, ...] = (
     "instances",
     "nodes",
     "tags",
+    "jobs",
+    "query",
+    "backup",
 )
 
 
