@@ -9,7 +9,6 @@ real cluster: the guest process, the config file, the disk files.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -160,8 +159,6 @@ result["bad_tag"] = error_code(cl.AddInstanceTags, "cpt1", ["no spaces"])
     assert conf is not None and conf["admin_state"] == "up" and conf["tags"] == ["a"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ganeti.rapi.resources.jobs") is None,
-                    reason="waiting on a job needs /2/jobs (helper jobs's module)")
 def test_instance_info_job_with_ganetis_client(ganeti3: Ganeti3,
                                                 instances: E2ECluster) -> None:
     got = _client(ganeti3, instances, """
