@@ -219,3 +219,30 @@ def test_nodes_list_bulk_and_one(instances: E2ECluster) -> None:
     status, one = rapi(instances, "GET", "/2/nodes/node1")
     assert status == 200 and one["role"] == "M"
     assert one["secondary_ip"] == one["sip"]
+
+
+def test_gnt_tag_commands_and_the_rapi_see_the_same_tags(instances: E2ECluster,
+                                                          tmp_path: Path) -> None:
+    instances.gnt("gnt-instance", "add-tags", "rapi1", "cli:1", "cli-2")
+    assert "cli:1" in rapi(instances, "GET", "/2/instances/rapi1/tags")[1]
+    tag_file = tmp_path / "tags"
+    tag_file.write_text("from-file\n\nrack:9\n")
+    instances.gnt("gnt-node", "add-tags", "--from", str(tag_file), "node2")
+    assert rapi(instances, "GET", "/2/nodes/node2/tags") == (200, ["from-file", "rack:9"])
+    instances.gnt("gnt-cluster", "add-tags", "cli-cluster")
+    wait(instances, rapi(instances, "PUT", "/2/instances/rapi1/tags", "tag=via-rapi")[1])
+    listed = instances.gnt("gnt-instance", "list-tags", "rapi1").stdout.split()
+    assert {"cli:1", "cli-2", "via-rapi", "web"} <= set(listed) and listed == sorted(listed)
+    assert "cli-cluster" in instances.gnt("gnt-cluster", "list-tags").stdout.split()
+
+    instances.gnt("gnt-instance", "remove-tags", "rapi1", "cli:1", "via-rapi")
+    assert not {"cli:1", "via-rapi"} & set(rapi(instances, "GET",
+                                                "/2/instances/rapi1/tags")[1])
+    # bad tags and missing ones fail, naming why; nothing changes
+    bad = instances.gnt("gnt-instance", "add-tags", "rapi1", "two words", ok=False)
+    assert bad.returncode != 0 and "invalid characters" in bad.stderr
+    missing = instances.gnt("gnt-node", "remove-tags", "node2", "nosuchtag", ok=False)
+    assert missing.returncode != 0 and "'nosuchtag' not found" in missing.stderr
+    none = instances.gnt("gnt-cluster", "add-tags", ok=False)
+    assert none.returncode != 0 and "no tags given" in none.stderr
+    assert rapi(instances, "GET", "/2/nodes/node2/tags") == (200, ["from-file", "rack:9"])
