@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, query
+from ganeti.backup.export_stats import ExportRecord, ExportStats
 from ganeti.objects import Instance
 
 if TYPE_CHECKING:
@@ -43,6 +44,37 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
     ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
 )
+# export statistics, recorded by the master when an export ends
+# (ganeti.backup.export_stats; doc/metrics.md); never exported: unavailable ("-"),
+# failures 0
+EXPORT_FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    ("export.last_success", "LastExport", query.QFT_TIMESTAMP,
+     "When the last successful export was committed (unavailable: never exported)"),
+    ("export.duration", "ExportSecs", query.QFT_NUMBER,
+     "Seconds the last successful export took, from the start of its copy to its commit"),
+    ("export.bytes", "ExportBytes", query.QFT_NUMBER,
+     "Bytes the last successful export sent over the network (compressed, with framing;"
+     " an incremental export sends only the changed blocks)"),
+    ("export.data_bytes", "ExportDataBytes", query.QFT_NUMBER,
+     "Data bytes the last successful export copied, before compression"),
+    ("export.disk_bytes", "ExportDiskBytes", query.QFT_NUMBER,
+     "Total size of the disks the last successful export holds (bytes)"),
+    ("export.target", "ExportTarget", query.QFT_TEXT,
+     "Target node of the last successful export (\"remote\" for another cluster)"),
+    ("export.failures", "ExportFailures", query.QFT_NUMBER,
+     "Failed exports since the last successful one (a success resets it to 0)"),
+    ("export.last_failure", "LastExportFailure", query.QFT_TIMESTAMP,
+     "When the last export failed (unavailable: none failed yet)"),
+    ("export.last_error", "LastExportError", query.QFT_TEXT, "Why the last export failed"),
+)
+# field name -> ExportRecord attribute
+_EXPORT_ATTRS = {"export.last_success": "last_success", "export.duration": "duration",
+                 "export.bytes": "wire_bytes", "export.data_bytes": "data_bytes",
+                 "export.disk_bytes": "disk_bytes", "export.target": "target",
+                 "export.failures": "failures", "export.last_failure": "last_failure",
+                 "export.last_error": "last_error"}
+EXPORT_FIELD_NAMES = frozenset(_EXPORT_ATTRS)
+FIELDS += EXPORT_FIELDS
 FIELD_NAMES = tuple(f[0] for f in FIELDS)
 # fields needing the live state from the primary nodes
 LIVE_FIELDS = frozenset({"status", "oper_state", "oper_ram", "oper_vcpus"})
@@ -102,12 +134,23 @@ def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str
     return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
 
 
+def _export_values(record: ExportRecord | None) -> dict[str, Any]:
+    if record is None:
+        return {name: 0 if name == "export.failures" else query.UNAVAIL
+                for name in _EXPORT_ATTRS}
+    values = {name: getattr(record, attr) for name, attr in _EXPORT_ATTRS.items()}
+    return {name: query.UNAVAIL if value is None else value
+            for name, value in values.items()}
+
+
 def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
-                  names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+                  names: Iterable[str] | None = None, stats: ExportStats | None = None
+                  ) -> list[dict[str, Any]]:
     """One dict per instance with every FIELDS value, sorted by name.
 
     Live fields hold query status markers unless ``live`` (then the primary
     nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
+    Export fields come from ``stats`` (read once; without it: ``query.NODATA``).
     """
     wanted = set(names) if names else None
     instances = sorted((i for i in cfg.get_all_instances_info().values()
@@ -115,6 +158,7 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     cluster = cfg.get_cluster_info()
     live_info = (collect_live_info(cfg, rpc, instances)
                  if live and instances and rpc is not None else {})
+    records = stats.all() if stats is not None else None
     rows = []
     for inst in instances:
         be = cluster.fill_beparams(inst)
@@ -148,6 +192,10 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
                                          query.NODATA))
         else:
             row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
+        if records is not None:
+            row.update(_export_values(records.get(inst.uuid)))
+        else:
+            row.update(dict.fromkeys(EXPORT_FIELD_NAMES, query.NODATA))
         rows.append(row)
     return rows
 
@@ -155,7 +203,9 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
 def _rows(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
     # nodes are only contacted when a live field is selected or filtered on
     context = source.context
-    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS))
+    stats = ExportStats.for_paths(context.paths) if needed & EXPORT_FIELD_NAMES else None
+    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS),
+                         stats=stats)
 
 
 def register() -> None:

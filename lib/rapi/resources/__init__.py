@@ -11,7 +11,7 @@ import importlib
 from ganeti.rapi import routes
 
 # the areas, in the order doc/rapi.md lists them
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("metrics",)
 
 
 def load_all() -> dict[str, routes.Route]:
