@@ -233,3 +233,13 @@ def test_no_recent_backup_rule_says_26_hours_and_covers_never_exported() -> None
     failing = next(r for r in alert_rules() if r["alert"] == "GanetiBackupFailing")
     threshold = int(re.search(r">=\s*(\d+)", failing["expr"]).group(1))  # type: ignore[union-attr]
     assert got[inst("instance_export_consecutive_failures", "db1")] >= threshold
+
+
+def test_doc_lists_every_metric_and_field() -> None:
+    from ganeti.query_resources import instance as qinstance
+
+    doc = (ALERTS.parents[1] / "metrics.md").read_text()
+    listed = set(re.findall(r"^\| `(ganeti_[a-z_]+)` \|", doc, re.MULTILINE))
+    assert listed == set(metrics.metric_names())
+    fields = set(re.findall(r"^\| `(export\.[a-z_]+)` \|", doc, re.MULTILINE))
+    assert fields == set(qinstance.EXPORT_FIELD_NAMES)
