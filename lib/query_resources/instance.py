@@ -45,35 +45,34 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
 )
 # export statistics, recorded by the master when an export ends
-# (ganeti.backup.export_stats; doc/metrics.md); never exported: unavailable ("-"),
-# failures 0
-EXPORT_FIELDS: tuple[tuple[str, str, str, str], ...] = (
-    ("export.last_success", "LastExport", query.QFT_TIMESTAMP,
+# (ganeti.backup.export_stats; doc/metrics.md): (name, ExportRecord attribute, title,
+# kind, doc); never exported: unavailable, failures 0
+_EXPORT: tuple[tuple[str, str, str, str, str], ...] = (
+    ("export.last_success", "last_success", "LastExport", query.QFT_TIMESTAMP,
      "When the last successful export was committed (unavailable: never exported)"),
-    ("export.duration", "ExportSecs", query.QFT_NUMBER,
-     "Seconds the last successful export took, from the start of its copy to its commit"),
-    ("export.bytes", "ExportBytes", query.QFT_NUMBER,
+    ("export.duration", "duration", "ExportSecs", query.QFT_NUMBER,
+     "Seconds the last successful export took, from the start of its Exec (before any"
+     " shutdown or snapshot) to its commit"),
+    ("export.bytes", "wire_bytes", "ExportBytes", query.QFT_NUMBER,
      "Bytes the last successful export sent over the network (compressed, with framing;"
      " an incremental export sends only the changed blocks)"),
-    ("export.data_bytes", "ExportDataBytes", query.QFT_NUMBER,
+    ("export.data_bytes", "data_bytes", "ExportDataBytes", query.QFT_NUMBER,
      "Data bytes the last successful export copied, before compression"),
-    ("export.disk_bytes", "ExportDiskBytes", query.QFT_NUMBER,
+    ("export.disk_bytes", "disk_bytes", "ExportDiskBytes", query.QFT_NUMBER,
      "Total size of the disks the last successful export holds (bytes)"),
-    ("export.target", "ExportTarget", query.QFT_TEXT,
+    ("export.target", "target", "ExportTarget", query.QFT_TEXT,
      "Target node of the last successful export (\"remote\" for another cluster)"),
-    ("export.failures", "ExportFailures", query.QFT_NUMBER,
+    ("export.failures", "failures", "ExportFailures", query.QFT_NUMBER,
      "Failed exports since the last successful one (a success resets it to 0)"),
-    ("export.last_failure", "LastExportFailure", query.QFT_TIMESTAMP,
+    ("export.last_failure", "last_failure", "LastExportFailure", query.QFT_TIMESTAMP,
      "When the last export failed (unavailable: none failed yet)"),
-    ("export.last_error", "LastExportError", query.QFT_TEXT, "Why the last export failed"),
+    ("export.last_error", "last_error", "LastExportError", query.QFT_TEXT,
+     "Why the last export failed"),
 )
-# field name -> ExportRecord attribute
-_EXPORT_ATTRS = {"export.last_success": "last_success", "export.duration": "duration",
-                 "export.bytes": "wire_bytes", "export.data_bytes": "data_bytes",
-                 "export.disk_bytes": "disk_bytes", "export.target": "target",
-                 "export.failures": "failures", "export.last_failure": "last_failure",
-                 "export.last_error": "last_error"}
+EXPORT_FIELDS = tuple((name, title, kind, doc) for name, _, title, kind, doc in _EXPORT)
+_EXPORT_ATTRS = {name: attr for name, attr, *_ in _EXPORT}
 EXPORT_FIELD_NAMES = frozenset(_EXPORT_ATTRS)
+# one table for Query("instance") and OpInstanceQuery
 FIELDS += EXPORT_FIELDS
 FIELD_NAMES = tuple(f[0] for f in FIELDS)
 # fields needing the live state from the primary nodes
