@@ -94,11 +94,14 @@ JSON_DEPTH = Limit("json_depth", ("LUXI message", "RPC body"), 64, "levels",
                    "deeper nesting only serves to exhaust the decoder's stack")
 EXPORT_CONFIG = Limit("export_config", ("config.ini",), 1024 * 1024, BYTES,
                       "an export description; 16 disks and 8 NICs need a few KiB")
+RAPI_BODY = Limit("rapi_body", ("RAPI request body",), 4 * 1024 * 1024, BYTES,
+                  "the largest RAPI body (an instance creation) is a few KiB; refused"
+                  " from Content-Length, before it is read")
 
 TABLE: tuple[Limit, ...] = (
     DISKS, NICS, TAGS, TAG_LENGTH, NAME_LENGTH, OS_NAME_LENGTH, COMMENT, REASON_ENTRIES,
     REASON_TEXT, MEMORY, VCPUS, DISK_SIZE, SHUTDOWN_TIMEOUT, TEST_DELAY, TEST_REPEAT,
-    JOB_AGE, JSON_DEPTH, EXPORT_CONFIG,
+    JOB_AGE, JSON_DEPTH, EXPORT_CONFIG, RAPI_BODY,
 )
 BY_KEY: dict[str, Limit] = {limit.key: limit for limit in TABLE}
 

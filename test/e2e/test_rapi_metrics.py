@@ -1,7 +1,10 @@
-"""/metrics on a real cluster: exports (gnt-backup) show up in the metrics and the
-``export.*`` instance fields, failures count and a success resets them, the
-figures survive a master restart, jobs by status match gnt-job list, a throttled
-export is a transfer in flight.
+"""/metrics from the RAPI daemon of a real cluster.
+
+Exports (gnt-backup) show up in the metrics and in the ``export.*`` instance
+fields, failures count and a success resets them, the figures survive a master
+restart (the RAPI daemon keeps serving), jobs by status match gnt-job list, a
+throttled export is a transfer in flight; read-only users may scrape, nobody
+unauthenticated.
 
 The tests of this module run in order on one cluster (each builds on the
 previous one's exports).
@@ -18,10 +21,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.cluster import E2ECluster, output
+from support.rapi import RapiAnswer, RapiClient
 
 from ganeti import constants, daemon, luxi, query
-from ganeti.rapi import routes
-from ganeti.rapi.resources import load_all
 
 pytestmark = pytest.mark.e2e
 
@@ -30,29 +32,18 @@ WAIT = 60.0
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class LuxiBackend:
-    """What the RAPI daemon gives handlers: LUXI clients to this cluster's master."""
-
-    def __init__(self, cluster: E2ECluster) -> None:
-        self.address = str(cluster.master.paths.master_socket)
-
-    def client(self) -> luxi.Client:
-        return luxi.Client(address=self.address)
-
-
-READER = routes.User("reader")
-
-
-def scrape_raw(cluster: E2ECluster, user: routes.User | None = READER) -> routes.Response:
-    load_all()
-    return routes.dispatch(LuxiBackend(cluster), "GET", "/metrics", "", b"", user)
+def scrape_raw(cluster: E2ECluster, user: str | None = "reader",
+               password: str = "secret") -> RapiAnswer:
+    """GET /metrics from the cluster's RAPI daemon (reader: the fixture's read-only user)."""
+    return RapiClient(cluster, user=user, password=password).request("GET", "/metrics")
 
 
 def scrape(cluster: E2ECluster) -> Samples:
     resp = scrape_raw(cluster)
     assert resp.status == 200, resp.body
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(resp.body.decode())
+            for family in text_string_to_metric_families(resp.body)
             for s in family.samples}
 
 
@@ -244,6 +235,8 @@ def test_jobs_by_status_match_gnt_job_list(cluster: E2ECluster,
 
 
 def test_permissions(cluster: E2ECluster) -> None:
-    assert scrape_raw(cluster, READER).status == 200
-    resp = scrape_raw(cluster, None)
-    assert resp.status == 401 and "WWW-Authenticate" in resp.headers
+    # a read-only user may scrape (above, every scrape is one); so may an administrator
+    assert scrape_raw(cluster, "admin").status == 200
+    for user, password in ((None, "secret"), ("reader", "wrong")):
+        resp = scrape_raw(cluster, user, password)
+        assert resp.status == 401 and "WWW-Authenticate" in resp.headers

@@ -11,7 +11,10 @@ import importlib
 from ganeti.rapi import routes
 
 # the areas, in the order doc/rapi.md lists them
-MODULES: tuple[str, ...] = ("metrics",)
+MODULES: tuple[str, ...] = (
+    "general",
+    "metrics",
+)
 
 
 def load_all() -> dict[str, routes.Route]:

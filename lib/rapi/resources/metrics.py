@@ -1,4 +1,4 @@
-"""``/metrics``: the cluster's state for Prometheus (doc/metrics.md).
+"""The cluster as Prometheus sees it: export statistics, jobs, transfers (doc/metrics.md).
 
 Three LUXI queries per scrape, nothing kept between scrapes: the instances
 with their export statistics (``export.*`` fields, one query), the jobs'
@@ -28,6 +28,8 @@ INSTANCE_FIELDS = ("name", "ctime", "export.last_success", "export.duration",
                    "export.bytes", "export.data_bytes", "export.disk_bytes",
                    "export.failures", "export.last_failure")
 TRANSFER_KINDS = ("local", "remote-send", "remote-receive")
+# what a scraper gets unless it asks for OpenMetrics
+TEXT_FORMAT = "text/plain; version=0.0.4"
 
 # name (without the prefix) -> (help, the instance query field); one table, so the
 # docs and the alert example's test see the same names
@@ -134,7 +136,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 @routes.route("/metrics", "GET", access=routes.READ, extension=True,
               result="the metrics in Prometheus' text format (OpenMetrics if the Accept"
-                     " header asks for it)")
+                     " header asks for it)",
+              result_type=TEXT_FORMAT,
+              result_schema={"type": "string", "description": "Prometheus text format 0.0.4"
+                             " (https://prometheus.io/docs/instrumenting/exposition_formats/)"})
 def metrics(req: routes.Request) -> routes.Response:
     """Prometheus metrics: export statistics per instance, jobs by status, transfers.
 
