@@ -87,11 +87,6 @@ ST_NODE_OFFLINE = "ERROR_nodeoffline"
 ST_NODE_DOWN = "ERROR_nodedown"
 
 
-def _node_name(cfg: Any, node_uuid: str) -> str:
-    node = cfg.get_node_info(node_uuid)
-    return str(node.name) if node is not None else node_uuid
-
-
 def collect_live_info(cfg: ConfigStore, rpc: RpcRunner, instances: Iterable[Instance]
                       ) -> dict[str, tuple[str, dict[str, Any]]]:
     """Per primary node uuid: ("ok"|"offline"|"down", {instance name: info})."""
@@ -158,13 +153,15 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     live_info = (collect_live_info(cfg, rpc, instances)
                  if live and instances and rpc is not None else {})
     records = stats.all() if stats is not None else None
+    # once per query: a lookup per instance copies a node each time
+    node_names = {uuid: node.name for uuid, node in cfg.get_all_nodes_info().items()}
     rows = []
     for inst in instances:
         be = cluster.fill_beparams(inst)
         row: dict[str, Any] = {
             "name": inst.name, "uuid": inst.uuid, "os": inst.os,
-            "pnode": _node_name(cfg, inst.primary_node),
-            "snodes": [_node_name(cfg, n) for n in inst.secondary_nodes],
+            "pnode": node_names.get(inst.primary_node, inst.primary_node),
+            "snodes": [node_names.get(n, n) for n in inst.secondary_nodes],
             "hypervisor": inst.hypervisor, "disk_template": inst.disk_template,
             "admin_state": inst.admin_state,
             "be/maxmem": be.get("maxmem"), "be/minmem": be.get("minmem"),

@@ -6,6 +6,9 @@ Figures, all from one run, as ratios to baselines measured in the same run:
   exposition) of N instances and N jobs, against a hand-written f-string
   exposition of the same samples (what we would write without the library) and
   against ``json.loads`` of the LUXI answers the handler reads anyway;
+* query: the master's ``Query("instance")`` of the fields /metrics asks for, on a
+  configuration of N instances with N records in the store, against the same query
+  without the ``export.*`` fields (what every instance query costs anyway);
 * store: loading N records cold (parse + validate), warm (the stat cache), and
   recording one export (rewrite + fsync of the whole file), against
   ``json.loads`` of the same file.
@@ -24,8 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ganeti import query
+from ganeti import constants, pathutils, query
 from ganeti.backup import export_stats
+from ganeti.config import ConfigStore, make_initial_config
+from ganeti.objects import Disk, Instance
+from ganeti.query_resources import instance as qinstance
 from ganeti.rapi.resources import metrics
 
 NOW = 1_700_000_000.0
@@ -115,12 +121,49 @@ def bench_store(count: int, rounds: int) -> None:
               f" warm {warm_t * 1e3:.1f} ms, record one export {record_t * 1e3:.0f} ms")
 
 
+def bench_query(count: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = pathutils.Paths.for_root(Path(tmp))
+        data = make_initial_config("c.example.com", "node1.example.com", None, "192.0.2.1")
+        node = next(iter(data.nodes))
+        for i in range(count):
+            inst = Instance(name=f"inst{i:05d}.example.com", primary_node=node,
+                            disk_template=constants.DT_FILE,
+                            disks=[Disk(size=1024, dev_type=constants.DT_FILE,
+                                        logical_id=["file", f"/srv/{i}/disk0"],
+                                        iv_name="disk/0")])
+            data.instances[inst.uuid] = inst
+        paths.data_dir.mkdir(parents=True)
+        cfg = ConfigStore.initialize(paths.data_dir / "config.data", data)
+        store = export_stats.ExportStats.for_paths(paths)
+        store.record_failure("x", "x", when=NOW, error="e")
+        doc = json.loads(store.path.read_text())
+        entry = doc["instances"]["x"]
+        doc["instances"] = {uuid: {**entry, "name": inst.name, "last_success": NOW,
+                                   "duration": 1.0, "wire_bytes": 1, "data_bytes": 1,
+                                   "disk_bytes": 1, "failures": 0}
+                            for uuid, inst in cfg.get_all_instances_info().items()}
+        store.path.write_text(json.dumps(doc))
+        qinstance.register()
+        source = type("Source", (), {"context": type("Ctx", (), {
+            "cfg": cfg, "rpc": None, "paths": paths})()})()
+        fields = list(metrics.INSTANCE_FIELDS)
+        store.all()  # parsed once, as after the first scrape
+        with_stats = _median(lambda: query.query("instance", fields, source=source), rounds)
+        plain = _median(lambda: query.query("instance", ["name", "ctime"], source=source),
+                        rounds)
+        print(f"Query(instance) of {count} instances, the /metrics fields:"
+              f" {with_stats * 1e3:.0f} ms ({with_stats / plain:.2f}x name+ctime only,"
+              f" {plain * 1e3:.0f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     bench_render(args.instances, args.rounds)
+    bench_query(args.instances, args.rounds)
     bench_store(args.instances, args.rounds)
 
 
