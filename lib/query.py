@@ -148,7 +148,9 @@ def get_resource(what: str) -> Resource:
     with _REGISTRY_LOCK:
         res = _REGISTRY.get(what)
     if res is None:
-        raise errors.OpPrereqError(f"Resource '{what}' is not queryable", errors.ECODE_INVAL)
+        # an unknown entity (RAPI: 404 for /2/query/NAME), not a malformed argument
+        raise errors.OpPrereqError(f"Resource '{what}' is not queryable (queryable:"
+                                   f" {', '.join(resources())})", errors.ECODE_NOENT)
     return res
 
 

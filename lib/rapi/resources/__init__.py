@@ -13,6 +13,9 @@ from ganeti.rapi import routes
 # the areas, in the order doc/rapi.md lists them
 MODULES: tuple[str, ...] = (
     "general",
+    "jobs",
+    "query",
+    "backup",
     "metrics",
 )
 
