@@ -57,11 +57,12 @@ def by_label(samples: Samples, metric: str, label: str) -> dict[str, float]:
 
 
 def fields(cluster: E2ECluster, name: str, *names: str) -> dict[str, Any]:
-    """The instance's export.* fields over LUXI, as /2/query/instance reads them."""
-    with luxi.Client(address=str(cluster.master.paths.master_socket)) as cl:
-        answer = cl.query(query.RESOURCE_INSTANCE, ["name", *names],
-                          ["=", "name", name])
-    (row,) = answer["data"]
+    """The instance's export.* fields from RAPI's /2/query/instance (a read-only user)."""
+    resp = RapiClient(cluster, user="reader").request(
+        "PUT", "/2/query/instance", body={"fields": ["name", *names],
+                                          "qfilter": ["=", "name", name]})
+    assert resp.status == 200, resp.body
+    (row,) = resp.body["data"]
     return {n: value if status == query.RS_NORMAL else None
             for n, (status, value) in zip(names, row[1:], strict=True)}
 
@@ -132,7 +133,7 @@ def test_export_shows_time_duration_bytes(cluster: E2ECluster, instances: list[s
     assert inst(got, "instance_export_consecutive_failures", "web1") == 0
     # the other instance is untouched
     assert inst(got, "instance_export_last_success_timestamp_seconds", "idle1") == 0
-    # the same figures as instance fields, over LUXI and in gnt-instance list
+    # the same figures as instance fields, in /2/query/instance and gnt-instance list
     values = fields(cluster, "web1", "export.last_success", "export.duration",
                     "export.bytes", "export.data_bytes", "export.target",
                     "export.failures")
@@ -218,9 +219,10 @@ def test_transfer_in_flight(cluster: E2ECluster, instances: list[str]) -> None:
         seen = by_label(scrape(cluster), "transfers_in_flight", "kind")
         time.sleep(0.1)
     assert seen == {"local": 1, "remote-send": 0, "remote-receive": 0}
-    with luxi.Client(address=str(cluster.master.paths.master_socket)) as cl:
-        rows = cl.query(query.RESOURCE_TRANSFER, ["kind", "label", "source_node",
-                                                  "dest_node"], None)["data"]
+    resp = RapiClient(cluster, user="reader").request(
+        "GET", "/2/query/transfer", query={"fields": "kind,label,source_node,dest_node"})
+    assert resp.status == 200, resp.body
+    rows = resp.body["data"]
     assert [[value for _, value in row] for row in rows] == [
         ["local", "disk/0", "node2", "node3"]]
     assert wait_job(cluster, job_id) == constants.OP_STATUS_SUCCESS
