@@ -22,8 +22,6 @@ from ganeti.hypervisor import procutil
 from ganeti.rapi.resources import instances as rapi_instances
 from ganeti.rapi.resources import nodes as rapi_nodes
 
-pytestmark = pytest.mark.e2e
-
 # what each eval starts with: Ganeti's client, logged in as the fixture's admin, and a
 # poll that waits for a condition on what the client reads (no timing assertions)
 _PROLOGUE = """

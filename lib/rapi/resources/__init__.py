@@ -19,6 +19,7 @@ MODULES: tuple[str, ...] = (
     "jobs",
     "query",
     "backup",
+    "metrics",
 )
 
 
