@@ -41,6 +41,7 @@ RESOURCE_LOCK: Final = "lock"
 RESOURCE_NODE: Final = "node"
 RESOURCE_INSTANCE: Final = "instance"
 RESOURCE_EXPORT: Final = "export"
+RESOURCE_TRANSFER: Final = "transfer"
 
 
 class _Status:
