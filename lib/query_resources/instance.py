@@ -180,17 +180,21 @@ def _export_values(record: ExportRecord | None) -> dict[str, Any]:
 
 
 def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
-                  names: Iterable[str] | None = None, stats: ExportStats | None = None
-                  ) -> list[dict[str, Any]]:
+                  names: Iterable[str] | None = None, stats: ExportStats | None = None,
+                  matching: frozenset[str] | None = None) -> list[dict[str, Any]]:
     """One dict per instance with every FIELDS value, sorted by name.
 
     Live fields hold query status markers unless ``live`` (then the primary
     nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
     Export fields come from ``stats`` (read once; without it: ``query.NODATA``).
+    ``names`` are exact; ``matching`` are names as a query filter compares them
+    (``query.name_matches``).
     """
     wanted = set(names) if names else None
     instances = sorted((i for i in cfg.get_all_instances_info().values()
-                        if wanted is None or i.name in wanted), key=lambda i: i.name)
+                        if (wanted is None or i.name in wanted)
+                        and (matching is None or query.name_matches(i.name, matching))),
+                       key=lambda i: i.name)
     cluster = cfg.get_cluster_info()
     networks = cfg.get_config_data().networks if instances else {}
     live_info = (collect_live_info(cfg, rpc, instances)
@@ -240,16 +244,18 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     return rows
 
 
-def _rows(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
-    # nodes are only contacted when a live field is selected or filtered on
+def _rows(source: Any, needed: frozenset[str], names: frozenset[str] | None
+          ) -> list[dict[str, Any]]:
+    # nodes are only contacted when a live field is selected or filtered on, and
+    # only the primaries of the instances the filter can match
     context = source.context
     stats = ExportStats.for_paths(context.paths) if needed & EXPORT_FIELD_NAMES else None
     return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS),
-                         stats=stats)
+                         stats=stats, matching=names)
 
 
 def register() -> None:
     query.register(query.RESOURCE_INSTANCE,
                    [query.FieldDef(name, title, kind, doc, query.item_getter(name))
                     for name, title, kind, doc in FIELDS],
-                   _rows, wants_fields=True)
+                   _rows, wants_names=True)
