@@ -124,6 +124,23 @@ def check_os_name(value: Any, what: str = "os_type") -> str:
     return value
 
 
+# Ganeti's TaggableObject.VALID_TAG_RE: letters, digits (Unicode) and .+*/:@-
+TAG_RE = re.compile(r"^[\w.+*/:@-]+$")
+
+
+def tag_problem(tag: Any) -> str | None:
+    """Why ``tag`` is no valid tag (Ganeti's rules: a string, 1..128 characters of
+    TAG_RE), or None."""
+    if not isinstance(tag, str):
+        return f"{tag!r:.40} is not a string"
+    if not TAG_LENGTH.minimum <= len(tag) <= TAG_LENGTH.maximum:
+        return (f"{len(tag)} characters is outside the limit"
+                f" {TAG_LENGTH.minimum}..{TAG_LENGTH.maximum}")
+    if not TAG_RE.match(tag):
+        return f"{tag!r:.80} contains invalid characters (letters, digits and .+*/:@- only)"
+    return None
+
+
 def check_tags(tags: Any, what: str = "tags") -> list[str]:
     TAGS.check(tags, what)
     for idx, tag in enumerate(tags):

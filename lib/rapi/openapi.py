@@ -91,7 +91,7 @@ def _operation(entry: routes.Route, op: routes.Operation,
         if op.result_schema is not None else {}
     responses: dict[str, Any] = {
         "200": {"description": op.result,
-                "content": {"application/json": {"schema": result_schema}}}}
+                "content": {op.result_type: {"schema": result_schema}}}}
     error = {"content": {"application/json": {"schema": {
         "$ref": "#/components/schemas/Error"}}}}
     for code, text in _COMMON_ERRORS.items():

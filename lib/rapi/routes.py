@@ -166,6 +166,7 @@ class Operation:
     result: str                    # what a successful answer holds
     extension: bool                # not in Ganeti's RAPI
     result_schema: Mapping[str, Any] | None = None
+    result_type: str = http.CONTENT_JSON  # the media type of a successful answer
 
     @property
     def summary(self) -> str:
@@ -204,7 +205,8 @@ def _compile(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
 
 def route(template: str, method: str, *, access: str, result: str,
           params: tuple[Param, ...] = (), body: Body | None = None, extension: bool = False,
-          result_schema: Mapping[str, Any] | None = None) -> Callable[[Handler], Handler]:
+          result_schema: Mapping[str, Any] | None = None,
+          result_type: str = http.CONTENT_JSON) -> Callable[[Handler], Handler]:
     """Register the decorated handler as ``method template``; the docstring documents it."""
     if method not in METHODS or access not in (READ, WRITE):
         raise errors.ProgrammerError(f"Bad route {method} {template} ({access})")
@@ -223,7 +225,7 @@ def route(template: str, method: str, *, access: str, result: str,
             raise errors.ProgrammerError(f"{method} {template} is defined twice")
         TABLE.setdefault(template, entry)
         entry.operations[method] = Operation(method, handler, access, params, body, result,
-                                             extension, result_schema)
+                                             extension, result_schema, result_type)
         return handler
     return register
 

@@ -155,6 +155,7 @@ class TlsHttpServer(ThreadingHTTPServer):
             return
         with self._active_lock:
             self._active.add(tls)
+        self.log.debug("Connection from %s", peer)
         try:
             self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
         except (ssl.SSLError, OSError) as err:

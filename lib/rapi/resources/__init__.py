@@ -13,6 +13,14 @@ from ganeti.rapi import routes
 # the areas, in the order doc/rapi.md lists them
 MODULES: tuple[str, ...] = (
     "general",
+    "instances",
+    "instance_io",
+    "nodes",
+    "tags",
+    "jobs",
+    "query",
+    "backup",
+    "metrics",
 )
 
 
