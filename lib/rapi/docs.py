@@ -146,23 +146,38 @@ def _operation(entry: routes.Route, op: routes.Operation) -> list[str]:
     return [*lines, ""]
 
 
-def _area(handler: routes.Handler) -> str:
+def _module(handler: routes.Handler) -> str:
     return handler.__module__.rsplit(".", 1)[-1]
 
 
+def _line(handler: routes.Handler) -> int:
+    code = getattr(handler, "__code__", None)
+    return code.co_firstlineno if code is not None else 0
+
+
 def render(table: Mapping[str, routes.Route] | None = None) -> str:
-    """The whole of doc/rapi.md for ``table`` (default: every resource module loaded)."""
+    """The whole of doc/rapi.md for ``table`` (default: every resource module loaded).
+
+    Independent of import order: a resource belongs to the first module (in
+    ``resources.MODULES`` order) defining one of its methods, and a module's
+    resources come in the order of their handlers in its source.
+    """
     table = resources.load_all() if table is None else table
-    areas: dict[str, list[routes.Route]] = {}
-    for entry in table.values():
-        first = next(iter(entry.operations.values()))
-        areas.setdefault(_area(first.handler), []).append(entry)
     order = {name: i for i, name in enumerate(resources.MODULES)}
+    areas: dict[str, list[tuple[int, routes.Route]]] = {}
+    for entry in table.values():
+        name = min((_module(op.handler) for op in entry.operations.values()),
+                   key=lambda mod: (order.get(mod, len(order)), mod))
+        line = min(_line(op.handler) for op in entry.operations.values()
+                   if _module(op.handler) == name)
+        areas.setdefault(name, []).append((line, entry))
     names = sorted(areas, key=lambda name: (order.get(name, len(order)), name))
+    ordered = {name: [entry for _, entry in sorted(areas[name], key=lambda it: it[0])]
+               for name in names}
     out = [PROLOGUE, "## Resources", "",
            "| resource | methods | access | extension |", "|---|---|---|---|"]
     for name in names:
-        for entry in areas[name]:
+        for entry in ordered[name]:
             ops = sorted(entry.operations.values(), key=lambda op: op.method)
             methods = ", ".join(op.method for op in ops)
             access = ", ".join(f"{op.method}: {op.access}" for op in ops)
@@ -176,7 +191,7 @@ def render(table: Mapping[str, routes.Route] | None = None) -> str:
         out += [f"### {name.replace('_', ' ').capitalize()}", ""]
         if doc:
             out += [doc, ""]
-        for entry in areas[name]:
+        for entry in ordered[name]:
             for op in sorted(entry.operations.values(), key=lambda op: op.method):
                 out += _operation(entry, op)
     return "\n".join(out).rstrip("\n") + "\n"

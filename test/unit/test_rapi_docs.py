@@ -46,3 +46,9 @@ def test_the_users_file_example_works() -> None:
                                   ("jessica", "pw", True)):
         assert auth.check_password(users[name], name, password), name
         assert users[name].user().write is write
+
+
+def test_the_doc_does_not_depend_on_import_order() -> None:
+    """A test importing one resource module first must not reorder doc/rapi.md."""
+    table = resources.load_all()
+    assert docs.render(dict(reversed(list(table.items())))) == docs.render(table)
