@@ -172,7 +172,8 @@ def render(table: Mapping[str, routes.Route] | None = None) -> str:
                    if _module(op.handler) == name)
         areas.setdefault(name, []).append((line, entry))
     names = sorted(areas, key=lambda name: (order.get(name, len(order)), name))
-    ordered = {name: [entry for _, entry in sorted(areas[name], key=lambda it: it[0])]
+    ordered = {name: [entry for _, entry in sorted(areas[name],
+                                                   key=lambda it: (it[0], it[1].template))]
                for name in names}
     out = [PROLOGUE, "## Resources", "",
            "| resource | methods | access | extension |", "|---|---|---|---|"]
