@@ -20,7 +20,7 @@ from support.cluster import E2ECluster, output
 from support.ganeti_oracle import Ganeti3
 
 import ganeti
-from ganeti import constants
+from ganeti import constants, opcodes
 
 RUNNING = "sw-run"      # file disk on node2, running
 STOPPED = "sw-down"     # file disk on node3, stopped (exported to node1 by the fixture)
@@ -254,20 +254,24 @@ def _job_info_and_watch(g: Ganeti3, cluster: E2ECluster) -> None:
 
 
 def _job_cancel_and_change_priority(g: Ganeti3, cluster: E2ECluster) -> None:
-    # the first delay holds node2's lock, so the second one waits for it
-    first = cluster.gnt("gnt-debug", "delay", "--submit", "-n", "node2", "10").stdout
-    second = cluster.gnt("gnt-debug", "delay", "--submit", "-n", "node2", "10").stdout
-    blocker = first.split()[-1]
-    waiting = second.split()[-1]
-    changed = _ok(g.run(cluster, "gnt-job", "change-priority", "--priority", "high",
-                        waiting))
-    assert f"job {waiting} changed to {constants.OP_PRIO_HIGH}" in changed
-    assert f"Job {waiting} will be canceled" in _ok(g.run(cluster, "gnt-job", "cancel",
-                                                          waiting))
-    cluster.gnt("gnt-job", "watch", blocker)
-    cluster.gnt("gnt-job", "watch", waiting, ok=False)
-    assert _job_status(cluster)[waiting][0] == "canceled"
-    assert _job_status(cluster)[blocker][0] == "success"
+    # the blocker, a shutdown of the stopped instance, runs holding the instance's lock
+    # until the test releases node3's hypervisor lock; the second job waits for it
+    with cluster.holding_hypervisor_lock("node3", STOPPED), cluster.luxi_client() as cl:
+        blocker = cl.submit_job([opcodes.OpInstanceShutdown.create(instance_name=STOPPED)])
+        cluster.wait_job_status(blocker, {constants.OP_STATUS_RUNNING})
+        waiting = cl.submit_job([opcodes.OpTestDelay.create(duration=0,
+                                                            lock_instances=[STOPPED])])
+        cluster.wait_job_status(waiting, {constants.OP_STATUS_WAITING})
+        changed = _ok(g.run(cluster, "gnt-job", "change-priority", "--priority", "high",
+                            str(waiting)))
+        assert f"job {waiting} changed to {constants.OP_PRIO_HIGH}" in changed
+        assert f"Job {waiting} will be canceled" in _ok(g.run(cluster, "gnt-job", "cancel",
+                                                              str(waiting)))
+        assert _job_status(cluster)[str(blocker)][0] == "running"
+    cluster.gnt("gnt-job", "watch", str(blocker))
+    cluster.gnt("gnt-job", "watch", str(waiting), ok=False)
+    assert _job_status(cluster)[str(waiting)][0] == "canceled"
+    assert _job_status(cluster)[str(blocker)][0] == "success"
 
 
 def _job_archive(g: Ganeti3, cluster: E2ECluster) -> None:
