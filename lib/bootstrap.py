@@ -10,6 +10,7 @@ runs -- installs exactly these files.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ganeti.fileutils import atomic_write
 
 CA_VALIDITY_DAYS = 10 * 365
 NODE_CERT_VALIDITY_DAYS = 5 * 365
+RAPI_CERT_VALIDITY_DAYS = 5 * 365
 
 
 def ca_key_file(paths: pathutils.Paths) -> Path:
@@ -49,6 +51,22 @@ class NodeFiles:
         ensure_dirs(paths)
         crypto.write_pem_pair(paths.node_cert_file, self.node_cert_pem, self.node_key_pem)
         atomic_write(paths.cluster_ca_file, self.ca_cert_pem, 0o644)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def write_rapi_certificate(paths: pathutils.Paths, names: list[str], ips: list[str]) -> None:
+    """A new self-signed ``rapi.pem`` for the RAPI daemon, valid for ``names`` and ``ips``."""
+    addresses = [ip for ip in ips if _is_ip(ip)]
+    cert, key = crypto.generate_server_certificate(names[0], names, addresses,
+                                                   RAPI_CERT_VALIDITY_DAYS)
+    crypto.write_pem_pair(paths.rapi_cert, cert, key)
 
 
 def prepare_node_files(master_paths: pathutils.Paths, node_name: str,
@@ -92,5 +110,7 @@ def init_cluster(paths: pathutils.Paths, cluster_name: str, master_name: str,
     crypto.write_pem_pair(paths.node_cert_file, cert, key)
     crypto.write_private_file(paths.cluster_domain_secret_file,
                               crypto.generate_cluster_domain_secret() + "\n")
+    write_rapi_certificate(paths, [master_name, cluster_name],
+                           [ip for ip in (primary_ip, master_ip) if ip])
     # the config comes last: its presence means "initialised"
     return ConfigStore.initialize(paths.cluster_conf_file, data)

@@ -72,6 +72,15 @@ DEFAULT_HOOK_TIMEOUT: Final = 300
 MASTERD: Final = "ganeti-masterd"
 NODED: Final = "ganeti-noded"
 DEFAULT_NODED_PORT: Final = 1811
+RAPI: Final = "ganeti-rapi"
+DEFAULT_RAPI_PORT: Final = 5080
+# Ganeti's /version answer (the RAPI protocol version, not the release)
+RAPI_VERSION: Final = 2
+# Connections served at once: long polls (/2/jobs/ID/wait) each hold one
+RAPI_MAX_CONNECTIONS: Final = 256
+RAPI_IDLE_TIMEOUT: Final = 60.0
+RAPI_REQUEST_TIMEOUT: Final = 30.0
+RAPI_HANDSHAKE_TIMEOUT: Final = 10.0
 # Node RPC protocol version: master and node daemons must agree on it
 PROTOCOL_VERSION: Final = 2_160_000
 # This software's release (QueryClusterInfo's software_version)

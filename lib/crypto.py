@@ -150,6 +150,45 @@ def generate_self_signed(common_name: str, validity_seconds: int) -> tuple[str, 
     return _cert_pem(cert), _key_pem(key)
 
 
+def generate_server_certificate(common_name: str, names: Iterable[str], ips: Iterable[str],
+                                validity_days: int) -> tuple[str, str]:
+    """A self-signed TLS server certificate (RAPI's rapi.pem), usable as its own CA file.
+
+    Its subjectAltName lists ``names`` and ``ips``, so clients that verify
+    (curl --cacert rapi.pem) accept it for the master's name and address.
+    """
+    key = _new_key()
+    name = _name(common_name)
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names)]
+    alt_names.extend(x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips))
+    cert = (
+        _builder(name, name, key.public_key(), dt.timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False,
+                          key_agreement=True, key_cert_sign=True, crl_sign=False,
+                          encipher_only=False, decipher_only=False),
+            critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, _SIGNING_HASH)
+    )
+    return _cert_pem(cert), _key_pem(key)
+
+
+def plain_server_ssl_context(cert_file: str | os.PathLike[str]) -> ssl.SSLContext:
+    """TLS server side without client certificates (RAPI: clients log in with a password)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(os.fspath(cert_file))
+    except (OSError, ssl.SSLError) as err:
+        raise errors.X509CertError(f"Cannot load TLS material ({cert_file}): {err}") from err
+    return ctx
+
+
 def _write_private(path: Path, data: str) -> None:
     # created 0600 from the start and renamed into place: never readable by
     # others, not even briefly, and never half written

@@ -94,11 +94,14 @@ JSON_DEPTH = Limit("json_depth", ("LUXI message", "RPC body"), 64, "levels",
                    "deeper nesting only serves to exhaust the decoder's stack")
 EXPORT_CONFIG = Limit("export_config", ("config.ini",), 1024 * 1024, BYTES,
                       "an export description; 16 disks and 8 NICs need a few KiB")
+RAPI_BODY = Limit("rapi_body", ("RAPI request body",), 4 * 1024 * 1024, BYTES,
+                  "the largest RAPI body (an instance creation) is a few KiB; refused"
+                  " from Content-Length, before it is read")
 
 TABLE: tuple[Limit, ...] = (
     DISKS, NICS, TAGS, TAG_LENGTH, NAME_LENGTH, OS_NAME_LENGTH, COMMENT, REASON_ENTRIES,
     REASON_TEXT, MEMORY, VCPUS, DISK_SIZE, SHUTDOWN_TIMEOUT, TEST_DELAY, TEST_REPEAT,
-    JOB_AGE, JSON_DEPTH, EXPORT_CONFIG,
+    JOB_AGE, JSON_DEPTH, EXPORT_CONFIG, RAPI_BODY,
 )
 BY_KEY: dict[str, Limit] = {limit.key: limit for limit in TABLE}
 
@@ -119,6 +122,23 @@ def check_os_name(value: Any, what: str = "os_type") -> str:
             f"{what}: {value!r:.80} is not a valid OS name (letters, digits, '.', '_', '-',"
             " one optional '+variant'; no path components)", errors.ECODE_INVAL)
     return value
+
+
+# Ganeti's TaggableObject.VALID_TAG_RE: letters, digits (Unicode) and .+*/:@-
+TAG_RE = re.compile(r"^[\w.+*/:@-]+$")
+
+
+def tag_problem(tag: Any) -> str | None:
+    """Why ``tag`` is no valid tag (Ganeti's rules: a string, 1..128 characters of
+    TAG_RE), or None."""
+    if not isinstance(tag, str):
+        return f"{tag!r:.40} is not a string"
+    if not TAG_LENGTH.minimum <= len(tag) <= TAG_LENGTH.maximum:
+        return (f"{len(tag)} characters is outside the limit"
+                f" {TAG_LENGTH.minimum}..{TAG_LENGTH.maximum}")
+    if not TAG_RE.match(tag):
+        return f"{tag!r:.80} contains invalid characters (letters, digits and .+*/:@- only)"
+    return None
 
 
 def check_tags(tags: Any, what: str = "tags") -> list[str]:

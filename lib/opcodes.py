@@ -23,6 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 import annotated_types
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -274,6 +275,9 @@ def _disk_mode(value: Any) -> Any:
 
 
 def _optional_name(value: Any) -> Any:
+    # "none" (any case) is no name, as in Ganeti: its move-instance sends str(None)
+    if isinstance(value, str) and value.lower() == "none":
+        return None
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"invalid name {value!r}")
     return value
@@ -287,7 +291,7 @@ class DiskSpec(Spec):
     mode: Annotated[objects.DiskMode, BeforeValidator(_disk_mode)] = Field(
         constants.DISK_RDWR, description="Access mode: rw or ro")
     name: Annotated[str | None, BeforeValidator(_optional_name)] = Field(
-        None, description="Optional disk name")
+        None, description="Optional disk name (none: no name)")
 
 
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
@@ -565,7 +569,9 @@ class OpInstanceCreate(OpCode):
                                   description="The disks, in order")
     nics: list[NicSpec] = Field(default_factory=list, max_length=limits.NICS.maximum,
                                 description="The NICs, in order")
-    os_type: str | None = Field(None, description="OS (definition name, +variant)")
+    # "": what OpInstanceQueryData shows for an instance without one (move-instance)
+    os_type: Annotated[str | None, BeforeValidator(lambda v: None if v == "" else v)] = \
+        Field(None, description="OS (definition name, +variant); empty: none")
     osparams: dict[str, Any] = Field(default_factory=dict, description="OS parameters")
     osparams_private: dict[str, Any] = Field(
         default_factory=dict, description="OS parameters kept out of job queries")
@@ -941,6 +947,60 @@ class OpBackupScheduleQuery(OpCode):
     OP_RESULT = list[objects.BackupSchedule]
     names: list[NonEmptyStr] = Field(default_factory=list,
                                      description="Schedules to return (none: all)")
+
+
+# --- tags ---------------------------------------------------------------------
+
+
+# the kinds of objects carrying tags (constants.TAG_*, LUXI's QueryTags kinds)
+TagKind = Literal["cluster", "instance", "node", "nodegroup", "network"]
+
+
+def _valid_tag(value: Any) -> Any:
+    problem = limits.tag_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+ValidTag = Annotated[str, AfterValidator(_valid_tag)]
+ValidTagList = Annotated[list[ValidTag], Field(max_length=limits.TAGS.maximum)]
+
+
+class OpTagsGet(OpCode):
+    """The tags of the cluster or of one node, instance, node group or network (sorted)."""
+
+    OP_DSC_FIELD = "name"
+    OP_RESULT = list[str]
+    kind: TagKind = Field(description="Kind of the object: cluster, instance, node,"
+                                      " nodegroup or network")
+    name: str | None = Field(None, description="The object's name (none for the cluster)")
+    use_locking: bool = Field(False, description="Take a shared lock on the object")
+
+
+class OpTagsSet(OpCode):
+    """Add tags to the cluster or to one node, instance or node group."""
+
+    OP_DSC_FIELD = "name"
+    OP_RESULT = NoneType
+    kind: TagKind = Field(description="Kind of the object: cluster, instance, node,"
+                                      " nodegroup or network")
+    name: str | None = Field(None, description="The object's name (none for the cluster)")
+    tags: ValidTagList = Field(default_factory=list,
+                               description="Tags to add (letters, digits and .+*/:@-;"
+                                           " 1..128 characters each)")
+
+
+class OpTagsDel(OpCode):
+    """Remove tags from the cluster or from one node, instance or node group; each
+    must be there."""
+
+    OP_DSC_FIELD = "name"
+    OP_RESULT = NoneType
+    kind: TagKind = Field(description="Kind of the object: cluster, instance, node,"
+                                      " nodegroup or network")
+    name: str | None = Field(None, description="The object's name (none for the cluster)")
+    tags: ValidTagList = Field(default_factory=list, description="Tags to remove")
 
 
 def all_op_ids() -> list[str]:

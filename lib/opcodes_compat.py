@@ -371,6 +371,21 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
         "instance_name": Ours(None),
         "instance_uuid": _INSTANCE,
     },
+    "OP_TAGS_GET": {
+        "kind": Ours(None),
+        "name": Ours(None),
+        "use_locking": Ours(False),
+    },
+    "OP_TAGS_SET": {
+        "kind": Ours(None),
+        "name": Ours(None),
+        "tags": Ours(None),
+    },
+    "OP_TAGS_DEL": {
+        "kind": Ours(None),
+        "name": Ours(None),
+        "tags": Ours(None),
+    },
 }
 
 

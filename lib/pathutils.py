@@ -102,6 +102,16 @@ class Paths:
     def cluster_domain_secret_file(self) -> Path:
         return self.data_dir / "cluster-domain-secret"
 
+    @property
+    def rapi_cert(self) -> Path:
+        """The RAPI daemon's own (self-signed) key and certificate, as Ganeti's."""
+        return self.data_dir / "rapi.pem"
+
+    @property
+    def rapi_users(self) -> Path:
+        """The RAPI users file (Ganeti's format and place)."""
+        return self.data_dir / "rapi" / "users"
+
     def pid_file(self, daemon: str) -> Path:
         return self.run_dir / f"{daemon}.pid"
 

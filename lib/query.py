@@ -41,6 +41,7 @@ RESOURCE_LOCK: Final = "lock"
 RESOURCE_NODE: Final = "node"
 RESOURCE_INSTANCE: Final = "instance"
 RESOURCE_EXPORT: Final = "export"
+RESOURCE_TRANSFER: Final = "transfer"
 
 
 class _Status:
@@ -110,8 +111,13 @@ class Resource:
     data_source: Callable[..., Iterable[Any]]
     # data_source(source, needed_field_names) instead of data_source(source)
     wants_fields: bool = False
+    # ... and, with wants_names, the names the filter is limited to (None: any)
+    wants_names: bool = False
 
-    def items(self, source: Any, needed: frozenset[str]) -> Iterable[Any]:
+    def items(self, source: Any, needed: frozenset[str],
+              names: frozenset[str] | None = None) -> Iterable[Any]:
+        if self.wants_names:
+            return self.data_source(source, needed, names)
         if self.wants_fields:
             return self.data_source(source, needed)
         return self.data_source(source)
@@ -122,12 +128,15 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def register(resource: str, fields: Sequence[FieldDef],
-             data_source: DataSource | Callable[[Any, frozenset[str]], Iterable[Any]],
-             *, wants_fields: bool = False) -> None:
+             data_source: DataSource | Callable[[Any, frozenset[str]], Iterable[Any]]
+             | Callable[[Any, frozenset[str], frozenset[str] | None], Iterable[Any]],
+             *, wants_fields: bool = False, wants_names: bool = False) -> None:
     """Make a resource queryable; registering again replaces it.
 
     With ``wants_fields`` the data source also receives the names of the fields
-    the query needs (selected or used by the filter), to avoid computing others.
+    the query needs (selected or used by the filter), to avoid computing others;
+    with ``wants_names`` also the item names the filter allows
+    (:func:`requested_names`), so asking for one item costs one item, not all.
     """
     table: dict[str, FieldDef] = {}
     for fdef in fields:
@@ -135,7 +144,8 @@ def register(resource: str, fields: Sequence[FieldDef],
             raise errors.ProgrammerError(f"Duplicate field {fdef.name} in {resource}")
         table[fdef.name] = fdef
     with _REGISTRY_LOCK:
-        _REGISTRY[resource] = Resource(resource, table, data_source, wants_fields)
+        _REGISTRY[resource] = Resource(resource, table, data_source,
+                                       wants_fields or wants_names, wants_names)
 
 
 def resources() -> list[str]:
@@ -147,7 +157,9 @@ def get_resource(what: str) -> Resource:
     with _REGISTRY_LOCK:
         res = _REGISTRY.get(what)
     if res is None:
-        raise errors.OpPrereqError(f"Resource '{what}' is not queryable", errors.ECODE_INVAL)
+        # an unknown entity (RAPI: 404 for /2/query/NAME), not a malformed argument
+        raise errors.OpPrereqError(f"Resource '{what}' is not queryable (queryable:"
+                                   f" {', '.join(resources())})", errors.ECODE_NOENT)
     return res
 
 
@@ -183,8 +195,9 @@ def query(what: str, fields: Sequence[str], qfilter: Any = None,
     flt = compile_filter(qfilter, res) if qfilter is not None else None
     defs = [res.fields.get(n) for n in fields]
     needed = frozenset(n for n in fields if n in res.fields) | filter_fields(qfilter)
+    names = requested_names(qfilter) if res.wants_names and flt is not None else None
     data: list[list[list[Any]]] = []
-    for item in res.items(source, needed):
+    for item in res.items(source, needed, names):
         if flt is not None and not flt(source, item):
             continue
         data.append([_value(d, source, item) if d is not None else [RS_UNKNOWN, None]
@@ -382,6 +395,37 @@ def _compile_binary(op: str, name: Any, wanted: Any, res: Resource) -> Predicate
         except TypeError:
             return False
     return compare
+
+
+def requested_names(qfilter: Any, field: str = "name") -> frozenset[str] | None:
+    """The names a filter limits ``field`` to, when it is only equalities on it
+    (``["=", "name", "a"]``, or an ``|`` of those); None when it may match others.
+
+    The filter still runs on every row; this only lets a data source skip the
+    items it cannot match (see :func:`name_matches` for host names).
+    """
+    if not isinstance(qfilter, list) or not qfilter:
+        return None
+    if qfilter[0] in ("=", "==") and len(qfilter) == 3 and qfilter[1] == field \
+            and isinstance(qfilter[2], str):
+        return frozenset({qfilter[2]})
+    if qfilter[0] == "|" and len(qfilter) > 1:
+        names: set[str] = set()
+        for sub in qfilter[1:]:
+            part = requested_names(sub, field)
+            if part is None:
+                return None
+            names |= part
+        return frozenset(names)
+    return None
+
+
+def name_matches(name: str, wanted: frozenset[str]) -> bool:
+    """``name`` may pass an equality with one of ``wanted`` (as host names compare)."""
+    if name in wanted:
+        return True
+    low = name.lower()
+    return any(low == w.lower() or low.startswith(w.lower() + ".") for w in wanted)
 
 
 def _hostname_equal(getter: Getter, wanted: str) -> Predicate:

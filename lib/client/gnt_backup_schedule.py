@@ -240,20 +240,8 @@ FILTER_FIELDS = tuple(_filter_field(*f) for f in LIST_FIELDS)
 
 
 def _resolved_state() -> backup_runner.RunnerState:
-    """The runner's state with finished jobs of --no-wait runs resolved (not saved: the
-    next runner pass records them and sends the notifications)."""
-    state = backup_runner.load_state()
-    pending = [st for st in state.schedules.values() if st.jobs]
-    if not pending:
-        return state
     with cli.get_client() as cl:
-        master = backup_runner.LuxiMaster(cl)
-        for st in pending:
-            for job_id, result in master.job_outcomes(list(st.jobs)).items():
-                if result is not None:
-                    backup_runner.finish_job(st, job_id, result)
-            backup_runner.complete_run(st, time.time())
-    return state
+        return backup_runner.resolved_state(cl)
 
 
 def list_schedules(opts: argparse.Namespace) -> int:

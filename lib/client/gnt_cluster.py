@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ganeti import bootstrap, cli, constants, daemon, errors, objects, opcodes, pathutils
-from ganeti.client import cluster_crypto
+from ganeti.client import cluster_crypto, tags
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -155,6 +155,7 @@ COMMANDS: dict[str, cli.Command] = {
                                                      "default": False}),),
         "Destroy a cluster that has only the master node left"),
     "renew-crypto": cluster_crypto.COMMAND,
+    **tags.CLUSTER,
 }
 
 

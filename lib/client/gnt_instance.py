@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from ganeti import cli, constants, errors, opcodes
+from ganeti.client import tags
 
 LIST_DEFAULT_FIELDS = ("name", "hypervisor", "os", "pnode", "status", "oper_ram")
 
@@ -332,6 +333,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, (cli.Arg("instance"),),
                           (_BACKEND_OPT, _HV_OPT, _FORCE_OPT, *cli.SUBMIT_OPTS),
                           "Change an instance's parameters (applied at the next start)"),
+    **tags.INSTANCE,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ganeti import cli, opcodes
+from ganeti.client import tags
 
 LIST_DEFAULT_FIELDS = ("name", "pip", "port", "role", "group", "pinst_cnt")
 
@@ -122,6 +123,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, (cli.Arg("node"),), (*_MODIFY_OPTS, *cli.SUBMIT_OPTS),
                           "Change a node's offline, drained or master-candidate flag,"
                           " or its backup bandwidth limit"),
+    **tags.NODE,
 }
 
 

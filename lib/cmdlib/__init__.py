@@ -22,6 +22,7 @@ LU_MODULES: tuple[str, ...] = (
     "ganeti.cmdlib.backup_schedule",
     "ganeti.cmdlib.backup_verify",
     "ganeti.cmdlib.maintenance",
+    "ganeti.cmdlib.tags",
 )
 
 

@@ -12,9 +12,11 @@ module keeps what every export shares.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ganeti import constants, errors, limits, locking, opcodes
+from ganeti.backup.export_stats import ExportStats
 from ganeti.backup.index import ExportIndex
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_common import (
@@ -87,6 +89,13 @@ class LUBackupExport(LogicalUnit):
     # --- prerequisites ---------------------------------------------------------------
 
     def CheckPrereq(self) -> None:
+        try:
+            self._check_prereq()
+        except errors.OpPrereqError as err:
+            self._record_failure(err)  # no backup either: the alert must know
+            raise
+
+    def _check_prereq(self) -> None:
         op = self.op
         inst = self.cfg.get_instance_info_by_name(op.instance_name)
         assert inst is not None
@@ -161,20 +170,55 @@ class LUBackupExport(LogicalUnit):
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         target = self.target
-        target.begin()
+        started = time.monotonic()
         try:
-            finalize_ok, disks_ok = self._shutdown_copy_restart(feedback_fn)
-        except BaseException:
-            target.abort()
+            target.begin()
+            try:
+                finalize_ok, disks_ok = self._shutdown_copy_restart(feedback_fn)
+            except BaseException:
+                target.abort()
+                raise
+            if not (finalize_ok and all(disks_ok)):
+                target.abort()
+                raise errors.OpExecError(target.failure_text(finalize_ok, disks_ok))
+            target.commit(feedback_fn)
+        except BaseException as err:
+            self._record_failure(err)
             raise
-        if not (finalize_ok and all(disks_ok)):
-            target.abort()
-            raise errors.OpExecError(target.failure_text(finalize_ok, disks_ok))
-        target.commit(feedback_fn)
+        # committed: later steps (removal, prune) no longer decide whether it is a backup
+        self._record_success(time.monotonic() - started)
         if self.op.remove_instance:
             self._remove_instance(feedback_fn)
         target.prune(feedback_fn)
         return finalize_ok, disks_ok
+
+    # --- export statistics (ganeti.backup.export_stats; doc/metrics.md) -------------
+
+    def _record_stats(self, record: Callable[[ExportStats, Instance], Any]) -> None:
+        """Record the outcome; a store that cannot be written never fails the export."""
+        inst = self.cfg.get_instance_info_by_name(self.op.instance_name)
+        if inst is None or self.op.dry_run:
+            return
+        try:
+            record(ExportStats.for_paths(self.context.paths), inst)
+        except (OSError, ValueError) as err:
+            self.LogWarning("Could not record the export statistics of %s: %s", inst.name,
+                            err)
+
+    def _record_success(self, duration: float) -> None:
+        results = self.target.results
+        self._record_stats(lambda stats, inst: stats.record_success(
+            inst.uuid, inst.name, finished=time.time(), duration=duration,
+            wire_bytes=sum(r.wire_bytes for r in results),
+            data_bytes=sum(r.bytes for r in results),
+            disk_bytes=sum(d.size for d in inst.disks) * MIB,
+            target=self.op.target_node if isinstance(self.op.target_node, str)
+            else self.op.mode, known=self.cfg.get_instance_list))
+
+    def _record_failure(self, err: BaseException) -> None:
+        self._record_stats(lambda stats, inst: stats.record_failure(
+            inst.uuid, inst.name, when=time.time(),
+            error=str(err) or type(err).__name__, known=self.cfg.get_instance_list))
 
     def _shutdown_copy_restart(self, feedback_fn: FeedbackFn) -> tuple[bool, list[bool]]:
         inst, op = self.instance, self.op

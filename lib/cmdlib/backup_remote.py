@@ -104,6 +104,7 @@ class RemoteExport(ExportTarget[opcodes.RemoteTarget]):
             results = side.wait(on_done=lambda idx, _res: disk_done(idx))
         finally:
             side.cleanup()
+        self.results = results
         # each failed disk was reported once already, by OneSide ("disk/0 failed: ...")
         self.errors.extend(str(r.error) for r in results if not r.success)
         # nothing to finalize here: the destination owns the data now

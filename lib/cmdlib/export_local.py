@@ -125,6 +125,7 @@ class LocalExport(ExportTarget[opcodes.LocalTarget]):
         xfer_limits = self.limits([self.primary, target], feedback_fn)
         results = run_transfers(self.lu.rpc, transfers, feedback_fn, on_done=on_done,
                                 limits=xfer_limits)
+        self.results = results
         disks_ok = [r.success for r in results]
         self.checksums = [r.checksum for r in results]
         if not all(disks_ok):

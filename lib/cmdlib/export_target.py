@@ -29,6 +29,7 @@ from ganeti import errors, opcodes
 from ganeti.cmdlib.backup_common import failure_text
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit
 from ganeti.objects import Instance, Node
+from ganeti.transfer.master.coordinator import TransferResult
 from ganeti.transfer.master.policy import TransferLimits
 from ganeti.transfer.master.policy import resolve as resolve_limits
 
@@ -62,6 +63,8 @@ class ExportTarget(ABC, Generic[TargetT]):
         self.checksums: list[str | None] = []
         # set by copy: the generation name of the new export, when known
         self.generation: str | None = None
+        # set by copy: what each disk's stream did (export statistics read the bytes)
+        self.results: list[TransferResult] = []
 
     @staticmethod
     def prepare(lu: LogicalUnit, op: opcodes.OpBackupPrepare) -> Any:

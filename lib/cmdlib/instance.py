@@ -209,6 +209,8 @@ class LUInstanceCreate(LogicalUnit):
         self.pnode = pnode
         self.instance = self._build_instance(hv_name)
         iu.check_filled_beparams(cluster, self.instance)
+        # a dry run answers what a real one would (Ganeti: the nodes chosen)
+        self.dry_run_result = [pnode.name]
 
     def _check_import_prereq(self) -> None:
         """Read the export and default disks, NICs and parameters from it."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ganeti import constants, errors, locking, opcodes, query
+from ganeti.backup.export_stats import ExportStats
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.base import FeedbackFn, NoHooksLU
 from ganeti.hooks.instance_env import nic_info
@@ -51,7 +52,10 @@ class LUInstanceQuery(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         live = bool(qinstance.LIVE_FIELDS & set(self.op.output_fields))
-        rows = qinstance.instance_rows(self.cfg, self.rpc, live, self.op.names or None)
+        stats = (ExportStats.for_paths(self.context.paths)
+                 if qinstance.EXPORT_FIELD_NAMES & set(self.op.output_fields) else None)
+        rows = qinstance.instance_rows(self.cfg, self.rpc, live, self.op.names or None,
+                                       stats)
         return [[query.plain(row[f]) for f in self.op.output_fields] for row in rows]
 
 

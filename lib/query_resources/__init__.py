@@ -8,10 +8,10 @@ LUs (OpInstanceQuery, OpNodeQuery), which import them from here.
 
 from __future__ import annotations
 
-from ganeti.query_resources import export, group, instance, job, network, node
+from ganeti.query_resources import export, group, instance, job, network, node, transfer
 
 # each module's register() makes its resource(s) queryable
-MODULES = (job, node, group, network, instance, export)
+MODULES = (job, node, group, network, instance, export, transfer)
 
 
 def register_all() -> None:

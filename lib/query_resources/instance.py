@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, query
+from ganeti.backup.export_stats import ExportRecord, ExportStats
+from ganeti.hooks.instance_env import nic_info
 from ganeti.objects import Instance
 
 if TYPE_CHECKING:
@@ -38,11 +40,63 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("disk_usage", "DiskUsage", query.QFT_UNIT, "Total disk space used (MiB)"),
     ("nic.count", "NICs", query.QFT_NUMBER, "Number of network interfaces"),
     ("nic.macs", "NIC_MACs", query.QFT_OTHER, "MAC addresses"),
+    # Ganeti's per-NIC, per-disk and parameter fields (RAPI's instance shape needs them)
+    ("nic.ips", "NIC_IPs", query.QFT_OTHER, "IP address of each NIC"),
+    ("nic.modes", "NIC_modes", query.QFT_OTHER, "Mode of each NIC"),
+    ("nic.links", "NIC_links", query.QFT_OTHER, "Link of each NIC"),
+    ("nic.bridges", "NIC_bridges", query.QFT_OTHER,
+     "Bridge of each NIC (its link in bridged mode, else None)"),
+    ("nic.names", "NIC_Names", query.QFT_OTHER, "Name of each NIC"),
+    ("nic.uuids", "NIC_UUIDs", query.QFT_OTHER, "UUID of each NIC"),
+    ("nic.networks", "NIC_networks", query.QFT_OTHER, "Network (uuid) of each NIC"),
+    ("nic.networks.names", "NIC_networks_names", query.QFT_OTHER,
+     "Network (name) of each NIC"),
+    ("disk.names", "Disk_names", query.QFT_OTHER, "Name of each disk"),
+    ("disk.uuids", "Disk_UUIDs", query.QFT_OTHER, "UUID of each disk"),
+    ("beparams", "BackendParameters", query.QFT_OTHER, "Backend parameters in effect"),
+    ("hvparams", "HypervisorParameters", query.QFT_OTHER,
+     "Hypervisor parameters in effect"),
+    ("custom_beparams", "CustomBackendParameters", query.QFT_OTHER,
+     "The instance's own backend parameters"),
+    ("custom_hvparams", "CustomHypervisorParameters", query.QFT_OTHER,
+     "The instance's own hypervisor parameters"),
+    ("custom_nicparams", "CustomNicParameters", query.QFT_OTHER,
+     "Each NIC's own parameters"),
     ("tags", "Tags", query.QFT_OTHER, "Tags"),
     ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
     ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
     ("serial_no", "SerialNo", query.QFT_NUMBER, "Modification serial number"),
 )
+# export statistics, recorded by the master when an export ends
+# (ganeti.backup.export_stats; doc/metrics.md): (name, ExportRecord attribute, title,
+# kind, doc); never exported: unavailable, failures 0
+_EXPORT: tuple[tuple[str, str, str, str, str], ...] = (
+    ("export.last_success", "last_success", "LastExport", query.QFT_TIMESTAMP,
+     "When the last successful export was committed (unavailable: never exported)"),
+    ("export.duration", "duration", "ExportSecs", query.QFT_NUMBER,
+     "Seconds the last successful export took, from the start of its Exec (before any"
+     " shutdown or snapshot) to its commit"),
+    ("export.bytes", "wire_bytes", "ExportBytes", query.QFT_NUMBER,
+     "Bytes the last successful export sent over the network (compressed, with framing;"
+     " an incremental export sends only the changed blocks)"),
+    ("export.data_bytes", "data_bytes", "ExportDataBytes", query.QFT_NUMBER,
+     "Data bytes the last successful export copied, before compression"),
+    ("export.disk_bytes", "disk_bytes", "ExportDiskBytes", query.QFT_NUMBER,
+     "Total size of the disks the last successful export holds (bytes)"),
+    ("export.target", "target", "ExportTarget", query.QFT_TEXT,
+     "Target node of the last successful export (\"remote\" for another cluster)"),
+    ("export.failures", "failures", "ExportFailures", query.QFT_NUMBER,
+     "Failed exports since the last successful one (a success resets it to 0)"),
+    ("export.last_failure", "last_failure", "LastExportFailure", query.QFT_TIMESTAMP,
+     "When the last export failed (unavailable: none failed yet)"),
+    ("export.last_error", "last_error", "LastExportError", query.QFT_TEXT,
+     "Why the last export failed"),
+)
+EXPORT_FIELDS = tuple((name, title, kind, doc) for name, _, title, kind, doc in _EXPORT)
+_EXPORT_ATTRS = {name: attr for name, attr, *_ in _EXPORT}
+EXPORT_FIELD_NAMES = frozenset(_EXPORT_ATTRS)
+# one table for Query("instance") and OpInstanceQuery
+FIELDS += EXPORT_FIELDS
 FIELD_NAMES = tuple(f[0] for f in FIELDS)
 # fields needing the live state from the primary nodes
 LIVE_FIELDS = frozenset({"status", "oper_state", "oper_ram", "oper_vcpus"})
@@ -54,11 +108,6 @@ ST_ERROR_DOWN = "ERROR_down"
 ST_ERROR_UP = "ERROR_up"
 ST_NODE_OFFLINE = "ERROR_nodeoffline"
 ST_NODE_DOWN = "ERROR_nodedown"
-
-
-def _node_name(cfg: Any, node_uuid: str) -> str:
-    node = cfg.get_node_info(node_uuid)
-    return str(node.name) if node is not None else node_uuid
 
 
 def collect_live_info(cfg: ConfigStore, rpc: RpcRunner, instances: Iterable[Instance]
@@ -102,26 +151,64 @@ def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str
     return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
 
 
+def _nic_and_param_fields(cluster: Any, inst: Instance, networks: dict[str, Any]
+                          ) -> dict[str, Any]:
+    nics = [nic_info(n) for n in inst.nics]
+    return {
+        "nic.ips": [n.ip for n in nics], "nic.modes": [n.mode for n in nics],
+        "nic.links": [n.link for n in nics],
+        "nic.bridges": [n.link if n.mode == "bridged" else None
+                        for n in nics],
+        "nic.names": [n.name for n in nics], "nic.uuids": [n.uuid for n in nics],
+        "nic.networks": [n.network for n in nics],
+        "nic.networks.names": [networks[n.network].name if n.network in networks else None
+                               for n in nics],
+        "disk.names": [d.name for d in inst.disks], "disk.uuids": [d.uuid for d in inst.disks],
+        "beparams": cluster.fill_beparams(inst), "hvparams": cluster.fill_hvparams(inst),
+        "custom_beparams": dict(inst.beparams), "custom_hvparams": dict(inst.hvparams),
+        "custom_nicparams": [dict(n.nicparams) for n in inst.nics],
+    }
+
+
+def _export_values(record: ExportRecord | None) -> dict[str, Any]:
+    if record is None:
+        return {name: 0 if name == "export.failures" else query.UNAVAIL
+                for name in _EXPORT_ATTRS}
+    values = {name: getattr(record, attr) for name, attr in _EXPORT_ATTRS.items()}
+    return {name: query.UNAVAIL if value is None else value
+            for name, value in values.items()}
+
+
 def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
-                  names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+                  names: Iterable[str] | None = None, stats: ExportStats | None = None,
+                  matching: frozenset[str] | None = None) -> list[dict[str, Any]]:
     """One dict per instance with every FIELDS value, sorted by name.
 
     Live fields hold query status markers unless ``live`` (then the primary
     nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
+    Export fields come from ``stats`` (read once; without it: ``query.NODATA``).
+    ``names`` are exact; ``matching`` are names as a query filter compares them
+    (``query.name_matches``).
     """
     wanted = set(names) if names else None
     instances = sorted((i for i in cfg.get_all_instances_info().values()
-                        if wanted is None or i.name in wanted), key=lambda i: i.name)
+                        if (wanted is None or i.name in wanted)
+                        and (matching is None or query.name_matches(i.name, matching))),
+                       key=lambda i: i.name)
     cluster = cfg.get_cluster_info()
+    networks = cfg.get_config_data().networks if instances else {}
     live_info = (collect_live_info(cfg, rpc, instances)
                  if live and instances and rpc is not None else {})
+    records = stats.all() if stats is not None else None
+    # once per query: a lookup per instance copies a node each time
+    node_names = {uuid: node.name for uuid, node in cfg.get_all_nodes_info().items()}
     rows = []
     for inst in instances:
         be = cluster.fill_beparams(inst)
         row: dict[str, Any] = {
             "name": inst.name, "uuid": inst.uuid, "os": inst.os,
-            "pnode": _node_name(cfg, inst.primary_node),
-            "snodes": [_node_name(cfg, n) for n in inst.secondary_nodes],
+            "pnode": node_names.get(inst.primary_node, inst.primary_node),
+            "snodes": [node_names.get(n, n) for n in inst.secondary_nodes],
             "hypervisor": inst.hypervisor, "disk_template": inst.disk_template,
             "admin_state": inst.admin_state,
             "be/maxmem": be.get("maxmem"), "be/minmem": be.get("minmem"),
@@ -129,6 +216,7 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
             "disk.count": len(inst.disks), "disk.sizes": [d.size for d in inst.disks],
             "disk_usage": sum(d.size for d in inst.disks),
             "nic.count": len(inst.nics), "nic.macs": [n.mac for n in inst.nics],
+            **_nic_and_param_fields(cluster, inst, networks),
             "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
             "serial_no": inst.serial_no,
         }
@@ -148,18 +236,26 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
                                          query.NODATA))
         else:
             row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
+        if records is not None:
+            row.update(_export_values(records.get(inst.uuid)))
+        else:
+            row.update(dict.fromkeys(EXPORT_FIELD_NAMES, query.NODATA))
         rows.append(row)
     return rows
 
 
-def _rows(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
-    # nodes are only contacted when a live field is selected or filtered on
+def _rows(source: Any, needed: frozenset[str], names: frozenset[str] | None
+          ) -> list[dict[str, Any]]:
+    # nodes are only contacted when a live field is selected or filtered on, and
+    # only the primaries of the instances the filter can match
     context = source.context
-    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS))
+    stats = ExportStats.for_paths(context.paths) if needed & EXPORT_FIELD_NAMES else None
+    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS),
+                         stats=stats, matching=names)
 
 
 def register() -> None:
     query.register(query.RESOURCE_INSTANCE,
                    [query.FieldDef(name, title, kind, doc, query.item_getter(name))
                     for name, title, kind, doc in FIELDS],
-                   _rows, wants_fields=True)
+                   _rows, wants_names=True)

@@ -60,6 +60,10 @@ class HttpConflict(HttpError):
     code = 409
 
 
+class HttpLengthRequired(HttpError):
+    code = 411
+
+
 class HttpRequestEntityTooLarge(HttpError):
     code = 413
 

@@ -8,8 +8,8 @@ OpenAPI document and doc/rapi.md share one table, and handlers can be tested
 without a socket.
 
 Order of checks, so an anonymous caller learns nothing: authentication
-(401), resource (404), method (405), permission (403), query parameters,
-body (400); only then does the handler run.
+(401), resource (404), method (405), permission (403), the body's media
+type (415), query parameters, body (400); only then does the handler run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ class Param:
 
 
 REASON = Param("reason", str, "Why the change is made, recorded in the job's reason trail")
+# reason trail sources, as Ganeti's (constants.OPCODE_REASON_SRC_*)
+REASON_SRC_USER = "gnt:user"
+REASON_SRC_RLIB2 = "gnt:library:rlib2"
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,20 @@ class Request:
     user: User
     backend: Backend
     headers: Mapping[str, str] = field(default_factory=dict)
+    handler_name: str = ""        # the handler function's name (in reason trails)
 
     def client(self) -> luxi.Client:
         return self.backend.client()
+
+    def reason_trail(self) -> list[tuple[str, str, int]]:
+        """Ganeti's reason trail for an opcode of this request: the user's ``reason``
+        (if given), then ``gnt:library:rlib2:<handler>``."""
+        now = time.time_ns()
+        trail = []
+        if self.params.get(REASON.name):
+            trail.append((REASON_SRC_USER, str(self.params[REASON.name]), now))
+        trail.append((f"{REASON_SRC_RLIB2}:{self.handler_name}", "", now))
+        return trail
 
 
 Handler = Callable[[Request], Any]
@@ -151,6 +166,7 @@ class Operation:
     result: str                    # what a successful answer holds
     extension: bool                # not in Ganeti's RAPI
     result_schema: Mapping[str, Any] | None = None
+    result_type: str = http.CONTENT_JSON  # the media type of a successful answer
 
     @property
     def summary(self) -> str:
@@ -189,7 +205,8 @@ def _compile(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
 
 def route(template: str, method: str, *, access: str, result: str,
           params: tuple[Param, ...] = (), body: Body | None = None, extension: bool = False,
-          result_schema: Mapping[str, Any] | None = None) -> Callable[[Handler], Handler]:
+          result_schema: Mapping[str, Any] | None = None,
+          result_type: str = http.CONTENT_JSON) -> Callable[[Handler], Handler]:
     """Register the decorated handler as ``method template``; the docstring documents it."""
     if method not in METHODS or access not in (READ, WRITE):
         raise errors.ProgrammerError(f"Bad route {method} {template} ({access})")
@@ -197,16 +214,18 @@ def route(template: str, method: str, *, access: str, result: str,
         params = (*params, REASON)
 
     def register(handler: Handler) -> Handler:
+        # every check first: a refused handler leaves no trace in the table
+        if not inspect.getdoc(handler):
+            raise errors.ProgrammerError(f"{method} {template}: the handler has no docstring")
         entry = TABLE.get(template)
         if entry is None:
             regex, variables = _compile(template)
-            entry = TABLE[template] = Route(template, regex, variables)
+            entry = Route(template, regex, variables)
         if method in entry.operations:
             raise errors.ProgrammerError(f"{method} {template} is defined twice")
-        if not inspect.getdoc(handler):
-            raise errors.ProgrammerError(f"{method} {template}: the handler has no docstring")
+        TABLE.setdefault(template, entry)
         entry.operations[method] = Operation(method, handler, access, params, body, result,
-                                             extension, result_schema)
+                                             extension, result_schema, result_type)
         return handler
     return register
 
@@ -263,8 +282,12 @@ def _json(result: Any) -> Response:
 
 
 def dispatch(backend: Backend, method: str, path: str, query: str, body: bytes,
-             user: User | None, headers: Mapping[str, str] | None = None) -> Response:
-    """Answer one request; ``user`` is None when authentication failed or was absent."""
+             user: User | None, headers: Mapping[str, str] | None = None,
+             content_type: str | None = None) -> Response:
+    """Answer one request; ``user`` is None when authentication failed or was absent.
+
+    ``content_type`` (the HTTP server passes it; None skips the check): a
+    body must be ``application/json``, as Ganeti requires (415 otherwise)."""
     try:
         if user is None:
             raise http.HttpUnauthorized("Authentication is required", AUTHENTICATE)
@@ -279,10 +302,14 @@ def dispatch(backend: Backend, method: str, path: str, query: str, body: bytes,
                 {"Allow": ", ".join(sorted(entry.operations))})
         if not (user.write if op.access == WRITE else user.read):
             raise http.HttpForbidden(f"User {user.name!r} may not {op.access} ({method} {path})")
+        if content_type is not None and body.strip() \
+                and content_type.split(";", 1)[0].strip().lower() != http.CONTENT_JSON:
+            raise http.HttpUnsupportedMediaType(
+                f"A body must be {http.CONTENT_JSON}, not {content_type!r:.60}")
         params = _parse_params(op, query)
         parsed, data = _parse_body(op, method, path, body)
         req = Request(method, path, args, params, parsed, data, user, backend,
-                      dict(headers or {}))
+                      dict(headers or {}), op.handler.__name__)
         result = op.handler(req)
         return result if isinstance(result, Response) else _json(result)
     except http.HttpError as err:

@@ -254,7 +254,7 @@ class MasterBackend:
     @luxi_method(luxi.REQ_QUERY)
     def query(self, what: ResourceName, fields: FieldNames, qfilter: QueryFilter
               ) -> dict[str, Any]:
-        """Query a resource (job, lock, node, group, network, instance, export).
+        """Query a resource (job, lock, node, group, network, instance, export, transfer).
 
         The answer is ``{"fields", "data"}``, each value a ``[status, value]`` pair.
         """

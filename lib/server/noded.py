@@ -24,14 +24,11 @@ import json
 import logging
 import os
 import re
-import select
-import socket
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 
@@ -46,7 +43,7 @@ from ganeti.backend import storage as bk_storage
 from ganeti.backend import transfer as bk_transfer
 from ganeti.backend import x509 as bk_x509
 from ganeti.rpc import contract
-from ganeti.server import connlimit
+from ganeti.server import connlimit, https
 
 LOG = logging.getLogger("ganeti.noded")
 
@@ -60,9 +57,6 @@ DEFAULT_LIMITS = connlimit.Limits(
     request_timeout=constants.NODED_REQUEST_TIMEOUT,
     handshake_timeout=constants.NODED_HANDSHAKE_TIMEOUT)
 OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "handshake_timeout")
-# Over-cap connections answered with a 503 at once; beyond these they are just closed
-REFUSERS = 16
-REFUSE_TIMEOUT = 2.0
 _PROCEDURE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 Procedure = Callable[..., Any]
@@ -94,11 +88,10 @@ def _procedure_table(procedures: Mapping[str, Procedure | contract.Procedure]
     return MappingProxyType(table)
 
 
-class NodeRpcServer(ThreadingHTTPServer):
+class NodeRpcServer(https.TlsHttpServer):
     """HTTPS server running each connection in its own thread (TLS handshake included)."""
 
-    daemon_threads = True
-    request_queue_size = 128
+    thread_prefix = "noded"
 
     def __init__(self, address: tuple[str, int], ssl_context: ssl.SSLContext,
                  node_context: NodeContext,
@@ -106,141 +99,17 @@ class NodeRpcServer(ThreadingHTTPServer):
                  max_body_size: int = MAX_BODY_SIZE,
                  max_connections: int | None = None,
                  limits: connlimit.Limits = DEFAULT_LIMITS) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.ssl_context = ssl_context
         self.node_context = node_context
         self.procedures = _procedure_table(procedures)
         self.max_body_size = max_body_size
-        self._active: set[ssl.SSLSocket] = set()
-        self._active_lock = threading.Lock()
         if max_connections is not None:
             limits = dataclasses.replace(limits, max_connections=max_connections)
-        self.limits = limits
-        self.gate = connlimit.ConnectionGate("node daemon", limits, LOG)
-        self._refusers = threading.BoundedSemaphore(REFUSERS)
-        self._slot = threading.local()  # the slot of the connection a thread serves
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, ssl_context, _RequestHandler, limits, "node daemon", LOG)
 
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def get_request(self) -> tuple[Any, Any]:
-        accepted = self.gate.accept(self.socket)
-        if accepted is None:
-            raise OSError("accept failed")  # socketserver skips this round
-        return accepted
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        slot = self.gate.admit(request)
-        if slot is None:
-            self._refuse(request)
-            return
-        thread = threading.Thread(target=self._connection_thread,
-                                  args=(request, client_address, slot), name="noded-conn",
-                                  daemon=True)
-        if not self.gate.start(thread, slot):
-            self.shutdown_request(request)
-
-    def _connection_thread(self, request: Any, client_address: Any,
-                           slot: connlimit.Slot) -> None:
-        # finish_request gives the slot back before it closes the socket; this
-        # release only covers a failure before that
-        self._slot.value = slot
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            self._slot.value = None
-            self.gate.release(slot)
-
-    def set_reading(self, reading: bool) -> None:
-        """The calling thread's connection waits for a request (evictable) or runs one."""
-        slot = getattr(self._slot, "value", None)
-        if slot is not None:
-            self.gate.set_reading(slot, reading)
-
-    def _refuse(self, request: socket.socket) -> None:
-        """A 503 from a small pool of short-lived threads; closed at once beyond it."""
-        if not self._refusers.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        thread = threading.Thread(target=self._send_busy, args=(request,),
-                                  name="noded-refuse", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:
-            self._refusers.release()
-            self.shutdown_request(request)
-
-    def _send_busy(self, request: socket.socket) -> None:
+    def busy_reply(self) -> bytes:
         body = json.dumps([False, self.gate.busy_message()]).encode()
-        try:
-            tls = connlimit.tls_handshake(request, self.ssl_context, REFUSE_TIMEOUT,
-                                          REFUSE_TIMEOUT)
-            with tls:
-                tls.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
-                            b"Content-Type: application/json\r\n"
-                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                            % (len(body), body))
-                # read (and drop) the request so closing does not reset the reply
-                deadline = time.monotonic() + REFUSE_TIMEOUT
-                while time.monotonic() < deadline and tls.recv(65536):
-                    pass
-        except (OSError, ValueError):
-            pass
-        finally:
-            request.close()
-            self._refusers.release()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # Runs in the connection's own thread, so a slow or hostile handshake
-        # never blocks the accept loop.
-        peer = _format_peer(client_address)
-        LOG.debug("Connection from %s", peer)
-        slot: connlimit.Slot | None = getattr(self._slot, "value", None)
-
-        def wrapped(tls: ssl.SSLSocket) -> None:
-            if slot is not None:
-                self.gate.rebind(slot, tls)
-
-        try:
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = connlimit.tls_handshake(request, self.ssl_context,
-                                          self.limits.handshake_timeout,
-                                          self.limits.request_timeout, wrapped)
-        except (ssl.SSLError, OSError) as err:
-            self.gate.log.log(logging.WARNING, "handshake",
-                              "TLS handshake with %s failed: %s", peer, err)
-            if slot is not None:
-                self.gate.release(slot)
-            request.close()
-            return
-        with self._active_lock:
-            self._active.add(tls)
-        try:
-            _RequestHandler(tls, client_address, self)
-        except (ssl.SSLError, OSError) as err:
-            LOG.debug("Connection from %s ended: %s", peer, err)
-        finally:
-            if slot is not None:
-                self.gate.release(slot)
-            with self._active_lock:
-                self._active.discard(tls)
-            tls.close()
-
-    def server_close(self) -> None:
-        """Stop listening and drop open (kept-alive) connections too."""
-        super().server_close()
-        with self._active_lock:
-            active = list(self._active)
-        for tls in active:
-            try:
-                tls.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        LOG.exception("Error while serving %s", _format_peer(client_address))
+        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
 
     def dispatch(self, name: str, args: list[Any]) -> tuple[bool, Any]:
         """Run one procedure; failures become ``(False, message)``, never exceptions."""
@@ -265,53 +134,9 @@ class NodeRpcServer(ThreadingHTTPServer):
             return False, f"Error while executing procedure '{name}': {type(err).__name__}: {err}"
 
 
-def _format_peer(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RequestHandler(https.GuardedHandler):
     server_version = f"{constants.NODED}/{constants.PROTOCOL_VERSION}"
     server: NodeRpcServer
-
-    _deadline: Any = None
-
-    def log_message(self, format: str, *args: Any) -> None:
-        LOG.debug("%s %s", _format_peer(self.client_address), format % args)
-
-    def handle_one_request(self) -> None:
-        """Wait up to the idle timeout for a request, then give it the request deadline."""
-        conn = self.connection
-        limits = self.server.limits
-        self.server.set_reading(True)
-        if not conn.pending():  # http.client never pipelines: rfile holds nothing
-            try:
-                readable, _, _ = select.select([conn], [], [], limits.idle_timeout)
-            except (OSError, ValueError):
-                readable = []
-            if not readable:
-                LOG.debug("Closing idle connection from %s", _format_peer(self.client_address))
-                self.close_connection = True
-                return
-        deadline = self._deadline = connlimit.WATCHDOG.arm(conn, limits.request_timeout)
-        try:
-            super().handle_one_request()
-        finally:
-            self._request_read()
-            if deadline.expired:
-                self.close_connection = True
-                self.server.gate.log.log(
-                    logging.WARNING, "request-timeout", "Request from %s not complete"
-                    " within %gs (--request-timeout), closed",
-                    _format_peer(self.client_address), limits.request_timeout)
-
-    def _request_read(self) -> None:
-        """The request is in: running the procedure takes as long as it takes."""
-        connlimit.WATCHDOG.cancel(self._deadline)
-        self._deadline = None
-        self.server.set_reading(False)
 
     def _reply(self, status: int, body: list[Any], close: bool = False) -> None:
         data = json.dumps(body).encode("utf-8")
@@ -326,7 +151,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _refuse(self, status: int, message: str, close: bool = False) -> None:
         LOG.warning("Refused request %s %s from %s: %s", self.command, self.path,
-                    _format_peer(self.client_address), message)
+                    https.format_peer(self.client_address), message)
         self._reply(status, [False, message], close)
 
     def _read_args(self) -> list[Any] | None:
@@ -362,10 +187,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         start = time.monotonic()
-        peer = _format_peer(self.client_address)
+        peer = https.format_peer(self.client_address)
         name = self.path.lstrip("/").split("?", 1)[0]
         args = self._read_args()
-        self._request_read()
+        self.request_read()
         if args is None:
             return
         if not _PROCEDURE_RE.match(name) or name not in self.server.procedures:

@@ -587,18 +587,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_pass(client: luxi.Client, names: Sequence[str] = (), *, now: float | None = None,
+             dry_run: bool = False, wait: bool = True, sendmail: str | None = None) -> Pass:
+    """One pass through ``client``: the runner's, run-now's and RAPI's (which passes
+    ``wait=False``: it answers with the submitted jobs, the next pass collects them)."""
+    state = RunnerState(pathutils.current().data_dir)
+    report = Pass()
+    run(LuxiMaster(client), state, time.time() if now is None else now, names=names,
+        dry_run=dry_run, wait=wait, report=report,
+        sendmail=sendmail or os.environ.get(SENDMAIL_ENV, notify.DEFAULT_SENDMAIL))
+    return report
+
+
+def resolved_state(client: luxi.Client) -> RunnerState:
+    """The state with the finished jobs of ``--no-wait`` runs resolved, for listings (not
+    saved: the next pass records them and sends the notifications)."""
+    state = load_state()
+    pending = [st for st in state.schedules.values() if st.jobs]
+    if pending:
+        master = LuxiMaster(client)
+        for st in pending:
+            for job_id, result in master.job_outcomes(list(st.jobs)).items():
+                if result is not None:
+                    finish_job(st, job_id, result)
+            complete_run(st, time.time())
+    return state
+
+
 def execute(names: Sequence[str], now: float | None, dry_run: bool, wait: bool,
             always_report: bool = True, sendmail: str | None = None) -> int:
     """Shared by the runner and ``gnt-backup schedule run-now``; prints the summary.
 
     Without ``always_report`` a pass that did nothing prints nothing (cron mails output).
     """
-    state = RunnerState(pathutils.current().data_dir)
-    report = Pass()
     with luxi.Client(timeout=60) as client:
-        run(LuxiMaster(client), state, time.time() if now is None else now, names=names,
-            dry_run=dry_run, wait=wait, report=report,
-            sendmail=sendmail or os.environ.get(SENDMAIL_ENV, notify.DEFAULT_SENDMAIL))
+        report = run_pass(client, names, now=now, dry_run=dry_run, wait=wait,
+                          sendmail=sendmail)
     lines, code = summary(report.outcomes, report.notify_failures)
     if report.outcomes or report.notify_failures or always_report:
         for line in lines:

@@ -64,12 +64,17 @@ SHARED_TRANSFER = (
     "ganeti.transfer.ratelimit",
     "ganeti.transfer.priority",
 )
+# The remote API and its daemon: a LUXI client of masterd, like the gnt-* commands
+RAPI_SIDE = ("ganeti.rapi", "ganeti.server.rapi")
 # (importers, what they must not import, why); one source for the tool and its test
 LAYERS: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
     (MASTER_SIDE, NODE_SIDE, "the master reaches node code only through RPC"),
     (NODE_SIDE, MASTER_ONLY, "node daemons run without the master's machinery"),
     (SHARED_TRANSFER, ("ganeti.transfer.master", "ganeti.transfer.node"),
      "what both transfer sides share depends on neither"),
+    (RAPI_SIDE, ("ganeti.cmdlib", "ganeti.jqueue", "ganeti.mcpu", "ganeti.server.masterd",
+                 "ganeti.server.luxi_server", "ganeti.rpc.client", *NODE_SIDE),
+     "RAPI is a LUXI client of masterd: it submits jobs, never runs them"),
 )
 # (importer, imported) -> why the pair may stay; prefixes as in LAYERS
 ALLOWED: dict[tuple[str, str], str] = {

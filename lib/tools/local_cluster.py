@@ -3,7 +3,8 @@
 Every node is a real ``ganeti-noded`` bound to its own loopback address
 (127.x.y.1, .2, ...) with its own root directory (data, run, log and export
 dirs), all nodes sharing one port; the master node also runs
-``ganeti-masterd``.  Nodes other than the master join through the normal
+``ganeti-masterd`` and ``ganeti-rapi`` (on the master's address, port 5080
+when free there, so clusters run side by side).  Nodes other than the master join through the normal
 ``gnt-node add`` path, so the tool exercises what an administrator does.
 """
 
@@ -62,6 +63,18 @@ def pick_free_port(addresses: list[str], start: int | None = None) -> int:
     raise RuntimeError("No free port found for the local cluster")
 
 
+def _rapi_port(address: str, noded_port: int) -> int:
+    """Ganeti's 5080 when free on the master's address, else a free one (not noded's)."""
+    if noded_port != constants.DEFAULT_RAPI_PORT \
+            and _port_is_free(address, constants.DEFAULT_RAPI_PORT):
+        return constants.DEFAULT_RAPI_PORT
+    for _ in range(200):
+        port = pick_free_port([address])
+        if port != noded_port:
+            return port
+    raise RuntimeError("No free port found for the RAPI daemon")
+
+
 def parse_subnet(text: str, node_count: int = 1) -> str:
     """``127.A.B`` (or ``127.A.B.``) -> ``"127.A.B."``; ValueError naming --subnet otherwise."""
     parts = text.strip().removesuffix(".").split(".")
@@ -86,6 +99,15 @@ class LocalCluster:
         self.cluster_name: str = state["cluster_name"]
         self.port: int = state["port"]
         self.nodes = [NodeSpec(**n) for n in state["nodes"]]
+        # clusters made before RAPI get a port at their next start
+        self.rapi_port: int | None = state.get("rapi_port")
+
+    def _save_state(self) -> None:
+        state = {"cluster_name": self.cluster_name, "port": self.port,
+                 "rapi_port": self.rapi_port, "nodes": [asdict(n) for n in self.nodes]}
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.root / STATE_FILE)
 
     # --- creation -------------------------------------------------------------------
 
@@ -102,6 +124,7 @@ class LocalCluster:
         subnet = parse_subnet(subnet, node_count)
         addresses = [f"{subnet}{i}" for i in range(1, node_count + 1)]
         chosen_port = pick_free_port(addresses, port)
+        rapi_port = _rapi_port(addresses[0], chosen_port)
         nodes = [NodeSpec(f"node{i}", addresses[i - 1], str(root_path / f"node{i}"))
                  for i in range(1, node_count + 1)]
         made_root = not root_path.exists()
@@ -121,7 +144,7 @@ class LocalCluster:
                 shutil.rmtree(root_path, ignore_errors=True)
             raise
         (root_path / STATE_FILE).write_text(json.dumps({
-            "cluster_name": cluster_name, "port": chosen_port,
+            "cluster_name": cluster_name, "port": chosen_port, "rapi_port": rapi_port,
             "nodes": [asdict(n) for n in nodes]}, indent=2))
         return cls(root_path)
 
@@ -145,6 +168,13 @@ class LocalCluster:
     @property
     def master(self) -> NodeSpec:
         return self.nodes[0]
+
+    @property
+    def rapi_address(self) -> tuple[str, int]:
+        """Where the RAPI daemon listens: the master's address and the cluster's port."""
+        if self.rapi_port is None:
+            raise RuntimeError(f"The cluster in {self.root} has not been started with RAPI")
+        return self.master.address, self.rapi_port
 
     def env(self, node: NodeSpec | None = None) -> dict[str, str]:
         """Environment for gnt-* commands (they talk to the master of this cluster)."""
@@ -173,6 +203,15 @@ class LocalCluster:
         if not self.is_running(constants.MASTERD, self.master):
             self._run_daemon([str(SOURCE_TOP / "daemons" / constants.MASTERD)], self.master)
             log(f"{self.master.name}: {constants.MASTERD} started")
+        if not self.is_running(constants.RAPI, self.master):
+            if self.rapi_port is None:
+                self.rapi_port = _rapi_port(self.master.address, self.port)
+                self._save_state()
+            self._run_daemon([str(SOURCE_TOP / "daemons" / constants.RAPI),
+                              "--bind", self.master.address, "--port", str(self.rapi_port)],
+                             self.master)
+            log(f"{self.master.name}: {constants.RAPI} listening on"
+                f" {self.master.address}:{self.rapi_port}")
         known = set(self.gnt("gnt-node", "list", "--no-headers", "-o", "name",
                              check=True).stdout.split())
         for node in self.nodes[1:]:
@@ -186,12 +225,14 @@ class LocalCluster:
         return pid is not None and _alive(pid)  # a killed, unreaped daemon is not
 
     def stop(self, log: Any = print) -> None:
-        """SIGTERM every daemon (master first) and wait; SIGKILL what is left.
+        """SIGTERM every daemon (RAPI, then masterd, then the nodes) and wait; SIGKILL
+        what is left.
 
         Guests of this cluster's instances are stopped too: on a real node
         they would outlive the daemons, here nothing else would ever end them.
         """
-        targets: list[tuple[str, NodeSpec]] = [(constants.MASTERD, self.master)]
+        targets: list[tuple[str, NodeSpec]] = [(constants.RAPI, self.master),
+                                               (constants.MASTERD, self.master)]
         targets += [(constants.NODED, n) for n in self.nodes]
         pids = []
         for name, node in targets:
@@ -284,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export PATH={env['PATH']}")
     elif opts.command == "status":
         for node in cluster.nodes:
-            names = [constants.NODED] + ([constants.MASTERD] if node is cluster.master else [])
+            names = [constants.NODED] + ([constants.MASTERD, constants.RAPI]
+                                         if node is cluster.master else [])
             states = ", ".join(f"{n} {'running' if cluster.is_running(n, node) else 'stopped'}"
                                for n in names)
             print(f"{node.name} {node.address}:{cluster.port}: {states}")

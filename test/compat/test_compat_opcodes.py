@@ -21,6 +21,7 @@ from ganeti import opcodes, opcodes_compat
 
 # values for the fields 3.0 leaves None but both sides need (3.0 checks them on the master)
 _REQUIRED = {"instance_name": "inst1.example.com", "node_name": "node2.example.com",
+             "kind": "cluster",
              "target_node": "node2.example.com", "duration": 1.0}
 _REQUIRED_BY_OP = {"OP_BACKUP_PREPARE": {"mode": "local"},
                    "OP_CLUSTER_VERIFY_GROUP": {"group_name": "default"},

@@ -18,6 +18,7 @@ import pytest
 from ganeti import constants, daemon, luxi
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
+from support.rapi import add_rapi_user
 from support.rpc import make_rpc_runner
 
 
@@ -117,8 +118,12 @@ def output(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def start_cluster(root: str | os.PathLike[str], node_count: int = 3) -> E2ECluster:
-    """A started cluster on a random loopback subnet under ``root``."""
-    return E2ECluster.create_and_start(Path(root), node_count=node_count)
+    """A started cluster on a random loopback subnet under ``root``; its RAPI has the users
+    admin/secret (write) and reader/secret (read-only)."""
+    cluster = E2ECluster.create_and_start(Path(root), node_count=node_count)
+    add_rapi_user(cluster, "admin", "secret", "write,read")
+    add_rapi_user(cluster, "reader", "secret", "")
+    return cluster
 
 
 def stop_quietly(cluster: LocalCluster) -> None:

@@ -260,10 +260,40 @@ class _Source:
         self.context = ctx
 
 
-def _query(env: Env, fields: list[str]) -> dict[str, list[Any]]:
+def _query(env: Env, fields: list[str], qfilter: Any = None) -> dict[str, list[Any]]:
     query_resources.register_all()
-    result = query.query("instance", fields, None, source=_Source(env.ctx))
+    result = query.query("instance", fields, qfilter, source=_Source(env.ctx))
     return {row[0][1]: row for row in result["data"]}
+
+
+def test_query_by_name_contacts_only_that_primary(env: Env) -> None:
+    """GET /2/instances/NAME (a name filter) must not ask every node's hypervisor."""
+    env.create("a2")
+    env.create("b3", pnode="node3")
+    env.rpc.calls.clear()
+    rows = _query(env, ["name", "status"], ["=", "name", "b3"])
+    assert list(rows) == ["b3"] and rows["b3"][1][1] == "running"
+    assert env.rpc.calls == [("all_instances_info", "node3")]
+    env.rpc.calls.clear()
+    # an | of names, a short host name: still only the primaries of the matches
+    rows = _query(env, ["name", "status"], ["|", ["=", "name", "B3"], ["==", "name", "zz"]])
+    assert list(rows) == ["b3"] and env.rpc.calls == [("all_instances_info", "node3")]
+    env.rpc.calls.clear()
+    # anything else may match any instance: every primary is asked
+    rows = _query(env, ["name", "status"], ["!", ["=", "name", "b3"]])
+    assert list(rows) == ["a2"]
+    assert sorted(env.rpc.calls) == [("all_instances_info", "node2"),
+                                     ("all_instances_info", "node3")]
+
+
+def test_requested_names() -> None:
+    assert query.requested_names(["=", "name", "a"]) == {"a"}
+    assert query.requested_names(["|", ["==", "name", "a"], ["=", "name", "b"]]) == {"a", "b"}
+    for flt in (None, [], ["=", "pnode", "a"], ["|", ["=", "name", "a"], ["?", "name"]],
+                ["&", ["=", "name", "a"]], ["!=", "name", "a"], ["=", "name", 1]):
+        assert query.requested_names(flt) is None, flt
+    assert query.name_matches("web1.example.com", frozenset({"WEB1"}))
+    assert not query.name_matches("web10", frozenset({"web1"}))
 
 
 def test_query_status_values(env: Env) -> None:

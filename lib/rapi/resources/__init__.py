@@ -11,7 +11,17 @@ import importlib
 from ganeti.rapi import routes
 
 # the areas, in the order doc/rapi.md lists them
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = (
+    "general",
+    "instances",
+    "instance_io",
+    "nodes",
+    "tags",
+    "jobs",
+    "query",
+    "backup",
+    "metrics",
+)
 
 
 def load_all() -> dict[str, routes.Route]:

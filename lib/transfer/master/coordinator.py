@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +38,39 @@ RPC_FAILURE_LIMIT = 3
 # Shortest pause between polls when a disk is about to finish
 MIN_POLL_INTERVAL = 0.1
 _UNITS = "KMGT"
+
+# The streams this process drives, for the "transfer" query resource (the master's
+# view of what is in flight): run id -> a function giving a row per running stream
+_IN_FLIGHT: dict[str, Callable[[], list[dict[str, Any]]]] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def track(run_id: str, rows: Callable[[], list[dict[str, Any]]] | None) -> None:
+    """Make a run's streams visible in :func:`in_flight` (None: forget them)."""
+    with _IN_FLIGHT_LOCK:
+        if rows is None:
+            _IN_FLIGHT.pop(run_id, None)
+        else:
+            _IN_FLIGHT[run_id] = rows
+
+
+def in_flight() -> list[dict[str, Any]]:
+    """One row per stream still running: id, kind, label, nodes and progress."""
+    with _IN_FLIGHT_LOCK:
+        sources = list(_IN_FLIGHT.values())
+    return [row for rows in sources for row in rows()]
+
+
+def stream_row(transfer_id: str, kind: str, label: str, source_node: str | None,
+               dest_node: str | None, status: dict[str, Any] | None, started: float
+               ) -> dict[str, Any]:
+    """An :func:`in_flight` row from a stream's last status (None: none yet)."""
+    status = status or {}
+    return {"id": transfer_id, "kind": kind, "label": label, "source_node": source_node,
+            "dest_node": dest_node, "bytes": int(status.get("bytes", 0)),
+            "total": int(status.get("data_total", 0)),
+            "rate": float(status.get("rate", 0.0)),
+            "elapsed": round(time.monotonic() - started, 3)}
 
 
 @dataclass
@@ -180,6 +214,11 @@ class _Run:
         self.waiting_polls = 0
 
     # --- start -------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [stream_row(d.transfer_id, "local", d.label, d.spec.source_node,
+                           d.spec.dest_node, d.send_status, d.started)
+                for d in self.disks if not d.finished]
 
     def start(self) -> None:
         for disk in self.disks:
@@ -430,6 +469,7 @@ def run_transfers(rpc: RpcRunner, transfers: list[DiskTransfer], feedback_fn: Fe
                                "progress_timeout": progress_timeout,
                                "compress_level": compress_level, **(extra_options or {})}
     run = _Run(rpc, transfers, feedback_fn, options, on_done, limits)
+    track(run.run_id, run.rows)
     try:
         run.start()
         next_report = time.monotonic() + report_interval
@@ -443,6 +483,7 @@ def run_transfers(rpc: RpcRunner, transfers: list[DiskTransfer], feedback_fn: Fe
         run.abort_all(f"transfer interrupted: {err or type(err).__name__}")
         raise
     finally:
+        track(run.run_id, None)
         run.cleanup()
         for disk in run.disks:
             run.notify(disk)

@@ -26,6 +26,8 @@ from ganeti.transfer.master.coordinator import (
     FeedbackFn,
     TransferResult,
     format_size,
+    stream_row,
+    track,
 )
 from ganeti.transfer.master.policy import TransferLimits, describe_status
 
@@ -60,6 +62,19 @@ class OneSide:
         self.limits = limits or TransferLimits()
         self.run_id = uuid.uuid4().hex[:12]
         self.ends: list[_End] = []
+        track(self.run_id, self.rows)  # until cleanup
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The running ends, for the "transfer" query resource (the peer is elsewhere)."""
+        rows = []
+        for end in self.ends:
+            if end.result is None:
+                send = end.transfer_id.endswith("-s")
+                rows.append(stream_row(end.transfer_id, "remote-send" if send
+                                       else "remote-receive", end.label,
+                                       end.node if send else None,
+                                       None if send else end.node, end.status, end.started))
+        return rows
 
     def _new_end(self, label: str, node: str, role: str) -> _End:
         end = _End(len(self.ends), label, node, f"{self.run_id}-{len(self.ends)}-{role}",
@@ -92,7 +107,8 @@ class OneSide:
         elapsed = float(status.get("elapsed") or (time.monotonic() - end.started))
         nbytes = int(status.get("bytes", 0))
         end.result = TransferResult(end.label, ok, nbytes, status.get("checksum"),
-                                    None if ok else f"{end.label}: {error}", elapsed)
+                                    None if ok else f"{end.label}: {error}", elapsed,
+                                    wire_bytes=int(status.get("wire_bytes", 0)))
         if ok:
             rate = nbytes / elapsed if elapsed > 0 else 0.0
             self.feedback(f"{end.label} finished: {format_size(nbytes)} in {elapsed:.1f}s,"
@@ -166,6 +182,7 @@ class OneSide:
 
     def cleanup(self) -> None:
         """Stop what still runs and forget every stream (failed receivers drop output)."""
+        track(self.run_id, None)
         by_node: dict[str, list[str]] = {}
         for end in self.ends:
             by_node.setdefault(end.node, []).append(end.transfer_id)

@@ -1,0 +1,214 @@
+"""The RAPI daemon: Ganeti's REST API over HTTPS, a stateless LUXI client of masterd.
+
+Each request: the body's size is checked from Content-Length before any of
+it is read (413), the body is read within the request deadline, the
+caller is authenticated against the users file (re-read when it changes),
+and :func:`ganeti.rapi.routes.dispatch` answers it, talking to masterd
+through a fresh LUXI connection when the resource needs one.
+
+The certificate is ``rapi.pem`` (created at cluster init; created here at
+start when a cluster made before lacks it), self-signed, so clients can use
+it as their CA file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ganeti import bootstrap, constants, crypto, daemon, errors, limits, luxi, pathutils
+from ganeti.rapi import auth, http, resources, routes
+from ganeti.server import connlimit, https
+
+LOG = logging.getLogger("ganeti.rapi")
+
+DEFAULT_LIMITS = connlimit.Limits(
+    max_connections=constants.RAPI_MAX_CONNECTIONS,
+    idle_timeout=constants.RAPI_IDLE_TIMEOUT,
+    request_timeout=constants.RAPI_REQUEST_TIMEOUT,
+    handshake_timeout=constants.RAPI_HANDSHAKE_TIMEOUT)
+OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "handshake_timeout")
+# LUXI calls of one request; a long poll (/2/jobs/ID/wait) asks masterd for less
+LUXI_TIMEOUT = 60.0
+
+
+class LuxiBackend:
+    """What handlers reach: a new LUXI connection to masterd per request."""
+
+    def __init__(self, address: str, timeout: float = LUXI_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+
+    def client(self) -> luxi.Client:
+        return luxi.Client(address=self.address, timeout=self.timeout)
+
+
+class RapiServer(https.TlsHttpServer):
+    thread_prefix = "rapi"
+
+    def __init__(self, address: tuple[str, int], ssl_context: Any, users: auth.UsersFile,
+                 backend: routes.Backend, limits_: connlimit.Limits = DEFAULT_LIMITS,
+                 max_body_size: int = limits.RAPI_BODY.maximum) -> None:
+        self.users = users
+        self.backend = backend
+        self.max_body_size = max_body_size
+        super().__init__(address, ssl_context, _RapiHandler, limits_, "ganeti-rapi", LOG)
+
+    def busy_reply(self) -> bytes:
+        body = http.HttpServiceUnavailable(self.gate.busy_message()).body_bytes()
+        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+
+
+class _RapiHandler(https.GuardedHandler):
+    server: RapiServer
+    server_version = f"{constants.RAPI}/{constants.RELEASE_VERSION}"
+
+    def _send(self, answer: routes.Response, close: bool = False) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.body)
+
+    def _error(self, err: http.HttpError, close: bool = False) -> None:
+        self._send(routes.Response(err.body_bytes(), err.code, headers=err.headers), close)
+
+    def _read_body(self) -> bytes | None:
+        """The body (b"" if none); None once an error was answered."""
+        if self.headers.get("Transfer-Encoding"):
+            self._error(http.HttpLengthRequired("Chunked bodies are not accepted; send"
+                                       " Content-Length"), close=True)
+            return None
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return b""
+        try:
+            length = int(text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._error(http.HttpBadRequest(f"Invalid Content-Length {text!r:.40}"),
+                        close=True)
+            return None
+        if length > self.server.max_body_size:
+            # refused unread: the connection cannot be reused
+            self._error(http.HttpRequestEntityTooLarge(
+                f"Request body of {length} bytes exceeds the limit of"
+                f" {self.server.max_body_size} bytes"), close=True)
+            return None
+        raw = self.rfile.read(length)
+        if len(raw) != length:
+            self.close_connection = True
+            return None
+        return raw
+
+    def _serve(self) -> None:
+        start = time.monotonic()
+        body = self._read_body()
+        self.request_read()
+        if body is None:
+            return
+        path, _, query = self.path.partition("?")
+        user = self.server.users.authenticate(self.headers.get("Authorization"))
+        answer = routes.dispatch(self.server.backend, self.command, path, query, body,
+                                 user, dict(self.headers.items()),
+                                 self.headers.get("Content-Type") or "")
+        self._send(answer)
+        LOG.info("%s %s %s %s: %d in %.3fs", https.format_peer(self.client_address),
+                 user.name if user else "-", self.command, path[:200], answer.status,
+                 time.monotonic() - start)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
+
+
+def ensure_certificate(paths: pathutils.Paths, bind: str) -> None:
+    """Create ``rapi.pem`` for a cluster made before RAPI existed (master's name, address)."""
+    if paths.rapi_cert.exists():
+        return
+    names = [socket.getfqdn()]
+    ips = [bind] if bind not in ("0.0.0.0", "::") else []
+    try:
+        with luxi.Client(address=str(paths.master_socket), timeout=10) as cl:
+            info = cl.query_cluster_info()
+        names = [str(info["master"]), str(info["name"]), *names]
+        ips += [str(ip) for ip in (info.get("master_ip"),) if ip]
+    except (errors.GenericError, KeyError) as err:
+        LOG.warning("Cannot ask masterd for the master's name (%s); certificate for %s",
+                    err, ", ".join(names + ips))
+    bootstrap.write_rapi_certificate(paths, names, ips)
+    LOG.info("Created %s for %s", paths.rapi_cert, ", ".join(names + ips))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=constants.RAPI, description="Ganeti remote API")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="do not detach; also log to stderr")
+    parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--root", metavar="DIR", default=None,
+                        help=f"cluster root directory (sets {pathutils.ROOT_ENV})")
+    parser.add_argument("-b", "--bind", metavar="ADDR", default="0.0.0.0",
+                        help="address to listen on (default: %(default)s)")
+    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_RAPI_PORT,
+                        help="TCP port, 0 for any free port (default: %(default)s)")
+    connlimit.add_options(parser, DEFAULT_LIMITS, OPTION_FIELDS)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if not 0 <= opts.port <= 65535:
+        parser.error(f"invalid port {opts.port}")
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.root:
+        os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
+    paths = pathutils.current()
+
+    def start() -> Any:
+        resources.load_all()
+        ensure_certificate(paths, opts.bind)
+        ssl_context = crypto.plain_server_ssl_context(paths.rapi_cert)
+        users = auth.UsersFile(paths.rapi_users)
+        users.users()  # logs a missing or bad file at start
+        try:
+            server = RapiServer((opts.bind, opts.port), ssl_context, users,
+                                LuxiBackend(str(paths.master_socket)),
+                                connlimit.from_options(opts, DEFAULT_LIMITS))
+        except OSError as err:
+            raise OSError(err.errno, f"cannot listen on {opts.bind}:{opts.port}: {err}") \
+                from None
+        threading.Thread(target=server.serve_forever, name="rapi-accept",
+                         daemon=True).start()
+        LOG.info("Listening on %s:%d (root %s), %d resources", opts.bind, server.port,
+                 paths.root, len(routes.TABLE))
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            LOG.info("RAPI daemon stopped")
+        return stop
+
+    return daemon.run(constants.RAPI, paths.pid_file(constants.RAPI),
+                      paths.log_file(constants.RAPI), opts.foreground, opts.debug, start)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
