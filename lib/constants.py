@@ -76,8 +76,6 @@ RAPI: Final = "ganeti-rapi"
 DEFAULT_RAPI_PORT: Final = 5080
 # Ganeti's /version answer (the RAPI protocol version, not the release)
 RAPI_VERSION: Final = 2
-# Connections served at once: long polls (/2/jobs/ID/wait) each hold one
-RAPI_MAX_CONNECTIONS: Final = 256
 RAPI_IDLE_TIMEOUT: Final = 60.0
 RAPI_REQUEST_TIMEOUT: Final = 30.0
 RAPI_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -104,6 +102,9 @@ LUXI_MAX_MESSAGE: Final = 16 * 1024 * 1024
 # Connection limits of the daemons' servers (defaults of their command-line
 # options, see ganeti.server.connlimit and doc/reliability.md "Connection abuse")
 LUXI_MAX_CONNECTIONS: Final = 256
+# Connections served at once: a long poll (/2/jobs/ID/wait) holds one, and one of
+# masterd's LUXI connections; half of masterd's cap, so gnt-* always get in
+RAPI_MAX_CONNECTIONS: Final = LUXI_MAX_CONNECTIONS // 2
 LUXI_IDLE_TIMEOUT: Final = 600.0
 LUXI_REQUEST_TIMEOUT: Final = 60.0
 # bytes all unfinished LUXI requests together may hold in memory

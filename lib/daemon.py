@@ -77,6 +77,23 @@ def read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def record_address(path: Path, address: str, port: int) -> None:
+    """Note where the daemon listens, so a restart (the watcher's) binds the same."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{address} {port}\n")
+    os.replace(tmp, path)
+
+
+def recorded_address(path: Path) -> tuple[str, int] | None:
+    """The (address, port) :func:`record_address` wrote; None if missing or unreadable."""
+    try:
+        address, port = path.read_text().split()
+        return address, int(port)
+    except (OSError, ValueError):
+        return None
+
+
 def daemonize() -> int:
     """Double fork and detach; returns a pipe fd to report startup to the parent.
 

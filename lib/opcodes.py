@@ -434,19 +434,23 @@ class OpClusterDestroy(OpCode):
 
 
 class OpClusterRenewCrypto(OpCode):
-    """Replace the cluster domain secret, which clusters exchanging instances share.
+    """Replace the cluster domain secret, which clusters exchanging instances share,
+    and/or the RAPI daemon's certificate.
 
     Either a new random secret or another cluster's (``cluster_domain_secret``);
     the secret is a secret field: it never reaches the job store.
     """
 
     OP_SECRET_FIELDS = ("cluster_domain_secret",)
-    # the file the secret was written to, on the master
+    # the file written on the master: the secret's, else the RAPI certificate's
     OP_RESULT = str
     new_cluster_domain_secret: bool = Field(
         False, description="Generate a new random cluster domain secret")
     cluster_domain_secret: DomainSecret | None = Field(
         None, description="Use this secret (another cluster's) instead")
+    new_rapi_certificate: bool = Field(
+        False, description="Replace the RAPI daemon's certificate (rapi.pem) with a new"
+                           " self-signed one for the master's name and address")
 
 
 class OpClusterSetParams(OpCode):

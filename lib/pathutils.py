@@ -115,6 +115,10 @@ class Paths:
     def pid_file(self, daemon: str) -> Path:
         return self.run_dir / f"{daemon}.pid"
 
+    def address_file(self, daemon: str) -> Path:
+        """Where a daemon records the address it listens on (for the watcher's restarts)."""
+        return self.run_dir / f"{daemon}.address"
+
     def log_file(self, daemon: str) -> Path:
         return self.log_dir / f"{daemon}.log"
 

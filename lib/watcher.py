@@ -2,7 +2,8 @@
 
 Run on every node (e.g. every 5 minutes).  On each node it restarts a dead
 ``ganeti-noded`` and removes expired crypto material.  On the master node it
-also restarts ``ganeti-masterd``, archives finished jobs older than six hours
+also restarts ``ganeti-masterd`` and ``ganeti-rapi`` (on the address it
+listened on last), archives finished jobs older than six hours
 (they would otherwise stay in the master's memory) and then, through ordinary
 jobs, removes leftovers of interrupted work (OpClusterCleanupLeftovers:
 snapshots, staging dirs, transfers no running job uses) and starts instances
@@ -136,6 +137,11 @@ def restart_daemons(paths: pathutils.Paths, ident: NodeIdentity, report: Report)
                       ["--bind", ident.address, "--port", str(ident.port)], report)
     if ident.is_master and not daemon_alive(paths, constants.MASTERD):
         _start_daemon(paths, constants.MASTERD, [], report)
+    if ident.is_master and not daemon_alive(paths, constants.RAPI):
+        # where it listened last (a local cluster's port), else its defaults
+        recorded = daemon.recorded_address(paths.address_file(constants.RAPI))
+        where = ["--bind", recorded[0], "--port", str(recorded[1])] if recorded else []
+        _start_daemon(paths, constants.RAPI, where, report)
 
 
 def clean_expired_crypto(paths: pathutils.Paths, report: Report) -> None:

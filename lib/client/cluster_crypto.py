@@ -1,4 +1,4 @@
-"""gnt-cluster renew-crypto: replace or set the cluster domain secret.
+"""gnt-cluster renew-crypto: replace or set the cluster domain secret, renew rapi.pem.
 
 Two clusters exchange instances only when they share this secret: create a
 new one on the first cluster, then give the same file to the second with
@@ -33,17 +33,23 @@ def _read_secret_file(name: str) -> str:
 
 
 def renew_crypto(opts: argparse.Namespace) -> int:
-    if opts.new_cluster_domain_secret == bool(opts.cluster_domain_secret):
+    renew_secret = opts.new_cluster_domain_secret or bool(opts.cluster_domain_secret)
+    if (opts.new_cluster_domain_secret and opts.cluster_domain_secret) \
+            or not (renew_secret or opts.new_rapi_certificate):
         raise errors.OpPrereqError(
-            "Give exactly one of --new-cluster-domain-secret and --cluster-domain-secret",
-            errors.ECODE_INVAL)
+            "Give exactly one of --new-cluster-domain-secret and --cluster-domain-secret,"
+            " and/or --new-rapi-certificate", errors.ECODE_INVAL)
+    fields: dict[str, object] = {"new_rapi_certificate": opts.new_rapi_certificate}
     if opts.cluster_domain_secret:
-        op = opcodes.OpClusterRenewCrypto.create(
-            cluster_domain_secret=_read_secret_file(opts.cluster_domain_secret))
-    else:
-        op = opcodes.OpClusterRenewCrypto.create(new_cluster_domain_secret=True)
+        fields["cluster_domain_secret"] = _read_secret_file(opts.cluster_domain_secret)
+    elif opts.new_cluster_domain_secret:
+        fields["new_cluster_domain_secret"] = True
+    op = opcodes.OpClusterRenewCrypto.create(**fields)
     path = cli.submit_opcode(op, feedback_fn=lambda _entry: None)
-    print(f"Cluster domain secret written to {path}")
+    if renew_secret:
+        print(f"Cluster domain secret written to {path}")
+    if opts.new_rapi_certificate:
+        print("RAPI certificate renewed" + ("" if renew_secret else f": {path}"))
     return cli.EXIT_SUCCESS
 
 
@@ -54,8 +60,12 @@ RENEW_CRYPTO_OPTS = (
     cli.Option(("--cluster-domain-secret",),
                {"default": None, "metavar": "FILE",
                 "help": "Use the secret in FILE ('-': stdin), e.g. another cluster's"}),
+    cli.Option(("--new-rapi-certificate",),
+               {"action": "store_true", "default": False,
+                "help": "Replace the RAPI daemon's certificate (rapi.pem) with a new"
+                        " self-signed one"}),
 )
 
 COMMAND = cli.Command(renew_crypto, (), RENEW_CRYPTO_OPTS,
                       "Replace the cluster domain secret (shared between clusters that"
-                      " move instances)")
+                      " move instances) and/or the RAPI certificate")

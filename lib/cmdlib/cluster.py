@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ganeti import constants, crypto, errors, locking, objects, opcodes
+from ganeti import bootstrap, constants, crypto, errors, locking, objects, opcodes
 from ganeti.backup import remote
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, ResultWithJobs
 from ganeti.hooks.master import run_post_hook
@@ -281,29 +281,49 @@ class LUClusterDestroy(LogicalUnit):
 
 
 class LUClusterRenewCrypto(NoHooksLU):
-    """Replace the cluster domain secret (``gnt-cluster renew-crypto``).
+    """Replace the cluster domain secret and/or rapi.pem (``gnt-cluster renew-crypto``).
 
     Two clusters exchange instances only when they share this secret.  It lives
     on the master alone, the only node that signs or verifies inter-cluster
     data, so nothing is distributed; an export prepared with the old secret
-    fails its handshake at the destination and is simply prepared again.
+    fails its handshake at the destination and is simply prepared again.  The
+    RAPI certificate lives on the master too; the daemon serves new
+    connections with the new one (it watches the file).
     """
 
     REQ_BGL = False
     op: opcodes.OpClusterRenewCrypto
 
     def CheckArguments(self) -> None:
-        if self.op.new_cluster_domain_secret == (self.op.cluster_domain_secret is not None):
+        secret_sources = self.op.new_cluster_domain_secret + \
+            (self.op.cluster_domain_secret is not None)
+        if secret_sources > 1 or (secret_sources == 0 and not self.op.new_rapi_certificate):
             raise errors.OpPrereqError(
-                "Give exactly one of new_cluster_domain_secret and cluster_domain_secret",
-                errors.ECODE_INVAL)
+                "Give exactly one of new_cluster_domain_secret and cluster_domain_secret,"
+                " and/or new_rapi_certificate", errors.ECODE_INVAL)
 
     def ExpandNames(self) -> None:
         self.needed_locks = {}
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        secret = self.op.cluster_domain_secret or crypto.generate_cluster_domain_secret()
-        path = self.context.paths.cluster_domain_secret_file
-        remote.write_domain_secret(path, secret)
-        feedback_fn(f"Cluster domain secret written to {path}")
+        written = []
+        if self.op.new_rapi_certificate:
+            written.append(self._new_rapi_certificate(feedback_fn))
+        if self.op.new_cluster_domain_secret or self.op.cluster_domain_secret is not None:
+            secret = self.op.cluster_domain_secret or crypto.generate_cluster_domain_secret()
+            path = self.context.paths.cluster_domain_secret_file
+            remote.write_domain_secret(path, secret)
+            feedback_fn(f"Cluster domain secret written to {path}")
+            written.append(str(path))
+        return written[-1]
+
+    def _new_rapi_certificate(self, feedback_fn: FeedbackFn) -> str:
+        cfg = self.context.cfg
+        cluster = cfg.get_cluster_info()
+        master = cfg.get_node_info_by_name(cfg.get_master_node_name())
+        names = [cfg.get_master_node_name(), cluster.cluster_name]
+        ips = [ip for ip in (master.primary_ip if master else None, cluster.master_ip) if ip]
+        bootstrap.write_rapi_certificate(self.context.paths, names, ips)
+        path = self.context.paths.rapi_cert
+        feedback_fn(f"RAPI certificate written to {path}")
         return str(path)

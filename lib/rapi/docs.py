@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ganeti import constants, limits
-from ganeti.rapi import resources, routes
+from ganeti.rapi import auth, resources, routes
 
 PROLOGUE = f"""\
 # The remote API (RAPI)
@@ -27,7 +27,7 @@ PROLOGUE = f"""\
 written for Ganeti (its `python3-ganeti-rapi` client library, `move-instance`, web
 managers) work unchanged, plus extensions for the export lifecycle and backup
 schedules, marked **extension** below. It is a LUXI client of `ganeti-masterd`: it
-holds no state, reads answer from masterd, and every change is a job whose id is the
+holds no state, reads its answers from masterd, and every change is a job whose id is the
 answer. The same table generates the OpenAPI 3.1 document served at `/openapi.json`
 and committed as [rapi-openapi.json](rapi-openapi.json).
 
@@ -37,13 +37,16 @@ and committed as [rapi-openapi.json](rapi-openapi.json).
   self-signed certificate `<localstatedir>/lib/ganeti/rapi.pem`, created at cluster
   init (and by the daemon at start when a cluster made before lacks it). Its
   subjectAltName lists the master's name and address, so clients may use the file as
-  their CA file (`curl --cacert rapi.pem`). A local cluster runs it on the master
-  node's address (`LocalCluster.rapi_address`).
+  their CA file (`curl --cacert rapi.pem`). `gnt-cluster renew-crypto
+  --new-rapi-certificate` replaces it; the daemon serves new connections with the
+  new file without a restart (as for any replacement of the file). A local cluster
+  runs the daemon on the master node's address (`LocalCluster.rapi_address`).
 - Connection limits as the node daemon's (`--max-connections`,
   `--idle-timeout`, `--request-timeout` for the request line, headers and body,
   `--handshake-timeout`). A body larger than {limits.RAPI_BODY.maximum:,} bytes is
-  refused with 413 from its `Content-Length`, before it is read; chunked bodies get
-  411.
+  refused with 413 from its `Content-Length`, before it is read (a client sending
+  `Expect: 100-continue`, as curl does, gets the 413 instead of the invitation to
+  send it); chunked bodies get 411.
 
 ## Users and permissions
 
@@ -56,12 +59,13 @@ as it changes (no restart). One user per line, `#` starts a comment:
 # name   password                                  options
 jack     abc123
 fred     {{cleartext}}foo555
-jessica  {{HA1}}7046452df2cbb530877058712cf17bd4     write
+jessica  {{HA1}}{auth.ha1("jessica", "pw")}     write
 ```
 
 - The password is clear text, or `{{cleartext}}...`, or `{{HA1}}` followed by the MD5
-  of `user:{routes.REALM}:password` (RFC 2617's H(A1); `echo -n
-  'jessica:{routes.REALM}:pw' | md5sum`). Scheme prefixes are case-insensitive.
+  of `user:{routes.REALM}:password` (RFC 2617's H(A1); jessica's password above is
+  `pw`: `echo -n 'jessica:{routes.REALM}:pw' | md5sum`). Scheme prefixes are
+  case-insensitive.
 - Options (comma-separated, no spaces): `write` allows changes and implies `read`;
   `read` is what every authenticated user has. A user without options can read.
   Unlike Ganeti, no resource is open to anonymous clients (Ganeti's

@@ -231,12 +231,19 @@ def route(template: str, method: str, *, access: str, result: str,
 
 
 def find(path: str) -> tuple[Route, dict[str, str]] | None:
-    """The route a (still URL-encoded) path names, and its decoded variables."""
+    """The route a (still URL-encoded) path names, and its decoded variables.
+
+    A literal segment wins over a variable (``/2/x/special`` over ``/2/x/{name}``),
+    whatever order the modules registered them in."""
+    best: tuple[Route, re.Match[str]] | None = None
     for entry in TABLE.values():
         match = entry.regex.match(path)
-        if match:
-            return entry, {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
-    return None
+        if match and (best is None or len(entry.variables) < len(best[0].variables)):
+            best = entry, match
+    if best is None:
+        return None
+    entry, match = best
+    return entry, {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
 
 
 def _parse_params(op: Operation, query: str) -> dict[str, Any]:

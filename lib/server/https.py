@@ -56,11 +56,20 @@ class TlsHttpServer(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
+    def busy_body(self) -> tuple[bytes, str]:
+        """(body, content type) of the 503 for a connection over the cap."""
+        return self.gate.busy_message().encode(), "text/plain"
+
     def busy_reply(self) -> bytes:
         """The whole HTTP answer (status line included) for a connection over the cap."""
-        body = self.gate.busy_message().encode()
-        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        body, content_type = self.busy_body()
+        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: %s\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (content_type.encode(), len(body), body))
+
+    def connection_context(self) -> ssl.SSLContext:
+        """The TLS context of a new connection (a subclass may reload its certificate)."""
+        return self.ssl_context
 
     def get_request(self) -> tuple[Any, Any]:
         accepted = self.gate.accept(self.socket)
@@ -110,8 +119,8 @@ class TlsHttpServer(ThreadingHTTPServer):
 
     def _send_busy(self, request: socket.socket) -> None:
         try:
-            tls = connlimit.tls_handshake(request, self.ssl_context, REFUSE_TIMEOUT,
-                                          REFUSE_TIMEOUT)
+            tls = connlimit.tls_handshake(request, self.connection_context(),
+                                          REFUSE_TIMEOUT, REFUSE_TIMEOUT)
             with tls:
                 tls.sendall(self.busy_reply())
                 # read (and drop) the request so closing does not reset the reply
@@ -134,7 +143,7 @@ class TlsHttpServer(ThreadingHTTPServer):
 
         try:
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tls = connlimit.tls_handshake(request, self.ssl_context,
+            tls = connlimit.tls_handshake(request, self.connection_context(),
                                           self.limits.handshake_timeout,
                                           self.limits.request_timeout, wrapped)
         except (ssl.SSLError, OSError) as err:

@@ -106,10 +106,8 @@ class NodeRpcServer(https.TlsHttpServer):
             limits = dataclasses.replace(limits, max_connections=max_connections)
         super().__init__(address, ssl_context, _RequestHandler, limits, "node daemon", LOG)
 
-    def busy_reply(self) -> bytes:
-        body = json.dumps([False, self.gate.busy_message()]).encode()
-        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    def busy_body(self) -> tuple[bytes, str]:
+        return json.dumps([False, self.gate.busy_message()]).encode(), "application/json"
 
     def dispatch(self, name: str, args: list[Any]) -> tuple[bool, Any]:
         """Run one procedure; failures become ``(False, message)``, never exceptions."""

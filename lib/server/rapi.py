@@ -3,12 +3,12 @@
 Each request: the body's size is checked from Content-Length before any of
 it is read (413), the body is read within the request deadline, the
 caller is authenticated against the users file (re-read when it changes),
-and :func:`ganeti.rapi.routes.dispatch` answers it, talking to masterd
-through a fresh LUXI connection when the resource needs one.
+and :func:`ganeti.rapi.routes.dispatch` answers it, talking to masterd over
+the LUXI connection of its HTTP connection when the resource needs one.
 
 The certificate is ``rapi.pem`` (created at cluster init; created here at
 start when a cluster made before lacks it), self-signed, so clients can use
-it as their CA file.
+it as their CA file; a replaced file serves the next connections.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import argparse
 import logging
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ganeti import bootstrap, constants, crypto, daemon, errors, limits, luxi, pathutils
@@ -39,37 +41,105 @@ OPTION_FIELDS = ("max_connections", "idle_timeout", "request_timeout", "handshak
 LUXI_TIMEOUT = 60.0
 
 
+class _KeptClient(luxi.Client):
+    """A LUXI client that stays connected after ``with``: the next request of the same
+    HTTP connection reuses it (a new one costs masterd an accept and a thread)."""
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:  # the exchange may have stopped half-way
+            self.close()
+
+
 class LuxiBackend:
-    """What handlers reach: a new LUXI connection to masterd per request."""
+    """What handlers reach: masterd over LUXI, one connection per HTTP connection.
+
+    Each HTTP connection has its own thread, so the LUXI client is kept per
+    thread and closed when the HTTP connection ends (:meth:`end_thread`).
+    """
 
     def __init__(self, address: str, timeout: float = LUXI_TIMEOUT) -> None:
         self.address = address
         self.timeout = timeout
+        self._local = threading.local()
 
     def client(self) -> luxi.Client:
-        return luxi.Client(address=self.address, timeout=self.timeout)
+        cl: luxi.Client | None = getattr(self._local, "client", None)
+        if cl is None:
+            cl = self._local.client = _KeptClient(address=self.address, timeout=self.timeout)
+        return cl
+
+    def end_thread(self) -> None:
+        cl: luxi.Client | None = getattr(self._local, "client", None)
+        if cl is not None:
+            self._local.client = None
+            cl.close()
+
+
+class CertificateFile:
+    """rapi.pem as a TLS context, loaded again when the file changes (renew-crypto)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp = self._current_stamp()
+        self.context = crypto.plain_server_ssl_context(path)
+        self._lock = threading.Lock()
+
+    def _current_stamp(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def current(self) -> ssl.SSLContext:
+        stamp = self._current_stamp()
+        with self._lock:
+            if stamp is not None and stamp != self._stamp:
+                try:
+                    self.context = crypto.plain_server_ssl_context(self.path)
+                    LOG.info("Loaded the new certificate %s", self.path)
+                except errors.X509CertError as err:  # half-written or broken: keep the old
+                    LOG.error("Keeping the old certificate: %s", err)
+                self._stamp = stamp
+            return self.context
 
 
 class RapiServer(https.TlsHttpServer):
     thread_prefix = "rapi"
 
-    def __init__(self, address: tuple[str, int], ssl_context: Any, users: auth.UsersFile,
-                 backend: routes.Backend, limits_: connlimit.Limits = DEFAULT_LIMITS,
+    def __init__(self, address: tuple[str, int], certificate: CertificateFile,
+                 users: auth.UsersFile, backend: routes.Backend,
+                 limits_: connlimit.Limits = DEFAULT_LIMITS,
                  max_body_size: int = limits.RAPI_BODY.maximum) -> None:
+        self.certificate = certificate
         self.users = users
         self.backend = backend
         self.max_body_size = max_body_size
-        super().__init__(address, ssl_context, _RapiHandler, limits_, "ganeti-rapi", LOG)
+        super().__init__(address, certificate.context, _RapiHandler, limits_, "ganeti-rapi",
+                         LOG)
 
-    def busy_reply(self) -> bytes:
-        body = http.HttpServiceUnavailable(self.gate.busy_message()).body_bytes()
-        return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    def connection_context(self) -> ssl.SSLContext:
+        return self.certificate.current()
+
+    def busy_body(self) -> tuple[bytes, str]:
+        return (http.HttpServiceUnavailable(self.gate.busy_message()).body_bytes(),
+                http.CONTENT_JSON)
 
 
 class _RapiHandler(https.GuardedHandler):
     server: RapiServer
     server_version = f"{constants.RAPI}/{constants.RELEASE_VERSION}"
+    # buffered: headers and body leave in one write (one TLS record, one packet);
+    # http.server flushes after each request
+    wbufsize = -1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            end_thread = getattr(self.server.backend, "end_thread", None)
+            if end_thread is not None:
+                end_thread()
 
     def _send(self, answer: routes.Response, close: bool = False) -> None:
         self.send_response(answer.status)
@@ -87,11 +157,30 @@ class _RapiHandler(https.GuardedHandler):
     def _error(self, err: http.HttpError, close: bool = False) -> None:
         self._send(routes.Response(err.body_bytes(), err.code, headers=err.headers), close)
 
+    def handle_expect_100(self) -> bool:
+        """curl asks before sending a body: an oversized one is refused right away."""
+        too_large = self._oversized()
+        if too_large is not None:
+            self._error(too_large, close=True)
+            self.wfile.flush()
+            return False
+        invited = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for the 100 before sending the body
+        return invited
+
+    def _oversized(self) -> http.HttpError | None:
+        text = self.headers.get("Content-Length") or "0"
+        if text.isdigit() and int(text) > self.server.max_body_size:
+            return http.HttpRequestEntityTooLarge(
+                f"Request body of {int(text)} bytes exceeds the limit of"
+                f" {self.server.max_body_size} bytes")
+        return None
+
     def _read_body(self) -> bytes | None:
         """The body (b"" if none); None once an error was answered."""
         if self.headers.get("Transfer-Encoding"):
-            self._error(http.HttpLengthRequired("Chunked bodies are not accepted; send"
-                                       " Content-Length"), close=True)
+            self._error(http.HttpLengthRequired(
+                "Chunked bodies are not accepted; send Content-Length"), close=True)
             return None
         text = self.headers.get("Content-Length")
         if text is None:
@@ -104,11 +193,9 @@ class _RapiHandler(https.GuardedHandler):
             self._error(http.HttpBadRequest(f"Invalid Content-Length {text!r:.40}"),
                         close=True)
             return None
-        if length > self.server.max_body_size:
-            # refused unread: the connection cannot be reused
-            self._error(http.HttpRequestEntityTooLarge(
-                f"Request body of {length} bytes exceeds the limit of"
-                f" {self.server.max_body_size} bytes"), close=True)
+        too_large = self._oversized()
+        if too_large is not None:  # refused unread: the connection cannot be reused
+            self._error(too_large, close=True)
             return None
         raw = self.rfile.read(length)
         if len(raw) != length:
@@ -185,11 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def start() -> Any:
         resources.load_all()
         ensure_certificate(paths, opts.bind)
-        ssl_context = crypto.plain_server_ssl_context(paths.rapi_cert)
+        certificate = CertificateFile(paths.rapi_cert)
         users = auth.UsersFile(paths.rapi_users)
         users.users()  # logs a missing or bad file at start
         try:
-            server = RapiServer((opts.bind, opts.port), ssl_context, users,
+            server = RapiServer((opts.bind, opts.port), certificate, users,
                                 LuxiBackend(str(paths.master_socket)),
                                 connlimit.from_options(opts, DEFAULT_LIMITS))
         except OSError as err:
@@ -197,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from None
         threading.Thread(target=server.serve_forever, name="rapi-accept",
                          daemon=True).start()
+        daemon.record_address(paths.address_file(constants.RAPI), opts.bind, server.port)
         LOG.info("Listening on %s:%d (root %s), %d resources", opts.bind, server.port,
                  paths.root, len(routes.TABLE))
 

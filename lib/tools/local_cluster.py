@@ -330,4 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             states = ", ".join(f"{n} {'running' if cluster.is_running(n, node) else 'stopped'}"
                                for n in names)
             print(f"{node.name} {node.address}:{cluster.port}: {states}")
+        if cluster.rapi_port is not None:
+            host, port = cluster.rapi_address
+            print(f"RAPI: https://{host}:{port}/ (users in"
+                  f" {cluster.master.paths.rapi_users})")
     return 0

@@ -36,6 +36,9 @@ result = {"version": c.GetVersion(), "features": c.GetFeatures(), "info": c.GetI
     assert info["name"] == cluster.cluster_name
     assert info["master"] == cluster.master.name
     assert info["software_version"] == constants.RELEASE_VERSION
+    # the aliases Ganeti's /2/info adds
+    assert info["vg_name"] == info["volume_group_name"]
+    assert info["drbd_helper"] == info["drbd_usermode_helper"]
 
 
 def test_bad_credentials_are_a_401_api_error(ganeti3: Ganeti3, cluster: E2ECluster) -> None:

@@ -14,15 +14,19 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.cluster import E2ECluster
 from support.rapi import RapiClient, add_rapi_user
+from support.reliability import kill9, watcher
 
 from ganeti import constants, crypto, daemon, limits, luxi
 from ganeti.rapi import auth
+from ganeti.tools.local_cluster import SOURCE_TOP, STATE_FILE, LocalCluster, random_subnet
 
 WAIT = 60.0
 AUTHENTICATE = 'Basic realm="Ganeti Remote API"'
@@ -201,6 +205,44 @@ def test_openapi_document_is_served(cluster: E2ECluster) -> None:
     assert {"/version", "/2/info", "/2/features", "/2/modify"} <= set(answer.body["paths"])
 
 
+def _served_certificate(cluster: E2ECluster) -> bytes:
+    host, port = cluster.rapi_address
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=WAIT) as raw, \
+            ctx.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_renew_crypto_replaces_the_certificate_without_restart(cluster: E2ECluster) -> None:
+    paths = cluster.master.paths
+    pid = daemon.read_pid(paths.pid_file(constants.RAPI))
+    secret = paths.cluster_domain_secret_file.read_text()
+    old_pem = paths.rapi_cert.read_text()
+    old = _served_certificate(cluster)
+    assert old == ssl.PEM_cert_to_DER_cert(old_pem[old_pem.index("-----BEGIN CERT"):])
+    proc = cluster.gnt("gnt-cluster", "renew-crypto", "--new-rapi-certificate")
+    assert proc.stdout.strip() == f"RAPI certificate renewed: {paths.rapi_cert}"
+    new_pem = paths.rapi_cert.read_text()
+    assert new_pem != old_pem and paths.rapi_cert.stat().st_mode & 0o077 == 0
+    new = _served_certificate(cluster)
+    assert new == ssl.PEM_cert_to_DER_cert(new_pem[new_pem.index("-----BEGIN CERT"):])
+    # the same daemon; the cluster domain secret untouched; verifiable by address
+    assert daemon.read_pid(paths.pid_file(constants.RAPI)) == pid
+    assert paths.cluster_domain_secret_file.read_text() == secret
+    host, port = cluster.rapi_address
+    ctx = ssl.create_default_context(cafile=str(paths.rapi_cert))
+    with socket.create_connection((host, port), timeout=WAIT) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host):
+        pass
+    # nothing asked for: refused before any job
+    proc = cluster.gnt("gnt-cluster", "renew-crypto", ok=False)
+    assert proc.returncode == 1 and "--new-rapi-certificate" in proc.stderr
+
+
 def test_missing_certificate_is_created_at_start(cluster: E2ECluster) -> None:
     """A cluster made before RAPI has no rapi.pem: the daemon makes one when it starts."""
     paths = cluster.master.paths
@@ -222,3 +264,51 @@ def test_missing_certificate_is_created_at_start(cluster: E2ECluster) -> None:
     assert RapiClient(cluster).request("GET", "/version").body == 2
     log = paths.log_file(constants.RAPI).read_text()
     assert f"Created {paths.rapi_cert}" in log
+
+
+def test_watcher_restarts_a_dead_rapi_daemon_where_it_listened(cluster: E2ECluster) -> None:
+    address = cluster.rapi_address
+    assert daemon.recorded_address(
+        cluster.master.paths.address_file(constants.RAPI)) == address
+    kill9(cluster, constants.RAPI)
+    out = watcher(cluster)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ganeti-watcher: restarted ganeti-rapi" in out.stdout.splitlines()
+    assert cluster.is_running(constants.RAPI, cluster.master)
+    assert RapiClient(cluster, "reader").request("GET", "/version").body == 2
+    again = watcher(cluster)
+    assert "ganeti-rapi" not in again.stdout, again.stdout
+    # a node other than the master never runs it
+    node2 = cluster.nodes[1]
+    assert "ganeti-rapi" not in watcher(cluster, node2).stdout
+    assert not cluster.is_running(constants.RAPI, node2)
+
+
+def test_a_cluster_made_before_rapi_gets_it_at_its_next_start(tmp_path: Path) -> None:
+    """No rapi_port in the state file and no rapi.pem: start picks a port on the
+    master's address, records it, and the daemon makes its certificate."""
+    root = tmp_path / "old"
+    made = LocalCluster.create(root, 1, subnet=random_subnet())
+    state = json.loads((root / STATE_FILE).read_text())
+    del state["rapi_port"]
+    (root / STATE_FILE).write_text(json.dumps(state))
+    made.master.paths.rapi_cert.unlink()
+    cluster = LocalCluster(root)
+    assert cluster.rapi_port is None
+    with pytest.raises(RuntimeError):
+        _ = cluster.rapi_address
+    try:
+        cluster.start(log=lambda _msg: None)
+        assert cluster.rapi_port is not None
+        assert LocalCluster(root).rapi_address == (cluster.master.address, cluster.rapi_port)
+        assert cluster.master.paths.rapi_cert.exists()
+        add_rapi_user(cluster, "admin", "secret")
+        assert RapiClient(cluster).request("GET", "/version").body == 2
+        status = subprocess.run([sys.executable, str(SOURCE_TOP / "tools" / "local-cluster"),
+                                 "--root", str(root), "status"], capture_output=True,
+                                text=True, timeout=WAIT, check=True).stdout
+        host, port = cluster.rapi_address
+        assert "ganeti-rapi running" in status and f"RAPI: https://{host}:{port}/" in status
+    finally:
+        cluster.stop(log=lambda _msg: None)
+    assert not cluster.is_running(constants.RAPI, cluster.master)

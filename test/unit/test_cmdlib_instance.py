@@ -287,8 +287,9 @@ def test_query_by_name_contacts_only_that_primary(env: Env) -> None:
 
 
 def test_requested_names() -> None:
-    assert query.requested_names(["=", "name", "a"]) == {"a"}
-    assert query.requested_names(["|", ["==", "name", "a"], ["=", "name", "b"]]) == {"a", "b"}
+    assert query.requested_names(["=", "name", "a"]) == frozenset({"a"})
+    both = ["|", ["==", "name", "a"], ["=", "name", "b"]]
+    assert query.requested_names(both) == frozenset({"a", "b"})
     for flt in (None, [], ["=", "pnode", "a"], ["|", ["=", "name", "a"], ["?", "name"]],
                 ["&", ["=", "name", "a"]], ["!=", "name", "a"], ["=", "name", 1]):
         assert query.requested_names(flt) is None, flt

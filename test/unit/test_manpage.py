@@ -23,7 +23,8 @@ def test_every_command_and_option_appears(prog: str) -> None:
 
 
 
-@pytest.mark.parametrize("module_name", ["ganeti.server.masterd", "ganeti.server.noded"])
+@pytest.mark.parametrize("module_name", ["ganeti.server.masterd", "ganeti.server.noded",
+                                         "ganeti.server.rapi"])
 def test_daemon_pages_document_every_option(module_name: str) -> None:
     """The daemons' pages are written by hand: each option of their parser is in them."""
     parser = importlib.import_module(module_name).build_parser()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ganeti.rapi import docs, resources
+from ganeti.rapi import auth, docs, resources
 
 DOC = Path(__file__).resolve().parents[2] / "doc" / "rapi.md"
 
@@ -36,3 +36,13 @@ def test_extension_marks_follow_the_table() -> None:
     assert "#### GET `/openapi.json` (**extension**)" in text
     assert "#### GET `/2/info`\n" in text
     assert "| `/openapi.json` | GET | GET: read | yes |" in text
+
+
+def test_the_users_file_example_works() -> None:
+    """The example in the prose is a real users file: each password it names logs in."""
+    example = docs.PROLOGUE.split("```\n", 2)[1]
+    users = auth.parse(example)
+    for name, password, write in (("jack", "abc123", False), ("fred", "foo555", False),
+                                  ("jessica", "pw", True)):
+        assert auth.check_password(users[name], name, password), name
+        assert users[name].user().write is write

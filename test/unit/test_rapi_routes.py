@@ -153,3 +153,15 @@ def test_a_route_needs_a_docstring_and_is_defined_once(table: Backend) -> None:
     # a refused handler leaves nothing behind (an empty route would break the docs)
     assert "/2/test-undocumented" not in routes.TABLE
     assert "/2/bad/" not in routes.TABLE
+
+
+def test_a_literal_segment_wins_over_a_variable(table: Backend) -> None:
+    """Registered after /2/test-things/{thing_name}, the literal route still gets its
+    path: the modules' order must not decide."""
+    @routes.route("/2/test-things/special", "GET", access=routes.READ, result="x")
+    def special(req: routes.Request) -> Any:
+        """The special thing (test)."""
+        return "special"
+
+    assert _call(table, "GET", "/2/test-things/special")[1] == "special"
+    assert _call(table, "GET", "/2/test-things/other")[1]["name"] == "other"

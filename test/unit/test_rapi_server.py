@@ -54,7 +54,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> pathutils.Paths:
 def _start(paths: pathutils.Paths, **limit_changes: Any) -> rapi_server.RapiServer:
     resources.load_all()
     server = rapi_server.RapiServer(
-        ("127.0.0.1", 0), crypto.plain_server_ssl_context(paths.rapi_cert),
+        ("127.0.0.1", 0), rapi_server.CertificateFile(paths.rapi_cert),
         auth.UsersFile(paths.rapi_users), NoMaster(),
         dataclasses.replace(rapi_server.DEFAULT_LIMITS, **limit_changes))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -164,6 +164,23 @@ def test_oversized_body_refused_before_it_is_sent(running: Running) -> None:
     assert b"Connection: close" in answer
     body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert body["code"] == 413 and str(limits.RAPI_BODY.maximum) in body["explain"]
+
+
+def test_expect_100_continue(running: Running) -> None:
+    """curl sends Expect: 100-continue before a body: an oversized one is refused at
+    once (no 100), a good one is invited and answered."""
+    head = ("PUT /2/features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: {_auth()['Authorization']}\r\nExpect: 100-continue\r\n"
+            "Content-Length: {}\r\n\r\n")
+    with _tls(running.port) as sock:
+        sock.sendall(head.format(limits.RAPI_BODY.maximum + 1).encode())
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+    with _tls(running.port) as sock:
+        sock.sendall(head.format(2).encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(b"{}")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 405 ")
 
 
 def test_framing_errors(running: Running) -> None:
@@ -286,3 +303,86 @@ def test_the_daemon_parses_its_options() -> None:
     assert rapi_server.parse_args([]).port == 5080
     with pytest.raises(SystemExit):
         rapi_server.parse_args(["--port", "70000"])
+
+
+def test_cluster_info_runs_no_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/2/info's QueryClusterInfo once ran file(1) for the architecture (platform.
+    architecture): 8 ms of every answer, and a fork in the threaded master."""
+    import platform
+    import subprocess
+
+    from ganeti.query_resources import cluster
+
+    expected = [platform.architecture()[0], platform.machine()]  # Ganeti's GetArchInfo
+
+    def no_programs(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a program was run: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_programs)
+    assert cluster.architecture() == expected
+
+
+def test_luxi_connection_is_kept_per_http_connection(tmp_path: Path) -> None:
+    """One LUXI connection per HTTP connection (thread), not per request; a request
+    that failed half-way drops it, and the connection's end closes it."""
+    from support import luxi_fakes
+
+    address = tmp_path / "master.sock"
+    with luxi_fakes.running_server(address) as server:
+        backend = rapi_server.LuxiBackend(str(address))
+        for _ in range(3):
+            with backend.client() as cl:
+                assert cl.query_jobs(None, ["id"]) == []
+        assert server.gate.stats.accepted == 1
+        with pytest.raises(RuntimeError), backend.client() as cl:
+            cl.query_jobs(None, ["id"])
+            raise RuntimeError("the handler failed mid-way")
+        with backend.client() as cl:
+            cl.query_jobs(None, ["id"])
+        assert server.gate.stats.accepted == 2
+
+        def other_connection() -> None:
+            with backend.client() as cl:
+                cl.query_jobs(None, ["id"])
+            backend.end_thread()
+
+        thread = threading.Thread(target=other_connection)
+        thread.start()
+        thread.join(WAIT)
+        assert server.gate.stats.accepted == 3
+        backend.end_thread()
+        deadline = time.monotonic() + WAIT
+        while server.gate.active:  # both threads' connections were closed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def _peer_cert(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw, \
+            _insecure().wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_a_replaced_certificate_serves_new_connections(tmp_path: Path) -> None:
+    paths = pathutils.Paths.for_root(tmp_path)
+    bootstrap.write_rapi_certificate(paths, ["old.example"], ["127.0.0.1"])
+    paths.rapi_users.parent.mkdir(parents=True)
+    paths.rapi_users.write_text("admin secret write\n")
+    server = _start(paths)
+    try:
+        first = _peer_cert(server.port)
+        assert first == ssl.PEM_cert_to_DER_cert(
+            crypto._cert_pem(crypto.load_certificate_file(paths.rapi_cert)))
+        bootstrap.write_rapi_certificate(paths, ["new.example"], ["127.0.0.1"])
+        second = _peer_cert(server.port)
+        assert second != first
+        assert b"new.example" in second
+        # a broken file is not taken: the last good certificate stays
+        paths.rapi_cert.write_text("-----BEGIN CERTIFICATE-----\nbroken\n")
+        assert _peer_cert(server.port) == second
+        assert _get(server.port, "/version", _auth())[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()

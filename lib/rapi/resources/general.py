@@ -10,6 +10,8 @@ from ganeti.rapi import http, openapi, routes
 # Ganeti's optional features this server really implements (client.GetFeatures)
 INSTANCE_CREATE_REQV1 = "instance-create-reqv1"
 FEATURES: tuple[str, ...] = (INSTANCE_CREATE_REQV1,)
+# keys /2/info repeats under another name, as Ganeti's R_2_info.GET_ALIASES
+INFO_ALIASES = {"volume_group_name": "vg_name", "drbd_usermode_helper": "drbd_helper"}
 
 
 @routes.route("/", "GET", access=routes.READ, result="null",
@@ -42,9 +44,14 @@ def version(req: routes.Request) -> Any:
 def info(req: routes.Request) -> Any:
     """Cluster information: name, master, versions, enabled hypervisors, parameters.
 
-    The answer of LUXI's QueryClusterInfo, with Ganeti 3.0's keys."""
+    The answer of LUXI's QueryClusterInfo, with Ganeti 3.0's keys, and the
+    aliases Ganeti's RAPI adds (``vg_name``, ``drbd_helper``)."""
     with req.client() as cl:
-        return cl.query_cluster_info()
+        data = cl.query_cluster_info()
+    for key, alias in INFO_ALIASES.items():
+        if key in data:
+            data.setdefault(alias, data[key])
+    return data
 
 
 @routes.route("/2/features", "GET", access=routes.READ,
