@@ -452,6 +452,9 @@ def _state(cluster: E2ECluster) -> tuple[dict[int, str], list[Any]]:
 def test_3_0_command_is_refused_clearly(ganeti3: Ganeti3, swept: E2ECluster,
                                         argv: list[str], needles: list[str]) -> None:
     before, exports = _state(swept)
+    # the export the fixture made is there (the comparison below is not of empty lists)
+    ours = [[field[1] for field in row] for row in exports if row[1][1] == STOPPED]
+    assert ours == [["node1", STOPPED]], exports
     _refused(ganeti3.run(swept, *argv), *needles)
     # nothing was left behind by the refusal
     assert swept.instance_conf("sw-plain") is None
