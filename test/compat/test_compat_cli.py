@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from typing import Any
 
 import pytest
 from support.cluster import E2ECluster
@@ -19,8 +18,6 @@ from support.ganeti_oracle import Ganeti3
 from ganeti import constants, luxi, opcodes
 
 WAIT = 60.0
-# long enough for three runs of a 3.0 client on a loaded machine
-BLOCK_SECONDS = 25
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -40,15 +37,7 @@ def _our_jobs(cluster: E2ECluster) -> dict[str, str]:
 
 
 def _wait_status(cluster: E2ECluster, job_id: int, wanted: set[str]) -> str:
-    prev: Any = None
-    with _client(cluster) as cl:
-        while True:
-            change = cl.wait_for_job_change_once(job_id, ["status"], prev, None, 10)
-            assert change is not None, f"job {job_id} vanished"
-            if change != luxi.JOB_NOTCHANGED:
-                prev = change[0]
-                if prev[0] in wanted:
-                    return str(prev[0])
+    return cluster.wait_job_status(job_id, wanted)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +96,14 @@ def test_gnt_job_watch(ganeti3: Ganeti3, cluster: E2ECluster, instance: str) -> 
 
 
 def test_gnt_job_cancel(ganeti3: Ganeti3, cluster: E2ECluster, instance: str) -> None:
-    with _client(cluster) as cl:
-        blocker = cl.submit_job([opcodes.OpTestDelay.create(duration=BLOCK_SECONDS,
-                                                            lock_instances=[instance])])
+    with cluster.holding_hypervisor_lock("node2", instance), _client(cluster) as cl:
+        # the blocker: a shutdown of the (stopped) instance, holding the instance's lock
+        # and running until the block ends (the node's stop waits for the held lock)
+        blocker = cl.submit_job([opcodes.OpInstanceShutdown.create(instance_name=instance)])
         _wait_status(cluster, blocker, {constants.OP_STATUS_RUNNING})
         waiter = cl.submit_job([opcodes.OpTestDelay.create(duration=0,
                                                            lock_instances=[instance])])
         _wait_status(cluster, waiter, {constants.OP_STATUS_WAITING})
-    try:
         out = _ok(ganeti3.run(cluster, "gnt-job", "cancel", str(waiter)))
         assert f"Job {waiter}" in out and "cancel" in out
         assert _wait_status(cluster, waiter, set(constants.JOBS_FINALIZED)) == \
@@ -128,10 +117,9 @@ def test_gnt_job_cancel(ganeti3: Ganeti3, cluster: E2ECluster, instance: str) ->
         proc = ganeti3.run(cluster, "gnt-job", "cancel", str(blocker))
         assert proc.returncode != 0 and "cannot be canceled" in proc.stdout
         assert _our_jobs(cluster)[str(blocker)] == "running"
-    finally:
-        # the blocker holds the instance's lock: later tests need it
-        assert _wait_status(cluster, blocker, set(constants.JOBS_FINALIZED)) == \
-            constants.OP_STATUS_SUCCESS
+    # released: the blocker ends (later tests need the instance's lock and find it stopped)
+    assert _wait_status(cluster, blocker, set(constants.JOBS_FINALIZED)) == \
+        constants.OP_STATUS_SUCCESS
 
 
 def test_gnt_cluster_info(ganeti3: Ganeti3, cluster: E2ECluster) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cluster import E2ECluster
+from support.files import wait_for_the_next_second
 
 from ganeti import cli, constants, daemon, luxi, opcodes
 from ganeti.backup import exportconf
@@ -176,7 +177,7 @@ def test_new_export_replaces_old_one_and_removes_it_elsewhere(cluster: E2ECluste
     add_instance(cluster, "gen1", "node2", "--no-start")
     cluster.gnt("gnt-backup", "export", "-n", "node3", "gen1")
     first = (export_dir(cluster, "node3", "gen1") / "config.ini").read_text()
-    time.sleep(1.1)                                  # a new timestamp
+    wait_for_the_next_second()                       # a new timestamp
     cluster.gnt("gnt-backup", "export", "-n", "node3", "gen1")
     second = (export_dir(cluster, "node3", "gen1") / "config.ini").read_text()
     assert first != second

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support.cluster import E2ECluster
-from support.files import sha256_file
+from support.files import sha256_file, wait_for_the_next_second
 from support.fsfixture import FsUnavailable, set_compression
 
 from ganeti.backup import exportconf
@@ -126,7 +126,7 @@ def test_incremental_generations_share_their_compressed_extents(
     with open(src, "r+b") as handle:              # 4 MiB of the 256 change, incompressibly
         handle.seek(100 * MIB)
         handle.write(os.urandom(4 * MIB))
-    time.sleep(1.1)                               # generations are named by the second
+    wait_for_the_next_second()                    # generations are named by the second
     out = ccluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations",
                        "cz2").stdout
     assert "disk/0: 4.0M of 256M changed (1.6%)" in out and f"base {first}" in out, out

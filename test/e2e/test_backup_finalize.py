@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.cluster import E2ECluster
+from support.files import wait_for_the_next_second
 
 from ganeti.backend import NodeContext, RpcFail, export_layout
 from ganeti.backend import export as ex
@@ -92,7 +92,7 @@ def test_keep_generations_never_removes_other_nodes_exports(cluster: E2ECluster)
     cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node2", "kg1")
     two = sha(disk)
     write(disk, b"three")
-    time.sleep(1.1)             # export timestamps are seconds: node3's is the newest
+    wait_for_the_next_second()  # export timestamps are seconds: node3's is the newest
     out = cluster.gnt("gnt-backup", "export", "--keep-generations", "-n", "node3",
                       "kg1").stdout
     three = sha(disk)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from support.cluster import E2ECluster
+from support.files import wait_for_the_next_second
 
 from ganeti.backup import exportconf
 from ganeti.backup import schedule as sched
@@ -250,7 +251,7 @@ def test_protected_generations_and_notes(cluster: E2ECluster) -> None:
         cluster.gnt("gnt-backup", "export", "-n", "node3", "--keep-generations",
                     *(["--note", note] if note else []), "p1")
         exports.append(meta_rows(cluster, "p1")[0][0])
-        time.sleep(1.1)             # generations are named by the second
+        wait_for_the_next_second()  # generations are named by the second
     first, second, third = exports
     assert meta_rows(cluster, "p1") == [[third, "Y", "N", ""], [second, "N", "N", ""],
                                         [first, "N", "N", "before the upgrade"]]

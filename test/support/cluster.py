@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ganeti import constants, daemon
+from ganeti import constants, daemon, luxi
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
 from support.rapi import add_rapi_user
@@ -62,6 +64,48 @@ class E2ECluster(LocalCluster):
         pid = daemon.read_pid(self.node(node_name).paths.pid_file(constants.NODED))
         assert pid is not None, f"no {constants.NODED} pid on {node_name}"
         os.kill(pid, signal.SIGKILL)
+
+    def luxi_client(self, timeout: float = 60.0) -> luxi.Client:
+        """A LUXI client of the master daemon (a context manager)."""
+        return luxi.Client(str(self.master.paths.master_socket), timeout=timeout)
+
+    def wait_job_status(self, job_id: int, wanted: set[str], timeout: float = 120.0) -> str:
+        """The job's status once it is one of ``wanted`` (long polls, no fixed sleep);
+        fails the test if the job ends in another one, or after ``timeout`` seconds."""
+        prev: Any = None
+        deadline = time.monotonic() + timeout
+        with self.luxi_client() as cl:
+            while True:
+                left = deadline - time.monotonic()
+                assert left > 0, f"job {job_id} still {prev} after {timeout}s, not {wanted}"
+                change = cl.wait_for_job_change_once(job_id, ["status"], prev, None,
+                                                     min(10.0, left))
+                assert change is not None, f"job {job_id} vanished"
+                if change != luxi.JOB_NOTCHANGED:
+                    prev = change[0]
+                    if prev[0] in wanted:
+                        return str(prev[0])
+                    assert prev[0] not in constants.JOBS_FINALIZED, \
+                        f"job {job_id} ended ({prev[0]}) before reaching {sorted(wanted)}"
+
+    @contextlib.contextmanager
+    def holding_hypervisor_lock(self, node_name: str, instance_name: str) -> Iterator[None]:
+        """Hold the node's per-instance hypervisor lock (the ``flock`` its start and stop
+        take, lib/hypervisor/base.py): a job starting or stopping the instance there
+        then blocks, running and holding its Ganeti locks, until the block ends.
+
+        A blocker the test releases when it is done, instead of a delay long enough for
+        the slowest machine (and waited out in full on every other).
+        """
+        instances = self.node(node_name).paths.run_dir / "instances"
+        instances.mkdir(parents=True, exist_ok=True)
+        fd = os.open(instances / f".{instance_name}.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def rpc_runner(self) -> RpcRunner:
         """An RPC runner speaking to the nodes with the master's certificate."""

@@ -27,6 +27,9 @@ class Faults:
     reset_after: int | None = None  # send RST after this many bytes (per connection)
     cut_after: int | None = None    # stop forwarding after this many bytes, keep open
     refuse: bool = False            # reset every new connection at once
+    # only the first N connections accepted after set_faults get the faults (None: all);
+    # later ones pass untouched (one call hangs, the retry or the next call works)
+    connections: int | None = None
 
 
 @dataclass
@@ -55,6 +58,7 @@ class FaultProxy:
                 raise ValueError(f"FaultProxy is for loopback addresses only, not {host}")
         self.target = (target_host, target_port)
         self.faults = faults or Faults()
+        self._faulted = 0   # connections accepted under these faults
         self.counters = Counters()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,7 +98,9 @@ class FaultProxy:
 
     def set_faults(self, faults: Faults, drop: bool = False) -> None:
         """New faults for new data; ``drop`` also resets every open connection."""
-        self.faults = faults
+        with self._lock:
+            self.faults = faults
+            self._faulted = 0
         if drop:
             with self._lock:
                 socks = list(self._socks)
@@ -114,14 +120,21 @@ class FaultProxy:
                 continue
             except OSError:
                 return
-            if self.faults.refuse or not self._slots.acquire(blocking=False):
+            with self._lock:
+                limit = self.faults.connections
+                faulted = limit is None or self._faulted < limit
+                self._faulted += 1
+            if (faulted and self.faults.refuse) or not self._slots.acquire(blocking=False):
                 self._count(refused=1)
                 _reset(client)
                 continue
             self._count(connections=1)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client, faulted), daemon=True).start()
 
-    def _serve(self, client: socket.socket) -> None:
+    def _faults_for(self, faulted: bool) -> Faults:
+        return self.faults if faulted else Faults()
+
+    def _serve(self, client: socket.socket, faulted: bool = True) -> None:
         try:
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -131,7 +144,8 @@ class FaultProxy:
             with self._lock:
                 self._socks.update((client, upstream))
             state = {"sent": 0, "broken": False}
-            pumps = [threading.Thread(target=self._pump, args=(a, b, state, client, upstream),
+            pumps = [threading.Thread(target=self._pump,
+                                      args=(a, b, state, client, upstream, faulted),
                                       daemon=True) for a, b in ((client, upstream),
                                                                 (upstream, client))]
             for pump in pumps:
@@ -146,7 +160,7 @@ class FaultProxy:
             self._slots.release()
 
     def _pump(self, src: socket.socket, dst: socket.socket, state: dict[str, int | bool],
-              client: socket.socket, upstream: socket.socket) -> None:
+              client: socket.socket, upstream: socket.socket, faulted: bool = True) -> None:
         try:
             src.settimeout(0.5)
         except OSError:  # the other direction already reset the connection
@@ -164,7 +178,7 @@ class FaultProxy:
                 except OSError:
                     pass
                 return
-            faults = self.faults
+            faults = self._faults_for(faulted)
             with self._lock:
                 before = int(state["sent"])
                 state["sent"] = before + len(data)

@@ -1,9 +1,11 @@
-"""Small file helpers the tests share: content digests and bit rot."""
+"""Small file helpers the tests share: content digests, bit rot, whole-second stamps."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import time
 from pathlib import Path
 
 MIB = 1024 * 1024
@@ -39,3 +41,12 @@ def sparse_file(path: str | os.PathLike[str], size: int,
             handle.seek(offset)
             handle.write(data)
     return target
+
+
+def wait_for_the_next_second() -> None:
+    """Sleep to the start of the next wall-clock second, so that a timestamp in whole
+    seconds taken before the call (an export's, a generation's name: truncated, as
+    time.gmtime does) differs from any taken after it; at most a second, half on average,
+    instead of a fixed wait of more than one."""
+    now = time.time()
+    time.sleep(math.floor(now) + 1 - now)

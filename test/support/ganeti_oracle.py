@@ -72,6 +72,11 @@ class Ganeti3:
         return self.base / "usr" / "lib" / "python3" / "dist-packages"
 
     @property
+    def pycache(self) -> Path:
+        """Where Ganeti's interpreter keeps its bytecode (PYTHONPYCACHEPREFIX)."""
+        return self.base.parent / "pycache"
+
+    @property
     def docs(self) -> Path:
         return self.base / "usr" / "share" / "doc" / "ganeti-doc"
 
@@ -81,7 +86,11 @@ class Ganeti3:
         env = {k: v for k, v in os.environ.items()
                if k not in ("GANETI_ROOT", "PYTHONPATH", "VIRTUAL_ENV")}
         env["PYTHONPATH"] = str(self.share)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # compiled once into the cache, never next to the unpacked sources: each run
+        # of a 3.0 client otherwise compiles all of Ganeti's modules again (about half
+        # of its start-up time)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.pycache)
         if cluster is not None:
             master = cluster.nodes[0]
             env["GANETI_ROOTDIR"] = str(Path(master.root))

@@ -80,6 +80,22 @@ def test_cut_stalls_until_the_client_times_out(echo: int) -> None:
         assert proxy.counters.cuts == 1
 
 
+def test_faults_for_the_first_connections_only(echo: int) -> None:
+    with FaultProxy("127.0.0.1", "127.0.0.1", echo) as proxy:
+        proxy.set_faults(Faults(cut_after=10, connections=1))
+        with pytest.raises(TimeoutError):
+            _roundtrip(proxy.port, b"x" * 1000, timeout=0.5)
+        # the next connection passes untouched
+        assert _roundtrip(proxy.port, b"y" * 1000) == b"y" * 1000
+        assert proxy.counters.cuts == 1
+        # set_faults counts again from zero
+        proxy.set_faults(Faults(refuse=True, connections=1))
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            _roundtrip(proxy.port, b"z")
+        assert _roundtrip(proxy.port, b"z") == b"z"
+        assert proxy.counters.refused == 1
+
+
 def test_refuse_and_loopback_only(echo: int) -> None:
     with FaultProxy("127.0.0.1", "127.0.0.1", echo, Faults(refuse=True)) as proxy:
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
