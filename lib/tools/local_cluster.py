@@ -159,7 +159,12 @@ class LocalCluster:
             except OSError as err:  # a subnet/port race with a parallel run
                 last = err
                 continue
-            cluster.start(log=lambda _msg: None)
+            try:
+                cluster.start(log=lambda _msg: None)
+            except BaseException:
+                # no daemons outlive a failed start: nothing would ever stop them
+                cluster.stop(log=lambda _msg: None)
+                raise
             return cluster
         raise RuntimeError(f"Cannot create a local cluster in {root}: {last}")
 

@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,35 @@ def test_subnet_in_the_form_its_help_shows(tmp_path: Path) -> None:
         assert f"{subnet}.1:" in status and "ganeti-noded running" in status
     finally:
         local_cluster(root, "stop")
+
+
+def test_a_failed_start_leaves_no_daemons(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start failing after some daemons run (here: adding node2) stops them again."""
+    started: list[LocalCluster] = []
+    real_start = LocalCluster.start
+
+    def start_then_fail(self: LocalCluster, log: Any = print) -> None:
+        started.append(self)
+        monkeypatch.setattr(LocalCluster, "gnt", _refuse_node_add(LocalCluster.gnt))
+        real_start(self, log)
+
+    monkeypatch.setattr(LocalCluster, "start", start_then_fail)
+    with pytest.raises(RuntimeError, match="node add refused"):
+        LocalCluster.create_and_start(tmp_path / "lc", node_count=2, attempts=1)
+    (cluster,) = started
+    try:
+        assert not cluster.is_running("ganeti-masterd", cluster.master)
+        assert not cluster.is_running("ganeti-rapi", cluster.master)
+        for node in cluster.nodes:
+            assert not cluster.is_running("ganeti-noded", node), node.name
+    finally:
+        cluster.stop(log=lambda _msg: None)  # when the test fails
+
+
+def _refuse_node_add(gnt: Any) -> Any:
+    def refuse(self: LocalCluster, *argv: str, **kwargs: Any) -> Any:
+        if argv[:2] == ("gnt-node", "add"):
+            raise RuntimeError("node add refused")
+        return gnt(self, *argv, **kwargs)
+    return refuse

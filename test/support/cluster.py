@@ -121,8 +121,12 @@ def start_cluster(root: str | os.PathLike[str], node_count: int = 3) -> E2EClust
     """A started cluster on a random loopback subnet under ``root``; its RAPI has the users
     admin/secret (write) and reader/secret (read-only)."""
     cluster = E2ECluster.create_and_start(Path(root), node_count=node_count)
-    add_rapi_user(cluster, "admin", "secret", "write,read")
-    add_rapi_user(cluster, "reader", "secret", "")
+    try:
+        add_rapi_user(cluster, "admin", "secret", "write,read")
+        add_rapi_user(cluster, "reader", "secret", "")
+    except BaseException:
+        stop_quietly(cluster)
+        raise
     return cluster
 
 
