@@ -9,15 +9,18 @@ reading of a started request (line, headers, body) each have a deadline.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ganeti import pathutils
 from ganeti.server import connlimit
 
 # Over-cap connections answered with a 503 at once; beyond these they are just closed
@@ -228,3 +231,29 @@ class GuardedHandler(BaseHTTPRequestHandler):
         connlimit.WATCHDOG.cancel(self._deadline)
         self._deadline = None
         self.server.set_reading(False)
+
+
+def daemon_parser(prog: str, description: str, default_port: int,
+                  limits: connlimit.Limits, option_fields: Sequence[str]
+                  ) -> argparse.ArgumentParser:
+    """The command line every HTTPS daemon shares (noded, rapi)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="do not detach; also log to stderr")
+    parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--root", metavar="DIR", default=None,
+                        help=f"cluster root directory (sets {pathutils.ROOT_ENV})")
+    parser.add_argument("-b", "--bind", metavar="ADDR", default="0.0.0.0",
+                        help="address to listen on (default: %(default)s)")
+    parser.add_argument("-p", "--port", type=int, default=default_port,
+                        help="TCP port, 0 for any free port (default: %(default)s)")
+    connlimit.add_options(parser, limits, option_fields)
+    return parser
+
+
+def parse_daemon_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+                      ) -> argparse.Namespace:
+    opts = parser.parse_args(argv)
+    if not 0 <= opts.port <= 65535:
+        parser.error(f"invalid port {opts.port}")
+    return opts

@@ -222,27 +222,12 @@ class _RequestHandler(https.GuardedHandler):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=constants.NODED,
-                                     description="Ganeti node daemon (RPC server)")
-    parser.add_argument("-f", "--foreground", action="store_true",
-                        help="do not detach; also log to stderr")
-    parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
-    parser.add_argument("--root", metavar="DIR", default=None,
-                        help=f"cluster root directory (sets {pathutils.ROOT_ENV})")
-    parser.add_argument("-b", "--bind", metavar="ADDR", default="0.0.0.0",
-                        help="address to listen on (default: %(default)s)")
-    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_NODED_PORT,
-                        help="TCP port, 0 for any free port (default: %(default)s)")
-    connlimit.add_options(parser, DEFAULT_LIMITS, OPTION_FIELDS)
-    return parser
+    return https.daemon_parser(constants.NODED, "Ganeti node daemon (RPC server)",
+                               constants.DEFAULT_NODED_PORT, DEFAULT_LIMITS, OPTION_FIELDS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = build_parser()
-    opts = parser.parse_args(argv)
-    if not 0 <= opts.port <= 65535:
-        parser.error(f"invalid port {opts.port}")
-    return opts
+    return https.parse_daemon_args(build_parser(), argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
