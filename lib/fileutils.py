@@ -1,4 +1,5 @@
-"""Crash-safe file replacement shared by the config store, crypto and node files."""
+"""Crash-safe file replacement shared by the config store, crypto and node files,
+and the stamp that tells a reader a file was replaced."""
 
 from __future__ import annotations
 
@@ -62,3 +63,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         raise
     fsync_dir(target.parent)
     return st
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """What changes when the file is rewritten or replaced (None: cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -19,11 +19,11 @@ import binascii
 import hashlib
 import hmac
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ganeti.fileutils import file_stamp
 from ganeti.rapi import routes
 
 LOG = logging.getLogger(__name__)
@@ -133,11 +133,7 @@ class UsersFile:
         self._lock = threading.Lock()
 
     def _current_stamp(self) -> tuple[int, ...] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return file_stamp(self.path)
 
     def users(self) -> dict[str, Entry]:
         stamp = self._current_stamp()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ganeti import bootstrap, constants, crypto, daemon, errors, limits, luxi, pathutils
+from ganeti.fileutils import file_stamp
 from ganeti.rapi import auth, http, resources, routes
 from ganeti.server import connlimit, https
 
@@ -85,11 +86,7 @@ class CertificateFile:
         self._lock = threading.Lock()
 
     def _current_stamp(self) -> tuple[int, ...] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return file_stamp(self.path)
 
     def current(self) -> ssl.SSLContext:
         stamp = self._current_stamp()
