@@ -88,6 +88,8 @@ class Param:
 
 
 REASON = Param("reason", str, "Why the change is made, recorded in the job's reason trail")
+DRY_RUN = Param("dry-run", bool, "Only check the prerequisites; change nothing", False)
+BULK = Param("bulk", bool, "Every field of every item instead of names and URIs", False)
 # reason trail sources, as Ganeti's (constants.OPCODE_REASON_SRC_*)
 REASON_SRC_USER = "gnt:user"
 REASON_SRC_RLIB2 = "gnt:library:rlib2"
@@ -141,6 +143,11 @@ class Request:
 
     def client(self) -> luxi.Client:
         return self.backend.client()
+
+    def submit(self, op: opcodes.OpCode) -> int:
+        """Submit a one-opcode job; its id (an integer, as Ganeti's client expects)."""
+        with self.client() as cl:
+            return cl.submit_job([op])
 
     def reason_trail(self) -> list[tuple[str, str, int]]:
         """Ganeti's reason trail for an opcode of this request: the user's ``reason``

@@ -29,12 +29,9 @@ from ganeti.tools import backup_runner
 # opcode fields the query string gives (dry-run, reason), never a body
 _QUERY_FIELDS = frozenset({"dry_run", "reason"})
 
-DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites (the job changes"
-                                        " nothing)", False)
 NODES = routes.Param("nodes", list, "Only these nodes (repeatable; none: all online)", [])
 INSTANCES = routes.Param("instances", list, "Only these instances (repeatable; none: all)",
                          [])
-BULK = routes.Param("bulk", bool, "Whole objects instead of names and URIs", False)
 
 JOB_ID = "a job id"
 _JOB_SCHEMA: dict[str, Any] = {"type": "integer", "description": "Job id"}
@@ -113,11 +110,6 @@ def build(cls: type[opcodes.OpCode], req: routes.Request,
         text = re.sub(rf"'{cls.OP_ID}\.([a-z_]+)",
                       lambda m: f"'{names.get(m.group(1), m.group(1))}", str(err.args[0]))
         raise http.HttpBadRequest(text) from None
-
-
-def _submit(req: routes.Request, op: opcodes.OpCode) -> int:
-    with req.client() as cl:
-        return cl.submit_job([op])
 
 
 def _query(cl: luxi.Client, op: opcodes.OpCode) -> Any:
@@ -202,7 +194,7 @@ def instance_exports(req: routes.Request) -> Any:
 
 
 @routes.route("/2/instances/{instance_name}/exports", "DELETE", access=routes.WRITE,
-              extension=True, params=(DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA)
+              extension=True, params=(routes.DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA)
 def remove_exports(req: routes.Request) -> Any:
     """Remove the newest export of an instance on every node (``gnt-backup remove``).
 
@@ -212,7 +204,7 @@ def remove_exports(req: routes.Request) -> Any:
     op = build(opcodes.OpBackupRemove, req, instance_name=name)
     if not [g for g in _instance_generations(req)["generations"] if g["newest"]]:
         raise http.HttpNotFound(f"No export of {name!r}")
-    return _submit(req, op)
+    return req.submit(op)
 
 
 @routes.route("/2/instances/{instance_name}/exports/{generation}", "GET",
@@ -226,7 +218,7 @@ def generation_info(req: routes.Request) -> Any:
 
 
 @routes.route("/2/instances/{instance_name}/exports/{generation}", "DELETE",
-              access=routes.WRITE, extension=True, params=(NODES, DRY_RUN), result=JOB_ID,
+              access=routes.WRITE, extension=True, params=(NODES, routes.DRY_RUN), result=JOB_ID,
               result_schema=_JOB_SCHEMA)
 def remove_generation(req: routes.Request) -> Any:
     """Remove one older generation (``gnt-backup remove NAME@GENERATION``).
@@ -237,14 +229,14 @@ def remove_generation(req: routes.Request) -> Any:
                instance_name=req.args["instance_name"],
                generation=req.args["generation"], nodes=req.params["nodes"])
     _instance_generations(req, req.args["generation"])
-    return _submit(req, op)
+    return req.submit(op)
 
 
 _MODIFY_GIVEN = ("instance_name", "generation")
 
 
 @routes.route("/2/instances/{instance_name}/exports/{generation}/modify", "PUT",
-              access=routes.WRITE, extension=True, params=(DRY_RUN,), result=JOB_ID,
+              access=routes.WRITE, extension=True, params=(routes.DRY_RUN,), result=JOB_ID,
               result_schema=_JOB_SCHEMA,
               body=routes.Body(body_schema(opcodes.OpBackupSetGenerationParams,
                                            _MODIFY_GIVEN),
@@ -266,11 +258,11 @@ def modify_generation(req: routes.Request) -> Any:
         except exportmeta.MetaError as err:
             raise http.HttpBadRequest(f"Invalid value for body.{err}") from None
     _instance_generations(req, req.args["generation"])
-    return _submit(req, op)
+    return req.submit(op)
 
 
 @routes.route("/2/instances/{instance_name}/exports/{generation}/verify", "PUT",
-              access=routes.WRITE, extension=True, params=(DRY_RUN,), result=JOB_ID,
+              access=routes.WRITE, extension=True, params=(routes.DRY_RUN,), result=JOB_ID,
               result_schema=_JOB_SCHEMA,
               body=routes.Body(body_schema(opcodes.OpBackupVerify, ("exports",),
                                            ("newest_only",)), required=False))
@@ -283,11 +275,11 @@ def verify_generation(req: routes.Request) -> Any:
     op = build(opcodes.OpBackupVerify, req, omit=("newest_only",),
                exports=[f"{name}@{generation}"])
     _instance_generations(req, generation)
-    return _submit(req, op)
+    return req.submit(op)
 
 
 @routes.route("/2/exports/verify", "PUT", access=routes.WRITE, extension=True,
-              params=(DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA,
+              params=(routes.DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA,
               body=routes.Body(body_schema(opcodes.OpBackupVerify), required=False,
                                description="exports: INSTANCE (every generation) or"
                                            " INSTANCE@GENERATION; none: every export"))
@@ -296,7 +288,7 @@ def verify_exports(req: routes.Request) -> Any:
 
     ``gnt-backup verify``: a job whose result is the verify report
     (``VerifyReport``: per generation and node ok, problems, bad blocks)."""
-    return _submit(req, build(opcodes.OpBackupVerify, req))
+    return req.submit(build(opcodes.OpBackupVerify, req))
 
 
 def _prune_policy(req: routes.Request, op: opcodes.OpBackupPrune) -> dict[str, int]:
@@ -347,7 +339,7 @@ def prune(req: routes.Request) -> Any:
                 "unreachable": found["unreachable"]}
     for rule, count in policy.items():     # a schedule's policy (the body's: as is)
         setattr(op, rule, count)
-    return _submit(req, op)
+    return req.submit(op)
 
 
 # --- backup schedules --------------------------------------------------------------------
@@ -385,7 +377,7 @@ def _views(req: routes.Request, names: list[str]) -> list[dict[str, Any]]:
 
 
 @routes.route("/2/backup-schedules", "GET", access=routes.READ, extension=True,
-              params=(BULK,),
+              params=(routes.BULK,),
               result="[{id, uri}] per schedule; with bulk=1 each schedule's fields, its"
                      " settings in effect and the runner's state (last run and result,"
                      " running jobs, next run)")
@@ -399,7 +391,7 @@ def list_schedules(req: routes.Request) -> Any:
 
 
 @routes.route("/2/backup-schedules", "POST", access=routes.WRITE, extension=True,
-              params=(DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA,
+              params=(routes.DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA,
               body=routes.Body(body_schema(opcodes.OpBackupScheduleAdd),
                                description="the schedule's name and fields"
                                            " (doc/scheduled-exports.md)"))
@@ -444,7 +436,7 @@ def _existing(req: routes.Request) -> str:
 
 
 @routes.route(f"{_SCHEDULE}/modify", "PUT", access=routes.WRITE, extension=True,
-              params=(DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA,
+              params=(routes.DRY_RUN,), result=JOB_ID, result_schema=_JOB_SCHEMA,
               body=routes.Body(body_schema(opcodes.OpBackupScheduleModify, ("name",)),
                                description="the fields to change (unset: unchanged);"
                                            " retention replaces the policy, overrides are"
@@ -457,17 +449,17 @@ def modify_schedule(req: routes.Request) -> Any:
     if not op.changes():
         raise http.HttpBadRequest("body: nothing to change: give at least one field")
     _existing(req)
-    return _submit(req, op)
+    return req.submit(op)
 
 
-@routes.route(_SCHEDULE, "DELETE", access=routes.WRITE, extension=True, params=(DRY_RUN,),
+@routes.route(_SCHEDULE, "DELETE", access=routes.WRITE, extension=True, params=(routes.DRY_RUN,),
               result=JOB_ID, result_schema=_JOB_SCHEMA)
 def remove_schedule(req: routes.Request) -> Any:
     """Remove a backup schedule (its exports stay)."""
     op = build(opcodes.OpBackupScheduleRemove, req, _NAME_LABEL,
                name=req.args["schedule_name"])
     _existing(req)
-    return _submit(req, op)
+    return req.submit(op)
 
 
 _OUTCOME_SCHEMA: dict[str, Any] = {

@@ -65,13 +65,12 @@ def features(req: routes.Request) -> Any:
     return list(FEATURES)
 
 
-DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites, change nothing", False)
 # what a body may not set, as in Ganeti: the daemon builds the reason trail
 _NOT_IN_BODY = frozenset({"reason"})
 
 
 @routes.route("/2/modify", "PUT", access=routes.WRITE, result="a job id",
-              params=(DRY_RUN,),
+              params=(routes.DRY_RUN,),
               body=routes.Body(opcodes.OpClusterSetParams.model_json_schema(),
                                required=False,
                                description="the cluster settings to change, as the"
@@ -93,9 +92,7 @@ def modify(req: routes.Request) -> Any:
     fields = {**body, "reason": req.reason_trail()}
     if req.params["dry-run"]:
         fields["dry_run"] = True
-    op = opcodes.OpClusterSetParams.create(**fields)
-    with req.client() as cl:
-        return cl.submit_job([op])
+    return req.submit(opcodes.OpClusterSetParams.create(**fields))
 
 
 @routes.route("/openapi.json", "GET", access=routes.READ,

@@ -19,8 +19,6 @@ from ganeti.rapi import http, routes
 REQ_DATA_VERSION = "__version__"
 CREATE_RENAME = {"name": "instance_name", "os": "os_type"}
 EXPORT_RENAME = {"destination": "target_node"}
-DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites, change nothing",
-                       False)
 MODE = routes.Param("mode", str, "Export mode to prepare for: local or remote")
 
 
@@ -49,11 +47,6 @@ def opcode_fields(body: Any, rename: Mapping[str, str], static: Mapping[str, Any
             " (given by the path or the query string)")
     fields.update(static)
     return fields
-
-
-def _submit(req: routes.Request, op: opcodes.OpCode) -> int:
-    with req.client() as cl:
-        return cl.submit_job([op])
 
 
 def body_schema(cls: type[opcodes.OpCode], rename: Mapping[str, str],
@@ -107,7 +100,7 @@ def create_opcode(body: Any, dry_run: bool, reason: list[tuple[str, str, int]]
 
 
 @routes.route("/2/instances", "POST", access=routes.WRITE, result="a job id",
-              params=(DRY_RUN,), body=routes.Body(_CREATE_SCHEMA))
+              params=(routes.DRY_RUN,), body=routes.Body(_CREATE_SCHEMA))
 def create_instance(req: routes.Request) -> Any:
     """Create an instance, or import one (from an export here, or from another cluster).
 
@@ -119,7 +112,7 @@ def create_instance(req: routes.Request) -> Any:
     accepted at 3.0's defaults only. Version 0 bodies are refused, as by Ganeti 3.0.
     The job's result is the list of the new instance's nodes."""
     op = create_opcode(req.body, bool(req.params["dry-run"]), req.reason_trail())
-    return _submit(req, op)
+    return req.submit(op)
 
 
 # --- /2/instances/{instance_name}/prepare-export PUT -----------------------------------
@@ -141,7 +134,7 @@ def prepare_export(req: routes.Request) -> Any:
     op = opcodes.OpBackupPrepare.create(
         instance_name=req.args["instance_name"], mode=req.params["mode"],
         reason=req.reason_trail())
-    return _submit(req, op)
+    return req.submit(op)
 
 
 # --- /2/instances/{instance_name}/export PUT -------------------------------------------
@@ -172,4 +165,4 @@ def export_instance(req: routes.Request) -> Any:
     ``compress``, ``bwlimit``, ``ionice_class``, ``note``, ``full``, ...) are
     accepted too. The job's result is ``[finalize ok, [per-disk ok]]``."""
     op = export_opcode(req.args["instance_name"], req.body, req.reason_trail())
-    return _submit(req, op)
+    return req.submit(op)

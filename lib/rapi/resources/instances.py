@@ -30,9 +30,6 @@ I_FIELDS: tuple[str, ...] = (
 # always null, so that Ganeti's tools find every key they read
 I_FIELDS_UNKNOWN: frozenset[str] = frozenset({"network_port", "disk.spindles"})
 
-BULK = routes.Param("bulk", bool, "Answer every field of every item, not just names", False)
-DRY_RUN = routes.Param("dry-run", bool, "Only check the prerequisites, submit nothing"
-                                        " that changes anything", False)
 NO_REMEMBER = routes.Param("no_remember", bool, "Do not record the new admin state", False)
 
 JOB_ID: dict[str, Any] = {"type": "integer", "description": "the id of the job submitted"}
@@ -91,12 +88,6 @@ def build_opcode(req: routes.Request, opcls: type[opcodes.OpCode],
     return opcls.create(**fields)
 
 
-def submit(req: routes.Request, op: opcodes.OpCode) -> int:
-    """Submit a one-opcode job; its id."""
-    with req.client() as cl:
-        return cl.submit_job([op])
-
-
 def _with_memory(inst: dict[str, Any]) -> dict[str, Any]:
     """rlib2's _UpdateBeparams: ``beparams.memory`` repeats ``maxmem`` for old clients."""
     beparams = inst.get("beparams")
@@ -114,7 +105,7 @@ def _query(req: routes.Request, names: list[str], fields: tuple[str, ...]
         return cl.query_instances(names, list(fields), False)
 
 
-@routes.route("/2/instances", "GET", access=routes.READ, params=(BULK, routes.REASON),
+@routes.route("/2/instances", "GET", access=routes.READ, params=(routes.BULK, routes.REASON),
               result="a list of {id, uri} (bulk: of instance dicts)", result_schema=ITEMS)
 def list_instances(req: routes.Request) -> Any:
     """List the instances: their names and URIs, or with ``bulk=1`` every field.
@@ -142,13 +133,13 @@ def get_instance(req: routes.Request) -> Any:
 
 
 @routes.route("/2/instances/{instance_name}", "DELETE", access=routes.WRITE,
-              params=(DRY_RUN,), result="a job id",
+              params=(routes.DRY_RUN,), result="a job id",
               result_schema=JOB_ID,
               body=opcode_body(opcodes.OpInstanceRemove, ("instance_name", "ignore_failures")))
 def delete_instance(req: routes.Request) -> Any:
     """Remove the instance and its disks (OP_INSTANCE_REMOVE; ``ignore_failures`` is
     always false, as in Ganeti)."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceRemove, {
+    return req.submit(build_opcode(req, opcodes.OpInstanceRemove, {
         "instance_name": req.args["instance_name"], "ignore_failures": False,
         "dry_run": req.params["dry-run"]}))
 
@@ -159,36 +150,36 @@ def delete_instance(req: routes.Request) -> Any:
               result="a job id (its result: OP_INSTANCE_QUERY_DATA's)", result_schema=JOB_ID)
 def instance_info(req: routes.Request) -> Any:
     """Detailed information, as a job (OP_INSTANCE_QUERY_DATA) whose result holds it."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceQueryData, {
+    return req.submit(build_opcode(req, opcodes.OpInstanceQueryData, {
         "instances": [req.args["instance_name"]], "static": req.params["static"]},
         use_body=False))
 
 
 @routes.route("/2/instances/{instance_name}/startup", "PUT", access=routes.WRITE,
-              params=(DRY_RUN, routes.Param("force", bool, "Start even if checks advise"
+              params=(routes.DRY_RUN, routes.Param("force", bool, "Start even if checks advise"
                                                            " against it", False),
                       NO_REMEMBER), result="a job id", result_schema=JOB_ID)
 def startup_instance(req: routes.Request) -> Any:
     """Start the instance (OP_INSTANCE_STARTUP)."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceStartup, {
+    return req.submit(build_opcode(req, opcodes.OpInstanceStartup, {
         "instance_name": req.args["instance_name"], "force": req.params["force"],
         "dry_run": req.params["dry-run"], "no_remember": req.params["no_remember"]},
         use_body=False))
 
 
 @routes.route("/2/instances/{instance_name}/shutdown", "PUT", access=routes.WRITE,
-              params=(DRY_RUN, NO_REMEMBER), result="a job id",
+              params=(routes.DRY_RUN, NO_REMEMBER), result="a job id",
               result_schema=JOB_ID,
               body=opcode_body(opcodes.OpInstanceShutdown, ("instance_name", "no_remember")))
 def shutdown_instance(req: routes.Request) -> Any:
     """Stop the instance (OP_INSTANCE_SHUTDOWN)."""
-    return submit(req, build_opcode(req, opcodes.OpInstanceShutdown, {
+    return req.submit(build_opcode(req, opcodes.OpInstanceShutdown, {
         "instance_name": req.args["instance_name"], "no_remember": req.params["no_remember"],
         "dry_run": req.params["dry-run"]}))
 
 
 @routes.route("/2/instances/{instance_name}/reboot", "POST", access=routes.WRITE,
-              params=(DRY_RUN,
+              params=(routes.DRY_RUN,
                       routes.Param("type", str, "hard, soft or full", "hard"),
                       routes.Param("ignore_secondaries", bool,
                                    "Ignore errors on the secondary nodes", False)),
@@ -207,4 +198,4 @@ def reboot_instance(req: routes.Request) -> Any:
         if "OP_INSTANCE_REBOOT.reboot_type'" in text:
             raise http.HttpBadRequest(f"Query parameter 'type': {text}") from None
         raise
-    return submit(req, op)
+    return req.submit(op)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ganeti.rapi import http, routes
-from ganeti.rapi.resources.instances import BULK, ITEMS, mapped, uri_list
+from ganeti.rapi.resources.instances import ITEMS, mapped, uri_list
 
 # rlib2's N_FIELDS, in its order
 N_FIELDS: tuple[str, ...] = (
@@ -39,7 +39,7 @@ def _query(req: routes.Request, names: list[str], fields: tuple[str, ...]
         return cl.query_nodes(names, list(fields), False)
 
 
-@routes.route("/2/nodes", "GET", access=routes.READ, params=(BULK, routes.REASON),
+@routes.route("/2/nodes", "GET", access=routes.READ, params=(routes.BULK, routes.REASON),
               result="a list of {id, uri} (bulk: of node dicts)", result_schema=ITEMS)
 def list_nodes(req: routes.Request) -> Any:
     """List the nodes: their names and URIs, or with ``bulk=1`` every field.

@@ -15,7 +15,7 @@ from typing import Any
 
 from ganeti import constants, errors, opcodes
 from ganeti.rapi import http, routes
-from ganeti.rapi.resources.instances import DRY_RUN, JOB_ID, build_opcode, submit
+from ganeti.rapi.resources.instances import JOB_ID, build_opcode
 
 TAG = routes.Param("tag", list, "A tag (repeat the parameter for several)", None)
 _IGNORED_BODY = routes.Body(
@@ -44,7 +44,7 @@ def _change(req: routes.Request, opcls: type[opcodes.OpCode], kind: str,
             "dry_run": req.params["dry-run"]}, use_body=False)
     except errors.OpPrereqError as err:
         raise http.HttpBadRequest(f"Query parameter 'tag': {err.args[0]}") from None
-    return submit(req, op)
+    return req.submit(op)
 
 
 def _register(path: str, kind: str, variable: str | None, operation: str) -> None:
@@ -76,7 +76,7 @@ def _register(path: str, kind: str, variable: str | None, operation: str) -> Non
                          result="a list of tags", result_schema={
                              "type": "array", "items": {"type": "string"}})(handler)
         else:
-            routes.route(path, method, access=access, params=(TAG, DRY_RUN),
+            routes.route(path, method, access=access, params=(TAG, routes.DRY_RUN),
                          body=_IGNORED_BODY, result="a job id",
                          result_schema=JOB_ID)(handler)
 
