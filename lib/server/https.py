@@ -16,9 +16,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from ganeti import pathutils
 from ganeti.server import connlimit
@@ -257,3 +257,22 @@ def parse_daemon_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     if not 0 <= opts.port <= 65535:
         parser.error(f"invalid port {opts.port}")
     return opts
+
+
+_Server = TypeVar("_Server", bound=TlsHttpServer)
+
+
+def serve(make_server: Callable[[], _Server], opts: argparse.Namespace, thread_name: str,
+          log: logging.Logger, stopped: str) -> tuple[_Server, Callable[[], None]]:
+    """Listen (an address in use is named), accept in a thread; the server and its stop."""
+    try:
+        server = make_server()
+    except OSError as err:
+        raise OSError(err.errno, f"cannot listen on {opts.bind}:{opts.port}: {err}") from None
+    threading.Thread(target=server.serve_forever, name=thread_name, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        log.info(stopped)
+    return server, stop

@@ -26,7 +26,6 @@ import os
 import re
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -240,21 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def start() -> Any:
         ssl_context = crypto.server_ssl_context(paths.node_cert_file, paths.cluster_ca_file)
-        try:
-            server = NodeRpcServer((opts.bind, opts.port), ssl_context,
-                                   NodeContext(paths=paths),
-                                   limits=connlimit.from_options(opts, DEFAULT_LIMITS))
-        except OSError as err:
-            raise OSError(err.errno, f"cannot listen on {opts.bind}:{opts.port}: {err}") \
-                from None
-        threading.Thread(target=server.serve_forever, name="noded-accept",
-                         daemon=True).start()
+        server, stop = https.serve(
+            lambda: NodeRpcServer((opts.bind, opts.port), ssl_context,
+                                  NodeContext(paths=paths),
+                                  limits=connlimit.from_options(opts, DEFAULT_LIMITS)),
+            opts, "noded-accept", LOG, "Node daemon stopped")
         LOG.info("Listening on %s:%d (root %s)", opts.bind, server.port, paths.root)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            LOG.info("Node daemon stopped")
         return stop
 
     return daemon.run(constants.NODED, paths.pid_file(constants.NODED),

@@ -258,23 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         certificate = CertificateFile(paths.rapi_cert)
         users = auth.UsersFile(paths.rapi_users)
         users.users()  # logs a missing or bad file at start
-        try:
-            server = RapiServer((opts.bind, opts.port), certificate, users,
-                                LuxiBackend(str(paths.master_socket)),
-                                connlimit.from_options(opts, DEFAULT_LIMITS))
-        except OSError as err:
-            raise OSError(err.errno, f"cannot listen on {opts.bind}:{opts.port}: {err}") \
-                from None
-        threading.Thread(target=server.serve_forever, name="rapi-accept",
-                         daemon=True).start()
+        server, stop = https.serve(
+            lambda: RapiServer((opts.bind, opts.port), certificate, users,
+                               LuxiBackend(str(paths.master_socket)),
+                               connlimit.from_options(opts, DEFAULT_LIMITS)),
+            opts, "rapi-accept", LOG, "RAPI daemon stopped")
         daemon.record_address(paths.address_file(constants.RAPI), opts.bind, server.port)
         LOG.info("Listening on %s:%d (root %s), %d resources", opts.bind, server.port,
                  paths.root, len(routes.TABLE))
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            LOG.info("RAPI daemon stopped")
         return stop
 
     return daemon.run(constants.RAPI, paths.pid_file(constants.RAPI),
