@@ -10,7 +10,6 @@ real cluster: the guest process, the config file, the disk files.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from support.cluster import E2ECluster
 from support.ganeti_oracle import Ganeti3
 
 from ganeti import cli, luxi
-from ganeti.hypervisor import procutil
 from ganeti.rapi.resources import instances as rapi_instances
 from ganeti.rapi.resources import nodes as rapi_nodes
 
@@ -61,17 +59,6 @@ def wait(cluster: E2ECluster, job_id: int) -> None:
     """Wait for a job through our own LUXI (the client waits through /2/jobs)."""
     with luxi.Client(address=str(cluster.master.paths.master_socket)) as cl:
         cli.poll_job(job_id, cl, lambda _entry: None)
-
-
-def _guest_pids(cluster: E2ECluster, node: str, name: str) -> list[int]:
-    return procutil.find_processes(
-        str(cluster.node(node).paths.run_dir / "instances" / name))
-
-
-def _disk_files(cluster: E2ECluster, name: str) -> list[Path]:
-    return [p for node in cluster.nodes
-            if (node.paths.file_storage_dir / name).exists()
-            for p in (node.paths.file_storage_dir / name).iterdir()]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +110,7 @@ result = {
 
 def test_startup_shutdown_reboot_and_tags_with_ganetis_client(
         ganeti3: Ganeti3, instances: E2ECluster) -> None:
-    [pid] = _guest_pids(instances, "node2", "cpt1")
+    [pid] = instances.guest_pids("node2", "cpt1")
     got = _client(ganeti3, instances, """
 status = lambda: cl.GetInstance("cpt1")["status"]
 result = {}
@@ -151,7 +138,7 @@ result["bad_tag"] = error_code(cl.AddInstanceTags, "cpt1", ["no spaces"])
     assert got["bad_tag"] == 400
     # the guest was really stopped and started again (a new process each time)
     wait(instances, got["reboot_job"])
-    [now] = _guest_pids(instances, "node2", "cpt1")
+    [now] = instances.guest_pids("node2", "cpt1")
     assert now != pid
     conf = instances.instance_conf("cpt1")
     assert conf is not None and conf["admin_state"] == "up" and conf["tags"] == ["a"]
@@ -176,7 +163,7 @@ result["static"] = cl.GetJobStatus(static)
 
 
 def test_delete_instance_with_ganetis_client(ganeti3: Ganeti3, instances: E2ECluster) -> None:
-    assert _disk_files(instances, "cpt2")
+    assert instances.instance_disk_files("cpt2")
     got = _client(ganeti3, instances, """
 result = {"job": cl.DeleteInstance("cpt2", shutdown_timeout=20)}
 result["names"] = until(cl.GetInstances, lambda names: "cpt2" not in names)
@@ -185,7 +172,7 @@ result["missing"] = error_code(cl.GetInstance, "cpt2")
     assert isinstance(got["job"], int) and got["missing"] == 404
     assert "cpt2" not in got["names"]
     assert instances.instance_conf("cpt2") is None
-    assert _disk_files(instances, "cpt2") == []
+    assert instances.instance_disk_files("cpt2") == []
     data = json.loads(instances.master.paths.cluster_conf_file.read_text())
     assert all(i["name"] != "cpt2" for i in data["instances"].values())
 

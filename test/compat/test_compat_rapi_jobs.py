@@ -11,17 +11,14 @@ daemon), not behind a fixed sleep.
 
 from __future__ import annotations
 
-import os
-import signal
 import textwrap
 import threading
-import time
 from typing import Any
 
 from support.cluster import E2ECluster
 from support.ganeti_oracle import Ganeti3
 
-from ganeti import constants, daemon, luxi, opcodes, query
+from ganeti import constants, opcodes, query
 
 WAIT = 60.0
 INSTANCE = "g3rapiq1"
@@ -41,43 +38,14 @@ def _client_code(cluster: E2ECluster, body: str) -> str:
             + textwrap.dedent(body))
 
 
-def _luxi(cluster: E2ECluster) -> luxi.Client:
-    return luxi.Client(address=str(cluster.master.paths.master_socket), timeout=WAIT)
-
-
-def _wait_status(cluster: E2ECluster, job: int, wanted: set[str]) -> str:
-    deadline = time.monotonic() + WAIT
-    prev: Any = None
-    with _luxi(cluster) as cl:
-        while time.monotonic() < deadline:
-            change = cl.wait_for_job_change_once(job, ["status"], prev, None, 10)
-            assert change is not None, f"job {job} vanished"
-            if change != luxi.JOB_NOTCHANGED:
-                prev = change[0]
-            if prev is not None and prev[0] in wanted:
-                return str(prev[0])
-    raise AssertionError(f"job {job} never reached {wanted}")
-
-
-def _kill_noded(cluster: E2ECluster, name: str) -> None:
-    node = cluster.node(name)
-    pid = daemon.read_pid(node.paths.pid_file(constants.NODED))
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + WAIT
-    while cluster.is_running(constants.NODED, node):
-        assert time.monotonic() < deadline, f"{name}'s daemon did not die"
-        time.sleep(0.02)
-
-
 def test_jobs_with_ganetis_client(ganeti3: Ganeti3, cluster: E2ECluster) -> None:
     node3_delay = {"on_master": False, "on_nodes": ["node3"]}
-    with _luxi(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         quick = cl.submit_job([opcodes.OpTestDelay.create(duration=0)])
         blocker = cl.submit_job([opcodes.OpTestDelay.create(duration=3600, **node3_delay)])
-        _wait_status(cluster, blocker, {constants.OP_STATUS_RUNNING})
+        cluster.wait_job_status(blocker, {constants.OP_STATUS_RUNNING}, timeout=WAIT)
         waiter = cl.submit_job([opcodes.OpTestDelay.create(duration=0, **node3_delay)])
-    _wait_status(cluster, waiter, {constants.OP_STATUS_WAITING})
+    cluster.wait_job_status(waiter, {constants.OP_STATUS_WAITING}, timeout=WAIT)
     released = False
     try:
         got = ganeti3.eval(_client_code(cluster, f"""
@@ -141,14 +109,14 @@ def test_jobs_with_ganetis_client(ganeti3: Ganeti3, cluster: E2ECluster) -> None
                 result["blocker_done"] = c.WaitForJobCompletion({blocker}, period=1)
                 """), timeout=120)))
         follower.start()
-        _kill_noded(cluster, "node3")
+        cluster.kill_noded("node3", WAIT)
         released = True
         follower.join(150)
         assert followed == [{"quick": True, "blocker": [constants.OP_STATUS_ERROR],
                              "blocker_done": False}]
     finally:
         if not released:
-            _kill_noded(cluster, "node3")
+            cluster.kill_noded("node3", WAIT)
         cluster.start(log=lambda _msg: None)
 
 
@@ -167,7 +135,7 @@ def test_query_with_ganetis_client(ganeti3: Ganeti3, cluster: E2ECluster) -> Non
             "unknown": error_code(c.Query, "martians", ["name"]),
         }}
         """))
-    with _luxi(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         ours = cl.query("instance", ["name", "pnode", "disk_template"],
                         ["=", "name", INSTANCE])
     assert got["instance"] == ours
@@ -184,7 +152,7 @@ def test_query_with_ganetis_client(ganeti3: Ganeti3, cluster: E2ECluster) -> Non
 
 def test_poll_job_as_move_instance_does(ganeti3: Ganeti3, cluster: E2ECluster) -> None:
     # move-instance follows its jobs with ganeti.rapi.client_utils.PollJob (full 3.0 package)
-    with _luxi(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         good = cl.submit_job([opcodes.OpTestDelay.create(duration=0, repeat=2)])
         bad = cl.submit_job([opcodes.OpTestDelay.create(duration=0, fail=True)])
     got = ganeti3.eval(_client_code(cluster, f"""

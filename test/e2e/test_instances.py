@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support.cluster import E2ECluster
 
-from ganeti.hypervisor import guest_sim, procutil
+from ganeti.hypervisor import guest_sim
 from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.tools.local_cluster import NodeSpec
 
@@ -23,11 +23,6 @@ def _rows(cluster: E2ECluster, *fields: str) -> dict[str, list[str]]:
     return {cells[0]: cells[1:] for cells in (line.split("|") for line in out.splitlines())}
 
 
-def _guest_pids(node: NodeSpec, name: str) -> list[int]:
-    # the guest's arguments name its state directory under the node's own root
-    return procutil.find_processes(str(node.paths.run_dir / "instances" / name))
-
-
 def _wait_generation(node: NodeSpec, name: str, above: int) -> int:
     hv = ProcessHypervisor(node.paths)
     deadline = time.monotonic() + WAIT
@@ -37,15 +32,6 @@ def _wait_generation(node: NodeSpec, name: str, above: int) -> int:
             return status.generation
         time.sleep(0.02)
     raise AssertionError(f"guest {name} did not write past generation {above}")
-
-
-def _disk_files(cluster: E2ECluster, name: str) -> list[Path]:
-    found: list[Path] = []
-    for node in cluster.nodes:
-        inst_dir = node.paths.file_storage_dir / name
-        if inst_dir.exists():
-            found.extend(p for p in inst_dir.iterdir())
-    return found
 
 
 def test_instance_life_cycle(cluster: E2ECluster) -> None:
@@ -63,9 +49,9 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     assert [d.stat().st_size for d in disks] == [16 << 20, 8 << 20]
 
     # the guest really runs on node2 and keeps writing its disks
-    pids = _guest_pids(node2, "life1")
+    pids = cluster.guest_pids(node2.name, "life1")
     assert len(pids) == 1
-    assert _guest_pids(cluster.node("node3"), "life1") == []
+    assert cluster.guest_pids("node3", "life1") == []
     gen = _wait_generation(node2, "life1", 0)
     _wait_generation(node2, "life1", gen)
 
@@ -75,7 +61,7 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     assert "write_interval_ms: 5" in info and "vcpus: 2" in info
 
     cluster.gnt("gnt-instance", "stop", "--timeout", "20", "life1")
-    assert _guest_pids(node2, "life1") == []
+    assert cluster.guest_pids(node2.name, "life1") == []
     assert not (node2.paths.run_dir / "instances" / "life1").exists()
     for disk in disks:
         report = guest_sim.verify_disk(disk)
@@ -84,13 +70,13 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     assert _rows(cluster, "status", "oper_state")["life1"] == ["ADMIN_down", "N"]
 
     cluster.gnt("gnt-instance", "start", "life1")
-    first_pid = _guest_pids(node2, "life1")
+    first_pid = cluster.guest_pids(node2.name, "life1")
     assert len(first_pid) == 1 and first_pid != pids
     stopped_at = guest_sim.verify_disk(disks[0]).clean_generation
     _wait_generation(node2, "life1", stopped_at)  # continues after the last generation
 
     cluster.gnt("gnt-instance", "reboot", "life1")
-    rebooted = _guest_pids(node2, "life1")
+    rebooted = cluster.guest_pids(node2.name, "life1")
     assert len(rebooted) == 1 and rebooted != first_pid
     assert _rows(cluster, "status")["life1"] == ["running"]
 
@@ -105,9 +91,9 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     assert proc.returncode == 1 and cluster.instance_conf("life1") is not None
     cluster.gnt("gnt-instance", "remove", "--shutdown-timeout", "20", "life1", input_text="y\n")
     assert cluster.instance_conf("life1") is None
-    assert _guest_pids(node2, "life1") == []
+    assert cluster.guest_pids(node2.name, "life1") == []
     assert not any(d.exists() for d in disks)
-    assert _disk_files(cluster, "life1") == []
+    assert cluster.instance_disk_files("life1") == []
     assert not (node2.paths.run_dir / "instances" / "life1").exists()
     assert "life1" not in _rows(cluster)
 
@@ -126,7 +112,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(
     if cluster.instance_conf("dup1") is None:
         cluster.gnt("gnt-instance", "add", "-n", "node3", "-s", "8M", "--no-start", "dup1")
     before = sorted(_rows(cluster))
-    dup_disks = _disk_files(cluster, "dup1")
+    dup_disks = cluster.instance_disk_files("dup1")
     proc = cluster.gnt("gnt-instance", "add", *args, ok=False)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -134,8 +120,8 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(
     assert sorted(_rows(cluster)) == before
     name = args[-1]
     if name != "dup1":
-        assert _disk_files(cluster, name) == []
-    assert _disk_files(cluster, "dup1") == dup_disks
+        assert cluster.instance_disk_files(name) == []
+    assert cluster.instance_disk_files("dup1") == dup_disks
 
 
 def _write_hook(node: NodeSpec, hpath: str, phase: str, out: Path) -> Path:

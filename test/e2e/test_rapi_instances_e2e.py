@@ -16,8 +16,6 @@ from support.cluster import E2ECluster
 from support.rapi import RapiClient
 
 from ganeti import cli, luxi
-from ganeti.hypervisor import procutil
-from ganeti.tools.local_cluster import NodeSpec
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +37,6 @@ def wait(cluster: E2ECluster, job_id: Any) -> Any:
 def job_count(cluster: E2ECluster) -> int:
     with luxi.Client(address=str(cluster.master.paths.master_socket)) as cl:
         return len(cl.query_jobs(None, ["id"]))
-
-
-def _guest_pids(node: NodeSpec, name: str) -> list[int]:
-    return procutil.find_processes(str(node.paths.run_dir / "instances" / name))
-
-
-def _disk_files(cluster: E2ECluster, name: str) -> list[Path]:
-    return [p for node in cluster.nodes
-            if (node.paths.file_storage_dir / name).exists()
-            for p in (node.paths.file_storage_dir / name).iterdir()]
 
 
 @pytest.fixture(scope="module")
@@ -104,25 +92,25 @@ def test_unknown_instance_and_node_are_404(instances: E2ECluster) -> None:
 
 def test_shutdown_startup_and_reboot_change_the_guest(instances: E2ECluster) -> None:
     node2 = instances.node("node2")
-    [pid] = _guest_pids(node2, "rapi1")
+    [pid] = instances.guest_pids(node2.name, "rapi1")
 
     status, job = rapi(instances, "PUT", "/2/instances/rapi1/shutdown", body={"timeout": 20})
     assert status == 200
     wait(instances, job)
-    assert _guest_pids(node2, "rapi1") == []
+    assert instances.guest_pids(node2.name, "rapi1") == []
     conf = instances.instance_conf("rapi1")
     assert conf is not None and conf["admin_state"] == "down"
     assert rapi(instances, "GET", "/2/instances/rapi1")[1]["status"] == "ADMIN_down"
 
     status, job = rapi(instances, "PUT", "/2/instances/rapi1/startup")
     wait(instances, job)
-    [started] = _guest_pids(node2, "rapi1")
+    [started] = instances.guest_pids(node2.name, "rapi1")
     assert started != pid
     assert rapi(instances, "GET", "/2/instances/rapi1")[1]["status"] == "running"
 
     status, job = rapi(instances, "POST", "/2/instances/rapi1/reboot", "type=hard")
     wait(instances, job)
-    [rebooted] = _guest_pids(node2, "rapi1")
+    [rebooted] = instances.guest_pids(node2.name, "rapi1")
     assert rebooted != started
     conf = instances.instance_conf("rapi1")
     assert conf is not None and conf["admin_state"] == "up"
@@ -190,7 +178,7 @@ def test_a_reader_reads_but_changes_nothing(instances: E2ECluster) -> None:
 
 def test_delete_removes_the_instance_and_its_disks(instances: E2ECluster) -> None:
     instances.gnt("gnt-instance", "add", "-n", "node3", "-s", "8M", "rapi3")
-    assert _disk_files(instances, "rapi3")
+    assert instances.instance_disk_files("rapi3")
     # a dry run changes nothing
     status, job = rapi(instances, "DELETE", "/2/instances/rapi3", "dry-run=1")
     wait(instances, job)
@@ -200,8 +188,8 @@ def test_delete_removes_the_instance_and_its_disks(instances: E2ECluster) -> Non
     assert status == 200
     wait(instances, job)
     assert instances.instance_conf("rapi3") is None
-    assert _disk_files(instances, "rapi3") == []
-    assert _guest_pids(instances.node("node3"), "rapi3") == []
+    assert instances.instance_disk_files("rapi3") == []
+    assert instances.guest_pids("node3", "rapi3") == []
     assert rapi(instances, "GET", "/2/instances/rapi3")[0] == 404
 
 

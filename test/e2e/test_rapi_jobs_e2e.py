@@ -8,10 +8,7 @@ sleeps.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +16,7 @@ import pytest
 from support.cluster import E2ECluster
 from support.rapi import RapiClient
 
-from ganeti import constants, daemon, luxi, opcodes, query
+from ganeti import constants, opcodes, query
 
 pytestmark = pytest.mark.e2e
 
@@ -54,49 +51,19 @@ def rapi(cluster: E2ECluster) -> Iterator[Rapi]:
     yield Rapi(cluster)
 
 
-def _client(cluster: E2ECluster) -> luxi.Client:
-    return luxi.Client(address=str(cluster.master.paths.master_socket), timeout=WAIT)
-
-
-def _wait_status(cluster: E2ECluster, job: int, wanted: set[str]) -> str:
-    """Follow a job over LUXI's long poll until it reaches one of ``wanted``."""
-    deadline = time.monotonic() + WAIT
-    prev: Any = None
-    with _client(cluster) as cl:
-        while time.monotonic() < deadline:
-            change = cl.wait_for_job_change_once(job, ["status"], prev, None, 10)
-            assert change is not None, f"job {job} vanished"
-            if change != luxi.JOB_NOTCHANGED:
-                prev = change[0]
-            if prev is not None and prev[0] in wanted:
-                return str(prev[0])
-    raise AssertionError(f"job {job} never reached {wanted}")
-
-
 def _job_ids(cluster: E2ECluster) -> list[int]:
-    with _client(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         return [row[0] for row in cl.query_jobs(None, ["id"]) if row is not None]
-
-
-def _release_node3(cluster: E2ECluster) -> None:
-    """End the delay RPC on node3 at once (its daemon dies), then start it again."""
-    pid = daemon.read_pid(cluster.node("node3").paths.pid_file(constants.NODED))
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + WAIT
-    while cluster.is_running(constants.NODED, cluster.node("node3")):
-        assert time.monotonic() < deadline, "node3's daemon did not die"
-        time.sleep(0.02)
 
 
 def test_list_get_wait_and_cancel(cluster: E2ECluster, rapi: Rapi) -> None:
     node3_delay = {"on_master": False, "on_nodes": ["node3"]}
-    with _client(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         # the blocker holds node3's lock until released; the waiter needs the same lock
         blocker = cl.submit_job([opcodes.OpTestDelay.create(duration=3600, **node3_delay)])
-        _wait_status(cluster, blocker, {constants.OP_STATUS_RUNNING})
+        cluster.wait_job_status(blocker, {constants.OP_STATUS_RUNNING}, timeout=WAIT)
         waiter = cl.submit_job([opcodes.OpTestDelay.create(duration=0, **node3_delay)])
-    _wait_status(cluster, waiter, {constants.OP_STATUS_WAITING})
+    cluster.wait_job_status(waiter, {constants.OP_STATUS_WAITING}, timeout=WAIT)
     released = False
     try:
         listed = rapi.ok("GET", "/2/jobs", user=READER)
@@ -125,7 +92,7 @@ def test_list_get_wait_and_cancel(cluster: E2ECluster, rapi: Rapi) -> None:
         assert rapi.ok("GET", f"/2/jobs/{waiter}")["status"] == constants.OP_STATUS_WAITING
         ok, message = rapi.ok("DELETE", f"/2/jobs/{waiter}")
         assert ok is True and f"Job {waiter}" in message
-        assert _wait_status(cluster, waiter, set(constants.JOBS_FINALIZED)) == \
+        assert cluster.wait_job_status(waiter, set(constants.JOBS_FINALIZED), timeout=WAIT) == \
             constants.OP_STATUS_CANCELED
         # the waiter's own wait answers at once: it moved past what the caller saw
         changed = rapi.ok("GET", f"/2/jobs/{waiter}/wait",
@@ -136,7 +103,7 @@ def test_list_get_wait_and_cancel(cluster: E2ECluster, rapi: Rapi) -> None:
         assert ok is False and "running" in message
         assert not answers and poll.is_alive()   # the blocker has not changed
 
-        _release_node3(cluster)
+        cluster.kill_noded("node3", WAIT)  # ends the delay RPC at once
         released = True
         poll.join(WAIT)
         assert not poll.is_alive()
@@ -147,12 +114,12 @@ def test_list_get_wait_and_cancel(cluster: E2ECluster, rapi: Rapi) -> None:
         assert "node3" in json.dumps(final["opresult"])
     finally:
         if not released:
-            _release_node3(cluster)
+            cluster.kill_noded("node3", WAIT)  # ends the delay RPC at once
         cluster.start(log=lambda _msg: None)
 
 
 def test_wait_follows_a_job_with_log_entries(cluster: E2ECluster, rapi: Rapi) -> None:
-    with _client(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         job = cl.submit_job([opcodes.OpTestDelay.create(duration=0, repeat=3)])
     # what Ganeti's client does: ask again with what it has seen until the job ends
     prev_info: Any = None
@@ -207,7 +174,7 @@ def test_queries_with_filters(cluster: E2ECluster, rapi: Rapi) -> None:
     got = rapi.ok("PUT", "/2/query/instance",
                   {"fields": ["name", "pnode", "disk_template"], "qfilter": flt, "filter": flt})
     assert _values(got) == [[INSTANCE, "node2", "file"]]
-    with _client(cluster) as cl:
+    with cluster.luxi_client(timeout=WAIT) as cl:
         assert got == cl.query("instance", ["name", "pnode", "disk_template"], flt)
     none = rapi.ok("PUT", "/2/query/instance", {"fields": ["name"],
                                                 "qfilter": ["=", "pnode", "node3"]})

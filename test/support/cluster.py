@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ganeti import constants, daemon, luxi
+from ganeti.hypervisor import procutil
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
 from support.rapi import add_rapi_user
@@ -61,9 +62,36 @@ class E2ECluster(LocalCluster):
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert path.exists(), f"{path} never appeared (the transfer never started)"
+        self._sigkill_noded(node_name)
+
+    def _sigkill_noded(self, node_name: str) -> None:
         pid = daemon.read_pid(self.node(node_name).paths.pid_file(constants.NODED))
         assert pid is not None, f"no {constants.NODED} pid on {node_name}"
         os.kill(pid, signal.SIGKILL)
+
+    def kill_noded(self, node_name: str, timeout: float = 60.0) -> None:
+        """SIGKILL a node's daemon and wait until it is gone (what it ran ends at once;
+        ``start()`` brings it back)."""
+        self._sigkill_noded(node_name)
+        deadline = time.monotonic() + timeout
+        while self.is_running(constants.NODED, self.node(node_name)):
+            assert time.monotonic() < deadline, f"{node_name}'s daemon did not die"
+            time.sleep(0.02)
+
+    def guest_pids(self, node_name: str, instance_name: str) -> list[int]:
+        """The guest processes of an instance on a node (their arguments name its state
+        directory under the node's own root)."""
+        run_dir = self.node(node_name).paths.run_dir
+        return procutil.find_processes(str(run_dir / "instances" / instance_name))
+
+    def instance_disk_files(self, name: str) -> list[Path]:
+        """Every file in the instance's file-storage directory, on any node."""
+        found: list[Path] = []
+        for node in self.nodes:
+            inst_dir = node.paths.file_storage_dir / name
+            if inst_dir.exists():
+                found.extend(inst_dir.iterdir())
+        return found
 
     def luxi_client(self, timeout: float = 60.0) -> luxi.Client:
         """A LUXI client of the master daemon (a context manager)."""
