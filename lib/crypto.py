@@ -64,6 +64,21 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
+def _key_usage(*, key_agreement: bool = False, key_cert_sign: bool = False,
+               crl_sign: bool = False) -> x509.KeyUsage:
+    """Every certificate here signs (ECDSA); the flags say what else its key may do."""
+    return x509.KeyUsage(digital_signature=True, content_commitment=False,
+                         key_encipherment=False, data_encipherment=False,
+                         key_agreement=key_agreement, key_cert_sign=key_cert_sign,
+                         crl_sign=crl_sign, encipher_only=False, decipher_only=False)
+
+
+def _alt_names(names: Iterable[str], ips: Iterable[str]) -> list[x509.GeneralName]:
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    alt.extend(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)
+    return alt
+
+
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
              lifetime: dt.timedelta) -> x509.CertificateBuilder:
     now = _now()
@@ -87,10 +102,7 @@ def generate_cluster_ca(cluster_name: str, validity_days: int) -> tuple[str, str
         _builder(name, name, key.public_key(), dt.timedelta(days=validity_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False,
-                          key_agreement=False, key_cert_sign=True, crl_sign=True,
-                          encipher_only=False, decipher_only=False),
+            _key_usage(key_cert_sign=True, crl_sign=True),
             critical=True)
         .sign(key, _SIGNING_HASH)
     )
@@ -113,17 +125,13 @@ def generate_node_certificate(ca_cert_pem: PemData, ca_key_pem: PemData, node_na
     ca_cert = load_certificate(ca_cert_pem)
     ca_key = _load_private_key(ca_key_pem)
     key = _new_key()
-    alt_names: list[x509.GeneralName] = [x509.DNSName(node_name)]
-    alt_names.extend(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)
+    alt_names = _alt_names([node_name], ips)
     cert = (
         _builder(_name(node_name), ca_cert.subject, key.public_key(),
                  dt.timedelta(days=validity_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False,
-                          key_agreement=True, key_cert_sign=False, crl_sign=False,
-                          encipher_only=False, decipher_only=False),
+            _key_usage(key_agreement=True),
             critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
@@ -159,16 +167,12 @@ def generate_server_certificate(common_name: str, names: Iterable[str], ips: Ite
     """
     key = _new_key()
     name = _name(common_name)
-    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names)]
-    alt_names.extend(x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips))
+    alt_names = _alt_names(dict.fromkeys(names), dict.fromkeys(ips))
     cert = (
         _builder(name, name, key.public_key(), dt.timedelta(days=validity_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False,
-                          key_agreement=True, key_cert_sign=True, crl_sign=False,
-                          encipher_only=False, decipher_only=False),
+            _key_usage(key_agreement=True, key_cert_sign=True),
             critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                        critical=False)
