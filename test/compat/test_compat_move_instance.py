@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from support.cluster import E2ECluster, output, start_cluster, stop_quietly
 from support.ganeti_oracle import Ganeti3
 
 from ganeti.hypervisor import guest_sim
-from ganeti.hypervisor.hv_process import ProcessHypervisor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -109,31 +107,19 @@ def test_move_instance_moves_the_data(ganeti3: Ganeti3, clusters: tuple[E2EClust
     dst.gnt("gnt-instance", "remove", "-f", "mv1")
 
 
-def _generation(cluster: E2ECluster, name: str, above: int) -> int:
-    """The guest's generation once it has written past ``above`` (node2 hosts it)."""
-    hv = ProcessHypervisor(cluster.node("node2").paths)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = hv.guest_status(name)
-        if status is not None and status.generation > above:
-            return int(status.generation)
-        time.sleep(0.02)
-    raise AssertionError(f"guest {name} did not write past generation {above}")
-
-
 def test_a_running_instance_moves_and_runs_on_its_data(
         ganeti3: Ganeti3, clusters: tuple[E2ECluster, E2ECluster], tmp_path: Path) -> None:
     src, dst = clusters
     src.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
             "-H", "process:write_interval_ms=2,blocks=128", "run1")
-    written = _generation(src, "run1", 20)
+    written = src.wait_guest_generation("node2", "run1", 20)
     proc = move_instance(ganeti3, src, dst, tmp_path, "run1")
     assert proc.returncode == 0 and "run1: Success" in proc.stderr, output(proc)
     assert src.instance_conf("run1") is None
     conf = dst.instance_conf("run1")
     assert conf is not None and conf["admin_state"] == "up"   # the source was up
     # the guest goes on from the generations it wrote at the source: the copy was whole
-    assert _generation(dst, "run1", written) > written
+    assert dst.wait_guest_generation("node2", "run1", written) > written
     dst.gnt("gnt-instance", "stop", "run1")
     report = guest_sim.verify_disk(dst.disk_path("run1"))
     assert report.consistent and report.clean, report

@@ -21,7 +21,6 @@ from support.files import wait_for_the_next_second
 from ganeti import cli, constants, daemon, luxi, opcodes
 from ganeti.backup import exportconf
 from ganeti.hypervisor import guest_sim, procutil
-from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.storage import allocated_bytes
 from ganeti.tools.local_cluster import NodeSpec
 
@@ -55,18 +54,6 @@ def export_dir(cluster: E2ECluster, node_name: str, instance: str) -> Path:
 def guest_pids(cluster: E2ECluster, node_name: str, instance: str) -> list[int]:
     return procutil.find_processes(
         str(cluster.node(node_name).paths.run_dir / "instances" / instance))
-
-
-def wait_generation(cluster: E2ECluster, node_name: str, instance: str,
-                    above: int) -> int:
-    hv = ProcessHypervisor(cluster.node(node_name).paths)
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        status = hv.guest_status(instance)
-        if status is not None and status.generation > above:
-            return int(status.generation)
-        time.sleep(0.02)
-    raise AssertionError(f"guest {instance} did not write past generation {above}")
 
 
 def snapshots_left(cluster: E2ECluster) -> list[Path]:
@@ -348,12 +335,13 @@ def test_bad_input_is_refused_clearly(cluster: E2ECluster) -> None:
 def test_live_export_with_snapshot_is_consistent(rcluster: E2ECluster) -> None:
     add_instance(rcluster, "live1", "node2")
     pids = guest_pids(rcluster, "node2", "live1")
-    generation = wait_generation(rcluster, "node2", "live1", 50)
+    generation = rcluster.wait_guest_generation("node2", "live1", 50, timeout=WAIT)
     out = rcluster.gnt("gnt-backup", "export", "-n", "node3", "--noshutdown",
                        "live1").stdout
     assert "Snapshotted 1 disk(s)" in out and "Shutting down" not in out
     assert guest_pids(rcluster, "node2", "live1") == pids      # never stopped
-    assert wait_generation(rcluster, "node2", "live1", generation) > generation
+    later = rcluster.wait_guest_generation("node2", "live1", generation, timeout=WAIT)
+    assert later > generation
     report = guest_sim.verify_disk(export_dir(rcluster, "node3", "live1") / "disk0.img")
     assert report.formatted and report.invalid_blocks == 0
     assert report.max_generation >= generation
@@ -362,7 +350,7 @@ def test_live_export_with_snapshot_is_consistent(rcluster: E2ECluster) -> None:
 
 def test_export_with_shutdown_restarts_before_the_copy(rcluster: E2ECluster) -> None:
     add_instance(rcluster, "live2", "node2")
-    wait_generation(rcluster, "node2", "live2", 10)
+    rcluster.wait_guest_generation("node2", "live2", 10, timeout=WAIT)
     pids = guest_pids(rcluster, "node2", "live2")
     out = rcluster.gnt("gnt-backup", "export", "-n", "node1", "live2").stdout
     # shutdown, snapshot, start again, and only then the copy

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from support.cluster import E2ECluster
 
 from ganeti.hypervisor import guest_sim
-from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.tools.local_cluster import NodeSpec
 
 pytestmark = pytest.mark.e2e
@@ -21,17 +19,6 @@ def _rows(cluster: E2ECluster, *fields: str) -> dict[str, list[str]]:
     out = cluster.gnt("gnt-instance", "list", "--no-headers", "--separator", "|", "-o",
                       ",".join(("name", *fields))).stdout
     return {cells[0]: cells[1:] for cells in (line.split("|") for line in out.splitlines())}
-
-
-def _wait_generation(node: NodeSpec, name: str, above: int) -> int:
-    hv = ProcessHypervisor(node.paths)
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        status = hv.guest_status(name)
-        if status is not None and status.generation > above:
-            return status.generation
-        time.sleep(0.02)
-    raise AssertionError(f"guest {name} did not write past generation {above}")
 
 
 def test_instance_life_cycle(cluster: E2ECluster) -> None:
@@ -52,8 +39,8 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     pids = cluster.guest_pids(node2.name, "life1")
     assert len(pids) == 1
     assert cluster.guest_pids("node3", "life1") == []
-    gen = _wait_generation(node2, "life1", 0)
-    _wait_generation(node2, "life1", gen)
+    gen = cluster.wait_guest_generation(node2.name, "life1", 0, timeout=WAIT)
+    cluster.wait_guest_generation(node2.name, "life1", gen, timeout=WAIT)
 
     info = cluster.gnt("gnt-instance", "info", "life1").stdout
     assert "State: configured to be up, actual state is up" in info
@@ -73,7 +60,8 @@ def test_instance_life_cycle(cluster: E2ECluster) -> None:
     first_pid = cluster.guest_pids(node2.name, "life1")
     assert len(first_pid) == 1 and first_pid != pids
     stopped_at = guest_sim.verify_disk(disks[0]).clean_generation
-    _wait_generation(node2, "life1", stopped_at)  # continues after the last generation
+    # continues after the last generation
+    cluster.wait_guest_generation(node2.name, "life1", stopped_at, timeout=WAIT)
 
     cluster.gnt("gnt-instance", "reboot", "life1")
     rebooted = cluster.guest_pids(node2.name, "life1")

@@ -28,7 +28,6 @@ from ganeti import constants, crypto, errors, luxi, opcodes
 from ganeti.backend import x509
 from ganeti.backup import remote
 from ganeti.hypervisor import guest_sim
-from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.tools import move_instance
 from ganeti.tools.local_cluster import SOURCE_TOP
 from ganeti.transfer import protocol as proto
@@ -175,23 +174,12 @@ def test_move_instance_both_ways_with_data_verified(
     src.gnt("gnt-instance", "remove", "-f", "mv1-back")
 
 
-def _generation(cluster: E2ECluster, name: str, above: int) -> int:
-    hv = ProcessHypervisor(cluster.nodes[1].paths)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = hv.guest_status(name)
-        if status is not None and status.generation > above:
-            return int(status.generation)
-        time.sleep(0.02)
-    raise AssertionError(f"guest {name} did not write past generation {above}")
-
-
 def test_running_instance_moves_and_runs_at_the_destination(
         clusters: tuple[E2ECluster, E2ECluster]) -> None:
     src, dst = clusters
     src.gnt("gnt-instance", "add", "-t", "file", "-n", "node2", "--disk", "0:size=4M",
             "-H", "process:write_interval_ms=2,blocks=128", "run1")
-    written = _generation(src, "run1", 20)
+    written = src.wait_guest_generation("node2", "run1", 20)
     proc = move(src, dst, "-n", "node2", "run1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[source] Shutting down instance run1" in proc.stdout
@@ -203,7 +191,7 @@ def test_running_instance_moves_and_runs_at_the_destination(
     conf = dst.instance_conf("run1")
     assert conf is not None and conf["hvparams"]["blocks"] == 128
     # the guest runs on the moved data: no torn block, generations from the source kept
-    assert _generation(dst, "run1", written) > written
+    assert dst.wait_guest_generation("node2", "run1", written) > written
     report = guest_sim.verify_disk(disk_path(dst, "run1"))
     assert report.formatted and report.invalid_blocks == 0
     assert report.max_generation >= written

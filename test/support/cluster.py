@@ -17,6 +17,7 @@ import pytest
 
 from ganeti import constants, daemon, luxi
 from ganeti.hypervisor import procutil
+from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import LocalCluster, NodeSpec
 from support.rapi import add_rapi_user
@@ -83,6 +84,18 @@ class E2ECluster(LocalCluster):
         directory under the node's own root)."""
         run_dir = self.node(node_name).paths.run_dir
         return procutil.find_processes(str(run_dir / "instances" / instance_name))
+
+    def wait_guest_generation(self, node_name: str, instance_name: str, above: int,
+                              timeout: float = 60.0) -> int:
+        """The simulated guest's generation once it has written past ``above``."""
+        hv = ProcessHypervisor(self.node(node_name).paths)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = hv.guest_status(instance_name)
+            if status is not None and status.generation > above:
+                return int(status.generation)
+            time.sleep(0.02)
+        raise AssertionError(f"guest {instance_name} did not write past generation {above}")
 
     def instance_disk_files(self, name: str) -> list[Path]:
         """Every file in the instance's file-storage directory, on any node."""
