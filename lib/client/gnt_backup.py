@@ -167,10 +167,7 @@ def list_exports(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_GENERATIONS_FIELDS if opts.generations
                               else LIST_DEFAULT_FIELDS)
     known = {name: title for name, title, _doc in LIST_FIELDS}
-    unknown = [f for f in fields if f not in known]
-    if unknown:
-        print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
-        return cli.EXIT_FAILURE
+    cli.check_fields(fields, known, "gnt-backup list-fields")
     qfilter = cli.list_filter(opts, opts.exports, namefield="export")
     wanted = set(fields) | query.filter_fields(qfilter)
     if opts.generations or wanted & set(GENERATION_FIELDS):
@@ -179,6 +176,10 @@ def list_exports(opts: argparse.Namespace) -> int:
         with cli.get_client() as cl:
             rows, unreachable = _export_rows(cl, opts.nodes, qfilter)
         by_field = [dict(zip(("node", "export"), row, strict=True)) for row in rows]
+    named = cli.requested_names(qfilter, "export")
+    missing = cli.missing_names(named or [], [row["export"] for row in by_field])
+    if missing and not unreachable:  # an unreachable node may hold them
+        raise cli.not_found("Export", missing)
     for node in unreachable:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
     data = [[row[f] for f in fields] for row in by_field]

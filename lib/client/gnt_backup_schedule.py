@@ -247,11 +247,7 @@ def _resolved_state() -> backup_runner.RunnerState:
 def list_schedules(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_DEFAULT)
     table = {name: (title, get) for name, title, _doc, get in LIST_FIELDS}
-    unknown = [f for f in fields if f not in table]
-    if unknown:
-        print(f"Unknown output field(s): {', '.join(unknown)} (see 'gnt-backup schedule"
-              f" list-fields')", file=sys.stderr)
-        return cli.EXIT_FAILURE
+    cli.check_fields(fields, table, "gnt-backup schedule list-fields")
     # exact names are the opcode's (an unknown one is an error); globs and -F filters
     # are evaluated here, on the columns as shown (enabled and verify as booleans)
     keep = query.compile_local_filter("backup schedule", FILTER_FIELDS,
@@ -373,7 +369,8 @@ COMMANDS: dict[str, cli.Command] = {
                                "Fields 'schedule list -o' can show"),
     "run-now": cli.Command(run_now, (cli.Arg("names", min=1, max=None),),
                            (cli.DRY_RUN_OPT, _WAIT_OPT),
-                           "Run schedules now (as the runner would) and print a summary"),
+                           "Run schedules now (as the runner would) and print a summary",
+                           reports_dry_run=True),
 }
 
 PRUNE_COMMAND = cli.Command(
@@ -384,7 +381,8 @@ PRUNE_COMMAND = cli.Command(
      cli.Option(("--node",), {"dest": "nodes", "action": "append", "default": [],
                               "metavar": "NODE", "help": "Only prune on NODE"}),
      *cli.SUBMIT_OPTS),
-    "Remove export generations a retention policy does not keep (--dry-run: show them)")
+    "Remove export generations a retention policy does not keep (--dry-run: show them)",
+    reports_dry_run=True)
 
 
 def main(argv: list[str]) -> int:

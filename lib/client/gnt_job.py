@@ -106,16 +106,19 @@ def format_job_info(row: Sequence[Any]) -> list[str]:
 
 
 def show_job_info(opts: argparse.Namespace) -> int:
-    code = cli.EXIT_SUCCESS
     with cli.get_client() as cl:
         rows = cl.query_jobs(list(opts.job_ids), _INFO_FIELDS)
-    for job_id, row in zip(opts.job_ids, rows, strict=True):
-        if row is None:
-            print(f"Job ID {job_id} not found", file=sys.stderr)
-            code = cli.EXIT_FAILURE
-            continue
+    _check_found(opts.job_ids, rows)
+    for row in rows:
         print("\n".join(format_job_info(row)))
-    return code
+    return cli.EXIT_SUCCESS
+
+
+def _check_found(job_ids: Sequence[int], rows: Sequence[Any]) -> None:
+    """The CLI's one not-found rule (cli.not_found) for jobs asked for by id."""
+    missing = [job_id for job_id, row in zip(job_ids, rows, strict=True) if row is None]
+    if missing:
+        raise cli.not_found("Job", missing)
 
 
 # --- watch / cancel / archive / priority ------------------------------------------------
@@ -124,9 +127,7 @@ def show_job_info(opts: argparse.Namespace) -> int:
 def watch_job(opts: argparse.Namespace) -> int:
     job_id = opts.job_id
     with cli.get_client() as cl:
-        rows = cl.query_jobs([job_id], ["status"])
-        if not rows or rows[0] is None:
-            raise errors.OpPrereqError(f"Job {job_id} not found", errors.ECODE_NOENT)
+        _check_found([job_id], cl.query_jobs([job_id], ["status"]))
         print(f"Output from job {job_id} follows")
         print("-" * 25, flush=True)
         cli.poll_job(job_id, cl)
@@ -136,6 +137,7 @@ def watch_job(opts: argparse.Namespace) -> int:
 def _per_job(opts: argparse.Namespace, action: str) -> int:
     code = cli.EXIT_SUCCESS
     with cli.get_client() as cl:
+        _check_found(opts.job_ids, cl.query_jobs(list(opts.job_ids), ["id"]))
         for job_id in opts.job_ids:
             if action == "cancel":
                 ok, msg = cl.cancel_job(job_id)

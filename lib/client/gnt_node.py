@@ -58,11 +58,9 @@ def info(opts: argparse.Namespace) -> int:
     fields = ["name", "uuid", "pip", "sip", "port", "role", "offline", "drained",
               "master_candidate", "master_capable", "vm_capable", "group", "pinst_list",
               "tags", "backup_bwlimit", "serial_no", "ctime", "mtime"]
-    qfilter = ["|", *[["=", "name", n] for n in opts.nodes]] if opts.nodes else None
     with cli.get_client() as cl:
-        result = cl.query("node", fields, qfilter)
-    for row in result["data"]:
-        values = {f: v for f, (_status, v) in zip(fields, row, strict=True)}
+        rows = cli.query_items(cl, "node", fields, opts.nodes)
+    for values in rows:
         print(f"Node name: {values['name']}")
         for field in fields[1:]:
             value = values[field]
