@@ -705,3 +705,76 @@ def generic_list(cl: luxi.Client, resource: str, fields: list[str], qfilter: Any
     for line in lines:
         stream.write(line + "\n")
     return code
+
+
+# --- list-fields -----------------------------------------------------------------------
+
+# how list-fields names each field kind (Ganeti's words)
+FIELD_KIND_NAMES: dict[str, str] = {
+    query.QFT_UNKNOWN: "Unknown",
+    query.QFT_TEXT: "Text",
+    query.QFT_BOOL: "Boolean",
+    query.QFT_NUMBER: "Number",
+    query.QFT_UNIT: "Storage size",
+    query.QFT_TIMESTAMP: "Timestamp",
+    query.QFT_OTHER: "Custom",
+}
+
+# field definitions as QueryFields returns them: name, title, kind, doc
+FieldDefs = Sequence[Mapping[str, str]]
+
+
+def select_field_defs(table: FieldDefs, names: Sequence[str] | None) -> list[dict[str, str]]:
+    """``names`` from a local field table (all, in table order, when none); unknown
+    names get kind "unknown", as the master's QueryFields answers them."""
+    if not names:
+        return [dict(f) for f in table]
+    by_name = {f["name"]: f for f in table}
+    return [dict(by_name[n]) if n in by_name else
+            {"name": n, "title": n, "kind": query.QFT_UNKNOWN, "doc": "Unknown field"}
+            for n in names]
+
+
+def print_field_defs(fdefs: FieldDefs, opts: argparse.Namespace,
+                     out: TextIO | None = None) -> int:
+    """The body of every ``list-fields``: Name, Type, Title, Description.
+
+    An unknown field is named on stderr and makes the exit code 1; the known ones
+    are still listed.
+    """
+    known = [f for f in fdefs if f["kind"] != query.QFT_UNKNOWN]
+    unknown = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNKNOWN]
+    columns = ["name", "kind", "title", "doc"]
+    headers = None if getattr(opts, "no_headers", False) else {
+        "name": "Name", "kind": "Type", "title": "Title", "doc": "Description"}
+    rows = [[f["name"], FIELD_KIND_NAMES.get(f["kind"], f["kind"]), f["title"], f["doc"]]
+            for f in known]
+    stream = out or sys.stdout
+    if rows or not unknown:
+        for line in generate_table(headers, columns, getattr(opts, "separator", None), rows):
+            stream.write(line + "\n")
+    if unknown:
+        print(f"Unknown field(s): {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_SUCCESS
+
+
+def list_fields_command(source: str | Callable[[], FieldDefs], what: str) -> Command:
+    """``list-fields [FIELD...]`` for a list command.
+
+    ``source`` is a Query resource (the master's QueryFields answers) or a function
+    giving a local field table (lists the client builds itself).  ``what`` says
+    whose fields they are, for the help.
+    """
+    def run(opts: argparse.Namespace) -> int:
+        names = list(opts.fields or ())
+        if callable(source):
+            fdefs: FieldDefs = select_field_defs(source(), names)
+        else:
+            with get_client() as cl:
+                fdefs = cl.query_fields(source, names or None)["fields"]
+        return print_field_defs(fdefs, opts)
+
+    return Command(run, (Arg("fields", min=0, max=None),), (NOHDR_OPT, SEP_OPT),
+                   f"List the fields of '{what}' (all, or those named): name, type, title"
+                   " and description")

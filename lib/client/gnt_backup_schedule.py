@@ -266,13 +266,9 @@ def list_schedules(opts: argparse.Namespace) -> int:
     return cli.EXIT_SUCCESS
 
 
-def list_fields(opts: argparse.Namespace) -> int:
-    headers = None if opts.no_headers else {"name": "Name", "title": "Title",
-                                            "doc": "Description"}
-    data = [[name, title, doc] for name, title, doc, _get in LIST_FIELDS]
-    for line in cli.generate_table(headers, ["name", "title", "doc"], opts.separator, data):
-        print(line)
-    return cli.EXIT_SUCCESS
+def _field_defs() -> list[dict[str, str]]:
+    return [{"name": f.name, "title": f.title, "kind": f.kind, "doc": f.doc}
+            for f in FILTER_FIELDS]
 
 
 def run_now(opts: argparse.Namespace) -> int:
@@ -365,8 +361,7 @@ COMMANDS: dict[str, cli.Command] = {
     "remove": cli.Command(remove, _NAME, cli.SUBMIT_OPTS, "Remove a backup schedule"),
     "list": cli.Command(list_schedules, (cli.names_arg("names"),),
                         cli.LIST_OPTS, "List backup schedules"),
-    "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
-                               "Fields 'schedule list -o' can show"),
+    "list-fields": cli.list_fields_command(_field_defs, "gnt-backup schedule list"),
     "run-now": cli.Command(run_now, (cli.Arg("names", min=1, max=None),),
                            (cli.DRY_RUN_OPT, _WAIT_OPT),
                            "Run schedules now (as the runner would) and print a summary",

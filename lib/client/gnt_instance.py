@@ -333,6 +333,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, (cli.Arg("instance"),),
                           (_BACKEND_OPT, _HV_OPT, _FORCE_OPT, *cli.SUBMIT_OPTS),
                           "Change an instance's parameters (applied at the next start)"),
+    "list-fields": cli.list_fields_command("instance", "list"),
     **tags.INSTANCE,
 }
 

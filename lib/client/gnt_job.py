@@ -187,6 +187,7 @@ COMMANDS: dict[str, cli.Command] = {
     "list": cli.Command(list_jobs, (cli.names_arg("job_ids"),),
                         (*cli.LIST_OPTS, _RUNNING_OPT, _PENDING_OPT, _FINISHED_OPT),
                         "List jobs (all, or the given ids)"),
+    "list-fields": cli.list_fields_command("job", "list"),
     "info": cli.Command(show_job_info, (_JOB_IDS,), (), "Show details of jobs"),
     "watch": cli.Command(watch_job, (cli.Arg("job_id", 1, 1, cli.job_id_arg),), (),
                          "Follow a job's log until it finishes"),

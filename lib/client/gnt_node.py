@@ -121,6 +121,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, (cli.Arg("node"),), (*_MODIFY_OPTS, *cli.SUBMIT_OPTS),
                           "Change a node's offline, drained or master-candidate flag,"
                           " or its backup bandwidth limit"),
+    "list-fields": cli.list_fields_command("node", "list"),
     **tags.NODE,
 }
 
