@@ -778,3 +778,34 @@ def list_fields_command(source: str | Callable[[], FieldDefs], what: str) -> Com
     return Command(run, (Arg("fields", min=0, max=None),), (NOHDR_OPT, SEP_OPT),
                    f"List the fields of '{what}' (all, or those named): name, type, title"
                    " and description")
+
+
+# --- confirmation ----------------------------------------------------------------
+
+# Exit code of a command the user did not confirm (Ganeti's EXIT_CONFIRMATION)
+EXIT_CONFIRMATION = 13
+TTY_PATH = "/dev/tty"
+
+
+def ask_user(question: str) -> bool:
+    """A yes/no question on the controlling terminal; without one (cron, a pipe under
+    nohup) the answer is no, as in Ganeti.
+
+    The terminal, not stdin/stdout: output piped into a file or another program
+    still shows the question to the person who typed the command.
+    """
+    try:
+        # unbuffered bytes: a terminal cannot seek, which buffered "r+" needs
+        tty = open(TTY_PATH, "r+b", buffering=0)  # noqa: SIM115
+    except OSError:
+        return False
+    with tty:
+        while True:
+            tty.write(f"{question}\ny/[n]/?: ".encode())
+            line = tty.readline()
+            answer = line.decode(errors="replace").strip().lower()
+            if answer in ("y", "yes"):
+                return True
+            if not line or answer in ("", "n", "no"):
+                return False
+            tty.write(b" y - Perform the operation\n n - Do not perform the operation\n")

@@ -11,23 +11,42 @@ from typing import Any
 from ganeti import cli, constants, errors, qlang
 
 DEFAULT_FIELDS = ("id", "status", "summary")
+# the job field whose selection lists archived jobs too (lib/query_resources/job.py)
+ARCHIVED_FIELD = "archived"
 
+# The status options (--pending, ...) and the job statuses each selects; several
+# options select the union (Ganeti 3.0 keeps only the last one given)
 _STATUS_GROUPS: dict[str, tuple[str, ...]] = {
     "running": (constants.OP_STATUS_RUNNING,),
     "pending": (constants.OP_STATUS_QUEUED, constants.OP_STATUS_WAITING,
                 constants.OP_STATUS_CANCELING),
+    "queued": (constants.OP_STATUS_QUEUED,),
+    "waiting": (constants.OP_STATUS_WAITING,),
+    "error": (constants.OP_STATUS_ERROR,),
     "finished": tuple(sorted(constants.JOBS_FINALIZED)),
 }
+
+
+def selected_statuses(opts: argparse.Namespace) -> list[str]:
+    """The job statuses the status options on the command line select, in table order."""
+    statuses: list[str] = []
+    for group, members in _STATUS_GROUPS.items():
+        if getattr(opts, group, False):
+            statuses.extend(s for s in members if s not in statuses)
+    return statuses
+
+
+def status_filter(statuses: Sequence[str]) -> list[Any] | None:
+    return [qlang.OP_OR, *[[qlang.OP_EQUAL, "status", s] for s in statuses]] \
+        if statuses else None
 
 # --- list ---------------------------------------------------------------------------
 
 
 def build_job_filter(opts: argparse.Namespace, statuses: Sequence[str]) -> list[Any] | None:
     """Query filter for ``gnt-job list``: the ids (or -F filter) and any of the statuses."""
-    status_filter = [qlang.OP_OR, *[[qlang.OP_EQUAL, "status", s] for s in statuses]] \
-        if statuses else None
     return cli.list_filter(opts, opts.job_ids, namefield="id", isnumeric=True,
-                           qfilter=status_filter)
+                           qfilter=status_filter(statuses))
 
 
 def _format_summary(value: Any) -> str:
@@ -38,17 +57,19 @@ def _format_ts(value: Any) -> str:
     return cli.format_timestamp(value) if value else "N/A"
 
 
+_LIST_FORMATTERS = {"summary": _format_summary, "received_ts": _format_ts,
+                    "start_ts": _format_ts, "end_ts": _format_ts}
+
+
 def list_jobs(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, DEFAULT_FIELDS)
-    statuses: list[str] = []
-    for group in ("running", "pending", "finished"):
-        if getattr(opts, group):
-            statuses.extend(s for s in _STATUS_GROUPS[group] if s not in statuses)
-    formatters = {"summary": _format_summary, "received_ts": _format_ts,
-                  "start_ts": _format_ts, "end_ts": _format_ts}
+    if opts.archived and ARCHIVED_FIELD not in fields:
+        # asking for the field is what brings the archive in (as in Ganeti 3.0)
+        fields.append(ARCHIVED_FIELD)
     with cli.get_client() as cl:
-        return cli.generic_list(cl, "job", fields, build_job_filter(opts, statuses),
-                                opts, formatters)
+        return cli.generic_list(cl, "job", fields,
+                                build_job_filter(opts, selected_statuses(opts)),
+                                opts, _LIST_FORMATTERS)
 
 
 # --- info ---------------------------------------------------------------------------
@@ -106,11 +127,14 @@ def format_job_info(row: Sequence[Any]) -> list[str]:
 
 
 def show_job_info(opts: argparse.Namespace) -> int:
+    """``info [ID...]``: the given jobs, or every job in the queue (as Ganeti)."""
     with cli.get_client() as cl:
-        rows = cl.query_jobs(list(opts.job_ids), _INFO_FIELDS)
-    _check_found(opts.job_ids, rows)
+        rows = cl.query_jobs(list(opts.job_ids) or None, _INFO_FIELDS)
+    if opts.job_ids:
+        _check_found(opts.job_ids, rows)
     for row in rows:
-        print("\n".join(format_job_info(row)))
+        if row is not None:
+            print("\n".join(format_job_info(row)))
     return cli.EXIT_SUCCESS
 
 
@@ -124,23 +148,78 @@ def _check_found(job_ids: Sequence[int], rows: Sequence[Any]) -> None:
 # --- watch / cancel / archive / priority ------------------------------------------------
 
 
+def _follow(cl: Any, job_id: int, feedback_fn: cli.FeedbackFn | None) -> int:
+    """Poll a job to its end; ``Job N failed: ...`` and a non-zero exit if it did not
+    succeed (Ganeti's wording)."""
+    try:
+        cli.poll_job(job_id, cl, feedback_fn)
+    except errors.GenericError as err:
+        print(f"Job {job_id} failed: {errors.format_error(err)}", file=sys.stderr)
+        return cli.EXIT_FAILURE
+    return cli.EXIT_SUCCESS
+
+
+def _check_job_exists(cl: Any, job_id: int) -> None:
+    _check_found([job_id], cl.query_jobs([job_id], ["status"]))
+
+
 def watch_job(opts: argparse.Namespace) -> int:
     job_id = opts.job_id
     with cli.get_client() as cl:
-        _check_found([job_id], cl.query_jobs([job_id], ["status"]))
-        print(f"Output from job {job_id} follows")
-        print("-" * 25, flush=True)
-        cli.poll_job(job_id, cl)
-    return cli.EXIT_SUCCESS
+        _check_job_exists(cl, job_id)
+        header = f"Output from job {job_id} follows"
+        print(header)
+        print("-" * len(header), flush=True)
+        return _follow(cl, job_id, None)
+
+
+def wait_job(opts: argparse.Namespace) -> int:
+    """``wait ID``: block until the job ends, printing nothing unless it failed."""
+    with cli.get_client() as cl:
+        _check_job_exists(cl, opts.job_id)
+        return _follow(cl, opts.job_id, lambda _entry: None)
+
+
+def _select_jobs(opts: argparse.Namespace, cl: Any, question: str) -> list[int] | None:
+    """The jobs a cancel/change-priority acts on: its ids, or every job in the selected
+    statuses (listed, then confirmed unless --force). None: the user said no."""
+    statuses = selected_statuses(opts)
+    if bool(opts.job_ids) == bool(statuses):
+        raise errors.OpPrereqError("Either a status filter (--pending, --queued, --waiting)"
+                                   " or job ID(s) must be given, and never both",
+                                   errors.ECODE_INVAL)
+    if not statuses:
+        _check_found(opts.job_ids, cl.query_jobs(list(opts.job_ids), ["id"]))
+        return list(opts.job_ids)
+    result = cl.query("job", ["id", "status", "summary"], status_filter(statuses))
+    jobs = [int(row[0][1]) for row in result["data"]]
+    if not jobs:
+        raise errors.OpPrereqError("No jobs with the requested status have been found",
+                                   errors.ECODE_STATE)
+    if not opts.force:
+        _code, lines = cli.format_query_result(result, formatters=_LIST_FORMATTERS)
+        print("\n".join(lines), flush=True)
+        if not cli.ask_user(question):
+            return None
+    return jobs
 
 
 def _per_job(opts: argparse.Namespace, action: str) -> int:
     code = cli.EXIT_SUCCESS
     with cli.get_client() as cl:
-        _check_found(opts.job_ids, cl.query_jobs(list(opts.job_ids), ["id"]))
-        for job_id in opts.job_ids:
-            if action == "cancel":
-                ok, msg = cl.cancel_job(job_id)
+        if action == "archive":
+            job_ids = list(opts.job_ids)
+            _check_found(job_ids, cl.query_jobs(job_ids, ["id"]))
+        else:
+            verb = {"cancel": "Cancel", "kill": "Kill",
+                    "priority": "Change the priority of"}[action]
+            selected = _select_jobs(opts, cl, f"{verb} the job(s) listed above?")
+            if selected is None:
+                return cli.EXIT_CONFIRMATION
+            job_ids = selected
+        for job_id in job_ids:
+            if action in ("cancel", "kill"):
+                ok, msg = cl.cancel_job(job_id, kill=action == "kill")
             elif action == "archive":
                 ok = cl.archive_job(job_id)
                 msg = f"Job {job_id} archived" if ok else f"Failed to archive job {job_id}"
@@ -153,7 +232,10 @@ def _per_job(opts: argparse.Namespace, action: str) -> int:
 
 
 def cancel_jobs(opts: argparse.Namespace) -> int:
-    return _per_job(opts, "cancel")
+    if opts.kill and not opts.yes_do_it:
+        raise errors.OpPrereqError("The --kill option must be confirmed with --yes-do-it",
+                                   errors.ECODE_INVAL)
+    return _per_job(opts, "kill" if opts.kill else "cancel")
 
 
 def archive_jobs(opts: argparse.Namespace) -> int:
@@ -162,7 +244,7 @@ def archive_jobs(opts: argparse.Namespace) -> int:
 
 def change_priority(opts: argparse.Namespace) -> int:
     if opts.priority is None:
-        print("Missing --priority", file=sys.stderr)
+        print("The --priority option must be given", file=sys.stderr)
         return cli.EXIT_USAGE
     return _per_job(opts, "priority")
 
@@ -175,28 +257,63 @@ def auto_archive(opts: argparse.Namespace) -> int:
     return cli.EXIT_SUCCESS
 
 
-_RUNNING_OPT = cli.Option(("--running",), {"action": "store_true", "default": False,
-                                           "help": "Only running jobs"})
-_PENDING_OPT = cli.Option(("--pending",), {"action": "store_true", "default": False,
-                                           "help": "Only queued, waiting and canceling jobs"})
-_FINISHED_OPT = cli.Option(("--finished",), {"action": "store_true", "default": False,
-                                             "help": "Only finished jobs"})
+def _status_opt(flag: str, text: str) -> cli.Option:
+    return cli.Option((flag,), {"action": "store_true", "default": False, "help": text})
+
+
+_RUNNING_OPT = _status_opt("--running", "Only running jobs")
+_PENDING_OPT = _status_opt("--pending", "Only jobs pending execution: queued, waiting"
+                           " (for locks) or being canceled")
+_QUEUED_OPT = _status_opt("--queued", "Only queued jobs (not started yet)")
+_WAITING_OPT = _status_opt("--waiting", "Only jobs waiting for their locks")
+_ERROR_OPT = _status_opt("--error", "Only failed jobs (status error; -o +opresult shows"
+                         " the errors)")
+_FINISHED_OPT = _status_opt("--finished", "Only finished jobs (success, error, canceled)")
+_ARCHIVED_OPT = cli.Option(("--archived",), {
+    "action": "store_true", "default": False,
+    "help": "Include archived jobs (adds the Archived column; reads the whole archive,"
+            " which is slow when it is big)"})
+_FORCE_OPT = cli.Option(("-f", "--force"), {
+    "action": "store_true", "default": False,
+    "help": "Do not ask for confirmation when a status option selects the jobs"})
+_KILL_OPT = cli.Option(("--kill",), {
+    "action": "store_true", "default": False,
+    "help": "Ganeti kills running jobs with SIGKILL; here a job's opcode runs in a thread"
+            " of the master daemon, which cannot be killed without taking the master"
+            " down, so running jobs are refused (and named), and jobs not yet running"
+            " are canceled. Needs --yes-do-it"})
+_YES_DO_IT_OPT = cli.Option(("--yes-do-it", "--ya-rly"), {
+    "dest": "yes_do_it", "action": "store_true", "default": False,
+    "help": "Confirm --kill"})
 _JOB_IDS = cli.Arg("job_ids", 1, None, cli.job_id_arg)
+# ids, or none with a status option (cancel, change-priority) or for every job (info)
+_ANY_JOB_IDS = cli.Arg("job_ids", 0, None, cli.job_id_arg)
+_JOB_ID = cli.Arg("job_id", 1, 1, cli.job_id_arg)
 
 COMMANDS: dict[str, cli.Command] = {
     "list": cli.Command(list_jobs, (cli.names_arg("job_ids"),),
-                        (*cli.LIST_OPTS, _RUNNING_OPT, _PENDING_OPT, _FINISHED_OPT),
+                        (*cli.LIST_OPTS, _RUNNING_OPT, _PENDING_OPT, _ERROR_OPT,
+                         _FINISHED_OPT, _ARCHIVED_OPT),
                         "List jobs (all, or the given ids)"),
     "list-fields": cli.list_fields_command("job", "list"),
-    "info": cli.Command(show_job_info, (_JOB_IDS,), (), "Show details of jobs"),
-    "watch": cli.Command(watch_job, (cli.Arg("job_id", 1, 1, cli.job_id_arg),), (),
-                         "Follow a job's log until it finishes"),
-    "cancel": cli.Command(cancel_jobs, (_JOB_IDS,), (), "Cancel queued or waiting jobs"),
+    "info": cli.Command(show_job_info, (_ANY_JOB_IDS,), (),
+                        "Show details of jobs (all jobs when no id is given)"),
+    "watch": cli.Command(watch_job, (_JOB_ID,), (), "Follow a job's log until it finishes"),
+    "wait": cli.Command(wait_job, (_JOB_ID,), (),
+                        "Wait for a job to finish, printing nothing unless it fails"),
+    "cancel": cli.Command(cancel_jobs, (_ANY_JOB_IDS,),
+                          (_FORCE_OPT, _KILL_OPT, _YES_DO_IT_OPT, _PENDING_OPT, _QUEUED_OPT,
+                           _WAITING_OPT),
+                          "Cancel queued or waiting jobs: the given ids, or all jobs in"
+                          " the selected statuses"),
     "archive": cli.Command(archive_jobs, (_JOB_IDS,), (), "Archive finished jobs"),
     "autoarchive": cli.Command(auto_archive, (cli.Arg("age"),), (),
                                "Archive finished jobs older than AGE (e.g. 1d, 2h, all)"),
-    "change-priority": cli.Command(change_priority, (_JOB_IDS,), (cli.PRIORITY_OPT,),
-                                   "Change the priority of queued or waiting jobs"),
+    "change-priority": cli.Command(change_priority, (_ANY_JOB_IDS,),
+                                   (cli.PRIORITY_OPT, _FORCE_OPT, _PENDING_OPT, _QUEUED_OPT,
+                                    _WAITING_OPT),
+                                   "Change the priority of queued or waiting jobs: the"
+                                   " given ids, or all jobs in the selected statuses"),
 }
 
 

@@ -21,6 +21,7 @@ OPS_FINALIZED = constants.JOBS_FINALIZED
 JOB_FIELDS = frozenset({
     "id", "status", "priority", "summary", "ops", "opresult", "opstatus", "oplog",
     "opstart", "opexec", "opend", "oppriority", "received_ts", "start_ts", "end_ts",
+    "archived",
 })
 
 MSG_PREVIOUS_ERROR = "Error in previous opcode"
@@ -189,6 +190,8 @@ class QueuedJob:
                 return split_ts(self.start_ts)
             case "end_ts":
                 return split_ts(self.end_ts)
+            case "archived":
+                return self.archived
         raise errors.OpPrereqError(f"Unknown job field '{name}'", errors.ECODE_INVAL)
 
     def get_fields(self, names: list[str]) -> list[Any]:

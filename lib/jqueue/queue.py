@@ -385,6 +385,12 @@ class JobQueue:
                 result.append(None if job.archived else job.get_fields(fields))
         return result
 
+    def query_archived_jobs(self, fields: list[str]) -> list[list[Any]]:
+        """Field values of every archived job, oldest first (read from the store)."""
+        check_fields(fields)
+        jobs = self._store.load_archived_jobs(with_log="oplog" in fields)
+        return [job.get_fields(fields) for job in jobs]
+
     def wait_for_job_change(self, job_id: int, fields: list[str], prev_job_info: Any,
                             prev_log_serial: int | None, timeout: float
                             ) -> Literal["nochange"] | tuple[list[Any], list[Any]] | None:

@@ -76,6 +76,7 @@ class JobStore(Protocol):
     def append_log(self, job_id: int, entry: LogEntry) -> None: ...
     def archive_jobs(self, job_ids: list[int]) -> None: ...
     def archived_status(self, job_id: int) -> str | None: ...
+    def load_archived_jobs(self, with_log: bool = True) -> list[QueuedJob]: ...
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
 
@@ -254,30 +255,52 @@ class SqliteJobStore:
         self._call(fn)
 
     def load_jobs(self) -> list[QueuedJob]:
-        return self._call(_load_live_jobs)
+        return self._call(lambda conn: _load_jobs(conn, archived=False, with_log=True))
+
+    def load_archived_jobs(self, with_log: bool = True) -> list[QueuedJob]:
+        """The archived jobs (queries that ask for them); ``with_log`` False skips their
+        logs, the bulk of an old job, when the query does not show them.
+
+        Read on a connection of its own: WAL lets it run beside the writer thread,
+        so a long read of a big archive does not hold up job commits.
+        """
+        with self._cond:
+            if self._closing or self._thread is None:
+                raise errors.JobQueueError("Job store is closed")
+        conn = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("BEGIN")
+            return _load_jobs(conn, archived=True, with_log=with_log)
+        except sqlite3.Error as err:
+            raise errors.JobQueueError(f"Reading the job archive failed: {err}") from err
+        finally:
+            conn.close()
 
 
-def _load_live_jobs(conn: sqlite3.Connection) -> list[QueuedJob]:
+def _load_jobs(conn: sqlite3.Connection, archived: bool, with_log: bool) -> list[QueuedJob]:
+    # a literal, not a parameter: sqlite uses the partial index jobs_live only then
+    flag = 1 if archived else 0
     ops: dict[int, list[QueuedOpCode]] = {}
     for (job_id, inp, status, result, prio, start, exe, end) in conn.execute(
             "SELECT o.job_id, o.input, o.status, o.result, o.priority, o.start_us,"
             " o.exec_us, o.end_us FROM opcodes o JOIN jobs j ON j.id = o.job_id"
-            " WHERE j.archived = 0 ORDER BY o.job_id, o.idx"):
+            f" WHERE j.archived = {flag} ORDER BY o.job_id, o.idx"):
         ops.setdefault(job_id, []).append(QueuedOpCode(
             input=json.loads(inp), status=status,
             result=None if result is None else json.loads(result), priority=prio,
             start_ts=start, exec_ts=exe, end_ts=end))
-    for (job_id, serial, idx, ts_us, log_type, message) in conn.execute(
-            "SELECT l.job_id, l.serial, l.idx, l.ts_us, l.type, l.message FROM log l"
-            " JOIN jobs j ON j.id = l.job_id WHERE j.archived = 0"
-            " ORDER BY l.job_id, l.serial"):
+    log_rows = conn.execute(
+        "SELECT l.job_id, l.serial, l.idx, l.ts_us, l.type, l.message FROM log l"
+        f" JOIN jobs j ON j.id = l.job_id WHERE j.archived = {flag}"
+        " ORDER BY l.job_id, l.serial") if with_log else ()
+    for (job_id, serial, idx, ts_us, log_type, message) in log_rows:
         job_ops = ops.get(job_id)
         if job_ops is not None and 0 <= idx < len(job_ops):
             job_ops[idx].log.append(LogEntry(serial, idx, ts_us, log_type, json.loads(message)))
     jobs = []
     for (job_id, received, start, end) in conn.execute(
-            "SELECT id, received_us, start_us, end_us FROM jobs WHERE archived = 0"
+            f"SELECT id, received_us, start_us, end_us FROM jobs WHERE archived = {flag}"
             " ORDER BY id"):
         jobs.append(QueuedJob(id=job_id, ops=ops.get(job_id, []), received_ts=received,
-                              start_ts=start, end_ts=end))
+                              start_ts=start, end_ts=end, archived=archived))
     return jobs

@@ -24,11 +24,12 @@ JOB_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("start_ts", "Start", query.QFT_OTHER, "Timestamp of job start"),
     ("end_ts", "End", query.QFT_OTHER, "Timestamp of job end"),
     ("archived", "Archived", query.QFT_BOOL,
-     "Whether the job is archived (always false: archived jobs are not listed)"),
+     "Whether the job is archived (asking for this field lists archived jobs too)"),
 )
 JOB_FIELD_NAMES = tuple(f[0] for f in JOB_FIELDS)
-# fields known without asking the queue (Ganeti 3.0's gnt-job list --archived asks for one)
-CONSTANT_FIELDS: dict[str, object] = {"archived": False}
+# Selecting (or filtering on) this field brings in the archive, as in Ganeti 3.0
+# (its gnt-job list --archived adds the field to the query)
+ARCHIVED_FIELD = "archived"
 
 LOCK_FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("name", "Name", query.QFT_TEXT, "Lock name"),
@@ -40,8 +41,6 @@ LOCK_FIELDS: tuple[tuple[str, str, str, str], ...] = (
 
 def _job_value(name: str) -> query.Getter:
     def get(_source: Any, item: dict[str, Any]) -> Any:
-        if name in CONSTANT_FIELDS:
-            return CONSTANT_FIELDS[name]
         value = item[name]
         if value is None and name in ("start_ts", "end_ts"):
             return query.NODATA
@@ -51,10 +50,15 @@ def _job_value(name: str) -> query.Getter:
 
 def _job_rows(source: Any, needed: frozenset[str]) -> Iterable[dict[str, Any]]:
     # only the needed fields: logs and opcodes of thousands of jobs are not cheap
-    names = sorted(needed - CONSTANT_FIELDS.keys()) or ["id"]
-    for row in source.queue.query_jobs(None, names):
-        if row is not None:
-            yield dict(zip(names, row, strict=True))
+    names = sorted(needed | {"id"})
+    rows = {row[names.index("id")]: row
+            for row in source.queue.query_jobs(None, names) if row is not None}
+    if ARCHIVED_FIELD in needed:
+        # after the live ones: a job archived in between is then listed once, archived
+        rows.update((row[names.index("id")], row)
+                    for row in source.queue.query_archived_jobs(names))
+    for job_id in sorted(rows):
+        yield dict(zip(names, rows[job_id], strict=True))
 
 
 def _lock_rows(source: Any) -> Iterable[Sequence[Any]]:

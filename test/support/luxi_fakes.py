@@ -22,6 +22,7 @@ class FakeJob:
         self.log: list[list[Any]] = []
         self.result: Any = None
         self.received = [int(time.time()), 0]
+        self.archived = False
 
     def field(self, name: str) -> Any:
         values = {
@@ -40,6 +41,7 @@ class FakeJob:
             "received_ts": self.received,
             "start_ts": None,
             "end_ts": None,
+            "archived": self.archived,
         }
         if name not in values:
             raise errors.OpPrereqError(f"Unknown job field '{name}'", errors.ECODE_INVAL)
@@ -51,6 +53,7 @@ class FakeQueue:
 
     def __init__(self) -> None:
         self.jobs: dict[int, FakeJob] = {}
+        self.archived: dict[int, FakeJob] = {}
         self.cond = threading.Condition()
         self.drained = False
         self.waiters = 0
@@ -65,7 +68,7 @@ class FakeQueue:
 
     def submit_job_to_drained_queue(self, ops: list[opcodes.OpCode]) -> int:
         with self.cond:
-            job = FakeJob(len(self.jobs) + 1, ops)
+            job = FakeJob(len(self.jobs) + len(self.archived) + 1, ops)
             self.jobs[job.id] = job
             return job.id
 
@@ -101,13 +104,14 @@ class FakeQueue:
         job = self.jobs.get(job_id)
         if job is None or job.status not in constants.JOBS_FINALIZED:
             return False
-        del self.jobs[job_id]
+        job.archived = True
+        self.archived[job_id] = self.jobs.pop(job_id)
         return True
 
     def auto_archive_jobs(self, age: float, timeout: float) -> tuple[int, int]:
         done = [j for j in self.jobs.values() if j.status in constants.JOBS_FINALIZED]
         for job in done:
-            del self.jobs[job.id]
+            self.archive_job(job.id)
         return len(done), 0
 
     def query_jobs(self, job_ids: list[int] | None, fields: list[str]) -> list[Any]:
@@ -116,6 +120,10 @@ class FakeQueue:
             ids = sorted(self.jobs) if job_ids is None else job_ids
             return [[self.jobs[i].field(f) for f in fields] if i in self.jobs else None
                     for i in ids]
+
+    def query_archived_jobs(self, fields: list[str]) -> list[Any]:
+        with self.cond:
+            return [[self.archived[i].field(f) for f in fields] for i in sorted(self.archived)]
 
     def wait_for_job_change(self, job_id: int, fields: list[str], prev_job_info: Any,
                             prev_log_serial: Any, timeout: float) -> Any:

@@ -356,14 +356,18 @@ def test_placeholders_are_documented() -> None:
 
 
 def test_job_archived_field(address: Path) -> None:
-    """3.0's gnt-job list --archived selects it; no archived job is ever listed here."""
+    """3.0's gnt-job list --archived selects it: asking for it lists archived jobs too."""
     queue = FakeQueue()
     with running_server(address, queue), luxi.Client(str(address), timeout=WAIT) as cl:
+        old = cl.submit_job([opcodes.OpTestDelay.create(duration=0)])
         job_id = cl.submit_job([opcodes.OpTestDelay.create(duration=0)])
+        queue.update(old, constants.OP_STATUS_SUCCESS)
+        assert cl.archive_job(old)
         result = cl.query("job", ["id", "archived"])
-        assert result["data"] == [[[0, job_id], [0, False]]]
+        assert result["data"] == [[[0, old], [0, True]], [[0, job_id], [0, False]]]
         assert result["fields"][1]["kind"] == "bool"
-        assert "archived" not in queue.queried_fields[-1], "not asked from the queue"
+        # without the field the archive stays out of the answer
+        assert cl.query("job", ["id"])["data"] == [[[0, job_id]]]
 
 
 def test_query_nodes_live_fields_ask_the_nodes(env: Env, conn: RawConnection) -> None:
