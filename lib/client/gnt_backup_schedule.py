@@ -51,7 +51,9 @@ def _checked_count(rule: str, convert: Any) -> Any:
 KEEP_OPTS = tuple(
     cli.Option(opt.flags, {**opt.kwargs,
                            "type": _checked_count(opt.kwargs["dest"], opt.kwargs["type"])})
-    for opt in cli.model_options(retention.RetentionRules, "", "", default_help="none"))
+    for opt in cli.model_options(
+        retention.RetentionRules, "", "",
+        default_help="unset or 0: the rule is not used; a generation any rule keeps is kept"))
 
 
 def _retention(opts: argparse.Namespace) -> dict[str, int]:

@@ -85,7 +85,8 @@ def modify(opts: argparse.Namespace) -> int:
 
 
 _ADD_OPTS = (
-    cli.Option(("-s", "--secondary-ip"), {"default": None}),
+    cli.Option(("-s", "--secondary-ip"), {"default": None,
+                                          "help": "Secondary (replication) address"}),
     cli.Option(("--primary-ip",), {"default": None,
                                    "help": "Node address (default: resolve the name)"}),
     cli.Option(("--port",), {"type": int, "default": None,
@@ -94,15 +95,25 @@ _ADD_OPTS = (
                               "help": "Re-add a node that is already in the config"}),
     cli.Option(("--ssh-user",), {"default": None,
                                  "help": "Install the node over SSH as this user first"}),
-    cli.Option(("--ssh-port",), {"type": int, "default": None}),
-    cli.Option(("--master-capable",), {"type": _bool, "default": None, "metavar": "yes|no"}),
-    cli.Option(("--vm-capable",), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("--ssh-port",), {"type": int, "default": None,
+                                 "help": "SSH port of the new node (with --ssh-user)"}),
+    cli.Option(("--master-capable",), {"type": _bool, "default": None, "metavar": "yes|no",
+                                       "help": "Whether the node may become master"
+                                               " (candidate)"}),
+    cli.Option(("--vm-capable",), {"type": _bool, "default": None, "metavar": "yes|no",
+                                   "help": "Whether the node may run instances"}),
 )
 _MODIFY_OPTS = (
-    cli.Option(("-O", "--offline"), {"type": _bool, "default": None, "metavar": "yes|no"}),
-    cli.Option(("-D", "--drained"), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("-O", "--offline"), {"type": _bool, "default": None, "metavar": "yes|no",
+                                     "help": "Mark the node offline (no RPC is sent to it)"
+                                             " or back online"}),
+    cli.Option(("-D", "--drained"), {"type": _bool, "default": None, "metavar": "yes|no",
+                                     "help": "Drain the node (no new instances on it) or"
+                                             " undrain it"}),
     cli.Option(("-C", "--master-candidate"), {"type": _bool, "default": None,
-                                              "metavar": "yes|no"}),
+                                              "metavar": "yes|no",
+                                              "help": "Make the node a master candidate"
+                                                      " (it gets the configuration) or not"}),
     cli.Option(("--backup-bwlimit",), {
         "type": _bwlimit, "default": None, "metavar": "KIB_PER_S|none",
         "help": "Bandwidth limit in KiB/s shared by every export stream the node sends or"
