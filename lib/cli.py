@@ -8,6 +8,7 @@ one readable line and an exit code (0 ok, 1 failure, 2 usage).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -215,6 +216,15 @@ def job_id_arg(value: str) -> int:
     return job_id
 
 
+def yes_no(value: str) -> bool:
+    """An option's yes/no value (also true/false, on/off, 1/0)."""
+    if value.lower() in ("yes", "true", "1", "on"):
+        return True
+    if value.lower() in ("no", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got '{value}'")
+
+
 def names_arg(what: str) -> Arg:
     """The NAMES argument of a list command: names, glob patterns or one filter (-F)."""
     return Arg(what, min=0, max=None)
@@ -230,25 +240,118 @@ def list_filter(opts: argparse.Namespace, names: Sequence[str] | None,
         qfilter)
 
 
-@dataclass(frozen=True)
+class OptionGroup:
+    """Options made on first use, e.g. from a pydantic model (see :func:`lazy_model_options`).
+
+    A command table lists the group among its options; it is expanded only when that
+    command's parser is built, so the script's other commands never import the model.
+    """
+
+    def __init__(self, make: Callable[[], Sequence[Option]]) -> None:
+        self._make = make
+        self._options: tuple[Option, ...] | None = None
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        if self._options is None:
+            self._options = tuple(self._make())
+        return self._options
+
+
+def lazy_model_options(model: str, prefix: str, dest_prefix: str,
+                       names: Sequence[str] | None = None,
+                       default_help: str | None = None) -> OptionGroup:
+    """:func:`model_options` of the model ``"package.module:Class"``, imported on first use."""
+    module_name, _sep, class_name = model.partition(":")
+
+    def make() -> tuple[Option, ...]:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return model_options(cls, prefix, dest_prefix, names, default_help)
+    return OptionGroup(make)
+
+
+def _no_func(_opts: argparse.Namespace) -> int:
+    raise AssertionError("a deferred command runs the command it loads")
+
+
 class Command:
-    """One entry of a script's command table."""
+    """One entry of a script's command table.
 
-    func: Callable[[argparse.Namespace], int]
-    args: tuple[Arg, ...] = ()
-    options: tuple[Option, ...] = ()
-    description: str = ""
-    # the command says itself what its --dry-run would do (else generic_main says
-    # that the checks passed, see dry_run_message)
-    reports_dry_run: bool = False
+    ``options`` may hold :class:`OptionGroup` entries; ``load`` defers the whole
+    command (function, arguments, options) to a module imported only when the
+    command runs or its help is shown, keeping the stub's description for the
+    script's command list.  Reading ``options`` gives plain Options either way.
+    """
+
+    __slots__ = ("_args", "_func", "_load", "_loaded", "_options", "_raw_options",
+                 "_reports_dry_run", "description")
+
+    def __init__(self, func: Callable[[argparse.Namespace], int] = _no_func,
+                 args: tuple[Arg, ...] = (), options: Sequence[Option | OptionGroup] = (),
+                 description: str = "", *, load: Callable[[], Command] | None = None,
+                 reports_dry_run: bool = False) -> None:
+        self._func = func
+        self._args = tuple(args)
+        self._raw_options = tuple(options)
+        self._options: tuple[Option, ...] | None = None
+        self._load = load
+        self._loaded: Command | None = None
+        self.description = description
+        # the command says itself what its --dry-run would do (else generic_main says
+        # that the checks passed, see dry_run_message)
+        self._reports_dry_run = reports_dry_run
+
+    def _target(self) -> Command:
+        if self._load is None:
+            return self
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    @property
+    def func(self) -> Callable[[argparse.Namespace], int]:
+        return self._target()._func
+
+    @property
+    def args(self) -> tuple[Arg, ...]:
+        return self._target()._args
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        target = self._target()
+        if target._options is None:
+            target._options = tuple(
+                opt for entry in target._raw_options
+                for opt in (entry.options if isinstance(entry, OptionGroup) else (entry,)))
+        return target._options
+
+    @property
+    def reports_dry_run(self) -> bool:
+        return self._target()._reports_dry_run
+
+    def __repr__(self) -> str:
+        return f"Command({getattr(self._func, '__name__', self._func)!r}, {self.description!r})"
 
 
-def build_parser(prog: str, commands: dict[str, Command],
-                 description: str = "") -> argparse.ArgumentParser:
+def deferred_command(module: str, attr: str, description: str) -> Command:
+    """The command ``attr`` of ``module``, imported only when it runs (or shows its help)."""
+    def load() -> Command:
+        command: Command = getattr(importlib.import_module(module), attr)
+        return command
+    return Command(description=description, load=load)
+
+
+def build_parser(prog: str, commands: dict[str, Command], description: str = "",
+                 only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a script; with ``only``, just that command gets its options and
+    arguments (the others are listed by name: building them could import heavy
+    modules a different command needs).  None builds every command (man pages)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in commands.items():
         cparser = sub.add_parser(name, help=cmd.description, description=cmd.description)
+        if only is not None and name != only:
+            continue
         for opt in (*GLOBAL_OPTS, *cmd.options):
             opt.add_to(cparser)
         for arg in cmd.args:
@@ -263,8 +366,10 @@ def build_parser(prog: str, commands: dict[str, Command],
 def parse_command_line(prog: str, commands: dict[str, Command],
                        argv: Sequence[str]) -> argparse.Namespace:
     """Parse argv (without the program name); argparse exits 2 on misuse."""
-    parser = build_parser(prog, commands)
-    opts = parser.parse_args(list(argv))
+    argv = list(argv)
+    # the command name comes first (global options belong to each command)
+    parser = build_parser(prog, commands, only=argv[0] if argv else "")
+    opts = parser.parse_args(argv)
     for spec in getattr(opts, "_arg_specs", ()):
         values = getattr(opts, spec.name, None)
         if not isinstance(values, list):
@@ -282,6 +387,21 @@ class JobSubmitted(Exception):
     def __init__(self, job_id: int) -> None:
         super().__init__(job_id)
         self.job_id = job_id
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting for a job: the job is not cancelled, it goes on in the master."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+def interrupted_lines(job_id: int) -> list[str]:
+    """What a command interrupted while it waited for a job tells the user."""
+    return [f"Interrupted. Job {job_id} was not cancelled: it goes on in the background.",
+            f"Follow it with 'gnt-job watch {job_id}', cancel it with"
+            f" 'gnt-job cancel {job_id}'."]
 
 
 def generic_main(prog: str, commands: dict[str, Command],
@@ -302,8 +422,15 @@ def generic_main(prog: str, commands: dict[str, Command],
             print(dry_run_message(prog, opts))
         return code
     except JobSubmitted as sub:
-        print(f"JobID: {sub.job_id}")
+        # as Ganeti's: with --print-jobid the bare id is on stdout already, this on stderr;
+        # without it this line is the command's output (scripts read it there)
+        print(f"JobID: {sub.job_id}",
+              file=sys.stderr if getattr(opts, "print_jobid", False) else sys.stdout)
         return EXIT_SUCCESS
+    except JobInterrupted as intr:
+        for line in interrupted_lines(intr.job_id):
+            print(line, file=sys.stderr)
+        return EXIT_FAILURE
     except errors.GenericError as err:
         if opts.debug:
             traceback.print_exc()
@@ -346,18 +473,25 @@ def get_client(timeout: float = 60) -> luxi.Client:
     return luxi.Client(timeout=timeout)
 
 
-def set_generic_opcode_opts(op: OpCode, opts: argparse.Namespace) -> None:
-    """Copy --dry-run, --debug, --priority and --reason into an opcode."""
+def set_generic_opcode_opts(op: OpCode | dict[str, Any], opts: argparse.Namespace) -> None:
+    """Copy --dry-run, --debug, --priority and --reason into an opcode (object or dict)."""
+    fields: dict[str, Any] = {}
     if getattr(opts, "dry_run", False):
-        op.dry_run = True
+        fields["dry_run"] = True
     if getattr(opts, "debug", 0):
-        op.debug_level = int(opts.debug)
+        fields["debug_level"] = int(opts.debug)
     priority = getattr(opts, "priority", None)
     if priority is not None:
-        op.priority = priority
+        fields["priority"] = priority
     reason = getattr(opts, "reason", None)
     if reason:
-        op.reason = [*op.reason, ("gnt:user", str(reason), time.time_ns())]
+        trail = op.get("reason", []) if isinstance(op, dict) else op.reason
+        fields["reason"] = [*trail, ("gnt:user", str(reason), time.time_ns())]
+    for name, value in fields.items():
+        if isinstance(op, dict):
+            op[name] = value
+        else:
+            setattr(op, name, value)
 
 
 def format_log_entry(entry: Sequence[Any]) -> str:
@@ -388,43 +522,60 @@ def _print_feedback(entry: Sequence[Any]) -> None:
 def poll_job(job_id: int, cl: luxi.Client, feedback_fn: FeedbackFn | None = None) -> list[Any]:
     """Follow a job, handing each log entry to ``feedback_fn``; return its results.
 
-    Raises the job's own error (typed) when it did not succeed.
+    Raises the job's own error (typed) when it did not succeed, and
+    :class:`JobInterrupted` on Ctrl-C (the job itself goes on).
     """
     feedback = feedback_fn or _print_feedback
     prev_info: list[Any] | None = None
     prev_serial: int | None = None
-    while True:
-        change = cl.wait_for_job_change_once(job_id, ["status"], prev_info, prev_serial)
-        if change is None:
-            raise errors.JobLost(f"Job {job_id} not found")
-        if change == luxi.JOB_NOTCHANGED:
-            continue
-        job_info, log_entries = change
-        for entry in log_entries:
-            feedback(entry)
-            prev_serial = max(prev_serial or 0, int(entry[0]))
-        prev_info = job_info
-        if job_info[0] in constants.JOBS_FINALIZED:
-            break
-    return luxi.job_results(job_id, cl.query_jobs([job_id], luxi.RESULT_FIELDS), "not found")
+    try:
+        while True:
+            change = cl.wait_for_job_change_once(job_id, ["status"], prev_info, prev_serial)
+            if change is None:
+                raise errors.JobLost(f"Job {job_id} not found")
+            if change == luxi.JOB_NOTCHANGED:
+                continue
+            job_info, log_entries = change
+            for entry in log_entries:
+                feedback(entry)
+                prev_serial = max(prev_serial or 0, int(entry[0]))
+            prev_info = job_info
+            if job_info[0] in constants.JOBS_FINALIZED:
+                break
+        rows = cl.query_jobs([job_id], luxi.RESULT_FIELDS)
+    except JobInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise JobInterrupted(job_id) from None
+    return luxi.job_results(job_id, rows, "not found")
 
 
-def submit_opcode(op: OpCode, opts: argparse.Namespace | None = None,
+def submit_opcode(op: OpCode | dict[str, Any], opts: argparse.Namespace | None = None,
                   cl: luxi.Client | None = None,
                   feedback_fn: FeedbackFn | None = None) -> Any:
     """Submit one opcode as a job and wait for it; return the opcode's result.
 
-    With --submit this raises :class:`JobSubmitted` right after queueing.
+    ``op`` is an opcode object (checked here, so a bad option fails before anything
+    is sent) or, for read-only queries of list commands, a dict with ``OP_ID`` that
+    only the master checks (building the object would import pydantic: 0.4 s).
+    With --submit this raises :class:`JobSubmitted` right after queueing (having
+    printed the bare id first with --print-jobid); Ctrl-C while waiting raises
+    :class:`JobInterrupted`.
     """
     if opts is not None:
         set_generic_opcode_opts(op, opts)
     client = cl or get_client()
     job_id = client.submit_job([op])
-    if opts is not None and getattr(opts, "submit_only", False):
-        raise JobSubmitted(job_id)
-    if opts is not None and getattr(opts, "print_jobid", False):
-        print(job_id, flush=True)
-    return poll_job(job_id, client, feedback_fn)[0]
+    try:
+        if opts is not None and getattr(opts, "print_jobid", False):
+            print(job_id, flush=True)
+        if opts is not None and getattr(opts, "submit_only", False):
+            raise JobSubmitted(job_id)
+        return poll_job(job_id, client, feedback_fn)[0]
+    except JobInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise JobInterrupted(job_id) from None
 
 
 # --- parsing helpers ---------------------------------------------------------------

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ganeti import cli, constants, objects, opcodes, qlang, query
+from ganeti import cli, constants, qlang, query
 from ganeti.backup import exportmeta
-from ganeti.client import gnt_backup_schedule, gnt_instance
-from ganeti.transfer.master.coordinator import format_size
+from ganeti.client import gnt_instance
+
+if TYPE_CHECKING:
+    from ganeti import opcodes
+
+# gnt-backup schedule and prune (their module needs pydantic): imported when they run
+_SCHEDULE_MODULE = "ganeti.client.gnt_backup_schedule"
 
 # (name, title, kind, description) of the fields `gnt-backup list` knows; the size
 # fields are storage sizes counted in bytes (--units formats them, see cli.format_sizes)
@@ -90,6 +96,7 @@ def _submit(op: opcodes.OpCode, opts: argparse.Namespace) -> Any:
 
 
 def export(opts: argparse.Namespace) -> int:
+    from ganeti import objects, opcodes
     op = opcodes.OpBackupExport.create(
         instance_name=opts.instance, target_node=opts.node, shutdown=opts.shutdown,
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
@@ -107,6 +114,7 @@ def export(opts: argparse.Namespace) -> int:
 
 
 def import_instance(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     fields = gnt_instance.create_fields(opts, default_nic=False)
     src_path = opts.src_dir
     if opts.generation:
@@ -212,9 +220,12 @@ def verified_text(record: dict[str, Any] | None) -> str:
 def _generation_rows(opts: argparse.Namespace, qfilter: list[Any] | None = None
                      ) -> tuple[list[dict[str, str]], list[str]]:
     """Rows of the detailed query; older generations only with --generations."""
+    from ganeti.transfer.master.coordinator import format_size
     keep = query.compile_local_filter("export generation", _GENERATION_FILTER_FIELDS,
                                       qfilter)
-    op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes)
+    # a read-only query, sent as a dict the master validates (OpBackupListGenerations):
+    # building the opcode object would make listing import pydantic
+    op = {"OP_ID": "OP_BACKUP_LIST_GENERATIONS", "nodes": list(opts.nodes)}
     result = cli.submit_opcode(op, feedback_fn=lambda _e: None)
     size_text = str if opts.separator is not None else format_size
     rows = []
@@ -239,6 +250,7 @@ def _generation_rows(opts: argparse.Namespace, qfilter: list[Any] | None = None
 
 
 def verify(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpBackupVerify.create(exports=opts.exports, nodes=opts.nodes,
                                        newest_only=opts.newest)
     result = _submit(op, opts)
@@ -262,6 +274,7 @@ def _address(opts: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def _set_params(opts: argparse.Namespace, protected: bool | None, note: str | None) -> int:
+    from ganeti import opcodes
     name, generation = _address(opts)
     op = opcodes.OpBackupSetGenerationParams.create(
         instance_name=name, generation=generation, protected=protected, note=note)
@@ -282,6 +295,7 @@ def modify(opts: argparse.Namespace) -> int:
 
 
 def remove(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     name, generation = _address(opts)
     if generation:
         op: opcodes.OpCode = opcodes.OpBackupRemoveGeneration.create(
@@ -316,8 +330,8 @@ _EXPORT_ARG = (cli.Arg("instance"),)
 # --bwlimit, --ionice-class, --ionice-level: defined by the cluster's backup
 # defaults (the opcode fields of the same names override them)
 _LIMIT_DEST = "limit_"
-LIMIT_OPTS = cli.model_options(
-    objects.BackupDefaults, "", _LIMIT_DEST, ("bwlimit", "ionice_class", "ionice_level"),
+LIMIT_OPTS = cli.lazy_model_options(
+    "ganeti.objects:BackupDefaults", "", _LIMIT_DEST, ("bwlimit", "ionice_class", "ionice_level"),
     default_help="the cluster's backup default, see gnt-cluster modify")
 
 _EXPORT_OPTS = (
@@ -348,7 +362,7 @@ _EXPORT_OPTS = (
                                      " what changed since the newest export on the node)"}),
     _COMPRESS_OPT,
     _NOTE_OPT,
-    *LIMIT_OPTS,
+    LIMIT_OPTS,
 )
 
 _IMPORT_OPTS = (
@@ -402,7 +416,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, _EXPORT_ARG,
                           (_GENERATION_OPT, _NOTE_OPT,
                            cli.Option(("--protected",), {
-                               "type": gnt_backup_schedule.yes_no, "default": None,
+                               "type": cli.yes_no, "default": None,
                                "metavar": "yes|no",
                                "help": "Protect (yes) or unprotect (no)"}),
                            *cli.SUBMIT_OPTS),
@@ -416,7 +430,9 @@ COMMANDS: dict[str, cli.Command] = {
          *cli.SUBMIT_OPTS),
         "Re-hash exports (INSTANCE: every generation, INSTANCE@GENERATION: one; none: all)"
         " against their checksums and block indexes; exit 1 when anything is bad"),
-    "prune": gnt_backup_schedule.PRUNE_COMMAND,
+    "prune": cli.deferred_command(
+        _SCHEDULE_MODULE, "PRUNE_COMMAND",
+        "Remove export generations a retention policy does not keep (--dry-run: show them)"),
     # listed for --help; main() hands "schedule ..." to its own command table
     "schedule": cli.Command(lambda _opts: cli.EXIT_USAGE,
                             (cli.Arg("subcommand", min=0, max=None),), (),
@@ -427,5 +443,7 @@ COMMANDS: dict[str, cli.Command] = {
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "schedule":
-        return gnt_backup_schedule.main(args[1:])
+        schedule_main: Callable[[list[str]], int] = \
+            importlib.import_module(_SCHEDULE_MODULE).main
+        return schedule_main(args[1:])
     return cli.generic_main("gnt-backup", COMMANDS, argv)

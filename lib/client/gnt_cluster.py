@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from ganeti import bootstrap, cli, constants, daemon, errors, objects, opcodes, pathutils
+from ganeti import cli, constants, errors, pathutils
 from ganeti.client import cluster_crypto, tags
 
 
@@ -18,6 +18,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def init(opts: argparse.Namespace) -> int:
+    from ganeti import bootstrap
     master = opts.master_node or socket.getfqdn()
     primary_ip = opts.primary_ip
     if primary_ip is None:
@@ -51,10 +52,11 @@ def info(opts: argparse.Namespace) -> int:
 
 
 _BACKUP_DEST = "backup_default_"
-_BACKUP_OPTS = cli.model_options(objects.BackupDefaults, "backup", _BACKUP_DEST)
+_BACKUP_OPTS = cli.lazy_model_options("ganeti.objects:BackupDefaults", "backup", _BACKUP_DEST)
 
 
 def modify(opts: argparse.Namespace) -> int:
+    from ganeti import objects, opcodes
     changes = cli.model_values(opts, objects.BackupDefaults, _BACKUP_DEST)
     if not changes:
         raise errors.OpPrereqError("Nothing to change: give at least one option"
@@ -66,6 +68,7 @@ def modify(opts: argparse.Namespace) -> int:
 def verify(opts: argparse.Namespace) -> int:
     """Follow the group-verify jobs OpClusterVerify submits (as Ganeti's client does);
     exit 1 unless every one succeeded and found nothing wrong."""
+    from ganeti import opcodes
     with cli.get_client() as cl:
         result = cli.submit_opcode(opcodes.OpClusterVerify.create(), opts, cl=cl)
         bad_jobs = bad_results = 0
@@ -99,6 +102,7 @@ def master_ping(opts: argparse.Namespace) -> int:
 
 
 def destroy(opts: argparse.Namespace) -> int:
+    from ganeti import daemon, opcodes
     if not opts.yes_do_it:
         raise errors.OpPrereqError(
             "Destroying a cluster is irreversible; pass --yes-do-it to confirm",
@@ -142,7 +146,7 @@ COMMANDS: dict[str, cli.Command] = {
     "init": cli.Command(init, (cli.Arg("cluster_name"),), _INIT_OPTS,
                         "Create a new cluster with this node as master"),
     "info": cli.Command(info, (), (), "Show cluster configuration"),
-    "modify": cli.Command(modify, (), (*_BACKUP_OPTS, *cli.SUBMIT_OPTS),
+    "modify": cli.Command(modify, (), (_BACKUP_OPTS, *cli.SUBMIT_OPTS),
                           "Change cluster settings (the defaults of backup jobs)"),
     "verify": cli.Command(verify, (), cli.SUBMIT_OPTS,
                           "Check that every node answers with a compatible daemon;"

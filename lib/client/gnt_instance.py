@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from ganeti import cli, constants, errors, opcodes
+from ganeti import cli, constants, errors
 from ganeti.client import tags
 
 LIST_DEFAULT_FIELDS = ("name", "hypervisor", "os", "pnode", "status", "oper_ram")
@@ -79,6 +79,7 @@ def parse_indexed(specs: list[str], what: str) -> list[dict[str, str]]:
 
 
 def disks_from_opts(disk_specs: list[str], size: str | None) -> list[dict[str, Any]]:
+    from ganeti import opcodes
     if size is not None and disk_specs:
         raise errors.OpPrereqError("Use either -s/--os-size or --disk, not both",
                                    errors.ECODE_INVAL)
@@ -143,6 +144,7 @@ def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[st
 
 
 def add(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     cli.submit_opcode(opcodes.OpInstanceCreate.create(**create_fields(opts)), opts)
     return cli.EXIT_SUCCESS
 
@@ -160,6 +162,7 @@ def _format_params(actual: dict[str, Any], own: dict[str, Any]) -> list[str]:
 
 
 def info(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpInstanceQueryData.create(instances=opts.instances, static=opts.static)
     result = cli.submit_opcode(op, opts, feedback_fn=lambda _entry: None)
     for name in sorted(result):
@@ -196,6 +199,7 @@ def info(opts: argparse.Namespace) -> int:
 
 
 def start(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     _, hvparams = hv_from_opt(opts.hypervisor)
     op = opcodes.OpInstanceStartup.create(
         instance_name=opts.instance, force=opts.force, beparams=beparams_from_opt(opts.backend),
@@ -206,6 +210,7 @@ def start(opts: argparse.Namespace) -> int:
 
 
 def stop(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpInstanceShutdown.create(
         instance_name=opts.instance, force=opts.force, timeout=opts.timeout,
         no_remember=opts.no_remember, ignore_offline_nodes=opts.ignore_offline)
@@ -214,6 +219,7 @@ def stop(opts: argparse.Namespace) -> int:
 
 
 def reboot(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpInstanceReboot.create(
         instance_name=opts.instance, reboot_type=opts.type,
         shutdown_timeout=opts.shutdown_timeout, ignore_secondaries=opts.ignore_secondaries)
@@ -228,6 +234,7 @@ def _confirm(question: str) -> bool:
 
 
 def remove(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     if not opts.force and not _confirm(
             f"This will remove the volumes of the instance {opts.instance} (including"
             " mirrors), thus removing all the data of the instance. Continue?"):
@@ -241,6 +248,7 @@ def remove(opts: argparse.Namespace) -> int:
 
 
 def modify(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     _, hvparams = hv_from_opt(opts.hypervisor)
     op = opcodes.OpInstanceSetParams.create(
         instance_name=opts.instance, beparams=beparams_from_opt(opts.backend),
