@@ -135,9 +135,9 @@ def test_list_fields(cluster: E2ECluster) -> None:
     out = cluster.gnt("gnt-job", "list-fields").stdout.splitlines()
     assert out[0].split() == ["Name", "Type", "Title", "Description"]
     assert {line.split()[0] for line in out[1:]} >= {"id", "status", "summary", "archived"}
-    out = cluster.gnt("gnt-job", "list-fields", "--no-headers", "--separator", "|",
+    one = cluster.gnt("gnt-job", "list-fields", "--no-headers", "--separator", "|",
                       "archived").stdout
-    assert out.startswith("archived|Boolean|Archived|")
+    assert one.startswith("archived|Boolean|Archived|")
     bad = cluster.gnt("gnt-job", "list-fields", "nosuchfield", ok=False)
     assert bad.returncode == 1 and "nosuchfield" in bad.stderr
 
