@@ -15,12 +15,16 @@ import sys
 import time
 import traceback
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ganeti import constants, errors, luxi, pathutils, qlang, query
-from ganeti.opcodes import OpCode
+
+if TYPE_CHECKING:
+    # annotations only: a command that builds opcodes imports ganeti.opcodes (pydantic,
+    # ~0.4 s) inside the function that runs, so list commands start fast
+    from ganeti.opcodes import OpCode
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -234,6 +238,9 @@ class Command:
     args: tuple[Arg, ...] = ()
     options: tuple[Option, ...] = ()
     description: str = ""
+    # the command says itself what its --dry-run would do (else generic_main says
+    # that the checks passed, see dry_run_message)
+    reports_dry_run: bool = False
 
 
 def build_parser(prog: str, commands: dict[str, Command],
@@ -247,7 +254,9 @@ def build_parser(prog: str, commands: dict[str, Command],
         for arg in cmd.args:
             arg.add_to(cparser)
         # argparse cannot express every count range; parse_command_line checks them
-        cparser.set_defaults(func=cmd.func, _arg_specs=cmd.args)
+        cparser.set_defaults(func=cmd.func, _arg_specs=cmd.args,
+                             _dry_run_text=None if cmd.reports_dry_run else
+                             cmd.description)
     return parser
 
 
@@ -287,7 +296,11 @@ def generic_main(prog: str, commands: dict[str, Command],
     if opts.root:
         os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
     try:
-        return int(opts.func(opts))
+        code = int(opts.func(opts))
+        if code == EXIT_SUCCESS and getattr(opts, "dry_run", False) and \
+                getattr(opts, "_dry_run_text", None) is not None:
+            print(dry_run_message(prog, opts))
+        return code
     except JobSubmitted as sub:
         print(f"JobID: {sub.job_id}")
         return EXIT_SUCCESS
@@ -310,6 +323,20 @@ def generic_main(prog: str, commands: dict[str, Command],
             traceback.print_exc()
         print(f"Unexpected error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def dry_run_message(prog: str, opts: argparse.Namespace) -> str:
+    """What a successful --dry-run prints: the checks passed, what the command would
+    have done (its description), and that nothing changed."""
+    args: list[str] = []
+    for spec in getattr(opts, "_arg_specs", ()):
+        value = getattr(opts, spec.name, None)
+        args.extend(str(v) for v in (value if isinstance(value, list) else [value])
+                    if v is not None)
+    text = str(opts._dry_run_text or "run")
+    what = " ".join([prog, opts.command, *args])
+    return (f"Dry run: the checks passed; {what} would {text[:1].lower()}{text[1:]}."
+            " Nothing was changed.")
 
 
 # --- talking to the master ----------------------------------------------------------
@@ -404,12 +431,125 @@ def submit_opcode(op: OpCode, opts: argparse.Namespace | None = None,
 
 
 def parse_fields(selected: str | None, default: Sequence[str]) -> list[str]:
-    """Field list from -o: ``None`` -> defaults, ``+a,b`` -> defaults plus a, b."""
+    """Field list from -o: ``None`` -> defaults, ``+a,b`` -> defaults plus a, b.
+
+    A field given twice is shown once (``-g -o +generation``); ``-o ''`` is refused
+    (Ganeti queries the empty name and fails on it) rather than printing blank lines.
+    """
     if selected is None:
         return list(default)
     if selected.startswith("+"):
-        return [*default, *[f for f in selected[1:].split(",") if f]]
-    return [f for f in selected.split(",") if f]
+        fields = [*default, *[f for f in selected[1:].split(",") if f.strip()]]
+    else:
+        fields = [f for f in selected.split(",") if f.strip()]
+    if not fields:
+        raise errors.OpPrereqError("-o/--output: no fields given (leave -o out for the"
+                                   " default fields, '+FIELD' adds to them)",
+                                   errors.ECODE_INVAL)
+    return list(dict.fromkeys(f.strip() for f in fields))
+
+
+# --- the one rule for misses: unknown fields, objects that are not there ----------------
+
+
+def not_found(kind: str, names: Sequence[Any]) -> errors.OpPrereqError:
+    """The error every command raises for objects that do not exist (Ganeti's wording,
+    ``Node 'x' not known``); the command prints nothing else and exits 1."""
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return errors.OpPrereqError(f"{kind} {quoted} not known", errors.ECODE_NOENT)
+
+
+def unknown_fields(names: Sequence[str], list_fields_cmd: str | None = None
+                   ) -> errors.OpPrereqError:
+    """The error every list command raises for output fields it does not know."""
+    hint = f" (see '{list_fields_cmd}')" if list_fields_cmd else ""
+    return errors.OpPrereqError(f"Unknown output fields selected: {', '.join(names)}{hint}",
+                                errors.ECODE_INVAL)
+
+
+def check_fields(fields: Sequence[str], known: Iterable[str],
+                 list_fields_cmd: str | None = None) -> None:
+    """Refuse ``fields`` not in ``known`` (for lists a client builds itself)."""
+    known_set = set(known)
+    unknown = [f for f in fields if f not in known_set]
+    if unknown:
+        raise unknown_fields(unknown, list_fields_cmd)
+
+
+# resource -> (what one item is called, the field that names it)
+RESOURCE_ITEMS: dict[str, tuple[str, str]] = {
+    query.RESOURCE_INSTANCE: ("Instance", "name"),
+    query.RESOURCE_NODE: ("Node", "name"),
+    query.RESOURCE_JOB: ("Job", "id"),
+    query.RESOURCE_LOCK: ("Lock", "name"),
+    query.RESOURCE_EXPORT: ("Export", "export"),
+    "group": ("Node group", "name"),
+    "network": ("Network", "name"),
+}
+
+
+def _item_kind(resource: str) -> tuple[str, str]:
+    return RESOURCE_ITEMS.get(resource, (resource.capitalize(), "name"))
+
+
+def requested_names(qfilter: Any, field: str) -> list[Any] | None:
+    """The names a filter asks for when it is only equalities on ``field`` (as the
+    NAMES of a list command become, or ``-F 'name == "x"'``); None otherwise.
+
+    As in Ganeti, exactly these queries fail when a name is missing; globs,
+    other conditions and status options select, they do not name.
+    """
+    if not isinstance(qfilter, list) or not qfilter:
+        return None
+    if qfilter[0] in ("=", "==") and len(qfilter) == 3 and qfilter[1] == field:
+        return [qfilter[2]]
+    if qfilter[0] == "|" and len(qfilter) > 1:
+        names: list[Any] = []
+        for sub in qfilter[1:]:
+            part = requested_names(sub, field)
+            if part is None:
+                return None
+            names.extend(part)
+        return names
+    return None
+
+
+def _matches(wanted: Any, value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(wanted) == str(value)
+    return isinstance(value, str) and isinstance(wanted, str) and \
+        query.name_matches(value, frozenset({wanted}))
+
+
+def missing_names(wanted: Sequence[Any], found: Iterable[Any]) -> list[Any]:
+    """The names of ``wanted`` no found value answers (host names: "web1" is
+    web1.example.com, as the master's name equality has it)."""
+    values = list(found)
+    return [w for w in dict.fromkeys(wanted) if not any(_matches(w, v) for v in values)]
+
+
+def query_items(cl: luxi.Client, resource: str, fields: Sequence[str],
+                names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Field values of the named items (all without names), for ``info`` commands;
+    a name that is not there fails the command (:func:`not_found`)."""
+    kind, namefield = _item_kind(resource)
+    wanted = list(dict.fromkeys(names or ()))
+    qfields = list(dict.fromkeys([namefield, *fields]))
+    qfilter = [qlang.OP_OR, *[[qlang.OP_EQUAL, namefield, n] for n in wanted]] \
+        if wanted else None
+    result = cl.query(resource, qfields, qfilter)
+    unknown = [f["name"] for f in result["fields"] if f["kind"] == query.QFT_UNKNOWN]
+    if unknown:
+        raise unknown_fields(unknown)
+    rows = [{f: value for f, (_status, value) in zip(qfields, row, strict=True)}
+            for row in result["data"]]
+    missing = missing_names(wanted, (r[namefield] for r in rows))
+    if missing:
+        raise not_found(kind, missing)
+    if not wanted:
+        return rows
+    # in the order asked for, as Ganeti's info commands print them
+    return [r for w in wanted for r in rows if _matches(w, r[namefield])]
 
 
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -537,20 +677,107 @@ def generic_list(cl: luxi.Client, resource: str, fields: list[str], qfilter: Any
                  opts: argparse.Namespace,
                  formatters: Mapping[str, Callable[[Any], Any]] | None = None,
                  out: TextIO | None = None) -> int:
-    """The body of every ``list`` command: query, warn about unknown fields, print."""
-    result = cl.query(resource, fields, qfilter)
+    """The body of every ``list`` command: query, print; the one rule for misses.
+
+    Unknown fields and names that are not there (when the filter names items,
+    see :func:`requested_names`) fail the command before anything is printed.
+    """
+    kind, namefield = _item_kind(resource)
+    wanted = requested_names(qfilter, namefield)
+    extra = wanted is not None and namefield not in fields
+    result = cl.query(resource, [*fields, namefield] if extra else fields, qfilter)
+    unknown = [f["name"] for f in result["fields"] if f["kind"] == query.QFT_UNKNOWN]
+    if unknown:
+        raise unknown_fields(unknown)
+    if wanted is not None:
+        index = len(fields) if extra else fields.index(namefield)
+        missing = missing_names(wanted, (row[index][1] for row in result["data"]))
+        if missing:
+            raise not_found(kind, missing)
+        if extra:
+            result = {"fields": result["fields"][:-1],
+                      "data": [row[:-1] for row in result["data"]]}
     code, lines = format_query_result(result, separator=getattr(opts, "separator", None),
                                       header=not getattr(opts, "no_headers", False),
                                       formatters=formatters,
                                       units=getattr(opts, "units", None))
-    unknown = [f["name"] for f in result["fields"] if f["kind"] == query.QFT_UNKNOWN]
-    if unknown:
-        print(f"Warning: Unknown output field(s) selected: {', '.join(unknown)}",
-              file=sys.stderr)
     stream = out or sys.stdout
     for line in lines:
         stream.write(line + "\n")
     return code
+
+
+# --- list-fields -----------------------------------------------------------------------
+
+# how list-fields names each field kind (Ganeti's words)
+FIELD_KIND_NAMES: dict[str, str] = {
+    query.QFT_UNKNOWN: "Unknown",
+    query.QFT_TEXT: "Text",
+    query.QFT_BOOL: "Boolean",
+    query.QFT_NUMBER: "Number",
+    query.QFT_UNIT: "Storage size",
+    query.QFT_TIMESTAMP: "Timestamp",
+    query.QFT_OTHER: "Custom",
+}
+
+# field definitions as QueryFields returns them: name, title, kind, doc
+FieldDefs = Sequence[Mapping[str, str]]
+
+
+def select_field_defs(table: FieldDefs, names: Sequence[str] | None) -> list[dict[str, str]]:
+    """``names`` from a local field table (all, in table order, when none); unknown
+    names get kind "unknown", as the master's QueryFields answers them."""
+    if not names:
+        return [dict(f) for f in table]
+    by_name = {f["name"]: f for f in table}
+    return [dict(by_name[n]) if n in by_name else
+            {"name": n, "title": n, "kind": query.QFT_UNKNOWN, "doc": "Unknown field"}
+            for n in names]
+
+
+def print_field_defs(fdefs: FieldDefs, opts: argparse.Namespace,
+                     out: TextIO | None = None) -> int:
+    """The body of every ``list-fields``: Name, Type, Title, Description.
+
+    An unknown field is named on stderr and makes the exit code 1; the known ones
+    are still listed.
+    """
+    known = [f for f in fdefs if f["kind"] != query.QFT_UNKNOWN]
+    unknown = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNKNOWN]
+    columns = ["name", "kind", "title", "doc"]
+    headers = None if getattr(opts, "no_headers", False) else {
+        "name": "Name", "kind": "Type", "title": "Title", "doc": "Description"}
+    rows = [[f["name"], FIELD_KIND_NAMES.get(f["kind"], f["kind"]), f["title"], f["doc"]]
+            for f in known]
+    stream = out or sys.stdout
+    if rows or not unknown:
+        for line in generate_table(headers, columns, getattr(opts, "separator", None), rows):
+            stream.write(line + "\n")
+    if unknown:
+        print(f"Unknown field(s): {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_SUCCESS
+
+
+def list_fields_command(source: str | Callable[[], FieldDefs], what: str) -> Command:
+    """``list-fields [FIELD...]`` for a list command.
+
+    ``source`` is a Query resource (the master's QueryFields answers) or a function
+    giving a local field table (lists the client builds itself).  ``what`` says
+    whose fields they are, for the help.
+    """
+    def run(opts: argparse.Namespace) -> int:
+        names = list(opts.fields or ())
+        if callable(source):
+            fdefs: FieldDefs = select_field_defs(source(), names)
+        else:
+            with get_client() as cl:
+                fdefs = cl.query_fields(source, names or None)["fields"]
+        return print_field_defs(fdefs, opts)
+
+    return Command(run, (Arg("fields", min=0, max=None),), (NOHDR_OPT, SEP_OPT),
+                   f"List the fields of '{what}' (all, or those named): name, type, title"
+                   " and description")
 
 
 # --- confirmation ----------------------------------------------------------------

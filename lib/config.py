@@ -3,9 +3,23 @@
 The master owns the only writable ``ConfigStore``; every change goes through a
 write method that validates it, bumps serial numbers and replaces the file in
 one atomic step, so a crash leaves either the old or the new file, and readers
-in other processes never see a partial one.  Read methods hand out copies:
-callers edit a copy and give it back with :meth:`ConfigStore.update`, which
-refuses stale copies.
+in other processes never see a partial one.
+
+Scale (doc/design.md, "The configuration store"):
+
+- Indexes (:class:`_Index`: names, MACs, node -> instances) are updated with
+  every change, so lookups never scan the instances.
+- :meth:`ConfigStore.snapshot` hands out an immutable :class:`ConfigSnapshot`
+  sharing the store's objects (no copies).  The store never edits an object
+  in place once it is stored: a change replaces it, and tables shared with a
+  snapshot are copied (shallow) before the first change after the snapshot.
+  Stored objects are frozen (:meth:`ganeti.objects.ConfigObject.freeze`), so
+  setting a field of one raises ProgrammerError.
+- The ``get_*_info`` methods still hand out deep copies, for callers that edit
+  and give them back with :meth:`ConfigStore.update`, which refuses stale ones.
+- Group commit: a change is applied in memory, then its caller waits until a
+  write containing it is durable.  One waiting caller writes the file for every
+  change made so far, so concurrent changes share one write and fsync.
 """
 
 from __future__ import annotations
@@ -15,8 +29,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Set
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from ganeti import constants, errors
@@ -26,6 +42,7 @@ from ganeti.objects import (
     Cluster,
     ConfigData,
     Instance,
+    Network,
     Node,
     NodeGroup,
 )
@@ -37,6 +54,7 @@ CONFIG_FILE_MODE = 0o600
 
 WriteListener = Callable[[dict[str, Any], int], None]
 _T = TypeVar("_T")
+_Obj = TypeVar("_Obj", Cluster, Node, Instance, NodeGroup, BackupSchedule, Network)
 # identifies one version of the file on disk: (inode, mtime_ns, size)
 _FileKey = tuple[int, int, int]
 
@@ -77,6 +95,7 @@ def _parse(raw: bytes, path: Path) -> ConfigData:
     if problems:
         raise errors.ConfigurationError(
             f"Configuration file {path} is inconsistent: {'; '.join(problems)}")
+    _freeze_all(data)
     return data
 
 
@@ -98,6 +117,264 @@ def _write_file(path: Path, raw: bytes, *, exclusive: bool) -> _FileKey:
     return _file_key(atomic_write(path, raw, CONFIG_FILE_MODE, exclusive=exclusive))
 
 
+
+
+def _freeze_all(data: ConfigData) -> None:
+    data.cluster.freeze()
+    for table in (data.nodes, data.nodegroups, data.instances, data.networks,
+                  data.backup_schedules):
+        for obj in table.values():
+            obj.freeze()
+
+
+def _name_keys(name: str) -> list[str]:
+    """What expand_*_name accepts case-insensitively: the name and each part up to a dot."""
+    lowered = name.lower()
+    keys = [lowered]
+    pos = lowered.find(".")
+    while pos != -1:
+        keys.append(lowered[:pos])
+        pos = lowered.find(".", pos + 1)
+    return keys
+
+
+def _key_add(table: dict[str, frozenset[str]], key: str, uuid: str) -> None:
+    table[key] = table.get(key, frozenset()) | {uuid}
+
+
+def _key_remove(table: dict[str, frozenset[str]], key: str, uuid: str) -> None:
+    rest = table.get(key, frozenset()) - {uuid}
+    if rest:
+        table[key] = rest
+    else:
+        table.pop(key, None)
+
+
+@dataclass
+class _Index:
+    """Lookups kept in step with the data by every change (never rebuilt per read).
+
+    Values are immutable (frozensets), so :meth:`copy` is shallow: a snapshot
+    keeps the old dicts while the store goes on with copies.
+    """
+
+    instance_by_name: dict[str, str] = field(default_factory=dict)
+    node_by_name: dict[str, str] = field(default_factory=dict)
+    # lowered name and each lowered part up to a dot -> uuids (short-name expansion)
+    instance_keys: dict[str, frozenset[str]] = field(default_factory=dict)
+    node_keys: dict[str, frozenset[str]] = field(default_factory=dict)
+    # MAC -> number of NICs using it (the data does not forbid duplicates)
+    macs: dict[str, int] = field(default_factory=dict)
+    # node uuid -> uuids of the instances using it as primary or secondary
+    node_instances: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, data: ConfigData) -> _Index:
+        index = cls()
+        for node in data.nodes.values():
+            index.add_node(node)
+        for inst in data.instances.values():
+            index.add_instance(inst)
+        return index
+
+    def copy(self) -> _Index:
+        return _Index(dict(self.instance_by_name), dict(self.node_by_name),
+                      dict(self.instance_keys), dict(self.node_keys), dict(self.macs),
+                      dict(self.node_instances))
+
+    def add_node(self, node: Node) -> None:
+        self.node_by_name[node.name] = node.uuid
+        for key in _name_keys(node.name):
+            _key_add(self.node_keys, key, node.uuid)
+
+    def remove_node(self, node: Node) -> None:
+        if self.node_by_name.get(node.name) == node.uuid:
+            del self.node_by_name[node.name]
+        for key in _name_keys(node.name):
+            _key_remove(self.node_keys, key, node.uuid)
+
+    def add_instance(self, inst: Instance) -> None:
+        self.instance_by_name[inst.name] = inst.uuid
+        for key in _name_keys(inst.name):
+            _key_add(self.instance_keys, key, inst.uuid)
+        for nic in inst.nics:
+            if nic.mac:
+                self.macs[nic.mac] = self.macs.get(nic.mac, 0) + 1
+        for node_uuid in inst.all_nodes:
+            _key_add(self.node_instances, node_uuid, inst.uuid)
+
+    def remove_instance(self, inst: Instance) -> None:
+        if self.instance_by_name.get(inst.name) == inst.uuid:
+            del self.instance_by_name[inst.name]
+        for key in _name_keys(inst.name):
+            _key_remove(self.instance_keys, key, inst.uuid)
+        for nic in inst.nics:
+            if nic.mac:
+                left = self.macs.get(nic.mac, 0) - 1
+                if left > 0:
+                    self.macs[nic.mac] = left
+                else:
+                    self.macs.pop(nic.mac, None)
+        for node_uuid in inst.all_nodes:
+            _key_remove(self.node_instances, node_uuid, inst.uuid)
+
+
+def _expand(name: str, by_name: Mapping[str, str], objs: Mapping[str, Any],
+            keys: Mapping[str, frozenset[str]]) -> str | None:
+    """Exact name, then uuid, then a unique case-insensitive match up to a dot."""
+    uuid = by_name.get(name)
+    if uuid is not None:
+        return uuid
+    if name in objs:
+        return name
+    matches = keys.get(name.lower(), frozenset())
+    return next(iter(matches)) if len(matches) == 1 else None
+
+
+class ConfigSnapshot:
+    """An immutable, consistent view of the configuration at one serial.
+
+    Cheap to take: it shares the store's objects and tables; the store copies a
+    table (shallow) before changing it and replaces objects instead of editing
+    them.  The objects it returns are the store's own and must not be changed:
+    attribute assignment raises ProgrammerError (they are frozen), mappings are
+    read-only proxies; lists and dicts inside objects are not guarded at run
+    time, which the unit tests check (test_config_store.py: queries leave the
+    serialised objects unchanged).  Callers that edit use the store's
+    ``get_*_info`` copies and ``update``.
+    """
+
+    __slots__ = (
+        "_cluster",
+        "_index",
+        "_instance_list",
+        "_instances",
+        "_networks",
+        "_nodegroups",
+        "_nodes",
+        "_schedules",
+        "_serial",
+    )
+
+    def __init__(self, data: ConfigData, index: _Index) -> None:
+        self._serial = data.serial_no
+        self._cluster = data.cluster
+        self._nodes: Mapping[str, Node] = MappingProxyType(data.nodes)
+        self._nodegroups: Mapping[str, NodeGroup] = MappingProxyType(data.nodegroups)
+        self._instances: Mapping[str, Instance] = MappingProxyType(data.instances)
+        self._networks: Mapping[str, Network] = MappingProxyType(data.networks)
+        self._schedules: Mapping[str, BackupSchedule] = MappingProxyType(
+            data.backup_schedules)
+        self._index = index
+        self._instance_list: list[str] | None = None
+
+    @property
+    def serial(self) -> int:
+        return self._serial
+
+    def get_serial(self) -> int:
+        return self._serial
+
+    # --- cluster ----------------------------------------------------------------------
+
+    def get_cluster_info(self) -> Cluster:
+        return self._cluster
+
+    def get_cluster_name(self) -> str:
+        return self._cluster.cluster_name
+
+    def get_master_node(self) -> str:
+        return self._cluster.master_node
+
+    def get_master_node_name(self) -> str:
+        return self._nodes[self._cluster.master_node].name
+
+    # --- nodes ------------------------------------------------------------------------
+
+    def get_node_info(self, uuid: str) -> Node | None:
+        return self._nodes.get(uuid)
+
+    def get_node_info_by_name(self, name: str) -> Node | None:
+        uuid = self._index.node_by_name.get(name)
+        return self._nodes[uuid] if uuid is not None else None
+
+    def get_all_nodes_info(self) -> Mapping[str, Node]:
+        return self._nodes
+
+    def get_node_list(self) -> list[str]:
+        """Node uuids, ordered by node name."""
+        return _uuids_by_name(self._nodes.values())
+
+    def get_node_names(self, uuids: Iterable[str]) -> list[str]:
+        names = []
+        for uuid in uuids:
+            node = self._nodes.get(uuid)
+            if node is None:
+                raise errors.ConfigurationError(f"Unknown node uuid {uuid}")
+            names.append(node.name)
+        return names
+
+    def expand_node_name(self, name: str) -> str | None:
+        """Node uuid for a full name, a unique short name ("node1") or a uuid."""
+        return _expand(name, self._index.node_by_name, self._nodes, self._index.node_keys)
+
+    def get_online_nodes(self) -> list[str]:
+        """Uuids of nodes not marked offline, ordered by name."""
+        return _uuids_by_name(n for n in self._nodes.values() if not n.offline)
+
+    def get_master_candidates(self) -> list[str]:
+        return _uuids_by_name(n for n in self._nodes.values() if n.master_candidate)
+
+    def get_node_instances(self, node_uuid: str) -> list[str]:
+        """Uuids of instances using the node as primary or secondary, ordered by name."""
+        uuids = self._index.node_instances.get(node_uuid, frozenset())
+        return _uuids_by_name(self._instances[u] for u in uuids)
+
+    # --- node groups and networks -----------------------------------------------------
+
+    def get_nodegroup_info(self, uuid: str) -> NodeGroup | None:
+        return self._nodegroups.get(uuid)
+
+    def get_all_nodegroups_info(self) -> Mapping[str, NodeGroup]:
+        return self._nodegroups
+
+    def get_networks(self) -> Mapping[str, Network]:
+        return self._networks
+
+    # --- instances --------------------------------------------------------------------
+
+    def get_instance_info(self, uuid: str) -> Instance | None:
+        return self._instances.get(uuid)
+
+    def get_instance_info_by_name(self, name: str) -> Instance | None:
+        uuid = self._index.instance_by_name.get(name)
+        return self._instances[uuid] if uuid is not None else None
+
+    def get_all_instances_info(self) -> Mapping[str, Instance]:
+        return self._instances
+
+    def get_instance_list(self) -> list[str]:
+        """Instance uuids, ordered by instance name (a fresh list each call)."""
+        if self._instance_list is None:
+            self._instance_list = _uuids_by_name(self._instances.values())
+        return list(self._instance_list)
+
+    def expand_instance_name(self, name: str) -> str | None:
+        """Instance uuid for a full name, a unique short name or a uuid."""
+        return _expand(name, self._index.instance_by_name, self._instances,
+                       self._index.instance_keys)
+
+    def used_macs(self) -> Set[str]:
+        """Every MAC address some instance's NIC has (a read-only set view)."""
+        return self._index.macs.keys()
+
+    # --- backup schedules -------------------------------------------------------------
+
+    def get_backup_schedules(self) -> dict[str, BackupSchedule]:
+        """Schedules by name (the shared objects)."""
+        return {s.name: s for s in self._schedules.values()}
+
+
 class ConfigStore:
     """Thread-safe access to the configuration file; see the module docstring."""
 
@@ -108,7 +385,17 @@ class ConfigStore:
         self._notify_lock = threading.RLock()
         self._listeners: list[WriteListener] = []
         self._data, self._raw, self._file_key = _load(self._path)
+        self._index = _Index.build(self._data)
+        # the last snapshot handed out; while set, the live tables are shared with it
+        self._snapshot: ConfigSnapshot | None = None
         self._notified_serial = self._data.serial_no
+        # group commit (see _wait_durable); lock order: _lock, then _io
+        self._io = threading.Condition(threading.Lock())
+        self._writing = False
+        self._durable_serial = self._data.serial_no
+        self._epoch = 0  # bumped when a failed write rolls the in-memory data back
+        self._epoch_end: dict[int, int] = {}  # epoch -> last serial made durable in it
+        self._write_error = ""
 
     @classmethod
     def initialize(cls, path: str | os.PathLike[str], data: ConfigData) -> ConfigStore:
@@ -137,6 +424,40 @@ class ConfigStore:
     def path(self) -> Path:
         return self._path
 
+    # --- snapshots --------------------------------------------------------------------
+
+    def snapshot(self) -> ConfigSnapshot:
+        """The configuration as it is now, for reading; see :class:`ConfigSnapshot`.
+
+        Taking one costs nothing when nothing changed since the last one; the first
+        change after it copies the tables it shares (a shallow copy, no objects).
+        Like the store's own reads it includes changes whose writer is still
+        waiting for them to be durable.
+        """
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = ConfigSnapshot(self._data, self._index)
+            return self._snapshot
+
+    def _view(self) -> ConfigSnapshot:
+        """A view of the live tables, valid only while ``_lock`` is held."""
+        if self._snapshot is not None:
+            return self._snapshot
+        return ConfigSnapshot(self._data, self._index)
+
+    def _unshare(self) -> None:
+        """Before a change: stop sharing the tables with the last snapshot."""
+        if self._snapshot is None:
+            return
+        old = self._data
+        self._data = ConfigData.model_construct(
+            uuid=old.uuid, serial_no=old.serial_no, ctime=old.ctime, mtime=old.mtime,
+            version=old.version, cluster=old.cluster, nodes=dict(old.nodes),
+            nodegroups=dict(old.nodegroups), instances=dict(old.instances),
+            networks=dict(old.networks), backup_schedules=dict(old.backup_schedules))
+        self._index = self._index.copy()
+        self._snapshot = None
+
     # --- whole-config access --------------------------------------------------------
 
     def get_serial(self) -> int:
@@ -144,12 +465,14 @@ class ConfigStore:
             return self._data.serial_no
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration file's content as last written."""
         with self._lock:
             raw = self._raw
         result: dict[str, Any] = json.loads(raw)
         return result
 
     def get_config_data(self) -> ConfigData:
+        """A deep copy of everything (O(size)); readers want :meth:`snapshot`."""
         with self._lock:
             return self._data.model_copy(deep=True)
 
@@ -172,14 +495,19 @@ class ConfigStore:
             if data.serial_no == self._data.serial_no:
                 return False
             self._data, self._raw = data, raw
+            self._index = _Index.build(data)
+            self._snapshot = None
+            with self._io:
+                self._durable_serial = data.serial_no
             return True
 
     def add_write_listener(self, callback: WriteListener) -> None:
         """Call ``callback(config_dict, serial_no)`` after every successful write.
 
         Callbacks run outside the store lock, see strictly increasing serials (a
-        serial may be skipped when a newer write got there first) and must not
-        raise: exceptions are logged and otherwise ignored.
+        serial may be skipped when a newer write got there first, e.g. several
+        changes shared one write) and must not raise: exceptions are logged and
+        otherwise ignored.
         """
         with self._notify_lock:
             self._listeners.append(callback)
@@ -200,21 +528,17 @@ class ConfigStore:
 
     def get_master_node_name(self) -> str:
         with self._lock:
-            return self._data.nodes[self._data.cluster.master_node].name
+            return self._view().get_master_node_name()
 
     # --- nodes ----------------------------------------------------------------------
 
     def get_node_info(self, uuid: str) -> Node | None:
         with self._lock:
-            node = self._data.nodes.get(uuid)
-            return node.model_copy(deep=True) if node is not None else None
+            return _copy(self._data.nodes.get(uuid))
 
     def get_node_info_by_name(self, name: str) -> Node | None:
         with self._lock:
-            for node in self._data.nodes.values():
-                if node.name == name:
-                    return node.model_copy(deep=True)
-            return None
+            return _copy(self._view().get_node_info_by_name(name))
 
     def get_all_nodes_info(self) -> dict[str, Node]:
         with self._lock:
@@ -223,37 +547,30 @@ class ConfigStore:
     def get_node_list(self) -> list[str]:
         """Node uuids, ordered by node name."""
         with self._lock:
-            return _uuids_by_name(self._data.nodes.values())
+            return self._view().get_node_list()
 
     def get_node_names(self, uuids: Iterable[str]) -> list[str]:
         with self._lock:
-            names = []
-            for uuid in uuids:
-                node = self._data.nodes.get(uuid)
-                if node is None:
-                    raise errors.ConfigurationError(f"Unknown node uuid {uuid}")
-                names.append(node.name)
-            return names
+            return self._view().get_node_names(uuids)
 
     def expand_node_name(self, name: str) -> str | None:
         """Node uuid for a full name, a unique short name ("node1") or a uuid."""
         with self._lock:
-            return _expand_name(name, self._data.nodes.values())
+            return self._view().expand_node_name(name)
 
     def get_online_nodes(self) -> list[str]:
         """Uuids of nodes not marked offline, ordered by name."""
         with self._lock:
-            return _uuids_by_name(n for n in self._data.nodes.values() if not n.offline)
+            return self._view().get_online_nodes()
 
     def get_master_candidates(self) -> list[str]:
         with self._lock:
-            return _uuids_by_name(n for n in self._data.nodes.values() if n.master_candidate)
+            return self._view().get_master_candidates()
 
     def get_node_instances(self, node_uuid: str) -> list[str]:
         """Uuids of instances using the node as primary or secondary, ordered by name."""
         with self._lock:
-            return _uuids_by_name(i for i in self._data.instances.values()
-                                  if node_uuid in i.all_nodes)
+            return self._view().get_node_instances(node_uuid)
 
     def add_node(self, node: Node) -> None:
         """Add a node; an empty ``group`` means the default node group.
@@ -262,18 +579,19 @@ class ConfigStore:
         """
         new = node.validated_copy()
 
-        def mutate(data: ConfigData, now: float) -> Node:
+        def mutate(data: ConfigData, index: _Index, now: float) -> Node:
             if new.uuid in data.nodes:
                 raise errors.OpPrereqError(f"Node uuid {new.uuid} already exists",
                                            errors.ECODE_EXISTS)
-            _check_unique_name("Node", new, data.nodes.values())
+            _check_unique("Node", new, index.node_by_name)
             if not new.group:
                 new.group = _default_group(data)
             elif new.group not in data.nodegroups:
                 raise errors.OpPrereqError(f"Node group {new.group} does not exist",
                                            errors.ECODE_NOENT)
             _stamp_new(new, now)
-            data.nodes[new.uuid] = new
+            data.nodes[new.uuid] = new.freeze()
+            index.add_node(new)
             return new
 
         stored = self._commit(mutate)
@@ -281,19 +599,21 @@ class ConfigStore:
         node.group = stored.group
 
     def remove_node(self, uuid: str) -> None:
-        def mutate(data: ConfigData, now: float) -> None:
+        def mutate(data: ConfigData, index: _Index, now: float) -> None:
             node = data.nodes.get(uuid)
             if node is None:
                 raise errors.ConfigurationError(f"Unknown node uuid {uuid}")
             if uuid == data.cluster.master_node:
                 raise errors.OpPrereqError(f"Node {node.name} is the master node",
                                            errors.ECODE_STATE)
-            users = sorted(i.name for i in data.instances.values() if uuid in i.all_nodes)
+            users = sorted(data.instances[i].name
+                           for i in index.node_instances.get(uuid, frozenset()))
             if users:
                 raise errors.OpPrereqError(
                     f"Node {node.name} still hosts instance(s): {', '.join(users)}",
                     errors.ECODE_STATE)
             del data.nodes[uuid]
+            index.remove_node(node)
 
         self._commit(mutate)
 
@@ -301,8 +621,7 @@ class ConfigStore:
 
     def get_nodegroup_info(self, uuid: str) -> NodeGroup | None:
         with self._lock:
-            group = self._data.nodegroups.get(uuid)
-            return group.model_copy(deep=True) if group is not None else None
+            return _copy(self._data.nodegroups.get(uuid))
 
     def get_all_nodegroups_info(self) -> dict[str, NodeGroup]:
         with self._lock:
@@ -311,13 +630,13 @@ class ConfigStore:
     def add_nodegroup(self, group: NodeGroup) -> None:
         new = group.validated_copy()
 
-        def mutate(data: ConfigData, now: float) -> NodeGroup:
+        def mutate(data: ConfigData, index: _Index, now: float) -> NodeGroup:
             if new.uuid in data.nodegroups:
                 raise errors.OpPrereqError(f"Node group uuid {new.uuid} already exists",
                                            errors.ECODE_EXISTS)
             _check_unique_name("Node group", new, data.nodegroups.values())
             _stamp_new(new, now)
-            data.nodegroups[new.uuid] = new
+            data.nodegroups[new.uuid] = new.freeze()
             return new
 
         _copy_stamps(self._commit(mutate), group)
@@ -326,51 +645,54 @@ class ConfigStore:
 
     def get_instance_info(self, uuid: str) -> Instance | None:
         with self._lock:
-            inst = self._data.instances.get(uuid)
-            return inst.model_copy(deep=True) if inst is not None else None
+            return _copy(self._data.instances.get(uuid))
 
     def get_instance_info_by_name(self, name: str) -> Instance | None:
         with self._lock:
-            for inst in self._data.instances.values():
-                if inst.name == name:
-                    return inst.model_copy(deep=True)
-            return None
+            return _copy(self._view().get_instance_info_by_name(name))
 
     def get_all_instances_info(self) -> dict[str, Instance]:
+        """Deep copies of every instance (O(instances)); readers want :meth:`snapshot`."""
         with self._lock:
             return {u: i.model_copy(deep=True) for u, i in self._data.instances.items()}
 
     def get_instance_list(self) -> list[str]:
         """Instance uuids, ordered by instance name."""
-        with self._lock:
-            return _uuids_by_name(self._data.instances.values())
+        return self.snapshot().get_instance_list()
 
     def expand_instance_name(self, name: str) -> str | None:
         """Instance uuid for a full name, a unique short name or a uuid."""
         with self._lock:
-            return _expand_name(name, self._data.instances.values())
+            return self._view().expand_instance_name(name)
+
+    def used_macs(self) -> Set[str]:
+        """MAC addresses in use, as of now (a read-only view of one snapshot)."""
+        return self.snapshot().used_macs()
 
     def add_instance(self, instance: Instance) -> None:
         """Add an instance; its nodes must exist. The caller's object gets the stamps."""
         new = instance.validated_copy()
 
-        def mutate(data: ConfigData, now: float) -> Instance:
+        def mutate(data: ConfigData, index: _Index, now: float) -> Instance:
             if new.uuid in data.instances:
                 raise errors.OpPrereqError(f"Instance uuid {new.uuid} already exists",
                                            errors.ECODE_EXISTS)
-            _check_unique_name("Instance", new, data.instances.values())
+            _check_unique("Instance", new, index.instance_by_name)
             _check_instance_nodes(new, data)
             _stamp_new(new, now)
-            data.instances[new.uuid] = new
+            data.instances[new.uuid] = new.freeze()
+            index.add_instance(new)
             return new
 
         _copy_stamps(self._commit(mutate), instance)
 
     def remove_instance(self, uuid: str) -> None:
-        def mutate(data: ConfigData, now: float) -> None:
-            if uuid not in data.instances:
+        def mutate(data: ConfigData, index: _Index, now: float) -> None:
+            inst = data.instances.get(uuid)
+            if inst is None:
                 raise errors.ConfigurationError(f"Unknown instance uuid {uuid}")
             del data.instances[uuid]
+            index.remove_instance(inst)
 
         self._commit(mutate)
 
@@ -381,14 +703,16 @@ class ConfigStore:
         if source not in (constants.ADMIN_SOURCE, constants.USER_SOURCE):
             raise errors.ProgrammerError(f"Invalid admin state source {source!r}")
 
-        def mutate(data: ConfigData, now: float) -> None:
-            inst = data.instances.get(uuid)
-            if inst is None:
+        def mutate(data: ConfigData, index: _Index, now: float) -> None:
+            current = data.instances.get(uuid)
+            if current is None:
                 raise errors.ConfigurationError(f"Unknown instance uuid {uuid}")
+            inst = current.model_copy(deep=True)
             inst.admin_state = state  # type: ignore[assignment]
             inst.admin_state_source = source  # type: ignore[assignment]
             inst.serial_no += 1
             inst.mtime = now
+            data.instances[uuid] = inst.freeze()  # same name, MACs, nodes: index unchanged
 
         self._commit(mutate)
 
@@ -404,7 +728,7 @@ class ConfigStore:
         """Add (``create``) or replace the schedule of that name."""
         new = schedule.validated_copy()
 
-        def mutate(data: ConfigData, now: float) -> None:
+        def mutate(data: ConfigData, index: _Index, now: float) -> None:
             current = next((s for s in data.backup_schedules.values()
                             if s.name == new.name), None)
             if create and current is not None:
@@ -420,12 +744,12 @@ class ConfigStore:
             else:
                 new.ctime = now
             new.mtime = now
-            data.backup_schedules[new.uuid] = new
+            data.backup_schedules[new.uuid] = new.freeze()
 
         self._commit(mutate)
 
     def remove_backup_schedule(self, name: str) -> None:
-        def mutate(data: ConfigData, now: float) -> None:
+        def mutate(data: ConfigData, index: _Index, now: float) -> None:
             for uuid, sched in data.backup_schedules.items():
                 if sched.name == name:
                     del data.backup_schedules[uuid]
@@ -447,7 +771,8 @@ class ConfigStore:
             raise errors.ProgrammerError(f"Cannot update objects of type {type(obj).__name__}")
         new = obj.validated_copy()
 
-        def mutate(data: ConfigData, now: float) -> Cluster | Node | Instance | NodeGroup:
+        def mutate(data: ConfigData, index: _Index, now: float
+                   ) -> Cluster | Node | Instance | NodeGroup:
             current = _find_current(data, new)
             if current is None:
                 raise errors.ConfigurationError(
@@ -457,26 +782,36 @@ class ConfigStore:
                     f"{type(new).__name__} {new.uuid} was modified concurrently (stale copy:"
                     f" serial {new.serial_no}, configuration has {current.serial_no})")
             if isinstance(new, Node):
-                _check_unique_name("Node", new, data.nodes.values())
+                _check_unique("Node", new, index.node_by_name)
                 if new.group not in data.nodegroups:
                     raise errors.OpPrereqError(f"Node group {new.group} does not exist",
                                                errors.ECODE_NOENT)
-                data.nodes[new.uuid] = new
             elif isinstance(new, Instance):
-                _check_unique_name("Instance", new, data.instances.values())
+                _check_unique("Instance", new, index.instance_by_name)
                 _check_instance_nodes(new, data)
-                data.instances[new.uuid] = new
             elif isinstance(new, NodeGroup):
                 _check_unique_name("Node group", new, data.nodegroups.values())
-                data.nodegroups[new.uuid] = new
-            else:
-                if new.master_node not in data.nodes:
-                    raise errors.OpPrereqError(f"Master node {new.master_node} is unknown",
-                                               errors.ECODE_NOENT)
-                data.cluster = new
+            elif new.master_node not in data.nodes:
+                raise errors.OpPrereqError(f"Master node {new.master_node} is unknown",
+                                           errors.ECODE_NOENT)
             new.ctime = current.ctime
             new.serial_no = current.serial_no + 1
             new.mtime = now
+            new.freeze()
+            if isinstance(new, Node):
+                assert isinstance(current, Node)
+                index.remove_node(current)
+                data.nodes[new.uuid] = new
+                index.add_node(new)
+            elif isinstance(new, Instance):
+                assert isinstance(current, Instance)
+                index.remove_instance(current)
+                data.instances[new.uuid] = new
+                index.add_instance(new)
+            elif isinstance(new, NodeGroup):
+                data.nodegroups[new.uuid] = new
+            else:
+                data.cluster = new
             return new
 
         stored = self._commit(mutate)
@@ -485,38 +820,86 @@ class ConfigStore:
 
     # --- writing --------------------------------------------------------------------
 
-    def _commit(self, mutate: Callable[[ConfigData, float], _T]) -> _T:
-        """Apply ``mutate`` to the live data and persist it, or roll everything back.
+    def _commit(self, mutate: Callable[[ConfigData, _Index, float], _T]) -> _T:
+        """Apply ``mutate`` to the live data, then return once that change is durable.
 
-        Mutators check first and only then change the data, so a GenericError they
-        raise needs no rollback (cheap refusals); anything later restores the last
-        written state.
+        Mutators check first and only then change the data and the index, so a
+        GenericError they raise needs no rollback (cheap refusals); anything later
+        restores the last written state.
         """
         with self._lock:
+            self._unshare()
             now = time.time()
             try:
-                result = mutate(self._data, now)
+                result = mutate(self._data, self._index, now)
             except errors.GenericError:
                 raise
             except BaseException:
-                self._data = _parse(self._raw, self._path)
+                self._restore()
                 raise
-            try:
-                self._data.serial_no += 1
-                self._data.mtime = now
-                raw = _serialize(self._data)
-                self._file_key = _write_file(self._path, raw, exclusive=False)
-            except BaseException as err:
-                # the last written bytes are the truth; they parsed before, so they parse now
-                self._data = _parse(self._raw, self._path)
-                if isinstance(err, OSError):
-                    raise errors.ConfigurationError(
-                        f"Cannot write configuration file {self._path}: {err}") from err
-                raise
-            self._raw = raw
-            serial = self._data.serial_no
-        self._notify(raw, serial)
+            self._data.serial_no += 1
+            self._data.mtime = now
+            serial, epoch = self._data.serial_no, self._epoch
+        self._wait_durable(serial, epoch)
         return result
+
+    def _restore(self) -> None:
+        """Back to the last written bytes (they parsed before, so they parse now)."""
+        self._data = _parse(self._raw, self._path)
+        self._index = _Index.build(self._data)
+        self._snapshot = None
+
+    def _wait_durable(self, serial: int, epoch: int) -> None:
+        """Group commit: wait for a write containing ``serial``, or be the one writing.
+
+        Whoever finds no write in flight writes the file with every change made so
+        far (its own and those of the threads waiting behind it); the others wait
+        on ``_io``.  A failed write rolls the in-memory data back to the file and
+        fails every change it dropped.
+        """
+        with self._io:
+            while True:
+                if epoch != self._epoch:
+                    if serial <= self._epoch_end[epoch]:
+                        return
+                    raise errors.ConfigurationError(
+                        f"Cannot write configuration file {self._path}: {self._write_error}")
+                if self._durable_serial >= serial:
+                    return
+                if not self._writing:
+                    self._writing = True
+                    break
+                self._io.wait()
+        self._write_group()
+
+    def _write_group(self) -> None:
+        try:
+            with self._lock:
+                # serialise outside the lock: changes made meanwhile copy the tables
+                self.snapshot()
+                data, serial = self._data, self._data.serial_no
+            raw = _serialize(data)
+            key = _write_file(self._path, raw, exclusive=False)
+        except BaseException as err:
+            with self._lock:
+                self._restore()
+                with self._io:
+                    self._epoch_end[self._epoch] = self._durable_serial
+                    self._epoch += 1
+                    self._write_error = str(err)
+                    self._writing = False
+                    self._io.notify_all()
+            if isinstance(err, OSError):
+                raise errors.ConfigurationError(
+                    f"Cannot write configuration file {self._path}: {err}") from err
+            raise
+        with self._lock:
+            self._raw, self._file_key = raw, key
+        with self._io:
+            self._durable_serial = serial
+            self._writing = False
+            self._io.notify_all()
+        self._notify(raw, serial)
 
     def _notify(self, raw: bytes, serial: int) -> None:
         with self._notify_lock:
@@ -537,19 +920,15 @@ def _uuids_by_name(objs: Iterable[Node | Instance]) -> list[str]:
     return [o.uuid for o in sorted(objs, key=lambda o: o.name)]
 
 
-def _expand_name(name: str, objs: Iterable[Node | Instance]) -> str | None:
-    """Exact name, then uuid, then a unique case-insensitive match up to a dot."""
-    candidates = list(objs)
-    for obj in candidates:
-        if obj.name == name:
-            return obj.uuid
-    for obj in candidates:
-        if obj.uuid == name:
-            return obj.uuid
-    lowered = name.lower()
-    matches = [o.uuid for o in candidates
-               if o.name.lower() == lowered or o.name.lower().startswith(lowered + ".")]
-    return matches[0] if len(matches) == 1 else None
+def _copy(obj: _Obj | None) -> _Obj | None:
+    return obj.model_copy(deep=True) if obj is not None else None
+
+
+def _check_unique(kind: str, obj: Node | Instance, by_name: Mapping[str, str]) -> None:
+    other = by_name.get(obj.name)
+    if other is not None and other != obj.uuid:
+        raise errors.OpPrereqError(f"{kind} name '{obj.name}' is already in use",
+                                   errors.ECODE_EXISTS)
 
 
 def _check_unique_name(kind: str, obj: Node | Instance | NodeGroup,

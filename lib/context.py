@@ -9,17 +9,20 @@ lock manager never disagree about which names exist.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from ganeti import locking, pathutils
 from ganeti.config import ConfigStore
+from ganeti.config_distribution import ConfigDistributor
 
 if TYPE_CHECKING:
     from ganeti.objects import Instance, Node
     from ganeti.rpc.client import RpcRunner
 
 LOG = logging.getLogger(__name__)
+
+# distribute_files waits at most this long (an upload's connect timeout, and then some)
+DISTRIBUTE_TIMEOUT = 60.0
 
 
 class MasterContext:
@@ -33,7 +36,8 @@ class MasterContext:
             networks=[],
         )
         self.rpc = rpc
-        self._distribution_lock = threading.Lock()
+        self.distribution = ConfigDistributor(rpc, cfg.path, paths.cluster_ca_file,
+                                              cfg.get_serial())
 
     # --- configuration distribution ------------------------------------------------
 
@@ -42,30 +46,39 @@ class MasterContext:
         return sorted(n.name for n in self.cfg.get_all_nodes_info().values()
                       if n.master_candidate and not n.offline and n.uuid != master)
 
-    def on_config_written(self, _data: dict[str, Any], _serial: int) -> None:
-        """Config write listener: every write reaches the master candidates."""
-        self.distribute_files(self._candidate_names(), with_ca=False)
+    def on_config_written(self, _data: dict[str, Any], serial: int) -> None:
+        """Config write listener: the candidates follow in the background.
 
-    def distribute_files(self, node_names: list[str], with_ca: bool = True) -> None:
-        """Copy the configuration (and the CA certificate) to ``node_names``.
+        Never waits for a node (a down candidate must not slow a commit);
+        ``distribute_files`` is the way to wait.
+        """
+        self.distribution.config_written(serial, self._candidate_names())
 
-        Uploads are serialised and always send the file as it is now, so the
-        last upload a node gets is the newest configuration.
+    def start_distribution(self) -> None:
+        """Ship the current file to every candidate (what they hold is unknown)."""
+        self.distribution.set_candidates(self._candidate_names())
+
+    def stop_distribution(self) -> None:
+        missed = self.distribution.stop()
+        for node, reason in sorted(missed.items()):
+            LOG.warning("Master candidate %s may not have the newest configuration: %s",
+                        node, reason)
+
+    def distribute_files(self, node_names: list[str], with_ca: bool = True,
+                         timeout: float = DISTRIBUTE_TIMEOUT) -> dict[str, str]:
+        """Wait until ``node_names`` hold the configuration (and the CA certificate).
+
+        For LUs that need the files on a node before they go on (node add).
+        Returns the nodes that did not get them, with the reason (also logged).
         """
         master = self.cfg.get_master_node_name()
         targets = [n for n in node_names if n != master]
         if not targets:
-            return
-        files = [self.paths.cluster_conf_file]
-        if with_ca:
-            files.append(self.paths.cluster_ca_file)
-        with self._distribution_lock:
-            for path in files:
-                results = self.rpc.call_upload_file(targets, str(path))
-                for node, res in results.items():
-                    if res.fail_msg and not res.offline:
-                        LOG.warning("Copying %s to node %s failed: %s", path.name, node,
-                                    res.fail_msg)
+            return {}
+        missed = self.distribution.flush(targets, timeout, with_ca=with_ca)
+        for node, reason in sorted(missed.items()):
+            LOG.warning("Copying the configuration to node %s failed: %s", node, reason)
+        return missed
 
     # --- keeping config and locks in step --------------------------------------------
 

@@ -12,7 +12,15 @@ import uuid as uuid_mod
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticSerializationError
 
 from ganeti import constants, errors
@@ -67,6 +75,47 @@ class ConfigObject(BaseModel):
     ctime: float = Field(default_factory=time.time, description="Creation time (epoch)")
     mtime: float = Field(default_factory=time.time,
                          description="Time of the last change (epoch)")
+    # set by the config store on the objects it shares with readers (see freeze)
+    _frozen: bool = PrivateAttr(default=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        private = self.__pydantic_private__
+        if private is not None and private.get("_frozen"):
+            raise errors.ProgrammerError(
+                f"{type(self).__name__} {self.uuid} belongs to the configuration store"
+                f" and is shared with every reader; edit a copy (get_*_info) and give it"
+                f" back with update() instead of setting '{name}'")
+        super().__setattr__(name, value)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """Copies (``model_copy(deep=True)``) are the caller's own: never frozen."""
+        copy = super().__deepcopy__(memo)
+        if copy.__pydantic_private__ is not None:
+            copy.__pydantic_private__["_frozen"] = False
+        return copy
+
+    def freeze(self) -> Self:
+        """Refuse attribute assignment from now on, here and in nested objects.
+
+        The store freezes what it shares with snapshots so that a reader which
+        sets a field by mistake gets a ProgrammerError instead of silently
+        changing every other reader's view (and the next file written).
+        """
+        for value in self.__dict__.values():
+            if isinstance(value, ConfigObject):
+                value.freeze()
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ConfigObject):
+                        item.freeze()
+        if self.__pydantic_private__ is not None:
+            self.__pydantic_private__["_frozen"] = True
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        private = self.__pydantic_private__
+        return bool(private is not None and private.get("_frozen"))
 
     def to_dict(self) -> dict[str, Any]:
         try:

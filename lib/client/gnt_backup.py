@@ -14,25 +14,33 @@ from ganeti.backup import exportmeta
 from ganeti.client import gnt_backup_schedule, gnt_instance
 from ganeti.transfer.master.coordinator import format_size
 
-# (name, title, description) of the fields `gnt-backup list` knows
+# (name, title, kind, description) of the fields `gnt-backup list` knows; the size
+# fields are storage sizes counted in bytes (--units formats them, see cli.format_sizes)
+_T, _U, _B = query.QFT_TEXT, query.QFT_UNIT, query.QFT_BOOL
 LIST_FIELDS = (
-    ("node", "Node", "Node holding the export"),
-    ("export", "Export", "Name of the exported instance"),
-    ("generation", "Generation", "UTC time naming the export (import NAME@GENERATION)"),
-    ("timestamp", "Timestamp", "When the export was taken (UTC)"),
-    ("size", "Size", "Bytes of the export's files (their apparent size)"),
-    ("used", "Used", "Bytes the export occupies on disk (holes cost nothing; compressed"
-                     " where the filesystem compresses); unique + shared"),
-    ("unique", "Unique", "Bytes of used that no other generation of the instance on that"
-                         " node uses (what removing it frees)"),
-    ("shared", "Shared", "Bytes of used that other generations of the instance on that node"
-                         " use too (unchanged data of incremental exports)"),
-    ("newest", "Newest", "Whether this is the newest export (the Ganeti-visible one)"),
-    ("protected", "Protected", "Whether prune and remove skip it (gnt-backup protect)"),
-    ("note", "Note", "Free-text note (gnt-backup export/modify --note)"),
-    ("verified", "Verified", "Last gnt-backup verify: ok or BAD (problems) and when (UTC);"
-                             " -: never verified"),
+    ("node", "Node", _T, "Node holding the export"),
+    ("export", "Export", _T, "Name of the exported instance"),
+    ("generation", "Generation", _T, "UTC time naming the export (import NAME@GENERATION)"),
+    ("timestamp", "Timestamp", query.QFT_TIMESTAMP, "When the export was taken (UTC)"),
+    ("size", "Size", _U, "Bytes of the export's files (their apparent size)"),
+    ("used", "Used", _U, "Bytes the export occupies on disk (holes cost nothing; compressed"
+                         " where the filesystem compresses); unique + shared"),
+    ("unique", "Unique", _U, "Bytes of used that no other generation of the instance on"
+                             " that node uses (what removing it frees)"),
+    ("shared", "Shared", _U, "Bytes of used that other generations of the instance on that"
+                             " node use too (unchanged data of incremental exports)"),
+    ("newest", "Newest", _B, "Whether this is the newest export (the Ganeti-visible one)"),
+    ("protected", "Protected", _B, "Whether prune and remove skip it (gnt-backup protect)"),
+    ("note", "Note", _T, "Free-text note (gnt-backup export/modify --note)"),
+    ("verified", "Verified", _T, "Last gnt-backup verify: ok or BAD (problems) and when"
+                                 " (UTC); -: never verified"),
 )
+
+
+def _field_defs() -> list[dict[str, str]]:
+    return [{"name": n, "title": t, "kind": k, "doc": d} for n, t, k, d in LIST_FIELDS]
+
+
 # fields only the detailed generations query knows
 GENERATION_FIELDS = ("generation", "timestamp", "size", "used", "unique", "shared", "newest",
                      "protected", "note", "verified")
@@ -155,7 +163,7 @@ _GENERATION_FILTER_SPECS: dict[str, tuple[str, query.Getter]] = {
 }
 
 
-def _generation_filter_field(name: str, title: str, doc: str) -> query.FieldDef:
+def _generation_filter_field(name: str, title: str, _kind: str, doc: str) -> query.FieldDef:
     kind, getter = _GENERATION_FILTER_SPECS.get(name, (query.QFT_TEXT, query.item_getter(name)))
     return query.FieldDef(name, title, kind, doc, getter)
 
@@ -166,11 +174,8 @@ _GENERATION_FILTER_FIELDS = tuple(_generation_filter_field(*f) for f in LIST_FIE
 def list_exports(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_GENERATIONS_FIELDS if opts.generations
                               else LIST_DEFAULT_FIELDS)
-    known = {name: title for name, title, _doc in LIST_FIELDS}
-    unknown = [f for f in fields if f not in known]
-    if unknown:
-        print(f"Unknown output field(s): {', '.join(unknown)}", file=sys.stderr)
-        return cli.EXIT_FAILURE
+    known = {name: title for name, title, _kind, _doc in LIST_FIELDS}
+    cli.check_fields(fields, known, "gnt-backup list-fields")
     qfilter = cli.list_filter(opts, opts.exports, namefield="export")
     wanted = set(fields) | query.filter_fields(qfilter)
     if opts.generations or wanted & set(GENERATION_FIELDS):
@@ -179,6 +184,10 @@ def list_exports(opts: argparse.Namespace) -> int:
         with cli.get_client() as cl:
             rows, unreachable = _export_rows(cl, opts.nodes, qfilter)
         by_field = [dict(zip(("node", "export"), row, strict=True)) for row in rows]
+    named = cli.requested_names(qfilter, "export")
+    missing = cli.missing_names(named or [], [row["export"] for row in by_field])
+    if missing and not unreachable:  # an unreachable node may hold them
+        raise cli.not_found("Export", missing)
     for node in unreachable:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
     data = [[row[f] for f in fields] for row in by_field]
@@ -244,15 +253,6 @@ def verify(opts: argparse.Namespace) -> int:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
     return cli.EXIT_SUCCESS if result["ok"] and not result["unreachable"] \
         else cli.EXIT_FAILURE
-
-
-def list_fields(opts: argparse.Namespace) -> int:
-    data = [[name, title, doc] for name, title, doc in LIST_FIELDS]
-    headers = None if opts.no_headers else {"name": "Name", "title": "Title",
-                                            "doc": "Description"}
-    for line in cli.generate_table(headers, ["name", "title", "doc"], opts.separator, data):
-        print(line)
-    return cli.EXIT_SUCCESS
 
 
 def _address(opts: argparse.Namespace) -> tuple[str, str | None]:
@@ -391,8 +391,7 @@ COMMANDS: dict[str, cli.Command] = {
     "list": cli.Command(list_exports, (cli.names_arg("exports"),),
                         (_NODE_FILTER_OPT, _GENERATIONS_OPT, *cli.LIST_OPTS),
                         "List exports (all, or those named, matching a glob or -F filter)"),
-    "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
-                               "List the fields of 'list'"),
+    "list-fields": cli.list_fields_command(_field_defs, "gnt-backup list"),
     "remove": cli.Command(remove, _EXPORT_ARG, (_GENERATION_OPT, *cli.SUBMIT_OPTS),
                           "Remove the exports of an instance (or one older generation);"
                           " refused while protected"),

@@ -51,7 +51,9 @@ def _checked_count(rule: str, convert: Any) -> Any:
 KEEP_OPTS = tuple(
     cli.Option(opt.flags, {**opt.kwargs,
                            "type": _checked_count(opt.kwargs["dest"], opt.kwargs["type"])})
-    for opt in cli.model_options(retention.RetentionRules, "", "", default_help="none"))
+    for opt in cli.model_options(
+        retention.RetentionRules, "", "",
+        default_help="unset or 0: the rule is not used; a generation any rule keeps is kept"))
 
 
 def _retention(opts: argparse.Namespace) -> dict[str, int]:
@@ -247,11 +249,7 @@ def _resolved_state() -> backup_runner.RunnerState:
 def list_schedules(opts: argparse.Namespace) -> int:
     fields = cli.parse_fields(opts.output, LIST_DEFAULT)
     table = {name: (title, get) for name, title, _doc, get in LIST_FIELDS}
-    unknown = [f for f in fields if f not in table]
-    if unknown:
-        print(f"Unknown output field(s): {', '.join(unknown)} (see 'gnt-backup schedule"
-              f" list-fields')", file=sys.stderr)
-        return cli.EXIT_FAILURE
+    cli.check_fields(fields, table, "gnt-backup schedule list-fields")
     # exact names are the opcode's (an unknown one is an error); globs and -F filters
     # are evaluated here, on the columns as shown (enabled and verify as booleans)
     keep = query.compile_local_filter("backup schedule", FILTER_FIELDS,
@@ -270,13 +268,9 @@ def list_schedules(opts: argparse.Namespace) -> int:
     return cli.EXIT_SUCCESS
 
 
-def list_fields(opts: argparse.Namespace) -> int:
-    headers = None if opts.no_headers else {"name": "Name", "title": "Title",
-                                            "doc": "Description"}
-    data = [[name, title, doc] for name, title, doc, _get in LIST_FIELDS]
-    for line in cli.generate_table(headers, ["name", "title", "doc"], opts.separator, data):
-        print(line)
-    return cli.EXIT_SUCCESS
+def _field_defs() -> list[dict[str, str]]:
+    return [{"name": f.name, "title": f.title, "kind": f.kind, "doc": f.doc}
+            for f in FILTER_FIELDS]
 
 
 def run_now(opts: argparse.Namespace) -> int:
@@ -369,11 +363,11 @@ COMMANDS: dict[str, cli.Command] = {
     "remove": cli.Command(remove, _NAME, cli.SUBMIT_OPTS, "Remove a backup schedule"),
     "list": cli.Command(list_schedules, (cli.names_arg("names"),),
                         cli.LIST_OPTS, "List backup schedules"),
-    "list-fields": cli.Command(list_fields, (), (cli.NOHDR_OPT, cli.SEP_OPT),
-                               "Fields 'schedule list -o' can show"),
+    "list-fields": cli.list_fields_command(_field_defs, "gnt-backup schedule list"),
     "run-now": cli.Command(run_now, (cli.Arg("names", min=1, max=None),),
                            (cli.DRY_RUN_OPT, _WAIT_OPT),
-                           "Run schedules now (as the runner would) and print a summary"),
+                           "Run schedules now (as the runner would) and print a summary",
+                           reports_dry_run=True),
 }
 
 PRUNE_COMMAND = cli.Command(
@@ -384,7 +378,8 @@ PRUNE_COMMAND = cli.Command(
      cli.Option(("--node",), {"dest": "nodes", "action": "append", "default": [],
                               "metavar": "NODE", "help": "Only prune on NODE"}),
      *cli.SUBMIT_OPTS),
-    "Remove export generations a retention policy does not keep (--dry-run: show them)")
+    "Remove export generations a retention policy does not keep (--dry-run: show them)",
+    reports_dry_run=True)
 
 
 def main(argv: list[str]) -> int:

@@ -148,11 +148,15 @@ COMMANDS: dict[str, cli.Command] = {
                           "Check that every node answers with a compatible daemon;"
                           " run the cluster-verify hooks"),
     "master-ping": cli.Command(
-        master_ping, (), (cli.Option(("--timeout",), {"type": float, "default": 10.0}),),
+        master_ping, (), (cli.Option(("--timeout",), {
+            "type": float, "default": 10.0,
+            "help": "How long to wait for the master daemon's answer"}),),
         "Exit 0 if the master daemon answers"),
     "destroy": cli.Command(
         destroy, (), (cli.Option(("--yes-do-it",), {"action": "store_true",
-                                                     "default": False}),),
+                                                     "default": False,
+                                                     "help": "Confirm: the cluster cannot"
+                                                             " be restored"}),),
         "Destroy a cluster that has only the master node left"),
     "renew-crypto": cluster_crypto.COMMAND,
     **tags.CLUSTER,

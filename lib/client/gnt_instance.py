@@ -266,7 +266,10 @@ _BACKEND_OPT = cli.Option(("-B", "--backend-parameters"), {
 _HV_OPT = cli.Option(("-H", "--hypervisor-parameters"), {
     "dest": "hypervisor", "default": None, "metavar": "HV[:param=value,...]",
     "help": "Hypervisor and its parameters"})
-_FORCE_OPT = cli.Option(("-f", "--force"), {"action": "store_true", "default": False})
+_FORCE_OPT = cli.Option(("-f", "--force"), {
+    "action": "store_true", "default": False,
+    "help": "remove: do not ask for confirmation; start, modify: go ahead where checks"
+            " advise against it; stop: succeed with a warning if the stop fails"})
 _NO_REMEMBER_OPT = cli.Option(("--no-remember",), {
     "action": "store_true", "default": False,
     "help": "Do not record the change in the configuration"})
@@ -283,18 +286,26 @@ ADD_OPTS = (
     cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
                                   "help": "Primary node (default: the least used one)"}),
     cli.Option(("--disk",), {"dest": "disks", "action": "append", "default": [],
-                             "metavar": "N:size=SIZE[,mode=rw,name=X]"}),
+                             "metavar": "N:size=SIZE[,mode=rw,name=X]",
+                             "help": "Disk N (0, 1, ...): its size (M/G/T units), access"
+                                     " mode and name; repeat for more disks"}),
     cli.Option(("-s", "--os-size"), {"dest": "size", "default": None, "metavar": "SIZE",
                                      "help": "Size of a single disk (e.g. 1G)"}),
     cli.Option(("--net",), {"dest": "nics", "action": "append", "default": [],
-                            "metavar": "N:mac=..,link=..,mode=..,ip=.."}),
+                            "metavar": "N:mac=..,link=..,mode=..,ip=..",
+                            "help": "Network interface N (0, 1, ...): MAC address, link,"
+                                    " mode and IP; repeat for more NICs"}),
     _BACKEND_OPT, _HV_OPT,
     cli.Option(("--no-nics",), {"action": "store_true", "default": False,
                                 "help": "Create the instance without network interfaces"}),
-    cli.Option(("--no-start",), {"dest": "start", "action": "store_false", "default": True}),
-    cli.Option(("--no-install",), {"action": "store_true", "default": None}),
-    cli.Option(("-o", "--os-type"), {"dest": "os", "default": None, "metavar": "OS"}),
-    cli.Option(("--tags",), {"default": None, "metavar": "TAG,TAG"}),
+    cli.Option(("--no-start",), {"dest": "start", "action": "store_false", "default": True,
+                                 "help": "Do not start the instance once it is created"}),
+    cli.Option(("--no-install",), {"action": "store_true", "default": None,
+                                   "help": "Do not run the OS install scripts on the disks"}),
+    cli.Option(("-o", "--os-type"), {"dest": "os", "default": None, "metavar": "OS",
+                                     "help": "Operating system definition to install"}),
+    cli.Option(("--tags",), {"default": None, "metavar": "TAG,TAG",
+                             "help": "Tags to give the new instance (comma-separated)"}),
 )
 
 COMMANDS: dict[str, cli.Command] = {
@@ -304,35 +315,53 @@ COMMANDS: dict[str, cli.Command] = {
                         (*cli.LIST_OPTS, cli.UNITS_OPT), "List instances"),
     "info": cli.Command(info, (cli.Arg("instances", min=0, max=None),),
                         (cli.Option(("-s", "--static"), {"action": "store_true",
-                                                         "default": False}),),
+                                                         "default": False,
+                                                         "help": "Only the configuration:"
+                                                                 " do not ask the nodes for"
+                                                                 " the live state"}),),
                         "Show instance details"),
     "start": cli.Command(start, (cli.Arg("instance"),),
                          (_FORCE_OPT, _BACKEND_OPT, _HV_OPT, _NO_REMEMBER_OPT,
                           _IGNORE_OFFLINE_OPT,
                           cli.Option(("--paused",), {"action": "store_true",
-                                                     "default": False}),
+                                                     "default": False,
+                                                     "help": "Start with the CPUs paused"}),
                           *cli.SUBMIT_OPTS), "Start an instance"),
     "stop": cli.Command(stop, (cli.Arg("instance"),),
                         (_FORCE_OPT, _NO_REMEMBER_OPT, _IGNORE_OFFLINE_OPT,
                          cli.Option(("--timeout",), {
                              "type": _timeout, "default": constants.DEFAULT_SHUTDOWN_TIMEOUT,
-                             "metavar": "SECONDS"}),
+                             "metavar": "SECONDS",
+                             "help": "How long to wait for a clean shutdown before killing"
+                                     " the instance"}),
                          *cli.SUBMIT_OPTS), "Stop an instance"),
     "reboot": cli.Command(reboot, (cli.Arg("instance"),),
                           (_SHUTDOWN_TIMEOUT_OPT,
                            cli.Option(("-t", "--type"), {"default": "hard",
-                                                         "choices": ["soft", "hard", "full"]}),
+                                                         "choices": ["soft", "hard", "full"],
+                                                         "help": "soft (inside the guest),"
+                                                                 " hard (hypervisor restart,"
+                                                                 " the default) or full"
+                                                                 " (stop, then start)"}),
                            cli.Option(("--ignore-secondaries",), {"action": "store_true",
-                                                                  "default": False}),
+                                                                  "default": False,
+                                                                  "help": "Ignore errors on"
+                                                                          " the secondary"
+                                                                          " nodes"}),
                            *cli.SUBMIT_OPTS), "Reboot an instance"),
     "remove": cli.Command(remove, (cli.Arg("instance"),),
                           (_FORCE_OPT, _SHUTDOWN_TIMEOUT_OPT,
                            cli.Option(("--ignore-failures",), {"action": "store_true",
-                                                               "default": False}),
+                                                               "default": False,
+                                                               "help": "Remove the instance"
+                                                                       " from the config even"
+                                                                       " if removing its"
+                                                                       " disks fails"}),
                            *cli.SUBMIT_OPTS), "Remove an instance and its disks"),
     "modify": cli.Command(modify, (cli.Arg("instance"),),
                           (_BACKEND_OPT, _HV_OPT, _FORCE_OPT, *cli.SUBMIT_OPTS),
                           "Change an instance's parameters (applied at the next start)"),
+    "list-fields": cli.list_fields_command("instance", "list"),
     **tags.INSTANCE,
 }
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ganeti import cli, constants, errors, qlang, query
+from ganeti import cli, constants, errors, qlang
 
 DEFAULT_FIELDS = ("id", "status", "summary")
 # the job field whose selection lists archived jobs too (lib/query_resources/job.py)
@@ -72,32 +72,6 @@ def list_jobs(opts: argparse.Namespace) -> int:
                                 opts, _LIST_FORMATTERS)
 
 
-def list_fields(opts: argparse.Namespace) -> int:
-    """``list-fields [FIELD...]``: name, type, title and description of job fields."""
-    with cli.get_client() as cl:
-        fdefs = cl.query_fields("job", list(opts.fields))["fields"]
-    unknown = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNKNOWN]
-    if unknown:
-        print(f"Warning: Unknown output field(s) selected: {', '.join(unknown)}",
-              file=sys.stderr)
-    headers = None if opts.no_headers else {"name": "Name", "kind": "Type",
-                                            "title": "Title", "doc": "Description"}
-    rows = [[f["name"], _FIELD_KIND_NAMES.get(f["kind"], f["kind"]), f["title"], f["doc"]]
-            for f in fdefs]
-    for line in cli.generate_table(headers, ["name", "kind", "title", "doc"],
-                                   opts.separator, rows):
-        print(line)
-    return cli.EXIT_FAILURE if unknown else cli.EXIT_SUCCESS
-
-
-# Ganeti's names of the field kinds, as its list-fields prints them
-_FIELD_KIND_NAMES = {
-    query.QFT_UNKNOWN: "Unknown", query.QFT_TEXT: "Text", query.QFT_BOOL: "Boolean",
-    query.QFT_NUMBER: "Number", query.QFT_UNIT: "Storage size",
-    query.QFT_TIMESTAMP: "Timestamp", query.QFT_OTHER: "Custom",
-}
-
-
 # --- info ---------------------------------------------------------------------------
 
 _INFO_FIELDS = ["id", "status", "priority", "ops", "opstatus", "opresult", "oplog",
@@ -154,18 +128,21 @@ def format_job_info(row: Sequence[Any]) -> list[str]:
 
 def show_job_info(opts: argparse.Namespace) -> int:
     """``info [ID...]``: the given jobs, or every job in the queue (as Ganeti)."""
-    code = cli.EXIT_SUCCESS
     with cli.get_client() as cl:
         rows = cl.query_jobs(list(opts.job_ids) or None, _INFO_FIELDS)
-    job_ids = opts.job_ids or [row[0] for row in rows if row is not None]
-    rows = rows if opts.job_ids else [row for row in rows if row is not None]
-    for job_id, row in zip(job_ids, rows, strict=True):
-        if row is None:
-            print(f"Job ID {job_id} not found", file=sys.stderr)
-            code = cli.EXIT_FAILURE
-            continue
-        print("\n".join(format_job_info(row)))
-    return code
+    if opts.job_ids:
+        _check_found(opts.job_ids, rows)
+    for row in rows:
+        if row is not None:
+            print("\n".join(format_job_info(row)))
+    return cli.EXIT_SUCCESS
+
+
+def _check_found(job_ids: Sequence[int], rows: Sequence[Any]) -> None:
+    """The CLI's one not-found rule (cli.not_found) for jobs asked for by id."""
+    missing = [job_id for job_id, row in zip(job_ids, rows, strict=True) if row is None]
+    if missing:
+        raise cli.not_found("Job", missing)
 
 
 # --- watch / cancel / archive / priority ------------------------------------------------
@@ -183,9 +160,7 @@ def _follow(cl: Any, job_id: int, feedback_fn: cli.FeedbackFn | None) -> int:
 
 
 def _check_job_exists(cl: Any, job_id: int) -> None:
-    rows = cl.query_jobs([job_id], ["status"])
-    if not rows or rows[0] is None:
-        raise errors.OpPrereqError(f"Job {job_id} not found", errors.ECODE_NOENT)
+    _check_found([job_id], cl.query_jobs([job_id], ["status"]))
 
 
 def watch_job(opts: argparse.Namespace) -> int:
@@ -214,6 +189,7 @@ def _select_jobs(opts: argparse.Namespace, cl: Any, question: str) -> list[int] 
                                    " or job ID(s) must be given, and never both",
                                    errors.ECODE_INVAL)
     if not statuses:
+        _check_found(opts.job_ids, cl.query_jobs(list(opts.job_ids), ["id"]))
         return list(opts.job_ids)
     result = cl.query("job", ["id", "status", "summary"], status_filter(statuses))
     jobs = [int(row[0][1]) for row in result["data"]]
@@ -233,6 +209,7 @@ def _per_job(opts: argparse.Namespace, action: str) -> int:
     with cli.get_client() as cl:
         if action == "archive":
             job_ids = list(opts.job_ids)
+            _check_found(job_ids, cl.query_jobs(job_ids, ["id"]))
         else:
             verb = {"cancel": "Cancel", "kill": "Kill",
                     "priority": "Change the priority of"}[action]
@@ -318,9 +295,7 @@ COMMANDS: dict[str, cli.Command] = {
                         (*cli.LIST_OPTS, _RUNNING_OPT, _PENDING_OPT, _ERROR_OPT,
                          _FINISHED_OPT, _ARCHIVED_OPT),
                         "List jobs (all, or the given ids)"),
-    "list-fields": cli.Command(list_fields, (cli.Arg("fields", 0, None),),
-                               (cli.NOHDR_OPT, cli.SEP_OPT),
-                               "List the fields of 'list' (all, or the given ones)"),
+    "list-fields": cli.list_fields_command("job", "list"),
     "info": cli.Command(show_job_info, (_ANY_JOB_IDS,), (),
                         "Show details of jobs (all jobs when no id is given)"),
     "watch": cli.Command(watch_job, (_JOB_ID,), (), "Follow a job's log until it finishes"),

@@ -58,11 +58,9 @@ def info(opts: argparse.Namespace) -> int:
     fields = ["name", "uuid", "pip", "sip", "port", "role", "offline", "drained",
               "master_candidate", "master_capable", "vm_capable", "group", "pinst_list",
               "tags", "backup_bwlimit", "serial_no", "ctime", "mtime"]
-    qfilter = ["|", *[["=", "name", n] for n in opts.nodes]] if opts.nodes else None
     with cli.get_client() as cl:
-        result = cl.query("node", fields, qfilter)
-    for row in result["data"]:
-        values = {f: v for f, (_status, v) in zip(fields, row, strict=True)}
+        rows = cli.query_items(cl, "node", fields, opts.nodes)
+    for values in rows:
         print(f"Node name: {values['name']}")
         for field in fields[1:]:
             value = values[field]
@@ -87,7 +85,8 @@ def modify(opts: argparse.Namespace) -> int:
 
 
 _ADD_OPTS = (
-    cli.Option(("-s", "--secondary-ip"), {"default": None}),
+    cli.Option(("-s", "--secondary-ip"), {"default": None,
+                                          "help": "Secondary (replication) address"}),
     cli.Option(("--primary-ip",), {"default": None,
                                    "help": "Node address (default: resolve the name)"}),
     cli.Option(("--port",), {"type": int, "default": None,
@@ -96,15 +95,25 @@ _ADD_OPTS = (
                               "help": "Re-add a node that is already in the config"}),
     cli.Option(("--ssh-user",), {"default": None,
                                  "help": "Install the node over SSH as this user first"}),
-    cli.Option(("--ssh-port",), {"type": int, "default": None}),
-    cli.Option(("--master-capable",), {"type": _bool, "default": None, "metavar": "yes|no"}),
-    cli.Option(("--vm-capable",), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("--ssh-port",), {"type": int, "default": None,
+                                 "help": "SSH port of the new node (with --ssh-user)"}),
+    cli.Option(("--master-capable",), {"type": _bool, "default": None, "metavar": "yes|no",
+                                       "help": "Whether the node may become master"
+                                               " (candidate)"}),
+    cli.Option(("--vm-capable",), {"type": _bool, "default": None, "metavar": "yes|no",
+                                   "help": "Whether the node may run instances"}),
 )
 _MODIFY_OPTS = (
-    cli.Option(("-O", "--offline"), {"type": _bool, "default": None, "metavar": "yes|no"}),
-    cli.Option(("-D", "--drained"), {"type": _bool, "default": None, "metavar": "yes|no"}),
+    cli.Option(("-O", "--offline"), {"type": _bool, "default": None, "metavar": "yes|no",
+                                     "help": "Mark the node offline (no RPC is sent to it)"
+                                             " or back online"}),
+    cli.Option(("-D", "--drained"), {"type": _bool, "default": None, "metavar": "yes|no",
+                                     "help": "Drain the node (no new instances on it) or"
+                                             " undrain it"}),
     cli.Option(("-C", "--master-candidate"), {"type": _bool, "default": None,
-                                              "metavar": "yes|no"}),
+                                              "metavar": "yes|no",
+                                              "help": "Make the node a master candidate"
+                                                      " (it gets the configuration) or not"}),
     cli.Option(("--backup-bwlimit",), {
         "type": _bwlimit, "default": None, "metavar": "KIB_PER_S|none",
         "help": "Bandwidth limit in KiB/s shared by every export stream the node sends or"
@@ -123,6 +132,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, (cli.Arg("node"),), (*_MODIFY_OPTS, *cli.SUBMIT_OPTS),
                           "Change a node's offline, drained or master-candidate flag,"
                           " or its backup bandwidth limit"),
+    "list-fields": cli.list_fields_command("node", "list"),
     **tags.NODE,
 }
 

@@ -186,6 +186,7 @@ class LUClusterVerifyGroup(LogicalUnit):
         if version_ok:
             feedback_fn(f"All {len(nodes)} nodes answer with protocol version"
                         f" {constants.PROTOCOL_VERSION}")
+        problems += config_distribution_lag(self.context, self.group_nodes, feedback_fn)
         return problems
 
     def _verify_orphan_disk_files(self, answered: dict[str, Any]) -> list[str]:
@@ -230,6 +231,46 @@ class LUClusterVerifyGroup(LogicalUnit):
                 problems.append(f"node {name}: stale export leftovers (removed by the"
                                 f" watcher): {', '.join(stale)}")
         return problems
+
+
+# How long verify lets the master candidates catch up before it calls them lagging
+VERIFY_FLUSH_TIMEOUT = 5.0
+
+
+def config_distribution_lag(context: Any, nodes: list[objects.Node],
+                            feedback_fn: FeedbackFn) -> list[str]:
+    """Master candidates among ``nodes`` whose configuration is behind the master's.
+
+    Uploads run in the background (ganeti.config_distribution), so verify
+    first gives them a short flush; what is still behind is a problem,
+    reported with the serials and the last error.
+    """
+    distribution = getattr(context, "distribution", None)
+    master = context.cfg.get_master_node()
+    candidates = [n.name for n in nodes
+                  if n.master_candidate and not n.offline and n.uuid != master]
+    if distribution is None or not candidates:
+        return []
+    missed = distribution.flush(candidates, VERIFY_FLUSH_TIMEOUT)
+    if not missed:
+        feedback_fn(f"All {len(candidates)} master candidates of the group have the"
+                    f" configuration (serial {context.cfg.get_serial()} or newer)")
+        return []
+    by_node = {s.node: s for s in distribution.status()}
+    problems = []
+    for name, reason in sorted(missed.items()):
+        state = by_node.get(name)
+        if state is None:
+            problems.append(f"node {name}: configuration not distributed: {reason}")
+            continue
+        has = ("nothing since the master started" if state.shipped_serial is None
+               else f"serial {state.shipped_serial}")
+        success = ("never" if state.last_success is None
+                   else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.last_success)))
+        problems.append(f"node {name}: configuration lags {state.lag} serial(s) behind the"
+                        f" master (has {has}, master {state.master_serial}; last success:"
+                        f" {success}; last error: {state.last_error or reason})")
+    return problems
 
 
 class LUClusterDestroy(LogicalUnit):

@@ -218,14 +218,15 @@ class LUInstanceCreate(LogicalUnit):
 
     def _build_instance(self, hv_name: str) -> Instance:
         op = self.op
-        macs = iu.used_macs(self.cfg)
+        # the store's MACs plus this instance's, without copying the store's set
+        macs = iu.MacsInUse(iu.used_macs(self.cfg))
         nics = []
         for spec in self.nic_specs:
             mac = spec.mac or iu.generate_mac(macs)
             if spec.mac and mac in macs:
                 raise errors.OpPrereqError(f"MAC address {mac} is already in use",
                                            errors.ECODE_NOTUNIQUE)
-            macs.add(mac)
+            macs.mine.add(mac)
             params = spec.model_dump(include={"mode", "link", "vlan"}, exclude_none=True)
             nics.append(NIC(mac=mac, ip=spec.ip, name=spec.name, network=spec.network,
                             nicparams=params))

@@ -8,7 +8,8 @@ export) use exactly the same steps as ``gnt-instance``.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -113,9 +114,8 @@ def hypervisor_parameter_names(hv_name: str) -> frozenset[str]:
     return frozenset(cls.PARAMETERS) if cls is not None else frozenset()
 
 
-def generate_mac(existing: Iterable[str], rng: random.Random | None = None) -> str:
-    """A MAC ``aa:00:00:xx:xx:xx`` not used by any instance yet."""
-    used = set(existing)
+def generate_mac(used: Container[str], rng: random.Random | None = None) -> str:
+    """A MAC ``aa:00:00:xx:xx:xx`` not in ``used`` (e.g. :func:`used_macs`)."""
     pick = rng or random.SystemRandom()
     for _ in range(1000):
         tail = ":".join(f"{pick.randrange(256):02x}" for _ in range(3))
@@ -125,9 +125,21 @@ def generate_mac(existing: Iterable[str], rng: random.Random | None = None) -> s
     raise errors.OpExecError("Cannot generate a unique MAC address")
 
 
-def used_macs(cfg: Any) -> set[str]:
-    return {nic.mac for inst in cfg.get_all_instances_info().values()
-            for nic in inst.nics if nic.mac}
+class MacsInUse(Container[str]):
+    """The store's MACs (a view, not copied) plus those picked for the new instance."""
+
+    def __init__(self, taken: Container[str]) -> None:
+        self.taken = taken
+        self.mine: set[str] = set()
+
+    def __contains__(self, mac: object) -> bool:
+        return mac in self.mine or mac in self.taken
+
+
+def used_macs(cfg: Any) -> AbstractSet[str]:
+    """MACs of every instance's NICs: the store's index, a read-only view (O(1))."""
+    macs: AbstractSet[str] = cfg.snapshot().used_macs()
+    return macs
 
 
 def filled_instance(cfg: Any, instance: Instance,

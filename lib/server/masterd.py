@@ -66,7 +66,8 @@ def build_rpc_runner(paths: pathutils.Paths, cfg: ConfigStore) -> RpcRunner:
 
 
 def build_context(paths: pathutils.Paths) -> MasterContext:
-    """Config, RPC runner and locks; every config write reaches the candidates."""
+    """Config, RPC runner and locks; every config write reaches the candidates
+    (in the background, ``ganeti.config_distribution``)."""
     cfg = ConfigStore(paths.cluster_conf_file)
     context = MasterContext(paths, cfg, build_rpc_runner(paths, cfg))
     cfg.add_write_listener(context.on_config_written)
@@ -98,6 +99,7 @@ class Master:
 
     def start(self) -> None:
         self.context = build_context(self.paths)
+        self.context.start_distribution()
         processor = Processor(self.context)
         query_resources.register_all()
         self.paths.queue_db.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,10 @@ class Master:
             LOG.info("Shutting down the job queue")
             self.queue.shutdown(SHUTDOWN_TIMEOUT)
             self.queue = None
+        if self.context is not None:
+            # after the queue: the last jobs' writes get their chance to reach the candidates
+            self.context.stop_distribution()
+            self.context = None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,8 +44,9 @@ class LoopbackRpc(RpcRunner):
     """
 
     def __init__(self, cfg: ConfigStore, roots: dict[str, NodeContext],
-                 glm_getter: Any) -> None:
-        super().__init__(lambda name: None, _no_tls, paths=pathutils.current(), max_workers=1)
+                 glm_getter: Any, paths: pathutils.Paths | None = None) -> None:
+        super().__init__(lambda name: None, _no_tls, paths=paths or pathutils.current(),
+                         max_workers=1)
         self.cfg = cfg
         self.roots = roots
         self.glm_getter = glm_getter
@@ -120,13 +121,16 @@ class Env:
     def __init__(self, tmp_path: Path) -> None:
         data = make_initial_config("cluster.local", "node1", None, "127.0.0.1",
                                    enabled_hypervisors=["fake", "process"])
-        self.cfg = ConfigStore.initialize(tmp_path / "config.data", data)
+        # where the master's paths say: the config distribution uploads that file
+        conf_file = pathutils.Paths.for_root(tmp_path / "node1").cluster_conf_file
+        conf_file.parent.mkdir(parents=True, exist_ok=True)
+        self.cfg = ConfigStore.initialize(conf_file, data)
         for idx in (2, 3):
             self.cfg.add_node(Node(name=f"node{idx}", primary_ip=f"127.0.0.{idx}",
                                    master_candidate=True))
         self.roots = {f"node{i}": NodeContext(paths=pathutils.Paths.for_root(
             tmp_path / f"node{i}")) for i in (1, 2, 3)}
-        self.rpc = LoopbackRpc(self.cfg, self.roots, self._glm)
+        self.rpc = LoopbackRpc(self.cfg, self.roots, self._glm, paths=self.roots["node1"].paths)
         self.ctx: MasterContext = MasterContext(
             pathutils.Paths.for_root(tmp_path / "node1"), self.cfg,
             rpc=self.rpc)

@@ -123,7 +123,7 @@ def test_list_fields(queue: FakeQueue, capsys: pytest.CaptureFixture[str]) -> No
                                                     "id|Number|ID|Job ID"]
     assert gnt_job.main(["list-fields", "id", "colour"]) == 1
     captured = capsys.readouterr()
-    assert "colour" in captured.err and "colour" in captured.out
+    assert "colour" in captured.err and "colour" not in captured.out
 
 
 # --- info, wait, watch ---------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_wait_and_watch_of_a_failed_job(queue: FakeQueue,
 
 def test_wait_for_a_missing_job(queue: FakeQueue, capsys: pytest.CaptureFixture[str]) -> None:
     assert gnt_job.main(["wait", "4242"]) == 1
-    assert "Job 4242 not found" in capsys.readouterr().err
+    assert "Job '4242' not known" in capsys.readouterr().err
 
 
 # --- cancel, change-priority ---------------------------------------------------------

@@ -48,6 +48,6 @@ def test_list_fields_documents_unique_and_shared(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     opts = cli.parse_command_line("gnt-backup", gnt_backup.COMMANDS,
                                   ["list-fields", "--separator", "|"])
-    assert gnt_backup.list_fields(opts) == cli.EXIT_SUCCESS
+    assert opts.func(opts) == cli.EXIT_SUCCESS
     fields = {line.split("|")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "unique" in fields and "shared" in fields and "compressed" in fields["used"]

@@ -1,0 +1,323 @@
+"""Shipping the configuration file to the master candidates, in the background.
+
+A commit never waits for a node: the config store's write listener only
+records the new serial and wakes one worker thread per target node.  Each
+worker uploads the file *as it is on disk when the upload starts*, so writes
+that arrive while an upload runs (or while a node is down) coalesce into one
+upload of the newest version.  A node that fails is retried with a growing
+delay and never holds up the others; when it answers again it gets the newest
+file.
+
+An LU that needs the file on a node before it goes on (node add, a node made
+candidate) calls :meth:`ConfigDistributor.flush`, which waits until those
+nodes hold at least the serial current at the call, or reports why not.
+
+Guarantees (master failover relies on them; see doc/design.md, "Configuration
+distribution"):
+
+- a node's recorded ``shipped_serial`` is a lower bound: the file it holds has
+  at least that serial (the file is read after the serial was recorded);
+- after a write of serial S, every reachable candidate gets a file with serial
+  >= S within ``min_interval`` plus one upload, without any further write;
+- :meth:`flush` returns only when every node asked for holds serial >= the
+  serial at the call, or gives, per node, the reason it does not;
+- :meth:`stop` gives the candidates one bounded last chance (a flush) before
+  the threads end, so a clean master shutdown leaves them up to date.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from os import PathLike
+from pathlib import Path
+from typing import Protocol
+
+from ganeti.rpc.result import RpcResult
+
+LOG = logging.getLogger(__name__)
+
+# Writes closer together than this share one upload per node (a burst of creates)
+DEFAULT_MIN_INTERVAL = 0.5
+# A failed node is retried after RETRY_MIN seconds, doubling up to RETRY_MAX
+RETRY_MIN = 1.0
+RETRY_MAX = 30.0
+# How long a clean shutdown waits for the candidates to take the newest file
+STOP_FLUSH_TIMEOUT = 5.0
+
+
+class UploadRpc(Protocol):
+    """The one RPC the distributor needs (``RpcRunner`` has it)."""
+
+    def call_upload_file(self, nodes: Iterable[str], file_name: str | PathLike[str], *,
+                         timeout: float | None = None) -> dict[str, RpcResult[None]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeStatus:
+    """How far one node's copy of the configuration is behind the master's."""
+
+    node: str
+    candidate: bool
+    master_serial: int
+    # lower bound of the serial the node holds; None: nothing shipped by this master yet
+    shipped_serial: int | None
+    last_success: float | None  # wall-clock time of the last good upload
+    last_attempt: float | None
+    last_error: str | None  # of the last attempt, None if it succeeded
+    consecutive_failures: int
+    uploading: bool
+
+    @property
+    def lag(self) -> int:
+        """Serials the node is behind (the master's serial when nothing was shipped)."""
+        if self.shipped_serial is None:
+            return self.master_serial
+        return max(0, self.master_serial - self.shipped_serial)
+
+
+class _Target:
+    """Mutable state of one node; guarded by the distributor's condition."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.candidate = False
+        self.shipped_serial: int | None = None
+        self.last_success: float | None = None
+        self.last_attempt: float | None = None
+        self.last_error: str | None = None
+        self.failures = 0
+        self.uploading = False
+        self.attempts = 0  # number of the last attempt started
+        self.failed_attempt = 0  # number of the last attempt that failed
+        self.last_ship = float("-inf")  # monotonic start of the last attempt
+        self.next_retry = float("-inf")  # monotonic; no attempt before
+        self.urgent = False  # a flush waits: ignore min_interval and backoff once
+        self.ca_wanted = 0  # generation of the newest CA request
+        self.ca_shipped = 0
+        self.thread: threading.Thread | None = None
+
+
+class ConfigDistributor:
+    """Per-node upload workers; see the module docstring."""
+
+    def __init__(self, rpc: UploadRpc, conf_file: str | PathLike[str],
+                 ca_file: str | PathLike[str], serial: int, *,
+                 min_interval: float = DEFAULT_MIN_INTERVAL,
+                 retry_min: float = RETRY_MIN, retry_max: float = RETRY_MAX,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._rpc = rpc
+        self._conf_file = Path(conf_file)
+        self._ca_file = Path(ca_file)
+        self._serial = serial
+        self._min_interval = min_interval
+        self._retry_min = retry_min
+        self._retry_max = retry_max
+        self._clock = clock
+        self._wall = wall_clock
+        self._cond = threading.Condition()
+        self._targets: dict[str, _Target] = {}
+        self._stopping = False
+
+    # --- what the master tells it --------------------------------------------------
+
+    def config_written(self, serial: int, candidates: Iterable[str]) -> None:
+        """A write of ``serial`` reached the disk; ``candidates`` should follow it.
+
+        Cheap and never blocks on a node: it is called in the committing thread.
+        """
+        with self._cond:
+            self._serial = max(self._serial, serial)
+            self._set_candidates(set(candidates))
+            self._cond.notify_all()
+
+    def set_candidates(self, candidates: Iterable[str]) -> None:
+        """The nodes that always follow the configuration (start-up, no write yet)."""
+        with self._cond:
+            self._set_candidates(set(candidates))
+            self._cond.notify_all()
+
+    def flush(self, node_names: Iterable[str], timeout: float,
+              with_ca: bool = False) -> dict[str, str]:
+        """Wait until ``node_names`` hold the current configuration (and the CA).
+
+        Returns the nodes that do not, each with the reason: its upload failed
+        (an attempt started after this call), or ``timeout`` seconds passed.
+        Candidates or not, the nodes get the file; non-candidates only this once.
+        """
+        deadline = self._clock() + timeout
+        with self._cond:
+            if self._stopping:
+                return {name: "the configuration distribution is stopped"
+                        for name in node_names}
+            target_serial = self._serial
+            waits: dict[str, tuple[_Target, int, int]] = {}
+            for name in node_names:
+                tgt = self._target(name)
+                if with_ca:
+                    tgt.ca_wanted += 1
+                if (tgt.ca_shipped < tgt.ca_wanted or tgt.shipped_serial is None
+                        or tgt.shipped_serial < target_serial):
+                    tgt.urgent = True
+                waits[name] = (tgt, tgt.attempts, tgt.ca_wanted)
+                self._ensure_thread(tgt)
+            self._cond.notify_all()
+            failed: dict[str, str] = {}
+            while True:
+                pending = []
+                for name, (tgt, attempts_before, ca_gen) in waits.items():
+                    if name in failed:
+                        continue
+                    done = (tgt.shipped_serial is not None
+                            and tgt.shipped_serial >= target_serial
+                            and tgt.ca_shipped >= ca_gen)
+                    if done:
+                        continue
+                    if tgt.failed_attempt > attempts_before:
+                        failed[name] = tgt.last_error or "upload failed"
+                        continue
+                    pending.append(name)
+                remaining = deadline - self._clock()
+                if not pending:
+                    return failed
+                if remaining <= 0 or self._stopping:
+                    for name in pending:
+                        tgt = waits[name][0]
+                        reason = f"not uploaded within {timeout:g}s"
+                        if tgt.last_error:
+                            reason += f" (last error: {tgt.last_error})"
+                        failed[name] = reason
+                    return failed
+                self._cond.wait(remaining)
+
+    def status(self) -> list[NodeStatus]:
+        """Every candidate's (and any node still being flushed) state, by node name."""
+        with self._cond:
+            return [NodeStatus(node=t.node, candidate=t.candidate, master_serial=self._serial,
+                               shipped_serial=t.shipped_serial, last_success=t.last_success,
+                               last_attempt=t.last_attempt, last_error=t.last_error,
+                               consecutive_failures=t.failures, uploading=t.uploading)
+                    for t in sorted(self._targets.values(), key=lambda t: t.node)]
+
+    def stop(self, flush_timeout: float = STOP_FLUSH_TIMEOUT, join_timeout: float = 5.0
+             ) -> dict[str, str]:
+        """Give the candidates a last bounded flush, then end the workers.
+
+        Returns the candidates the last flush did not reach.  An upload stuck in
+        a connect is not waited for beyond ``join_timeout`` (the threads are daemons).
+        """
+        with self._cond:
+            candidates = [t.node for t in self._targets.values() if t.candidate]
+        missed = self.flush(candidates, flush_timeout) if flush_timeout > 0 else {}
+        with self._cond:
+            self._stopping = True
+            threads = [t.thread for t in self._targets.values() if t.thread is not None]
+            self._cond.notify_all()
+        deadline = self._clock() + join_timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - self._clock()))
+        return missed
+
+    # --- workers -------------------------------------------------------------------
+
+    def _set_candidates(self, names: set[str]) -> None:
+        for name in names:
+            tgt = self._target(name)
+            tgt.candidate = True
+            self._ensure_thread(tgt)
+        for tgt in list(self._targets.values()):
+            if tgt.node not in names and tgt.candidate:
+                tgt.candidate = False  # its worker ends once nothing is asked of it
+
+    def _target(self, name: str) -> _Target:
+        tgt = self._targets.get(name)
+        if tgt is None:
+            tgt = self._targets[name] = _Target(name)
+        return tgt
+
+    def _ensure_thread(self, tgt: _Target) -> None:
+        if tgt.thread is None and not self._stopping:
+            tgt.thread = threading.Thread(target=self._run, args=(tgt,), daemon=True,
+                                          name=f"config-dist-{tgt.node}")
+            tgt.thread.start()
+
+    def _needs_upload(self, tgt: _Target) -> bool:
+        behind = tgt.shipped_serial is None or tgt.shipped_serial < self._serial
+        return tgt.ca_shipped < tgt.ca_wanted or (behind and (tgt.candidate or tgt.urgent))
+
+    def _next_due(self, tgt: _Target) -> float:
+        """Monotonic time the next upload may start (it is needed)."""
+        if tgt.urgent:
+            return float("-inf")
+        return max(tgt.next_retry, tgt.last_ship + self._min_interval)
+
+    def _run(self, tgt: _Target) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        tgt.thread = None
+                        return
+                    if not self._needs_upload(tgt):
+                        if not tgt.candidate:
+                            # asked for once (flush) and done: forget the node
+                            tgt.thread = None
+                            if self._targets.get(tgt.node) is tgt:
+                                del self._targets[tgt.node]
+                            return
+                        self._cond.wait()
+                        continue
+                    wait = self._next_due(tgt) - self._clock()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                serial = self._serial
+                ca_gen = tgt.ca_wanted
+                with_ca = tgt.ca_shipped < ca_gen
+                tgt.urgent = False
+                tgt.uploading = True
+                tgt.attempts += 1
+                attempt = tgt.attempts
+                tgt.last_ship = self._clock()
+                tgt.last_attempt = self._wall()
+            error = self._upload(tgt.node, with_ca)
+            with self._cond:
+                tgt.uploading = False
+                if error is None:
+                    if tgt.failures:
+                        LOG.info("Node %s takes the configuration again (serial %d)",
+                                 tgt.node, serial)
+                    tgt.shipped_serial = max(tgt.shipped_serial or 0, serial)
+                    if with_ca:
+                        tgt.ca_shipped = max(tgt.ca_shipped, ca_gen)
+                    tgt.last_success = tgt.last_attempt
+                    tgt.last_error = None
+                    tgt.failures = 0
+                    tgt.next_retry = float("-inf")
+                else:
+                    if tgt.failures == 0:
+                        LOG.warning("Cannot copy the configuration to node %s (retrying in"
+                                    " the background): %s", tgt.node, error)
+                    tgt.last_error = error
+                    tgt.failures += 1
+                    tgt.failed_attempt = attempt
+                    delay = min(self._retry_max, self._retry_min * 2 ** (tgt.failures - 1))
+                    tgt.next_retry = self._clock() + delay
+                self._cond.notify_all()
+
+    def _upload(self, node: str, with_ca: bool) -> str | None:
+        """Config (then CA) to ``node``; the error message, or None."""
+        files = [self._conf_file] + ([self._ca_file] if with_ca else [])
+        for path in files:
+            try:
+                res = self._rpc.call_upload_file([node], str(path))[node]
+            except Exception as err:  # a bug or unreadable file must not kill the worker
+                LOG.exception("Uploading %s to %s failed", path.name, node)
+                return f"{path.name}: {err}"
+            if res.fail_msg:
+                return f"{path.name}: {res.fail_msg}"
+        return None
