@@ -102,12 +102,12 @@ class QueuedJob:
     # scheduling state, guarded by ``lock``: the opcode has been handed to the executor
     in_executor: bool = False
     archived: bool = False
+    # made from the opcodes on first use (validating every stored opcode again is the
+    # bulk of loading thousands of jobs); the submitter passes them in
     summaries: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
-        if len(self.summaries) != len(self.ops):
-            self.summaries = [op.summary() for op in self.ops]
         self.log_serial = max((e.serial for op in self.ops for e in op.log),
                               default=self.log_serial)
 
@@ -167,6 +167,8 @@ class QueuedJob:
             case "priority":
                 return self.calc_priority()
             case "summary":
+                if len(self.summaries) != len(self.ops):
+                    self.summaries = [op.summary() for op in self.ops]
                 return list(self.summaries)
             case "ops":
                 return [op.input for op in self.ops]

@@ -93,7 +93,7 @@ def test_store_round_trip(store: SqliteJobStore, tmp_path: Path) -> None:
     assert loaded.log_since(0) == [[1, [0, 12], "message", "hi"],
                                    [2, [0, 13], "remote-import", {"k": 1}]]
     assert loaded.log_serial == 2
-    assert loaded.summaries == ["TEST_DELAY(0.0)"] * 2
+    assert loaded.get_field("summary") == ["TEST_DELAY(0.0)"] * 2
     assert store.next_job_id() == 2
 
 
