@@ -5,7 +5,7 @@ is built in and does what hail does in the simple case of one instance without
 a secondary: drop the nodes that cannot take it (offline, drained, not
 vm-capable, silent, or short of free memory or disk), then take the one left
 with the most room after the placement (the smaller of its free memory and free
-disk shares), fewer primary instances and the name breaking ties.
+disk shares, in steps of 5%), fewer primary instances and the name breaking ties.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ganeti.rpc.client import RpcRunner
 
 HAIL = constants.IALLOCATOR_HAIL
+# the granularity of "more room" (a share of the node's memory or disk)
+ROOM_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,10 @@ def allocate(request: Request, nodes: Sequence[NodeRoom],
             f"Allocator {HAIL} found no node for an instance needing {request.memory} MiB"
             f" of memory and {request.disk} MiB of disk ({'; '.join(reasons) or 'no nodes'})",
             errors.ECODE_NORES)
-    # whole percents: two nodes on one machine report the same room a few MiB apart
-    best = min(fitting, key=lambda n: (-round(100 * n.share_left(request)), n.instances,
-                                       n.name))
+    # shares within 5% count as equal: nodes sharing a machine (or alike) report
+    # the same room a little apart, and then the fewer primaries win
+    best = min(fitting, key=lambda n: (-round(n.share_left(request) / ROOM_STEP),
+                                       n.instances, n.name))
     return best.name
 
 
