@@ -88,8 +88,11 @@ FILTER_OPT = Option(("-F", "--filter"), {
             " \"running\"', see doc/query-language.md); without -F an argument holding"
             " blanks, quotes, brackets, =, <, >, !, ~ or / is read as one too, and names"
             " with * or ? are glob patterns"})
-UNITS_OPT = Option(("--units",), {"default": None, "choices": ["h", "m", "g", "t"],
-                                  "help": "Units for sizes (h: human readable)"})
+UNITS_OPT = Option(("--units",), {
+    "default": None, "choices": ["h", "m", "g", "t"],
+    "help": "Units of every size column (disk sizes and export sizes too): h (readable,"
+            " the default in a table), m, g or t (MiB, GiB, TiB); without it --separator"
+            " output shows plain numbers (MiB, or bytes where a field counts bytes)"})
 
 # Options every command of every script understands
 GLOBAL_OPTS: tuple[Option, ...] = (DEBUG_OPT, ROOT_OPT)
@@ -728,25 +731,42 @@ def format_unit(mib: float, units: str) -> str:
     return text if units == "t" else text + "T"
 
 
+MIB = 1 << 20
+
+
+def format_sizes(value: Any, units: str | None, separator: str | None = None,
+                 in_bytes: bool = False) -> str:
+    """The one formatter of sizes in list output (a number or a list of them).
+
+    ``units`` is --units (h, m, g, t); without it a table shows readable units and a
+    --separator output the raw number (MiB, or bytes for byte counts), for scripts.
+    """
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_sizes(v, units, separator, in_bytes) for v in value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "" if value is None else str(value)
+    if units is None and separator is not None:
+        return str(value)
+    return format_unit(value / MIB if in_bytes else value, units or "h")
+
+
 def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
                    separator: str | None, data: Sequence[Sequence[Any]],
                    numfields: Sequence[str] = (), unitfields: Sequence[str] = (),
-                   units: str | None = None) -> list[str]:
+                   units: str | None = None, bytefields: Sequence[str] = ()) -> list[str]:
     """Lines of a table: numbers right-aligned, others left, last column unpadded.
 
     With a separator, columns are joined by it and never padded (for scripts).
+    ``unitfields`` hold sizes in MiB, ``bytefields`` in bytes (see format_sizes).
     """
-    if units is None:
-        units = "m" if separator else "h"
     rows: list[list[str]] = []
     if headers is not None:
         rows.append([headers.get(f, f) for f in fields])
     for row in data:
         cells = []
         for fname, value in zip(fields, row, strict=False):
-            if fname in unitfields and isinstance(value, (int, float)) and \
-                    not isinstance(value, bool):
-                cells.append(format_unit(value, units))
+            if fname in unitfields or fname in bytefields:
+                cells.append(format_sizes(value, units, separator, fname in bytefields))
             else:
                 cells.append("" if value is None else str(value))
         rows.append(cells)
@@ -754,7 +774,8 @@ def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
         return [separator.join(r) for r in rows]
     widths = [max((len(r[i]) for r in rows if i < len(r)), default=0)
               for i in range(len(fields))]
-    right = {i for i, f in enumerate(fields) if f in numfields or f in unitfields}
+    right = {i for i, f in enumerate(fields)
+             if f in numfields or f in unitfields or f in bytefields}
     lines = []
     for r in rows:
         parts = []
@@ -804,7 +825,11 @@ def format_query_result(result: dict[str, Any], separator: str | None = None,
     names = [f["name"] for f in fdefs]
     headers = {f["name"]: f["title"] for f in fdefs} if header else None
     numfields = [f["name"] for f in fdefs if f["kind"] == query.QFT_NUMBER]
-    unitfields = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNIT]
+    unitfields = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNIT
+                  or (units is not None and f["name"] in query.SIZE_LIST_FIELDS)]
+    # byte counts stay plain numbers unless --units asks for sizes
+    bytefields = [f["name"] for f in fdefs
+                  if units is not None and f["name"] in query.BYTE_FIELDS]
     formatters = formatters or {}
     rows = []
     for row in result["data"]:
@@ -814,12 +839,13 @@ def format_query_result(result: dict[str, Any], separator: str | None = None,
                 cells.append(_STATUS_TEXT.get(status, "?"))
             elif fdef["name"] in formatters:
                 cells.append(formatters[fdef["name"]](value))
-            elif fdef["kind"] == query.QFT_UNIT:
+            elif fdef["name"] in unitfields or fdef["name"] in bytefields:
                 cells.append(value)
             else:
                 cells.append(format_query_value(fdef["kind"], value))
         rows.append(cells)
-    lines = generate_table(headers, names, separator, rows, numfields, unitfields, units)
+    lines = generate_table(headers, names, separator, rows, numfields, unitfields, units,
+                           bytefields)
     unknown = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNKNOWN]
     return (EXIT_FAILURE if unknown else EXIT_SUCCESS), lines
 

@@ -156,3 +156,8 @@ HYPER_TYPES: Final = frozenset({HT_FAKE, HT_PROCESS, HT_KVM})
 
 # Config
 CONFIG_VERSION: Final = 1
+
+# the built-in instance allocator (ganeti.cmdlib.iallocator) and Ganeti's "-I ." (the
+# cluster's default allocator, which is that one here)
+IALLOCATOR_HAIL = "hail"
+DEFAULT_IALLOCATOR_SHORTCUT = "."

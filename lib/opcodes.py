@@ -589,11 +589,20 @@ class OpInstanceCreate(OpCode):
                                                 " with the fewest instances)")
     snode: str | None = Field(None, description="Secondary node (no template here uses"
                                                 " one)")
-    iallocator: Annotated[str | None, BeforeValidator(_unset_only("allocator scripts"))] = \
-        Field(None, description="Allocator script (not supported: only None)")
+    iallocator: Literal["hail", "."] | None = Field(
+        None, description="Allocator choosing the primary node instead of pnode: hail (built"
+                          " in: the usable node with the most free memory and disk left"
+                          " after the placement) or '.' (the cluster's default, hail)")
     start: bool = Field(True, description="Start the instance once created")
-    ip_check: bool = Field(False, description="Check that the IP is not in use")
+    ip_check: bool = Field(False, description="Check that nothing answers at the IP the name"
+                                              " resolves to (needs name_check)")
     name_check: bool = Field(False, description="Check that the name resolves")
+    ignore_ipolicy: bool = Field(
+        False, description="Ignore instance policy violations (the policy here has no"
+                           " limits; its disk templates are the enabled ones, which are"
+                           " required anyway: nothing is refused by it)")
+    no_nics: bool = Field(False, description="import: no NICs, not the export's (nics"
+                                             " must be empty)")
     wait_for_sync: bool = Field(True, description="Wait for disk synchronisation")
     no_install: bool | None = Field(None, description="Do not run the OS install scripts")
     tags: TagList = Field(default_factory=list, description="Tags of the new instance")

@@ -227,7 +227,7 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
         "force_variant": Ignored(False, _NO_VARIANTS),
         "wait_for_sync": Ours(True),
         "name_check": Ours(True),
-        "ignore_ipolicy": Ignored(False, _NO_IPOLICY),
+        "ignore_ipolicy": Ours(False),
         "opportunistic_locking": Unsupported(False, "opportunistic locking for the"
                                                     " allocator"),
         "beparams": Ours({}),

@@ -121,6 +121,14 @@ def hv_from_opt(text: str | None) -> tuple[str | None, dict[str, Any]]:
     return name or None, params
 
 
+def _allocator(value: str) -> str:
+    if value not in (constants.IALLOCATOR_HAIL, constants.DEFAULT_IALLOCATOR_SHORTCUT):
+        raise argparse.ArgumentTypeError(
+            f"unknown allocator '{value}' (built in: {constants.IALLOCATOR_HAIL};"
+            f" '{constants.DEFAULT_IALLOCATOR_SHORTCUT}': the cluster's default)")
+    return value
+
+
 def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[str, Any]:
     """OpInstanceCreate fields from the add options (shared with gnt-backup import)."""
     hv_name, hvparams = hv_from_opt(opts.hypervisor)
@@ -140,6 +148,16 @@ def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[st
     }
     if opts.disk_template:
         fields["disk_template"] = opts.disk_template
+    if opts.iallocator is not None:
+        if pnode:
+            raise errors.OpPrereqError("Use either -n/--node or -I/--iallocator, not both",
+                                       errors.ECODE_INVAL)
+        fields["iallocator"] = opts.iallocator
+    if opts.ip_check and not opts.name_check:
+        raise errors.OpPrereqError("--ip-check needs --name-check (the IP is the one the"
+                                   " name resolves to)", errors.ECODE_INVAL)
+    fields.update(no_nics=opts.no_nics, ignore_ipolicy=opts.ignore_ipolicy,
+                  name_check=opts.name_check, ip_check=opts.ip_check)
     return fields
 
 
@@ -293,6 +311,33 @@ ADD_OPTS = (
                                            "help": "Disk template (file, plain, diskless)"}),
     cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
                                   "help": "Primary node (default: the least used one)"}),
+    cli.Option(("-I", "--iallocator"), {
+        "default": None, "metavar": "NAME", "type": _allocator,
+        "help": f"Let the allocator NAME choose the primary node instead of -n:"
+                f" {constants.IALLOCATOR_HAIL} (built in, as Ganeti's hail for one"
+                f" instance: the usable node with the most free memory and disk left after"
+                f" the placement) or '{constants.DEFAULT_IALLOCATOR_SHORTCUT}' (the"
+                f" cluster's default, {constants.IALLOCATOR_HAIL})"}),
+    cli.Option(("--ignore-ipolicy",), {
+        "action": "store_true", "default": False,
+        "help": "Ignore instance policy violations (Ganeti's option; the policy here has no"
+                " limits and only the enabled disk templates, which are required anyway,"
+                " so nothing is refused by it)"}),
+    cli.Option(("--name-check",), {
+        "dest": "name_check", "action": "store_true", "default": False,
+        "help": "Check that the instance name resolves (DNS or /etc/hosts); off by"
+                " default here, unlike Ganeti, as local clusters' names rarely resolve"}),
+    cli.Option(("--no-name-check",), {
+        "dest": "name_check", "action": "store_false",
+        "help": "Do not check that the name resolves (the default here; implies"
+                " --no-ip-check)"}),
+    cli.Option(("--ip-check",), {
+        "dest": "ip_check", "action": "store_true", "default": False,
+        "help": "With --name-check: refuse the name when something already answers at the"
+                " address it resolves to"}),
+    cli.Option(("--no-ip-check",), {
+        "dest": "ip_check", "action": "store_false",
+        "help": "Do not check whether the instance's IP is in use (the default here)"}),
     cli.Option(("--disk",), {"dest": "disks", "action": "append", "default": [],
                              "metavar": "N:size=SIZE[,mode=rw,name=X]",
                              "help": "Disk N (0, 1, ...): its size (M/G/T units), access"
@@ -305,7 +350,8 @@ ADD_OPTS = (
                                     " mode and IP; repeat for more NICs"}),
     _BACKEND_OPT, _HV_OPT,
     cli.Option(("--no-nics",), {"action": "store_true", "default": False,
-                                "help": "Create the instance without network interfaces"}),
+                                "help": "Create the instance without network interfaces"
+                                        " (an import: without the export's)"}),
     cli.Option(("--no-start",), {"dest": "start", "action": "store_false", "default": True,
                                  "help": "Do not start the instance once it is created"}),
     cli.Option(("--no-install",), {"action": "store_true", "default": None,
