@@ -360,7 +360,7 @@ def build_parser(prog: str, commands: dict[str, Command], description: str = "",
         for arg in cmd.args:
             arg.add_to(cparser)
         # argparse cannot express every count range; parse_command_line checks them
-        cparser.set_defaults(func=cmd.func, _arg_specs=cmd.args,
+        cparser.set_defaults(func=cmd.func, _arg_specs=cmd.args, _options=cmd.options,
                              _dry_run_text=None if cmd.reports_dry_run else
                              cmd.description)
     return parser
@@ -418,6 +418,8 @@ def generic_main(prog: str, commands: dict[str, Command],
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if opts.root:
         os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
+    _OPTION_FLAGS.clear()
+    _OPTION_FLAGS.update(option_flags(getattr(opts, "_options", ())))
     try:
         code = int(opts.func(opts))
         if code == EXIT_SUCCESS and getattr(opts, "dry_run", False) and \
@@ -437,7 +439,7 @@ def generic_main(prog: str, commands: dict[str, Command],
     except errors.GenericError as err:
         if opts.debug:
             traceback.print_exc()
-        print(errors.format_error(err), file=sys.stderr)
+        print(format_error(err), file=sys.stderr)
         if isinstance(err, errors.QueryFilterParseError):
             for line in qlang.filter_details(err):
                 print(f"  {line}", file=sys.stderr)
@@ -453,6 +455,40 @@ def generic_main(prog: str, commands: dict[str, Command],
             traceback.print_exc()
         print(f"Unexpected error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+# --- messages naming opcode fields (errors.field_ref) ---------------------------------
+
+_FIELD_REF_RE = re.compile(r"`([a-z][a-z0-9_]*)`")
+# opcode field -> the option of the running command that sets it (set by generic_main)
+_OPTION_FLAGS: dict[str, str] = {}
+
+
+def option_flags(options: Sequence[Option]) -> dict[str, str]:
+    """Field (the option's dest) -> its long flag, for the options of one command.
+
+    Options storing the opposite of a field (``--noshutdown``) do not name it.
+    """
+    flags: dict[str, str] = {}
+    for opt in options:
+        longs = [f for f in opt.flags if f.startswith("--")]
+        if not longs or opt.kwargs.get("action") == "store_false":
+            continue
+        dest = str(opt.kwargs.get("dest") or longs[0][2:].replace("-", "_"))
+        flags.setdefault(dest, longs[0])
+    return flags
+
+
+def render_field_refs(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """A master's message with its opcode field references (errors.field_ref) shown
+    as the options of this command (the bare field name where it has none)."""
+    table = _OPTION_FLAGS if flags is None else flags
+    return _FIELD_REF_RE.sub(lambda m: table.get(m.group(1), m.group(1)), text)
+
+
+def format_error(err: BaseException) -> str:
+    """errors.format_error, with field references as this command's options."""
+    return render_field_refs(errors.format_error(err))
 
 
 def dry_run_message(prog: str, opts: argparse.Namespace) -> str:
@@ -502,7 +538,7 @@ def format_log_entry(entry: Sequence[Any]) -> str:
     _serial, ts, log_type, message = entry
     when = time.ctime(merge_time(ts)) if ts else "?"
     if isinstance(message, str):
-        text = message
+        text = render_field_refs(message)
     else:
         text = f"{log_type}: {json.dumps(message, sort_keys=True)}"
     return f"{when} {text}"
@@ -789,6 +825,56 @@ def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
     return lines
 
 
+InfoValue = Any  # str, number, dict, list, or a list of (key, value) pairs (ordered)
+
+
+def format_generic_info(data: InfoValue) -> list[str]:
+    """Lines of ``info`` output laid out as Ganeti's PrintGenericInfo does: ``Key: value``,
+    nested parts indented by two spaces, dicts sorted, lists as ``- item``; a list of
+    (key, value) pairs keeps its order."""
+    lines: list[str] = []
+    _info_lines(lines, data, 0, None)
+    return lines
+
+
+def _is_pairs(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and \
+        all(isinstance(d, tuple) and len(d) == 2 for d in data)
+
+
+def _info_lines(lines: list[str], data: Any, level: int, key: str | None) -> None:
+    indent = "  " * level
+    head = f"{indent}{key}:" if key is not None else None
+    child = level + 1 if key is not None else level
+    if isinstance(data, dict) or _is_pairs(data):
+        pairs = sorted(data.items()) if isinstance(data, dict) else data
+        if head is not None:
+            lines.append(head)
+        for sub_key, value in pairs:
+            _info_lines(lines, value, child, str(sub_key))
+    elif isinstance(data, (list, tuple)):
+        if head is not None:
+            lines.append(head)
+        for item in data:
+            if isinstance(item, (dict, list, tuple)):
+                lines.append(f"{'  ' * child}-")
+                _info_lines(lines, item, child + 1, None)
+            else:
+                lines.append(f"{'  ' * child}- {_info_scalar(item)}")
+    elif head is not None:
+        lines.append(f"{head} {_info_scalar(data)}".rstrip())
+    else:
+        lines.append(f"{indent}{_info_scalar(data)}")
+
+
+def _info_scalar(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
 _STATUS_TEXT = {
     query.RS_UNKNOWN: "??",
     query.RS_NODATA: "(nodata)",
@@ -807,6 +893,13 @@ def format_query_value(kind: str, value: Any) -> Any:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     return value
+
+
+def format_time(ts: float | None) -> str:
+    """Seconds since the epoch as local ``YYYY-MM-DD HH:MM:SS`` (Ganeti's FormatTime)."""
+    if ts is None or isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "N/A"
+    return time.strftime("%F %T", time.localtime(ts))
 
 
 def format_timestamp(ts: Sequence[int] | float | None) -> str:

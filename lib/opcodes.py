@@ -297,6 +297,8 @@ class DiskSpec(Spec):
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 MAC_AUTO = ("auto", "generate")
 NicMode = Literal["bridged", "routed", "openvswitch"]
+# constants.VERIFY_OPTIONAL_CHECKS
+VerifyOptionalCheck = Literal["nplusone_mem"]
 
 
 def _mac(value: Any) -> Any:
@@ -416,6 +418,13 @@ class OpClusterVerify(OpCode):
 
     OP_RESULT = dict[str, Any]
     group_name: NonEmptyStr | None = Field(None, description="Verify only this node group")
+    error_codes: bool = Field(
+        False, description="Log each problem in Ganeti's machine-parsable form,"
+                           " ERROR:CODE:TYPE:ITEM:MESSAGE (e.g. ERROR:ENODEVERSION:node:"
+                           "node3:...)")
+    skip_checks: list[VerifyOptionalCheck] = Field(
+        default_factory=list, description="Optional checks to leave out (nplusone_mem:"
+                                          " the N+1 memory redundancy of the nodes)")
 
 
 class OpClusterVerifyGroup(OpCode):
@@ -425,6 +434,9 @@ class OpClusterVerifyGroup(OpCode):
     OP_DSC_FIELD = "group_name"
     OP_RESULT = bool
     group_name: NonEmptyStr = Field(description="Node group to verify")
+    error_codes: bool = Field(False, description="As OpClusterVerify's error_codes")
+    skip_checks: list[VerifyOptionalCheck] = Field(
+        default_factory=list, description="As OpClusterVerify's skip_checks")
 
 
 class OpClusterDestroy(OpCode):

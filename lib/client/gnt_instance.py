@@ -190,8 +190,11 @@ def info(opts: argparse.Namespace) -> int:
         print(f"Serial number: {data['serial_no']}")
         print(f"Creation time: {cli.format_timestamp(data['ctime'])}")
         print(f"Modification time: {cli.format_timestamp(data['mtime'])}")
-        print(f"State: configured to be {data['config_state']}, actual state is"
-              f" {data['run_state'] or 'unknown (static)'}")
+        # Ganeti's wording; the actual state only when it is known (not with --static)
+        state = f"configured to be {data['config_state']}"
+        if data["run_state"]:
+            state += f", actual state is {data['run_state']}"
+        print(f"State: {state}")
         print("  Nodes:")
         print(f"    - primary: {data['pnode']}")
         print(f"    - secondaries: {', '.join(data['snodes'])}")
@@ -224,7 +227,15 @@ def start(opts: argparse.Namespace) -> int:
         hvparams=hvparams, startup_paused=opts.paused, no_remember=opts.no_remember,
         ignore_offline_nodes=opts.ignore_offline)
     cli.submit_opcode(op, opts)
+    _done(opts, "paused" if opts.paused else "started")
     return cli.EXIT_SUCCESS
+
+
+def _done(opts: argparse.Namespace, what: str) -> None:
+    """start, stop and reboot confirm success in one short line (not for --dry-run,
+    which generic_main reports)."""
+    if not opts.dry_run:
+        print(f"Instance {opts.instance} {what}.")
 
 
 def stop(opts: argparse.Namespace) -> int:
@@ -233,6 +244,7 @@ def stop(opts: argparse.Namespace) -> int:
         instance_name=opts.instance, force=opts.force, timeout=opts.timeout,
         no_remember=opts.no_remember, ignore_offline_nodes=opts.ignore_offline)
     cli.submit_opcode(op, opts)
+    _done(opts, "stopped")
     return cli.EXIT_SUCCESS
 
 
@@ -242,6 +254,7 @@ def reboot(opts: argparse.Namespace) -> int:
         instance_name=opts.instance, reboot_type=opts.type,
         shutdown_timeout=opts.shutdown_timeout, ignore_secondaries=opts.ignore_secondaries)
     cli.submit_opcode(op, opts)
+    _done(opts, f"rebooted ({opts.type})")
     return cli.EXIT_SUCCESS
 
 

@@ -204,7 +204,8 @@ class LocalImport(ImportMode):
                 op.tags = list(info.tags)
             else:
                 self.lu.LogInfo("Not carrying the export's tags (%s) to the copy %s; give"
-                                " --tags to set them", " ".join(info.tags), op.instance_name)
+                                " %s to set them", " ".join(info.tags), op.instance_name,
+                                errors.field_ref("tags"))
 
     def _apply_hypervisor(self, cluster: Cluster) -> None:
         """The export's hypervisor (refused when not enabled here) unless -H names one;
