@@ -14,11 +14,10 @@ import os
 import re
 import sys
 import time
-import traceback
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from ganeti import constants, errors, luxi, pathutils, qlang, query
 
@@ -40,12 +39,15 @@ PRIORITY_NAMES: dict[str, int] = {
 # --- options ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Option:
+# The records below are NamedTuples, not dataclasses: importing dataclasses (and the
+# inspect module it needs) costs a gnt-* command a tenth of its start-up.
+
+
+class Option(NamedTuple):
     """One argparse option, declared once and shared between commands."""
 
     flags: tuple[str, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = MappingProxyType({})
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(*self.flags, **self.kwargs)
@@ -181,8 +183,7 @@ def model_values(opts: argparse.Namespace, model: type[Any], dest_prefix: str
 # --- positional arguments ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(NamedTuple):
     """Positional argument(s): ``min``..``max`` values (max None: unbounded)."""
 
     name: str
@@ -344,15 +345,45 @@ def deferred_command(module: str, attr: str, description: str) -> Command:
     return Command(description=description, load=load)
 
 
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and bz2, lzma)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+        return 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, made without importing shutil (argparse makes one per option)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_columns() - 2 if width is None else width)
+
+
 def build_parser(prog: str, commands: dict[str, Command], description: str = "",
                  only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of a script; with ``only``, just that command gets its options and
-    arguments (the others are listed by name: building them could import heavy
-    modules a different command needs).  None builds every command (man pages)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    """The parser of a script.
+
+    With ``only`` naming a command, the parser knows just that command (building
+    the others could import modules only they need); naming none of them (help,
+    a typo), every command is listed without its options.  None builds every
+    command fully (man pages, tests).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=HelpFormatter)
+    # prog given: argparse would otherwise format a usage line to make it
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=prog)
     for name, cmd in commands.items():
-        cparser = sub.add_parser(name, help=cmd.description, description=cmd.description)
+        if only in commands and name != only:
+            continue
+        cparser = sub.add_parser(name, help=cmd.description, description=cmd.description,
+                                 formatter_class=HelpFormatter)
         if only is not None and name != only:
             continue
         for opt in (*GLOBAL_OPTS, *cmd.options):
@@ -407,6 +438,19 @@ def interrupted_lines(job_id: int) -> list[str]:
             f" 'gnt-job cancel {job_id}'."]
 
 
+def missing_module_line(prog: str, err: ModuleNotFoundError) -> str:
+    """What to do when the environment lacks a dependency (scripts/gnt-* say the same
+    when the package itself is missing)."""
+    return (f"{prog}: {err} (python: {sys.executable}). Set up the environment first, as"
+            " the README says: tools/setup-env, then PATH=CHECKOUT/.venv/bin:$PATH"
+            ' (eval "$(.venv/bin/python tools/local-cluster --root DIR env)" does that)')
+
+
+def _print_traceback() -> None:
+    import traceback  # only with --debug (it imports linecache, tokenize, textwrap)
+    traceback.print_exc()
+
+
 def generic_main(prog: str, commands: dict[str, Command],
                  argv: Sequence[str] | None = None) -> int:
     """Run one gnt-* invocation and return its exit code."""
@@ -416,6 +460,11 @@ def generic_main(prog: str, commands: dict[str, Command],
         opts = parse_command_line(prog, commands, argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except ModuleNotFoundError as err:  # a command's options need a missing dependency
+        if (err.name or "ganeti").startswith("ganeti"):
+            raise
+        print(missing_module_line(prog, err), file=sys.stderr)
+        return EXIT_FAILURE
     if opts.root:
         os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
     _OPTION_FLAGS.clear()
@@ -438,7 +487,7 @@ def generic_main(prog: str, commands: dict[str, Command],
         return EXIT_FAILURE
     except errors.GenericError as err:
         if opts.debug:
-            traceback.print_exc()
+            _print_traceback()
         print(format_error(err), file=sys.stderr)
         if isinstance(err, errors.QueryFilterParseError):
             for line in qlang.filter_details(err):
@@ -452,8 +501,13 @@ def generic_main(prog: str, commands: dict[str, Command],
         return EXIT_FAILURE
     except Exception as err:  # a bug, not a cluster error: still one line unless --debug
         if opts.debug:
-            traceback.print_exc()
-        print(f"Unexpected error: {type(err).__name__}: {err}", file=sys.stderr)
+            _print_traceback()
+        if isinstance(err, ModuleNotFoundError) and \
+                not (err.name or "ganeti").startswith("ganeti"):
+            # a dependency a command imports when it runs (e.g. pydantic) is missing
+            print(missing_module_line(prog, err), file=sys.stderr)
+        else:
+            print(f"Unexpected error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE
 
 

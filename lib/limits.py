@@ -12,15 +12,16 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ganeti import errors
 
 
-@dataclass(frozen=True)
-class Limit:
-    """One bound: the fields it applies to, its range and why it is what it is."""
+class Limit(NamedTuple):
+    """One bound: the fields it applies to, its range and why it is what it is.
+
+    (A NamedTuple, not a dataclass: the gnt-* commands import this module.)
+    """
 
     key: str
     fields: tuple[str, ...]

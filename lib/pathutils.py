@@ -9,8 +9,8 @@ cluster simply runs with its own ``GANETI_ROOT``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ganeti import errors
 
@@ -28,9 +28,12 @@ except ImportError:
 ROOT_ENV = "GANETI_ROOT"
 
 
-@dataclass(frozen=True)
-class Paths:
-    """All locations for one process; derive a new one with ``for_root``."""
+class Paths(NamedTuple):
+    """All locations for one process; derive a new one with ``for_root``.
+
+    (A NamedTuple rather than a dataclass: every gnt-* command imports this module,
+    and dataclasses would make it import inspect too.)
+    """
 
     root: Path
 

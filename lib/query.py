@@ -13,8 +13,7 @@ import operator
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ganeti import errors
 
@@ -71,17 +70,28 @@ Getter = Callable[[Any, Any], Any]
 DataSource = Callable[[Any], Iterable[Any]]
 
 
-@dataclass(frozen=True)
-class FieldDef:
+# NamedTuples, not dataclasses: the gnt-* list commands import this module, and
+# dataclasses would make them import inspect too
+
+
+class _FieldDefTuple(NamedTuple):
     name: str
     title: str
     kind: str
     doc: str
     getter: Getter
 
-    def __post_init__(self) -> None:
-        if self.kind not in QFT_ALL:
-            raise errors.ProgrammerError(f"Field {self.name}: bad kind {self.kind!r}")
+
+class FieldDef(_FieldDefTuple):
+    """One field of a resource: its name, title, kind, description and getter."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, title: str, kind: str, doc: str, getter: Getter
+                ) -> FieldDef:
+        if kind not in QFT_ALL:
+            raise errors.ProgrammerError(f"Field {name}: bad kind {kind!r}")
+        return super().__new__(cls, name, title, kind, doc, getter)
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "title": self.title, "kind": self.kind, "doc": self.doc}
@@ -109,8 +119,7 @@ def item_getter(key: Any) -> Getter:
     return _ItemGetter(key)
 
 
-@dataclass(frozen=True)
-class Resource:
+class Resource(NamedTuple):
     name: str
     fields: dict[str, FieldDef]
     data_source: Callable[..., Iterable[Any]]

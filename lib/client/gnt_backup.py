@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ganeti import cli, constants, errors, qlang, query
-from ganeti.backup import exportmeta
 from ganeti.client import gnt_instance
 
 if TYPE_CHECKING:
@@ -339,10 +338,17 @@ _COMPRESS_OPT = cli.Option(("--transport-compression", "--compress"), {
     "dest": "transport_compression", "type": _compression, "default": constants.IEC_NONE,
     "metavar": "TOOL", "help": "Compress the disk streams (none, zstd, gzip)"})
 
-_NOTE_OPT = cli.Option(("--note",), {
-    "default": None, "metavar": "TEXT",
-    "help": f"Note kept with the export (one line, at most {exportmeta.NOTE_MAX}"
-            " characters; '' clears it)"})
+
+
+def _note_option() -> tuple[cli.Option]:
+    from ganeti.backup import exportmeta  # its dataclass would slow down "list"
+    return (cli.Option(("--note",), {
+        "default": None, "metavar": "TEXT",
+        "help": f"Note kept with the export (one line, at most {exportmeta.NOTE_MAX}"
+                " characters; '' clears it)"}),)
+
+
+_NOTE_OPT = cli.OptionGroup(_note_option)
 _GENERATION_OPT = cli.Option(("--generation",), {
     "default": None, "metavar": "GENERATION",
     "help": "An older generation instead of the newest export (also INSTANCE@GENERATION)"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from decimal import Decimal
 from typing import Any
 
 from ganeti import cli, constants, errors
@@ -21,6 +20,7 @@ _SIZE_PARAMS = frozenset({"maxmem", "minmem", "memory"})
 
 def parse_size(value: str) -> int:
     """MiB from ``512``, ``512M``, ``1G``, ``1.5G`` or ``2T``."""
+    from decimal import Decimal
     match = _SIZE_RE.match(value)
     if not match:
         raise errors.OpPrereqError(f"Invalid size '{value}' (use e.g. 512M, 1G, 2T)",
