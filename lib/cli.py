@@ -8,6 +8,7 @@ one readable line and an exit code (0 ok, 1 failure, 2 usage).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -87,8 +88,11 @@ FILTER_OPT = Option(("-F", "--filter"), {
             " \"running\"', see doc/query-language.md); without -F an argument holding"
             " blanks, quotes, brackets, =, <, >, !, ~ or / is read as one too, and names"
             " with * or ? are glob patterns"})
-UNITS_OPT = Option(("--units",), {"default": None, "choices": ["h", "m", "g", "t"],
-                                  "help": "Units for sizes (h: human readable)"})
+UNITS_OPT = Option(("--units",), {
+    "default": None, "choices": ["h", "m", "g", "t"],
+    "help": "Units of every size column (disk sizes and export sizes too): h (readable,"
+            " the default in a table), m, g or t (MiB, GiB, TiB); without it --separator"
+            " output shows plain numbers (MiB, or bytes where a field counts bytes)"})
 
 # Options every command of every script understands
 GLOBAL_OPTS: tuple[Option, ...] = (DEBUG_OPT, ROOT_OPT)
@@ -215,6 +219,15 @@ def job_id_arg(value: str) -> int:
     return job_id
 
 
+def yes_no(value: str) -> bool:
+    """An option's yes/no value (also true/false, on/off, 1/0)."""
+    if value.lower() in ("yes", "true", "1", "on"):
+        return True
+    if value.lower() in ("no", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got '{value}'")
+
+
 def names_arg(what: str) -> Arg:
     """The NAMES argument of a list command: names, glob patterns or one filter (-F)."""
     return Arg(what, min=0, max=None)
@@ -230,31 +243,124 @@ def list_filter(opts: argparse.Namespace, names: Sequence[str] | None,
         qfilter)
 
 
-@dataclass(frozen=True)
+class OptionGroup:
+    """Options made on first use, e.g. from a pydantic model (see :func:`lazy_model_options`).
+
+    A command table lists the group among its options; it is expanded only when that
+    command's parser is built, so the script's other commands never import the model.
+    """
+
+    def __init__(self, make: Callable[[], Sequence[Option]]) -> None:
+        self._make = make
+        self._options: tuple[Option, ...] | None = None
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        if self._options is None:
+            self._options = tuple(self._make())
+        return self._options
+
+
+def lazy_model_options(model: str, prefix: str, dest_prefix: str,
+                       names: Sequence[str] | None = None,
+                       default_help: str | None = None) -> OptionGroup:
+    """:func:`model_options` of the model ``"package.module:Class"``, imported on first use."""
+    module_name, _sep, class_name = model.partition(":")
+
+    def make() -> tuple[Option, ...]:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return model_options(cls, prefix, dest_prefix, names, default_help)
+    return OptionGroup(make)
+
+
+def _no_func(_opts: argparse.Namespace) -> int:
+    raise AssertionError("a deferred command runs the command it loads")
+
+
 class Command:
-    """One entry of a script's command table."""
+    """One entry of a script's command table.
 
-    func: Callable[[argparse.Namespace], int]
-    args: tuple[Arg, ...] = ()
-    options: tuple[Option, ...] = ()
-    description: str = ""
-    # the command says itself what its --dry-run would do (else generic_main says
-    # that the checks passed, see dry_run_message)
-    reports_dry_run: bool = False
+    ``options`` may hold :class:`OptionGroup` entries; ``load`` defers the whole
+    command (function, arguments, options) to a module imported only when the
+    command runs or its help is shown, keeping the stub's description for the
+    script's command list.  Reading ``options`` gives plain Options either way.
+    """
+
+    __slots__ = ("_args", "_func", "_load", "_loaded", "_options", "_raw_options",
+                 "_reports_dry_run", "description")
+
+    def __init__(self, func: Callable[[argparse.Namespace], int] = _no_func,
+                 args: tuple[Arg, ...] = (), options: Sequence[Option | OptionGroup] = (),
+                 description: str = "", *, load: Callable[[], Command] | None = None,
+                 reports_dry_run: bool = False) -> None:
+        self._func = func
+        self._args = tuple(args)
+        self._raw_options = tuple(options)
+        self._options: tuple[Option, ...] | None = None
+        self._load = load
+        self._loaded: Command | None = None
+        self.description = description
+        # the command says itself what its --dry-run would do (else generic_main says
+        # that the checks passed, see dry_run_message)
+        self._reports_dry_run = reports_dry_run
+
+    def _target(self) -> Command:
+        if self._load is None:
+            return self
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    @property
+    def func(self) -> Callable[[argparse.Namespace], int]:
+        return self._target()._func
+
+    @property
+    def args(self) -> tuple[Arg, ...]:
+        return self._target()._args
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        target = self._target()
+        if target._options is None:
+            target._options = tuple(
+                opt for entry in target._raw_options
+                for opt in (entry.options if isinstance(entry, OptionGroup) else (entry,)))
+        return target._options
+
+    @property
+    def reports_dry_run(self) -> bool:
+        return self._target()._reports_dry_run
+
+    def __repr__(self) -> str:
+        return f"Command({getattr(self._func, '__name__', self._func)!r}, {self.description!r})"
 
 
-def build_parser(prog: str, commands: dict[str, Command],
-                 description: str = "") -> argparse.ArgumentParser:
+def deferred_command(module: str, attr: str, description: str) -> Command:
+    """The command ``attr`` of ``module``, imported only when it runs (or shows its help)."""
+    def load() -> Command:
+        command: Command = getattr(importlib.import_module(module), attr)
+        return command
+    return Command(description=description, load=load)
+
+
+def build_parser(prog: str, commands: dict[str, Command], description: str = "",
+                 only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a script; with ``only``, just that command gets its options and
+    arguments (the others are listed by name: building them could import heavy
+    modules a different command needs).  None builds every command (man pages)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in commands.items():
         cparser = sub.add_parser(name, help=cmd.description, description=cmd.description)
+        if only is not None and name != only:
+            continue
         for opt in (*GLOBAL_OPTS, *cmd.options):
             opt.add_to(cparser)
         for arg in cmd.args:
             arg.add_to(cparser)
         # argparse cannot express every count range; parse_command_line checks them
-        cparser.set_defaults(func=cmd.func, _arg_specs=cmd.args,
+        cparser.set_defaults(func=cmd.func, _arg_specs=cmd.args, _options=cmd.options,
                              _dry_run_text=None if cmd.reports_dry_run else
                              cmd.description)
     return parser
@@ -263,8 +369,10 @@ def build_parser(prog: str, commands: dict[str, Command],
 def parse_command_line(prog: str, commands: dict[str, Command],
                        argv: Sequence[str]) -> argparse.Namespace:
     """Parse argv (without the program name); argparse exits 2 on misuse."""
-    parser = build_parser(prog, commands)
-    opts = parser.parse_args(list(argv))
+    argv = list(argv)
+    # the command name comes first (global options belong to each command)
+    parser = build_parser(prog, commands, only=argv[0] if argv else "")
+    opts = parser.parse_args(argv)
     for spec in getattr(opts, "_arg_specs", ()):
         values = getattr(opts, spec.name, None)
         if not isinstance(values, list):
@@ -284,6 +392,21 @@ class JobSubmitted(Exception):
         self.job_id = job_id
 
 
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting for a job: the job is not cancelled, it goes on in the master."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+def interrupted_lines(job_id: int) -> list[str]:
+    """What a command interrupted while it waited for a job tells the user."""
+    return [f"Interrupted. Job {job_id} was not cancelled: it goes on in the background.",
+            f"Follow it with 'gnt-job watch {job_id}', cancel it with"
+            f" 'gnt-job cancel {job_id}'."]
+
+
 def generic_main(prog: str, commands: dict[str, Command],
                  argv: Sequence[str] | None = None) -> int:
     """Run one gnt-* invocation and return its exit code."""
@@ -295,6 +418,8 @@ def generic_main(prog: str, commands: dict[str, Command],
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if opts.root:
         os.environ[pathutils.ROOT_ENV] = os.path.abspath(opts.root)
+    _OPTION_FLAGS.clear()
+    _OPTION_FLAGS.update(option_flags(getattr(opts, "_options", ())))
     try:
         code = int(opts.func(opts))
         if code == EXIT_SUCCESS and getattr(opts, "dry_run", False) and \
@@ -302,12 +427,19 @@ def generic_main(prog: str, commands: dict[str, Command],
             print(dry_run_message(prog, opts))
         return code
     except JobSubmitted as sub:
-        print(f"JobID: {sub.job_id}")
+        # as Ganeti's: with --print-jobid the bare id is on stdout already, this on stderr;
+        # without it this line is the command's output (scripts read it there)
+        print(f"JobID: {sub.job_id}",
+              file=sys.stderr if getattr(opts, "print_jobid", False) else sys.stdout)
         return EXIT_SUCCESS
+    except JobInterrupted as intr:
+        for line in interrupted_lines(intr.job_id):
+            print(line, file=sys.stderr)
+        return EXIT_FAILURE
     except errors.GenericError as err:
         if opts.debug:
             traceback.print_exc()
-        print(errors.format_error(err), file=sys.stderr)
+        print(format_error(err), file=sys.stderr)
         if isinstance(err, errors.QueryFilterParseError):
             for line in qlang.filter_details(err):
                 print(f"  {line}", file=sys.stderr)
@@ -323,6 +455,40 @@ def generic_main(prog: str, commands: dict[str, Command],
             traceback.print_exc()
         print(f"Unexpected error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+# --- messages naming opcode fields (errors.field_ref) ---------------------------------
+
+_FIELD_REF_RE = re.compile(r"`([a-z][a-z0-9_]*)`")
+# opcode field -> the option of the running command that sets it (set by generic_main)
+_OPTION_FLAGS: dict[str, str] = {}
+
+
+def option_flags(options: Sequence[Option]) -> dict[str, str]:
+    """Field (the option's dest) -> its long flag, for the options of one command.
+
+    Options storing the opposite of a field (``--noshutdown``) do not name it.
+    """
+    flags: dict[str, str] = {}
+    for opt in options:
+        longs = [f for f in opt.flags if f.startswith("--")]
+        if not longs or opt.kwargs.get("action") == "store_false":
+            continue
+        dest = str(opt.kwargs.get("dest") or longs[0][2:].replace("-", "_"))
+        flags.setdefault(dest, longs[0])
+    return flags
+
+
+def render_field_refs(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """A master's message with its opcode field references (errors.field_ref) shown
+    as the options of this command (the bare field name where it has none)."""
+    table = _OPTION_FLAGS if flags is None else flags
+    return _FIELD_REF_RE.sub(lambda m: table.get(m.group(1), m.group(1)), text)
+
+
+def format_error(err: BaseException) -> str:
+    """errors.format_error, with field references as this command's options."""
+    return render_field_refs(errors.format_error(err))
 
 
 def dry_run_message(prog: str, opts: argparse.Namespace) -> str:
@@ -346,18 +512,25 @@ def get_client(timeout: float = 60) -> luxi.Client:
     return luxi.Client(timeout=timeout)
 
 
-def set_generic_opcode_opts(op: OpCode, opts: argparse.Namespace) -> None:
-    """Copy --dry-run, --debug, --priority and --reason into an opcode."""
+def set_generic_opcode_opts(op: OpCode | dict[str, Any], opts: argparse.Namespace) -> None:
+    """Copy --dry-run, --debug, --priority and --reason into an opcode (object or dict)."""
+    fields: dict[str, Any] = {}
     if getattr(opts, "dry_run", False):
-        op.dry_run = True
+        fields["dry_run"] = True
     if getattr(opts, "debug", 0):
-        op.debug_level = int(opts.debug)
+        fields["debug_level"] = int(opts.debug)
     priority = getattr(opts, "priority", None)
     if priority is not None:
-        op.priority = priority
+        fields["priority"] = priority
     reason = getattr(opts, "reason", None)
     if reason:
-        op.reason = [*op.reason, ("gnt:user", str(reason), time.time_ns())]
+        trail = op.get("reason", []) if isinstance(op, dict) else op.reason
+        fields["reason"] = [*trail, ("gnt:user", str(reason), time.time_ns())]
+    for name, value in fields.items():
+        if isinstance(op, dict):
+            op[name] = value
+        else:
+            setattr(op, name, value)
 
 
 def format_log_entry(entry: Sequence[Any]) -> str:
@@ -365,7 +538,7 @@ def format_log_entry(entry: Sequence[Any]) -> str:
     _serial, ts, log_type, message = entry
     when = time.ctime(merge_time(ts)) if ts else "?"
     if isinstance(message, str):
-        text = message
+        text = render_field_refs(message)
     else:
         text = f"{log_type}: {json.dumps(message, sort_keys=True)}"
     return f"{when} {text}"
@@ -388,43 +561,60 @@ def _print_feedback(entry: Sequence[Any]) -> None:
 def poll_job(job_id: int, cl: luxi.Client, feedback_fn: FeedbackFn | None = None) -> list[Any]:
     """Follow a job, handing each log entry to ``feedback_fn``; return its results.
 
-    Raises the job's own error (typed) when it did not succeed.
+    Raises the job's own error (typed) when it did not succeed, and
+    :class:`JobInterrupted` on Ctrl-C (the job itself goes on).
     """
     feedback = feedback_fn or _print_feedback
     prev_info: list[Any] | None = None
     prev_serial: int | None = None
-    while True:
-        change = cl.wait_for_job_change_once(job_id, ["status"], prev_info, prev_serial)
-        if change is None:
-            raise errors.JobLost(f"Job {job_id} not found")
-        if change == luxi.JOB_NOTCHANGED:
-            continue
-        job_info, log_entries = change
-        for entry in log_entries:
-            feedback(entry)
-            prev_serial = max(prev_serial or 0, int(entry[0]))
-        prev_info = job_info
-        if job_info[0] in constants.JOBS_FINALIZED:
-            break
-    return luxi.job_results(job_id, cl.query_jobs([job_id], luxi.RESULT_FIELDS), "not found")
+    try:
+        while True:
+            change = cl.wait_for_job_change_once(job_id, ["status"], prev_info, prev_serial)
+            if change is None:
+                raise errors.JobLost(f"Job {job_id} not found")
+            if change == luxi.JOB_NOTCHANGED:
+                continue
+            job_info, log_entries = change
+            for entry in log_entries:
+                feedback(entry)
+                prev_serial = max(prev_serial or 0, int(entry[0]))
+            prev_info = job_info
+            if job_info[0] in constants.JOBS_FINALIZED:
+                break
+        rows = cl.query_jobs([job_id], luxi.RESULT_FIELDS)
+    except JobInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise JobInterrupted(job_id) from None
+    return luxi.job_results(job_id, rows, "not found")
 
 
-def submit_opcode(op: OpCode, opts: argparse.Namespace | None = None,
+def submit_opcode(op: OpCode | dict[str, Any], opts: argparse.Namespace | None = None,
                   cl: luxi.Client | None = None,
                   feedback_fn: FeedbackFn | None = None) -> Any:
     """Submit one opcode as a job and wait for it; return the opcode's result.
 
-    With --submit this raises :class:`JobSubmitted` right after queueing.
+    ``op`` is an opcode object (checked here, so a bad option fails before anything
+    is sent) or, for read-only queries of list commands, a dict with ``OP_ID`` that
+    only the master checks (building the object would import pydantic: 0.4 s).
+    With --submit this raises :class:`JobSubmitted` right after queueing (having
+    printed the bare id first with --print-jobid); Ctrl-C while waiting raises
+    :class:`JobInterrupted`.
     """
     if opts is not None:
         set_generic_opcode_opts(op, opts)
     client = cl or get_client()
     job_id = client.submit_job([op])
-    if opts is not None and getattr(opts, "submit_only", False):
-        raise JobSubmitted(job_id)
-    if opts is not None and getattr(opts, "print_jobid", False):
-        print(job_id, flush=True)
-    return poll_job(job_id, client, feedback_fn)[0]
+    try:
+        if opts is not None and getattr(opts, "print_jobid", False):
+            print(job_id, flush=True)
+        if opts is not None and getattr(opts, "submit_only", False):
+            raise JobSubmitted(job_id)
+        return poll_job(job_id, client, feedback_fn)[0]
+    except JobInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise JobInterrupted(job_id) from None
 
 
 # --- parsing helpers ---------------------------------------------------------------
@@ -577,25 +767,42 @@ def format_unit(mib: float, units: str) -> str:
     return text if units == "t" else text + "T"
 
 
+MIB = 1 << 20
+
+
+def format_sizes(value: Any, units: str | None, separator: str | None = None,
+                 in_bytes: bool = False) -> str:
+    """The one formatter of sizes in list output (a number or a list of them).
+
+    ``units`` is --units (h, m, g, t); without it a table shows readable units and a
+    --separator output the raw number (MiB, or bytes for byte counts), for scripts.
+    """
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_sizes(v, units, separator, in_bytes) for v in value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "" if value is None else str(value)
+    if units is None and separator is not None:
+        return str(value)
+    return format_unit(value / MIB if in_bytes else value, units or "h")
+
+
 def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
                    separator: str | None, data: Sequence[Sequence[Any]],
                    numfields: Sequence[str] = (), unitfields: Sequence[str] = (),
-                   units: str | None = None) -> list[str]:
+                   units: str | None = None, bytefields: Sequence[str] = ()) -> list[str]:
     """Lines of a table: numbers right-aligned, others left, last column unpadded.
 
     With a separator, columns are joined by it and never padded (for scripts).
+    ``unitfields`` hold sizes in MiB, ``bytefields`` in bytes (see format_sizes).
     """
-    if units is None:
-        units = "m" if separator else "h"
     rows: list[list[str]] = []
     if headers is not None:
         rows.append([headers.get(f, f) for f in fields])
     for row in data:
         cells = []
         for fname, value in zip(fields, row, strict=False):
-            if fname in unitfields and isinstance(value, (int, float)) and \
-                    not isinstance(value, bool):
-                cells.append(format_unit(value, units))
+            if fname in unitfields or fname in bytefields:
+                cells.append(format_sizes(value, units, separator, fname in bytefields))
             else:
                 cells.append("" if value is None else str(value))
         rows.append(cells)
@@ -603,7 +810,8 @@ def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
         return [separator.join(r) for r in rows]
     widths = [max((len(r[i]) for r in rows if i < len(r)), default=0)
               for i in range(len(fields))]
-    right = {i for i, f in enumerate(fields) if f in numfields or f in unitfields}
+    right = {i for i, f in enumerate(fields)
+             if f in numfields or f in unitfields or f in bytefields}
     lines = []
     for r in rows:
         parts = []
@@ -615,6 +823,56 @@ def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
                 parts.append(cell if last else cell.ljust(widths[i]))
         lines.append(" ".join(parts).rstrip())
     return lines
+
+
+InfoValue = Any  # str, number, dict, list, or a list of (key, value) pairs (ordered)
+
+
+def format_generic_info(data: InfoValue) -> list[str]:
+    """Lines of ``info`` output laid out as Ganeti's PrintGenericInfo does: ``Key: value``,
+    nested parts indented by two spaces, dicts sorted, lists as ``- item``; a list of
+    (key, value) pairs keeps its order."""
+    lines: list[str] = []
+    _info_lines(lines, data, 0, None)
+    return lines
+
+
+def _is_pairs(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and \
+        all(isinstance(d, tuple) and len(d) == 2 for d in data)
+
+
+def _info_lines(lines: list[str], data: Any, level: int, key: str | None) -> None:
+    indent = "  " * level
+    head = f"{indent}{key}:" if key is not None else None
+    child = level + 1 if key is not None else level
+    if isinstance(data, dict) or _is_pairs(data):
+        pairs = sorted(data.items()) if isinstance(data, dict) else data
+        if head is not None:
+            lines.append(head)
+        for sub_key, value in pairs:
+            _info_lines(lines, value, child, str(sub_key))
+    elif isinstance(data, (list, tuple)):
+        if head is not None:
+            lines.append(head)
+        for item in data:
+            if isinstance(item, (dict, list, tuple)):
+                lines.append(f"{'  ' * child}-")
+                _info_lines(lines, item, child + 1, None)
+            else:
+                lines.append(f"{'  ' * child}- {_info_scalar(item)}")
+    elif head is not None:
+        lines.append(f"{head} {_info_scalar(data)}".rstrip())
+    else:
+        lines.append(f"{indent}{_info_scalar(data)}")
+
+
+def _info_scalar(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
 
 
 _STATUS_TEXT = {
@@ -637,6 +895,13 @@ def format_query_value(kind: str, value: Any) -> Any:
     return value
 
 
+def format_time(ts: float | None) -> str:
+    """Seconds since the epoch as local ``YYYY-MM-DD HH:MM:SS`` (Ganeti's FormatTime)."""
+    if ts is None or isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "N/A"
+    return time.strftime("%F %T", time.localtime(ts))
+
+
 def format_timestamp(ts: Sequence[int] | float | None) -> str:
     if ts is None:
         return "N/A"
@@ -653,7 +918,11 @@ def format_query_result(result: dict[str, Any], separator: str | None = None,
     names = [f["name"] for f in fdefs]
     headers = {f["name"]: f["title"] for f in fdefs} if header else None
     numfields = [f["name"] for f in fdefs if f["kind"] == query.QFT_NUMBER]
-    unitfields = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNIT]
+    unitfields = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNIT
+                  or (units is not None and f["name"] in query.SIZE_LIST_FIELDS)]
+    # byte counts stay plain numbers unless --units asks for sizes
+    bytefields = [f["name"] for f in fdefs
+                  if units is not None and f["name"] in query.BYTE_FIELDS]
     formatters = formatters or {}
     rows = []
     for row in result["data"]:
@@ -663,12 +932,13 @@ def format_query_result(result: dict[str, Any], separator: str | None = None,
                 cells.append(_STATUS_TEXT.get(status, "?"))
             elif fdef["name"] in formatters:
                 cells.append(formatters[fdef["name"]](value))
-            elif fdef["kind"] == query.QFT_UNIT:
+            elif fdef["name"] in unitfields or fdef["name"] in bytefields:
                 cells.append(value)
             else:
                 cells.append(format_query_value(fdef["kind"], value))
         rows.append(cells)
-    lines = generate_table(headers, names, separator, rows, numfields, unitfields, units)
+    lines = generate_table(headers, names, separator, rows, numfields, unitfields, units,
+                           bytefields)
     unknown = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNKNOWN]
     return (EXIT_FAILURE if unknown else EXIT_SUCCESS), lines
 

@@ -106,11 +106,14 @@ class ConfigDistributor:
 
     def __init__(self, rpc: UploadRpc, conf_file: str | PathLike[str],
                  ca_file: str | PathLike[str], serial: int, *,
+                 candidates: Callable[[], Iterable[str]] | None = None,
                  min_interval: float = DEFAULT_MIN_INTERVAL,
                  retry_min: float = RETRY_MIN, retry_max: float = RETRY_MAX,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._rpc = rpc
+        # the candidates as the configuration says (None: only as callers tell)
+        self._candidates = candidates
         self._conf_file = Path(conf_file)
         self._ca_file = Path(ca_file)
         self._serial = serial
@@ -125,18 +128,24 @@ class ConfigDistributor:
 
     # --- what the master tells it --------------------------------------------------
 
-    def config_written(self, serial: int, candidates: Iterable[str]) -> None:
-        """A write of ``serial`` reached the disk; ``candidates`` should follow it.
+    def config_written(self, serial: int, candidates: Iterable[str] | None = None) -> None:
+        """A write of ``serial`` reached the disk; ``candidates`` should follow it
+        (None: ask the ``candidates`` callable).
 
         Cheap and never blocks on a node: it is called in the committing thread.
         """
+        if candidates is None:
+            candidates = self._current_candidates()
         with self._cond:
             self._serial = max(self._serial, serial)
             self._set_candidates(set(candidates))
             self._cond.notify_all()
 
-    def set_candidates(self, candidates: Iterable[str]) -> None:
-        """The nodes that always follow the configuration (start-up, no write yet)."""
+    def set_candidates(self, candidates: Iterable[str] | None = None) -> None:
+        """The nodes that always follow the configuration (start-up, no write yet;
+        None: ask the ``candidates`` callable)."""
+        if candidates is None:
+            candidates = self._current_candidates()
         with self._cond:
             self._set_candidates(set(candidates))
             self._cond.notify_all()
@@ -150,7 +159,12 @@ class ConfigDistributor:
         Candidates or not, the nodes get the file; non-candidates only this once.
         """
         deadline = self._clock() + timeout
+        node_names = list(node_names)
+        # who is a candidate decides whether a node is followed after the flush
+        candidates = None if self._candidates is None else set(self._current_candidates())
         with self._cond:
+            if candidates is not None and not self._stopping:
+                self._set_candidates(candidates)
             if self._stopping:
                 return {name: "the configuration distribution is stopped"
                         for name in node_names}
@@ -223,6 +237,9 @@ class ConfigDistributor:
         return missed
 
     # --- workers -------------------------------------------------------------------
+
+    def _current_candidates(self) -> list[str]:
+        return [] if self._candidates is None else list(self._candidates())
 
     def _set_candidates(self, names: set[str]) -> None:
         for name in names:

@@ -156,3 +156,22 @@ HYPER_TYPES: Final = frozenset({HT_FAKE, HT_PROCESS, HT_KVM})
 
 # Config
 CONFIG_VERSION: Final = 1
+
+# the built-in instance allocator (ganeti.cmdlib.iallocator) and Ganeti's "-I ." (the
+# cluster's default allocator, which is that one here)
+IALLOCATOR_HAIL = "hail"
+DEFAULT_IALLOCATOR_SHORTCUT = "."
+
+# gnt-cluster verify: the optional checks (skip_checks) and, as Ganeti names them, the
+# (item type, code) of each problem --error-codes prints as ERROR:CODE:TYPE:ITEM:MESSAGE
+VERIFY_NPLUSONE_MEM: Final = "nplusone_mem"
+VERIFY_OPTIONAL_CHECKS: Final = frozenset({VERIFY_NPLUSONE_MEM})
+CV_ECLUSTERCFG: Final = ("cluster", "ECLUSTERCFG")
+CV_ENODERPC: Final = ("node", "ENODERPC")
+CV_ENODEVERSION: Final = ("node", "ENODEVERSION")
+CV_ENODEHOOKS: Final = ("node", "ENODEHOOKS")
+CV_ENODEN1: Final = ("node", "ENODEN1")
+CV_ENODESETUP: Final = ("node", "ENODESETUP")
+# ours (Ganeti has no file-disk orphan or export-leftover check)
+CV_ENODEORPHANFILE: Final = ("node", "ENODEORPHANFILE")
+CV_ENODEEXPORTLEFTOVER: Final = ("node", "ENODEEXPORTLEFTOVER")

@@ -37,7 +37,8 @@ class MasterContext:
         )
         self.rpc = rpc
         self.distribution = ConfigDistributor(rpc, cfg.path, paths.cluster_ca_file,
-                                              cfg.get_serial())
+                                              cfg.get_serial(),
+                                              candidates=self._candidate_names)
 
     # --- configuration distribution ------------------------------------------------
 
@@ -52,11 +53,11 @@ class MasterContext:
         Never waits for a node (a down candidate must not slow a commit);
         ``distribute_files`` is the way to wait.
         """
-        self.distribution.config_written(serial, self._candidate_names())
+        self.distribution.config_written(serial)
 
     def start_distribution(self) -> None:
         """Ship the current file to every candidate (what they hold is unknown)."""
-        self.distribution.set_candidates(self._candidate_names())
+        self.distribution.set_candidates()
 
     def stop_distribution(self) -> None:
         missed = self.distribution.stop()

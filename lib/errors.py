@@ -210,6 +210,16 @@ class QuitGanetiException(Exception):
     """Used by daemons to ask their main loop to stop (not an error)."""
 
 
+def field_ref(name: str) -> str:
+    """How a message meant for users names an opcode field: ```name```.
+
+    The one mechanism for "give this option": a RAPI or LUXI caller reads the field
+    name it sends; the gnt-* commands show the command-line option that sets it
+    instead (``cli.render_field_refs``), so no message spells both.
+    """
+    return f"`{name}`"
+
+
 def encode(err: BaseException) -> list[Any]:
     """Encode an exception as ``[class_name, args]`` for the wire."""
     name = type(err).__name__ if isinstance(err, GenericError) else "GenericError"

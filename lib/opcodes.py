@@ -297,6 +297,8 @@ class DiskSpec(Spec):
 _MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 MAC_AUTO = ("auto", "generate")
 NicMode = Literal["bridged", "routed", "openvswitch"]
+# constants.VERIFY_OPTIONAL_CHECKS
+VerifyOptionalCheck = Literal["nplusone_mem"]
 
 
 def _mac(value: Any) -> Any:
@@ -416,6 +418,13 @@ class OpClusterVerify(OpCode):
 
     OP_RESULT = dict[str, Any]
     group_name: NonEmptyStr | None = Field(None, description="Verify only this node group")
+    error_codes: bool = Field(
+        False, description="Log each problem in Ganeti's machine-parsable form,"
+                           " ERROR:CODE:TYPE:ITEM:MESSAGE (e.g. ERROR:ENODEVERSION:node:"
+                           "node3:...)")
+    skip_checks: list[VerifyOptionalCheck] = Field(
+        default_factory=list, description="Optional checks to leave out (nplusone_mem:"
+                                          " the N+1 memory redundancy of the nodes)")
 
 
 class OpClusterVerifyGroup(OpCode):
@@ -425,6 +434,9 @@ class OpClusterVerifyGroup(OpCode):
     OP_DSC_FIELD = "group_name"
     OP_RESULT = bool
     group_name: NonEmptyStr = Field(description="Node group to verify")
+    error_codes: bool = Field(False, description="As OpClusterVerify's error_codes")
+    skip_checks: list[VerifyOptionalCheck] = Field(
+        default_factory=list, description="As OpClusterVerify's skip_checks")
 
 
 class OpClusterDestroy(OpCode):
@@ -589,11 +601,20 @@ class OpInstanceCreate(OpCode):
                                                 " with the fewest instances)")
     snode: str | None = Field(None, description="Secondary node (no template here uses"
                                                 " one)")
-    iallocator: Annotated[str | None, BeforeValidator(_unset_only("allocator scripts"))] = \
-        Field(None, description="Allocator script (not supported: only None)")
+    iallocator: Literal["hail", "."] | None = Field(
+        None, description="Allocator choosing the primary node instead of pnode: hail (built"
+                          " in: the usable node with the most free memory and disk left"
+                          " after the placement) or '.' (the cluster's default, hail)")
     start: bool = Field(True, description="Start the instance once created")
-    ip_check: bool = Field(False, description="Check that the IP is not in use")
+    ip_check: bool = Field(False, description="Check that nothing answers at the IP the name"
+                                              " resolves to (needs name_check)")
     name_check: bool = Field(False, description="Check that the name resolves")
+    ignore_ipolicy: bool = Field(
+        False, description="Ignore instance policy violations (the policy here has no"
+                           " limits; its disk templates are the enabled ones, which are"
+                           " required anyway: nothing is refused by it)")
+    no_nics: bool = Field(False, description="import: no NICs, not the export's (nics"
+                                             " must be empty)")
     wait_for_sync: bool = Field(True, description="Wait for disk synchronisation")
     no_install: bool | None = Field(None, description="Do not run the OS install scripts")
     tags: TagList = Field(default_factory=list, description="Tags of the new instance")

@@ -135,9 +135,8 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
     "OP_CLUSTER_DESTROY": {},
     "OP_CLUSTER_VERIFY": {
         "debug_simulate_errors": Unsupported(False, "simulating verify errors"),
-        "error_codes": Unsupported(False, "machine-parseable error codes"),
-        "skip_checks": Ignored([], "the only check 3.0 can skip (nplusone_mem, N+1"
-                                   " memory) is not done here"),
+        "error_codes": Ours(False),
+        "skip_checks": Ours([]),
         "ignore_errors": Unsupported([], "downgrading verify errors to warnings"),
         "verbose": Unsupported(False, "verbose verify output"),
         "group_name": Ours(None),
@@ -146,9 +145,8 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
     "OP_CLUSTER_VERIFY_GROUP": {
         "group_name": Ours(None),
         "debug_simulate_errors": Unsupported(False, "simulating verify errors"),
-        "error_codes": Unsupported(False, "machine-parseable error codes"),
-        "skip_checks": Ignored([], "the only check 3.0 can skip (nplusone_mem, N+1"
-                                   " memory) is not done here"),
+        "error_codes": Ours(False),
+        "skip_checks": Ours([]),
         "ignore_errors": Unsupported([], "downgrading verify errors to warnings"),
         "verbose": Unsupported(False, "verbose verify output"),
         "verify_clutter": Unsupported(False, "checking for clutter files"),
@@ -227,7 +225,7 @@ GANETI3_FIELDS: dict[str, dict[str, Rule]] = {
         "force_variant": Ignored(False, _NO_VARIANTS),
         "wait_for_sync": Ours(True),
         "name_check": Ours(True),
-        "ignore_ipolicy": Ignored(False, _NO_IPOLICY),
+        "ignore_ipolicy": Ours(False),
         "opportunistic_locking": Unsupported(False, "opportunistic locking for the"
                                                     " allocator"),
         "beparams": Ours({}),

@@ -29,6 +29,11 @@ QFT_OTHER: Final = "other"
 QFT_ALL: Final = frozenset({QFT_TEXT, QFT_NUMBER, QFT_BOOL, QFT_UNIT, QFT_TIMESTAMP,
                             QFT_OTHER})
 
+# Sizes a list command formats with --units besides the "unit" fields (MiB): lists of
+# sizes in MiB typed "other" (as Ganeti types them), and byte counts typed "number"
+SIZE_LIST_FIELDS: Final = frozenset({"disk.sizes"})
+BYTE_FIELDS: Final = frozenset({"export.bytes", "export.data_bytes", "export.disk_bytes"})
+
 # Result status of one value
 RS_NORMAL: Final = 0
 RS_UNKNOWN: Final = 1

@@ -13,12 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ganeti import cli, errors, opcodes
-
-MIN_SECRET_LENGTH = opcodes.DOMAIN_SECRET_MIN_LENGTH
+from ganeti import cli, errors
 
 
 def _read_secret_file(name: str) -> str:
+    from ganeti.opcodes import DOMAIN_SECRET_MIN_LENGTH as MIN_SECRET_LENGTH
     try:
         text = sys.stdin.read() if name == "-" else Path(name).read_text()
     except (OSError, UnicodeDecodeError) as err:
@@ -33,6 +32,7 @@ def _read_secret_file(name: str) -> str:
 
 
 def renew_crypto(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     renew_secret = opts.new_cluster_domain_secret or bool(opts.cluster_domain_secret)
     if (opts.new_cluster_domain_secret and opts.cluster_domain_secret) \
             or not (renew_secret or opts.new_rapi_certificate):

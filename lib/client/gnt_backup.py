@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ganeti import cli, constants, objects, opcodes, qlang, query
+from ganeti import cli, constants, errors, qlang, query
 from ganeti.backup import exportmeta
-from ganeti.client import gnt_backup_schedule, gnt_instance
-from ganeti.transfer.master.coordinator import format_size
+from ganeti.client import gnt_instance
+
+if TYPE_CHECKING:
+    from ganeti import opcodes
+
+# gnt-backup schedule and prune (their module needs pydantic): imported when they run
+_SCHEDULE_MODULE = "ganeti.client.gnt_backup_schedule"
 
 # (name, title, kind, description) of the fields `gnt-backup list` knows; the size
 # fields are storage sizes counted in bytes (--units formats them, see cli.format_sizes)
@@ -89,7 +95,29 @@ def _submit(op: opcodes.OpCode, opts: argparse.Namespace) -> Any:
         printer.close()
 
 
+# Ganeti's --zero-free-space boots the instance with a helper that overwrites the
+# guest's free space with zeros, so its deleted files compress away; there is no such
+# helper here, and what zeroing buys Ganeti the copy already does for free space that
+# is unallocated or zero
+_NO_ZEROING = ("zeroing free space needs a helper running inside the guest, which this"
+               " cluster does not have; exports copy sparsely (holes and all-zero blocks"
+               " are neither sent nor stored), so free space that is unallocated or"
+               " already zero costs nothing")
+_ZEROING_OPTS = (("--zero-free-space", "zero_free_space"),
+                 ("--zeroing-timeout-fixed", "zeroing_timeout_fixed"),
+                 ("--zeroing-timeout-per-mib", "zeroing_timeout_per_mib"))
+
+
+def _refuse_zeroing(opts: argparse.Namespace) -> None:
+    given = [flag for flag, dest in _ZEROING_OPTS if getattr(opts, dest) not in (None, False)]
+    if given:
+        raise errors.OpPrereqError(f"{', '.join(given)}: not supported: {_NO_ZEROING}",
+                                   errors.ECODE_INVAL)
+
+
 def export(opts: argparse.Namespace) -> int:
+    from ganeti import objects, opcodes
+    _refuse_zeroing(opts)
     op = opcodes.OpBackupExport.create(
         instance_name=opts.instance, target_node=opts.node, shutdown=opts.shutdown,
         shutdown_timeout=opts.shutdown_timeout, remove_instance=opts.remove_instance,
@@ -107,6 +135,7 @@ def export(opts: argparse.Namespace) -> int:
 
 
 def import_instance(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     fields = gnt_instance.create_fields(opts, default_nic=False)
     src_path = opts.src_dir
     if opts.generation:
@@ -190,10 +219,13 @@ def list_exports(opts: argparse.Namespace) -> int:
         raise cli.not_found("Export", missing)
     for node in unreachable:
         print(f"Warning: could not list the exports of node {node}", file=sys.stderr)
-    data = [[row[f] for f in fields] for row in by_field]
+        if opts.verbose:
+            # as Ganeti's verbose special states: the node's row says why it is empty
+            by_field.append({f: "(unavail)" if f != "node" else node for f in fields})
+    data = [[row.get(f) for f in fields] for row in by_field]
     headers = None if opts.no_headers else known
     for line in cli.generate_table(headers, fields, opts.separator, data,
-                                   numfields=SIZE_FIELDS):
+                                   units=opts.units, bytefields=SIZE_FIELDS):
         print(line)
     return cli.EXIT_FAILURE if unreachable else cli.EXIT_SUCCESS
 
@@ -210,13 +242,14 @@ def verified_text(record: dict[str, Any] | None) -> str:
 
 
 def _generation_rows(opts: argparse.Namespace, qfilter: list[Any] | None = None
-                     ) -> tuple[list[dict[str, str]], list[str]]:
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of the detailed query; older generations only with --generations."""
     keep = query.compile_local_filter("export generation", _GENERATION_FILTER_FIELDS,
                                       qfilter)
-    op = opcodes.OpBackupListGenerations.create(nodes=opts.nodes)
+    # a read-only query, sent as a dict the master validates (OpBackupListGenerations):
+    # building the opcode object would make listing import pydantic
+    op = {"OP_ID": "OP_BACKUP_LIST_GENERATIONS", "nodes": list(opts.nodes)}
     result = cli.submit_opcode(op, feedback_fn=lambda _e: None)
-    size_text = str if opts.separator is not None else format_size
     rows = []
     for gen in sorted(result["generations"],
                       key=lambda g: (g["node"], g["instance"], -g["timestamp"])):
@@ -226,8 +259,7 @@ def _generation_rows(opts: argparse.Namespace, qfilter: list[Any] | None = None
                      "generation": gen["generation"],
                      "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ",
                                                 time.gmtime(gen["timestamp"])),
-                     **{name: "" if gen.get(name) is None else size_text(gen[name])
-                        for name in SIZE_FIELDS},
+                     **{name: gen.get(name) for name in SIZE_FIELDS},
                      "newest": "Y" if gen["newest"] else "N",
                      "protected": "Y" if gen.get("protected") else "N",
                      "note": gen.get("note") or "",
@@ -239,6 +271,7 @@ def _generation_rows(opts: argparse.Namespace, qfilter: list[Any] | None = None
 
 
 def verify(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpBackupVerify.create(exports=opts.exports, nodes=opts.nodes,
                                        newest_only=opts.newest)
     result = _submit(op, opts)
@@ -262,6 +295,7 @@ def _address(opts: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def _set_params(opts: argparse.Namespace, protected: bool | None, note: str | None) -> int:
+    from ganeti import opcodes
     name, generation = _address(opts)
     op = opcodes.OpBackupSetGenerationParams.create(
         instance_name=name, generation=generation, protected=protected, note=note)
@@ -282,6 +316,7 @@ def modify(opts: argparse.Namespace) -> int:
 
 
 def remove(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     name, generation = _address(opts)
     if generation:
         op: opcodes.OpCode = opcodes.OpBackupRemoveGeneration.create(
@@ -316,8 +351,8 @@ _EXPORT_ARG = (cli.Arg("instance"),)
 # --bwlimit, --ionice-class, --ionice-level: defined by the cluster's backup
 # defaults (the opcode fields of the same names override them)
 _LIMIT_DEST = "limit_"
-LIMIT_OPTS = cli.model_options(
-    objects.BackupDefaults, "", _LIMIT_DEST, ("bwlimit", "ionice_class", "ionice_level"),
+LIMIT_OPTS = cli.lazy_model_options(
+    "ganeti.objects:BackupDefaults", "", _LIMIT_DEST, ("bwlimit", "ionice_class", "ionice_level"),
     default_help="the cluster's backup default, see gnt-cluster modify")
 
 _EXPORT_OPTS = (
@@ -348,7 +383,16 @@ _EXPORT_OPTS = (
                                      " what changed since the newest export on the node)"}),
     _COMPRESS_OPT,
     _NOTE_OPT,
-    *LIMIT_OPTS,
+    LIMIT_OPTS,
+    cli.Option(("--zero-free-space",), {
+        "action": "store_true", "default": False,
+        "help": f"Ganeti's option, refused here: {_NO_ZEROING}"}),
+    cli.Option(("--zeroing-timeout-fixed",), {
+        "type": int, "default": None, "metavar": "SECONDS",
+        "help": "Ganeti's minimum time for --zero-free-space; refused with it"}),
+    cli.Option(("--zeroing-timeout-per-mib",), {
+        "type": float, "default": None, "metavar": "SECONDS",
+        "help": "Ganeti's extra time per MiB for --zero-free-space; refused with it"}),
 )
 
 _IMPORT_OPTS = (
@@ -378,6 +422,10 @@ _IMPORT_OPTS = (
 _GENERATIONS_OPT = cli.Option(("-g", "--generations"), {
     "action": "store_true", "default": False,
     "help": "Also list the older retained generations (with timestamps and sizes)"})
+_VERBOSE_OPT = cli.Option(("-v", "--verbose"), {
+    "action": "store_true", "default": False,
+    "help": "Show special states in words: a node that could not list its exports gets"
+            " a row saying (unavail), besides the warning"})
 _NODE_FILTER_OPT = cli.Option(("--node",), {"dest": "nodes", "action": "append",
                                             "default": [], "metavar": "NODE",
                                             "help": "Only list exports on NODE"})
@@ -389,7 +437,8 @@ COMMANDS: dict[str, cli.Command] = {
                           (*_IMPORT_OPTS, *cli.SUBMIT_OPTS),
                           "Create an instance from an export"),
     "list": cli.Command(list_exports, (cli.names_arg("exports"),),
-                        (_NODE_FILTER_OPT, _GENERATIONS_OPT, *cli.LIST_OPTS),
+                        (_NODE_FILTER_OPT, _GENERATIONS_OPT, *cli.LIST_OPTS, cli.UNITS_OPT,
+                         _VERBOSE_OPT),
                         "List exports (all, or those named, matching a glob or -F filter)"),
     "list-fields": cli.list_fields_command(_field_defs, "gnt-backup list"),
     "remove": cli.Command(remove, _EXPORT_ARG, (_GENERATION_OPT, *cli.SUBMIT_OPTS),
@@ -402,7 +451,7 @@ COMMANDS: dict[str, cli.Command] = {
     "modify": cli.Command(modify, _EXPORT_ARG,
                           (_GENERATION_OPT, _NOTE_OPT,
                            cli.Option(("--protected",), {
-                               "type": gnt_backup_schedule.yes_no, "default": None,
+                               "type": cli.yes_no, "default": None,
                                "metavar": "yes|no",
                                "help": "Protect (yes) or unprotect (no)"}),
                            *cli.SUBMIT_OPTS),
@@ -416,7 +465,9 @@ COMMANDS: dict[str, cli.Command] = {
          *cli.SUBMIT_OPTS),
         "Re-hash exports (INSTANCE: every generation, INSTANCE@GENERATION: one; none: all)"
         " against their checksums and block indexes; exit 1 when anything is bad"),
-    "prune": gnt_backup_schedule.PRUNE_COMMAND,
+    "prune": cli.deferred_command(
+        _SCHEDULE_MODULE, "PRUNE_COMMAND",
+        "Remove export generations a retention policy does not keep (--dry-run: show them)"),
     # listed for --help; main() hands "schedule ..." to its own command table
     "schedule": cli.Command(lambda _opts: cli.EXIT_USAGE,
                             (cli.Arg("subcommand", min=0, max=None),), (),
@@ -427,5 +478,7 @@ COMMANDS: dict[str, cli.Command] = {
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "schedule":
-        return gnt_backup_schedule.main(args[1:])
+        schedule_main: Callable[[list[str]], int] = \
+            importlib.import_module(_SCHEDULE_MODULE).main
+        return schedule_main(args[1:])
     return cli.generic_main("gnt-backup", COMMANDS, argv)

@@ -19,13 +19,7 @@ from ganeti.backup import generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.tools import backup_runner
 
-
-def yes_no(value: str) -> bool:
-    if value.lower() in ("yes", "true", "1", "on"):
-        return True
-    if value.lower() in ("no", "false", "0", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected yes or no, got '{value}'")
+yes_no = cli.yes_no
 
 
 def _names(value: str) -> list[str]:
@@ -378,7 +372,7 @@ PRUNE_COMMAND = cli.Command(
      cli.Option(("--node",), {"dest": "nodes", "action": "append", "default": [],
                               "metavar": "NODE", "help": "Only prune on NODE"}),
      *cli.SUBMIT_OPTS),
-    "Remove export generations a retention policy does not keep (--dry-run: show them)",
+    # gnt-backup's table (cli.deferred_command) gives its description
     reports_dry_run=True)
 
 

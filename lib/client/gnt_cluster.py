@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from ganeti import bootstrap, cli, constants, daemon, errors, objects, opcodes, pathutils
+from ganeti import cli, constants, errors, pathutils
 from ganeti.client import cluster_crypto, tags
 
 
@@ -18,6 +18,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def init(opts: argparse.Namespace) -> int:
+    from ganeti import bootstrap
     master = opts.master_node or socket.getfqdn()
     primary_ip = opts.primary_ip
     if primary_ip is None:
@@ -39,22 +40,75 @@ def init(opts: argparse.Namespace) -> int:
     return cli.EXIT_SUCCESS
 
 
+def _joined(values: Any) -> str:
+    return ", ".join(str(v) for v in values) if values else "(none)"
+
+
+def _params(groups: dict[str, Any]) -> dict[str, Any]:
+    """Grouped parameters ({group: {param: value}}) with plain values as text."""
+    return {key: _params(value) if isinstance(value, dict) else value
+            for key, value in groups.items()}
+
+
+def cluster_info_layout(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``gnt-cluster info`` in Ganeti's order and wording (its ShowClusterConfig), with
+    the settings we have and Ganeti does not (backup defaults, ports) after them."""
+    backup = dict(data.get("backup_defaults") or {})
+    return [
+        ("Cluster name", data["name"]),
+        ("Cluster UUID", data["uuid"]),
+        ("Creation time", cli.format_time(data.get("ctime"))),
+        ("Modification time", cli.format_time(data.get("mtime"))),
+        ("Master node", data["master"]),
+        ("Architecture (this node)",
+         f"{data['architecture'][0]} ({data['architecture'][1]})"),
+        ("Tags", _joined(sorted(data.get("tags") or []))),
+        ("Default hypervisor", data["default_hypervisor"]),
+        ("Enabled hypervisors", _joined(data["enabled_hypervisors"])),
+        ("Hypervisor parameters", _params(data.get("hvparams") or {})),
+        ("OS parameters", _params(data.get("osparams") or {})),
+        ("Cluster parameters", [
+            ("candidate pool size", data["candidate_pool_size"]),
+            ("maximal number of jobs running simultaneously", data["max_running_jobs"]),
+            ("maximal number of jobs simultaneously tracked by the scheduler",
+             data["max_tracked_jobs"]),
+            ("mac prefix", data["mac_prefix"]),
+            ("master IP address", data.get("master_ip") or "(none)"),
+            ("node daemon port", data["noded_port"]),
+            ("lvm volume group", data["volume_group_name"] or "(none)"),
+            ("file storage path", data["file_storage_dir"] or "(none)"),
+            ("shared export directory", data.get("shared_export_dir", False)),
+            ("hooks timeout", f"{data['hooks_timeout']}s"),
+            ("primary ip version", data["primary_ip_version"]),
+            ("enabled disk templates", _joined(data["enabled_disk_templates"])),
+            ("compression tools", _joined(data["compression_tools"])),
+        ]),
+        ("Default node parameters", _params(data.get("ndparams") or {})),
+        ("Default instance parameters", {"default": _params(data.get("beparams") or {})}),
+        ("Backup defaults", _params(backup) if backup else "(none)"),
+        ("Versions", [
+            ("software", data["software_version"]),
+            ("protocol", data["protocol_version"]),
+            ("configuration", data["config_version"]),
+            ("export", data["export_version"]),
+        ]),
+    ]
+
+
 def info(opts: argparse.Namespace) -> int:
     with cli.get_client() as cl:
         data: dict[str, Any] = cl.query_cluster_info()
-    for key in sorted(data):
-        value = data[key]
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value)
-        print(f"{key}: {value}")
+    for line in cli.format_generic_info(cluster_info_layout(data)):
+        print(line)
     return cli.EXIT_SUCCESS
 
 
 _BACKUP_DEST = "backup_default_"
-_BACKUP_OPTS = cli.model_options(objects.BackupDefaults, "backup", _BACKUP_DEST)
+_BACKUP_OPTS = cli.lazy_model_options("ganeti.objects:BackupDefaults", "backup", _BACKUP_DEST)
 
 
 def modify(opts: argparse.Namespace) -> int:
+    from ganeti import objects, opcodes
     changes = cli.model_values(opts, objects.BackupDefaults, _BACKUP_DEST)
     if not changes:
         raise errors.OpPrereqError("Nothing to change: give at least one option"
@@ -66,8 +120,14 @@ def modify(opts: argparse.Namespace) -> int:
 def verify(opts: argparse.Namespace) -> int:
     """Follow the group-verify jobs OpClusterVerify submits (as Ganeti's client does);
     exit 1 unless every one succeeded and found nothing wrong."""
+    from ganeti import opcodes
     with cli.get_client() as cl:
-        result = cli.submit_opcode(opcodes.OpClusterVerify.create(), opts, cl=cl)
+        op = opcodes.OpClusterVerify.create(
+            group_name=opts.node_group, error_codes=opts.error_codes,
+            skip_checks=[constants.VERIFY_NPLUSONE_MEM] if opts.no_nplus1_mem else [])
+        result = cli.submit_opcode(op, opts, cl=cl)
+        if opts.dry_run:  # the group jobs were not submitted
+            return cli.EXIT_SUCCESS
         bad_jobs = bad_results = 0
         for ok, job_id in result["jobs"]:
             if not ok:
@@ -77,7 +137,7 @@ def verify(opts: argparse.Namespace) -> int:
             try:
                 group_results = cli.poll_job(job_id, cl)
             except errors.GenericError as err:
-                print(f"Job {job_id}: {errors.format_error(err)}", file=sys.stderr)
+                print(f"Job {job_id}: {cli.format_error(err)}", file=sys.stderr)
                 bad_jobs += 1
                 continue
             if not (group_results and group_results[0]):
@@ -99,6 +159,7 @@ def master_ping(opts: argparse.Namespace) -> int:
 
 
 def destroy(opts: argparse.Namespace) -> int:
+    from ganeti import daemon, opcodes
     if not opts.yes_do_it:
         raise errors.OpPrereqError(
             "Destroying a cluster is irreversible; pass --yes-do-it to confirm",
@@ -138,13 +199,27 @@ _INIT_OPTS = (
                                                   " nodes (older exports are then kept)"}),
 )
 
+_VERIFY_OPTS = (
+    cli.Option(("--error-codes",), {
+        "action": "store_true", "default": False,
+        "help": "Print each problem in Ganeti's machine-parsable form"
+                " ERROR:CODE:TYPE:ITEM:MESSAGE (e.g. ERROR:ENODEVERSION:node:node3:...)"}),
+    cli.Option(("--node-group",), {
+        "default": None, "metavar": "GROUP",
+        "help": "Verify only this node group (default: every group)"}),
+    cli.Option(("--no-nplus1-mem",), {
+        "action": "store_true", "default": False,
+        "help": "Skip the N+1 memory redundancy check (whether each node could take"
+                " the instances it is secondary for)"}),
+)
+
 COMMANDS: dict[str, cli.Command] = {
     "init": cli.Command(init, (cli.Arg("cluster_name"),), _INIT_OPTS,
                         "Create a new cluster with this node as master"),
     "info": cli.Command(info, (), (), "Show cluster configuration"),
-    "modify": cli.Command(modify, (), (*_BACKUP_OPTS, *cli.SUBMIT_OPTS),
+    "modify": cli.Command(modify, (), (_BACKUP_OPTS, *cli.SUBMIT_OPTS),
                           "Change cluster settings (the defaults of backup jobs)"),
-    "verify": cli.Command(verify, (), cli.SUBMIT_OPTS,
+    "verify": cli.Command(verify, (), (*_VERIFY_OPTS, *cli.SUBMIT_OPTS),
                           "Check that every node answers with a compatible daemon;"
                           " run the cluster-verify hooks"),
     "master-ping": cli.Command(

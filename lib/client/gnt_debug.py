@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ganeti import cli, errors, opcodes
+from ganeti import cli, errors
 
 LOCK_DEFAULT_FIELDS = ("name", "mode", "owner", "pending")
 
@@ -21,6 +21,7 @@ def _duration(value: str) -> float:
 
 
 def delay(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     if opts.no_master and not opts.nodes:
         raise errors.OpPrereqError("With --no-master at least one node (-n) is needed",
                                    errors.ECODE_INVAL)

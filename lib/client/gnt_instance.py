@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from ganeti import cli, constants, errors, opcodes
+from ganeti import cli, constants, errors
 from ganeti.client import tags
 
 LIST_DEFAULT_FIELDS = ("name", "hypervisor", "os", "pnode", "status", "oper_ram")
@@ -79,6 +79,7 @@ def parse_indexed(specs: list[str], what: str) -> list[dict[str, str]]:
 
 
 def disks_from_opts(disk_specs: list[str], size: str | None) -> list[dict[str, Any]]:
+    from ganeti import opcodes
     if size is not None and disk_specs:
         raise errors.OpPrereqError("Use either -s/--os-size or --disk, not both",
                                    errors.ECODE_INVAL)
@@ -120,6 +121,14 @@ def hv_from_opt(text: str | None) -> tuple[str | None, dict[str, Any]]:
     return name or None, params
 
 
+def _allocator(value: str) -> str:
+    if value not in (constants.IALLOCATOR_HAIL, constants.DEFAULT_IALLOCATOR_SHORTCUT):
+        raise argparse.ArgumentTypeError(
+            f"unknown allocator '{value}' (built in: {constants.IALLOCATOR_HAIL};"
+            f" '{constants.DEFAULT_IALLOCATOR_SHORTCUT}': the cluster's default)")
+    return value
+
+
 def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[str, Any]:
     """OpInstanceCreate fields from the add options (shared with gnt-backup import)."""
     hv_name, hvparams = hv_from_opt(opts.hypervisor)
@@ -139,10 +148,21 @@ def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[st
     }
     if opts.disk_template:
         fields["disk_template"] = opts.disk_template
+    if opts.iallocator is not None:
+        if pnode:
+            raise errors.OpPrereqError("Use either -n/--node or -I/--iallocator, not both",
+                                       errors.ECODE_INVAL)
+        fields["iallocator"] = opts.iallocator
+    if opts.ip_check and not opts.name_check:
+        raise errors.OpPrereqError("--ip-check needs --name-check (the IP is the one the"
+                                   " name resolves to)", errors.ECODE_INVAL)
+    fields.update(no_nics=opts.no_nics, ignore_ipolicy=opts.ignore_ipolicy,
+                  name_check=opts.name_check, ip_check=opts.ip_check)
     return fields
 
 
 def add(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     cli.submit_opcode(opcodes.OpInstanceCreate.create(**create_fields(opts)), opts)
     return cli.EXIT_SUCCESS
 
@@ -160,6 +180,7 @@ def _format_params(actual: dict[str, Any], own: dict[str, Any]) -> list[str]:
 
 
 def info(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpInstanceQueryData.create(instances=opts.instances, static=opts.static)
     result = cli.submit_opcode(op, opts, feedback_fn=lambda _entry: None)
     for name in sorted(result):
@@ -169,8 +190,11 @@ def info(opts: argparse.Namespace) -> int:
         print(f"Serial number: {data['serial_no']}")
         print(f"Creation time: {cli.format_timestamp(data['ctime'])}")
         print(f"Modification time: {cli.format_timestamp(data['mtime'])}")
-        print(f"State: configured to be {data['config_state']}, actual state is"
-              f" {data['run_state'] or 'unknown (static)'}")
+        # Ganeti's wording; the actual state only when it is known (not with --static)
+        state = f"configured to be {data['config_state']}"
+        if data["run_state"]:
+            state += f", actual state is {data['run_state']}"
+        print(f"State: {state}")
         print("  Nodes:")
         print(f"    - primary: {data['pnode']}")
         print(f"    - secondaries: {', '.join(data['snodes'])}")
@@ -196,28 +220,41 @@ def info(opts: argparse.Namespace) -> int:
 
 
 def start(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     _, hvparams = hv_from_opt(opts.hypervisor)
     op = opcodes.OpInstanceStartup.create(
         instance_name=opts.instance, force=opts.force, beparams=beparams_from_opt(opts.backend),
         hvparams=hvparams, startup_paused=opts.paused, no_remember=opts.no_remember,
         ignore_offline_nodes=opts.ignore_offline)
     cli.submit_opcode(op, opts)
+    _done(opts, "paused" if opts.paused else "started")
     return cli.EXIT_SUCCESS
 
 
+def _done(opts: argparse.Namespace, what: str) -> None:
+    """start, stop and reboot confirm success in one short line (not for --dry-run,
+    which generic_main reports)."""
+    if not opts.dry_run:
+        print(f"Instance {opts.instance} {what}.")
+
+
 def stop(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpInstanceShutdown.create(
         instance_name=opts.instance, force=opts.force, timeout=opts.timeout,
         no_remember=opts.no_remember, ignore_offline_nodes=opts.ignore_offline)
     cli.submit_opcode(op, opts)
+    _done(opts, "stopped")
     return cli.EXIT_SUCCESS
 
 
 def reboot(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpInstanceReboot.create(
         instance_name=opts.instance, reboot_type=opts.type,
         shutdown_timeout=opts.shutdown_timeout, ignore_secondaries=opts.ignore_secondaries)
     cli.submit_opcode(op, opts)
+    _done(opts, f"rebooted ({opts.type})")
     return cli.EXIT_SUCCESS
 
 
@@ -228,6 +265,7 @@ def _confirm(question: str) -> bool:
 
 
 def remove(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     if not opts.force and not _confirm(
             f"This will remove the volumes of the instance {opts.instance} (including"
             " mirrors), thus removing all the data of the instance. Continue?"):
@@ -241,6 +279,7 @@ def remove(opts: argparse.Namespace) -> int:
 
 
 def modify(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     _, hvparams = hv_from_opt(opts.hypervisor)
     op = opcodes.OpInstanceSetParams.create(
         instance_name=opts.instance, beparams=beparams_from_opt(opts.backend),
@@ -285,6 +324,33 @@ ADD_OPTS = (
                                            "help": "Disk template (file, plain, diskless)"}),
     cli.Option(("-n", "--node"), {"default": None, "metavar": "NODE",
                                   "help": "Primary node (default: the least used one)"}),
+    cli.Option(("-I", "--iallocator"), {
+        "default": None, "metavar": "NAME", "type": _allocator,
+        "help": f"Let the allocator NAME choose the primary node instead of -n:"
+                f" {constants.IALLOCATOR_HAIL} (built in, as Ganeti's hail for one"
+                f" instance: the usable node with the most free memory and disk left after"
+                f" the placement) or '{constants.DEFAULT_IALLOCATOR_SHORTCUT}' (the"
+                f" cluster's default, {constants.IALLOCATOR_HAIL})"}),
+    cli.Option(("--ignore-ipolicy",), {
+        "action": "store_true", "default": False,
+        "help": "Ignore instance policy violations (Ganeti's option; the policy here has no"
+                " limits and only the enabled disk templates, which are required anyway,"
+                " so nothing is refused by it)"}),
+    cli.Option(("--name-check",), {
+        "dest": "name_check", "action": "store_true", "default": False,
+        "help": "Check that the instance name resolves (DNS or /etc/hosts); off by"
+                " default here, unlike Ganeti, as local clusters' names rarely resolve"}),
+    cli.Option(("--no-name-check",), {
+        "dest": "name_check", "action": "store_false",
+        "help": "Do not check that the name resolves (the default here; implies"
+                " --no-ip-check)"}),
+    cli.Option(("--ip-check",), {
+        "dest": "ip_check", "action": "store_true", "default": False,
+        "help": "With --name-check: refuse the name when something already answers at the"
+                " address it resolves to"}),
+    cli.Option(("--no-ip-check",), {
+        "dest": "ip_check", "action": "store_false",
+        "help": "Do not check whether the instance's IP is in use (the default here)"}),
     cli.Option(("--disk",), {"dest": "disks", "action": "append", "default": [],
                              "metavar": "N:size=SIZE[,mode=rw,name=X]",
                              "help": "Disk N (0, 1, ...): its size (M/G/T units), access"
@@ -297,7 +363,8 @@ ADD_OPTS = (
                                     " mode and IP; repeat for more NICs"}),
     _BACKEND_OPT, _HV_OPT,
     cli.Option(("--no-nics",), {"action": "store_true", "default": False,
-                                "help": "Create the instance without network interfaces"}),
+                                "help": "Create the instance without network interfaces"
+                                        " (an import: without the export's)"}),
     cli.Option(("--no-start",), {"dest": "start", "action": "store_false", "default": True,
                                  "help": "Do not start the instance once it is created"}),
     cli.Option(("--no-install",), {"action": "store_true", "default": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ganeti import cli, opcodes
+from ganeti import cli
 from ganeti.client import tags
 
 LIST_DEFAULT_FIELDS = ("name", "pip", "port", "role", "group", "pinst_cnt")
@@ -35,6 +35,7 @@ def _bwlimit(value: str) -> int:
 
 
 def add(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpNodeAdd.create(
         node_name=opts.node, primary_ip=opts.primary_ip, secondary_ip=opts.secondary_ip,
         readd=opts.readd, port=opts.port, ssh_user=opts.ssh_user, ssh_port=opts.ssh_port,
@@ -44,6 +45,7 @@ def add(opts: argparse.Namespace) -> int:
 
 
 def remove(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     cli.submit_opcode(opcodes.OpNodeRemove.create(node_name=opts.node), opts)
     return cli.EXIT_SUCCESS
 
@@ -75,6 +77,7 @@ def info(opts: argparse.Namespace) -> int:
 
 
 def modify(opts: argparse.Namespace) -> int:
+    from ganeti import opcodes
     op = opcodes.OpNodeSetParams.create(node_name=opts.node, offline=opts.offline,
                                         drained=opts.drained,
                                         master_candidate=opts.master_candidate,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ganeti import cli, constants, errors, opcodes
+from ganeti import cli, constants, errors
 
 FROM_OPT = cli.Option(("--from",), {"dest": "tags_source", "default": None,
                                     "metavar": "FILE",
@@ -48,11 +48,13 @@ def commands(kind: str, what: str | None) -> dict[str, cli.Command]:
         return None if what is None else str(getattr(opts, what))
 
     def add_tags(opts: argparse.Namespace) -> int:
+        from ganeti import opcodes
         cli.submit_opcode(opcodes.OpTagsSet.create(kind=kind, name=name(opts),
                                                    tags=_tags(opts)), opts)
         return cli.EXIT_SUCCESS
 
     def remove_tags(opts: argparse.Namespace) -> int:
+        from ganeti import opcodes
         cli.submit_opcode(opcodes.OpTagsDel.create(kind=kind, name=name(opts),
                                                    tags=_tags(opts)), opts)
         return cli.EXIT_SUCCESS

@@ -145,7 +145,7 @@ class LUBackupExport(LogicalUnit):
                 raise errors.OpPrereqError(
                     f"Disk(s) {', '.join(unsupported)} of instance {inst.name} cannot be"
                     " snapshotted, so the instance would stay down for the whole copy;"
-                    " confirm this with long_sleep (--long-sleep)", errors.ECODE_STATE)
+                    f" confirm this with {errors.field_ref('long_sleep')}", errors.ECODE_STATE)
 
     # --- hooks -----------------------------------------------------------------------
 

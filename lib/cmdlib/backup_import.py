@@ -177,7 +177,7 @@ class LocalImport(ImportMode):
                 raise errors.OpPrereqError(
                     f"disk/{idx} of {spec.size} MiB is smaller than the exported"
                     f" {size} MiB", errors.ECODE_INVAL)
-        if not op.nics and not specs.nic_specs and info.nics:
+        if not op.nics and not op.no_nics and not specs.nic_specs and info.nics:
             used = iu.used_macs(self.lu.cfg)
             specs.nic_specs = iu.check_nic_specs([
                 {k: v for k, v in (("mac", nic.mac if nic.mac not in used else None),
@@ -204,7 +204,8 @@ class LocalImport(ImportMode):
                 op.tags = list(info.tags)
             else:
                 self.lu.LogInfo("Not carrying the export's tags (%s) to the copy %s; give"
-                                " --tags to set them", " ".join(info.tags), op.instance_name)
+                                " %s to set them", " ".join(info.tags), op.instance_name,
+                                errors.field_ref("tags"))
 
     def _apply_hypervisor(self, cluster: Cluster) -> None:
         """The export's hypervisor (refused when not enabled here) unless -H names one;

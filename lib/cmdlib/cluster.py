@@ -95,8 +95,42 @@ class LUClusterVerify(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         return ResultWithJobs([[opcodes.OpClusterVerifyGroup.create(
-            group_name=name, priority=self.op.priority, reason=list(self.op.reason))]
+            group_name=name, priority=self.op.priority, reason=list(self.op.reason),
+            error_codes=self.op.error_codes, skip_checks=list(self.op.skip_checks))]
             for name in self.group_names])
+
+
+class VerifyProblem(str):
+    """One verify problem: its text as shown without --error-codes ("node X: ..."),
+    and Ganeti's (type, code) and item, which --error-codes shows."""
+
+    descriptor: tuple[str, str]
+    item: str
+    message: str
+
+
+def verify_problem(descriptor: tuple[str, str], item: str, message: str) -> VerifyProblem:
+    problem = VerifyProblem(f"{descriptor[0]} {item}: {message}" if item else message)
+    problem.descriptor, problem.item, problem.message = descriptor, item, message
+    return problem
+
+
+_NODE_PROBLEM_RE = re.compile(r"^node (\S+): (.*)$", re.S)
+
+
+def format_verify_problem(problem: str, error_codes: bool, log_type: str = "ERROR") -> str:
+    """A problem as Ganeti's verify logs it: ``  - ERROR: node X: ...``, or with
+    error_codes ``  - ERROR:CODE:TYPE:ITEM:MESSAGE``.  A plain-text problem gets a
+    code from its form (``node X: ...``: ENODESETUP, else ECLUSTERCFG)."""
+    if not error_codes:
+        return f"  - {log_type}: {problem}"
+    if isinstance(problem, VerifyProblem):
+        (itype, code), item, message = problem.descriptor, problem.item, problem.message
+    elif (match := _NODE_PROBLEM_RE.match(problem)) is not None:
+        (itype, code), item, message = constants.CV_ENODESETUP, match[1], match[2]
+    else:
+        (itype, code), item, message = constants.CV_ECLUSTERCFG, "", problem
+    return f"  - {log_type}:{code}:{itype}:{item}:{message}"
 
 
 class LUClusterVerifyGroup(LogicalUnit):
@@ -145,29 +179,72 @@ class LUClusterVerifyGroup(LogicalUnit):
         failures: dict[str, str] = getattr(hook_results, "failures", {})
         for node in sorted(set(hook_results or {}) | set(failures)):
             if node in failures:
-                feedback_fn(f"  - ERROR: node {node}: Communication failure in hooks"
-                            f" execution: {failures[node]}")
+                feedback_fn(self._format(verify_problem(
+                    constants.CV_ENODEHOOKS, node,
+                    f"Communication failure in hooks execution: {failures[node]}")))
                 lu_result = False
                 continue
             for script, status, output in hook_results[node]:
                 if status != constants.HKR_FAIL:
                     continue
-                feedback_fn(f"  - ERROR: node {node}: Script {script} failed, output:")
+                feedback_fn(self._format(verify_problem(
+                    constants.CV_ENODEHOOKS, node, f"Script {script} failed, output:")))
                 feedback_fn(_HOOKS_INDENT_RE.sub("      ", output.rstrip("\n")))
                 lu_result = False
         return lu_result
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         problems = self._problems(feedback_fn)
+        if constants.VERIFY_NPLUSONE_MEM not in self.op.skip_checks:
+            feedback_fn("* Verifying N+1 Memory redundancy")
+            problems += self._verify_n_plus_one()
         for problem in problems:
-            feedback_fn(f"  - ERROR: {problem}")
+            feedback_fn(self._format(problem))
         return not problems
+
+    def _format(self, problem: str) -> str:
+        return format_verify_problem(problem, self.op.error_codes)
+
+    def _verify_n_plus_one(self) -> list[str]:
+        """Ganeti's N+1 memory check: each node can take the instances it is secondary
+        for should one primary fail (their minmem, auto_balance ones).  Only mirrored
+        disk templates have secondaries; without any, no node is asked."""
+        cluster = self.cfg.get_cluster_info()
+        needed: dict[str, dict[str, int]] = {}  # secondary uuid -> primary uuid -> MiB
+        for inst in self.cfg.get_all_instances_info().values():
+            bep = cluster.fill_beparams(inst)
+            if not bep.get("auto_balance", True):
+                continue
+            for snode in inst.secondary_nodes:
+                per_primary = needed.setdefault(snode, {})
+                per_primary[inst.primary_node] = per_primary.get(inst.primary_node, 0) + \
+                    int(bep.get("minmem", 0))
+        nodes = [n for n in self.group_nodes if n.uuid in needed and not n.offline]
+        if not nodes or self.rpc is None:
+            return []
+        answers = self.rpc.call_node_info([n.name for n in nodes])
+        problems: list[str] = []
+        for node in nodes:
+            res = answers[node.name]
+            if res.fail_msg or not res.payload:
+                continue  # the version check reports nodes that do not answer
+            free = int(res.payload["memory_free"])
+            for primary, mem in sorted(needed[node.uuid].items()):
+                if mem > free:
+                    pnode = self.cfg.get_node_info(primary)
+                    problems.append(verify_problem(
+                        constants.CV_ENODEN1, node.name,
+                        f"not enough memory to accommodate instance failovers should node"
+                        f" {pnode.name if pnode else primary} fail ({mem} MiB needed,"
+                        f" {free} MiB free)"))
+        return problems
 
     def _problems(self, feedback_fn: FeedbackFn) -> list[str]:
         nodes = [n.name for n in self.group_nodes]
         problems: list[str] = []
         if self.rpc is None:
-            problems.append("RPC layer unavailable: nodes not checked")
+            problems.append(verify_problem(constants.CV_ECLUSTERCFG, "",
+                                           "RPC layer unavailable: nodes not checked"))
             return problems
         results = self.rpc.call_version(nodes)
         for name in nodes:
@@ -175,10 +252,11 @@ class LUClusterVerifyGroup(LogicalUnit):
             if res.offline:
                 feedback_fn(f"Node {name} is offline, skipped")
             elif res.fail_msg:
-                problems.append(f"node {name}: {res.fail_msg}")
+                problems.append(verify_problem(constants.CV_ENODERPC, name, res.fail_msg))
             elif res.payload != constants.PROTOCOL_VERSION:
-                problems.append(f"node {name}: protocol version {res.payload},"
-                                f" master has {constants.PROTOCOL_VERSION}")
+                problems.append(verify_problem(
+                    constants.CV_ENODEVERSION, name, f"protocol version {res.payload},"
+                    f" master has {constants.PROTOCOL_VERSION}"))
         version_ok = not problems
         problems.extend(self._verify_orphan_disk_files(results))
         problems += self._stale_export_leftovers(
@@ -200,7 +278,7 @@ class LUClusterVerifyGroup(LogicalUnit):
             for disk in inst.disks:
                 if disk.dev_type == constants.DT_FILE and len(disk.logical_id) == 2:
                     owned.setdefault(inst.primary_node, []).append(str(disk.logical_id[1]))
-        problems = []
+        problems: list[str] = []
         for node in self.group_nodes:
             res = answered.get(node.name)
             if node.offline or res is None or res.fail_msg:
@@ -208,11 +286,14 @@ class LUClusterVerifyGroup(LogicalUnit):
             found = self.rpc.call_file_storage_orphans(node.name,
                                                        sorted(owned.get(node.uuid, [])))
             if found.fail_msg:
-                problems.append(f"node {node.name}: cannot check for orphan disk files:"
-                                f" {found.fail_msg}")
+                problems.append(verify_problem(
+                    constants.CV_ENODERPC, node.name,
+                    f"cannot check for orphan disk files: {found.fail_msg}"))
                 continue
-            problems.extend(f"node {node.name}: orphan disk file {path} (no instance in the"
-                            " configuration owns it)" for path in found.payload)
+            problems.extend(verify_problem(
+                constants.CV_ENODEORPHANFILE, node.name,
+                f"orphan disk file {path} (no instance in the configuration owns it)")
+                for path in found.payload)
         return problems
 
     def _stale_export_leftovers(self, nodes: list[str]) -> list[str]:
@@ -220,16 +301,18 @@ class LUClusterVerifyGroup(LogicalUnit):
         exporting = {name.split("/", 1)[1] for name, mode, _owners, _pending
                      in self.glm.query_locks()
                      if name.startswith("instance/") and mode == locking.EXCLUSIVE}
-        problems = []
+        problems: list[str] = []
         for name, res in sorted(self.rpc.call_export_leftovers(nodes).items()):
             if res.fail_msg:
-                problems.append(f"node {name}: cannot list export leftovers: {res.fail_msg}")
+                problems.append(verify_problem(
+                    constants.CV_ENODERPC, name, f"cannot list export leftovers: {res.fail_msg}"))
                 continue
             stale = [item for item in res.payload or []
                      if not (item.startswith(".staging/") and item[9:] in exporting)]
             if stale:
-                problems.append(f"node {name}: stale export leftovers (removed by the"
-                                f" watcher): {', '.join(stale)}")
+                problems.append(verify_problem(
+                    constants.CV_ENODEEXPORTLEFTOVER, name,
+                    f"stale export leftovers (removed by the watcher): {', '.join(stale)}"))
         return problems
 
 

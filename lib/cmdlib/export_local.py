@@ -92,7 +92,7 @@ class LocalExport(ExportTarget[opcodes.LocalTarget]):
         self.base_generation: str | None = None
         if self.op.full:
             if disks:
-                self.lu.LogInfo("Exporting every disk in full (--full)")
+                self.lu.LogInfo(f"Exporting every disk in full ({errors.field_ref('full')})")
             return [{"full": "--full"} for _ in disks]
         res = self.lu.rpc.call_export_base_info(self.node.name, self.instance.name,
                                                 [disk.size * MIB for disk in disks])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ganeti import constants, errors, limits, locking, opcodes
+from ganeti.cmdlib import iallocator, name_check
 from ganeti.cmdlib import instance_utils as iu
 from ganeti.cmdlib.backup_import import IMPORT_MODES
 from ganeti.cmdlib.base import LOCKS_REPLACE, FeedbackFn, LogicalUnit
@@ -106,6 +107,15 @@ class LUInstanceCreate(LogicalUnit):
             check_instance_name(op.instance_name)
         except errors.HypervisorError as err:
             raise errors.OpPrereqError(str(err.args[0]), errors.ECODE_INVAL) from None
+        if op.ip_check and not op.name_check:
+            raise errors.OpPrereqError("Cannot do the IP check (ip_check) without the name"
+                                       " check (name_check)", errors.ECODE_INVAL)
+        if op.iallocator and op.pnode:
+            raise errors.OpPrereqError("Give either a primary node (pnode) or an allocator"
+                                       " (iallocator), not both", errors.ECODE_INVAL)
+        if op.no_nics and op.nics:
+            raise errors.OpPrereqError("no_nics with NICs given (nics): use one of the two",
+                                       errors.ECODE_INVAL)
         if op.mode != constants.INSTANCE_CREATE:
             self._check_import_arguments()
         if op.os_type is not None:
@@ -141,6 +151,18 @@ class LUInstanceCreate(LogicalUnit):
         if self.cfg.get_instance_info_by_name(self.op.instance_name) is not None:
             raise errors.OpPrereqError(f"Instance '{self.op.instance_name}' is already in"
                                        " the cluster", errors.ECODE_EXISTS)
+        if self.op.name_check:
+            name_check.check(self.op.instance_name, self.op.ip_check,
+                             self.cfg.get_cluster_info().noded_port)
+        if self.op.iallocator:
+            # the allocator needs the disk sizes (an import reads them in CheckPrereq):
+            # every node is locked until it has chosen, then the others are released
+            if self.op.mode != constants.INSTANCE_CREATE:
+                self._expand_import_names()
+            self.needed_locks = {locking.LEVEL_NODE: locking.ALL_SET,
+                                 locking.LEVEL_NODE_RES: locking.ALL_SET}
+            self.add_locks[locking.LEVEL_INSTANCE] = [self.op.instance_name]
+            return
         if self.op.pnode:
             self.op.pnode = self.expand_node_name(self.op.pnode)
         else:
@@ -193,6 +215,8 @@ class LUInstanceCreate(LogicalUnit):
                 f"Hypervisor {hv_name} is not enabled in this cluster (enabled:"
                 f" {', '.join(cluster.enabled_hypervisors) or 'none'})", errors.ECODE_STATE)
         iu.check_hvparams(hv_name, cluster, op.hvparams)
+        if op.iallocator:
+            op.pnode = self._allocate(cluster)
         assert op.pnode is not None
         pnode = self.cfg.get_node_info_by_name(op.pnode)
         if pnode is None:
@@ -211,6 +235,24 @@ class LUInstanceCreate(LogicalUnit):
         iu.check_filled_beparams(cluster, self.instance)
         # a dry run answers what a real one would (Ganeti: the nodes chosen)
         self.dry_run_result = [pnode.name]
+
+    def _allocate(self, cluster: Any) -> str:
+        """The allocator's primary node; the node locks it did not choose are released."""
+        filled = {**cluster.beparams, **self.beparams}
+        disk = 0 if self.op.disk_template == constants.DT_DISKLESS else \
+            sum(spec.size for spec in self.disk_specs)
+        rooms, refused = iallocator.node_rooms(self.cfg, self.rpc)
+        chosen = iallocator.allocate(iallocator.Request(int(filled.get("maxmem") or 0), disk),
+                                     rooms, refused)
+        self.LogInfo("Allocator %s chose %s as the primary node", iallocator.HAIL, chosen)
+        # an import keeps its source node (set by the import mode in ExpandNames)
+        keep = {chosen, *([self.op.src_node] if self.op.mode == constants.INSTANCE_IMPORT
+                          and self.op.src_node else [])}
+        for level, wanted in ((locking.LEVEL_NODE, keep), (locking.LEVEL_NODE_RES, {chosen})):
+            others = sorted(self.owned_locks(level) - wanted)
+            if others:
+                self.glm.release(level, others)
+        return chosen
 
     def _check_import_prereq(self) -> None:
         """Read the export and default disks, NICs and parameters from it."""

@@ -55,7 +55,8 @@ class LUNodeAdd(LogicalUnit):
                 self.op.primary_ip = socket.gethostbyname(self.op.node_name)
             except OSError as err:
                 raise errors.OpPrereqError(
-                    f"Cannot resolve node name {self.op.node_name}: {err}; give --primary-ip",
+                    f"Cannot resolve node name {self.op.node_name}: {err}; give"
+                    f" {errors.field_ref('primary_ip')}",
                     errors.ECODE_RESOLVER) from None
         for node in self.cfg.get_all_nodes_info().values():
             if node.name == self.op.node_name:

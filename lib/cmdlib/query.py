@@ -56,7 +56,8 @@ class LUInstanceQuery(NoHooksLU):
                  if qinstance.EXPORT_FIELD_NAMES & set(self.op.output_fields) else None)
         rows = qinstance.instance_rows(self.cfg, self.rpc, live, self.op.names or None,
                                        stats)
-        return [[query.plain(row[f]) for f in self.op.output_fields] for row in rows]
+        return [[query.plain(qinstance.field_value(row, f)) for f in self.op.output_fields]
+                for row in rows]
 
 
 class LUInstanceQueryData(NoHooksLU):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ganeti import constants, query
+from ganeti import constants, limits, query
 from ganeti.backup.export_stats import ExportRecord, ExportStats
 from ganeti.hooks.instance_env import nic_info
 from ganeti.objects import Instance
@@ -97,7 +97,55 @@ _EXPORT_ATTRS = {name: attr for name, attr, *_ in _EXPORT}
 EXPORT_FIELD_NAMES = frozenset(_EXPORT_ATTRS)
 # one table for Query("instance") and OpInstanceQuery
 FIELDS += EXPORT_FIELDS
+# Ganeti's per-item fields (disk.size/0 ... disk.size/15): (prefix, the list field they
+# index, how many, title, kind, doc); an index past the instance's last item is
+# unavailable
+_INDEXED: tuple[tuple[str, str, int, str, str, str], ...] = (
+    ("disk.size", "disk.sizes", limits.DISKS.maximum, "Disk", query.QFT_UNIT,
+     "Size of disk {n} (MiB)"),
+    ("disk.name", "disk.names", limits.DISKS.maximum, "DiskName", query.QFT_TEXT,
+     "Name of disk {n}"),
+    ("disk.uuid", "disk.uuids", limits.DISKS.maximum, "DiskUUID", query.QFT_TEXT,
+     "UUID of disk {n}"),
+    ("nic.mac", "nic.macs", limits.NICS.maximum, "NicMAC", query.QFT_TEXT,
+     "MAC address of NIC {n}"),
+    ("nic.ip", "nic.ips", limits.NICS.maximum, "NicIP", query.QFT_TEXT,
+     "IP address of NIC {n}"),
+    ("nic.mode", "nic.modes", limits.NICS.maximum, "NicMode", query.QFT_TEXT,
+     "Mode of NIC {n}"),
+    ("nic.link", "nic.links", limits.NICS.maximum, "NicLink", query.QFT_TEXT,
+     "Link of NIC {n}"),
+    ("nic.name", "nic.names", limits.NICS.maximum, "NicName", query.QFT_TEXT,
+     "Name of NIC {n}"),
+)
+# indexed field name -> (list field, index)
+INDEXED_FIELDS: dict[str, tuple[str, int]] = {
+    f"{prefix}/{n}": (source, n) for prefix, source, count, *_ in _INDEXED
+    for n in range(count)}
+FIELDS += tuple((f"{prefix}/{n}", f"{title}/{n}", kind, doc.format(n=n))
+                for prefix, _source, count, title, kind, doc in _INDEXED for n in range(count))
 FIELD_NAMES = tuple(f[0] for f in FIELDS)
+
+
+class _IndexGetter:
+    """Getter of one item of a list field (unavailable past its end)."""
+
+    __slots__ = ("index", "source")
+
+    def __init__(self, source: str, index: int) -> None:
+        self.source = source
+        self.index = index
+
+    def __call__(self, _source: Any, row: dict[str, Any]) -> Any:
+        items = row[self.source]
+        return items[self.index] if self.index < len(items) else query.UNAVAIL
+
+
+def field_value(row: dict[str, Any], name: str) -> Any:
+    """``row[name]``, the indexed fields (``disk.size/0``) included."""
+    if name in INDEXED_FIELDS:
+        return _IndexGetter(*INDEXED_FIELDS[name])(None, row)
+    return row[name]
 # fields needing the live state from the primary nodes
 LIVE_FIELDS = frozenset({"status", "oper_state", "oper_ram", "oper_vcpus"})
 
@@ -256,6 +304,8 @@ def _rows(source: Any, needed: frozenset[str], names: frozenset[str] | None
 
 def register() -> None:
     query.register(query.RESOURCE_INSTANCE,
-                   [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+                   [query.FieldDef(name, title, kind, doc,
+                                   _IndexGetter(*INDEXED_FIELDS[name]) if name in INDEXED_FIELDS
+                                   else query.item_getter(name))
                     for name, title, kind, doc in FIELDS],
                    _rows, wants_names=True)

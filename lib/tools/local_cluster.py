@@ -30,6 +30,10 @@ SOURCE_TOP = Path(__file__).resolve().parents[2]
 STATE_FILE = "local-cluster.json"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+WATCHER = "ganeti-watcher"
+WATCHER_TIMEOUT = 600.0
+# Ganeti's status of an instance whose admin state is up but which does not run
+STATUS_ERROR_DOWN = "ERROR_down"
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,56 @@ class LocalCluster:
                 procutil.kill_and_wait(pid, None, (), STOP_TIMEOUT)
                 log(f"{node.name}: guest process {pid} stopped")
 
+    # --- after a restart: the watcher's job ------------------------------------------
+
+    def instances_down(self) -> list[str]:
+        """Instances marked up that do not run (ERROR_down), e.g. after stop and start."""
+        out = self.gnt("gnt-instance", "list", "--no-headers", "--separator", " ",
+                       "-o", "name,status", check=True).stdout
+        return [row[0] for row in (line.split() for line in out.splitlines())
+                if len(row) == 2 and row[1] == STATUS_ERROR_DOWN]
+
+    def watcher_command(self) -> list[str]:
+        return [sys.executable, str(SOURCE_TOP / "daemons" / WATCHER), "--root",
+                self.master.root]
+
+    def run_watcher(self, log: Any = print) -> bool:
+        """One ganeti-watcher run on the master node, as its cron job would do: it starts
+        the instances marked up (no cron runs it for a local cluster)."""
+        proc = subprocess.run(self.watcher_command(), env=self.env(), capture_output=True,
+                              text=True, timeout=WATCHER_TIMEOUT)
+        for line in (proc.stdout + proc.stderr).splitlines():
+            log(f"  {line}")
+        return proc.returncode == 0
+
+    def bring_back_instances(self, run_watcher: bool = True, log: Any = print,
+                             warn: Any = None) -> list[str]:
+        """After a restart: say which instances are down and start them through the
+        watcher (unless ``run_watcher`` is false); returns those still down."""
+        warn = warn or (lambda msg: print(msg, file=sys.stderr))
+        down = self.instances_down()
+        if not down:
+            return []
+        names = ", ".join(down)
+        how = (f"gnt-instance start NAME (after eval \"$(tools/local-cluster --root"
+               f" {self.root} env)\"), or one watcher run: {' '.join(self.watcher_command())}")
+        if not run_watcher:
+            warn(f"Not running after the restart, though marked up ({STATUS_ERROR_DOWN}):"
+                 f" {names}.  On a real cluster ganeti-watcher (cron, every 5 minutes)"
+                 f" starts them; here start them with {how}")
+            return down
+        log(f"Marked up but not running after the restart ({STATUS_ERROR_DOWN}): {names};"
+            f" running {WATCHER} once, as its cron job does on a real cluster"
+            f" (--no-watcher leaves them down)")
+        self.run_watcher(log)
+        still = self.instances_down()
+        if still:
+            warn(f"Still not running ({STATUS_ERROR_DOWN}): {', '.join(still)}; see the"
+                 f" watcher's messages above; start them with {how}")
+        else:
+            log(f"Running again: {names}")
+        return still
+
     def gnt(self, *argv: str, check: bool = False, timeout: float = 300,
             input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a gnt-* command against this cluster, as an administrator would."""
@@ -302,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="Loopback prefix such as 127.1.0; nodes get .1, .2, ...")
     start.add_argument("--port", type=int, default=constants.DEFAULT_NODED_PORT,
                        help="First port to try for the node daemons")
+    start.add_argument("--no-watcher", dest="watcher", action="store_false", default=True,
+                       help="After a restart, leave instances marked up but not running"
+                            f" ({STATUS_ERROR_DOWN}) down instead of starting them with one"
+                            f" {WATCHER} run (what its cron job does on a real cluster)")
     sub.add_parser("stop", help="Stop every daemon of the cluster")
     sub.add_parser("env", help="Print shell exports for using gnt-* with this cluster")
     sub.add_parser("status", help="Show which daemons run")
@@ -315,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(str(err))
             LocalCluster.create(root, opts.nodes, subnet, opts.port)
             print(f"Created a {opts.nodes}-node cluster in {root}")
-        LocalCluster(root).start()
+            LocalCluster(root).start()
+            return 0
+        cluster = LocalCluster(root)
+        cluster.start()
+        cluster.bring_back_instances(run_watcher=opts.watcher)
         return 0
     try:
         cluster = LocalCluster(root)

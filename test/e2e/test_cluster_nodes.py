@@ -56,8 +56,8 @@ def test_nodes_joined_and_config_distributed(cluster: E2ECluster) -> None:
 
 def test_cluster_info_and_master_ping(cluster: E2ECluster) -> None:
     info = cluster.gnt("gnt-cluster", "info").stdout
-    assert "cluster_name: cluster.local" in info
-    assert "master: node1" in info
+    assert "Cluster name: cluster.local" in info
+    assert "Master node: node1" in info
     cluster.gnt("gnt-cluster", "master-ping")
 
 

@@ -106,14 +106,22 @@ def test_false_is_not_the_default_none() -> None:
     assert opcodes_compat.is_default([], None)
 
 
-@pytest.mark.parametrize(("field", "value"), [("iallocator", "hail"),
-                                              ("file_storage_dir", "/srv/disks")])
+@pytest.mark.parametrize(("field", "value"), [("file_storage_dir", "/srv/disks")])
 def test_our_own_fields_without_a_feature_behind_them_take_none_only(field: str,
                                                                      value: str) -> None:
     base = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "i1", "disks": [{"size": 10}]}
     assert getattr(opcodes.from_dict({**base, field: None}), field) is None
     err = _prereq({**base, field: value})
     assert f"OP_INSTANCE_CREATE.{field}" in str(err) and "not supported here" in str(err)
+
+
+def test_iallocator_takes_the_built_in_allocator_only() -> None:
+    base = {"OP_ID": "OP_INSTANCE_CREATE", "instance_name": "i1", "disks": [{"size": 10}]}
+    for name in (None, "hail", "."):
+        op = opcodes.from_dict({**base, "iallocator": name})
+        assert isinstance(op, opcodes.OpInstanceCreate) and op.iallocator == name
+    err = _prereq({**base, "iallocator": "hspace"})
+    assert "OP_INSTANCE_CREATE.iallocator" in str(err) and "'hail'" in str(err)
 
 
 # --- ignored fields ---------------------------------------------------------------------

@@ -72,13 +72,19 @@ class BufferPool:
             self._free.put(bytearray(size))
 
     def get(self, stopped: Callable[[], bool]) -> bytearray | None:
-        """A free buffer, or None once ``stopped()`` says the other side gave up."""
-        while True:
+        """A free buffer, or None once ``stopped()`` says the other side gave up.
+
+        Stopped wins over a free buffer: a sender's compressed blocks hand theirs
+        back at once, so a pool that looked only when empty never stopped its
+        reader (which then read and compressed the rest of the disk after an
+        abort, holding up the stream thread and registry.cleanup).
+        """
+        while not stopped():
             try:
                 return self._free.get(timeout=0.05)
             except queue.Empty:
-                if stopped():
-                    return None
+                continue
+        return None
 
     def put(self, buf: bytearray) -> None:
         self._free.put(buf)

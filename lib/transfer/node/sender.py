@@ -197,6 +197,8 @@ class _Producer(threading.Thread):
 
     def _data(self, offset: int, part: memoryview, buf: bytearray | None = None) -> None:
         """Queue ``part`` as a DATA frame (``buf``: the pool buffer it already lies in)."""
+        if self.stop.is_set():  # before the costly part: a stopped stream compresses nothing
+            raise TransferAborted("Transfer aborted")
         got = len(part)
         encoding, payload = self.codec.compress(part)
         if encoding == proto.ENC_RAW:

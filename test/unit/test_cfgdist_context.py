@@ -1,0 +1,98 @@
+"""MasterContext's wiring of the distributor, and the verify check, in one process.
+
+The commit path with a real ConfigStore and a fake upload RPC that hangs; the
+verify check through the processor with the loopback RPC (real node procedures).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from os import PathLike
+from pathlib import Path
+
+import pytest
+from support.loopback import Env
+
+from ganeti import opcodes, pathutils
+from ganeti.config import ConfigStore, make_initial_config
+from ganeti.context import MasterContext
+from ganeti.objects import Node
+from ganeti.rpc.result import RpcResult
+
+
+class HangingRpc:
+    """Uploads to ``hang`` block until ``release`` is set; others succeed at once."""
+
+    def __init__(self, hang: set[str]) -> None:
+        self.hang = hang
+        self.release = threading.Event()
+        self.done: list[str] = []
+
+    def call_upload_file(self, nodes: Iterable[str], file_name: str | PathLike[str], *,
+                         timeout: float | None = None) -> dict[str, RpcResult[None]]:
+        (node,) = list(nodes)
+        if node in self.hang:
+            self.release.wait(60)
+            return {node: RpcResult(node, fail_msg="Timeout connecting")}
+        self.done.append(node)
+        return {node: RpcResult(node, data=None)}
+
+
+def test_a_hanging_candidate_never_blocks_a_commit(tmp_path: Path) -> None:
+    paths = pathutils.Paths.for_root(tmp_path)
+    paths.cluster_conf_file.parent.mkdir(parents=True)
+    cfg = ConfigStore.initialize(paths.cluster_conf_file, make_initial_config(
+        "cluster.local", "node1", None, "127.0.0.1"))
+    for idx in (2, 3):
+        cfg.add_node(Node(name=f"node{idx}", primary_ip=f"127.0.0.{idx}",
+                          master_candidate=True))
+    rpc = HangingRpc({"node3"})
+    ctx = MasterContext(paths, cfg, rpc)  # type: ignore[arg-type]
+    cfg.add_write_listener(ctx.on_config_written)
+    try:
+        writes_done = threading.Event()
+
+        def writer() -> None:
+            for tag in ("a", "b", "c"):
+                cluster = cfg.get_cluster_info()
+                cluster.tags.append(tag)
+                cfg.update(cluster)
+            writes_done.set()
+        threading.Thread(target=writer, daemon=True).start()
+        # with the synchronous upload the first write waited for node3 (here: forever)
+        assert writes_done.wait(30)
+        missed = ctx.distribute_files(["node2", "node3"], with_ca=False, timeout=0.5)
+        assert list(missed) == ["node3"]
+        status = {s.node: s for s in ctx.distribution.status()}
+        assert status["node2"].lag == 0
+        assert status["node3"].uploading and status["node3"].lag == cfg.get_serial()
+    finally:
+        rpc.release.set()
+        ctx.distribution.stop(flush_timeout=0)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def test_verify_reports_candidates_whose_upload_fails(env: Env) -> None:
+    env.rpc.fail["upload_file"] = "No space left on device"
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[False]]
+    lag = [m for m in env.cbs.log if isinstance(m, str) and "configuration lags" in m]
+    assert [m.split(":")[1].strip() for m in lag] == ["node node2", "node node3"]
+    assert all("No space left on device" in m and "last success: never" in m for m in lag)
+    assert all(f"master {env.cfg.get_serial()}" in m for m in lag)
+
+    del env.rpc.fail["upload_file"]
+    env.cbs.log.clear()
+    assert env.run_submitted(opcodes.OpClusterVerify.create()) == [[True]]
+    assert not [m for m in env.cbs.log if isinstance(m, str) and "configuration lags" in m]
+    assert "All 2 master candidates of the group have the configuration" in " ".join(
+        str(m) for m in env.cbs.log)
+    # the candidates really got the master's file
+    for node in ("node2", "node3"):
+        assert (env.roots[node].paths.cluster_conf_file.read_bytes()
+                == env.cfg.path.read_bytes())
+    env.ctx.distribution.stop(flush_timeout=0)
