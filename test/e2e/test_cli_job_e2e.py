@@ -128,7 +128,7 @@ def test_wait_and_watch(cluster: E2ECluster) -> None:
             proc.stderr
         assert "nosuch-inst" in proc.stderr and "Traceback" not in proc.stderr
     missing = cluster.gnt("gnt-job", "wait", "999999", ok=False)
-    assert missing.returncode != 0 and "Job 999999 not found" in missing.stderr
+    assert missing.returncode == 1 and "Job '999999' not known" in missing.stderr
 
 
 def test_list_fields(cluster: E2ECluster) -> None:

@@ -71,3 +71,21 @@ def test_archive_read_skips_logs_unless_asked(tmp_path: Path) -> None:
         (without,) = store.load_archived_jobs(with_log=False)
         assert [e.message for e in with_log.ops[0].log] == ["hello"]
         assert without.ops[0].log == [] and without.archived and with_log.archived
+
+
+class _ArchivedInBetween:
+    """A queue whose job 1 is archived between the live read and the archive read."""
+
+    def query_jobs(self, job_ids: Any, fields: list[str]) -> list[Any]:
+        return [[{"id": 1, "archived": False, "status": SUCCESS}[f] for f in fields],
+                [{"id": 2, "archived": False, "status": SUCCESS}[f] for f in fields]]
+
+    def query_archived_jobs(self, fields: list[str]) -> list[Any]:
+        return [[{"id": 1, "archived": True, "status": SUCCESS}[f] for f in fields]]
+
+
+def test_a_job_archived_during_the_query_is_listed_once_as_archived() -> None:
+    query_resources.register_all()
+    backend = MasterBackend(_ArchivedInBetween())  # type: ignore[arg-type]
+    rows = query.query("job", ["id", "archived"], None, backend)["data"]
+    assert [[value for _status, value in row] for row in rows] == [[1, True], [2, False]]
