@@ -837,6 +837,10 @@ def format_sizes(value: Any, units: str | None, separator: str | None = None,
         return "" if value is None else str(value)
     if units is None and separator is not None:
         return str(value)
+    if in_bytes and units in (None, "h"):
+        # readable byte counts go below a MiB (12K, 0B), as the transfer logs write them
+        from ganeti.transfer.master.coordinator import format_size
+        return format_size(value)
     return format_unit(value / MIB if in_bytes else value, units or "h")
 
 

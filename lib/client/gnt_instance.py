@@ -342,8 +342,8 @@ ADD_OPTS = (
                 " default here, unlike Ganeti, as local clusters' names rarely resolve"}),
     cli.Option(("--no-name-check",), {
         "dest": "name_check", "action": "store_false",
-        "help": "Do not check that the name resolves (the default here; implies"
-                " --no-ip-check)"}),
+        "help": "Do not check that the name resolves (the default here; the IP check"
+                " needs it)"}),
     cli.Option(("--ip-check",), {
         "dest": "ip_check", "action": "store_true", "default": False,
         "help": "With --name-check: refuse the name when something already answers at the"

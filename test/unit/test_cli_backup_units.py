@@ -117,3 +117,11 @@ def test_zeroing_help_says_why() -> None:
     sub: Any = next(a for a in parser._actions if a.dest == "command")
     text = sub.choices["export"].format_help()
     assert "--zero-free-space" in text and "holes" in text
+
+
+def test_readable_byte_counts_go_below_a_mib() -> None:
+    assert cli.format_sizes(0, None, None, in_bytes=True) == "0B"
+    assert cli.format_sizes(12 * 1024, "h", None, in_bytes=True) == "12K"
+    assert cli.format_sizes(12 * 1024, "m", None, in_bytes=True) == "0"
+    assert cli.format_sizes(3 * MIB, None, "|", in_bytes=True) == str(3 * MIB)
+    assert cli.format_sizes([1024, None], "g", "|") == "1.0,"
