@@ -163,7 +163,9 @@ def create_fields(opts: argparse.Namespace, default_nic: bool = True) -> dict[st
 
 def add(opts: argparse.Namespace) -> int:
     from ganeti import opcodes
-    cli.submit_opcode(opcodes.OpInstanceCreate.create(**create_fields(opts)), opts)
+    result = cli.submit_opcode(opcodes.OpInstanceCreate.create(**create_fields(opts)), opts)
+    if opts.dry_run and result:  # the LU's dry-run result: the nodes it chose
+        print(f"Primary node: {result[0]}")
     return cli.EXIT_SUCCESS
 
 

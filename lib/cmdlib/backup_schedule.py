@@ -137,7 +137,7 @@ class LUBackupScheduleModify(_ScheduleLU):
     def CheckPrereq(self) -> None:
         current = self.cfg.get_backup_schedules().get(self.op.name)
         if current is None:
-            raise errors.OpPrereqError(f"Backup schedule '{self.op.name}' does not exist",
+            raise errors.OpPrereqError(f"Backup schedule '{self.op.name}' not known",
                                        errors.ECODE_NOENT)
         changes = self.op.changes()
         if not changes:
@@ -184,7 +184,9 @@ class LUBackupScheduleQuery(_ScheduleLU):
         schedules = self.cfg.get_backup_schedules()
         unknown = [n for n in self.op.names if n not in schedules]
         if unknown:
-            raise errors.OpPrereqError(f"Unknown backup schedule(s): {', '.join(unknown)}",
+            # the CLI's wording for what is not there (cli.not_found)
+            quoted = ", ".join(f"'{n}'" for n in unknown)
+            raise errors.OpPrereqError(f"Backup schedule {quoted} not known",
                                        errors.ECODE_NOENT)
         names = self.op.names or sorted(schedules)
         return [schedules[n].to_dict() for n in names]

@@ -23,8 +23,9 @@ def _add(cluster: E2ECluster, name: str, *extra: str) -> None:
 def test_dry_run_says_the_checks_passed_and_changes_nothing(cluster: E2ECluster) -> None:
     out = cluster.gnt("gnt-instance", "add", "--dry-run", "-t", "file", "-n", "node2",
                       "--disk", "0:size=8M", "dry1").stdout
-    assert out.strip().endswith("Dry run: the checks passed; gnt-instance add dry1 would"
-                                " create an instance. Nothing was changed."), out
+    assert out.strip().endswith("Primary node: node2\nDry run: the checks passed;"
+                                " gnt-instance add dry1 would create an instance. Nothing"
+                                " was changed."), out
     assert cluster.instance_conf("dry1") is None
     out = cluster.gnt("gnt-node", "modify", "--dry-run", "--drained", "yes", "node3").stdout
     assert "Dry run: the checks passed; gnt-node modify node3 would" in out, out

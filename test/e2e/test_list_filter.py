@@ -50,8 +50,11 @@ def test_instance_list_names_globs_and_filters(cluster: E2ECluster,
         ["db1", "web1"]
     assert _rows(cluster, *listing, "-o", "name,pnode", "-F",
                  'name == "web2"') == [["web2", "node3"]]
-    # names are exact without a glob; -F with a plain word is the field's truth
-    assert _names(cluster, *listing, "web") == []
+    # names are exact without a glob: one that is not there fails the command (the
+    # CLI's one not-found rule)
+    missing = cluster.gnt(*listing, "web", ok=False)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "Instance 'web' not known" in missing.stderr
 
 
 def test_instance_list_bad_filters_say_what_and_where(cluster: E2ECluster,

@@ -72,11 +72,11 @@ def test_duplicate_and_unknown_names(env: Env) -> None:
     add(env)
     with pytest.raises(errors.OpPrereqError, match="already exists"):
         add(env)
-    with pytest.raises(errors.OpPrereqError, match="does not exist"):
+    with pytest.raises(errors.OpPrereqError, match="Backup schedule 'other' not known"):
         env.run(opcodes.OpBackupScheduleModify.create(name="other", enabled=False))
     with pytest.raises(errors.OpPrereqError, match="Nothing to change"):
         env.run(opcodes.OpBackupScheduleModify.create(name="nightly"))
-    with pytest.raises(errors.OpPrereqError, match="Unknown backup schedule"):
+    with pytest.raises(errors.OpPrereqError, match="Backup schedule 'other' not known"):
         env.run(opcodes.OpBackupScheduleQuery.create(names=["other"]))
 
 
