@@ -142,7 +142,9 @@ def _peer_reason(sock: ssl.SSLSocket, frames: proto.FrameReader) -> str | None:
 
 # What the producer hands to the socket thread: (kind, item, raw bytes of the
 # frame, bytes of the source done); kinds: "buf" (a pool buffer holding a raw
-# DATA frame), "frame" (bytes), "done" (nothing to send), "end", "error"
+# DATA frame), "zframe" ((compressed DATA frame, the pool buffer it holds until it
+# is sent: the pool bounds the frames in flight)), "frame" (bytes: a ZERO frame),
+# "done" (nothing to send), "end", "error"
 _Item = tuple[str, Any, int, int]
 
 
@@ -200,18 +202,20 @@ class _Producer(threading.Thread):
         if self.stop.is_set():  # before the costly part: a stopped stream compresses nothing
             raise TransferAborted("Transfer aborted")
         got = len(part)
+        in_pool = buf is not None
+        # a compressed frame keeps a pool buffer too, or a reader faster than the
+        # network would queue compressed frames without bound
+        buf = buf if buf is not None else self._buffer()
         encoding, payload = self.codec.compress(part)
+        done = got if self.plan.mode == MODE_FULL else 0
         if encoding == proto.ENC_RAW:
-            if buf is None:
-                buf = self._buffer()
+            if not in_pool:
                 buf[proto.DATA_PREFIX:proto.DATA_PREFIX + got] = part
             proto.pack_data_prefix(buf, offset, got, proto.ENC_RAW, got)
-            self.ready.put(("buf", buf, got, got if self.plan.mode == MODE_FULL else 0))
+            self.ready.put(("buf", buf, got, done))
             return
-        if buf is not None:
-            self.pool.put(buf)
         frame = proto.data_prefix(offset, got, encoding, len(payload)) + payload
-        self.ready.put(("frame", frame, got, got if self.plan.mode == MODE_FULL else 0))
+        self.ready.put(("zframe", (frame, buf), got, done))
 
     def _buffer(self) -> bytearray:
         buf = self.pool.get(self.stop.is_set)
@@ -438,6 +442,11 @@ def _pump(sock: ssl.SSLSocket, frames: proto.FrameReader, producer: _Producer,
                 sendall(memoryview(item)[:proto.DATA_PREFIX + raw])
                 producer.pool.put(item)
                 progress.wire_bytes += proto.DATA_PREFIX + raw
+            elif kind == "zframe":
+                frame, buf = item
+                sendall(frame)
+                producer.pool.put(buf)
+                progress.wire_bytes += len(frame)
             else:
                 sendall(item)
                 progress.wire_bytes += len(item)
