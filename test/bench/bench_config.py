@@ -96,9 +96,10 @@ def _measure(n_instances: int) -> dict[str, float]:
         results["remove_instance"] = _per_op(len(added) // 3,
                                              lambda i: store.remove_instance(added.pop()))
         results["expand_instance_name"] = _per_op(
-            200, lambda i: store.expand_instance_name(f"inst{i % n_instances}"))
+            200, lambda i: store.expand_instance_name(f"inst{i * 7919 % n_instances}"))
         results["get_instance_info_by_name"] = _per_op(
-            200, lambda i: store.get_instance_info_by_name(f"inst{i % n_instances}.example.com"))
+            200, lambda i: store.get_instance_info_by_name(
+                f"inst{i * 7919 % n_instances}.example.com"))
         results["used_macs (create's MAC check)"] = _per_op(20, lambda i: iu.used_macs(store))
         if hasattr(store, "snapshot"):
             results["snapshot (unchanged)"] = _per_op(200, lambda i: store.snapshot())
