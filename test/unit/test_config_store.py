@@ -297,8 +297,12 @@ def test_changes_waiting_behind_a_write_share_the_next_one(
     notified: list[int] = []
     data_seen: list[dict[str, Any]] = []
     bare: list[tuple[dict[str, Any], int]] = []
-    store.add_write_listener(lambda data, serial: (notified.append(serial),
-                                                   data_seen.append(data)))
+
+    def recording(data: dict[str, Any], serial: int) -> None:
+        notified.append(serial)
+        data_seen.append(data)
+
+    store.add_write_listener(recording)
     store.add_write_listener(lambda data, serial: bare.append((data, serial)),
                              with_data=False)
     results: dict[str, Any] = {}
