@@ -80,29 +80,29 @@ class _Fragments:
     """
 
     def __init__(self) -> None:
-        # id(obj) -> (obj, its JSON); holding obj keeps its id from being reused
-        self._cache: dict[int, tuple[Any, bytes]] = {}
+        # per table: key -> (obj, b'"key":{...}'); holding obj keeps its id unique
+        self._tables: dict[str, dict[str, tuple[Any, bytes]]] = {t: {} for t in _TABLES}
 
     def serialize(self, data: ConfigData) -> bytes:
-        old, new = self._cache, {}
-
-        def fragment(obj: Any) -> bytes:
-            hit = old.get(id(obj))
-            raw = hit[1] if hit is not None and hit[0] is obj else obj.to_json().encode()
-            if obj.frozen:  # an object someone may still edit is never cached
-                new[id(obj)] = (obj, raw)
-            return raw
-
         head = data.model_dump_json(exclude={"cluster", *_TABLES}).encode()
-        parts = [head[:-1], b',"cluster":', fragment(data.cluster)]
+        parts = [head[:-1], b',"cluster":', data.cluster.to_json().encode()]
         for name in _TABLES:
             table: dict[str, Any] = getattr(data, name)
+            cached = self._tables[name]
+            fresh: dict[str, tuple[Any, bytes]] = {}
+            for key, obj in table.items():
+                hit = cached.get(key)
+                if hit is None or hit[0] is not obj:
+                    raw = (json.dumps(key, ensure_ascii=False).encode() + b":"
+                           + obj.to_json().encode())
+                    # an object someone may still edit is stored under None: never reused
+                    hit = (obj if obj.frozen else None, raw)
+                fresh[key] = hit
+            self._tables[name] = fresh
             parts.append(b',"' + name.encode() + b'":{')
-            parts.append(b",".join(json.dumps(key, ensure_ascii=False).encode() + b":"
-                                   + fragment(obj) for key, obj in table.items()))
+            parts.append(b",".join([entry[1] for entry in fresh.values()]))
             parts.append(b"}")
         parts.append(b"}")
-        self._cache = new
         return b"".join(parts)
 
 
@@ -895,8 +895,10 @@ class ConfigStore:
             except BaseException:
                 self._restore()
                 raise
-            self._data.serial_no += 1
-            self._data.mtime = now
+            # not through validate_assignment: it would re-run ConfigData's key check
+            # over every table (O(size)) for two numbers we set ourselves
+            self._data.__dict__["serial_no"] = self._data.serial_no + 1
+            self._data.__dict__["mtime"] = now
             serial, epoch = self._data.serial_no, self._epoch
         self._wait_durable(serial, epoch)
         return result
@@ -910,10 +912,10 @@ class ConfigStore:
     def _wait_durable(self, serial: int, epoch: int) -> None:
         """Group commit: wait for a write containing ``serial``, or be the one writing.
 
-        Whoever finds no write in flight writes the file with every change made so
-        far (its own and those of the threads waiting behind it); the others wait
-        on ``_io``.  A failed write rolls the in-memory data back to the file and
-        fails every change it dropped.
+        Whoever finds no write in flight serialises every change made so far (its
+        own and those of the threads waiting behind it) and writes the file
+        outside the store lock; the others wait on ``_io``.  A failed write rolls
+        the in-memory data back to the file and fails every change it dropped.
         """
         with self._io:
             while True:
@@ -933,10 +935,10 @@ class ConfigStore:
     def _write_group(self) -> None:
         try:
             with self._lock:
-                # serialise outside the lock: changes made meanwhile copy the tables
-                self.snapshot()
-                data, serial = self._data, self._data.serial_no
-            raw = self._fragments.serialize(data)
+                # under the lock (cheap with fragments, and no table copies for the
+                # changes made meanwhile); the slow part, writing, is outside it
+                raw = self._fragments.serialize(self._data)
+                serial = self._data.serial_no
             key = _write_file(self._path, raw, exclusive=False)
         except BaseException as err:
             with self._lock:

@@ -69,7 +69,7 @@ def build_context(paths: pathutils.Paths) -> MasterContext:
     """Config, RPC runner and locks; every config write reaches the candidates."""
     cfg = ConfigStore(paths.cluster_conf_file)
     context = MasterContext(paths, cfg, build_rpc_runner(paths, cfg))
-    cfg.add_write_listener(context.on_config_written)
+    cfg.add_write_listener(context.on_config_written, with_data=False)  # it ignores the dict
     return context
 
 
