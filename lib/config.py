@@ -67,6 +67,45 @@ def _serialize(data: ConfigData) -> bytes:
     return data.to_json().encode("utf-8")
 
 
+_TABLES = ("nodes", "nodegroups", "instances", "networks", "backup_schedules")
+
+
+class _Fragments:
+    """Serialises the configuration reusing each unchanged object's JSON.
+
+    Stored objects are frozen and replaced on every change, so an object that
+    is still the same Python object has the same JSON; only new objects are
+    serialised (pydantic's serialiser was 90% of a write at 10,000 instances).
+    The bytes equal :func:`_serialize`'s (checked by the unit tests).
+    """
+
+    def __init__(self) -> None:
+        # per table: key -> (obj, b'"key":{...}'); holding obj keeps its id unique
+        self._tables: dict[str, dict[str, tuple[Any, bytes]]] = {t: {} for t in _TABLES}
+
+    def serialize(self, data: ConfigData) -> bytes:
+        head = data.model_dump_json(exclude={"cluster", *_TABLES}).encode()
+        parts = [head[:-1], b',"cluster":', data.cluster.to_json().encode()]
+        for name in _TABLES:
+            table: dict[str, Any] = getattr(data, name)
+            cached = self._tables[name]
+            fresh: dict[str, tuple[Any, bytes]] = {}
+            for key, obj in table.items():
+                hit = cached.get(key)
+                if hit is None or hit[0] is not obj:
+                    raw = (json.dumps(key, ensure_ascii=False).encode() + b":"
+                           + obj.to_json().encode())
+                    # an object someone may still edit is stored under None: never reused
+                    hit = (obj if obj.frozen else None, raw)
+                fresh[key] = hit
+            self._tables[name] = fresh
+            parts.append(b',"' + name.encode() + b'":{')
+            parts.append(b",".join([entry[1] for entry in fresh.values()]))
+            parts.append(b"}")
+        parts.append(b"}")
+        return b"".join(parts)
+
+
 def _parse(raw: bytes, path: Path) -> ConfigData:
     """Bytes of a config file -> validated data; every problem is a ConfigurationError."""
     try:
@@ -170,11 +209,27 @@ class _Index:
 
     @classmethod
     def build(cls, data: ConfigData) -> _Index:
+        """From scratch, in one pass (adding one by one would copy growing frozensets)."""
         index = cls()
+        keys: dict[str, set[str]] = {}
+        node_keys: dict[str, set[str]] = {}
+        users: dict[str, set[str]] = {}
         for node in data.nodes.values():
-            index.add_node(node)
+            index.node_by_name[node.name] = node.uuid
+            for key in _name_keys(node.name):
+                node_keys.setdefault(key, set()).add(node.uuid)
         for inst in data.instances.values():
-            index.add_instance(inst)
+            index.instance_by_name[inst.name] = inst.uuid
+            for key in _name_keys(inst.name):
+                keys.setdefault(key, set()).add(inst.uuid)
+            for nic in inst.nics:
+                if nic.mac:
+                    index.macs[nic.mac] = index.macs.get(nic.mac, 0) + 1
+            for node_uuid in inst.all_nodes:
+                users.setdefault(node_uuid, set()).add(inst.uuid)
+        index.instance_keys = {k: frozenset(v) for k, v in keys.items()}
+        index.node_keys = {k: frozenset(v) for k, v in node_keys.items()}
+        index.node_instances = {k: frozenset(v) for k, v in users.items()}
         return index
 
     def copy(self) -> _Index:
@@ -383,7 +438,7 @@ class ConfigStore:
         self._lock = threading.RLock()
         # reentrant so that a listener which itself writes cannot deadlock
         self._notify_lock = threading.RLock()
-        self._listeners: list[WriteListener] = []
+        self._listeners: list[tuple[WriteListener, bool]] = []
         self._data, self._raw, self._file_key = _load(self._path)
         self._index = _Index.build(self._data)
         # the last snapshot handed out; while set, the live tables are shared with it
@@ -396,6 +451,7 @@ class ConfigStore:
         self._epoch = 0  # bumped when a failed write rolls the in-memory data back
         self._epoch_end: dict[int, int] = {}  # epoch -> last serial made durable in it
         self._write_error = ""
+        self._fragments = _Fragments()
 
     @classmethod
     def initialize(cls, path: str | os.PathLike[str], data: ConfigData) -> ConfigStore:
@@ -501,16 +557,18 @@ class ConfigStore:
                 self._durable_serial = data.serial_no
             return True
 
-    def add_write_listener(self, callback: WriteListener) -> None:
+    def add_write_listener(self, callback: WriteListener, *, with_data: bool = True) -> None:
         """Call ``callback(config_dict, serial_no)`` after every successful write.
 
         Callbacks run outside the store lock, see strictly increasing serials (a
         serial may be skipped when a newer write got there first, e.g. several
         changes shared one write) and must not raise: exceptions are logged and
-        otherwise ignored.
+        otherwise ignored.  Each gets its own dict, parsed from the file written
+        (about 0.1 s of CPU at 10,000 instances); ``with_data=False`` listeners,
+        which only need to know that a write happened, get an empty dict instead.
         """
         with self._notify_lock:
-            self._listeners.append(callback)
+            self._listeners.append((callback, with_data))
 
     # --- cluster --------------------------------------------------------------------
 
@@ -837,8 +895,10 @@ class ConfigStore:
             except BaseException:
                 self._restore()
                 raise
-            self._data.serial_no += 1
-            self._data.mtime = now
+            # not through validate_assignment: it would re-run ConfigData's key check
+            # over every table (O(size)) for two numbers we set ourselves
+            self._data.__dict__["serial_no"] = self._data.serial_no + 1
+            self._data.__dict__["mtime"] = now
             serial, epoch = self._data.serial_no, self._epoch
         self._wait_durable(serial, epoch)
         return result
@@ -852,10 +912,10 @@ class ConfigStore:
     def _wait_durable(self, serial: int, epoch: int) -> None:
         """Group commit: wait for a write containing ``serial``, or be the one writing.
 
-        Whoever finds no write in flight writes the file with every change made so
-        far (its own and those of the threads waiting behind it); the others wait
-        on ``_io``.  A failed write rolls the in-memory data back to the file and
-        fails every change it dropped.
+        Whoever finds no write in flight serialises every change made so far (its
+        own and those of the threads waiting behind it) and writes the file
+        outside the store lock; the others wait on ``_io``.  A failed write rolls
+        the in-memory data back to the file and fails every change it dropped.
         """
         with self._io:
             while True:
@@ -875,10 +935,10 @@ class ConfigStore:
     def _write_group(self) -> None:
         try:
             with self._lock:
-                # serialise outside the lock: changes made meanwhile copy the tables
-                self.snapshot()
-                data, serial = self._data, self._data.serial_no
-            raw = _serialize(data)
+                # under the lock (cheap with fragments, and no table copies for the
+                # changes made meanwhile); the slow part, writing, is outside it
+                raw = self._fragments.serialize(self._data)
+                serial = self._data.serial_no
             key = _write_file(self._path, raw, exclusive=False)
         except BaseException as err:
             with self._lock:
@@ -906,9 +966,9 @@ class ConfigStore:
             if serial <= self._notified_serial:
                 return
             self._notified_serial = serial
-            for callback in list(self._listeners):
+            for callback, with_data in list(self._listeners):
                 try:
-                    callback(json.loads(raw), serial)
+                    callback(json.loads(raw) if with_data else {}, serial)
                 except Exception:
                     logger.exception("Configuration write listener %r failed", callback)
 

@@ -29,10 +29,11 @@ class MasterContext:
     def __init__(self, paths: pathutils.Paths, cfg: ConfigStore, rpc: RpcRunner) -> None:
         self.paths = paths
         self.cfg = cfg
+        snap = cfg.snapshot()
         self.glm = locking.GanetiLockManager(
-            nodes=[n.name for n in cfg.get_all_nodes_info().values()],
-            nodegroups=[g.name for g in cfg.get_all_nodegroups_info().values()],
-            instances=[i.name for i in cfg.get_all_instances_info().values()],
+            nodes=[n.name for n in snap.get_all_nodes_info().values()],
+            nodegroups=[g.name for g in snap.get_all_nodegroups_info().values()],
+            instances=[i.name for i in snap.get_all_instances_info().values()],
             networks=[],
         )
         self.rpc = rpc
@@ -44,7 +45,7 @@ class MasterContext:
 
     def _candidate_names(self) -> list[str]:
         master = self.cfg.get_master_node()
-        return sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+        return sorted(n.name for n in self.cfg.snapshot().get_all_nodes_info().values()
                       if n.master_candidate and not n.offline and n.uuid != master)
 
     def on_config_written(self, _data: dict[str, Any], serial: int) -> None:

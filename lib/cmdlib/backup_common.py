@@ -58,7 +58,8 @@ def failure_text(finalize_ok: bool, disks_ok: list[bool]) -> str:
 
 
 def online_node_names(lu: LogicalUnit) -> list[str]:
-    return sorted(n.name for n in lu.cfg.get_all_nodes_info().values() if not n.offline)
+    return sorted(n.name for n in lu.cfg.snapshot().get_all_nodes_info().values()
+                  if not n.offline)
 
 
 def query_exports(lu: LogicalUnit, nodes: list[str]) -> dict[str, list[str] | None]:

@@ -82,7 +82,7 @@ class _ScheduleLU(NoHooksLU):
 
     def _selected_now(self, schedule: BackupSchedule) -> list[Instance]:
         data = schedule.to_dict()
-        return sorted((inst for inst in self.cfg.get_all_instances_info().values()
+        return sorted((inst for inst in self.cfg.snapshot().get_all_instances_info().values()
                        if sched.selects(data, inst.name, list(inst.tags))),
                       key=lambda inst: inst.name)
 

@@ -157,7 +157,7 @@ class LUClusterVerifyGroup(LogicalUnit):
         if group is None:
             raise errors.OpPrereqError(f"Node group '{self.op.group_name}' not known",
                                        errors.ECODE_NOENT)
-        self.group_nodes = sorted((n for n in self.cfg.get_all_nodes_info().values()
+        self.group_nodes = sorted((n for n in self.cfg.snapshot().get_all_nodes_info().values()
                                    if n.group == group.uuid), key=lambda n: n.name)
 
     def BuildHooksEnv(self) -> dict[str, Any]:
@@ -274,7 +274,7 @@ class LUClusterVerifyGroup(LogicalUnit):
         locks, and this LU holds every node lock shared.
         """
         owned: dict[str, list[str]] = {}
-        for inst in self.cfg.get_all_instances_info().values():
+        for inst in self.cfg.snapshot().get_all_instances_info().values():
             for disk in inst.disks:
                 if disk.dev_type == constants.DT_FILE and len(disk.logical_id) == 2:
                     owned.setdefault(inst.primary_node, []).append(str(disk.logical_id[1]))
@@ -380,7 +380,7 @@ class LUClusterDestroy(LogicalUnit):
 
     def CheckPrereq(self) -> None:
         master = self.cfg.get_master_node()
-        others = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+        others = sorted(n.name for n in self.cfg.snapshot().get_all_nodes_info().values()
                         if n.uuid != master)
         if others:
             raise errors.OpPrereqError(

@@ -181,10 +181,11 @@ class LUInstanceCreate(LogicalUnit):
 
     def _choose_node(self) -> str:
         """The usable node with the fewest primary instances (ties: by name)."""
+        snap = self.cfg.snapshot()
         counts: dict[str, int] = {}
-        for inst in self.cfg.get_all_instances_info().values():
+        for inst in snap.get_all_instances_info().values():
             counts[inst.primary_node] = counts.get(inst.primary_node, 0) + 1
-        usable = [n for n in self.cfg.get_all_nodes_info().values()
+        usable = [n for n in snap.get_all_nodes_info().values()
                   if not n.offline and not n.drained and n.vm_capable]
         if not usable:
             raise errors.OpPrereqError("No online, non-drained, vm-capable node available",

@@ -36,9 +36,10 @@ class LUClusterCleanupLeftovers(NoHooksLU):
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
         owned = self.owned_locks(locking.LEVEL_INSTANCE)
-        instances = list(self.cfg.get_all_instances_info().values())
+        snap = self.cfg.snapshot()
+        instances = list(snap.get_all_instances_info().values())
         busy = sorted(i.name for i in instances if i.name not in owned)
-        nodes = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+        nodes = sorted(n.name for n in snap.get_all_nodes_info().values()
                        if not n.offline)
         report: dict[str, Any] = {"busy_instances": busy, "snapshots": [],
                                   "staging": {}, "transfers": {}, "complete": not busy}

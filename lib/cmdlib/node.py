@@ -58,7 +58,7 @@ class LUNodeAdd(LogicalUnit):
                     f"Cannot resolve node name {self.op.node_name}: {err}; give"
                     f" {errors.field_ref('primary_ip')}",
                     errors.ECODE_RESOLVER) from None
-        for node in self.cfg.get_all_nodes_info().values():
+        for node in self.cfg.snapshot().get_all_nodes_info().values():
             if node.name == self.op.node_name:
                 continue
             port = node.port or self.cfg.get_cluster_info().noded_port
@@ -89,7 +89,7 @@ class LUNodeAdd(LogicalUnit):
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
         """Every node already in the cluster; after the add, the new node too."""
         master = self.cfg.get_master_node_name()
-        others = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+        others = sorted(n.name for n in self.cfg.snapshot().get_all_nodes_info().values()
                         if n.name not in (master, self.op.node_name))
         nodes = [master, *others]
         return nodes, [*nodes, self.op.node_name]
@@ -159,7 +159,7 @@ class LUNodeRemove(LogicalUnit):
 
     def BuildHooksNodes(self) -> tuple[list[str], list[str]]:
         master = self.cfg.get_master_node_name()
-        others = sorted(n.name for n in self.cfg.get_all_nodes_info().values()
+        others = sorted(n.name for n in self.cfg.snapshot().get_all_nodes_info().values()
                         if n.name != self.op.node_name)
         return [master, *[n for n in others if n != master]], others
 

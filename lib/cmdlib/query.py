@@ -7,7 +7,7 @@ locking and the opcode result shapes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ganeti import constants, errors, locking, opcodes, query
@@ -77,15 +77,16 @@ class LUInstanceQueryData(NoHooksLU):
         names = self.op.instances or None
         rows = {r["name"]: r for r in qinstance.instance_rows(
             self.cfg, self.rpc, not self.op.static, names)}
-        cluster = self.cfg.get_cluster_info()
-        networks = self.cfg.get_config_data().networks
+        snap = self.cfg.snapshot()
+        cluster = snap.get_cluster_info()
+        networks = snap.get_networks()
         result: dict[str, Any] = {}
         for name, row in rows.items():
-            inst = self.cfg.get_instance_info_by_name(name)
+            inst = snap.get_instance_info_by_name(name)
             if inst is None:
                 continue
-            pnode = self.cfg.get_node_info(inst.primary_node)
-            snodes = [self.cfg.get_node_info(u) for u in inst.secondary_nodes]
+            pnode = snap.get_node_info(inst.primary_node)
+            snodes = [snap.get_node_info(u) for u in inst.secondary_nodes]
             pgroup = pnode.group if pnode else ""
             sgroups = [n.group if n else "" for n in snodes]
             result[name] = {
@@ -144,7 +145,7 @@ def _disk_status(disk: Disk) -> dict[str, Any]:
             "drbd_info": None, "pstatus": None, "sstatus": None, "children": []}
 
 
-def _nic_tuple(nic: NIC, networks: dict[str, Network]) -> list[Any]:
+def _nic_tuple(nic: NIC, networks: Mapping[str, Network]) -> list[Any]:
     """Ganeti's NICToTuple: name, uuid, ip, mac, mode, link, vlan, network (uuid) and
     netinfo (the network's own fields, None without a network)."""
     info = nic_info(nic)

@@ -73,8 +73,9 @@ class TagsLU(NoHooksLU):
                           if g.name == name), None)
             title = "Node group"
         else:
-            found = next((n for n in self.cfg.get_config_data().networks.values()
-                          if n.name == name), None)
+            shared = next((n for n in self.cfg.snapshot().get_networks().values()
+                           if n.name == name), None)
+            found = shared.model_copy(deep=True) if shared is not None else None
             title = "Network"
         if found is None:
             raise errors.OpPrereqError(f"{title} '{name}' not known", errors.ECODE_NOENT)

@@ -23,7 +23,7 @@ FIELD_NAMES = tuple(f[0] for f in FIELDS)
 
 def export_rows(cfg: ConfigStore, rpc: RpcRunner) -> list[dict[str, Any]]:
     """Sorted by node, then export; offline nodes are not contacted."""
-    nodes = sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name)
+    nodes = sorted(cfg.snapshot().get_all_nodes_info().values(), key=lambda n: n.name)
     online = [n.name for n in nodes if not n.offline]
     answers = rpc.call_export_list(online) if rpc is not None and online else {}
     rows: list[dict[str, Any]] = []

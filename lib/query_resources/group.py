@@ -41,13 +41,15 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
 
 def group_rows(cfg: Any) -> list[dict[str, Any]]:
     """One dict per node group with every field of FIELDS, sorted by name."""
-    nodes = cfg.get_all_nodes_info().values()
-    instances = cfg.get_all_instances_info().values()
-    cluster = cfg.get_cluster_info()
+    snap = cfg.snapshot()  # shared objects, read only
+    nodes = snap.get_all_nodes_info().values()
+    cluster = snap.get_cluster_info()
     rows = []
-    for group in sorted(cfg.get_all_nodegroups_info().values(), key=lambda g: g.name):
+    for group in sorted(snap.get_all_nodegroups_info().values(), key=lambda g: g.name):
         members = {n.uuid: n.name for n in nodes if n.group == group.uuid}
-        primaries = sorted(i.name for i in instances if i.primary_node in members)
+        users = {u for m in members for u in snap.get_node_instances(m)}
+        primaries = sorted(i.name for i in map(snap.get_instance_info, users)
+                           if i is not None and i.primary_node in members)
         rows.append({
             "name": group.name, "uuid": group.uuid,
             "node_cnt": len(members), "node_list": sorted(members.values()),

@@ -5,7 +5,7 @@ Shared by ``Query("instance")`` and the OpInstanceQuery/OpInstanceQueryData LUs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, limits, query
@@ -14,7 +14,7 @@ from ganeti.hooks.instance_env import nic_info
 from ganeti.objects import Instance
 
 if TYPE_CHECKING:
-    from ganeti.config import ConfigStore
+    from ganeti.config import ConfigSnapshot, ConfigStore
     from ganeti.rpc.client import RpcRunner
 
 # (name, title, kind, doc): the fields of ``Query("instance")`` and OpInstanceQuery
@@ -158,8 +158,8 @@ ST_NODE_OFFLINE = "ERROR_nodeoffline"
 ST_NODE_DOWN = "ERROR_nodedown"
 
 
-def collect_live_info(cfg: ConfigStore, rpc: RpcRunner, instances: Iterable[Instance]
-                      ) -> dict[str, tuple[str, dict[str, Any]]]:
+def collect_live_info(cfg: ConfigStore | ConfigSnapshot, rpc: RpcRunner,
+                      instances: Iterable[Instance]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Per primary node uuid: ("ok"|"offline"|"down", {instance name: info})."""
     by_node: dict[str, set[str]] = {}
     for inst in instances:
@@ -199,7 +199,7 @@ def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str
     return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
 
 
-def _nic_and_param_fields(cluster: Any, inst: Instance, networks: dict[str, Any]
+def _nic_and_param_fields(cluster: Any, inst: Instance, networks: Mapping[str, Any]
                           ) -> dict[str, Any]:
     nics = [nic_info(n) for n in inst.nics]
     return {
@@ -209,7 +209,8 @@ def _nic_and_param_fields(cluster: Any, inst: Instance, networks: dict[str, Any]
                         for n in nics],
         "nic.names": [n.name for n in nics], "nic.uuids": [n.uuid for n in nics],
         "nic.networks": [n.network for n in nics],
-        "nic.networks.names": [networks[n.network].name if n.network in networks else None
+        "nic.networks.names": [networks[n.network].name
+                               if n.network is not None and n.network in networks else None
                                for n in nics],
         "disk.names": [d.name for d in inst.disks], "disk.uuids": [d.uuid for d in inst.disks],
         "beparams": cluster.fill_beparams(inst), "hvparams": cluster.fill_hvparams(inst),
@@ -238,18 +239,21 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     ``names`` are exact; ``matching`` are names as a query filter compares them
     (``query.name_matches``).
     """
-    wanted = set(names) if names else None
-    instances = sorted((i for i in cfg.get_all_instances_info().values()
-                        if (wanted is None or i.name in wanted)
-                        and (matching is None or query.name_matches(i.name, matching))),
+    snap = cfg.snapshot()  # one consistent view, shared objects (read only)
+    if names:  # exact names: index lookups, cost proportional to the rows asked for
+        found = (snap.get_instance_info_by_name(name) for name in set(names))
+        candidates: Iterable[Instance] = [i for i in found if i is not None]
+    else:
+        candidates = snap.get_all_instances_info().values()
+    instances = sorted((i for i in candidates
+                        if matching is None or query.name_matches(i.name, matching)),
                        key=lambda i: i.name)
-    cluster = cfg.get_cluster_info()
-    networks = cfg.get_config_data().networks if instances else {}
-    live_info = (collect_live_info(cfg, rpc, instances)
+    cluster = snap.get_cluster_info()
+    networks = snap.get_networks()
+    live_info = (collect_live_info(snap, rpc, instances)
                  if live and instances and rpc is not None else {})
     records = stats.all() if stats is not None else None
-    # once per query: a lookup per instance copies a node each time
-    node_names = {uuid: node.name for uuid, node in cfg.get_all_nodes_info().items()}
+    node_names = {uuid: node.name for uuid, node in snap.get_all_nodes_info().items()}
     rows = []
     for inst in instances:
         be = cluster.fill_beparams(inst)

@@ -32,9 +32,11 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
 
 def network_rows(cfg: Any) -> list[dict[str, Any]]:
     """One dict per network with every field of FIELDS, sorted by name."""
-    instances = cfg.get_all_instances_info().values()
+    snap = cfg.snapshot()  # shared objects, read only
+    networks = snap.get_networks()
+    instances = snap.get_all_instances_info().values() if networks else ()
     rows = []
-    for net in sorted(cfg.get_config_data().networks.values(), key=lambda n: n.name):
+    for net in sorted(networks.values(), key=lambda n: n.name):
         users = sorted(i.name for i in instances
                        if any(nic.network in (net.uuid, net.name) for nic in i.nics))
         rows.append({

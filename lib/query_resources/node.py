@@ -74,19 +74,21 @@ def _role(node: Any, master: str) -> str:
 
 def node_rows(cfg: Any) -> list[dict[str, Any]]:
     """One dict per node with every field of FIELDS, sorted by name."""
-    master = cfg.get_master_node()
-    groups = cfg.get_all_nodegroups_info()
-    cluster = cfg.get_cluster_info()
-    instances = cfg.get_all_instances_info().values()
+    snap = cfg.snapshot()  # shared objects, read only
+    master = snap.get_master_node()
+    groups = snap.get_all_nodegroups_info()
+    cluster = snap.get_cluster_info()
     rows = []
-    for node in sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name):
-        primaries = sorted(i.name for i in instances if i.primary_node == node.uuid)
-        secondaries = sorted(i.name for i in instances if node.uuid in i.secondary_nodes)
+    for node in sorted(snap.get_all_nodes_info().values(), key=lambda n: n.name):
+        users = [snap.get_instance_info(u) for u in snap.get_node_instances(node.uuid)]
+        primaries = [i.name for i in users if i is not None and i.primary_node == node.uuid]
+        secondaries = [i.name for i in users
+                       if i is not None and node.uuid in i.secondary_nodes]
         group = groups.get(node.group)
         rows.append({
             "name": node.name, "uuid": node.uuid, "pip": node.primary_ip,
             "sip": node.secondary_ip or node.primary_ip,
-            "port": node.port or cfg.get_cluster_info().noded_port,
+            "port": node.port or cluster.noded_port,
             "offline": node.offline, "drained": node.drained,
             "master_candidate": node.master_candidate,
             "master_capable": node.master_capable, "vm_capable": node.vm_capable,

@@ -17,7 +17,7 @@ import json
 import sys
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -359,15 +359,15 @@ class MasterBackend:
     @luxi_method(luxi.REQ_QUERY_TAGS)
     def query_tags(self, kind: TagKind, name: TagOwner) -> list[str]:
         """The tags of the cluster or of one node, instance, node group or network (sorted)."""
-        cfg = self._cfg()
+        snap = self._cfg().snapshot()
         if kind == constants.TAG_CLUSTER:
-            return sorted(cfg.get_cluster_info().tags)
-        # kind -> (what to call it, its objects by uuid; only the one asked for is read)
-        tables: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
-            constants.TAG_NODE: ("Node", cfg.get_all_nodes_info),
-            constants.TAG_INSTANCE: ("Instance", cfg.get_all_instances_info),
-            constants.TAG_NODEGROUP: ("Node group", cfg.get_all_nodegroups_info),
-            constants.TAG_NETWORK: ("Network", lambda: dict(cfg.get_config_data().networks)),
+            return sorted(snap.get_cluster_info().tags)
+        # kind -> (what to call it, its objects by uuid; shared, read only)
+        tables: dict[str, tuple[str, Callable[[], Mapping[str, Any]]]] = {
+            constants.TAG_NODE: ("Node", snap.get_all_nodes_info),
+            constants.TAG_INSTANCE: ("Instance", snap.get_all_instances_info),
+            constants.TAG_NODEGROUP: ("Node group", snap.get_all_nodegroups_info),
+            constants.TAG_NETWORK: ("Network", snap.get_networks),
         }
         if kind not in tables:
             raise errors.OpPrereqError(

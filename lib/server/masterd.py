@@ -70,7 +70,7 @@ def build_context(paths: pathutils.Paths) -> MasterContext:
     (in the background, ``ganeti.config_distribution``)."""
     cfg = ConfigStore(paths.cluster_conf_file)
     context = MasterContext(paths, cfg, build_rpc_runner(paths, cfg))
-    cfg.add_write_listener(context.on_config_written)
+    cfg.add_write_listener(context.on_config_written, with_data=False)  # it ignores the dict
     return context
 
 

@@ -72,6 +72,9 @@ def _index_of(snap: ConfigSnapshot) -> config._Index:
 def _check_consistent(store: ConfigStore, snaps: list[tuple[ConfigSnapshot, dict[str, str]]]
                       ) -> None:
     assert store._index == config._Index.build(store._data)
+    # the file is written from cached per-object fragments: the same bytes as pydantic's
+    assert store._fragments.serialize(store._data) == config._serialize(store._data)
+    assert store.path.read_bytes() == config._serialize(store._data)
     now = store.snapshot()
     instances = list(now.get_all_instances_info().values())
     nodes = list(now.get_all_nodes_info().values())
@@ -292,7 +295,16 @@ def test_changes_waiting_behind_a_write_share_the_next_one(
         store: ConfigStore, gate: _GatedWrites, tmp_path: Path) -> None:
     start = store.get_serial()
     notified: list[int] = []
-    store.add_write_listener(lambda data, serial: notified.append(serial))
+    data_seen: list[dict[str, Any]] = []
+    bare: list[tuple[dict[str, Any], int]] = []
+
+    def recording(data: dict[str, Any], serial: int) -> None:
+        notified.append(serial)
+        data_seen.append(data)
+
+    store.add_write_listener(recording)
+    store.add_write_listener(lambda data, serial: bare.append((data, serial)),
+                             with_data=False)
     results: dict[str, Any] = {}
     first = _start_adds(store, ["first"], results)
     assert gate.entered.wait(WAIT)
@@ -307,6 +319,8 @@ def test_changes_waiting_behind_a_write_share_the_next_one(
     reloaded = ConfigStore(tmp_path / "config.data")
     assert reloaded.get_serial() == start + 11 and len(reloaded.get_instance_list()) == 11
     assert notified == [start + 1, start + 11]
+    assert data_seen[-1]["serial_no"] == start + 11 and bare == [({}, start + 1),
+                                                                 ({}, start + 11)]
 
 
 def test_failed_group_write_fails_every_change_in_it(

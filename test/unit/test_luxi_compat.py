@@ -395,10 +395,12 @@ def test_query_networks(tmp_path: Path) -> None:
                           tags=["lan"])
     inst = objects.Instance(name="inst1", primary_node="n1",
                             nics=[objects.NIC(mac="aa:00:00:00:00:01", network=net.uuid)])
+    # the readers use a snapshot (ConfigSnapshot's read methods): the fake is its own
     cfg = SimpleNamespace(
         get_all_instances_info=lambda: {inst.uuid: inst},
         get_all_nodes_info=dict, get_all_nodegroups_info=dict,
-        get_config_data=lambda: SimpleNamespace(networks={net.uuid: net}))
+        get_networks=lambda: {net.uuid: net})
+    cfg.snapshot = lambda: cfg
     address = tmp_path / "ganeti-query"
     with running_server(address, context=SimpleNamespace(cfg=cfg)):
         conn = RawConnection(address)
