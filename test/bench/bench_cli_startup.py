@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster = LocalCluster.create_and_start(Path(tmp) / "c", node_count=2)
         try:
             env = cluster.env()
+            # as on an installed system: bytecode cached (the warm-up runs write it)
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             if opts.source is not None:
                 env = _source_env(env, source, Path(tmp))
             for _ in range(JOBS):

@@ -116,6 +116,9 @@ def _imports_of(cluster: E2ECluster, *argv: str) -> tuple[str, set[str]]:
     (("gnt-instance", "list", "--no-headers", "-o", "name,pnode,status"),
      f"{INSTANCE} node2 ADMIN_down"),
     (("gnt-backup", "list", "--no-headers"), f"node3 {INSTANCE}"),
+    # (its query goes as a dict opcode the master validates)
+    (("gnt-backup", "list", "-g", "--no-headers", "-o", "node,export,newest"),
+     f"node3 {INSTANCE} Y"),
     (("gnt-job", "list", "--no-headers", "-o", "status,summary", "--finished"),
      f"success INSTANCE_CREATE({INSTANCE})"),
     (("gnt-node", "list", "--no-headers", "-o", "name"), "node3"),

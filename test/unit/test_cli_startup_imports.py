@@ -107,3 +107,50 @@ def test_bad_list_option_fails_before_connecting(tmp_path: Path) -> None:
     assert "--units" in proc.stderr
     assert "Master daemon" not in proc.stderr
     assert _heavy(modules) == []
+
+
+# --- the rule, statically: no heavy import at module level ---------------------------------
+
+# imported only by the commands that need them (gnt-backup schedule ..., prune: see
+# cli.deferred_command in gnt_backup.py); their options and field tables come from the
+# schedule and settings models at import time
+LAZILY_IMPORTED = {"ganeti.client.gnt_backup_schedule"}
+CLIENT_MODULES = sorted(
+    ["ganeti.cli", "ganeti.luxi"]
+    + [f"ganeti.client.{p.stem}" for p in (TOP / "lib" / "client").glob("*.py")
+       if p.stem != "__init__"])
+
+
+def _module_level_imports(path: Path) -> list[str]:
+    """Modules imported when ``path`` is imported (not in functions or TYPE_CHECKING)."""
+    import ast
+
+    names: list[str] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                names.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+                names.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If):
+                if "TYPE_CHECKING" not in ast.unparse(node.test):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+    visit(ast.parse(path.read_text()).body)
+    return names
+
+
+@pytest.mark.parametrize("module", CLIENT_MODULES)
+def test_no_heavy_module_level_import(module: str) -> None:
+    path = TOP / "lib" / (module.removeprefix("ganeti.").replace(".", "/") + ".py")
+    heavy = [name for name in _module_level_imports(path)
+             if name.split(".")[0] in HEAVY or any(name == h or name.startswith(h + ".")
+                                                  for h in HEAVY)]
+    if module in LAZILY_IMPORTED:
+        assert heavy, f"{module} is light now: drop it from LAZILY_IMPORTED"
+    else:
+        assert heavy == [], f"{module} imports {heavy} at module level"
