@@ -182,8 +182,10 @@ def _format_params(actual: dict[str, Any], own: dict[str, Any]) -> list[str]:
 
 
 def info(opts: argparse.Namespace) -> int:
-    from ganeti import opcodes
-    op = opcodes.OpInstanceQueryData.create(instances=opts.instances, static=opts.static)
+    # a read-only query, sent as a dict the master validates (OpInstanceQueryData):
+    # building the opcode object would make "info" import pydantic
+    op = {"OP_ID": "OP_INSTANCE_QUERY_DATA", "instances": list(opts.instances),
+          "static": opts.static}
     result = cli.submit_opcode(op, opts, feedback_fn=lambda _entry: None)
     for name in sorted(result):
         data = result[name]

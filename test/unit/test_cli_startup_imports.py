@@ -39,6 +39,8 @@ QUERY_COMMANDS = [
     ("gnt-cluster", ["master-ping", "--timeout", "1"]),
     ("gnt-instance", ["list-tags", "inst1"]),
     ("gnt-job", ["info", "1"]),
+    ("gnt-instance", ["info", "inst1"]),
+    ("gnt-instance", ["info", "--static", "inst1"]),
 ]
 
 
