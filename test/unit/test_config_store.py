@@ -395,3 +395,29 @@ def test_concurrent_writers_lose_no_update(store: ConfigStore, tmp_path: Path) -
     assert sorted(tags) == sorted(f"{i}-{j}" for i in range(threads_n) for j in range(rounds))
     assert len(reloaded.used_macs()) == 4 + threads_n * rounds
     assert store._index == config._Index.build(store._data)
+
+
+def test_queries_leave_shared_objects_unchanged(store: ConfigStore) -> None:
+    """Query rows over a snapshot never alias the stored objects' lists and dicts."""
+    from ganeti.query_resources import group as qgroup
+    from ganeti.query_resources import instance as qinstance
+    from ganeti.query_resources import network as qnetwork
+    from ganeti.query_resources import node as qnode
+
+    node = Node(name="node2", primary_ip="192.0.2.2", tags=["n"], ndparams={"k": 1})
+    store.add_node(node)
+    store.add_instance(Instance(
+        name="inst1", primary_node=store.get_master_node(), secondary_nodes=[node.uuid],
+        nics=[NIC(mac="aa:00:00:00:00:01", nicparams={"mode": "bridged"})],
+        beparams={"maxmem": 256}, hvparams={"x": 1}, tags=["t"]))
+    snap = store.snapshot()
+    state = _state(snap)
+    rows = [*qinstance.instance_rows(store), *qnode.node_rows(store),
+            *qgroup.group_rows(store), *qnetwork.network_rows(store)]
+    assert rows and store.snapshot() is snap  # the queries took the same snapshot
+    for row in rows:  # a consumer editing its rows must not edit the configuration
+        for value in row.values():
+            if isinstance(value, (list, dict)):
+                value.clear()
+    assert _state(store.snapshot()) == state
+    assert store._fragments.serialize(store._data) == config._serialize(store._data)
