@@ -167,14 +167,12 @@ def _freeze_all(data: ConfigData) -> None:
 
 
 def _name_keys(name: str) -> list[str]:
-    """What expand_*_name accepts case-insensitively: the name and each part up to a dot."""
-    lowered = name.lower()
-    keys = [lowered]
-    pos = lowered.find(".")
-    while pos != -1:
-        keys.append(lowered[:pos])
-        pos = lowered.find(".", pos + 1)
-    return keys
+    """Index keys of a name for short-name expansion: its lowered part up to the first dot.
+
+    Every name expand_*_name may match case-insensitively ("inst1", "INST1.example")
+    has the same first part, so one key per name finds all candidates.
+    """
+    return [name.lower().split(".", 1)[0]]
 
 
 def _key_add(table: dict[str, frozenset[str]], key: str, uuid: str) -> None:
@@ -199,7 +197,7 @@ class _Index:
 
     instance_by_name: dict[str, str] = field(default_factory=dict)
     node_by_name: dict[str, str] = field(default_factory=dict)
-    # lowered name and each lowered part up to a dot -> uuids (short-name expansion)
+    # lowered part up to the first dot -> uuids (candidates of short-name expansion)
     instance_keys: dict[str, frozenset[str]] = field(default_factory=dict)
     node_keys: dict[str, frozenset[str]] = field(default_factory=dict)
     # MAC -> number of NICs using it (the data does not forbid duplicates)
@@ -282,8 +280,11 @@ def _expand(name: str, by_name: Mapping[str, str], objs: Mapping[str, Any],
         return uuid
     if name in objs:
         return name
-    matches = keys.get(name.lower(), frozenset())
-    return next(iter(matches)) if len(matches) == 1 else None
+    lowered = name.lower()
+    prefix = lowered + "."
+    matches = [u for u in keys.get(_name_keys(lowered)[0], frozenset())
+               if (full := objs[u].name.lower()) == lowered or full.startswith(prefix)]
+    return matches[0] if len(matches) == 1 else None
 
 
 class ConfigSnapshot:
@@ -724,8 +725,13 @@ class ConfigStore:
             return self._view().expand_instance_name(name)
 
     def used_macs(self) -> Set[str]:
-        """MAC addresses in use, as of now (a read-only view of one snapshot)."""
-        return self.snapshot().used_macs()
+        """MAC addresses in use: a live read-only view, for ``in`` tests only.
+
+        Unlike ``snapshot().used_macs()`` it does not pin a snapshot (whose tables
+        the next write would copy); iterating over it while others write may fail.
+        """
+        with self._lock:
+            return self._index.macs.keys()
 
     def add_instance(self, instance: Instance) -> None:
         """Add an instance; its nodes must exist. The caller's object gets the stamps."""

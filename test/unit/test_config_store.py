@@ -90,6 +90,7 @@ def _check_consistent(store: ConfigStore, snaps: list[tuple[ConfigSnapshot, dict
             i.uuid for i in sorted(instances, key=lambda i: i.name)
             if node.uuid in i.all_nodes]
     assert set(now.used_macs()) == {n.mac for i in instances for n in i.nics if n.mac}
+    assert set(store.used_macs()) == set(now.used_macs())
     for snap, state in snaps:  # older snapshots never change
         assert _state(snap) == state
         assert snap._index == _index_of(snap)
