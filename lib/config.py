@@ -887,19 +887,19 @@ class ConfigStore:
     def _commit(self, mutate: Callable[[ConfigData, _Index, float], _T]) -> _T:
         """Apply ``mutate`` to the live data, then return once that change is durable.
 
-        Mutators check first and only then change the data and the index, so a
-        GenericError they raise needs no rollback (cheap refusals); anything later
-        restores the last written state.
+        The change is made on copies of the tables (shallow, about a millisecond at
+        10,000 instances), so a mutator that raises leaves the state before it
+        exactly as it was, including other threads' changes still waiting for
+        their write.
         """
         with self._lock:
+            before = self._data, self._index, self.snapshot()
             self._unshare()
             now = time.time()
             try:
                 result = mutate(self._data, self._index, now)
-            except errors.GenericError:
-                raise
             except BaseException:
-                self._restore()
+                self._data, self._index, self._snapshot = before
                 raise
             # not through validate_assignment: it would re-run ConfigData's key check
             # over every table (O(size)) for two numbers we set ourselves

@@ -422,3 +422,33 @@ def test_queries_leave_shared_objects_unchanged(store: ConfigStore) -> None:
                 value.clear()
     assert _state(store.snapshot()) == state
     assert store._fragments.serialize(store._data) == config._serialize(store._data)
+
+
+def test_failing_mutator_keeps_changes_waiting_for_their_write(
+        store: ConfigStore, gate: _GatedWrites, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one change (not a refusal) never drops another thread's pending change."""
+    start = store.get_serial()
+    results: dict[str, Any] = {}
+    first = _start_adds(store, ["first"], results)
+    assert gate.entered.wait(WAIT)  # first is being written
+    second = _start_adds(store, ["second"], results)
+    _wait_for_serial(store, start + 2)  # second is in memory, waiting for its write
+
+    def broken(inst: Instance, data: ConfigData) -> None:
+        raise RuntimeError("bug in a mutator")
+
+    monkeypatch.setattr(config, "_check_instance_nodes", broken)
+    with pytest.raises(RuntimeError, match="bug in a mutator"):
+        store.add_instance(Instance(name="third", primary_node=store.get_master_node()))
+    monkeypatch.undo()
+    assert store.get_serial() == start + 2
+    assert store.snapshot().get_instance_info_by_name("second") is not None
+    gate.release.set()
+    for thread in first + second:
+        thread.join(WAIT)
+    assert results == {"first": "ok", "second": "ok"}
+    on_disk = ConfigStore(tmp_path / "config.data").snapshot()
+    assert on_disk.get_serial() == start + 2
+    assert {i.name for i in on_disk.get_all_instances_info().values()} == {"first", "second"}
+    assert store._index == config._Index.build(store._data)
