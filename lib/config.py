@@ -11,8 +11,8 @@ Scale (doc/design.md, "The configuration store"):
   every change, so lookups never scan the instances.
 - :meth:`ConfigStore.snapshot` hands out an immutable :class:`ConfigSnapshot`
   sharing the store's objects (no copies).  The store never edits an object
-  in place once it is stored: a change replaces it, and tables shared with a
-  snapshot are copied (shallow) before the first change after the snapshot.
+  in place once it is stored: a change replaces it, working on shallow copies
+  of the tables, so snapshots never change and a failed change is undone.
   Stored objects are frozen (:meth:`ganeti.objects.ConfigObject.freeze`), so
   setting a field of one raises ProgrammerError.
 - The ``get_*_info`` methods still hand out deep copies, for callers that edit
@@ -290,9 +290,8 @@ def _expand(name: str, by_name: Mapping[str, str], objs: Mapping[str, Any],
 class ConfigSnapshot:
     """An immutable, consistent view of the configuration at one serial.
 
-    Cheap to take: it shares the store's objects and tables; the store copies a
-    table (shallow) before changing it and replaces objects instead of editing
-    them.  The objects it returns are the store's own and must not be changed:
+    Cheap to take: it shares the store's objects and tables; the store changes
+    shallow copies of the tables and replaces objects instead of editing them.  The objects it returns are the store's own and must not be changed:
     attribute assignment raises ProgrammerError (they are frozen), mappings are
     read-only proxies; lists and dicts inside objects are not guarded at run
     time, which the unit tests check (test_config_store.py: queries leave the
@@ -486,8 +485,8 @@ class ConfigStore:
     def snapshot(self) -> ConfigSnapshot:
         """The configuration as it is now, for reading; see :class:`ConfigSnapshot`.
 
-        Taking one costs nothing when nothing changed since the last one; the first
-        change after it copies the tables it shares (a shallow copy, no objects).
+        Taking one costs nothing when nothing changed since the last one (every
+        change works on shallow copies of the tables, never on a snapshot's).
         Like the store's own reads it includes changes whose writer is still
         waiting for them to be durable.
         """
