@@ -291,12 +291,14 @@ class ConfigSnapshot:
     """An immutable, consistent view of the configuration at one serial.
 
     Cheap to take: it shares the store's objects and tables; the store changes
-    shallow copies of the tables and replaces objects instead of editing them.  The objects it returns are the store's own and must not be changed:
+    shallow copies of the tables and replaces objects instead of editing them.
+    The objects it returns are the store's own and must not be changed:
     attribute assignment raises ProgrammerError (they are frozen), mappings are
     read-only proxies; lists and dicts inside objects are not guarded at run
-    time, which the unit tests check (test_config_store.py: queries leave the
-    serialised objects unchanged).  Callers that edit use the store's
-    ``get_*_info`` copies and ``update``.
+    time, which the unit tests check (test_config_store.py: older snapshots
+    never change, query rows never alias stored lists or dicts, the file equals
+    a fresh serialisation).  Callers that edit use the store's ``get_*_info``
+    copies and ``update``.
     """
 
     __slots__ = (
