@@ -80,27 +80,30 @@ class _Fragments:
     """
 
     def __init__(self) -> None:
-        # per table: key -> (obj, b'"key":{...}'); holding obj keeps its id unique
-        self._tables: dict[str, dict[str, tuple[Any, bytes]]] = {t: {} for t in _TABLES}
+        # per table: key -> the object serialised, and key -> b'"key":{...}', both in
+        # the table's order; holding the objects keeps their ids from being reused
+        self._objs: dict[str, dict[str, Any]] = {t: {} for t in _TABLES}
+        self._bytes: dict[str, dict[str, bytes]] = {t: {} for t in _TABLES}
 
     def serialize(self, data: ConfigData) -> bytes:
         head = data.model_dump_json(exclude={"cluster", *_TABLES}).encode()
         parts = [head[:-1], b',"cluster":', data.cluster.to_json().encode()]
         for name in _TABLES:
             table: dict[str, Any] = getattr(data, name)
-            cached = self._tables[name]
-            fresh: dict[str, tuple[Any, bytes]] = {}
-            for key, obj in table.items():
-                hit = cached.get(key)
-                if hit is None or hit[0] is not obj:
-                    raw = (json.dumps(key, ensure_ascii=False).encode() + b":"
-                           + obj.to_json().encode())
-                    # an object someone may still edit is stored under None: never reused
-                    hit = (obj if obj.frozen else None, raw)
-                fresh[key] = hit
-            self._tables[name] = fresh
+            objs, raws = self._objs[name], self._bytes[name]
+            for key in objs.keys() - table.keys():
+                del objs[key], raws[key]
+            for key in [k for k, o in table.items() if objs.get(k) is not o]:
+                obj = table[key]
+                # an object someone may still edit (not frozen) is serialised every time
+                objs[key] = obj if obj.frozen else None
+                raws[key] = (json.dumps(key, ensure_ascii=False).encode() + b":"
+                             + obj.to_json().encode())
+            if list(raws) != list(table):  # a key removed and added again moved to the end
+                self._objs[name] = objs = {k: objs[k] for k in table}
+                self._bytes[name] = raws = {k: raws[k] for k in table}
             parts.append(b',"' + name.encode() + b'":{')
-            parts.append(b",".join([entry[1] for entry in fresh.values()]))
+            parts.append(b",".join(raws.values()))
             parts.append(b"}")
         parts.append(b"}")
         return b"".join(parts)

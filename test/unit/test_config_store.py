@@ -452,3 +452,19 @@ def test_failing_mutator_keeps_changes_waiting_for_their_write(
     assert on_disk.get_serial() == start + 2
     assert {i.name for i in on_disk.get_all_instances_info().values()} == {"first", "second"}
     assert store._index == config._Index.build(store._data)
+
+
+def test_fragments_follow_table_order_when_a_uuid_comes_back(store: ConfigStore) -> None:
+    """Removed and added again between two writes, an object moves to the end of its table
+    (and of the file)."""
+    uuids = _populate(store, 3)
+    fragments = config._Fragments()
+    before = store._data
+    assert fragments.serialize(before) == config._serialize(before)
+    back = before.instances[uuids[0]].model_copy(deep=True).freeze()
+    moved = dict(before.instances)
+    del moved[uuids[0]]
+    moved[uuids[0]] = back
+    after = before.model_copy(update={"instances": moved})
+    assert list(after.instances)[-1] == uuids[0]
+    assert fragments.serialize(after) == config._serialize(after)
