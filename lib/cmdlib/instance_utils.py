@@ -137,8 +137,9 @@ class MacsInUse(Container[str]):
 
 
 def used_macs(cfg: Any) -> AbstractSet[str]:
-    """MACs of every instance's NICs: the store's index, a read-only view (O(1))."""
-    macs: AbstractSet[str] = cfg.snapshot().used_macs()
+    """MACs of every instance's NICs: the store's index, a read-only view (O(1)) for
+    ``in`` tests."""
+    macs: AbstractSet[str] = cfg.used_macs()
     return macs
 
 

@@ -90,6 +90,7 @@ def _check_consistent(store: ConfigStore, snaps: list[tuple[ConfigSnapshot, dict
             i.uuid for i in sorted(instances, key=lambda i: i.name)
             if node.uuid in i.all_nodes]
     assert set(now.used_macs()) == {n.mac for i in instances for n in i.nics if n.mac}
+    assert set(store.used_macs()) == set(now.used_macs())
     for snap, state in snaps:  # older snapshots never change
         assert _state(snap) == state
         assert snap._index == _index_of(snap)
@@ -395,3 +396,75 @@ def test_concurrent_writers_lose_no_update(store: ConfigStore, tmp_path: Path) -
     assert sorted(tags) == sorted(f"{i}-{j}" for i in range(threads_n) for j in range(rounds))
     assert len(reloaded.used_macs()) == 4 + threads_n * rounds
     assert store._index == config._Index.build(store._data)
+
+
+def test_queries_leave_shared_objects_unchanged(store: ConfigStore) -> None:
+    """Query rows over a snapshot never alias the stored objects' lists and dicts."""
+    from ganeti.query_resources import group as qgroup
+    from ganeti.query_resources import instance as qinstance
+    from ganeti.query_resources import network as qnetwork
+    from ganeti.query_resources import node as qnode
+
+    node = Node(name="node2", primary_ip="192.0.2.2", tags=["n"], ndparams={"k": 1})
+    store.add_node(node)
+    store.add_instance(Instance(
+        name="inst1", primary_node=store.get_master_node(), secondary_nodes=[node.uuid],
+        nics=[NIC(mac="aa:00:00:00:00:01", nicparams={"mode": "bridged"})],
+        beparams={"maxmem": 256}, hvparams={"x": 1}, tags=["t"]))
+    snap = store.snapshot()
+    state = _state(snap)
+    rows = [*qinstance.instance_rows(store), *qnode.node_rows(store),
+            *qgroup.group_rows(store), *qnetwork.network_rows(store)]
+    assert rows and store.snapshot() is snap  # the queries took the same snapshot
+    for row in rows:  # a consumer editing its rows must not edit the configuration
+        for value in row.values():
+            if isinstance(value, (list, dict)):
+                value.clear()
+    assert _state(store.snapshot()) == state
+    assert store._fragments.serialize(store._data) == config._serialize(store._data)
+
+
+def test_failing_mutator_keeps_changes_waiting_for_their_write(
+        store: ConfigStore, gate: _GatedWrites, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one change (not a refusal) never drops another thread's pending change."""
+    start = store.get_serial()
+    results: dict[str, Any] = {}
+    first = _start_adds(store, ["first"], results)
+    assert gate.entered.wait(WAIT)  # first is being written
+    second = _start_adds(store, ["second"], results)
+    _wait_for_serial(store, start + 2)  # second is in memory, waiting for its write
+
+    def broken(inst: Instance, data: ConfigData) -> None:
+        raise RuntimeError("bug in a mutator")
+
+    monkeypatch.setattr(config, "_check_instance_nodes", broken)
+    with pytest.raises(RuntimeError, match="bug in a mutator"):
+        store.add_instance(Instance(name="third", primary_node=store.get_master_node()))
+    monkeypatch.undo()
+    assert store.get_serial() == start + 2
+    assert store.snapshot().get_instance_info_by_name("second") is not None
+    gate.release.set()
+    for thread in first + second:
+        thread.join(WAIT)
+    assert results == {"first": "ok", "second": "ok"}
+    on_disk = ConfigStore(tmp_path / "config.data").snapshot()
+    assert on_disk.get_serial() == start + 2
+    assert {i.name for i in on_disk.get_all_instances_info().values()} == {"first", "second"}
+    assert store._index == config._Index.build(store._data)
+
+
+def test_fragments_follow_table_order_when_a_uuid_comes_back(store: ConfigStore) -> None:
+    """Removed and added again between two writes, an object moves to the end of its table
+    (and of the file)."""
+    uuids = _populate(store, 3)
+    fragments = config._Fragments()
+    before = store._data
+    assert fragments.serialize(before) == config._serialize(before)
+    back = before.instances[uuids[0]].model_copy(deep=True).freeze()
+    moved = dict(before.instances)
+    del moved[uuids[0]]
+    moved[uuids[0]] = back
+    after = before.model_copy(update={"instances": moved})
+    assert list(after.instances)[-1] == uuids[0]
+    assert fragments.serialize(after) == config._serialize(after)
