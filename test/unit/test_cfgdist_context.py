@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.loopback import Env
@@ -18,6 +18,7 @@ from ganeti import opcodes, pathutils
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
 from ganeti.objects import Node
+from ganeti.rpc.client import PreparedCall
 from ganeti.rpc.result import RpcResult
 
 
@@ -29,8 +30,12 @@ class HangingRpc:
         self.release = threading.Event()
         self.done: list[str] = []
 
-    def call_upload_file(self, nodes: Iterable[str], file_name: str | PathLike[str], *,
-                         timeout: float | None = None) -> dict[str, RpcResult[None]]:
+    def prepare(self, name: str, *args: Any, timeout: float | None = None,
+                **kwargs: Any) -> PreparedCall:
+        return PreparedCall(name, name, list(args), b"", 60.0)
+
+    def run_prepared(self, prepared: PreparedCall, nodes: Iterable[str]
+                     ) -> dict[str, RpcResult[Any]]:
         (node,) = list(nodes)
         if node in self.hang:
             self.release.wait(60)
