@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from support.loopback import Env
 
-from ganeti import opcodes, pathutils
+from ganeti import locking, opcodes, pathutils
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
 from ganeti.objects import Node
@@ -100,4 +100,13 @@ def test_verify_reports_candidates_whose_upload_fails(env: Env) -> None:
     for node in ("node2", "node3"):
         assert (env.roots[node].paths.cluster_conf_file.read_bytes()
                 == env.cfg.path.read_bytes())
+    env.ctx.distribution.stop(flush_timeout=0)
+
+
+def test_instance_locks_follow_creates_and_removes(env: Env) -> None:
+    assert not env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
+    env.create("inst1")
+    assert env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
+    env.run(opcodes.OpInstanceRemove.create(instance_name="inst1"))
+    assert not env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
     env.ctx.distribution.stop(flush_timeout=0)
