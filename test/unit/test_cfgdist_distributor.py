@@ -300,6 +300,7 @@ def test_rpc_runner_prepares_an_upload_once_for_many_nodes(tmp_path: Path) -> No
     import json
 
     from ganeti import pathutils
+    from ganeti.rpc.calltypes import Base64Text
     from ganeti.rpc.client import RpcRunner
 
     sent: list[tuple[str, list[str], bytes]] = []
@@ -327,3 +328,7 @@ def test_rpc_runner_prepares_an_upload_once_for_many_nodes(tmp_path: Path) -> No
     name, data, _mode, _mtime = json.loads(sent[0][2])
     assert name == "/var/lib/ganeti/config.data"
     assert base64.b64decode(data) == b'{"serial_no": 7}'
+    # the base64 text is embedded without json.dumps; the body is the same JSON
+    assert type(prepared.args[1]) is Base64Text
+    assert json.loads(sent[0][2]) == json.loads(json.dumps([str(a) if isinstance(a, str)
+                                                            else a for a in prepared.args]))
