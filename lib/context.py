@@ -98,7 +98,7 @@ class MasterContext:
     def add_instance(self, instance: Instance) -> None:
         """Store a new instance; its lock normally exists already (LU add_locks)."""
         self.cfg.add_instance(instance)
-        if instance.name not in self.glm.names(locking.LEVEL_INSTANCE):
+        if not self.glm.exists(locking.LEVEL_INSTANCE, instance.name):
             self.glm.add(locking.LEVEL_INSTANCE, [instance.name])
 
     def remove_instance(self, instance: Instance) -> None:

@@ -322,6 +322,11 @@ class LockSet:
         with self._lock:
             return set(self._members)
 
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is a member (without copying 10,000 names as names() does)."""
+        with self._lock:
+            return name in self._members
+
     def owned(self) -> set[str]:
         return set(self._owned_set())
 
@@ -648,6 +653,9 @@ class GanetiLockManager:
 
     def names(self, level: int) -> set[str]:
         return self._set(level).names()
+
+    def exists(self, level: int, name: str) -> bool:
+        return self._set(level).exists(name)
 
     def query_locks(self) -> list[LockInfo]:
         return self._monitor.query_locks()

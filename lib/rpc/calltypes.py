@@ -63,3 +63,11 @@ class RpcCall:
             return self.prepare(paths, *(values[arg.name] for arg in self.args))
         return [arg.encoder(values[arg.name]) if arg.encoder else values[arg.name]
                 for arg in self.args]
+
+
+class Base64Text(str):
+    """A wire argument holding base64 output: JSON needs no escapes in it, so the
+    RPC body embeds it as it is (json.dumps scans all 10 MB of a config upload
+    for characters to escape).  Only ever made from ``base64.b64encode``."""
+
+    __slots__ = ()

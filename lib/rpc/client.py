@@ -68,11 +68,24 @@ def _describe_os_error(err: OSError) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+class PreparedCall(NamedTuple):
+    """A call encoded once (:meth:`RpcRunner.prepare`), then sent to nodes one by one
+    (:meth:`RpcRunner.run_prepared`): a big payload, such as the configuration file
+    for each master candidate, is read and encoded once, not once per node."""
+
+    name: str
+    procedure: str
+    args: list[Any]
+    body: bytes
+    timeout: float
+
+
 class RpcRunner(RpcStubs):
     """Runs node RPC calls; thread-safe, one instance per master process.
 
     :meth:`run` is the transport: a subclass may replace it (an in-process
-    loopback for tests) and keep the typed methods, encoders and timeouts.
+    loopback for tests) and keep the typed methods, encoders and timeouts;
+    such a subclass replaces :meth:`run_prepared` too.
     """
 
     def __init__(self, resolver: Resolver, ssl_ctx_factory: SslContextFactory,
@@ -116,16 +129,53 @@ class RpcRunner(RpcStubs):
             raise errors.ProgrammerError(f"RPC call {name} takes a list of node names")
         return self.run(call.procedure, nodes, wire_args, tmo, name)
 
+    def prepare(self, name: str, *args: Any, timeout: float | None = None,
+                **kwargs: Any) -> PreparedCall:
+        """Encode the multi-node call ``name`` once, for :meth:`run_prepared`."""
+        try:
+            call = self._calls[name]
+        except KeyError:
+            raise errors.ProgrammerError(f"Unknown RPC call {name!r}") from None
+        if call.single_node:
+            raise errors.ProgrammerError(f"RPC call {name} takes a single node name")
+        values = self._bind(call, args, kwargs)
+        try:
+            wire_args = call.encode_args(self._paths, values)
+            tmo = timeout if timeout is not None else call.timeout_for(values)
+        except (OSError, ValueError, TypeError, KeyError, errors.RpcFail) as err:
+            raise errors.OpExecError(f"Cannot prepare RPC call {name}: {err}") from err
+        return PreparedCall(name, call.procedure, wire_args,
+                            self._encode_body(wire_args, name), tmo)
+
+    def run_prepared(self, prepared: PreparedCall, nodes: Iterable[str]
+                     ) -> dict[str, RpcResult[Any]]:
+        """Send a prepared call to ``nodes`` (in parallel); as :meth:`run`."""
+        return self._send(prepared.procedure, nodes, prepared.body, prepared.timeout,
+                          prepared.name)
+
     def run(self, procedure: str, nodes: Iterable[str], args: list[Any], timeout: float,
             call_name: str = "") -> dict[str, RpcResult[Any]]:
         """Call ``procedure`` with wire ``args`` on all ``nodes`` in parallel."""
-        if self._closed:
-            raise errors.ProgrammerError("RPC runner already closed")
+        return self._send(procedure, nodes, self._encode_body(args, call_name or procedure),
+                          timeout, call_name)
+
+    @staticmethod
+    def _encode_body(args: list[Any], label: str) -> bytes:
         try:
-            body = json.dumps(args).encode("utf-8")
+            if any(type(arg) is calltypes.Base64Text for arg in args):
+                # the same JSON array, without scanning the base64 text for escapes
+                return b"[" + b", ".join(
+                    b'"' + arg.encode("ascii") + b'"' if type(arg) is calltypes.Base64Text
+                    else json.dumps(arg).encode("utf-8") for arg in args) + b"]"
+            return json.dumps(args).encode("utf-8")
         except (TypeError, ValueError) as err:
             raise errors.OpExecError(
-                f"Cannot encode arguments of RPC call {call_name or procedure}: {err}") from err
+                f"Cannot encode arguments of RPC call {label}: {err}") from err
+
+    def _send(self, procedure: str, nodes: Iterable[str], body: bytes, timeout: float,
+              call_name: str) -> dict[str, RpcResult[Any]]:
+        if self._closed:
+            raise errors.ProgrammerError("RPC runner already closed")
         label = call_name or procedure
         results: dict[str, RpcResult[Any]] = {}
         pending: dict[str, Future[RpcResult[Any]]] = {}

@@ -17,7 +17,7 @@ from typing import Any
 
 from ganeti import pathutils
 from ganeti.objects import Disk, Instance
-from ganeti.rpc.calltypes import TMO_NORMAL
+from ganeti.rpc.calltypes import TMO_NORMAL, Base64Text
 
 
 def disk(value: Disk) -> dict[str, Any]:
@@ -45,7 +45,8 @@ def upload_file(paths: pathutils.Paths, file_name: str | os.PathLike[str]) -> li
     path = Path(file_name)
     data = path.read_bytes()
     stat = os.stat(path)
-    return [pathutils.to_wire_name(paths, path), base64.b64encode(data).decode("ascii"),
+    return [pathutils.to_wire_name(paths, path),
+            Base64Text(base64.b64encode(data).decode("ascii")),
             stat.st_mode & 0o7777, stat.st_mtime]
 
 

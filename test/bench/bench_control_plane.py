@@ -249,9 +249,13 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
 
         res["config_mib"] = cluster.master.paths.cluster_conf_file.stat().st_size / MIB
         with client() as cl:
-            # warm-up: first query and first job pay for imports and caches
+            # warm-up: the first query and the first job of each kind pay for imports
             cl.query("instance", ["name"], None)
-            run_op(cl, opcodes.OpTestDelay.create(duration=0.0))
+            for op in (create_op("warmup"),
+                       opcodes.OpInstanceSetParams.create(instance_name="warmup",
+                                                          beparams={"maxmem": 200}),
+                       opcodes.OpInstanceRemove.create(instance_name="warmup")):
+                run_op(cl, op)
             samples: dict[str, list[tuple[float, float]]] = {
                 "create": [], "modify": [], "remove": [], "query": []}
             for rnd in range(rounds):

@@ -27,7 +27,7 @@ from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
 from ganeti.mcpu import Processor
 from ganeti.objects import Instance, Node
-from ganeti.rpc.client import RpcRunner
+from ganeti.rpc.client import PreparedCall, RpcRunner
 from ganeti.rpc.result import RpcResult
 from ganeti.server import noded
 from ganeti.tools import move_instance
@@ -59,6 +59,11 @@ class LoopbackRpc(RpcRunner):
             call_name: str = "") -> dict[str, RpcResult[Any]]:
         wire = json.loads(json.dumps(args))
         return {n: self._run(procedure, n, wire) for n in dict.fromkeys(nodes)}
+
+    def run_prepared(self, prepared: PreparedCall, nodes: Iterable[str]
+                     ) -> dict[str, RpcResult[Any]]:
+        return self.run(prepared.procedure, nodes, prepared.args, prepared.timeout,
+                        prepared.name)
 
     def _run(self, procedure: str, node: str, args: list[Any]) -> RpcResult:
         self.calls.append((procedure, node))

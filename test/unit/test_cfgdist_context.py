@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.loopback import Env
 
-from ganeti import opcodes, pathutils
+from ganeti import locking, opcodes, pathutils
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
 from ganeti.objects import Node
+from ganeti.rpc.client import PreparedCall
 from ganeti.rpc.result import RpcResult
 
 
@@ -29,8 +30,12 @@ class HangingRpc:
         self.release = threading.Event()
         self.done: list[str] = []
 
-    def call_upload_file(self, nodes: Iterable[str], file_name: str | PathLike[str], *,
-                         timeout: float | None = None) -> dict[str, RpcResult[None]]:
+    def prepare(self, name: str, *args: Any, timeout: float | None = None,
+                **kwargs: Any) -> PreparedCall:
+        return PreparedCall(name, name, list(args), b"", 60.0)
+
+    def run_prepared(self, prepared: PreparedCall, nodes: Iterable[str]
+                     ) -> dict[str, RpcResult[Any]]:
         (node,) = list(nodes)
         if node in self.hang:
             self.release.wait(60)
@@ -95,4 +100,13 @@ def test_verify_reports_candidates_whose_upload_fails(env: Env) -> None:
     for node in ("node2", "node3"):
         assert (env.roots[node].paths.cluster_conf_file.read_bytes()
                 == env.cfg.path.read_bytes())
+    env.ctx.distribution.stop(flush_timeout=0)
+
+
+def test_instance_locks_follow_creates_and_removes(env: Env) -> None:
+    assert not env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
+    env.create("inst1")
+    assert env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
+    env.run(opcodes.OpInstanceRemove.create(instance_name="inst1"))
+    assert not env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
     env.ctx.distribution.stop(flush_timeout=0)

@@ -7,16 +7,17 @@ node really got.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ganeti.config_distribution import ConfigDistributor
+from ganeti.config_distribution import DUTY_FACTOR, ConfigDistributor
+from ganeti.rpc.client import PreparedCall
 from ganeti.rpc.result import RpcResult
 
 
@@ -31,12 +32,22 @@ class FakeRpc:
         self.gates: dict[str, threading.Event] = {}  # upload blocks until set
         self.started: dict[str, threading.Event] = {}
         self.calls: dict[str, int] = {}
+        self.prepares: dict[str, int] = {}  # file name -> times encoded
 
-    def call_upload_file(self, nodes: Iterable[str], file_name: str | PathLike[str], *,
-                         timeout: float | None = None) -> dict[str, RpcResult[None]]:
-        (node,) = list(nodes)
+    def prepare(self, name: str, *args: Any, timeout: float | None = None,
+                **kwargs: Any) -> PreparedCall:
+        assert name == "upload_file"
+        (file_name,) = args
         path = Path(file_name)
-        data = path.read_text()  # what is on disk when the upload starts
+        with self.lock:
+            self.prepares[path.name] = self.prepares.get(path.name, 0) + 1
+        # what is on disk when the upload is encoded, as RpcRunner's encoder reads it
+        return PreparedCall(name, name, [path.name, path.read_text()], b"", 60.0)
+
+    def run_prepared(self, prepared: PreparedCall, nodes: Iterable[str]
+                     ) -> dict[str, RpcResult[Any]]:
+        (node,) = list(nodes)
+        file_name, data = prepared.args
         with self.lock:
             self.calls[node] = self.calls.get(node, 0) + 1
             started = self.started.setdefault(node, threading.Event())
@@ -47,7 +58,7 @@ class FakeRpc:
         with self.lock:
             if node in self.down:
                 return {node: RpcResult(node, fail_msg=f"Connection refused by {node}")}
-            if path.name == "ca.pem":
+            if file_name == "ca.pem":
                 self.ca_received[node] = self.ca_received.get(node, 0) + 1
             else:
                 self.received.setdefault(node, []).append(data)
@@ -120,6 +131,37 @@ def test_candidates_get_the_file_at_start(make, rpc: FakeRpc, files: Files) -> N
     wait_until(lambda: rpc.last("n1") == 1 and rpc.last("n2") == 1)
     wait_until(lambda: all(s.lag == 0 for s in dist.status()))
     assert [s.node for s in dist.status()] == ["n1", "n2"]
+
+
+def test_one_encoding_of_a_version_serves_every_candidate(make, rpc: FakeRpc,
+                                                         files: Files) -> None:
+    dist = make()
+    dist.set_candidates(["n1", "n2", "n3"])
+    wait_until(lambda: all(rpc.last(n) == 1 for n in ("n1", "n2", "n3")))
+    assert rpc.prepares == {"config.data": 1}
+    dist.config_written(files.write(), ["n1", "n2", "n3"])
+    wait_until(lambda: all(rpc.last(n) == 2 for n in ("n1", "n2", "n3")))
+    assert rpc.prepares == {"config.data": 2}
+
+
+def test_a_slow_upload_spaces_the_next_ones(make, rpc: FakeRpc, files: Files) -> None:
+    """Uploads of a big file (one took 0.3 s) are at least DUTY_FACTOR times that apart."""
+    clock = [1000.0]
+    dist = make(clock=lambda: clock[0])
+    gate = rpc.gates["n1"] = threading.Event()
+    rpc.started["n1"] = threading.Event()
+    dist.set_candidates(["n1"])
+    assert rpc.started["n1"].wait(10)
+    clock[0] += 0.3  # the upload "takes" 0.3 s
+    gate.set()
+    wait_until(lambda: status_of(dist, "n1").lag == 0)
+    del rpc.gates["n1"]
+    dist.config_written(files.write(), ["n1"])
+    time.sleep(0.3)
+    assert rpc.last("n1") == 1  # DUTY_FACTOR x 0.3 s must pass first (on the fake clock)
+    clock[0] += DUTY_FACTOR * 0.3 + 0.1
+    dist.config_written(files.write(), ["n1"])  # wakes the worker; the clock says go
+    wait_until(lambda: rpc.last("n1") == 3)
 
 
 def test_writes_during_an_upload_coalesce_into_the_newest(make, rpc: FakeRpc,
@@ -251,3 +293,42 @@ def test_stop_flushes_then_ends_the_threads(make, rpc: FakeRpc, files: Files) ->
     assert rpc.last("n1") == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("config-dist-")]
     assert "stopped" in dist.flush(["n1"], timeout=1)["n1"]
+
+
+def test_rpc_runner_prepares_an_upload_once_for_many_nodes(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from ganeti import pathutils
+    from ganeti.rpc.calltypes import Base64Text
+    from ganeti.rpc.client import RpcRunner
+
+    sent: list[tuple[str, list[str], bytes]] = []
+
+    class Capturing(RpcRunner):
+        def _send(self, procedure: str, nodes: Iterable[str], body: bytes, timeout: float,
+                  call_name: str) -> dict[str, RpcResult[Any]]:
+            sent.append((procedure, list(nodes), body))
+            return {n: RpcResult(n, data=None) for n in nodes}
+
+    paths = pathutils.Paths.for_root(tmp_path)
+    paths.cluster_conf_file.parent.mkdir(parents=True)
+    paths.cluster_conf_file.write_bytes(b'{"serial_no": 7}')
+    runner = Capturing(lambda name: None, ssl.create_default_context, paths=paths,
+                       max_workers=1)
+    try:
+        prepared = runner.prepare("upload_file", str(paths.cluster_conf_file))
+        paths.cluster_conf_file.write_bytes(b'{"serial_no": 8}')  # read once, at prepare
+        runner.run_prepared(prepared, ["n1"])
+        runner.run_prepared(prepared, ["n2"])
+    finally:
+        runner.close()
+    assert [(p, n) for p, n, _ in sent] == [("upload_file", ["n1"]), ("upload_file", ["n2"])]
+    assert sent[0][2] is sent[1][2]
+    name, data, _mode, _mtime = json.loads(sent[0][2])
+    assert name == "/var/lib/ganeti/config.data"
+    assert base64.b64decode(data) == b'{"serial_no": 7}'
+    # the base64 text is embedded without json.dumps; the body is the same JSON
+    assert type(prepared.args[1]) is Base64Text
+    assert json.loads(sent[0][2]) == json.loads(json.dumps([str(a) if isinstance(a, str)
+                                                            else a for a in prepared.args]))
