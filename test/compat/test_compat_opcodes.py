@@ -160,9 +160,11 @@ def test_3_0s_gnt_backup_export_runs(ganeti3: Ganeti3, cluster: E2ECluster) -> N
     assert "OP_BACKUP_EXPORT.zero_free_space" in proc.stdout + proc.stderr
     listing = cluster.gnt("gnt-backup", "list", "--no-headers", "--separator", "|").stdout
     assert "node1|g3exp1" not in listing.splitlines()
-    # OP_INSTANCE_CREATE in import mode, with every field 3.0 sends
+    # OP_INSTANCE_CREATE in import mode, with every field 3.0 sends; its name and IP
+    # checks are on by default, and local-cluster names do not resolve (as with Ganeti)
     proc = ganeti3.run(cluster, "gnt-backup", "import", "-n", "node1", "--src-node",
-                       "node3", "--src-dir", "g3exp1", "g3exp1-copy", timeout=300)
+                       "node3", "--src-dir", "g3exp1", "--no-name-check", "--no-ip-check",
+                       "g3exp1-copy", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     copy = cluster.instance_conf("g3exp1-copy")
     assert copy is not None and len(copy["disks"]) == 1
