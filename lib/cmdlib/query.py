@@ -55,7 +55,7 @@ class LUInstanceQuery(NoHooksLU):
         stats = (ExportStats.for_paths(self.context.paths)
                  if qinstance.EXPORT_FIELD_NAMES & set(self.op.output_fields) else None)
         rows = qinstance.instance_rows(self.cfg, self.rpc, live, self.op.names or None,
-                                       stats)
+                                       stats, fields=self.op.output_fields)
         return [[query.plain(qinstance.field_value(row, f)) for f in self.op.output_fields]
                 for row in rows]
 

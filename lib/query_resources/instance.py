@@ -5,12 +5,12 @@ Shared by ``Query("instance")`` and the OpInstanceQuery/OpInstanceQueryData LUs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, limits, query
 from ganeti.backup.export_stats import ExportRecord, ExportStats
-from ganeti.hooks.instance_env import nic_info
+from ganeti.hooks.instance_env import NicInfo, nic_info
 from ganeti.objects import Instance
 
 if TYPE_CHECKING:
@@ -199,24 +199,139 @@ def _status(inst: Instance, node_state: str, info: dict[str, Any] | None) -> str
     return ST_ADMIN_OFFLINE if inst.admin_state == constants.ADMINST_OFFLINE else ST_ADMIN_DOWN
 
 
-def _nic_and_param_fields(cluster: Any, inst: Instance, networks: Mapping[str, Any]
-                          ) -> dict[str, Any]:
-    nics = [nic_info(n) for n in inst.nics]
-    return {
-        "nic.ips": [n.ip for n in nics], "nic.modes": [n.mode for n in nics],
-        "nic.links": [n.link for n in nics],
-        "nic.bridges": [n.link if n.mode == "bridged" else None
-                        for n in nics],
-        "nic.names": [n.name for n in nics], "nic.uuids": [n.uuid for n in nics],
-        "nic.networks": [n.network for n in nics],
-        "nic.networks.names": [networks[n.network].name
-                               if n.network is not None and n.network in networks else None
-                               for n in nics],
-        "disk.names": [d.name for d in inst.disks], "disk.uuids": [d.uuid for d in inst.disks],
-        "beparams": cluster.fill_beparams(inst), "hvparams": cluster.fill_hvparams(inst),
-        "custom_beparams": dict(inst.beparams), "custom_hvparams": dict(inst.hvparams),
-        "custom_nicparams": [dict(n.nicparams) for n in inst.nics],
-    }
+class _Query:
+    """What every row of one query shares (read once per query)."""
+
+    __slots__ = ("cluster", "live", "live_info", "networks", "node_names", "records")
+
+    def __init__(self, snap: ConfigSnapshot, live: bool,
+                 live_info: dict[str, tuple[str, dict[str, Any]]],
+                 records: Mapping[str, ExportRecord] | None) -> None:
+        self.cluster = snap.get_cluster_info()
+        self.networks = snap.get_networks()
+        self.node_names = {uuid: node.name
+                           for uuid, node in snap.get_all_nodes_info().items()}
+        self.live = live
+        self.live_info = live_info
+        self.records = records
+
+
+class _Row:
+    """One instance's row work: what several fields share is computed once, on demand."""
+
+    __slots__ = ("_be", "_export", "_live", "_nics", "inst", "q")
+
+    def __init__(self, q: _Query, inst: Instance) -> None:
+        self.q = q
+        self.inst = inst
+        self._be: dict[str, Any] | None = None
+        self._nics: list[NicInfo] | None = None
+        self._live: dict[str, Any] | None = None
+        self._export: dict[str, Any] | None = None
+
+    def be(self) -> dict[str, Any]:
+        if self._be is None:
+            self._be = self.q.cluster.fill_beparams(self.inst)
+        return self._be
+
+    def nics(self) -> list[NicInfo]:
+        if self._nics is None:
+            self._nics = [nic_info(n) for n in self.inst.nics]
+        return self._nics
+
+    def live(self) -> dict[str, Any]:
+        if self._live is None:
+            self._live = _live_values(self.q, self.inst)
+        return self._live
+
+    def export(self) -> dict[str, Any]:
+        if self._export is None:
+            records = self.q.records
+            self._export = (dict.fromkeys(EXPORT_FIELD_NAMES, query.NODATA)
+                            if records is None
+                            else _export_values(records.get(self.inst.uuid)))
+        return self._export
+
+
+def _live_values(q: _Query, inst: Instance) -> dict[str, Any]:
+    if not q.live:
+        return dict.fromkeys(LIVE_FIELDS, query.UNAVAIL)
+    node_state, infos = q.live_info.get(inst.primary_node, ("down", {}))
+    info = infos.get(inst.name)
+    values: dict[str, Any] = {"status": _status(inst, node_state, info)}
+    # as Ganeti: a stopped instance has no figures (unavail, "-"); a silent or
+    # offline node leaves them unknown (nodata, "?"; offline would describe
+    # the instance, not its node)
+    if node_state == "ok":
+        values["oper_state"] = info is not None
+        values["oper_ram"] = info["memory"] if info else query.UNAVAIL
+        values["oper_vcpus"] = info["vcpus"] if info else query.UNAVAIL
+    else:
+        values.update(dict.fromkeys(("oper_state", "oper_ram", "oper_vcpus"), query.NODATA))
+    return values
+
+
+def _network_name(q: _Query, network: str | None) -> str | None:
+    return q.networks[network].name if network is not None and network in q.networks \
+        else None
+
+
+def _live_getter(name: str) -> Callable[[_Row], Any]:
+    return lambda r: r.live()[name]
+
+
+def _export_getter(name: str) -> Callable[[_Row], Any]:
+    return lambda r: r.export()[name]
+
+
+# field name -> its value for one row; a row computes only the fields a query needs
+# (selected or filtered on), and the shared work (filled parameters, NIC info, live
+# state) only when one of those fields needs it
+_GETTERS: dict[str, Callable[[_Row], Any]] = {
+    "name": lambda r: r.inst.name,
+    "uuid": lambda r: r.inst.uuid,
+    "os": lambda r: r.inst.os,
+    "pnode": lambda r: r.q.node_names.get(r.inst.primary_node, r.inst.primary_node),
+    "snodes": lambda r: [r.q.node_names.get(n, n) for n in r.inst.secondary_nodes],
+    "hypervisor": lambda r: r.inst.hypervisor,
+    "disk_template": lambda r: r.inst.disk_template,
+    "admin_state": lambda r: r.inst.admin_state,
+    "be/maxmem": lambda r: r.be().get("maxmem"),
+    "be/minmem": lambda r: r.be().get("minmem"),
+    "be/vcpus": lambda r: r.be().get("vcpus"),
+    "disk.count": lambda r: len(r.inst.disks),
+    "disk.sizes": lambda r: [d.size for d in r.inst.disks],
+    "disk_usage": lambda r: sum(d.size for d in r.inst.disks),
+    "nic.count": lambda r: len(r.inst.nics),
+    "nic.macs": lambda r: [n.mac for n in r.inst.nics],
+    "nic.ips": lambda r: [n.ip for n in r.nics()],
+    "nic.modes": lambda r: [n.mode for n in r.nics()],
+    "nic.links": lambda r: [n.link for n in r.nics()],
+    "nic.bridges": lambda r: [n.link if n.mode == "bridged" else None for n in r.nics()],
+    "nic.names": lambda r: [n.name for n in r.nics()],
+    "nic.uuids": lambda r: [n.uuid for n in r.nics()],
+    "nic.networks": lambda r: [n.network for n in r.nics()],
+    "nic.networks.names": lambda r: [_network_name(r.q, n.network) for n in r.nics()],
+    "disk.names": lambda r: [d.name for d in r.inst.disks],
+    "disk.uuids": lambda r: [d.uuid for d in r.inst.disks],
+    "beparams": lambda r: r.be(),
+    "hvparams": lambda r: r.q.cluster.fill_hvparams(r.inst),
+    "custom_beparams": lambda r: dict(r.inst.beparams),
+    "custom_hvparams": lambda r: dict(r.inst.hvparams),
+    "custom_nicparams": lambda r: [dict(n.nicparams) for n in r.inst.nics],
+    "tags": lambda r: sorted(r.inst.tags),
+    "ctime": lambda r: r.inst.ctime,
+    "mtime": lambda r: r.inst.mtime,
+    "serial_no": lambda r: r.inst.serial_no,
+    **{name: _live_getter(name) for name in sorted(LIVE_FIELDS)},
+    **{name: _export_getter(name) for name in _EXPORT_ATTRS},
+}
+
+
+def row_fields(fields: Iterable[str]) -> tuple[str, ...]:
+    """The row keys ``fields`` need: indexed fields read their list, unknown ones none."""
+    keys = {INDEXED_FIELDS[f][0] if f in INDEXED_FIELDS else f for f in fields}
+    return tuple(name for name in _GETTERS if name in keys)
 
 
 def _export_values(record: ExportRecord | None) -> dict[str, Any]:
@@ -230,8 +345,10 @@ def _export_values(record: ExportRecord | None) -> dict[str, Any]:
 
 def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
                   names: Iterable[str] | None = None, stats: ExportStats | None = None,
-                  matching: frozenset[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per instance with every FIELDS value, sorted by name.
+                  matching: frozenset[str] | None = None,
+                  fields: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per instance, sorted by name, with the values of ``fields`` (the
+    indexed ones through their list field; None: every FIELDS value).
 
     Live fields hold query status markers unless ``live`` (then the primary
     nodes are asked); markers are ``query.UNAVAIL``/``OFFLINE``/``NODATA``.
@@ -248,51 +365,15 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     instances = sorted((i for i in candidates
                         if matching is None or query.name_matches(i.name, matching)),
                        key=lambda i: i.name)
-    cluster = snap.get_cluster_info()
-    networks = snap.get_networks()
     live_info = (collect_live_info(snap, rpc, instances)
                  if live and instances and rpc is not None else {})
-    records = stats.all() if stats is not None else None
-    node_names = {uuid: node.name for uuid, node in snap.get_all_nodes_info().items()}
+    q = _Query(snap, live, live_info, stats.all() if stats is not None else None)
+    getters = [(name, _GETTERS[name])
+               for name in (tuple(_GETTERS) if fields is None else row_fields(fields))]
     rows = []
     for inst in instances:
-        be = cluster.fill_beparams(inst)
-        row: dict[str, Any] = {
-            "name": inst.name, "uuid": inst.uuid, "os": inst.os,
-            "pnode": node_names.get(inst.primary_node, inst.primary_node),
-            "snodes": [node_names.get(n, n) for n in inst.secondary_nodes],
-            "hypervisor": inst.hypervisor, "disk_template": inst.disk_template,
-            "admin_state": inst.admin_state,
-            "be/maxmem": be.get("maxmem"), "be/minmem": be.get("minmem"),
-            "be/vcpus": be.get("vcpus"),
-            "disk.count": len(inst.disks), "disk.sizes": [d.size for d in inst.disks],
-            "disk_usage": sum(d.size for d in inst.disks),
-            "nic.count": len(inst.nics), "nic.macs": [n.mac for n in inst.nics],
-            **_nic_and_param_fields(cluster, inst, networks),
-            "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
-            "serial_no": inst.serial_no,
-        }
-        if live:
-            node_state, infos = live_info.get(inst.primary_node, ("down", {}))
-            info = infos.get(inst.name)
-            row["status"] = _status(inst, node_state, info)
-            # as Ganeti: a stopped instance has no figures (unavail, "-"); a silent or
-            # offline node leaves them unknown (nodata, "?"; offline would describe
-            # the instance, not its node)
-            if node_state == "ok":
-                row["oper_state"] = info is not None
-                row["oper_ram"] = info["memory"] if info else query.UNAVAIL
-                row["oper_vcpus"] = info["vcpus"] if info else query.UNAVAIL
-            else:
-                row.update(dict.fromkeys(("oper_state", "oper_ram", "oper_vcpus"),
-                                         query.NODATA))
-        else:
-            row.update(dict.fromkeys(LIVE_FIELDS, query.UNAVAIL))
-        if records is not None:
-            row.update(_export_values(records.get(inst.uuid)))
-        else:
-            row.update(dict.fromkeys(EXPORT_FIELD_NAMES, query.NODATA))
-        rows.append(row)
+        row = _Row(q, inst)
+        rows.append({name: getter(row) for name, getter in getters})
     return rows
 
 
@@ -303,7 +384,7 @@ def _rows(source: Any, needed: frozenset[str], names: frozenset[str] | None
     context = source.context
     stats = ExportStats.for_paths(context.paths) if needed & EXPORT_FIELD_NAMES else None
     return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS),
-                         stats=stats, matching=names)
+                         stats=stats, matching=names, fields=needed)
 
 
 def register() -> None:
