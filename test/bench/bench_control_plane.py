@@ -288,13 +288,7 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
             spy.send_signal(signal.SIGINT)
             spy.wait(120)
             spy = None
-        cli = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            out = cluster.gnt("gnt-instance", "list", "--no-headers", check=True).stdout
-            cli.append(time.perf_counter() - t0)
-            assert len(out.splitlines()) == count
-        res["cli_list_wall"] = statistics.median(cli)
+        res["cli_list_wall"] = cli_list_wall(cluster, count, rounds)
         res["metrics_wall"] = statistics.median(metrics_scrape(cluster) for _ in range(rounds))
         res["rss_mib"] = rss_mib(pid)
     finally:
@@ -303,6 +297,17 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
             spy.wait(120)
         cluster.stop(log=lambda _m: None)
     return res
+
+
+def cli_list_wall(cluster: LocalCluster, count: int, rounds: int) -> float:
+    """Median wall time of ``gnt-instance list`` (client start-up included)."""
+    walls = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        out = cluster.gnt("gnt-instance", "list", "--no-headers", check=True).stdout
+        walls.append(time.perf_counter() - t0)
+        assert len(out.splitlines()) == count
+    return statistics.median(walls)
 
 
 def _list_only(res: dict[str, float], cluster: LocalCluster, pid: int, cl: luxi.Client,
@@ -314,13 +319,7 @@ def _list_only(res: dict[str, float], cluster: LocalCluster, pid: int, cl: luxi.
     assert rows == count, (rows, count)
     res["query_wall"] = statistics.median(v[0] for v in samples)
     res["query_cpu"] = statistics.fmean(v[1] for v in samples)
-    cli = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        out = cluster.gnt("gnt-instance", "list", "--no-headers", check=True).stdout
-        cli.append(time.perf_counter() - t0)
-        assert len(out.splitlines()) == count
-    res["cli_list_wall"] = statistics.median(cli)
+    res["cli_list_wall"] = cli_list_wall(cluster, count, rounds)
     scrapes = [measure(pid, lambda: metrics_scrape(cluster)) for _ in range(rounds)]
     res["metrics_wall"] = statistics.median(v[0] for v in scrapes)
     res["metrics_cpu"] = statistics.fmean(v[1] for v in scrapes)
