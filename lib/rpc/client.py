@@ -111,16 +111,7 @@ class RpcRunner(RpcStubs):
         The typed ``call_<name>`` methods come here; arguments are checked
         against the table at run time too (tools calling by name).
         """
-        try:
-            call = self._calls[name]
-        except KeyError:
-            raise errors.ProgrammerError(f"Unknown RPC call {name!r}") from None
-        values = self._bind(call, args, kwargs)
-        try:
-            wire_args = call.encode_args(self._paths, values)
-            tmo = timeout if timeout is not None else call.timeout_for(values)
-        except (OSError, ValueError, TypeError, KeyError, errors.RpcFail) as err:
-            raise errors.OpExecError(f"Cannot prepare RPC call {name}: {err}") from err
+        call, wire_args, tmo = self._encode_call(name, args, kwargs, timeout)
         if call.single_node:
             if not isinstance(nodes, str):
                 raise errors.ProgrammerError(f"RPC call {name} takes a single node name")
@@ -129,21 +120,27 @@ class RpcRunner(RpcStubs):
             raise errors.ProgrammerError(f"RPC call {name} takes a list of node names")
         return self.run(call.procedure, nodes, wire_args, tmo, name)
 
-    def prepare(self, name: str, *args: Any, timeout: float | None = None,
-                **kwargs: Any) -> PreparedCall:
-        """Encode the multi-node call ``name`` once, for :meth:`run_prepared`."""
+    def _encode_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     timeout: float | None) -> tuple[calltypes.RpcCall, list[Any], float]:
+        """The table entry of ``name``, its wire arguments and its timeout."""
         try:
             call = self._calls[name]
         except KeyError:
             raise errors.ProgrammerError(f"Unknown RPC call {name!r}") from None
-        if call.single_node:
-            raise errors.ProgrammerError(f"RPC call {name} takes a single node name")
         values = self._bind(call, args, kwargs)
         try:
             wire_args = call.encode_args(self._paths, values)
             tmo = timeout if timeout is not None else call.timeout_for(values)
         except (OSError, ValueError, TypeError, KeyError, errors.RpcFail) as err:
             raise errors.OpExecError(f"Cannot prepare RPC call {name}: {err}") from err
+        return call, wire_args, tmo
+
+    def prepare(self, name: str, *args: Any, timeout: float | None = None,
+                **kwargs: Any) -> PreparedCall:
+        """Encode the multi-node call ``name`` once, for :meth:`run_prepared`."""
+        call, wire_args, tmo = self._encode_call(name, args, kwargs, timeout)
+        if call.single_node:
+            raise errors.ProgrammerError(f"RPC call {name} takes a single node name")
         return PreparedCall(name, call.procedure, wire_args,
                             self._encode_body(wire_args, name), tmo)
 
