@@ -146,8 +146,9 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK        nightly g1 job" in proc.stdout
     assert generations(cluster, "node3", "g1") == []          # only the newest so far
-    # older runs' generations: two days back (twice), three and five days back
-    now = time.time()
+    # older runs' generations: two days back (twice), three and five days back, counted
+    # from today's noon (UTC), so that 2.0 and 2.1 days back fall on one day at any hour
+    now = time.time() // DAY * DAY + DAY / 2
     fakes = [fake_generation(cluster, "node3", "g1", now - k * DAY)
              for k in (2.0, 2.1, 3.0, 5.0)]
     first = listing(cluster)[0][2]
