@@ -24,6 +24,7 @@ from ganeti import cli, errors, luxi, opcodes, qlang, query
 from ganeti.backup import exportmeta, generations, retention
 from ganeti.backup import schedule as sched
 from ganeti.rapi import http, routes
+from ganeti.rapi.fill import body_dict
 from ganeti.tools import backup_runner
 
 # opcode fields the query string gives (dry-run, reason), never a body
@@ -78,14 +79,6 @@ def body_schema(cls: type[opcodes.OpCode], given: tuple[str, ...] = (),
     return schema
 
 
-def _body(req: routes.Request) -> dict[str, Any]:
-    if req.body is None:
-        return {}
-    if not isinstance(req.body, dict):
-        raise http.HttpBadRequest(f"body: must be a JSON object, not {type(req.body).__name__}")
-    return dict(req.body)
-
-
 def build(cls: type[opcodes.OpCode], req: routes.Request,
           labels: Mapping[str, str] | None = None, omit: tuple[str, ...] = (),
           use_body: bool = True, **given: Any) -> opcodes.OpCode:
@@ -93,7 +86,7 @@ def build(cls: type[opcodes.OpCode], req: routes.Request,
     query), dry-run and the reason trail; validated by the opcode, its errors naming the
     field as the client gave it (``body.cron``; ``labels`` maps the other fields to their
     parameter)."""
-    body = _body(req) if use_body else {}
+    body = body_dict(req.body) if use_body else {}
     allowed = body_fields(cls, (*given, *omit)) if use_body else ()
     unknown = sorted(set(body) - set(allowed))
     if unknown:

@@ -15,38 +15,12 @@ from typing import Any
 
 from ganeti import opcodes
 from ganeti.rapi import http, routes
+from ganeti.rapi.fill import opcode_fields
 
 REQ_DATA_VERSION = "__version__"
 CREATE_RENAME = {"name": "instance_name", "os": "os_type"}
 EXPORT_RENAME = {"destination": "target_node"}
 MODE = routes.Param("mode", str, "Export mode to prepare for: local or remote")
-
-
-def opcode_fields(body: Any, rename: Mapping[str, str], static: Mapping[str, Any]
-                  ) -> dict[str, Any]:
-    """Ganeti's FillOpcode short of the opcode: the body renamed, the static fields set.
-
-    The handler's own fields (from the path, the query) cannot come from the body.
-    """
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise http.HttpBadRequest(f"body: must be a JSON object, not"
-                                  f" {type(body).__name__}")
-    fields = dict(body)
-    for old, new in rename.items():
-        if old in fields and new in fields:
-            raise http.HttpBadRequest(f"body: parameter '{old}' was renamed to '{new}',"
-                                      " but both are specified")
-        if old in fields:
-            fields[new] = fields.pop(old)
-    overwritten = sorted(set(fields) & set(static))
-    if overwritten:
-        raise http.HttpBadRequest(
-            f"body: {', '.join(repr(f) for f in overwritten)} cannot be set in the body"
-            " (given by the path or the query string)")
-    fields.update(static)
-    return fields
 
 
 def body_schema(cls: type[opcodes.OpCode], rename: Mapping[str, str],
@@ -95,7 +69,7 @@ def create_opcode(body: Any, dry_run: bool, reason: list[tuple[str, str, int]]
         raise http.HttpBadRequest(f"body.{REQ_DATA_VERSION}: unsupported request data"
                                   f" version {version!r} (1 is supported)")
     data = {k: v for k, v in body.items() if k != REQ_DATA_VERSION}
-    fields = opcode_fields(data, CREATE_RENAME, {"dry_run": dry_run, "reason": reason})
+    fields = opcode_fields(data, {"dry_run": dry_run, "reason": reason}, CREATE_RENAME)
     return opcodes.OpInstanceCreate.create(**fields)
 
 
@@ -148,8 +122,8 @@ _EXPORT_SCHEMA["required"] = [r for r in _EXPORT_SCHEMA.get("required", ())
 
 def export_opcode(instance_name: str, body: Any, reason: list[tuple[str, str, int]]
                   ) -> opcodes.OpCode:
-    fields = opcode_fields(body, EXPORT_RENAME,
-                           {"instance_name": instance_name, "reason": reason})
+    fields = opcode_fields(body, {"instance_name": instance_name, "reason": reason},
+                           EXPORT_RENAME)
     return opcodes.OpBackupExport.create(**fields)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ganeti import errors, opcodes
 from ganeti.rapi import http, routes
+from ganeti.rapi.fill import opcode_fields
 
 # rlib2's I_FIELDS, in its order: what one instance looks like
 I_FIELDS: tuple[str, ...] = (
@@ -70,21 +71,8 @@ def build_opcode(req: routes.Request, opcls: type[opcodes.OpCode],
 
     Bad input raises OpPrereqError (the dispatcher's 400) naming the field.
     """
-    body = req.body if use_body else None
-    if body is None:
-        fields: dict[str, Any] = {}
-    elif isinstance(body, dict):
-        fields = dict(body)
-    else:
-        raise http.HttpBadRequest(
-            f"body: Type is '{type(body).__name__}', but 'dict' is expected")
-    overwritten = sorted(set(fields) & (set(static) | {"reason"}))
-    if overwritten:
-        raise http.HttpBadRequest(
-            f"body: can't overwrite static parameter(s) {', '.join(overwritten)}"
-            " (they come from the path and the query)")
-    fields.update(static)
-    fields["reason"] = req.reason_trail()
+    fields = opcode_fields(req.body if use_body else None,
+                           {**static, "reason": req.reason_trail()})
     return opcls.create(**fields)
 
 
