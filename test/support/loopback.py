@@ -145,6 +145,11 @@ class Env:
     def _glm(self) -> locking.GanetiLockManager:
         return self.ctx.glm
 
+    def close(self) -> None:
+        """End the configuration distributor's workers (cluster verify's flush starts
+        one per candidate, which would otherwise outlive the test)."""
+        self.ctx.distribution.stop(flush_timeout=0)
+
     def run(self, op: opcodes.OpCode) -> Any:
         return self.processor.execute_opcode(op, self.cbs)
 

@@ -8,6 +8,7 @@ effects on disks and instances are real while no daemon runs.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from ganeti.query_resources import instance as qinstance
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return Env(tmp_path)
+def env(tmp_path: Path) -> Iterator[Env]:
+    harness = Env(tmp_path)
+    yield harness
+    harness.close()
 
 
 def test_create_makes_disks_config_lock_and_starts(env: Env) -> None:

@@ -9,6 +9,7 @@ node's own hooks directory.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from ganeti.server import noded
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    return certified_env(tmp_path)
+def env(tmp_path: Path) -> Iterator[Env]:
+    harness = certified_env(tmp_path)
+    yield harness
+    harness.close()
 
 
 def _hooks(harness: Env, hpath: str, phase: str | None = None) -> list[dict[str, Any]]:
