@@ -1,12 +1,23 @@
-"""Shipping the configuration file to the master candidates, in the background.
+"""Shipping the configuration to the master candidates, in the background.
 
 A commit never waits for a node: the config store's write listener only
-records the new serial and wakes one worker thread per target node.  Each
-worker uploads the file *as it is on disk when the upload starts*, so writes
-that arrive while an upload runs (or while a node is down) coalesce into one
-upload of the newest version.  A node that fails is retried with a growing
-delay and never holds up the others; when it answers again it gets the newest
-file.
+records the new serial and wakes one worker thread per target node.  A worker
+that finds its node behind ships what the node lacks, *as it is when the
+shipment starts*, so writes that arrive while one runs (or while a node is
+down) coalesce into one shipment of the newest state:
+
+- a **delta** (``append_config_records``) when the node is known to hold
+  exactly serial B and the store still has every journal record after B
+  (``records_since``): all of them in one call, as long as they are no bigger
+  than the file; the node appends them to its own journal;
+- otherwise (nothing known of the node, a refusal such as "base serial
+  mismatch", records gone or too big) the **whole file** (``upload_file``),
+  which replaces the node's file and journal and answers with its serial; the
+  records after that serial follow in the same attempt.
+
+A node that fails is retried with a growing delay and never holds up the
+others; when it answers again it gets the newest state (a delta if the master
+still has the records).
 
 An LU that needs the file on a node before it goes on (node add, a node made
 candidate) calls :meth:`ConfigDistributor.flush`, which waits until those
@@ -15,10 +26,11 @@ nodes hold at least the serial current at the call, or reports why not.
 Guarantees (master failover relies on them; see doc/design.md, "Configuration
 distribution"):
 
-- a node's recorded ``shipped_serial`` is a lower bound: the file it holds has
-  at least that serial (the file is read after the serial was recorded);
-- after a write of serial S, every reachable candidate gets a file with serial
-  >= S within ``min_interval`` plus one upload, without any further write;
+- a node's recorded ``shipped_serial`` is a lower bound of the serial it holds
+  (the serial the node answered, or, from a node that does not say, the serial
+  recorded before the file was read);
+- after a write of serial S, every reachable candidate holds serial >= S
+  within ``min_interval`` plus one shipment, without any further write;
 - :meth:`flush` returns only when every node asked for holds serial >= the
   serial at the call, or gives, per node, the reason it does not;
 - :meth:`stop` gives the candidates one bounded last chance (a flush) before
@@ -31,10 +43,12 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ganeti import config_journal, errors
 
 if TYPE_CHECKING:
     from ganeti.rpc.client import PreparedCall
@@ -53,11 +67,17 @@ RETRY_MIN = 1.0
 RETRY_MAX = 30.0
 # How long a clean shutdown waits for the candidates to take the newest file
 STOP_FLUSH_TIMEOUT = 5.0
+# A delta is shipped while its records are no bigger than the file, between these
+DELTA_MIN_BYTES = 256 * 1024
+DELTA_MAX_BYTES = 16 * 1024 * 1024
+
+# ConfigStore.records_since: the journal records after a serial, None once gone
+RecordsSince = Callable[[int], "Sequence[config_journal.Record] | None"]
 
 
 class UploadRpc(Protocol):
-    """What the distributor needs of the RPC runner (``RpcRunner`` has it): the
-    upload is encoded once per version of the file and sent to each node alone."""
+    """What the distributor needs of the RPC runner (``RpcRunner`` has it): an
+    upload (or a delta) is encoded once per version and sent to each node alone."""
 
     def prepare(self, name: str, *args: Any, timeout: float | None = None,
                 **kwargs: Any) -> PreparedCall: ...
@@ -80,6 +100,10 @@ class NodeStatus:
     last_error: str | None  # of the last attempt, None if it succeeded
     consecutive_failures: int
     uploading: bool
+    # what this master shipped: whole files, deltas, and the bytes of both (RPC bodies)
+    full_uploads: int = 0
+    delta_uploads: int = 0
+    bytes_shipped: int = 0
 
     @property
     def lag(self) -> int:
@@ -96,6 +120,11 @@ class _Target:
         self.node = node
         self.candidate = False
         self.shipped_serial: int | None = None
+        # the serial the node said it holds, exactly (deltas start there); None: unknown
+        self.exact_serial: int | None = None
+        self.full_uploads = 0
+        self.delta_uploads = 0
+        self.bytes_shipped = 0
         self.last_success: float | None = None
         self.last_attempt: float | None = None
         self.last_error: str | None = None
@@ -118,6 +147,8 @@ class ConfigDistributor:
     def __init__(self, rpc: UploadRpc, conf_file: str | PathLike[str],
                  ca_file: str | PathLike[str], serial: int, *,
                  candidates: Callable[[], Iterable[str]] | None = None,
+                 records_since: RecordsSince | None = None,
+                 max_delta_bytes: int | None = None,
                  min_interval: float = DEFAULT_MIN_INTERVAL,
                  retry_min: float = RETRY_MIN, retry_max: float = RETRY_MAX,
                  clock: Callable[[], float] = time.monotonic,
@@ -128,6 +159,9 @@ class ConfigDistributor:
         self._conf_file = Path(conf_file)
         self._ca_file = Path(ca_file)
         self._serial = serial
+        # None: the store keeps no journal, every shipment is the whole file
+        self._records_since = records_since
+        self._max_delta_bytes = max_delta_bytes
         self._min_interval = min_interval
         self._retry_min = retry_min
         self._retry_max = retry_max
@@ -139,6 +173,8 @@ class ConfigDistributor:
         # the upload of the newest version of each file, encoded once for every node
         self._prepare_lock = threading.Lock()
         self._prepared: dict[Path, tuple[tuple[int, int, int], PreparedCall]] = {}
+        # the delta from a base serial: (last serial, call), shared by nodes at that base
+        self._prepared_deltas: dict[int, tuple[int, PreparedCall]] = {}
 
     # --- what the master tells it --------------------------------------------------
 
@@ -228,7 +264,9 @@ class ConfigDistributor:
             return [NodeStatus(node=t.node, candidate=t.candidate, master_serial=self._serial,
                                shipped_serial=t.shipped_serial, last_success=t.last_success,
                                last_attempt=t.last_attempt, last_error=t.last_error,
-                               consecutive_failures=t.failures, uploading=t.uploading)
+                               consecutive_failures=t.failures, uploading=t.uploading,
+                               full_uploads=t.full_uploads, delta_uploads=t.delta_uploads,
+                               bytes_shipped=t.bytes_shipped)
                     for t in sorted(self._targets.values(), key=lambda t: t.node)]
 
     def stop(self, flush_timeout: float = STOP_FLUSH_TIMEOUT, join_timeout: float = 5.0
@@ -310,21 +348,34 @@ class ConfigDistributor:
                 serial = self._serial
                 ca_gen = tgt.ca_wanted
                 with_ca = tgt.ca_shipped < ca_gen
+                behind = tgt.shipped_serial is None or tgt.shipped_serial < serial
+                exact = tgt.exact_serial
                 tgt.urgent = False
                 tgt.uploading = True
                 tgt.attempts += 1
                 attempt = tgt.attempts
                 tgt.last_ship = self._clock()
                 tgt.last_attempt = self._wall()
-            error = self._upload(tgt.node, with_ca)
+            shipment = _Shipment(exact)
+            error = self._ship(tgt.node, shipment, behind, with_ca)
             with self._cond:
                 tgt.uploading = False
                 tgt.last_duration = self._clock() - tgt.last_ship
+                tgt.exact_serial = shipment.exact
+                tgt.full_uploads += shipment.fulls
+                tgt.delta_uploads += shipment.deltas
+                tgt.bytes_shipped += shipment.nbytes
+                if shipment.exact is not None:
+                    # what the node said it holds (with a journal, a whole file may be
+                    # older than the last write if its records did not follow)
+                    tgt.shipped_serial = shipment.exact
+                elif shipment.fulls and error is None:
+                    # a node that does not say: the file was read after ``serial``
+                    tgt.shipped_serial = max(tgt.shipped_serial or 0, serial)
                 if error is None:
                     if tgt.failures:
-                        LOG.info("Node %s takes the configuration again (serial %d)",
-                                 tgt.node, serial)
-                    tgt.shipped_serial = max(tgt.shipped_serial or 0, serial)
+                        LOG.info("Node %s takes the configuration again (serial %s)",
+                                 tgt.node, tgt.shipped_serial)
                     if with_ca:
                         tgt.ca_shipped = max(tgt.ca_shipped, ca_gen)
                     tgt.last_success = tgt.last_attempt
@@ -345,27 +396,116 @@ class ConfigDistributor:
                 self._cond.notify_all()
             if idle:
                 with self._prepare_lock:
-                    self._prepared.clear()  # up to 2 copies of the file: not kept idle
+                    # up to 2 copies of the file: not kept idle
+                    self._prepared.clear()
+                    self._prepared_deltas.clear()
 
-    def _upload(self, node: str, with_ca: bool) -> str | None:
-        """Config (then CA) to ``node``; the error message, or None."""
-        files = [self._conf_file] + ([self._ca_file] if with_ca else [])
-        for path in files:
-            try:
-                res = self._rpc.run_prepared(self._prepare(path), [node])[node]
-            except Exception as err:  # a bug or unreadable file must not kill the worker
-                LOG.exception("Uploading %s to %s failed", path.name, node)
-                return f"{path.name}: {err}"
-            if res.fail_msg:
-                return f"{path.name}: {res.fail_msg}"
+    def _ship(self, node: str, shipment: _Shipment, behind: bool, with_ca: bool
+              ) -> str | None:
+        """What ``node`` lacks (then the CA); the error message, or None."""
+        try:
+            if behind:
+                error = self._ship_config(node, shipment)
+                if error is not None:
+                    return error
+            if with_ca:
+                return self._send(node, self._prepare(self._ca_file), self._ca_file.name)
+        except Exception as err:  # a bug or unreadable file must not kill the worker
+            LOG.exception("Shipping the configuration to %s failed", node)
+            return f"{self._conf_file.name}: {err}"
         return None
+
+    def _ship_config(self, node: str, shipment: _Shipment) -> str | None:
+        """A delta from the serial the node holds if possible, else the whole file
+        and the records after the file's serial."""
+        name = self._conf_file.name
+        if shipment.exact is not None:
+            delta = self._prepare_delta(shipment.exact, bounded=True)
+            if delta is not None:
+                res = self._delta(node, shipment, delta)
+                if res is None:
+                    return None
+                if not errors.ConfigSerialMismatch.matches(res):
+                    return f"{name}: {res}"
+                LOG.info("Node %s refused the configuration records (%s); uploading the"
+                         " whole file", node, res)
+                shipment.exact = None
+        prepared = self._prepare(self._conf_file)
+        res_full = self._rpc.run_prepared(prepared, [node])[node]
+        shipment.fulls += 1
+        shipment.nbytes += len(prepared.body)
+        if res_full.fail_msg:
+            shipment.exact = None  # a reply lost after the node replaced its copy
+            return f"{name}: {res_full.fail_msg}"
+        got = res_full.payload
+        shipment.exact = got if isinstance(got, int) and not isinstance(got, bool) else None
+        if shipment.exact is not None:
+            # the file may be older than the newest write (journal): its records follow
+            delta = self._prepare_delta(shipment.exact, bounded=False)
+            if delta is not None:
+                res = self._delta(node, shipment, delta)
+                if res is not None:
+                    return f"{name} records: {res}"
+        return None
+
+    def _delta(self, node: str, shipment: _Shipment, delta: tuple[int, PreparedCall]
+               ) -> str | None:
+        """Send one prepared delta; the failure message, or None."""
+        last, prepared = delta
+        res = self._rpc.run_prepared(prepared, [node])[node]
+        shipment.deltas += 1
+        shipment.nbytes += len(prepared.body)
+        if res.fail_msg:
+            if errors.ConfigSerialMismatch.matches(res.fail_msg):
+                shipment.exact = None
+            # else: lost before or after the node appended; the next delta finds out
+            return res.fail_msg
+        got = res.payload
+        shipment.exact = got if isinstance(got, int) and not isinstance(got, bool) else last
+        return None
+
+    def _send(self, node: str, prepared: PreparedCall, name: str) -> str | None:
+        res = self._rpc.run_prepared(prepared, [node])[node]
+        return f"{name}: {res.fail_msg}" if res.fail_msg else None
+
+    def _delta_limit(self) -> int:
+        if self._max_delta_bytes is not None:
+            return self._max_delta_bytes
+        try:
+            size = self._conf_file.stat().st_size
+        except OSError:
+            size = 0
+        return max(DELTA_MIN_BYTES, min(DELTA_MAX_BYTES, size))
+
+    def _prepare_delta(self, base: int, bounded: bool) -> tuple[int, PreparedCall] | None:
+        """The encoded records after ``base`` (all the store has), shared by the nodes
+        at ``base``; None when there are none, they are gone, or (``bounded``) they are
+        bigger than the file."""
+        if self._records_since is None:
+            return None
+        records = self._records_since(base)
+        if not records or records[0].serial != base + 1:
+            return None
+        last = records[-1].serial
+        with self._prepare_lock:
+            cached = self._prepared_deltas.get(base)
+            if cached is not None and cached[0] == last:
+                return cached
+        blob = b"".join(_line(r) for r in records)
+        if bounded and len(blob) > self._delta_limit():
+            return None
+        prepared = self._rpc.prepare("append_config_records", base, blob.decode("utf-8"))
+        with self._prepare_lock:
+            self._prepared_deltas[base] = (last, prepared)
+        return last, prepared
 
     def _prepare(self, path: Path) -> PreparedCall:
         """The encoded upload of ``path`` as it is now; shared by the workers.
 
         Keyed by the file's identity: the store replaces the file on every
-        write, so a new version has a new key (a version newer than its key,
-        read just after a replacement, only makes one upload ship more).
+        write (or compaction), so a new version has a new key (a version newer
+        than its key, read just after a replacement, only makes one upload ship
+        more).
         """
         st = path.stat()
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -376,3 +516,21 @@ class ConfigDistributor:
             prepared = self._rpc.prepare("upload_file", str(path))
             self._prepared[path] = (key, prepared)
             return prepared
+
+
+def _line(record: config_journal.Record) -> bytes:
+    """A record's journal line (kept by the journal's records, else encoded)."""
+    line = getattr(record, "line", None)
+    if isinstance(line, bytes):
+        return line
+    return config_journal.encode_record(record.serial, record.ops, record.ts)
+
+
+@dataclasses.dataclass
+class _Shipment:
+    """What one attempt did to a node (worker-local until it is recorded)."""
+
+    exact: int | None  # the serial the node holds exactly, as far as known
+    fulls: int = 0
+    deltas: int = 0
+    nbytes: int = 0

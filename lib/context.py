@@ -37,9 +37,12 @@ class MasterContext:
             networks=[],
         )
         self.rpc = rpc
+        # candidates get journal records (deltas) while the store keeps them
         self.distribution = ConfigDistributor(rpc, cfg.path, paths.cluster_ca_file,
                                               cfg.get_serial(),
-                                              candidates=self._candidate_names)
+                                              candidates=self._candidate_names,
+                                              records_since=getattr(cfg, "records_since",
+                                                                    None))
 
     # --- configuration distribution ------------------------------------------------
 

@@ -83,6 +83,28 @@ class RpcFail(GenericError):
     """
 
 
+class ConfigSerialMismatch(RpcFail):
+    """A candidate refused configuration records: they do not follow its serial.
+
+    The master (``ganeti.config_distribution``) recognises the message and
+    ships the whole file instead; ``node_serial`` is None when the node has no
+    readable configuration.
+    """
+
+    PREFIX = "base serial mismatch"
+
+    def __init__(self, node_serial: int | None, first_serial: int) -> None:
+        has = "no readable configuration" if node_serial is None else str(node_serial)
+        super().__init__(f"{self.PREFIX}: node has {has}, records start at {first_serial}")
+        self.node_serial = node_serial
+        self.first_serial = first_serial
+
+    @classmethod
+    def matches(cls, message: str | None) -> bool:
+        """Whether an RPC failure message is this refusal."""
+        return bool(message) and cls.PREFIX in (message or "")
+
+
 class SignatureError(GenericError):
     """An HMAC or certificate signature did not verify."""
 

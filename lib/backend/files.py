@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ganeti import pathutils
-from ganeti.backend import NodeContext, RpcFail
+from ganeti.backend import NodeContext, RpcFail, config_records
 from ganeti.fileutils import atomic_write
 from ganeti.rpc import encoders
 from ganeti.rpc.contract import procedure
@@ -30,11 +30,13 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 @procedure("normal", prepare=encoders.upload_file)
 def upload_file(ctx: NodeContext, file_name: str, data_base64: str, mode: int,
-                mtime: float | None) -> None:
+                mtime: float | None) -> int | None:
     """Copy a master-side cluster file (config, CA) to the nodes.
 
     Atomically written on each node, and only if it is one of the allow-listed
-    cluster files (the master sends the file's root-relative name).
+    cluster files (the master sends the file's root-relative name).  The
+    configuration replaces the node's file and journal; payload: its serial
+    (None for other files).
     """
     target = pathutils.from_wire_name(ctx.paths, file_name)
     allowed = {allowed_fn(ctx.paths) for allowed_fn in UPLOAD_ALLOWED}
@@ -50,7 +52,26 @@ def upload_file(ctx: NodeContext, file_name: str, data_base64: str, mode: int,
         raise RpcFail(f"Invalid base64 data for {file_name}: {err}") from None
     if len(data) > MAX_UPLOAD_BYTES:
         raise RpcFail(f"File {file_name} too large ({len(data)} bytes)")
-    atomic_write(target, data, mode, mtime=None if mtime is None else float(mtime))
+    when = None if mtime is None else float(mtime)
+    if target == ctx.paths.cluster_conf_file:
+        return config_records.replace_file(target, data, mode, when)
+    atomic_write(target, data, mode, mtime=when)
+    return None
+
+
+@procedure("normal")
+def append_config_records(ctx: NodeContext, base_serial: int, records: str) -> int:
+    """Append the master's configuration journal records to a candidate's copy.
+
+    ``records`` are journal lines following ``base_serial``; refused with
+    "base serial mismatch: node has N, records start at M" unless the node
+    holds exactly ``base_serial`` (the master then uploads the whole file).
+    Payload: the node's new serial.
+    """
+    if len(records) > MAX_UPLOAD_BYTES:
+        raise RpcFail(f"Configuration records too large ({len(records)} bytes)")
+    return config_records.append_records(ctx.paths.cluster_conf_file, base_serial,
+                                         records.encode("utf-8"))
 
 
 def _ssconf_text(key: str, value: Any) -> str:

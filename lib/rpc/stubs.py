@@ -39,6 +39,11 @@ CALLS: tuple[RpcCall, ...] = (
         doc="Per node: {instance name: live state} of the instances of these hypervisors.",
     ),
     RpcCall(
+        "append_config_records", "append_config_records", "normal",
+        (Arg("base_serial"), Arg("records")),
+        doc="Append the master's configuration journal records to a candidate's copy.",
+    ),
+    RpcCall(
         "blockdev_can_snapshot", "blockdev_can_snapshot", "fast",
         (Arg("dev_type"), Arg("logical_id")),
         single_node=True,
@@ -333,6 +338,19 @@ class RpcStubs:
         """Per node: {instance name: live state} of the instances of these hypervisors."""
         result: dict[str, RpcResult[dict[str, dict[str, Any]]]] = self.call(
             "all_instances_info", nodes, hypervisors, timeout=timeout)
+        return result
+
+    def call_append_config_records(
+        self,
+        nodes: Iterable[str],
+        base_serial: int,
+        records: str,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, RpcResult[int]]:
+        """Append the master's configuration journal records to a candidate's copy."""
+        result: dict[str, RpcResult[int]] = self.call(
+            "append_config_records", nodes, base_serial, records, timeout=timeout)
         return result
 
     def call_blockdev_can_snapshot(
@@ -879,9 +897,9 @@ class RpcStubs:
         file_name: str | PathLike[str],
         *,
         timeout: float | None = None,
-    ) -> dict[str, RpcResult[None]]:
+    ) -> dict[str, RpcResult[int | None]]:
         """Copy a master-side cluster file (config, CA) to the nodes."""
-        result: dict[str, RpcResult[None]] = self.call(
+        result: dict[str, RpcResult[int | None]] = self.call(
             "upload_file", nodes, file_name, timeout=timeout)
         return result
 

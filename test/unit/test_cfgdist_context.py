@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from support.loopback import Env
 
-from ganeti import locking, opcodes, pathutils
+from ganeti import config_journal, locking, opcodes, pathutils
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.context import MasterContext
 from ganeti.objects import Node
@@ -96,10 +96,10 @@ def test_verify_reports_candidates_whose_upload_fails(env: Env) -> None:
     assert not [m for m in env.cbs.log if isinstance(m, str) and "configuration lags" in m]
     assert "All 2 master candidates of the group have the configuration" in " ".join(
         str(m) for m in env.cbs.log)
-    # the candidates really got the master's file
+    # the candidates really hold the master's configuration (file + journal)
     for node in ("node2", "node3"):
-        assert (env.roots[node].paths.cluster_conf_file.read_bytes()
-                == env.cfg.path.read_bytes())
+        assert (config_journal.load(env.roots[node].paths.cluster_conf_file)
+                == config_journal.load(env.cfg.path))
     env.ctx.distribution.stop(flush_timeout=0)
 
 
