@@ -260,6 +260,7 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
                 run_op(cl, op)
             samples: dict[str, list[tuple[float, float]]] = {
                 "create": [], "modify": [], "remove": [], "query": []}
+            shipped = candidate_shipments(cluster)
             for rnd in range(rounds):
                 name = f"bench{rnd:03d}"
                 create, modify, remove = (
@@ -273,6 +274,9 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
                     pid, lambda: cl.query("instance", LIST_FIELDS, None)))
             rows = len(cl.query("instance", ["name"], None)["data"])
             assert rows == count, (rows, count)
+            for key, now, before in zip(("cand_files", "cand_deltas"),
+                                        candidate_shipments(cluster), shipped, strict=True):
+                res[key] = (now - before) / (3 * rounds)
         for key, values in samples.items():
             res[f"{key}_wall"] = statistics.median(v[0] for v in values)
             # the mean: CPU times come in clock ticks (10 ms), their errors average out
@@ -297,6 +301,13 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
             spy.wait(120)
         cluster.stop(log=lambda _m: None)
     return res
+
+
+def candidate_shipments(cluster: LocalCluster) -> tuple[int, int]:
+    """Whole-file uploads and deltas node2 (a candidate) took so far, from its noded log."""
+    node = next(n for n in cluster.nodes if n.name == "node2")
+    text = node.paths.log_file(constants.NODED).read_text(errors="replace")
+    return text.count("RPC upload_file from"), text.count("RPC append_config_records from")
 
 
 def cli_list_wall(cluster: LocalCluster, count: int, rounds: int) -> float:
@@ -345,6 +356,8 @@ ROWS: list[tuple[str, str, float, bool]] = [
     ("metrics_cpu", "/metrics scrape: master CPU ms (--list-only)", 1e3, True),
     ("rss_mib", "master RSS MiB", 1, True),
     ("config_mib", "config file MiB", 1, True),
+    ("cand_files", "candidate: whole files per create/modify/remove", 1, False),
+    ("cand_deltas", "candidate: deltas per create/modify/remove", 1, False),
     ("startup", "masterd start (+ gnt-node list) s", 1, True),
 ]
 
