@@ -9,6 +9,8 @@ lock manager never disagree about which names exist.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ganeti import locking, pathutils
@@ -17,12 +19,38 @@ from ganeti.config_distribution import ConfigDistributor
 
 if TYPE_CHECKING:
     from ganeti.objects import Instance, Node
-    from ganeti.rpc.client import RpcRunner
+    from ganeti.rpc.client import PreparedCall, RpcRunner
+    from ganeti.rpc.result import RpcResult
 
 LOG = logging.getLogger(__name__)
 
 # distribute_files waits at most this long (an upload's connect timeout, and then some)
 DISTRIBUTE_TIMEOUT = 60.0
+
+
+class _CompactingUploads:
+    """The RPC runner as the distributor sees it: the config file is compacted
+    (its journal folded in) right before it is read for an upload.
+
+    The distributor ships ``config.data`` as a whole file; since commits only
+    append to the journal, the file alone may lack recent changes.  Compacting
+    first keeps "a candidate holds at least the serial recorded as shipped"
+    true, at the cost of one file write per upload (the distributor already
+    spaces uploads).  Shipping journal records instead makes this unneeded.
+    """
+
+    def __init__(self, rpc: RpcRunner, cfg: ConfigStore) -> None:
+        self._rpc, self._cfg = rpc, cfg
+
+    def prepare(self, name: str, *args: Any, timeout: float | None = None,
+                **kwargs: Any) -> PreparedCall:
+        if name == "upload_file" and args and Path(args[0]) == self._cfg.path:
+            self._cfg.compact()
+        return self._rpc.prepare(name, *args, timeout=timeout, **kwargs)
+
+    def run_prepared(self, prepared: PreparedCall, nodes: Iterable[str]
+                     ) -> dict[str, RpcResult[Any]]:
+        return self._rpc.run_prepared(prepared, nodes)
 
 
 class MasterContext:
@@ -37,8 +65,8 @@ class MasterContext:
             networks=[],
         )
         self.rpc = rpc
-        self.distribution = ConfigDistributor(rpc, cfg.path, paths.cluster_ca_file,
-                                              cfg.get_serial(),
+        self.distribution = ConfigDistributor(_CompactingUploads(rpc, cfg), cfg.path,
+                                              paths.cluster_ca_file, cfg.get_serial(),
                                               candidates=self._candidate_names)
 
     # --- configuration distribution ------------------------------------------------

@@ -9,7 +9,6 @@ lags, and once it runs again it catches up without a further write.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -19,14 +18,13 @@ from pathlib import Path
 import pytest
 from support.cluster import E2ECluster, output
 
-from ganeti import constants, daemon
+from ganeti import config_journal, constants, daemon
 
 pytestmark = pytest.mark.e2e
 
 
 def _serial(root: str) -> int:
-    path = Path(root) / "var/lib/ganeti/config.data"
-    return int(json.loads(path.read_text())["serial_no"])
+    return config_journal.load(Path(root) / "var/lib/ganeti/config.data")[1]
 
 
 def _wait(pred, what: str, timeout: float = 180.0) -> None:
