@@ -54,7 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ganeti import constants, daemon, luxi, opcodes
+from ganeti import config_journal, constants, daemon, luxi, opcodes
 from ganeti.config import ConfigStore
 from ganeti.tools.local_cluster import LocalCluster
 
@@ -131,6 +131,7 @@ def enable_fake_hypervisor(cluster: LocalCluster) -> None:
     if constants.HT_FAKE not in info.enabled_hypervisors:
         info.enabled_hypervisors.append(constants.HT_FAKE)
         cfg.update(info)
+    cfg.close()
 
 
 def stop_masterd(cluster: LocalCluster) -> None:
@@ -145,7 +146,7 @@ def stop_masterd(cluster: LocalCluster) -> None:
 
 def clone_instances(conf_file: Path, count: int) -> None:
     """``count`` copies of the template instance, written straight into the file."""
-    data = json.loads(conf_file.read_text())
+    data, serial = config_journal.load(conf_file)  # a journal left behind is folded in
     template = next(i for i in data["instances"].values() if i["name"] == TEMPLATE)
     disk_file = template["disks"][0]["logical_id"][1]
     for idx in range(1, count):
@@ -161,11 +162,8 @@ def clone_instances(conf_file: Path, count: int) -> None:
             nic["mac"] = "aa:00:" + ":".join(f"{idx >> shift & 255:02x}"
                                              for shift in (24, 16, 8, 0))
         data["instances"][inst["uuid"]] = inst
-    data["serial_no"] += 1
-    tmp = conf_file.with_name(conf_file.name + ".bench")
-    tmp.write_text(json.dumps(data))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, conf_file)
+    data["serial_no"] = serial + 1
+    config_journal.compact(conf_file, data, serial + 1)
 
 
 def start_masterd(cluster: LocalCluster) -> float:
