@@ -357,7 +357,7 @@ class ConfigDistributor:
                 tgt.last_ship = self._clock()
                 tgt.last_attempt = self._wall()
             shipment = _Shipment(exact)
-            error = self._ship(tgt.node, shipment, behind, with_ca)
+            error = self._ship(tgt.node, shipment, serial if behind else None, with_ca)
             with self._cond:
                 tgt.uploading = False
                 tgt.last_duration = self._clock() - tgt.last_ship
@@ -400,12 +400,13 @@ class ConfigDistributor:
                     self._prepared.clear()
                     self._prepared_deltas.clear()
 
-    def _ship(self, node: str, shipment: _Shipment, behind: bool, with_ca: bool
+    def _ship(self, node: str, shipment: _Shipment, serial: int | None, with_ca: bool
               ) -> str | None:
-        """What ``node`` lacks (then the CA); the error message, or None."""
+        """The configuration up to ``serial`` or newer (None: the node has it), then
+        the CA; the error message, or None."""
         try:
-            if behind:
-                error = self._ship_config(node, shipment)
+            if serial is not None:
+                error = self._ship_config(node, shipment, serial)
                 if error is not None:
                     return error
             if with_ca:
@@ -415,7 +416,7 @@ class ConfigDistributor:
             return f"{self._conf_file.name}: {err}"
         return None
 
-    def _ship_config(self, node: str, shipment: _Shipment) -> str | None:
+    def _ship_config(self, node: str, shipment: _Shipment, serial: int) -> str | None:
         """A delta from the serial the node holds if possible, else the whole file
         and the records after the file's serial."""
         name = self._conf_file.name
@@ -446,6 +447,10 @@ class ConfigDistributor:
                 res = self._delta(node, shipment, delta)
                 if res is not None:
                     return f"{name} records: {res}"
+            elif shipment.exact < serial and self._records_since is not None:
+                # retried with the backoff, not in a loop of whole files
+                return (f"{name}: the file is at serial {shipment.exact}, and the records"
+                        f" after it up to {serial} are not kept")
         return None
 
     def _delta(self, node: str, shipment: _Shipment, delta: tuple[int, PreparedCall]

@@ -362,10 +362,10 @@ class JournalWriter:
         self.size = start + len(blob)
         self.last_serial = records[-1].serial
 
-    def rewrite(self, records: Sequence[Record]) -> None:
-        """Replace the journal by ``records`` atomically (after a compaction)."""
+    def rewrite(self, lines: Sequence[bytes]) -> None:
+        """Replace the journal by these record lines atomically (after a compaction)."""
         self.close()
-        _write_journal(self.path, records)
+        _write_journal(self.path, lines)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -374,15 +374,15 @@ class JournalWriter:
         self.last_serial = None
 
 
-def _write_journal(jpath: Path, records: Sequence[Record]) -> None:
-    if not records and not jpath.exists():
+def _write_journal(jpath: Path, lines: Sequence[bytes]) -> None:
+    if not lines and not jpath.exists():
         return
     fd, tmp_name = tempfile.mkstemp(dir=jpath.parent, prefix=f".{jpath.name}.",
                                     suffix=".tmp")
     try:
         try:
             os.fchmod(fd, FILE_MODE)
-            view = memoryview(b"".join(r.line for r in records))
+            view = memoryview(b"".join(lines))
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
@@ -433,7 +433,8 @@ def compact(path: str | os.PathLike[str], data: Mapping[str, Any] | bytes, seria
         raw = json.dumps(data, ensure_ascii=False, separators=(",", ":"),
                          allow_nan=False).encode("utf-8")
     atomic_write(target, raw, FILE_MODE)
-    rest = [r for r in (read_journal(target) if keep is None else keep) if r.serial > serial]
+    rest = [r.line for r in (read_journal(target) if keep is None else keep)
+            if r.serial > serial]
     _write_journal(journal_path(target), rest)
 
 

@@ -37,12 +37,12 @@ class MasterContext:
             networks=[],
         )
         self.rpc = rpc
-        # candidates get journal records (deltas) while the store keeps them
+        # candidates get the journal's records (deltas) while the store keeps them;
+        # a whole file is followed by the records after its serial
         self.distribution = ConfigDistributor(rpc, cfg.path, paths.cluster_ca_file,
                                               cfg.get_serial(),
                                               candidates=self._candidate_names,
-                                              records_since=getattr(cfg, "records_since",
-                                                                    None))
+                                              records_since=cfg.records_since)
 
     # --- configuration distribution ------------------------------------------------
 

@@ -28,7 +28,17 @@ from typing import Any
 
 from cryptography.x509.oid import NameOID
 
-from ganeti import constants, crypto, daemon, errors, luxi, opcodes, pathutils, query
+from ganeti import (
+    config_journal,
+    constants,
+    crypto,
+    daemon,
+    errors,
+    luxi,
+    opcodes,
+    pathutils,
+    query,
+)
 from ganeti.backend import x509
 from ganeti.fileutils import atomic_write
 
@@ -69,7 +79,7 @@ class NodeIdentity:
 def own_identity(paths: pathutils.Paths) -> NodeIdentity | None:
     try:
         cert = crypto.load_certificate_file(paths.node_cert_file)
-        config = json.loads(paths.cluster_conf_file.read_text())
+        config = config_journal.load(paths.cluster_conf_file)[0]
     except (OSError, ValueError, errors.GenericError):
         return None
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

@@ -23,10 +23,8 @@ from pathlib import Path
 
 from ganeti import config_journal, errors
 from ganeti.backend import RpcFail
+from ganeti.config import COMPACT_MIN_BYTES, COMPACT_RATIO
 from ganeti.fileutils import atomic_write, file_stamp
-
-# The journal is folded into config.data once it is bigger than the file (and than this)
-COMPACT_MIN_BYTES = 1024 * 1024
 
 _Stamps = tuple[tuple[int, ...] | None, tuple[int, ...] | None]
 
@@ -59,11 +57,8 @@ def node_serial(path: Path) -> int | None:
 
 
 def should_compact(journal_bytes: int, data_bytes: int) -> bool:
-    """The journal costs more to replay than the file to rewrite (the master's rule)."""
-    rule = getattr(config_journal, "should_compact", None)
-    if callable(rule):
-        return bool(rule(journal_bytes, data_bytes))
-    return journal_bytes > max(COMPACT_MIN_BYTES, data_bytes)
+    """The master's rule (``ganeti.config``): the journal reached a share of the file."""
+    return journal_bytes >= max(COMPACT_MIN_BYTES, int(data_bytes * COMPACT_RATIO))
 
 
 def append_records(path: Path, base_serial: int, raw: bytes) -> int:

@@ -9,7 +9,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ganeti import bootstrap, constants, crypto, errors, locking, objects, opcodes
+from ganeti import (
+    bootstrap,
+    config_journal,
+    constants,
+    crypto,
+    errors,
+    locking,
+    objects,
+    opcodes,
+)
 from ganeti.backup import remote
 from ganeti.cmdlib.base import FeedbackFn, LogicalUnit, NoHooksLU, ResultWithJobs
 from ganeti.hooks.master import run_post_hook
@@ -396,8 +405,9 @@ class LUClusterDestroy(LogicalUnit):
         run_post_hook(self, self.cfg.get_master_node_name())
         paths = self.context.paths
         suffix = time.strftime(".destroyed-%Y%m%d%H%M%S")
-        for path in (paths.cluster_conf_file, paths.cluster_domain_secret_file,
-                     paths.crypto_dir):
+        self.cfg.compact()  # the set-aside file alone holds everything
+        for path in (paths.cluster_conf_file, config_journal.journal_path(paths.cluster_conf_file),
+                     paths.cluster_domain_secret_file, paths.crypto_dir):
             if path.exists():
                 os.rename(path, path.with_name(path.name + suffix))
         feedback_fn(f"Cluster files set aside with suffix {suffix}")

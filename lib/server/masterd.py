@@ -126,6 +126,12 @@ class Master:
         if self.context is not None:
             # after the queue: the last jobs' writes get their chance to reach the candidates
             self.context.stop_distribution()
+            try:
+                # config.data alone is complete after a clean stop (tools read it)
+                self.context.cfg.close()
+            except errors.GenericError as err:
+                LOG.error("Cannot fold the configuration journal into %s: %s",
+                          self.context.cfg.path, err)
             self.context = None
 
 

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ganeti import constants, daemon, luxi, opcodes
+from ganeti import config_journal, constants, daemon, luxi, opcodes
 from ganeti.config import ConfigStore
 from ganeti.tools.local_cluster import LocalCluster
 
@@ -131,6 +131,7 @@ def enable_fake_hypervisor(cluster: LocalCluster) -> None:
     if constants.HT_FAKE not in info.enabled_hypervisors:
         info.enabled_hypervisors.append(constants.HT_FAKE)
         cfg.update(info)
+    cfg.close()
 
 
 def stop_masterd(cluster: LocalCluster) -> None:
@@ -145,7 +146,7 @@ def stop_masterd(cluster: LocalCluster) -> None:
 
 def clone_instances(conf_file: Path, count: int) -> None:
     """``count`` copies of the template instance, written straight into the file."""
-    data = json.loads(conf_file.read_text())
+    data, serial = config_journal.load(conf_file)  # a journal left behind is folded in
     template = next(i for i in data["instances"].values() if i["name"] == TEMPLATE)
     disk_file = template["disks"][0]["logical_id"][1]
     for idx in range(1, count):
@@ -161,11 +162,8 @@ def clone_instances(conf_file: Path, count: int) -> None:
             nic["mac"] = "aa:00:" + ":".join(f"{idx >> shift & 255:02x}"
                                              for shift in (24, 16, 8, 0))
         data["instances"][inst["uuid"]] = inst
-    data["serial_no"] += 1
-    tmp = conf_file.with_name(conf_file.name + ".bench")
-    tmp.write_text(json.dumps(data))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, conf_file)
+    data["serial_no"] = serial + 1
+    config_journal.compact(conf_file, data, serial + 1)
 
 
 def start_masterd(cluster: LocalCluster) -> float:
@@ -260,6 +258,7 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
                 run_op(cl, op)
             samples: dict[str, list[tuple[float, float]]] = {
                 "create": [], "modify": [], "remove": [], "query": []}
+            shipped = candidate_shipments(cluster)
             for rnd in range(rounds):
                 name = f"bench{rnd:03d}"
                 create, modify, remove = (
@@ -273,6 +272,9 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
                     pid, lambda: cl.query("instance", LIST_FIELDS, None)))
             rows = len(cl.query("instance", ["name"], None)["data"])
             assert rows == count, (rows, count)
+            for key, now, before in zip(("cand_files", "cand_deltas"),
+                                        candidate_shipments(cluster), shipped, strict=True):
+                res[key] = (now - before) / (3 * rounds)
         for key, values in samples.items():
             res[f"{key}_wall"] = statistics.median(v[0] for v in values)
             # the mean: CPU times come in clock ticks (10 ms), their errors average out
@@ -297,6 +299,13 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
             spy.wait(120)
         cluster.stop(log=lambda _m: None)
     return res
+
+
+def candidate_shipments(cluster: LocalCluster) -> tuple[int, int]:
+    """Whole-file uploads and deltas node2 (a candidate) took so far, from its noded log."""
+    node = next(n for n in cluster.nodes if n.name == "node2")
+    text = node.paths.log_file(constants.NODED).read_text(errors="replace")
+    return text.count("RPC upload_file from"), text.count("RPC append_config_records from")
 
 
 def cli_list_wall(cluster: LocalCluster, count: int, rounds: int) -> float:
@@ -345,6 +354,8 @@ ROWS: list[tuple[str, str, float, bool]] = [
     ("metrics_cpu", "/metrics scrape: master CPU ms (--list-only)", 1e3, True),
     ("rss_mib", "master RSS MiB", 1, True),
     ("config_mib", "config file MiB", 1, True),
+    ("cand_files", "candidate: whole files per create/modify/remove", 1, False),
+    ("cand_deltas", "candidate: deltas per create/modify/remove", 1, False),
     ("startup", "masterd start (+ gnt-node list) s", 1, True),
 ]
 

@@ -30,7 +30,6 @@ Run: .venv/bin/python test/bench/bench_incremental.py [--size-mib 4096] [--tmpdi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test/, for suppo
 
 from support.fsfixture import FsUnavailable, mount_reflink_fs
 
-from ganeti import constants, daemon
+from ganeti import config_journal, constants, daemon
 from ganeti.storage import fiemap
 from ganeti.tools.local_cluster import LocalCluster, random_subnet
 
@@ -87,7 +86,7 @@ class Bench:
     def add_instance(self) -> None:
         self.gnt("gnt-instance", "add", "-t", "file", "-n", self.src.name, "--disk",
                  f"0:size={self.size // MIB}M", "--no-start", "inc")
-        data = json.loads(self.cluster.master.paths.cluster_conf_file.read_text())
+        data = config_journal.load(self.cluster.master.paths.cluster_conf_file)[0]
         inst = next(i for i in data["instances"].values() if i["name"] == "inc")
         self.disk = Path(inst["disks"][0]["logical_id"][1])
         pattern = bytearray(os.urandom(64 * MIB))

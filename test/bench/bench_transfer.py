@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -44,7 +43,7 @@ from typing import Any
 
 import blake3
 
-from ganeti import constants, crypto, daemon, luxi
+from ganeti import config_journal, constants, crypto, daemon, luxi
 from ganeti.cli import merge_time
 from ganeti.config import ConfigStore
 from ganeti.server.masterd import build_rpc_runner
@@ -133,7 +132,7 @@ class Bench:
     def add_instance(self, name: str, size: int) -> None:
         self.gnt("gnt-instance", "add", "-t", "file", "-n", self.src.name, "--disk",
                  f"0:size={size // MIB}M", "--no-start", name)
-        data = json.loads(self.cluster.master.paths.cluster_conf_file.read_text())
+        data = config_journal.load(self.cluster.master.paths.cluster_conf_file)[0]
         inst = next(i for i in data["instances"].values() if i["name"] == name)
         self.disks[name] = Path(inst["disks"][0]["logical_id"][1])
         _fill(self.disks[name], size)

@@ -9,14 +9,13 @@ real cluster: the guest process, the config file, the disk files.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from support.cluster import E2ECluster
 from support.ganeti_oracle import Ganeti3
 
-from ganeti import cli, luxi
+from ganeti import cli, config_journal, luxi
 from ganeti.rapi.resources import instances as rapi_instances
 from ganeti.rapi.resources import nodes as rapi_nodes
 
@@ -173,7 +172,7 @@ result["missing"] = error_code(cl.GetInstance, "cpt2")
     assert "cpt2" not in got["names"]
     assert instances.instance_conf("cpt2") is None
     assert instances.instance_disk_files("cpt2") == []
-    data = json.loads(instances.master.paths.cluster_conf_file.read_text())
+    data = config_journal.load(instances.master.paths.cluster_conf_file)[0]
     assert all(i["name"] != "cpt2" for i in data["instances"].values())
 
 

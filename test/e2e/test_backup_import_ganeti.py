@@ -12,7 +12,6 @@ export's hypervisor or a clear refusal or -H; [os], [os_private] and every
 from __future__ import annotations
 
 import configparser
-import json
 import shutil
 import stat
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 from support.cluster import E2ECluster, output
 from support.ganeti_oracle import OracleUnavailable, ganeti3
+
+from ganeti import config_journal
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +34,7 @@ def _export_dir(cluster: E2ECluster, node: str, name: str) -> Path:
 
 
 def _node_uuid(cluster: E2ECluster, name: str) -> str:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    data = config_journal.load(cluster.master.paths.cluster_conf_file)[0]
     return next(uuid for uuid, node in data["nodes"].items() if node["name"] == name)
 
 

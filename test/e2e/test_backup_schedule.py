@@ -21,6 +21,7 @@ import pytest
 from support.cluster import E2ECluster
 from support.files import wait_for_the_next_second
 
+from ganeti import config_journal
 from ganeti.backup import exportconf
 from ganeti.backup import schedule as sched
 from ganeti.tools.local_cluster import SOURCE_TOP
@@ -136,7 +137,7 @@ def test_runner_retention_failure_and_import_of_an_older_generation(
     cluster.gnt("gnt-backup", "schedule", "add", "nightly", "--instances", "g1", "-n",
                 "node3", "--cron", "0 3 * * *", "--keep-last", "2", "--keep-daily", "2")
     # not due before the first slot after its creation
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    data = config_journal.load(cluster.master.paths.cluster_conf_file)[0]
     created = next(iter(data["backup_schedules"].values()))["ctime"]
     first_slot = sched.next_slot("0 3 * * *", created)
     proc = runner(cluster, "--now", str(first_slot - 1))
@@ -341,7 +342,7 @@ def tags_of(cluster: E2ECluster, name: str) -> str:
 
 
 def ctime_of(cluster: E2ECluster, schedule: str) -> float:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    data = config_journal.load(cluster.master.paths.cluster_conf_file)[0]
     return float(next(s for s in data["backup_schedules"].values()
                       if s["name"] == schedule)["ctime"])
 

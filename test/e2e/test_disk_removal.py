@@ -8,19 +8,19 @@ origin's snapshots with it; the file driver now does the same.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from ganeti import config_journal
 from ganeti.tools.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 
 
 def _disk_files(cluster: LocalCluster, name: str) -> list[Path]:
-    data = json.loads(cluster.master.paths.cluster_conf_file.read_text())
+    data = config_journal.load(cluster.master.paths.cluster_conf_file)[0]
     inst = next(i for i in data["instances"].values() if i["name"] == name)
     return [Path(d["logical_id"][1]) for d in inst["disks"]]
 

@@ -7,7 +7,6 @@ look at the real outcome: the guest process, the config file, the disk files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from support.cluster import E2ECluster
 from support.rapi import RapiClient
 
-from ganeti import cli, luxi
+from ganeti import cli, config_journal, luxi
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +133,7 @@ def test_tags_set_list_and_delete(instances: E2ECluster, path: str, kind: str) -
     assert status == 200
     wait(instances, job)
     assert rapi(instances, "GET", path) == (200, ["a:1", "b", "c"])
-    data = json.loads(instances.master.paths.cluster_conf_file.read_text())
+    data = config_journal.load(instances.master.paths.cluster_conf_file)[0]
     stored = (data["cluster"] if kind == "cluster" else next(
         o for o in data[f"{kind}s"].values() if o["name"] == path.split("/")[3]))["tags"]
     assert sorted(stored) == ["a:1", "b", "c"]

@@ -28,7 +28,7 @@ from support.reliability import (
     scaled,
 )
 
-from ganeti import constants, errors, limits
+from ganeti import config_journal, constants, errors, limits
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -128,10 +128,10 @@ def test_export_refuses_an_instance_import_could_not_restore(cluster: E2ECluster
                 "--no-start", "old1")
     cluster.stop(log=lambda _m: None)
     conf_file = cluster.master.paths.cluster_conf_file
-    data = json.loads(conf_file.read_text())
+    data, serial = config_journal.load(conf_file)
     inst = next(i for i in data["instances"].values() if i["name"] == "old1")
     inst["tags"] = ["t" * 129]
-    conf_file.write_text(json.dumps(data))
+    config_journal.compact(conf_file, data, serial)
     cluster.start(log=lambda _m: None)
     try:
         res = cluster.gnt("gnt-backup", "export", "-n", "node2", "old1", ok=False)

@@ -10,7 +10,6 @@ fault must end in a clear error or a success, with intact data.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from support.reliability import (
 )
 from support.rpc import as_runner
 
-from ganeti.fileutils import atomic_write
+from ganeti import config_journal
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import SOURCE_TOP, pick_free_port
 from ganeti.transfer.master.coordinator import DiskTransfer, run_transfers
@@ -153,11 +152,11 @@ def _set_node_port(cluster: E2ECluster, node_name: str, port: int | None) -> Non
         assert time.monotonic() < deadline
         time.sleep(0.05)
     conf = cluster.master.paths.cluster_conf_file
-    data = json.loads(conf.read_text())
+    data, serial = config_journal.load(conf)
     for node in data["nodes"].values():
         if node["name"] == node_name:
             node["port"] = port
-    atomic_write(conf, json.dumps(data), 0o600)
+    config_journal.compact(conf, data, serial)
     res = watcher(cluster)
     assert "restarted ganeti-masterd" in res.stdout, res.stdout + res.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ganeti import constants, daemon, luxi
+from ganeti import config_journal, constants, daemon, luxi
 from ganeti.hypervisor import procutil
 from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.rpc.client import RpcRunner
@@ -45,7 +44,7 @@ class E2ECluster(LocalCluster):
 
     def instance_conf(self, name: str) -> dict[str, Any] | None:
         """The instance's entry in the master's config file (None: no such instance)."""
-        data = json.loads(self.master.paths.cluster_conf_file.read_text())
+        data = config_journal.load(self.master.paths.cluster_conf_file)[0]
         found: dict[str, Any] | None = next(
             (i for i in data["instances"].values() if i["name"] == name), None)
         return found

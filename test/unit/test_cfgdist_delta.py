@@ -364,3 +364,21 @@ def test_node_compacts_its_journal_and_a_whole_file_empties_it(
     assert _upload_config(node, master) == master.serial
     assert not journal.exists()
     assert config_journal.load(conf) == config_journal.load(master.path)
+
+
+def test_a_file_older_than_the_write_without_its_records_is_an_error(cl: Cluster) -> None:
+    """Not a loop of whole files: the node holds the file's serial, the lag is reported
+    and retried with the backoff."""
+    dist = cl.distributor(retry_min=0.5, retry_max=0.5)
+    serial = cl.master.add_node("a")
+    cl.master.window_start = 10**6  # the store kept none of its records
+    dist.config_written(serial, ["node2"])
+    missed = dist.flush(["node2"], timeout=30)
+    assert "the file is at serial 1, and the records after it up to 2 are not kept" in \
+        missed["node2"]
+    time.sleep(0.3)
+    assert cl.calls("node2", "upload_file") == 1
+    assert _status(dist, "node2").shipped_serial == 1
+    cl.master.compact()  # the file has everything now
+    assert dist.flush(["node2"], timeout=30) == {}
+    cl.assert_same("node2")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ganeti import config, constants, errors
+from ganeti import config, config_journal, constants, errors
 from ganeti.config import ConfigStore, make_initial_config
 from ganeti.objects import ConfigData, Disk, Instance, Node, NodeGroup
 
@@ -177,7 +177,7 @@ def test_writes_bump_serials(store: ConfigStore, cfg_path: Path) -> None:
     assert on_disk.get_serial() == start + 3
     disk_node = on_disk.get_node_info(node.uuid)
     assert disk_node is not None and disk_node.offline and disk_node.serial_no == 3
-    assert json.loads(cfg_path.read_bytes())["serial_no"] == start + 3
+    assert config_journal.load(cfg_path)[1] == start + 3
     assert stat.S_IMODE(cfg_path.stat().st_mode) == 0o600
 
 
@@ -251,20 +251,27 @@ def test_reads_return_copies(store: ConfigStore) -> None:
     assert store.get_cluster_name() == "cluster.example.com"
 
 
-def test_failed_replace_keeps_old_file(store: ConfigStore, cfg_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def _journal_state(path: Path) -> bytes:
+    journal = config_journal.journal_path(path)
+    return journal.read_bytes() if journal.exists() else b""
+
+
+def test_failed_journal_append_loses_nothing(store: ConfigStore, cfg_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit is refused, memory rolled back, file and journal as before."""
     node = _add_node(store, "node2")
-    before = _file_state(cfg_path)
+    before = _file_state(cfg_path), _journal_state(cfg_path)
     serial = store.get_serial()
 
-    def crash(src: Any, dst: Any) -> None:
+    def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", crash)  # config writes through os.replace
+    monkeypatch.setattr(os, "fdatasync", full)  # the journal append's sync
     with pytest.raises(errors.ConfigurationError, match="No space left"):
         _add_instance(store, "inst1", node.uuid)
-    assert _file_state(cfg_path) == before
-    assert sorted(p.name for p in cfg_path.parent.iterdir()) == [cfg_path.name]
+    assert (_file_state(cfg_path), _journal_state(cfg_path)) == before
+    assert sorted(p.name for p in cfg_path.parent.iterdir()) == sorted(
+        [cfg_path.name, config_journal.journal_path(cfg_path).name])
     # in-memory state was rolled back too
     assert store.get_serial() == serial
     assert store.get_instance_list() == []
@@ -275,19 +282,31 @@ def test_failed_replace_keeps_old_file(store: ConfigStore, cfg_path: Path,
     assert ConfigStore(cfg_path).get_serial() == serial + 1
 
 
-def test_failed_write_of_temp_file_keeps_old_file(store: ConfigStore, cfg_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    before = _file_state(cfg_path)
+def test_failed_compaction_keeps_old_file_and_journal(store: ConfigStore, cfg_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    node = _add_node(store, "node2")
+    _add_instance(store, "inst1", node.uuid)
+    before = _file_state(cfg_path), _journal_state(cfg_path)
+    serial = store.get_serial()
+    for name, error in (("replace", OSError(28, "No space left on device")),
+                        ("fsync", OSError(5, "Input/output error"))):
+        def broken(*args: Any, _err: OSError = error) -> None:
+            raise _err
 
-    def broken_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(errors.ConfigurationError, match="Input/output error"):
-        _add_node(store, "node2")
-    assert _file_state(cfg_path) == before
-    assert sorted(p.name for p in cfg_path.parent.iterdir()) == [cfg_path.name]
-    assert store.get_node_info_by_name("node2") is None
+        monkeypatch.setattr(os, name, broken)  # config.data is written through both
+        with pytest.raises(errors.ConfigurationError, match=f"compact.*{error.strerror}"):
+            store.compact()
+        monkeypatch.undo()
+        assert (_file_state(cfg_path), _journal_state(cfg_path)) == before
+        assert sorted(p.name for p in cfg_path.parent.iterdir()) == sorted(
+            [cfg_path.name, config_journal.journal_path(cfg_path).name])
+    assert store.get_serial() == serial
+    _add_instance(store, "inst2", node.uuid)  # the store goes on
+    assert store.compact() == serial + 1
+    assert _journal_state(cfg_path) == b""
+    assert json.loads(cfg_path.read_bytes())["serial_no"] == serial + 1
+    assert ConfigStore(cfg_path).to_dict() == store.to_dict()
 
 
 # --- names ----------------------------------------------------------------------------

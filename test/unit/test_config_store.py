@@ -7,6 +7,7 @@ callers see.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -17,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ganeti import config, errors
+from ganeti import config, config_journal, errors
 from ganeti.config import ConfigSnapshot, ConfigStore, make_initial_config
-from ganeti.objects import NIC, ConfigData, Instance, Node
+from ganeti.objects import NIC, BackupSchedule, ConfigData, Instance, Node, NodeGroup
 
 WAIT = 120.0  # generous: other test runs share the two cores
 
@@ -72,9 +73,17 @@ def _index_of(snap: ConfigSnapshot) -> config._Index:
 def _check_consistent(store: ConfigStore, snaps: list[tuple[ConfigSnapshot, dict[str, str]]]
                       ) -> None:
     assert store._index == config._Index.build(store._data)
-    # the file is written from cached per-object fragments: the same bytes as pydantic's
+    # compaction writes from cached per-object fragments: the same bytes as pydantic's
     assert store._fragments.serialize(store._data) == config._serialize(store._data)
-    assert store.path.read_bytes() == config._serialize(store._data)
+    # file + journal replay to the state in memory; so do the file + records_since
+    live = json.loads(config._serialize(store._data))
+    assert config_journal.load(store.path) == (live, store.get_serial())
+    on_disk = json.loads(store.path.read_bytes())
+    records = store.records_since(on_disk["serial_no"])
+    assert records is not None
+    for record in records:
+        config_journal.apply_record(on_disk, record)
+    assert on_disk == live
     now = store.snapshot()
     instances = list(now.get_all_instances_info().values())
     nodes = list(now.get_all_nodes_info().values())
@@ -98,7 +107,8 @@ def _check_consistent(store: ConfigStore, snaps: list[tuple[ConfigSnapshot, dict
 
 _OPS = st.lists(st.tuples(
     st.sampled_from(["add", "rename", "macs", "move", "state", "remove", "add_node",
-                     "rename_node", "remove_node", "snapshot"]),
+                     "rename_node", "remove_node", "snapshot", "compact", "schedule",
+                     "unschedule", "cluster", "group"]),
     st.integers(0, 20), st.integers(0, 20), st.lists(st.sampled_from(MACS), max_size=3)),
     max_size=25)
 
@@ -133,6 +143,21 @@ def test_indexes_follow_every_change(ops: list[tuple[str, int, int, list[str]]])
                 elif op == "snapshot":
                     snap = store.snapshot()
                     snaps.append((snap, _state(snap)))
+                elif op == "compact":
+                    assert store.compact() == store.get_serial()
+                    assert store.path.read_bytes() == config._serialize(store._data)
+                elif op == "schedule":
+                    store.put_backup_schedule(BackupSchedule(
+                        name=f"s{a % 3}", all_instances=True, target_node=other,
+                        cron=f"{b} * * * *"), create=a % 2 == 0)
+                elif op == "unschedule":
+                    store.remove_backup_schedule(f"s{a % 3}")
+                elif op == "cluster":
+                    cluster = store.get_cluster_info()
+                    cluster.tags = [f"t{b}"]
+                    store.update(cluster)
+                elif op == "group":
+                    store.add_nodegroup(NodeGroup(name=f"g{a}"))
                 elif inst is None:
                     continue
                 elif op == "rename":
@@ -238,7 +263,8 @@ def test_store_never_edits_shared_objects(store: ConfigStore) -> None:
 
 
 class _GatedWrites:
-    """Wraps config._write_file: counts writes and holds the first one until released."""
+    """Wraps config._append_journal: counts appends and holds the first one until
+    released."""
 
     def __init__(self, real: Callable[..., Any]) -> None:
         self.real = real
@@ -247,7 +273,7 @@ class _GatedWrites:
         self.release = threading.Event()
         self.fail_from = 10**9  # writes numbered from this one raise OSError
 
-    def __call__(self, path: Path, raw: bytes, *, exclusive: bool) -> Any:
+    def __call__(self, journal: Any, records: list[Any]) -> Any:
         self.count += 1
         number = self.count
         if number == 1:
@@ -255,13 +281,13 @@ class _GatedWrites:
             assert self.release.wait(WAIT)
         if number >= self.fail_from:
             raise OSError(28, "No space left on device")
-        return self.real(path, raw, exclusive=exclusive)
+        return self.real(journal, records)
 
 
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[_GatedWrites]:
-    gated = _GatedWrites(config._write_file)
-    monkeypatch.setattr(config, "_write_file", gated)
+    gated = _GatedWrites(config._append_journal)
+    monkeypatch.setattr(config, "_append_journal", gated)
     yield gated
     gated.release.set()
 

@@ -23,6 +23,7 @@ def _node_files(paths: pathutils.Paths, name: str, master: bool) -> None:
     paths.data_dir.mkdir(parents=True)
     crypto.write_pem_pair(paths.node_cert_file, cert, key)
     paths.cluster_conf_file.write_text(json.dumps({
+        "serial_no": 1,
         "cluster": {"master_node": "u1" if master else "u2", "noded_port": 1811},
         "nodes": {"u1": {"name": name, "primary_ip": "127.0.0.9", "port": None},
                   "u2": {"name": "other", "primary_ip": "127.0.0.8", "port": 99}}}))
