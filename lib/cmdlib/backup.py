@@ -255,7 +255,21 @@ class LUBackupExport(LogicalUnit):
             if stopped and not (op.remove_instance and exported):
                 feedback_fn(f"Starting instance {inst.name} again")
                 iu.start_instance(self, inst)
+        if self.target.snapshot_info:
+            self._check_still_running()
         return finalize_ok, disks_ok
+
+    def _check_still_running(self) -> None:
+        """Say so if the live instance died during the copy (only a definite answer).
+
+        The export holds the disks as of the pause, from before it died: a good
+        backup. The watcher starts the instance again (its admin state is up).
+        """
+        inst = self.instance
+        res = self.rpc.call_instance_info(self.primary.name, inst.name, inst.hypervisor)
+        if not res.fail_msg and res.payload is None:
+            self.LogWarning("Instance %s stopped running during the export; the export"
+                            " holds its disks as they were at the snapshot", inst.name)
 
     def _snapshot_disks(self, feedback_fn: FeedbackFn) -> dict[int, list[Any]]:
         inst = self.instance

@@ -21,7 +21,9 @@ from support.loopback import Env, certified_env
 from ganeti import errors, locking, opcodes
 from ganeti.backend import export as ex
 from ganeti.backend import export_layout
+from ganeti.backend import instance as bk
 from ganeti.backup import exportconf
+from ganeti.cmdlib.export_local import LocalExport
 from ganeti.storage import reflink
 from ganeti.storage.base import SNAP_MARKER
 
@@ -160,6 +162,24 @@ def test_live_export_copies_from_snapshots_and_keeps_them_as_bases(running: Env)
     assert float(info.snapshot["pause_ms"]) >= 0 and "frozen_ms" not in info.snapshot
     assert len(_bases(running)) == 2       # the next export's bases
     assert _dumps(running) == expected
+
+
+@pytest.mark.usefixtures("snapshots")
+def test_instance_dying_during_a_live_copy_is_reported(
+        running: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its snapshot was taken while it ran: the export completes from it, and says so."""
+    expected = _digests([Path(d.logical_id[1]) for d in running.inst().disks])
+    real_copy = LocalExport.copy
+
+    def copy_while_it_dies(self: LocalExport, *args: Any) -> Any:
+        bk.instance_shutdown(running.roots["node2"], "inst1", "fake", 0)
+        return real_copy(self, *args)
+    monkeypatch.setattr(LocalExport, "copy", copy_while_it_dies)
+    assert _export(running, shutdown=False) == (True, [True, True])
+    assert running.live() is None
+    assert any("stopped running during the export" in str(m) for m in running.cbs.log)
+    assert _dumps(running) == expected and _snapshots(running) == []
+    assert running.inst().admin_state == "up"       # the watcher starts it again
 
 
 @pytest.mark.usefixtures("snapshots")
