@@ -196,4 +196,4 @@ def instance_snapshot_disks(ctx: NodeContext, instance: dict[str, Any],
         raise
     return {"snapshots": [snap for _driver, snap in made], "level": held.level,
             "pause_ms": round(held.pause_ms, 3), "frozen_ms": held.frozen_ms,
-            "notes": held.notes}
+            "stopped_ms": held.stopped_ms, "notes": held.notes}

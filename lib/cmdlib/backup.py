@@ -302,8 +302,9 @@ class LUBackupExport(LogicalUnit):
         snapshots = {idx: list(snap) for idx, snap in enumerate(live["snapshots"])}
         self.target.snapshot_info = {
             "consistency": live["level"], "pause_ms": f"{live['pause_ms']:.3f}",
-            **({} if live["frozen_ms"] is None else
-               {"frozen_ms": f"{live['frozen_ms']:.3f}"})}
+            **{key: f"{value:.3f}" for key, value in (("frozen_ms", live["frozen_ms"]),
+                                                      ("stopped_ms", live["stopped_ms"]))
+               if value is not None}}
         for note in live["notes"]:
             feedback_fn(f"Live snapshot of {inst.name}: {note}")
         feedback_fn(f"Snapshotted {len(snapshots)} disk(s) of {inst.name}")

@@ -113,6 +113,8 @@ class Quiesce:
     level: str = LEVEL_CRASH
     pause_ms: float = 0.0
     frozen_ms: float | None = None     # filesystems frozen (level "frozen" only)
+    # the stop as the hypervisor timed it itself (QEMU's STOP to RESUME events)
+    stopped_ms: float | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,7 +255,7 @@ class Hypervisor(ABC):
                 finally:
                     try:
                         if not was_paused:
-                            self._resume_vcpus(record)
+                            result.stopped_ms = self._resume_vcpus(record)
                     finally:
                         result.pause_ms = (time.monotonic() - paused_at) * 1000.0
             finally:
@@ -282,8 +284,9 @@ class Hypervisor(ABC):
         """Stop the guest; return once it no longer runs and its I/O has completed."""
         return None
 
-    def _resume_vcpus(self, record: RuntimeRecord) -> None:
-        """Let the guest run again."""
+    def _resume_vcpus(self, record: RuntimeRecord) -> float | None:
+        """Let the guest run again; how long it was stopped by the hypervisor's own
+        clock, where it tells."""
         return None
 
     # -- runtime state ---------------------------------------------------

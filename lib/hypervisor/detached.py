@@ -94,8 +94,9 @@ class DetachedHypervisor(base.Hypervisor):
     def _pause_vcpus(self, record: RuntimeRecord) -> None:
         """Stop the guest for a snapshot; return once it no longer runs or writes."""
 
-    def _resume_vcpus(self, record: RuntimeRecord) -> None:
+    def _resume_vcpus(self, record: RuntimeRecord) -> float | None:
         self._resume(record)
+        return None
 
     def _guest_state_for_quiesce(self, record: RuntimeRecord) -> str:
         return self._guest_state(record)

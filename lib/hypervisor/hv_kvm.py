@@ -283,15 +283,24 @@ class KvmHypervisor(detached.DetachedHypervisor):
             raise errors.HypervisorError(f"No QMP session to pause {record.name}")
         client.execute("stop")
 
-    def _resume_vcpus(self, record: RuntimeRecord) -> None:
+    def _resume_vcpus(self, record: RuntimeRecord) -> float | None:
         client = self._quiesce_qmp.pop(record.name, None)
         if client is None:   # "stop" never got a session; a fresh one to be sure
             self._resume(record)
-            return
+            return None
         try:
             client.execute("cont")
         finally:
             client.close()
+        # QEMU sends STOP once the vCPUs are paused and RESUME before "cont" answers
+        stamps: dict[str, Any] = {e["event"]: e.get("timestamp") for e in client.events
+                                  if e.get("event") in ("STOP", "RESUME")}
+        try:
+            stop, resume = (float(stamps[k]["seconds"]) + float(stamps[k]["microseconds"])
+                            / 1e6 for k in ("STOP", "RESUME"))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return round((resume - stop) * 1000.0, 3)
 
     def _freeze(self, record: RuntimeRecord, result: Quiesce) -> bool:
         path = self.qga_socket(record.name)

@@ -117,4 +117,5 @@ class LiveSnapshot(TypedDict):
     level: str                     # "frozen" or "crash-consistent" (hypervisor.base)
     pause_ms: float                # upper bound of the time the guest could not run
     frozen_ms: float | None        # filesystems frozen (level "frozen" only)
+    stopped_ms: float | None       # the stop by the hypervisor's own clock (QEMU's events)
     notes: list[str]               # e.g. why no guest agent froze the filesystems

@@ -74,9 +74,12 @@ def test_kvm_stop_and_cont(kvm: KvmHypervisor, make_disk: Callable[..., Path],
     assert qmp_status(kvm, "vm1") == "running"
     assert held.level == base.LEVEL_CRASH and held.frozen_ms is None
     assert 0 < held.pause_ms < 60_000
+    # QEMU's own clock (STOP to RESUME events): never longer than the measured window
+    assert held.stopped_ms is not None and 0 < held.stopped_ms <= held.pause_ms
     # qemu was started with the agent channel, but no agent runs in it
     assert held.notes == [f"no guest agent answered within {hv_kvm.AGENT_TIMEOUT:g}s"]
-    print(f"\nkvm_flag={kvm_flag or 'auto'}: QMP stop/cont pause {held.pause_ms:.2f} ms")
+    print(f"\nkvm_flag={kvm_flag or 'auto'}: QMP stop/cont pause {held.pause_ms:.2f} ms"
+          f" (QEMU: {held.stopped_ms:.2f} ms)")
 
 
 @needs_qemu
@@ -136,6 +139,7 @@ def test_process_guest_stops_writing_while_paused(paths: Paths,
             assert disk.read_bytes() == before       # nothing written while paused
         assert hv.instance_info("p1").state == base.STATE_RUNNING  # type: ignore[union-attr]
         assert held.level == base.LEVEL_CRASH and held.pause_ms > 0
+        assert held.stopped_ms is None
     finally:
         hv.stop_instance("p1", timeout=10)
     assert guest_sim.verify_disk(disk).clean

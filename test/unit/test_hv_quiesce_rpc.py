@@ -75,6 +75,9 @@ def test_all_disks_in_one_pause(running: tuple[NodeContext, Instance]) -> None:
     result = bk.instance_snapshot_disks(ctx, inst.to_dict(), SNAP)
     assert result["level"] == base.LEVEL_CRASH
     assert result["pause_ms"] > 0 and result["frozen_ms"] is None
+    if inst.hypervisor == constants.HT_KVM:     # QEMU's own clock agrees
+        assert result["stopped_ms"] is not None
+        assert 0 < result["stopped_ms"] <= result["pause_ms"]
     expected = [["file", str(Path(d.logical_id[1]).with_name(
         snapshot_name_of(Path(d.logical_id[1]).name, SNAP)))] for d in inst.disks]
     assert result["snapshots"] == expected
