@@ -36,6 +36,8 @@ SECTION_OS = "os"
 SECTION_OS_PRIVATE = "os_private"
 # hypervisor parameters Ganeti 3.0 does not know (or would refuse): read back by us only
 SECTION_HV_EXT = "ganeti-ng:hypervisor"
+# how a live export's snapshots were taken (doc/kvm.md, "Live export"); Ganeti ignores it
+SECTION_EXPORT_EXT = "ganeti-ng:export"
 
 _DUMP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _DUMP_DEPTH = 4
@@ -62,6 +64,8 @@ GANETI3_HV_PARAMETERS: dict[str, dict[str, Callable[[str], bool]]] = {
         "kvm_path": _abs_path,
         "kvm_flag": _one_of("", "enabled", "disabled"),
         "disk_cache": _one_of("default", "none", "writeback", "writethrough"),
+        # 3.0 takes "native" only with disk_cache=none, and no io_uring: ours keeps them
+        "disk_aio": _one_of("threads"),
         "machine_version": lambda _text: True,
     },
     constants.HT_FAKE: {},
@@ -112,6 +116,8 @@ class ExportInfo:
     beparams: dict[str, str] | None = field(default_factory=dict)
     osparams: dict[str, str] = field(default_factory=dict)
     osparams_private: dict[str, str] = field(default_factory=dict)
+    # [ganeti-ng:export] of a live export: consistency, pause_ms (frozen_ms)
+    snapshot: dict[str, str] = field(default_factory=dict)
 
     def backend_params(self) -> dict[str, Any]:
         """The backend parameters to import, typed, as Ganeti 3.0 reads them.
@@ -201,6 +207,8 @@ def render(info: ExportInfo) -> str:
                                   for k, v in sorted(info.osparams_private.items())}
     if our_hv:
         parser[SECTION_HV_EXT] = our_hv
+    if info.snapshot:
+        parser[SECTION_EXPORT_EXT] = dict(sorted(info.snapshot.items()))
     out = io.StringIO()
     parser.write(out)
     return out.getvalue()
@@ -372,6 +380,8 @@ def parse(text: str) -> ExportInfo:
                             (SECTION_OS_PRIVATE, info.osparams_private)):
         if parser.has_section(section):
             target.update(parser[section].items())
+    if parser.has_section(SECTION_EXPORT_EXT):
+        info.snapshot = dict(parser[SECTION_EXPORT_EXT].items())
     return info
 
 
@@ -387,7 +397,8 @@ def typed_value(text: str) -> Any:
 
 def from_instance(instance: Any, cluster: Any, source_node: str,
                   checksums: list[str | None], timestamp: int | None = None,
-                  compression: str = constants.IEC_NONE) -> ExportInfo:
+                  compression: str = constants.IEC_NONE,
+                  snapshot: dict[str, str] | None = None) -> ExportInfo:
     """Describe ``instance`` (objects.Instance) as exported from ``source_node``."""
     # Ganeti 3.0 writes every backend parameter (its defaults where unset)
     be = {**constants.BE_DEFAULTS, **cluster.fill_beparams(instance)}
@@ -410,4 +421,5 @@ def from_instance(instance: Any, cluster: Any, source_node: str,
         hvparams=cluster.fill_hvparams(instance), beparams=be,
         osparams=cluster.fill_osparams(instance),
         osparams_private=dict(getattr(instance, "osparams_private", {})),
+        snapshot=dict(snapshot or {}),
     )

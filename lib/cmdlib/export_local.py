@@ -131,7 +131,8 @@ class LocalExport(ExportTarget[opcodes.LocalTarget]):
         if not all(disks_ok):
             return False, disks_ok
         info = exportconf.from_instance(inst, self.lu.cfg.get_cluster_info(),
-                                        self.primary.name, [r.checksum for r in results])
+                                        self.primary.name, [r.checksum for r in results],
+                                        snapshot=self.snapshot_info)
         fin = self.lu.rpc.call_export_finalize(target.name, inst.name,
                                                 exportconf.render(info), self.keep_generations)
         if fin.fail_msg:

@@ -65,6 +65,8 @@ class ExportTarget(ABC, Generic[TargetT]):
         self.generation: str | None = None
         # set by copy: what each disk's stream did (export statistics read the bytes)
         self.results: list[TransferResult] = []
+        # set by the LU after a live snapshot: how it was taken ([ganeti-ng:export])
+        self.snapshot_info: dict[str, str] = {}
 
     @staticmethod
     def prepare(lu: LogicalUnit, op: opcodes.OpBackupPrepare) -> Any:

@@ -35,6 +35,10 @@ STATE_UNKNOWN = "unknown"
 
 RUNTIME_FILE = "runtime.json"
 
+# consistency of disks snapshotted inside Hypervisor.quiesce (doc/kvm.md, "Live export")
+LEVEL_FROZEN = "frozen"                # the guest agent froze the guest's filesystems
+LEVEL_CRASH = "crash-consistent"       # as after a power cut at the moment of the pause
+
 DEFAULT_MEMORY = 128
 DEFAULT_VCPUS = 1
 
@@ -95,6 +99,26 @@ class RuntimeRecord:
         if self.pid is None:
             return True
         return procutil.is_our_process(self.pid, self.start_ticks, self.markers)
+
+
+@dataclass
+class Quiesce:
+    """What :meth:`Hypervisor.quiesce` got; the windows are known once it has resumed.
+
+    ``pause_ms`` is an upper bound of the time the guest could not run: from
+    before the pause request to after the resume returned.
+    """
+
+    instance: str
+    level: str = LEVEL_CRASH
+    pause_ms: float = 0.0
+    frozen_ms: float | None = None     # filesystems frozen (level "frozen" only)
+    # the stop as the hypervisor timed it itself (QEMU's STOP to RESUME events)
+    stopped_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def check_instance_name(name: str) -> str:
@@ -200,6 +224,70 @@ class Hypervisor(ABC):
                     f"Invalid {cls.name} hypervisor parameter {key}={value!r}: {problem}")
             filled[key] = value
         return filled
+
+    @contextlib.contextmanager
+    def quiesce(self, instance_name: str) -> Iterator[Quiesce]:
+        """Hold a running instance still: frozen filesystems where a guest agent
+        answers, then stopped vCPUs; what runs inside sees disks no guest write
+        changes. Resumes (and thaws) whatever happens inside; an instance that
+        was paused already stays paused.
+        """
+        with self._locked(instance_name):
+            record = self._own_record(instance_name)
+            if record is None or not record.is_alive():
+                raise errors.HypervisorError(f"Instance {instance_name} is not running")
+            result = Quiesce(instance_name)
+            frozen_at = time.monotonic()
+            frozen = self._freeze(record, result)
+            if frozen:
+                result.level = LEVEL_FROZEN
+            try:
+                was_paused = self._guest_state_for_quiesce(record) == STATE_PAUSED
+                if was_paused:
+                    result.notes.append("the instance was paused already; it stays paused")
+                if not was_paused:
+                    self._prepare_pause(record)
+                paused_at = time.monotonic()
+                try:
+                    if not was_paused:
+                        self._pause_vcpus(record)
+                    yield result
+                finally:
+                    try:
+                        if not was_paused:
+                            result.stopped_ms = self._resume_vcpus(record)
+                    finally:
+                        result.pause_ms = (time.monotonic() - paused_at) * 1000.0
+            finally:
+                if frozen:
+                    self._thaw(record, result)
+                    result.frozen_ms = (time.monotonic() - frozen_at) * 1000.0
+
+    # quiesce steps; the state-only default holds nothing because nothing writes
+
+    def _freeze(self, record: RuntimeRecord, result: Quiesce) -> bool:
+        """Freeze the guest's filesystems if its agent answers; False if not frozen."""
+        return False
+
+    def _thaw(self, record: RuntimeRecord, result: Quiesce) -> None:
+        """Undo :meth:`_freeze` (errors go into ``result.notes``)."""
+        return None
+
+    def _guest_state_for_quiesce(self, record: RuntimeRecord) -> str:
+        return STATE_RUNNING
+
+    def _prepare_pause(self, record: RuntimeRecord) -> None:
+        """Whatever can be done before the pause window (e.g. connecting)."""
+        return None
+
+    def _pause_vcpus(self, record: RuntimeRecord) -> None:
+        """Stop the guest; return once it no longer runs and its I/O has completed."""
+        return None
+
+    def _resume_vcpus(self, record: RuntimeRecord) -> float | None:
+        """Let the guest run again; how long it was stopped by the hypervisor's own
+        clock, where it tells."""
+        return None
 
     # -- runtime state ---------------------------------------------------
 

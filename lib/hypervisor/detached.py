@@ -90,6 +90,17 @@ class DetachedHypervisor(base.Hypervisor):
     def _resume(self, record: RuntimeRecord) -> None:
         """Continue a paused guest."""
 
+    @abstractmethod
+    def _pause_vcpus(self, record: RuntimeRecord) -> None:
+        """Stop the guest for a snapshot; return once it no longer runs or writes."""
+
+    def _resume_vcpus(self, record: RuntimeRecord) -> float | None:
+        self._resume(record)
+        return None
+
+    def _guest_state_for_quiesce(self, record: RuntimeRecord) -> str:
+        return self._guest_state(record)
+
     def _new_record(self, instance: Instance, pid: int, markers: list[str], started_at: float,
                     disks: list[Path], hvparams: dict[str, Any], memory: int, vcpus: int,
                     extra: dict[str, Any] | None = None) -> RuntimeRecord:

@@ -17,13 +17,21 @@ from typing import Any
 
 from ganeti import errors
 from ganeti.hypervisor import base, detached, procutil
-from ganeti.hypervisor.base import RuntimeRecord
+from ganeti.hypervisor.base import Quiesce, RuntimeRecord
+from ganeti.hypervisor.qga import AgentUnavailable, QgaClient
 from ganeti.hypervisor.qmp import QmpClient
 from ganeti.objects import Instance
+from ganeti.pathutils import Paths
 
 QEMU_BINARY = "qemu-system-x86_64"
 KVM_DEVICE = "/dev/kvm"
 QMP_SOCKET = "qmp.sock"
+# QEMU's end of the guest agent's virtio-serial port (org.qemu.guest_agent.0)
+QGA_SOCKET = "qga.sock"
+QGA_PORT_NAME = "org.qemu.guest_agent.0"
+# no agent answers within this: the snapshot is crash-consistent, not frozen
+AGENT_TIMEOUT = 1.0
+FREEZE_TIMEOUT = 30.0
 PID_FILE = "qemu.pid"
 SERIAL_LOG = "serial.log"
 START_TIMEOUT = 60.0
@@ -34,6 +42,9 @@ KVM_FLAG_ENABLED = "enabled"
 KVM_FLAG_DISABLED = "disabled"
 # "default": cache=none (O_DIRECT, no double caching) when the disk supports it
 CACHE_CHOICES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
+# Ganeti's disk_aio; "native" needs O_DIRECT (cache none or directsync)
+AIO_CHOICES = ("threads", "native", "io_uring")
+_DIRECT_CACHES = ("none", "directsync")
 
 _STATUS_MAP = {
     "running": base.STATE_RUNNING,
@@ -74,6 +85,18 @@ def direct_io_supported(path: Path) -> bool:
     return True
 
 
+def disk_cache_mode(choice: str, disk: Path) -> str:
+    """The cache= of a disk: "default" is none (O_DIRECT) where the file allows it.
+
+    Any mode gives a snapshot taken while paused every write the guest saw
+    complete (doc/kvm.md, "Live export"); none also keeps QEMU and the guest
+    from caching the same data twice.
+    """
+    if choice == "default":
+        return "none" if direct_io_supported(disk) else "writeback"
+    return choice
+
+
 def _opt(value: str) -> str:
     """Escape a value inside a qemu option list (a literal comma is doubled)."""
     return value.replace(",", ",,")
@@ -88,8 +111,15 @@ class KvmHypervisor(detached.DetachedHypervisor):
         "kvm_flag": base.choice_param(KVM_FLAG_AUTO,
                                       (KVM_FLAG_AUTO, KVM_FLAG_ENABLED, KVM_FLAG_DISABLED)),
         "disk_cache": base.choice_param("default", CACHE_CHOICES),
+        "disk_aio": base.choice_param("threads", AIO_CHOICES),
         "machine_version": base.str_param(""),
     }
+
+    def __init__(self, paths: Paths) -> None:
+        super().__init__(paths)
+        # sessions kept across one quiesce (per instance; its lock is held meanwhile)
+        self._quiesce_qmp: dict[str, QmpClient] = {}
+        self._quiesce_qga: dict[str, QgaClient] = {}
 
     def qmp_socket(self, instance_name: str) -> Path:
         return self.instance_dir(instance_name) / QMP_SOCKET
@@ -146,13 +176,20 @@ class KvmHypervisor(detached.DetachedHypervisor):
                  "-chardev", f"file,id=serial0,path={SERIAL_LOG}", "-serial", "chardev:serial0",
                  "-chardev", f"socket,id=qmp,path={QMP_SOCKET},server=on,wait=off",
                  "-mon", "chardev=qmp,mode=control",
+                 # the guest agent's channel; nobody has to answer on it (see quiesce)
+                 "-device", "virtio-serial-pci,id=vser0",
+                 "-chardev", f"socket,id=qga0,path={QGA_SOCKET},server=on,wait=off",
+                 "-device", f"virtserialport,bus=vser0.0,chardev=qga0,name={QGA_PORT_NAME}",
                  "-pidfile", str(inst_dir / PID_FILE), "-daemonize"]
         for index, disk in enumerate(disks):
-            cache = hvparams["disk_cache"]
-            if cache == "default":
-                cache = "none" if direct_io_supported(disk) else "writeback"
+            cache = disk_cache_mode(hvparams["disk_cache"], disk)
+            aio = hvparams["disk_aio"]
+            if aio == "native" and cache not in _DIRECT_CACHES:
+                raise errors.HypervisorError(
+                    f"Cannot start instance {instance.name}: disk_aio=native needs"
+                    f" disk_cache none or directsync (O_DIRECT), not {cache}")
             args += ["-drive", f"file={_opt(str(disk))},format=raw,if=virtio,"
-                               f"index={index},cache={cache}"]
+                               f"index={index},cache={cache},aio={aio}"]
         if startup_paused:
             args.append("-S")
         return args
@@ -222,6 +259,89 @@ class KvmHypervisor(detached.DetachedHypervisor):
     def _resume(self, record: RuntimeRecord) -> None:
         with self.qmp(record.name) as client:
             client.execute("cont")
+
+    # -- quiesce (doc/kvm.md, "Live export") ------------------------------
+
+    def qga_socket(self, instance_name: str) -> Path:
+        return self.instance_dir(instance_name) / QGA_SOCKET
+
+    def quiesce_session(self, instance_name: str) -> QmpClient | None:
+        """The QMP session a running quiesce holds; QEMU serves one at a time, so
+        other QMP clients wait for the pause to end."""
+        return self._quiesce_qmp.get(instance_name)
+
+    def _prepare_pause(self, record: RuntimeRecord) -> None:
+        # connected before the window and kept for cont: the pause is two round trips
+        client = self.qmp(record.name)
+        client.connect()
+        self._quiesce_qmp[record.name] = client
+
+    def _pause_vcpus(self, record: RuntimeRecord) -> None:
+        # "stop" returns after vm_stop: vCPUs paused, bdrv_drain_all, bdrv_flush_all
+        client = self._quiesce_qmp.get(record.name)
+        if client is None:
+            raise errors.HypervisorError(f"No QMP session to pause {record.name}")
+        client.execute("stop")
+
+    def _resume_vcpus(self, record: RuntimeRecord) -> float | None:
+        client = self._quiesce_qmp.pop(record.name, None)
+        if client is None:   # "stop" never got a session; a fresh one to be sure
+            self._resume(record)
+            return None
+        try:
+            client.execute("cont")
+        finally:
+            client.close()
+        # QEMU sends STOP once the vCPUs are paused and RESUME before "cont" answers
+        stamps: dict[str, Any] = {e["event"]: e.get("timestamp") for e in client.events
+                                  if e.get("event") in ("STOP", "RESUME")}
+        try:
+            stop, resume = (float(stamps[k]["seconds"]) + float(stamps[k]["microseconds"])
+                            / 1e6 for k in ("STOP", "RESUME"))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return round((resume - stop) * 1000.0, 3)
+
+    def _freeze(self, record: RuntimeRecord, result: Quiesce) -> bool:
+        path = self.qga_socket(record.name)
+        if not path.exists():
+            result.notes.append("no guest agent channel (instance started without one)")
+            return False
+        agent = QgaClient(path, AGENT_TIMEOUT)
+        try:
+            agent.connect()
+        except AgentUnavailable:
+            result.notes.append(f"no guest agent answered within {AGENT_TIMEOUT:g}s")
+            return False
+        try:
+            count = agent.execute("guest-fsfreeze-freeze", timeout=FREEZE_TIMEOUT)
+        except errors.HypervisorError as err:
+            result.notes.append(f"guest agent could not freeze: {err}")
+            self._thaw_with(agent, result)
+            agent.close()
+            return False
+        if not isinstance(count, int) or count <= 0:
+            result.notes.append("guest agent froze no filesystem")
+            self._thaw_with(agent, result)
+            agent.close()
+            return False
+        self._quiesce_qga[record.name] = agent
+        return True
+
+    def _thaw(self, record: RuntimeRecord, result: Quiesce) -> None:
+        agent = self._quiesce_qga.pop(record.name, None)
+        if agent is not None:
+            try:
+                self._thaw_with(agent, result)
+            finally:
+                agent.close()
+
+    @staticmethod
+    def _thaw_with(agent: QgaClient, result: Quiesce) -> None:
+        try:
+            agent.execute("guest-fsfreeze-thaw", timeout=FREEZE_TIMEOUT)
+        except errors.HypervisorError as err:
+            result.notes.append(f"guest agent could not thaw: {err}")
 
 
 def _read_pid(path: Path) -> int | None:

@@ -25,6 +25,7 @@ from ganeti.objects import Instance
 GUEST_MODULE = "ganeti.hypervisor.guest_sim"
 STATUS_FILE = "guest-status.json"
 START_TIMEOUT = 30.0
+PAUSE_TIMEOUT = 10.0
 _READY_FD = 3
 _DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE)
 
@@ -118,11 +119,36 @@ class ProcessHypervisor(detached.DetachedHypervisor):
 
     def _pause(self, record: RuntimeRecord) -> None:
         assert record.pid is not None
-        self._signal(record, signal.SIGSTOP)
-        # WNOWAIT leaves the event for later; the call returns as soon as it has stopped
-        result = os.waitid(os.P_PID, record.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        if not self._signal(record, signal.SIGSTOP):
+            raise errors.HypervisorError(f"Instance {record.name} is not running")
+        try:
+            # WNOWAIT leaves the event for later; the call returns as soon as it has stopped
+            result = os.waitid(os.P_PID, record.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            # not our child (a node daemon restarted since the start): watch /proc
+            self._wait_stopped(record)
+            return
         if result is None or result.si_code != os.CLD_STOPPED:
             raise errors.HypervisorError(f"Instance {record.name} exited while being paused")
+
+    def _wait_stopped(self, record: RuntimeRecord) -> None:
+        assert record.pid is not None
+        deadline = time.monotonic() + PAUSE_TIMEOUT
+        while True:
+            stat = procutil.read_stat(record.pid)
+            if stat is None or not record.is_alive():
+                raise errors.HypervisorError(
+                    f"Instance {record.name} exited while being paused")
+            if stat.state in ("T", "t"):
+                return
+            if time.monotonic() >= deadline:
+                raise errors.HypervisorError(
+                    f"Instance {record.name} did not stop within {PAUSE_TIMEOUT:.0f}s")
+            time.sleep(0.0005)
+
+    # a SIGSTOPped process runs no code: a write(2) it made has completed, and a
+    # reflink clone is atomic with respect to write(2) (ganeti.storage.reflink)
+    _pause_vcpus = _pause
 
     def _request_shutdown(self, record: RuntimeRecord) -> bool:
         delivered = self._signal(record, signal.SIGTERM)

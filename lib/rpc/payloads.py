@@ -108,3 +108,14 @@ class DiskVerifyResult(TypedDict):
     notes: list[str]
     bad_blocks: list[BadBlock]
     bad_block_count: int
+
+
+class LiveSnapshot(TypedDict):
+    """instance_snapshot_disks: every disk snapshotted inside one pause of the guest."""
+
+    snapshots: list[list[Any]]     # the snapshots' logical ids, one per disk, in disk order
+    level: str                     # "frozen" or "crash-consistent" (hypervisor.base)
+    pause_ms: float                # upper bound of the time the guest could not run
+    frozen_ms: float | None        # filesystems frozen (level "frozen" only)
+    stopped_ms: float | None       # the stop by the hypervisor's own clock (QEMU's events)
+    notes: list[str]               # e.g. why no guest agent froze the filesystems

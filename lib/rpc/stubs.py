@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         ExportMetaInfo,
         FinalizeResult,
         GenerationInfo,
+        LiveSnapshot,
         NodeInfo,
         ReceiveEndpoint,
     )
@@ -215,6 +216,12 @@ CALLS: tuple[RpcCall, ...] = (
         (Arg("instance_name"), Arg("hypervisor"), Arg("shutdown_timeout")),
         single_node=True,
         doc="Stop an instance, killing it after the timeout (not running is fine).",
+    ),
+    RpcCall(
+        "instance_snapshot_disks", "instance_snapshot_disks", "normal",
+        (Arg("instance", encoders.instance), Arg("snap_name")),
+        single_node=True,
+        doc="Snapshot every disk of a running instance inside one pause of its guest.",
     ),
     RpcCall(
         "instance_start", "instance_start", "slow",
@@ -749,6 +756,19 @@ class RpcStubs:
         result: RpcResult[None] = self.call(
             "instance_shutdown", node, instance_name, hypervisor, shutdown_timeout,
             timeout=timeout)
+        return result
+
+    def call_instance_snapshot_disks(
+        self,
+        node: str,
+        instance: Instance,
+        snap_name: str,
+        *,
+        timeout: float | None = None,
+    ) -> RpcResult[LiveSnapshot]:
+        """Snapshot every disk of a running instance inside one pause of its guest."""
+        result: RpcResult[LiveSnapshot] = self.call(
+            "instance_snapshot_disks", node, instance, snap_name, timeout=timeout)
         return result
 
     def call_instance_start(

@@ -118,7 +118,8 @@ class LocalCluster:
     @classmethod
     def create(cls, root: str | os.PathLike[str], node_count: int = 3,
                subnet: str = "127.1.0.", port: int | None = None,
-               cluster_name: str = "cluster.local") -> Self:
+               cluster_name: str = "cluster.local",
+               enabled_hypervisors: list[str] | None = None) -> Self:
         """Lay out roots, create the cluster on node1 and certificates for the others."""
         root_path = Path(root).resolve()
         if (root_path / STATE_FILE).exists():
@@ -136,7 +137,8 @@ class LocalCluster:
         master = nodes[0]
         try:
             bootstrap.init_cluster(master.paths, cluster_name, master.name, master.address,
-                                   noded_port=chosen_port)
+                                   noded_port=chosen_port,
+                                   enabled_hypervisors=enabled_hypervisors)
             for node in nodes[1:]:
                 bootstrap.prepare_node_files(master.paths, node.name, [node.address]) \
                     .install(node.paths)
@@ -154,12 +156,14 @@ class LocalCluster:
 
     @classmethod
     def create_and_start(cls, root: str | os.PathLike[str], node_count: int = 3,
-                         attempts: int = 3) -> Self:
+                         attempts: int = 3,
+                         enabled_hypervisors: list[str] | None = None) -> Self:
         """A started cluster on a random loopback subnet (parallel test runs never clash)."""
         last: OSError | None = None
         for _ in range(attempts):
             try:
-                cluster = cls.create(root, node_count, subnet=random_subnet())
+                cluster = cls.create(root, node_count, subnet=random_subnet(),
+                                     enabled_hypervisors=enabled_hypervisors)
             except OSError as err:  # a subnet/port race with a parallel run
                 last = err
                 continue
@@ -356,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="Loopback prefix such as 127.1.0; nodes get .1, .2, ...")
     start.add_argument("--port", type=int, default=constants.DEFAULT_NODED_PORT,
                        help="First port to try for the node daemons")
+    start.add_argument("--enabled-hypervisors", metavar="HV,...", default=None,
+                       help="Hypervisors of a new cluster, the first the default"
+                            " (default: process)")
     start.add_argument("--no-watcher", dest="watcher", action="store_false", default=True,
                        help="After a restart, leave instances marked up but not running"
                             f" ({STATUS_ERROR_DOWN}) down instead of starting them with one"
@@ -371,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                 subnet = parse_subnet(opts.subnet, opts.nodes)
             except ValueError as err:
                 parser.error(str(err))
-            LocalCluster.create(root, opts.nodes, subnet, opts.port)
+            hypervisors = opts.enabled_hypervisors.split(",") \
+                if opts.enabled_hypervisors else None
+            LocalCluster.create(root, opts.nodes, subnet, opts.port,
+                                enabled_hypervisors=hypervisors)
             print(f"Created a {opts.nodes}-node cluster in {root}")
             LocalCluster(root).start()
             return 0

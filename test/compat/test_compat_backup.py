@@ -23,7 +23,7 @@ from support.ganeti_oracle import Ganeti3
 from ganeti import errors
 from ganeti.backup import exportconf
 from ganeti.hypervisor import HYPERVISORS
-from ganeti.hypervisor.hv_kvm import CACHE_CHOICES
+from ganeti.hypervisor.hv_kvm import AIO_CHOICES, CACHE_CHOICES
 from ganeti.objects import NIC, Cluster, Disk, Instance
 
 # 3.0's reading of one config.ini text, as LUInstanceCreate does it for an import
@@ -242,7 +242,7 @@ def test_hypervisor_table_is_what_ganeti_accepts(ganeti3: Ganeti3) -> None:
     ours = {hv: HYPERVISORS[hv].PARAMETERS for hv in exportconf.GANETI3_HV_PARAMETERS}
     samples = {"kvm_path": ["", "/usr/bin/kvm", "kvm", "/a/../kvm"],
                "kvm_flag": ["", "enabled", "disabled", "auto"],
-               "disk_cache": list(CACHE_CHOICES),
+               "disk_cache": list(CACHE_CHOICES), "disk_aio": [*AIO_CHOICES, "posix"],
                "machine_version": ["", "pc-i440fx-7.2"]}
     probes = {hv: {name: samples[name] for name in params} for hv, params in ours.items()}
     theirs = ganeti3.eval(f"PROBES = {json.dumps(json.dumps(probes))}\n" + _SYNTAX)

@@ -21,7 +21,9 @@ from support.loopback import Env, certified_env
 from ganeti import errors, locking, opcodes
 from ganeti.backend import export as ex
 from ganeti.backend import export_layout
+from ganeti.backend import instance as bk
 from ganeti.backup import exportconf
+from ganeti.cmdlib.export_local import LocalExport
 from ganeti.storage import reflink
 from ganeti.storage.base import SNAP_MARKER
 
@@ -147,21 +149,63 @@ def test_live_export_copies_from_snapshots_and_keeps_them_as_bases(running: Env)
     running.rpc.calls.clear()
     assert _export(running, shutdown=False) == (True, [True, True])
     assert ("instance_shutdown", "node2") not in running.rpc.calls
-    assert [c for c in running.rpc.calls if c[0] == "blockdev_snapshot"] == [
-        ("blockdev_snapshot", "node2")] * 2
+    # a running instance: every disk in one pause of the guest, one RPC
+    snaps = ("blockdev_snapshot", "instance_snapshot_disks")
+    assert [c for c in running.rpc.calls if c[0] in snaps] == [
+        ("instance_snapshot_disks", "node2")]
+    assert any(str(m).startswith("guest paused ") and
+               str(m).endswith(" ms for the snapshot of 2 disks (crash-consistent)")
+               for m in running.cbs.log), running.cbs.log
     assert _snapshots(running) == []
+    info = exportconf.parse((_export_dir(running) / "inst1" / "config.ini").read_text())
+    assert info.snapshot["consistency"] == "crash-consistent"
+    assert float(info.snapshot["pause_ms"]) >= 0 and "frozen_ms" not in info.snapshot
     assert len(_bases(running)) == 2       # the next export's bases
     assert _dumps(running) == expected
 
 
 @pytest.mark.usefixtures("snapshots")
+def test_instance_dying_during_a_live_copy_is_reported(
+        running: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its snapshot was taken while it ran: the export completes from it, and says so."""
+    expected = _digests([Path(d.logical_id[1]) for d in running.inst().disks])
+    real_copy = LocalExport.copy
+
+    def copy_while_it_dies(self: LocalExport, *args: Any) -> Any:
+        bk.instance_shutdown(running.roots["node2"], "inst1", "fake", 0)
+        return real_copy(self, *args)
+    monkeypatch.setattr(LocalExport, "copy", copy_while_it_dies)
+    assert _export(running, shutdown=False) == (True, [True, True])
+    assert running.live() is None
+    assert any("stopped running during the export" in str(m) for m in running.cbs.log)
+    assert _dumps(running) == expected and _snapshots(running) == []
+    assert running.inst().admin_state == "up"       # the watcher starts it again
+
+
+@pytest.mark.usefixtures("snapshots")
 @pytest.mark.parametrize("shutdown", [True, False])
-def test_failed_snapshot_cleans_up(running: Env, shutdown: bool) -> None:
+def test_failed_snapshot_cleans_up(running: Env, shutdown: bool,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     previous = _tree(_export_dir(running) / "inst1")
-    running.rpc.fail_after["blockdev_snapshot"] = 1     # disk/0 snapshotted, disk/1 fails
-    with pytest.raises(errors.OpExecError, match="Could not snapshot disk/1 of inst1"):
+    if shutdown:    # stopped for the snapshot: one RPC per disk
+        running.rpc.fail_after["blockdev_snapshot"] = 1  # disk/0 snapshotted, disk/1 fails
+        message = "Could not snapshot disk/1 of inst1"
+    else:           # live: the node fails disk/1's clone while the guest is paused
+        clones: list[str] = []
+
+        def clone(src: Any, dst: Any) -> None:
+            clones.append(str(dst))
+            if len(clones) == 2:
+                raise OSError(28, "injected: no space left")
+            shutil.copyfile(src, dst)
+        monkeypatch.setattr(reflink, "clone_file", clone)
+        message = r"Cannot snapshot disk/1 of inst1: \[Errno 28\] injected: no space left"
+    with pytest.raises(errors.OpExecError, match=message):
         _export(running, shutdown=shutdown)
-    assert ("blockdev_remove_snapshot", "node2") in running.rpc.calls
+    if shutdown:
+        assert ("blockdev_remove_snapshot", "node2") in running.rpc.calls
+    else:
+        assert len(clones) == 2 and not Path(clones[0]).exists()
     assert _snapshots(running) == [], "a snapshot was left on the primary"
     assert running.live() is not None, "the instance is not running again"
     assert not _staging(running).exists(), "the staging directory was left"

@@ -75,7 +75,7 @@ def test_command_line(hv: KvmHypervisor, tmp_path: Path,
     drive = args[args.index("-drive") + 1]
     assert drive.startswith(f"file={tmp_path}/odd,,name.img,format=raw,if=virtio")
     expected_cache = "none" if hv_kvm.direct_io_supported(comma_disk) else "writeback"
-    assert drive.endswith(f"cache={expected_cache}")
+    assert drive.endswith(f"cache={expected_cache},aio=threads")
 
     paused = hv.build_command(inst, [], True, inst_dir,
                               {**params, "machine_version": "q35"}, 64, 2, "kvm")
@@ -83,7 +83,18 @@ def test_command_line(hv: KvmHypervisor, tmp_path: Path,
     assert paused[paused.index("-machine") + 1] == "q35"
     written = hv.build_command(inst, [comma_disk], False, inst_dir,
                                {**params, "disk_cache": "writethrough"}, 64, 2, "kvm")
-    assert written[written.index("-drive") + 1].endswith("cache=writethrough")
+    assert written[written.index("-drive") + 1].endswith("cache=writethrough,aio=threads")
+    # the guest agent's channel is always there (quiesce asks it to freeze)
+    assert f"socket,id=qga0,path={hv_kvm.QGA_SOCKET},server=on,wait=off" in written
+    assert f"virtserialport,bus=vser0.0,chardev=qga0,name={hv_kvm.QGA_PORT_NAME}" in written
+    native = hv.build_command(inst, [comma_disk], False, inst_dir,
+                              {**params, "disk_cache": "none", "disk_aio": "native"},
+                              64, 2, "kvm")
+    assert native[native.index("-drive") + 1].endswith("cache=none,aio=native")
+    with pytest.raises(errors.HypervisorError, match="disk_aio=native needs disk_cache"):
+        hv.build_command(inst, [comma_disk], False, inst_dir,
+                         {**params, "disk_cache": "writeback", "disk_aio": "native"},
+                         64, 2, "kvm")
 
 
 def test_failing_qemu_gives_its_message(hv: KvmHypervisor, tmp_path: Path,
