@@ -263,16 +263,19 @@ def test_corrupt_dump_is_detected_on_import(cluster: E2ECluster) -> None:
 
 
 def test_sparse_disk_stays_sparse_through_export_and_import(cluster: E2ECluster) -> None:
-    add_instance(cluster, "sparse1", "node2", "--no-start", size="4G")
+    # 64 data extents with holes between them: what the test proves (holes stay holes
+    # through export and import) does not need a bigger disk, whose zeros the
+    # checksums below would read in full
+    add_instance(cluster, "sparse1", "node2", "--no-start", size="1G")
     src = disk_paths(cluster, "sparse1")[0]
     chunk = os.urandom(MIB)
-    with open(src, "r+b") as handle:       # 64 MiB of data spread over the 4 GiB disk
+    with open(src, "r+b") as handle:       # 64 MiB of data spread over the 1 GiB disk
         for i in range(64):
-            handle.seek(i * 64 * MIB)
+            handle.seek(i * 16 * MIB)
             handle.write(chunk)
     cluster.gnt("gnt-backup", "export", "-n", "node3", "sparse1")
     dump = export_dir(cluster, "node3", "sparse1") / "disk0.img"
-    assert dump.stat().st_size == 4096 * MIB
+    assert dump.stat().st_size == 1024 * MIB
     assert allocated_bytes(dump) < 80 * MIB
     cluster.gnt("gnt-backup", "import", "-n", "node1", "--src-node", "node3",
                 "--no-start", "--src-dir", "sparse1", "sparse1-copy")
@@ -288,12 +291,13 @@ def test_exports_of_different_instances_run_concurrently(cluster: E2ECluster) ->
     # node locks are shared: two exports overlap even though both read from node2
     # and the master runs both; proven by the opcodes' execution intervals (from
     # "locks acquired" to "done") overlapping.  gzip keeps each copy busy for a
-    # while, so serialised exports could not overlap by accident.
+    # while (64 MiB of random data: seconds, against milliseconds between the two
+    # jobs' starts), so serialised exports could not overlap by accident.
     for name in ("par1", "par2"):
-        add_instance(cluster, name, "node2", "--no-start", size="256M")
+        add_instance(cluster, name, "node2", "--no-start", size="128M")
         with open(disk_paths(cluster, name)[0], "r+b") as handle:
             block = os.urandom(4 * MIB)
-            for _ in range(32):
+            for _ in range(16):
                 handle.write(block)
     ops = [[opcodes.OpBackupExport.create(instance_name=name, target_node=target,
                                           compress="gzip")]
@@ -366,11 +370,13 @@ def test_export_with_shutdown_restarts_before_the_copy(rcluster: E2ECluster) -> 
 
 
 def test_target_killed_mid_transfer_keeps_previous_export(rcluster: E2ECluster) -> None:
-    add_instance(rcluster, "big1", "node2", "--no-start", size="768M")
+    # 64 MiB of random data: the gzip'd copy runs for seconds, while node3 dies within
+    # milliseconds of its staging dump appearing
+    add_instance(rcluster, "big1", "node2", "--no-start", size="256M")
     disk = disk_paths(rcluster, "big1")[0]
     with open(disk, "r+b") as handle:
         block = os.urandom(4 * MIB)
-        for _ in range(48):
+        for _ in range(16):
             handle.write(block)
     rcluster.gnt("gnt-backup", "export", "-n", "node3", "big1")
     previous = (export_dir(rcluster, "node3", "big1") / "config.ini").read_text()
