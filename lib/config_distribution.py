@@ -319,10 +319,15 @@ class ConfigDistributor:
         return tgt.ca_shipped < tgt.ca_wanted or (behind and (tgt.candidate or tgt.urgent))
 
     def _next_due(self, tgt: _Target) -> float:
-        """Monotonic time the next upload may start (it is needed)."""
+        """Monotonic time the next shipment may start (it is needed)."""
         if tgt.urgent:
             return float("-inf")
-        interval = max(self._min_interval, DUTY_FACTOR * tgt.last_duration)
+        if tgt.exact_serial is not None and self._records_since is not None:
+            # the next one is a delta: a whole file's duration (the node's first
+            # shipment) must not hold it back for DUTY_FACTOR times as long
+            interval = self._min_interval
+        else:
+            interval = max(self._min_interval, DUTY_FACTOR * tgt.last_duration)
         return max(tgt.next_retry, tgt.last_ship + interval)
 
     def _run(self, tgt: _Target) -> None:
