@@ -71,6 +71,9 @@ STOP_FLUSH_TIMEOUT = 5.0
 DELTA_MIN_BYTES = 256 * 1024
 DELTA_MAX_BYTES = 16 * 1024 * 1024
 
+# encoded deltas kept for other nodes at the same base (the newest bases)
+_DELTAS_KEPT = 8
+
 # ConfigStore.records_since: the journal records after a serial, None once gone
 RecordsSince = Callable[[int], "Sequence[config_journal.Record] | None"]
 
@@ -506,7 +509,10 @@ class ConfigDistributor:
             return None
         prepared = self._rpc.prepare("append_config_records", base, blob.decode("utf-8"))
         with self._prepare_lock:
+            self._prepared_deltas.pop(base, None)  # the newest last
             self._prepared_deltas[base] = (last, prepared)
+            while len(self._prepared_deltas) > _DELTAS_KEPT:  # a burst that never idles
+                del self._prepared_deltas[next(iter(self._prepared_deltas))]
         return last, prepared
 
     def _prepare(self, path: Path) -> PreparedCall:
