@@ -1057,20 +1057,24 @@ class ConfigStore:
     def _commit(self, mutate: Callable[[_Change], _T]) -> _T:
         """Apply ``mutate`` to the live data, then return once that change is durable.
 
-        The change is made on copies of the tables (shallow, about a millisecond at
-        10,000 instances, and only when a snapshot shares them), so a mutator that
-        raises leaves the state before it exactly as it was, including other
-        threads' changes still waiting for their write.
+        The change is made on the live tables, or on shallow copies of them when a
+        snapshot shares them (a few milliseconds at 10,000 instances, index
+        included); a mutator that raises has its edits undone, so the state
+        before it stays exactly as it was, including other threads' changes
+        still waiting for their write.
         """
         with self._lock:
-            before = self._data, self._index, self.snapshot()
             self._unshare()
             mtime_before = self._data.mtime
             change = _Change(self._data, self._index, time.time())
             try:
                 result = mutate(change)
-            except BaseException:
-                self._data, self._index, self._snapshot = before
+            except BaseException as err:
+                # a refusal (checked before any change) leaves nothing to undo; a bug
+                # half-way gets its edits undone and the index rebuilt (O(size), rare)
+                if change.edits or not isinstance(err, errors.GenericError):
+                    self._undo_edits(change.edits)
+                    self._index = _Index.build(self._data)
                 raise
             # not through validate_assignment: it would re-run ConfigData's key check
             # over every table (O(size)) for two numbers we set ourselves
@@ -1084,22 +1088,26 @@ class ConfigStore:
     def _undo(self, pending: list[_Pending]) -> None:
         """Back to the last durable state (under ``_lock``): undo ``pending``, newest first."""
         self._unshare()
-        data = self._data
         for entry in reversed(pending):
-            for _kind, section, key, _obj, before in reversed(entry.edits):
-                if key is None:
-                    assert isinstance(before, Cluster)
-                    data.__dict__["cluster"] = before
-                    continue
-                table: dict[str, Any] = getattr(data, section)
-                if before is None:
-                    del table[key]
-                else:
-                    table[key] = before
-            data.__dict__["serial_no"] = entry.serial - 1
-            data.__dict__["mtime"] = entry.mtime_before
-        self._index = _Index.build(data)
+            self._undo_edits(entry.edits)
+            self._data.__dict__["serial_no"] = entry.serial - 1
+            self._data.__dict__["mtime"] = entry.mtime_before
+        self._index = _Index.build(self._data)
         self._snapshot = None
+
+    def _undo_edits(self, edits: list[_Edit]) -> None:
+        """Put back what ``edits`` replaced or deleted, newest first (live tables only)."""
+        data = self._data
+        for _kind, section, key, _obj, before in reversed(edits):
+            if key is None:
+                assert isinstance(before, Cluster)
+                data.__dict__["cluster"] = before
+                continue
+            table: dict[str, Any] = getattr(data, section)
+            if before is None:
+                del table[key]
+            else:
+                table[key] = before
 
     def _wait_durable(self, serial: int, epoch: int) -> None:
         """Group commit: wait for a journal append containing ``serial``, or be the one
