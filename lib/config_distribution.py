@@ -429,7 +429,7 @@ class ConfigDistributor:
         and the records after the file's serial."""
         name = self._conf_file.name
         if shipment.exact is not None:
-            delta = self._prepare_delta(shipment.exact, bounded=True)
+            delta = self._prepare_delta(shipment.exact, serial, bounded=True)
             if delta is not None:
                 res = self._delta(node, shipment, delta)
                 if res is None:
@@ -450,7 +450,7 @@ class ConfigDistributor:
         shipment.exact = got if isinstance(got, int) and not isinstance(got, bool) else None
         if shipment.exact is not None:
             # the file may be older than the newest write (journal): its records follow
-            delta = self._prepare_delta(shipment.exact, bounded=False)
+            delta = self._prepare_delta(shipment.exact, serial, bounded=False)
             if delta is not None:
                 res = self._delta(node, shipment, delta)
                 if res is not None:
@@ -490,12 +490,17 @@ class ConfigDistributor:
             size = 0
         return max(DELTA_MIN_BYTES, min(DELTA_MAX_BYTES, size))
 
-    def _prepare_delta(self, base: int, bounded: bool) -> tuple[int, PreparedCall] | None:
-        """The encoded records after ``base`` (all the store has), shared by the nodes
-        at ``base``; None when there are none, they are gone, or (``bounded``) they are
-        bigger than the file."""
+    def _prepare_delta(self, base: int, want: int, bounded: bool
+                       ) -> tuple[int, PreparedCall] | None:
+        """The encoded records after ``base`` (all the store has, at least up to
+        ``want`` if it has them), shared by the nodes at ``base``; None when there
+        are none, they are gone, or (``bounded``) they are bigger than the file."""
         if self._records_since is None:
             return None
+        with self._prepare_lock:
+            cached = self._prepared_deltas.get(base)
+        if cached is not None and cached[0] >= want:
+            return cached  # another node's, no need to ask the store again
         records = self._records_since(base)
         if not records or records[0].serial != base + 1:
             return None
