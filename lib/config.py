@@ -243,12 +243,18 @@ def _key_remove(table: dict[str, frozenset[str]], key: str, uuid: str) -> None:
         table.pop(key, None)
 
 
+_INDEX_DICTS = ("instance_by_name", "node_by_name", "instance_keys", "node_keys", "macs",
+                "node_instances")
+
+
 @dataclass
 class _Index:
     """Lookups kept in step with the data by every change (never rebuilt per read).
 
-    Values are immutable (frozensets), so :meth:`copy` is shallow: a snapshot
-    keeps the old dicts while the store goes on with copies.
+    Values are immutable (frozensets), so :meth:`copy` is shallow, and lazy: the
+    copy shares the dicts until a change needs one (:meth:`_own`), so a change
+    that touches no index (an instance's state, parameters) copies none.  A
+    snapshot keeps the old dicts while the store goes on with its copies.
     """
 
     instance_by_name: dict[str, str] = field(default_factory=dict)
@@ -260,6 +266,17 @@ class _Index:
     macs: dict[str, int] = field(default_factory=dict)
     # node uuid -> uuids of the instances using it as primary or secondary
     node_instances: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the dicts this index may change in place (the others it shares with an older one)
+    _owned: set[str] = field(default_factory=lambda: set(_INDEX_DICTS), compare=False,
+                             repr=False)
+
+    def _own(self, name: str) -> dict[str, Any]:
+        table: dict[str, Any] = getattr(self, name)
+        if name not in self._owned:
+            table = dict(table)
+            setattr(self, name, table)
+            self._owned.add(name)
+        return table
 
     @classmethod
     def build(cls, data: ConfigData) -> _Index:
@@ -287,45 +304,61 @@ class _Index:
         return index
 
     def copy(self) -> _Index:
-        return _Index(dict(self.instance_by_name), dict(self.node_by_name),
-                      dict(self.instance_keys), dict(self.node_keys), dict(self.macs),
-                      dict(self.node_instances))
+        return _Index(self.instance_by_name, self.node_by_name, self.instance_keys,
+                      self.node_keys, self.macs, self.node_instances, set())
 
     def add_node(self, node: Node) -> None:
-        self.node_by_name[node.name] = node.uuid
+        self._own("node_by_name")[node.name] = node.uuid
+        node_keys = self._own("node_keys")
         for key in _name_keys(node.name):
-            _key_add(self.node_keys, key, node.uuid)
+            _key_add(node_keys, key, node.uuid)
 
     def remove_node(self, node: Node) -> None:
-        if self.node_by_name.get(node.name) == node.uuid:
-            del self.node_by_name[node.name]
+        by_name = self._own("node_by_name")
+        if by_name.get(node.name) == node.uuid:
+            del by_name[node.name]
+        node_keys = self._own("node_keys")
         for key in _name_keys(node.name):
-            _key_remove(self.node_keys, key, node.uuid)
+            _key_remove(node_keys, key, node.uuid)
 
     def add_instance(self, inst: Instance) -> None:
-        self.instance_by_name[inst.name] = inst.uuid
+        self._own("instance_by_name")[inst.name] = inst.uuid
+        keys = self._own("instance_keys")
         for key in _name_keys(inst.name):
-            _key_add(self.instance_keys, key, inst.uuid)
-        for nic in inst.nics:
-            if nic.mac:
-                self.macs[nic.mac] = self.macs.get(nic.mac, 0) + 1
+            _key_add(keys, key, inst.uuid)
+        macs = [nic.mac for nic in inst.nics if nic.mac]
+        if macs:
+            counts = self._own("macs")
+            for mac in macs:
+                counts[mac] = counts.get(mac, 0) + 1
+        users = self._own("node_instances")
         for node_uuid in inst.all_nodes:
-            _key_add(self.node_instances, node_uuid, inst.uuid)
+            _key_add(users, node_uuid, inst.uuid)
 
     def remove_instance(self, inst: Instance) -> None:
-        if self.instance_by_name.get(inst.name) == inst.uuid:
-            del self.instance_by_name[inst.name]
+        by_name = self._own("instance_by_name")
+        if by_name.get(inst.name) == inst.uuid:
+            del by_name[inst.name]
+        keys = self._own("instance_keys")
         for key in _name_keys(inst.name):
-            _key_remove(self.instance_keys, key, inst.uuid)
-        for nic in inst.nics:
-            if nic.mac:
-                left = self.macs.get(nic.mac, 0) - 1
+            _key_remove(keys, key, inst.uuid)
+        macs = [nic.mac for nic in inst.nics if nic.mac]
+        if macs:
+            counts = self._own("macs")
+            for mac in macs:
+                left = counts.get(mac, 0) - 1
                 if left > 0:
-                    self.macs[nic.mac] = left
+                    counts[mac] = left
                 else:
-                    self.macs.pop(nic.mac, None)
+                    counts.pop(mac, None)
+        users = self._own("node_instances")
         for node_uuid in inst.all_nodes:
-            _key_remove(self.node_instances, node_uuid, inst.uuid)
+            _key_remove(users, node_uuid, inst.uuid)
+
+
+def _indexed(inst: Instance) -> tuple[str, list[str], list[str]]:
+    """What of an instance the index holds: an update changing none of it skips it."""
+    return inst.name, [nic.mac for nic in inst.nics], list(inst.all_nodes)
 
 
 _Stored = Cluster | Node | Instance | NodeGroup | BackupSchedule | Network
@@ -1039,9 +1072,12 @@ class ConfigStore:
                 index.add_node(new)
             elif isinstance(new, Instance):
                 assert isinstance(current, Instance)
-                index.remove_instance(current)
+                reindex = _indexed(current) != _indexed(new)
+                if reindex:
+                    index.remove_instance(current)
                 tx.put("instances", new)
-                index.add_instance(new)
+                if reindex:
+                    index.add_instance(new)
             elif isinstance(new, NodeGroup):
                 tx.put("nodegroups", new)
             else:
@@ -1057,20 +1093,24 @@ class ConfigStore:
     def _commit(self, mutate: Callable[[_Change], _T]) -> _T:
         """Apply ``mutate`` to the live data, then return once that change is durable.
 
-        The change is made on copies of the tables (shallow, about a millisecond at
-        10,000 instances, and only when a snapshot shares them), so a mutator that
-        raises leaves the state before it exactly as it was, including other
-        threads' changes still waiting for their write.
+        The change is made on the live tables, or on shallow copies of them when a
+        snapshot shares them (a few milliseconds at 10,000 instances, index
+        included); a mutator that raises has its edits undone, so the state
+        before it stays exactly as it was, including other threads' changes
+        still waiting for their write.
         """
         with self._lock:
-            before = self._data, self._index, self.snapshot()
             self._unshare()
             mtime_before = self._data.mtime
             change = _Change(self._data, self._index, time.time())
             try:
                 result = mutate(change)
-            except BaseException:
-                self._data, self._index, self._snapshot = before
+            except BaseException as err:
+                # a refusal (checked before any change) leaves nothing to undo; a bug
+                # half-way gets its edits undone and the index rebuilt (O(size), rare)
+                if change.edits or not isinstance(err, errors.GenericError):
+                    self._undo_edits(change.edits)
+                    self._index = _Index.build(self._data)
                 raise
             # not through validate_assignment: it would re-run ConfigData's key check
             # over every table (O(size)) for two numbers we set ourselves
@@ -1084,22 +1124,26 @@ class ConfigStore:
     def _undo(self, pending: list[_Pending]) -> None:
         """Back to the last durable state (under ``_lock``): undo ``pending``, newest first."""
         self._unshare()
-        data = self._data
         for entry in reversed(pending):
-            for _kind, section, key, _obj, before in reversed(entry.edits):
-                if key is None:
-                    assert isinstance(before, Cluster)
-                    data.__dict__["cluster"] = before
-                    continue
-                table: dict[str, Any] = getattr(data, section)
-                if before is None:
-                    del table[key]
-                else:
-                    table[key] = before
-            data.__dict__["serial_no"] = entry.serial - 1
-            data.__dict__["mtime"] = entry.mtime_before
-        self._index = _Index.build(data)
+            self._undo_edits(entry.edits)
+            self._data.__dict__["serial_no"] = entry.serial - 1
+            self._data.__dict__["mtime"] = entry.mtime_before
+        self._index = _Index.build(self._data)
         self._snapshot = None
+
+    def _undo_edits(self, edits: list[_Edit]) -> None:
+        """Put back what ``edits`` replaced or deleted, newest first (live tables only)."""
+        data = self._data
+        for _kind, section, key, _obj, before in reversed(edits):
+            if key is None:
+                assert isinstance(before, Cluster)
+                data.__dict__["cluster"] = before
+                continue
+            table: dict[str, Any] = getattr(data, section)
+            if before is None:
+                del table[key]
+            else:
+                table[key] = before
 
     def _wait_durable(self, serial: int, epoch: int) -> None:
         """Group commit: wait for a journal append containing ``serial``, or be the one

@@ -71,6 +71,9 @@ STOP_FLUSH_TIMEOUT = 5.0
 DELTA_MIN_BYTES = 256 * 1024
 DELTA_MAX_BYTES = 16 * 1024 * 1024
 
+# encoded deltas kept for other nodes at the same base (the newest bases)
+_DELTAS_KEPT = 8
+
 # ConfigStore.records_since: the journal records after a serial, None once gone
 RecordsSince = Callable[[int], "Sequence[config_journal.Record] | None"]
 
@@ -319,10 +322,15 @@ class ConfigDistributor:
         return tgt.ca_shipped < tgt.ca_wanted or (behind and (tgt.candidate or tgt.urgent))
 
     def _next_due(self, tgt: _Target) -> float:
-        """Monotonic time the next upload may start (it is needed)."""
+        """Monotonic time the next shipment may start (it is needed)."""
         if tgt.urgent:
             return float("-inf")
-        interval = max(self._min_interval, DUTY_FACTOR * tgt.last_duration)
+        if tgt.exact_serial is not None and self._records_since is not None:
+            # the next one is a delta: a whole file's duration (the node's first
+            # shipment) must not hold it back for DUTY_FACTOR times as long
+            interval = self._min_interval
+        else:
+            interval = max(self._min_interval, DUTY_FACTOR * tgt.last_duration)
         return max(tgt.next_retry, tgt.last_ship + interval)
 
     def _run(self, tgt: _Target) -> None:
@@ -421,7 +429,7 @@ class ConfigDistributor:
         and the records after the file's serial."""
         name = self._conf_file.name
         if shipment.exact is not None:
-            delta = self._prepare_delta(shipment.exact, bounded=True)
+            delta = self._prepare_delta(shipment.exact, serial, bounded=True)
             if delta is not None:
                 res = self._delta(node, shipment, delta)
                 if res is None:
@@ -442,7 +450,7 @@ class ConfigDistributor:
         shipment.exact = got if isinstance(got, int) and not isinstance(got, bool) else None
         if shipment.exact is not None:
             # the file may be older than the newest write (journal): its records follow
-            delta = self._prepare_delta(shipment.exact, bounded=False)
+            delta = self._prepare_delta(shipment.exact, serial, bounded=False)
             if delta is not None:
                 res = self._delta(node, shipment, delta)
                 if res is not None:
@@ -482,12 +490,17 @@ class ConfigDistributor:
             size = 0
         return max(DELTA_MIN_BYTES, min(DELTA_MAX_BYTES, size))
 
-    def _prepare_delta(self, base: int, bounded: bool) -> tuple[int, PreparedCall] | None:
-        """The encoded records after ``base`` (all the store has), shared by the nodes
-        at ``base``; None when there are none, they are gone, or (``bounded``) they are
-        bigger than the file."""
+    def _prepare_delta(self, base: int, want: int, bounded: bool
+                       ) -> tuple[int, PreparedCall] | None:
+        """The encoded records after ``base`` (all the store has, at least up to
+        ``want`` if it has them), shared by the nodes at ``base``; None when there
+        are none, they are gone, or (``bounded``) they are bigger than the file."""
         if self._records_since is None:
             return None
+        with self._prepare_lock:
+            cached = self._prepared_deltas.get(base)
+        if cached is not None and cached[0] >= want:
+            return cached  # another node's, no need to ask the store again
         records = self._records_since(base)
         if not records or records[0].serial != base + 1:
             return None
@@ -501,7 +514,10 @@ class ConfigDistributor:
             return None
         prepared = self._rpc.prepare("append_config_records", base, blob.decode("utf-8"))
         with self._prepare_lock:
+            self._prepared_deltas.pop(base, None)  # the newest last
             self._prepared_deltas[base] = (last, prepared)
+            while len(self._prepared_deltas) > _DELTAS_KEPT:  # a burst that never idles
+                del self._prepared_deltas[next(iter(self._prepared_deltas))]
         return last, prepared
 
     def _prepare(self, path: Path) -> PreparedCall:

@@ -2,9 +2,11 @@
 
 Each size starts from a file written in one go (so building the cluster is not
 what is measured), then times add, modify, remove, name lookup, used_macs and
-snapshot, one at a time as an LU would call them.  Per-operation costs are
-printed with their ratio to the smallest size (goal: at most 2x at 10,000),
-plus ``_serialize`` and a full load, which are O(N) by nature.
+snapshot, one at a time as an LU would call them (a commit appends to the
+journal).  Per-operation costs are printed with their ratio to the smallest
+size (goal: at most 2x at 10,000), plus ``_serialize``, a compaction and a
+full load, which are O(N) by nature; a compaction comes once per
+COMPACT_RATIO x file size of journal, so its share per commit is printed too.
 
 Run: .venv/bin/python test/bench/bench_config.py [SIZE...]   (default 10 1000 10000)
 """
@@ -117,6 +119,20 @@ def _measure(n_instances: int) -> dict[str, tuple[float, float]]:
         if hasattr(store, "_fragments"):
             results["serialise for a write (fragments)"] = _per_op(
                 3, lambda i: store._fragments.serialize(store._data))
+        if hasattr(store, "compact"):
+            def compact(i: int) -> None:
+                store.set_instance_admin_state(uuids[i % len(uuids)], constants.ADMINST_UP)
+                store.compact()
+
+            # a compaction every COMPACT_RATIO * file size of journal: its share per commit
+            cpu, wall = _per_op(2, compact)
+            last = store.records_since(store.get_serial() - 1)
+            assert last, "the last commit's record is kept"
+            record = len(last[0].line)
+            commits = max(config.COMPACT_MIN_BYTES,
+                          config.COMPACT_RATIO * size * 1024) / record
+            results["compaction (O(N), with one commit)"] = (cpu, wall)
+            results["compaction per commit, amortized"] = (cpu / commits, wall / commits)
         results["ConfigStore(path) load (O(N))"] = _per_op(1, lambda i: ConfigStore(path))
         results["8 threads x 5 adds, per add"] = _concurrent_adds(store, nodes, counter)
     return results

@@ -20,7 +20,6 @@ import pytest
 from support.cluster import E2ECluster, output
 
 from ganeti import config_journal, constants, daemon
-from ganeti.config import ConfigStore
 
 pytestmark = pytest.mark.e2e
 
@@ -87,9 +86,8 @@ def test_a_hanging_candidate_lags_without_slowing_commits_and_catches_up(
     os.kill(frozen_node3, signal.SIGCONT)
     _wait(lambda: _serial(node3.root) == _serial(master.root), "node3 caught up")
     assert _serial(node3.root) >= master_serial
-    if hasattr(ConfigStore, "records_since"):
-        # the master still had the records: node3 caught up with a delta, no whole file
-        assert _whole_files(cluster, "node3") == files_before
+    # the master still had the records: node3 caught up with a delta, no whole file
+    assert _whole_files(cluster, "node3") == files_before
     proc = cluster.gnt("gnt-cluster", "verify", ok=False, timeout=240)
     assert "configuration lags" not in output(proc), output(proc)
     assert "master candidates of the group have the configuration" in output(proc)

@@ -110,3 +110,25 @@ def test_instance_locks_follow_creates_and_removes(env: Env) -> None:
     env.run(opcodes.OpInstanceRemove.create(instance_name="inst1"))
     assert not env.ctx.glm.exists(locking.LEVEL_INSTANCE, "inst1")
     env.ctx.distribution.stop(flush_timeout=0)
+
+
+def test_the_context_ships_the_store_s_records_to_the_candidates(env: Env) -> None:
+    """MasterContext hands the store's records_since to the distributor: after the
+    first whole file, every change reaches the candidates as journal records."""
+    env.cfg.add_write_listener(env.ctx.on_config_written, with_data=False)
+    candidates = ["node2", "node3"]
+    try:
+        assert env.ctx.distribution.flush(candidates, timeout=30) == {}
+        env.create("inst1")
+        env.run(opcodes.OpInstanceSetParams.create(instance_name="inst1",
+                                                   beparams={"maxmem": 256}))
+        assert env.ctx.distribution.flush(candidates, timeout=30) == {}
+        for node in candidates:
+            sent = [proc for proc, name in env.rpc.calls if name == node
+                    and proc in ("upload_file", "append_config_records")]
+            assert sent[0] == "upload_file" and sent.count("upload_file") == 1, sent
+            assert "append_config_records" in sent, sent
+            assert (config_journal.load(env.roots[node].paths.cluster_conf_file)
+                    == config_journal.load(env.cfg.path))
+    finally:
+        env.ctx.distribution.stop(flush_timeout=0)

@@ -382,3 +382,29 @@ def test_a_file_older_than_the_write_without_its_records_is_an_error(cl: Cluster
     cl.master.compact()  # the file has everything now
     assert dist.flush(["node2"], timeout=30) == {}
     cl.assert_same("node2")
+
+
+def test_a_slow_whole_file_does_not_hold_back_the_deltas_after_it(
+        cl: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole files are spaced DUTY_FACTOR times their duration; deltas only by
+    min_interval (before, a candidate lagged ten times its first upload)."""
+    clock = [1000.0]
+    send = cl.rpc._send
+
+    def slow_files(procedure: str, nodes: Iterable[str], body: bytes, timeout: float,
+                   call_name: str) -> dict[str, RpcResult[Any]]:
+        if procedure == "upload_file":
+            clock[0] += 1.0  # a whole file "takes" 1 s (on the fake clock)
+        return send(procedure, nodes, body, timeout, call_name)
+
+    monkeypatch.setattr(cl.rpc, "_send", slow_files)
+    dist = cl.distributor(clock=lambda: clock[0])
+    dist.set_candidates(["node2"])
+    assert dist.flush(["node2"], timeout=30) == {}
+    dist.config_written(cl.master.add_node("a"), ["node2"])
+    deadline = time.monotonic() + 20  # the fake clock stands still: DUTY_FACTOR x 1 s never
+    while _status(dist, "node2").lag:
+        assert time.monotonic() < deadline, "the delta waited for the whole file's spacing"
+        time.sleep(0.02)
+    assert cl.calls("node2", "append_config_records") == 1
+    cl.assert_same("node2")
