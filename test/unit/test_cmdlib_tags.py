@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import pytest
 from support.loopback import Env
 
-from ganeti import errors, limits, opcodes
+from ganeti import config_journal, errors, limits, opcodes
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def _get(env: Env, kind: str, name: str | None) -> list[str]:
 
 
 def _stored(env: Env) -> dict[str, object]:
-    data = json.loads(env.cfg.path.read_text())
+    data, _serial = config_journal.load(env.cfg.path)  # the file and its journal
     return {"cluster": sorted(data["cluster"]["tags"]),
             **{i["name"]: sorted(i["tags"]) for i in data["instances"].values()},
             **{n["name"]: sorted(n["tags"]) for n in data["nodes"].values()}}
