@@ -312,6 +312,11 @@ class JournalWriter:
             if size:
                 raw = os.pread(fd, size, 0)
             records, good = _scan(raw, self.path)
+            if records and records[-1].serial <= file_serial(self.config_path):
+                # the file holds all of it (a compaction that crashed before the
+                # journal's rewrite, or a whole file shipped to a candidate): appending
+                # after these would leave a gap between their serials and the new ones
+                records, good = [], 0
             if good != len(raw):
                 os.ftruncate(fd, good)
                 os.fsync(fd)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.cluster import E2ECluster, start_cluster, stop_quietly
 
-from ganeti import constants, daemon
+from ganeti import config_journal, constants, daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +23,7 @@ def _rows(cluster: E2ECluster, *fields: str) -> list[list[str]]:
 
 
 def _serial(root: str) -> int:
-    path = Path(root) / "var/lib/ganeti/config.data"
-    return int(json.loads(path.read_text())["serial_no"])
+    return config_journal.load(Path(root) / "var/lib/ganeti/config.data")[1]
 
 
 def _write_hook(cluster: E2ECluster, hpath: str, phase: str, name: str,

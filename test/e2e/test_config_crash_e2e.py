@@ -1,12 +1,13 @@
 """kill -9 of the master during a burst of instance creates loses no acknowledged create.
 
-The configuration store acknowledges a change only once a write holding it is
-durable (group commit, lib/config.py); a crash at any moment leaves a file that
-loads and holds every create a client saw succeed.
+The configuration store acknowledges a change only once the journal append
+holding it is durable (group commit, lib/config.py); a crash at any moment
+leaves a file and journal that load and hold every create a client saw succeed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ import time
 import pytest
 from support.cluster import E2ECluster, cluster_fixture
 
-from ganeti import constants, daemon, opcodes
+from ganeti import config_journal, constants, daemon, opcodes
 from ganeti.config import ConfigStore
 
 pytestmark = pytest.mark.e2e
@@ -110,3 +111,27 @@ def test_kill_master_during_create_burst(cluster: E2ECluster) -> None:
                              check=True).stdout.split())
     assert listed == _configured(cluster)
     print(f"acknowledged before a kill: {len(acked)}, jobs interrupted: {interrupted}")
+
+
+def test_clean_stop_leaves_config_data_complete(cluster: E2ECluster) -> None:
+    """After a clean masterd stop config.data alone holds everything (Ganeti's tools
+    and people read it as plain JSON): the journal was folded in."""
+    conf = cluster.master.paths.cluster_conf_file
+    op = opcodes.OpInstanceCreate.create(
+        instance_name="cleanstop1", disk_template=constants.DT_FILE, disks=[{"size": 1}],
+        nics=[{}], start=False)
+    with cluster.luxi_client() as cl:
+        ((ok, job_id),) = cl.submit_many_jobs([[op]])
+    assert ok, job_id
+    assert _final_statuses(cluster, [int(job_id)]) == [constants.OP_STATUS_SUCCESS]
+    everything, serial = config_journal.load(conf)
+    cluster.stop(log=lambda _msg: None)
+    try:
+        journal = config_journal.journal_path(conf)
+        assert not journal.exists() or journal.stat().st_size == 0
+        plain = json.loads(conf.read_bytes())
+        assert plain == everything and plain["serial_no"] == serial
+        assert "cleanstop1" in {i["name"] for i in plain["instances"].values()}
+    finally:
+        cluster.start(log=lambda _msg: None)
+    assert "cleanstop1" in _configured(cluster)

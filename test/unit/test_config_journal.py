@@ -235,3 +235,20 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
         cj.encode_record(6, [["del", "nodes", "nope"]], 1.0))
     with pytest.raises(errors.ConfigurationError, match="nodes has no nope to delete"):
         cj.load(path)
+
+
+def test_append_after_a_newer_file_drops_the_stale_journal(tmp_path: Path) -> None:
+    """A whole file newer than the journal (shipped to a candidate, or a compaction that
+    crashed before rewriting the journal): the next append follows the file."""
+    path = tmp_path / "config.data"
+    data = _base()
+    _write(path, data)
+    _journal(path, [6, 7])
+    data["serial_no"] = 9
+    _write(path, data)
+    assert cj.load(path) == (data, 9)  # the stale records are skipped
+    with pytest.raises(errors.ConfigurationError, match="base serial mismatch"):
+        cj.append(path, [cj.Record.make(8, [], 1.0)])
+    cj.append(path, [cj.Record.make(10, [["set", "nodes", "n10", {}]], 1.0)])
+    assert [r.serial for r in cj.read_journal(path)] == [10]
+    assert cj.load(path)[1] == 10
