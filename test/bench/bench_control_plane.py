@@ -28,7 +28,7 @@ issue: per-operation cost at 10,000 at most 2x the cost at 10; the list of
 10,000 under 1 s excluding client start-up; master RSS under 300 MiB.
 
 Run: .venv/bin/python test/bench/bench_control_plane.py [--sizes 10,1000,10000]
-[--rounds 5] [--burst 20] [--py-spy SIZE]  (a few minutes at the default sizes;
+[--rounds 5] [--burst 20] [--py-spy SIZE [--py-spy-out PATH]]  (a few minutes at the default sizes;
 --py-spy records masterd with py-spy, if installed, during the operations at SIZE,
 as collapsed stacks in /tmp/masterd-SIZE.folded; its figures are then skewed)
 """
@@ -383,7 +383,9 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=20)
     parser.add_argument("--py-spy", type=int, default=None, dest="py_spy",
                         help="record masterd with py-spy at this size"
-                             " (to /tmp/masterd-SIZE.folded)")
+                             " (to /tmp/masterd-SIZE.folded, or --py-spy-out)")
+    parser.add_argument("--py-spy-out", default=None, dest="py_spy_out",
+                        help="where --py-spy writes its collapsed stacks")
     parser.add_argument("--list-only", action="store_true",
                         help="measure only the list of every instance (LUXI Query,"
                              " gnt-instance list) and the /metrics scrape")
@@ -393,7 +395,8 @@ def main() -> int:
     results: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cp-") as tmp:
         for count in sizes:
-            profile = Path(f"/tmp/masterd-{count}.folded") if args.py_spy == count else None
+            profile = (Path(args.py_spy_out or f"/tmp/masterd-{count}.folded")
+                       if args.py_spy == count else None)
             t0 = time.perf_counter()
             results[count] = bench_size(Path(tmp), count, args.rounds, args.burst, profile,
                                         args.list_only)
