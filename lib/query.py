@@ -9,16 +9,14 @@ them.  Results use Ganeti's layout: each value travels as ``[status, value]``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import operator
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
-from ganeti import errors
+from ganeti import errors, gc_pause
 
 # Field kinds (wire strings as in Ganeti)
 QFT_UNKNOWN: Final = "unknown"
@@ -212,36 +210,6 @@ def query_fields(what: str, fields: Sequence[str] | None = None) -> dict[str, An
     return {"fields": defs}
 
 
-_GC_LOCK = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a big answer is built (threads nest).
-
-    A query of 10,000 instances allocates some 70,000 lists that all stay alive;
-    every few hundred allocations the collector would traverse them again, and
-    the master's whole heap (the configuration) at each full collection: that
-    was most of the query's time.  Nothing built here is cyclic garbage, and
-    what the answer holds is freed by reference counting once it is sent.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _GC_LOCK:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
-
-
 _UNKNOWN: Final = _Status(RS_UNKNOWN, "unknown")
 
 
@@ -277,7 +245,7 @@ def query(what: str, fields: Sequence[str], qfilter: Any = None,
     status = _Status
     data: list[list[list[Any]]] = []
     append = data.append
-    with gc_paused():
+    with gc_pause.paused():
         for item in res.items(source, needed, names):
             if flt is not None and not flt(source, item):
                 continue

@@ -106,7 +106,7 @@ class Method:
     handler: Callable[..., Any]
     args: tuple[Arg, ...]
     # answers rows of a query (10,000 instances: some 70,000 lists): the server keeps
-    # the garbage collector paused until the answer is sent (ganeti.query.gc_paused)
+    # the garbage collector paused until the answer is sent (ganeti.gc_pause)
     rows: bool = False
 
 

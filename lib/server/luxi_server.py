@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from ganeti import constants, errors, luxi, query
+from ganeti import constants, errors, gc_pause, luxi
 from ganeti.server import connlimit
 from ganeti.server.luxi_methods import (
     JobQueueLike,
@@ -242,7 +242,7 @@ class LuxiServer:
                 try:
                     method, args = self.parse_request(raw)
                     # a query's rows stay untraversed by the collector until sent
-                    with query.gc_paused() if method.rows else contextlib.nullcontext():
+                    with gc_pause.paused() if method.rows else contextlib.nullcontext():
                         sent = self._reply(stream, True, method.handler(*args))
                 except errors.GenericError as err:
                     if not self._reply(stream, False, errors.encode(err)):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from support.query_cluster import FakeRpc, build_store, source
 
-from ganeti import luxi, query
+from ganeti import gc_pause, luxi, query
 from ganeti.backup.export_stats import ExportStats
 from ganeti.config import ConfigStore
 from ganeti.query_resources import group as qgroup
@@ -271,18 +271,18 @@ def test_lu_rows_keep_their_shape(cluster: tuple[ConfigStore, Path]) -> None:
 
 # --- the collector stays paused while big answers are alive ---------------------------
 
-def test_gc_paused_nests_across_threads_and_restores() -> None:
+def test_gc_pause_nests_across_threads_and_restores() -> None:
     assert gc.isenabled()
     inside = threading.Event()
     leave = threading.Event()
 
     def other() -> None:
-        with query.gc_paused():
+        with gc_pause.paused():
             inside.set()
             leave.wait(10)
 
     thread = threading.Thread(target=other)
-    with query.gc_paused():
+    with gc_pause.paused():
         assert not gc.isenabled()
         thread.start()
         assert inside.wait(10)
@@ -292,7 +292,7 @@ def test_gc_paused_nests_across_threads_and_restores() -> None:
     assert gc.isenabled()
     gc.disable()
     try:
-        with query.gc_paused():
+        with gc_pause.paused():
             pass
         assert not gc.isenabled(), "a collector disabled before stays disabled"
     finally:

@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from ganeti import constants, query
+from ganeti import constants, gc_pause, query
 from ganeti.rapi import routes
 
 PREFIX = "ganeti"
@@ -228,8 +228,8 @@ def metrics(req: routes.Request) -> routes.Response:
     flight.  An alert example: doc/examples/prometheus-alerts.yml.
     """
     # one pass over each answer, no dict per instance; the collector stays paused
-    # while the 10,000 rows are alive (ganeti.query.gc_paused)
-    with query.gc_paused():
+    # while the 10,000 rows are alive (ganeti.gc_pause)
+    with gc_pause.paused():
         with req.client() as cl:
             instances = cl.query(query.RESOURCE_INSTANCE, list(INSTANCE_FIELDS), None)
             jobs = cl.query(query.RESOURCE_JOB, ["status"], None)
