@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ganeti import constants, errors
 
 if TYPE_CHECKING:
-    from ganeti.config import ConfigStore
+    from ganeti.config import ConfigSnapshot, ConfigStore
     from ganeti.rpc.client import RpcRunner
 
 HAIL = constants.IALLOCATOR_HAIL
@@ -78,14 +78,21 @@ def allocate(request: Request, nodes: Sequence[NodeRoom],
     return best.name
 
 
+def primary_counts(snap: ConfigSnapshot) -> dict[str, int]:
+    """Node uuid -> number of instances it is the primary of (one pass, no copies)."""
+    counts: dict[str, int] = {}
+    for inst in snap.get_all_instances_info().values():
+        counts[inst.primary_node] = counts.get(inst.primary_node, 0) + 1
+    return counts
+
+
 def node_rooms(cfg: ConfigStore, rpc: RpcRunner) -> tuple[list[NodeRoom], list[str]]:
     """The usable nodes with their live free memory and disk, and why others are not."""
-    counts: dict[str, int] = {}
-    for inst in cfg.get_all_instances_info().values():
-        counts[inst.primary_node] = counts.get(inst.primary_node, 0) + 1
+    snap = cfg.snapshot()  # shared objects, read only: no copy of every instance
+    counts = primary_counts(snap)
     refused = []
     usable = {}
-    for node in sorted(cfg.get_all_nodes_info().values(), key=lambda n: n.name):
+    for node in sorted(snap.get_all_nodes_info().values(), key=lambda n: n.name):
         why = ("offline" if node.offline else "drained" if node.drained
                else "not vm-capable" if not node.vm_capable else "")
         if why:

@@ -151,6 +151,8 @@ class LUInstanceCreate(LogicalUnit):
         if self.cfg.get_instance_info_by_name(self.op.instance_name) is not None:
             raise errors.OpPrereqError(f"Instance '{self.op.instance_name}' is already in"
                                        " the cluster", errors.ECODE_EXISTS)
+        # before any lock is waited for: the MAC index answers in O(1)
+        self._check_macs_unused([spec.mac for spec in self.nic_specs if spec.mac])
         if self.op.name_check:
             name_check.check(self.op.instance_name, self.op.ip_check,
                              self.cfg.get_cluster_info().noded_port)
@@ -175,6 +177,14 @@ class LUInstanceCreate(LogicalUnit):
         # the new name is locked before any node lock (the processor adds it)
         self.add_locks[locking.LEVEL_INSTANCE] = [self.op.instance_name]
 
+    def _check_macs_unused(self, macs: list[str]) -> None:
+        """Refuse MACs another instance's NIC has (the store's index, no copies)."""
+        used = iu.used_macs(self.cfg)
+        for mac in macs:
+            if mac in used:
+                raise errors.OpPrereqError(f"MAC address {mac} is already in use",
+                                           errors.ECODE_NOTUNIQUE)
+
     def _expand_import_names(self) -> list[str]:
         """Extra node names an import needs locked: the source node."""
         return self.import_mode.source_nodes()
@@ -182,9 +192,7 @@ class LUInstanceCreate(LogicalUnit):
     def _choose_node(self) -> str:
         """The usable node with the fewest primary instances (ties: by name)."""
         snap = self.cfg.snapshot()
-        counts: dict[str, int] = {}
-        for inst in snap.get_all_instances_info().values():
-            counts[inst.primary_node] = counts.get(inst.primary_node, 0) + 1
+        counts = iallocator.primary_counts(snap)
         usable = [n for n in snap.get_all_nodes_info().values()
                   if not n.offline and not n.drained and n.vm_capable]
         if not usable:
@@ -301,6 +309,9 @@ class LUInstanceCreate(LogicalUnit):
             iu.create_disks(self, inst)
         try:
             self.fill_disks(feedback_fn)
+            # another job may have taken one of them since CheckPrereq (no lock covers
+            # MACs): checked again just before the commit, against the index
+            self._check_macs_unused([nic.mac for nic in inst.nics])
             self.context.add_instance(inst)
         except BaseException:
             iu.remove_disks(self, inst, warn=self.LogWarning)

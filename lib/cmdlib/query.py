@@ -170,7 +170,7 @@ class LUNodeQuery(NoHooksLU):
             self.share_locks[locking.LEVEL_NODE] = True
 
     def Exec(self, feedback_fn: FeedbackFn) -> Any:
-        rows = qnode.node_rows(self.cfg)
+        rows = qnode.node_rows(self.cfg, fields=["name", *self.op.output_fields])
         wanted = set(self.op.names)
         return [[row[f] for f in self.op.output_fields]
                 for row in rows if not wanted or row["name"] in wanted]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from ganeti import query
@@ -37,40 +38,106 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("ctime", "CTime", query.QFT_TIMESTAMP, "Creation time"),
     ("mtime", "MTime", query.QFT_TIMESTAMP, "Modification time"),
 )
+FIELD_NAMES = tuple(f[0] for f in FIELDS)
 
 
-def group_rows(cfg: Any) -> list[dict[str, Any]]:
-    """One dict per node group with every field of FIELDS, sorted by name."""
+class _Query:
+    """What every row of one query shares (read once per query)."""
+
+    __slots__ = ("_primaries", "cluster", "members", "snap")
+
+    def __init__(self, snap: Any) -> None:
+        self.snap = snap
+        self.cluster = snap.get_cluster_info()
+        # group uuid -> {node uuid: node name}
+        self.members: dict[str, dict[str, str]] = {}
+        for node in snap.get_all_nodes_info().values():
+            self.members.setdefault(node.group, {})[node.uuid] = node.name
+        self._primaries: dict[str, list[str]] | None = None
+
+    def primaries(self, group_uuid: str) -> list[str]:
+        """Names of the instances whose primary node is in the group, sorted.
+
+        One pass over the instances in the snapshot's name order, the first time
+        a row needs them (no sort, no per-node look-ups)."""
+        if self._primaries is None:
+            group_of = {node: group for group, nodes in self.members.items()
+                        for node in nodes}
+            table = self.snap.get_all_instances_info()
+            primaries: dict[str, list[str]] = {}
+            for uuid in self.snap.get_instance_list():
+                inst = table[uuid]
+                group = group_of.get(inst.primary_node)
+                if group is not None:
+                    primaries.setdefault(group, []).append(inst.name)
+            self._primaries = primaries
+        return self._primaries.get(group_uuid, [])
+
+
+class _Row:
+    """One group's row work (shared work is the query's, done once)."""
+
+    __slots__ = ("group", "q")
+
+    def __init__(self, q: _Query, group: Any) -> None:
+        self.q = q
+        self.group = group
+
+    def members(self) -> dict[str, str]:
+        return self.q.members.get(self.group.uuid, {})
+
+    def primaries(self) -> list[str]:
+        return self.q.primaries(self.group.uuid)
+
+
+# field name -> its value for one row (only the fields a query needs are computed)
+_GETTERS: dict[str, Callable[[_Row], Any]] = {
+    "name": lambda r: r.group.name,
+    "uuid": lambda r: r.group.uuid,
+    "node_cnt": lambda r: len(r.members()),
+    "node_list": lambda r: sorted(r.members().values()),
+    "pinst_cnt": lambda r: len(r.primaries()),
+    "pinst_list": lambda r: list(r.primaries()),
+    "alloc_policy": lambda _r: "preferred",
+    "ndparams": lambda r: {**r.q.cluster.ndparams, **r.group.ndparams},
+    "custom_ndparams": lambda r: dict(r.group.ndparams),
+    "diskparams": lambda _r: {},
+    "custom_diskparams": lambda _r: {},
+    "ipolicy": lambda r: cluster_policy(r.q.cluster),
+    "custom_ipolicy": lambda _r: {},
+    "tags": lambda r: sorted(r.group.tags),
+    "serial_no": lambda r: r.group.serial_no,
+    "ctime": lambda r: r.group.ctime,
+    "mtime": lambda r: r.group.mtime,
+}
+
+
+def _select(cfg: Any) -> tuple[_Query, list[Any]]:
     snap = cfg.snapshot()  # shared objects, read only
-    nodes = snap.get_all_nodes_info().values()
-    cluster = snap.get_cluster_info()
+    return _Query(snap), sorted(snap.get_all_nodegroups_info().values(),
+                                key=lambda g: g.name)
+
+
+def group_rows(cfg: Any, fields: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per node group, sorted by name, with the values of ``fields`` (None:
+    every field of FIELDS)."""
+    q, groups = _select(cfg)
+    names = [n for n in (FIELD_NAMES if fields is None else fields) if n in _GETTERS]
+    getters = [(name, _GETTERS[name]) for name in names]
     rows = []
-    for group in sorted(snap.get_all_nodegroups_info().values(), key=lambda g: g.name):
-        members = {n.uuid: n.name for n in nodes if n.group == group.uuid}
-        users = {u for m in members for u in snap.get_node_instances(m)}
-        primaries = sorted(i.name for i in map(snap.get_instance_info, users)
-                           if i is not None and i.primary_node in members)
-        rows.append({
-            "name": group.name, "uuid": group.uuid,
-            "node_cnt": len(members), "node_list": sorted(members.values()),
-            "pinst_cnt": len(primaries), "pinst_list": primaries,
-            "alloc_policy": "preferred",
-            "ndparams": {**cluster.ndparams, **group.ndparams},
-            "custom_ndparams": dict(group.ndparams), "diskparams": {},
-            "custom_diskparams": {}, "ipolicy": cluster_policy(cluster),
-            "custom_ipolicy": {},
-            "tags": sorted(group.tags),
-            "serial_no": group.serial_no, "ctime": group.ctime, "mtime": group.mtime,
-        })
+    for group in groups:
+        row = _Row(q, group)
+        rows.append({name: getter(row) for name, getter in getters})
     return rows
 
 
-def _rows(source: Any) -> list[dict[str, Any]]:
-    return group_rows(source.context.cfg)
+def _rows(source: Any) -> Iterator[_Row]:
+    q, groups = _select(source.context.cfg)
+    return (_Row(q, group) for group in groups)
 
 
 def register() -> None:
     query.register(RESOURCE_GROUP,
-                   [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+                   [query.FieldDef(name, title, kind, doc, query.item_function(_GETTERS[name]))
                     for name, title, kind, doc in FIELDS],
                    _rows)

@@ -5,7 +5,7 @@ Shared by ``Query("instance")`` and the OpInstanceQuery/OpInstanceQueryData LUs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ganeti import constants, limits, query
@@ -226,8 +226,8 @@ class _Row:
         self.inst = inst
         self._be: dict[str, Any] | None = None
         self._nics: list[NicInfo] | None = None
-        self._live: dict[str, Any] | None = None
-        self._export: dict[str, Any] | None = None
+        self._live: Mapping[str, Any] | None = None
+        self._export: Mapping[str, Any] | None = None
 
     def be(self) -> dict[str, Any]:
         if self._be is None:
@@ -239,23 +239,28 @@ class _Row:
             self._nics = [nic_info(n) for n in self.inst.nics]
         return self._nics
 
-    def live(self) -> dict[str, Any]:
+    def live(self) -> Mapping[str, Any]:
         if self._live is None:
             self._live = _live_values(self.q, self.inst)
         return self._live
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> Mapping[str, Any]:
         if self._export is None:
             records = self.q.records
-            self._export = (dict.fromkeys(EXPORT_FIELD_NAMES, query.NODATA)
-                            if records is None
+            self._export = (_NO_STATS if records is None
                             else _export_values(records.get(self.inst.uuid)))
         return self._export
 
 
-def _live_values(q: _Query, inst: Instance) -> dict[str, Any]:
+# what rows share when nothing live was asked for, or no export was recorded
+# (read only: getters index them, never change them)
+_NO_LIVE: Mapping[str, Any] = dict.fromkeys(LIVE_FIELDS, query.UNAVAIL)
+_NO_STATS: Mapping[str, Any] = dict.fromkeys(EXPORT_FIELD_NAMES, query.NODATA)
+
+
+def _live_values(q: _Query, inst: Instance) -> Mapping[str, Any]:
     if not q.live:
-        return dict.fromkeys(LIVE_FIELDS, query.UNAVAIL)
+        return _NO_LIVE
     node_state, infos = q.live_info.get(inst.primary_node, ("down", {}))
     info = infos.get(inst.name)
     values: dict[str, Any] = {"status": _status(inst, node_state, info)}
@@ -334,13 +339,37 @@ def row_fields(fields: Iterable[str]) -> tuple[str, ...]:
     return tuple(name for name in _GETTERS if name in keys)
 
 
-def _export_values(record: ExportRecord | None) -> dict[str, Any]:
+_NEVER_EXPORTED: Mapping[str, Any] = {
+    name: 0 if name == "export.failures" else query.UNAVAIL for name in _EXPORT_ATTRS}
+
+
+def _export_values(record: ExportRecord | None) -> Mapping[str, Any]:
     if record is None:
-        return {name: 0 if name == "export.failures" else query.UNAVAIL
-                for name in _EXPORT_ATTRS}
+        return _NEVER_EXPORTED
     values = {name: getattr(record, attr) for name, attr in _EXPORT_ATTRS.items()}
     return {name: query.UNAVAIL if value is None else value
             for name, value in values.items()}
+
+
+def _select(cfg: ConfigStore, rpc: RpcRunner | None, live: bool,
+            names: Iterable[str] | None, stats: ExportStats | None,
+            matching: frozenset[str] | None) -> tuple[_Query, list[Instance]]:
+    """The instances of a query, sorted by name, and what their rows share."""
+    snap = cfg.snapshot()  # one consistent view, shared objects (read only)
+    instances: list[Instance]
+    if names:  # exact names: index lookups, cost proportional to the rows asked for
+        found = (snap.get_instance_info_by_name(name) for name in set(names))
+        instances = sorted((i for i in found if i is not None), key=lambda i: i.name)
+    else:
+        # the snapshot keeps its name order (sorted once per configuration serial)
+        table = snap.get_all_instances_info()
+        instances = [table[uuid] for uuid in snap.get_instance_list()]
+    if matching is not None:
+        instances = [i for i in instances if query.name_matches(i.name, matching)]
+    live_info = (collect_live_info(snap, rpc, instances)
+                 if live and instances and rpc is not None else {})
+    return _Query(snap, live, live_info, stats.all() if stats is not None else None), \
+        instances
 
 
 def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = False,
@@ -356,18 +385,7 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
     ``names`` are exact; ``matching`` are names as a query filter compares them
     (``query.name_matches``).
     """
-    snap = cfg.snapshot()  # one consistent view, shared objects (read only)
-    if names:  # exact names: index lookups, cost proportional to the rows asked for
-        found = (snap.get_instance_info_by_name(name) for name in set(names))
-        candidates: Iterable[Instance] = [i for i in found if i is not None]
-    else:
-        candidates = snap.get_all_instances_info().values()
-    instances = sorted((i for i in candidates
-                        if matching is None or query.name_matches(i.name, matching)),
-                       key=lambda i: i.name)
-    live_info = (collect_live_info(snap, rpc, instances)
-                 if live and instances and rpc is not None else {})
-    q = _Query(snap, live, live_info, stats.all() if stats is not None else None)
+    q, instances = _select(cfg, rpc, live, names, stats, matching)
     getters = [(name, _GETTERS[name])
                for name in (tuple(_GETTERS) if fields is None else row_fields(fields))]
     rows = []
@@ -378,19 +396,32 @@ def instance_rows(cfg: ConfigStore, rpc: RpcRunner | None = None, live: bool = F
 
 
 def _rows(source: Any, needed: frozenset[str], names: frozenset[str] | None
-          ) -> list[dict[str, Any]]:
+          ) -> Iterator[_Row]:
+    """The Query resource's items: one lazy row per instance, no dict per row (the
+    fields' getters compute only what the query selects or filters on)."""
     # nodes are only contacted when a live field is selected or filtered on, and
     # only the primaries of the instances the filter can match
     context = source.context
     stats = ExportStats.for_paths(context.paths) if needed & EXPORT_FIELD_NAMES else None
-    return instance_rows(context.cfg, context.rpc, live=bool(needed & LIVE_FIELDS),
-                         stats=stats, matching=names, fields=needed)
+    q, instances = _select(context.cfg, context.rpc, bool(needed & LIVE_FIELDS), None,
+                           stats, names)
+    return (_Row(q, inst) for inst in instances)
+
+
+def _indexed(source: str, index: int) -> Callable[[_Row], Any]:
+    """Item ``index`` of the list field ``source`` of a row (unavailable past its end)."""
+    getter = _GETTERS[source]
+
+    def get(row: _Row) -> Any:
+        items = getter(row)
+        return items[index] if index < len(items) else query.UNAVAIL
+    return get
 
 
 def register() -> None:
     query.register(query.RESOURCE_INSTANCE,
-                   [query.FieldDef(name, title, kind, doc,
-                                   _IndexGetter(*INDEXED_FIELDS[name]) if name in INDEXED_FIELDS
-                                   else query.item_getter(name))
+                   [query.FieldDef(name, title, kind, doc, query.item_function(
+                       _indexed(*INDEXED_FIELDS[name]) if name in INDEXED_FIELDS
+                       else _GETTERS[name]))
                     for name, title, kind, doc in FIELDS],
                    _rows, wants_names=True)

@@ -6,6 +6,7 @@ query selects or filters on one; OpNodeQuery knows only the config fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ganeti import query
@@ -72,68 +73,153 @@ def _role(node: Any, master: str) -> str:
     return "C" if node.master_candidate else "R"
 
 
-def node_rows(cfg: Any) -> list[dict[str, Any]]:
-    """One dict per node with every field of FIELDS, sorted by name."""
-    snap = cfg.snapshot()  # shared objects, read only
-    master = snap.get_master_node()
-    groups = snap.get_all_nodegroups_info()
-    cluster = snap.get_cluster_info()
-    rows = []
-    for node in sorted(snap.get_all_nodes_info().values(), key=lambda n: n.name):
-        users = [snap.get_instance_info(u) for u in snap.get_node_instances(node.uuid)]
-        primaries = [i.name for i in users if i is not None and i.primary_node == node.uuid]
-        secondaries = [i.name for i in users
-                       if i is not None and node.uuid in i.secondary_nodes]
-        group = groups.get(node.group)
-        rows.append({
-            "name": node.name, "uuid": node.uuid, "pip": node.primary_ip,
-            "sip": node.secondary_ip or node.primary_ip,
-            "port": node.port or cluster.noded_port,
-            "offline": node.offline, "drained": node.drained,
-            "master_candidate": node.master_candidate,
-            "master_capable": node.master_capable, "vm_capable": node.vm_capable,
-            "master": node.uuid == master, "role": _role(node, master),
-            "group": group.name if group else node.group, "group.uuid": node.group,
-            "pinst_cnt": len(primaries), "pinst_list": primaries,
-            "sinst_cnt": len(secondaries), "sinst_list": secondaries,
-            "powered": True, "custom_ndparams": dict(node.ndparams),
-            "ndparams": cluster.fill_ndparams(node, group),
-            "tags": sorted(node.tags), "backup_bwlimit": node.backup_bwlimit or 0,
-            "serial_no": node.serial_no,
-            "ctime": node.ctime, "mtime": node.mtime,
-        })
-    return rows
+class _Query:
+    """What every row of one query shares (read once per query)."""
+
+    __slots__ = ("_users", "cluster", "groups", "live", "master", "snap")
+
+    def __init__(self, snap: Any, live: dict[str, Any] | None) -> None:
+        self.snap = snap
+        self.master = snap.get_master_node()
+        self.groups = snap.get_all_nodegroups_info()
+        self.cluster = snap.get_cluster_info()
+        # node name -> its node_info payload, or the marker of all its live fields
+        self.live = live
+        self._users: dict[str, tuple[list[str], list[str]]] | None = None
+
+    def users(self, node_uuid: str) -> tuple[list[str], list[str]]:
+        """(primary, secondary) instance names of a node, each sorted by name.
+
+        One pass over the instances in the snapshot's name order, the first time
+        a row needs them (no sort, no per-node look-ups)."""
+        if self._users is None:
+            table = self.snap.get_all_instances_info()
+            users: dict[str, tuple[list[str], list[str]]] = {}
+            for uuid in self.snap.get_instance_list():
+                inst = table[uuid]
+                users.setdefault(inst.primary_node, ([], []))[0].append(inst.name)
+                for node in dict.fromkeys(inst.secondary_nodes):
+                    users.setdefault(node, ([], []))[1].append(inst.name)
+            self._users = users
+        return self._users.get(node_uuid, ([], []))
 
 
-def add_live_info(rows: list[dict[str, Any]], rpc: RpcRunner | None) -> None:
-    """Fill the live fields from the nodes; markers for offline or silent ones."""
-    online = [r["name"] for r in rows if not r["offline"]]
+class _Row:
+    """One node's row work: what several fields share is computed once, on demand."""
+
+    __slots__ = ("node", "q")
+
+    def __init__(self, q: _Query, node: Any) -> None:
+        self.q = q
+        self.node = node
+
+    def users(self) -> tuple[list[str], list[str]]:
+        """(primary, secondary) instance names, each sorted."""
+        return self.q.users(self.node.uuid)
+
+    def group_name(self) -> str:
+        group = self.q.groups.get(self.node.group)
+        return str(group.name) if group else str(self.node.group)
+
+    def live(self, name: str) -> Any:
+        live = self.q.live
+        info = live.get(self.node.name, query.UNAVAIL) if live is not None else query.UNAVAIL
+        if isinstance(info, dict):
+            key = LIVE_FIELDS[name][3]
+            return info[key] if key else info["memory_total"] - info["memory_free"]
+        return info
+
+
+def _live_getter(name: str) -> Callable[[_Row], Any]:
+    return lambda r: r.live(name)
+
+
+# field name -> its value for one row (only the fields a query needs are computed)
+_GETTERS: dict[str, Callable[[_Row], Any]] = {
+    "name": lambda r: r.node.name,
+    "uuid": lambda r: r.node.uuid,
+    "pip": lambda r: r.node.primary_ip,
+    "sip": lambda r: r.node.secondary_ip or r.node.primary_ip,
+    "port": lambda r: r.node.port or r.q.cluster.noded_port,
+    "offline": lambda r: r.node.offline,
+    "drained": lambda r: r.node.drained,
+    "master_candidate": lambda r: r.node.master_candidate,
+    "master_capable": lambda r: r.node.master_capable,
+    "vm_capable": lambda r: r.node.vm_capable,
+    "master": lambda r: r.node.uuid == r.q.master,
+    "role": lambda r: _role(r.node, r.q.master),
+    "group": lambda r: r.group_name(),
+    "group.uuid": lambda r: r.node.group,
+    "pinst_cnt": lambda r: len(r.users()[0]),
+    "pinst_list": lambda r: list(r.users()[0]),
+    "sinst_cnt": lambda r: len(r.users()[1]),
+    "sinst_list": lambda r: list(r.users()[1]),
+    "powered": lambda _r: True,
+    "ndparams": lambda r: r.q.cluster.fill_ndparams(r.node, r.q.groups.get(r.node.group)),
+    "custom_ndparams": lambda r: dict(r.node.ndparams),
+    "tags": lambda r: sorted(r.node.tags),
+    "backup_bwlimit": lambda r: r.node.backup_bwlimit or 0,
+    "serial_no": lambda r: r.node.serial_no,
+    "ctime": lambda r: r.node.ctime,
+    "mtime": lambda r: r.node.mtime,
+    **{name: _live_getter(name) for name in LIVE_FIELDS},
+}
+
+
+def _live_info(nodes: list[Any], rpc: RpcRunner | None) -> dict[str, Any]:
+    """Per node name: its node_info payload, or the marker for its live fields."""
+    online = sorted(n.name for n in nodes if not n.offline)
     answers = rpc.call_node_info(online) if rpc is not None and online else {}
-    for row in rows:
-        res = answers.get(row["name"])
-        if row["offline"]:
-            marker: Any = query.OFFLINE
+    live: dict[str, Any] = {}
+    for node in nodes:
+        res = answers.get(node.name)
+        if node.offline:
+            live[node.name] = query.OFFLINE
         elif res is None or res.fail_msg or not isinstance(res.payload, dict):
-            marker = query.UNAVAIL
+            live[node.name] = query.UNAVAIL
         else:
-            info: dict[str, Any] = dict(res.payload)
-            for name, (_, _, _, key) in LIVE_FIELDS.items():
-                row[name] = info[key] if key else \
-                    info["memory_total"] - info["memory_free"]
-            continue
-        row.update(dict.fromkeys(LIVE_FIELDS, marker))
+            live[node.name] = dict(res.payload)
+    return live
 
 
-def _rows(source: Any, needed: frozenset[str]) -> list[dict[str, Any]]:
-    rows = node_rows(source.context.cfg)
-    if needed & LIVE_FIELDS.keys():
-        add_live_info(rows, source.context.rpc)
+def _select(cfg: Any, rpc: RpcRunner | None, live: bool,
+            matching: frozenset[str] | None = None) -> tuple[_Query, list[Any]]:
+    """The nodes of a query, sorted by name (``matching``: only those a filter on
+    these names can match), and what their rows share; only they are asked."""
+    snap = cfg.snapshot()  # shared objects, read only
+    nodes = sorted((n for n in snap.get_all_nodes_info().values()
+                    if matching is None or query.name_matches(n.name, matching)),
+                   key=lambda n: n.name)
+    return _Query(snap, _live_info(nodes, rpc) if live else None), nodes
+
+
+def node_rows(cfg: Any, rpc: RpcRunner | None = None, live: bool = False,
+              fields: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per node, sorted by name, with the values of ``fields`` (None: every
+    field of FIELDS, plus the live ones when ``live``: then the nodes are asked)."""
+    q, nodes = _select(cfg, rpc, live)
+    names = [n for n in (FIELD_NAMES + (tuple(LIVE_FIELDS) if live else ())
+                         if fields is None else fields) if n in _GETTERS]
+    getters = [(name, _GETTERS[name]) for name in names]
+    rows = []
+    for node in nodes:
+        row = _Row(q, node)
+        rows.append({name: getter(row) for name, getter in getters})
     return rows
+
+
+def _rows(source: Any, needed: frozenset[str], names: frozenset[str] | None
+          ) -> Iterator[_Row]:
+    # the nodes are asked only when a live field is selected or filtered on, and
+    # only those the filter can match
+    context = source.context
+    q, nodes = _select(context.cfg, context.rpc, bool(needed & LIVE_FIELDS.keys()), names)
+    return (_Row(q, node) for node in nodes)
 
 
 def register() -> None:
-    fields = [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+    fields = [query.FieldDef(name, title, kind, doc, query.item_function(_GETTERS[name]))
               for name, title, kind, doc in FIELDS]
-    fields += [query.FieldDef(name, title, kind, doc, query.item_getter(name))
+    fields += [query.FieldDef(name, title, kind, doc, query.item_function(_GETTERS[name]))
                for name, (title, kind, doc, _) in LIVE_FIELDS.items()]
-    query.register(query.RESOURCE_NODE, fields, _rows, wants_fields=True)
+    query.register(query.RESOURCE_NODE, fields, _rows, wants_names=True)

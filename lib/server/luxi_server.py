@@ -20,6 +20,7 @@ budget for unfinished requests, backoff when out of descriptors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from ganeti import constants, errors, luxi
+from ganeti import constants, errors, gc_pause, luxi
 from ganeti.server import connlimit
 from ganeti.server.luxi_methods import (
     JobQueueLike,
@@ -239,7 +240,10 @@ class LuxiServer:
                     break
                 self.gate.set_reading(slot, False)
                 try:
-                    result = self.handle_request(raw)
+                    method, args = self.parse_request(raw)
+                    # a query's rows stay untraversed by the collector until sent
+                    with gc_pause.paused() if method.rows else contextlib.nullcontext():
+                        sent = self._reply(stream, True, method.handler(*args))
                 except errors.GenericError as err:
                     if not self._reply(stream, False, errors.encode(err)):
                         break
@@ -249,7 +253,7 @@ class LuxiServer:
                     if not self._reply(stream, False, errors.encode(err)):
                         break
                     continue
-                if not self._reply(stream, True, result):
+                if not sent:
                     break
         except OSError as err:
             LOG.debug("client connection error: %s", err)
@@ -275,6 +279,11 @@ class LuxiServer:
 
     def handle_request(self, raw: bytes) -> Any:
         """The result of one request; a refused one raises its typed error."""
+        method, args = self.parse_request(raw)
+        return method.handler(*args)
+
+    def parse_request(self, raw: bytes) -> tuple[Method, list[Any]]:
+        """The method a request calls and its checked arguments (or its typed error)."""
         try:
             name, args, version = luxi.parse_request(raw)
             check_version(version)
@@ -286,4 +295,4 @@ class LuxiServer:
             LOG.info("LUXI request refused: %s", err)
             raise
         LOG.debug("LUXI request %s", name)
-        return method.handler(*checked)
+        return method, checked

@@ -17,7 +17,8 @@ Measured against the running masterd, over LUXI as gnt-* commands talk to it:
   (and the burst of removes that cleans up);
 * listing every instance: ``gnt-instance list`` (default fields, includes the
   client's start-up and the per-node live RPC), and the LUXI ``Query`` of the
-  same fields alone (wall and master CPU);
+  same fields alone (wall and master CPU); the LUXI ``Query`` of every node
+  (``gnt-node list``'s fields) and every group (their instance counts);
 * the /metrics scrape of the RAPI daemon (every instance's metric fields);
 * master RSS (after the operations) and the size of the configuration file;
 * the start of masterd with that configuration (``LocalCluster.start``: until it
@@ -28,7 +29,7 @@ issue: per-operation cost at 10,000 at most 2x the cost at 10; the list of
 10,000 under 1 s excluding client start-up; master RSS under 300 MiB.
 
 Run: .venv/bin/python test/bench/bench_control_plane.py [--sizes 10,1000,10000]
-[--rounds 5] [--burst 20] [--py-spy SIZE]  (a few minutes at the default sizes;
+[--rounds 5] [--burst 20] [--py-spy SIZE [--py-spy-out PATH]]  (a few minutes at the default sizes;
 --py-spy records masterd with py-spy, if installed, during the operations at SIZE,
 as collapsed stacks in /tmp/masterd-SIZE.folded; its figures are then skewed)
 """
@@ -61,6 +62,9 @@ from ganeti.tools.local_cluster import LocalCluster
 MIB = 1024 * 1024
 TICKS = os.sysconf("SC_CLK_TCK")
 LIST_FIELDS = ["name", "hypervisor", "os", "pnode", "status", "oper_ram"]
+# gnt-node list's default fields, and a group list's (counts over every instance)
+NODE_FIELDS = ["name", "pip", "port", "role", "group", "pinst_cnt"]
+GROUP_FIELDS = ["name", "node_cnt", "pinst_cnt"]
 TOKEN = base64.b64encode(b"bench:secret").decode()
 TEMPLATE = "tmpl00000"
 
@@ -270,6 +274,9 @@ def bench_size(tmp: Path, count: int, rounds: int, burst_size: int,
                     samples[key].append(measure(pid, functools.partial(run_op, cl, op)))
                 samples["query"].append(measure(
                     pid, lambda: cl.query("instance", LIST_FIELDS, None)))
+                for key, what, fields in _OTHER_LISTS:
+                    samples.setdefault(key, []).append(measure(
+                        pid, functools.partial(cl.query, what, fields, None)))
             rows = len(cl.query("instance", ["name"], None)["data"])
             assert rows == count, (rows, count)
             for key, now, before in zip(("cand_files", "cand_deltas"),
@@ -308,6 +315,10 @@ def candidate_shipments(cluster: LocalCluster) -> tuple[int, int]:
     return text.count("RPC upload_file from"), text.count("RPC append_config_records from")
 
 
+# the node and group lists: (figure key, resource, fields)
+_OTHER_LISTS = [("node_query", "node", NODE_FIELDS), ("group_query", "group", GROUP_FIELDS)]
+
+
 def cli_list_wall(cluster: LocalCluster, count: int, rounds: int) -> float:
     """Median wall time of ``gnt-instance list`` (client start-up included)."""
     walls = []
@@ -328,6 +339,11 @@ def _list_only(res: dict[str, float], cluster: LocalCluster, pid: int, cl: luxi.
     assert rows == count, (rows, count)
     res["query_wall"] = statistics.median(v[0] for v in samples)
     res["query_cpu"] = statistics.fmean(v[1] for v in samples)
+    for key, what, fields in _OTHER_LISTS:
+        others = [measure(pid, functools.partial(cl.query, what, fields, None))
+                  for _ in range(rounds)]
+        res[f"{key}_wall"] = statistics.median(v[0] for v in others)
+        res[f"{key}_cpu"] = statistics.fmean(v[1] for v in others)
     res["cli_list_wall"] = cli_list_wall(cluster, count, rounds)
     scrapes = [measure(pid, lambda: metrics_scrape(cluster)) for _ in range(rounds)]
     res["metrics_wall"] = statistics.median(v[0] for v in scrapes)
@@ -350,6 +366,10 @@ ROWS: list[tuple[str, str, float, bool]] = [
     ("query_wall", "LUXI Query of all (list fields): wall ms", 1e3, True),
     ("query_cpu", "LUXI Query of all: master CPU ms", 1e3, True),
     ("cli_list_wall", "gnt-instance list (all, with start-up): wall ms", 1e3, True),
+    ("node_query_wall", "LUXI Query of nodes (gnt-node list fields): wall ms", 1e3, True),
+    ("node_query_cpu", "LUXI Query of nodes: master CPU ms", 1e3, True),
+    ("group_query_wall", "LUXI Query of groups (counts): wall ms", 1e3, True),
+    ("group_query_cpu", "LUXI Query of groups: master CPU ms", 1e3, True),
     ("metrics_wall", "/metrics scrape: wall ms", 1e3, True),
     ("metrics_cpu", "/metrics scrape: master CPU ms (--list-only)", 1e3, True),
     ("rss_mib", "master RSS MiB", 1, True),
@@ -394,7 +414,9 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=20)
     parser.add_argument("--py-spy", type=int, default=None, dest="py_spy",
                         help="record masterd with py-spy at this size"
-                             " (to /tmp/masterd-SIZE.folded)")
+                             " (to /tmp/masterd-SIZE.folded, or --py-spy-out)")
+    parser.add_argument("--py-spy-out", default=None, dest="py_spy_out",
+                        help="where --py-spy writes its collapsed stacks")
     parser.add_argument("--list-only", action="store_true",
                         help="measure only the list of every instance (LUXI Query,"
                              " gnt-instance list) and the /metrics scrape")
@@ -404,7 +426,8 @@ def main() -> int:
     results: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cp-") as tmp:
         for count in sizes:
-            profile = Path(f"/tmp/masterd-{count}.folded") if args.py_spy == count else None
+            profile = (Path(args.py_spy_out or f"/tmp/masterd-{count}.folded")
+                       if args.py_spy == count else None)
             t0 = time.perf_counter()
             results[count] = bench_size(Path(tmp), count, args.rounds, args.burst, profile,
                                         args.list_only)
