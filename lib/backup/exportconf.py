@@ -63,6 +63,10 @@ GANETI3_HV_PARAMETERS: dict[str, dict[str, Callable[[str], bool]]] = {
         "kvm_flag": _one_of("", "enabled", "disabled"),
         "disk_cache": _one_of("default", "none", "writeback", "writethrough"),
         "machine_version": lambda _text: True,
+        # Ganeti's optional files (empty: boot from the disks) and free-form arguments
+        "kernel_path": lambda text: not text or _abs_path(text),
+        "initrd_path": lambda text: not text or _abs_path(text),
+        "kernel_args": lambda _text: True,
     },
     constants.HT_FAKE: {},
 }

@@ -118,7 +118,8 @@ class LocalCluster:
     @classmethod
     def create(cls, root: str | os.PathLike[str], node_count: int = 3,
                subnet: str = "127.1.0.", port: int | None = None,
-               cluster_name: str = "cluster.local") -> Self:
+               cluster_name: str = "cluster.local",
+               enabled_hypervisors: list[str] | None = None) -> Self:
         """Lay out roots, create the cluster on node1 and certificates for the others."""
         root_path = Path(root).resolve()
         if (root_path / STATE_FILE).exists():
@@ -136,7 +137,8 @@ class LocalCluster:
         master = nodes[0]
         try:
             bootstrap.init_cluster(master.paths, cluster_name, master.name, master.address,
-                                   noded_port=chosen_port)
+                                   noded_port=chosen_port,
+                                   enabled_hypervisors=enabled_hypervisors)
             for node in nodes[1:]:
                 bootstrap.prepare_node_files(master.paths, node.name, [node.address]) \
                     .install(node.paths)
@@ -154,12 +156,14 @@ class LocalCluster:
 
     @classmethod
     def create_and_start(cls, root: str | os.PathLike[str], node_count: int = 3,
-                         attempts: int = 3) -> Self:
+                         attempts: int = 3,
+                         enabled_hypervisors: list[str] | None = None) -> Self:
         """A started cluster on a random loopback subnet (parallel test runs never clash)."""
         last: OSError | None = None
         for _ in range(attempts):
             try:
-                cluster = cls.create(root, node_count, subnet=random_subnet())
+                cluster = cls.create(root, node_count, subnet=random_subnet(),
+                                     enabled_hypervisors=enabled_hypervisors)
             except OSError as err:  # a subnet/port race with a parallel run
                 last = err
                 continue
@@ -360,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="After a restart, leave instances marked up but not running"
                             f" ({STATUS_ERROR_DOWN}) down instead of starting them with one"
                             f" {WATCHER} run (what its cron job does on a real cluster)")
+    start.add_argument("--enabled-hypervisors", default=None, metavar="HV,...",
+                       help="When creating: the hypervisors to enable (default: process;"
+                            " e.g. process,kvm for the tiny real guest of tools/build-guest)")
     sub.add_parser("stop", help="Stop every daemon of the cluster")
     sub.add_parser("env", help="Print shell exports for using gnt-* with this cluster")
     sub.add_parser("status", help="Show which daemons run")
@@ -371,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                 subnet = parse_subnet(opts.subnet, opts.nodes)
             except ValueError as err:
                 parser.error(str(err))
-            LocalCluster.create(root, opts.nodes, subnet, opts.port)
+            hypervisors = opts.enabled_hypervisors.split(",") if opts.enabled_hypervisors \
+                else None
+            LocalCluster.create(root, opts.nodes, subnet, opts.port,
+                                enabled_hypervisors=hypervisors)
             print(f"Created a {opts.nodes}-node cluster in {root}")
             LocalCluster(root).start()
             return 0
