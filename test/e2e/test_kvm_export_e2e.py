@@ -206,7 +206,7 @@ def test_no_reflink_refuses_a_live_export_and_long_sleep_works(
     assert refused.returncode != 0
     assert "a live export (no shutdown) is impossible" in output(refused), output(refused)
     plain = pcluster.gnt("gnt-backup", "export", "-n", "node1", NAME, ok=False)
-    assert plain.returncode != 0 and "long_sleep" in output(plain), output(plain)
+    assert plain.returncode != 0 and "--long-sleep" in output(plain), output(plain)
     assert qemu_pids(pcluster, "node2", NAME) == pids          # nothing changed
     assert not export_dir(pcluster, "node1").exists()
     res = pcluster.gnt("gnt-backup", "export", "-n", "node1", "--long-sleep",
