@@ -715,7 +715,8 @@ class OpInstanceQueryData(OpCode):
     Ganeti 3.0's result (``config_state``, ``run_state`` up/down/user down/offline or None
     when static, node groups, ``*_instance``/``*_actual`` parameters, disks with uuid and
     status, NICs as its (name, uuid, ip, mac, mode, link, vlan, network, netinfo)
-    tuples), plus ``admin_state``, ``oper_ram``, ``oper_vcpus`` and ``tags``."""
+    tuples), plus ``admin_state``, ``oper_ram``, ``oper_vcpus``, ``tags`` and ``accel`` (the
+    accelerator of a running kvm instance, kvm or tcg; None otherwise)."""
 
     OP_RESULT = dict[str, dict[str, Any]]
     instances: list[NonEmptyStr] = Field(default_factory=list,

@@ -156,7 +156,8 @@ def hypervisor_verify(ctx: NodeContext, hypervisors: list[str]) -> dict[str, lis
             for name in hypervisors}
 
 
-@procedure("normal", single_node=True, encoders={"instance": encoders.instance})
+# "slow": a guest agent may take up to FREEZE_TIMEOUT to freeze and again to thaw
+@procedure("slow", single_node=True, encoders={"instance": encoders.instance})
 def instance_snapshot_disks(ctx: NodeContext, instance: dict[str, Any],
                             snap_name: str) -> LiveSnapshot:
     """Snapshot every disk of a running instance inside one pause of its guest.

@@ -67,6 +67,10 @@ GANETI3_HV_PARAMETERS: dict[str, dict[str, Callable[[str], bool]]] = {
         # 3.0 takes "native" only with disk_cache=none, and no io_uring: ours keeps them
         "disk_aio": _one_of("threads"),
         "machine_version": lambda _text: True,
+        # Ganeti's optional files (empty: boot from the disks) and free-form arguments
+        "kernel_path": lambda text: not text or _abs_path(text),
+        "initrd_path": lambda text: not text or _abs_path(text),
+        "kernel_args": lambda _text: True,
     },
     constants.HT_FAKE: {},
 }

@@ -205,6 +205,8 @@ def info(opts: argparse.Namespace) -> int:
         print(f"  Operating system: {data['os'] or '(none)'}")
         print(f"  Disk template: {data['disk_template']}")
         print(f"  Hypervisor: {data['hypervisor']}")
+        if data.get("accel"):  # a running kvm instance: hardware (kvm) or emulation (tcg)
+            print(f"  Accelerator: {data['accel']}")
         print("  Hypervisor parameters:")
         print("\n".join(_format_params(data["hv_actual"], data["hv_instance"])))
         print("  Back-end parameters:")

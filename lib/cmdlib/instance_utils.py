@@ -233,6 +233,18 @@ def start_instance(lu: LogicalUnit, instance: Instance, beparams: dict[str, Any]
     result = lu.rpc.call_instance_start(
         pnode, filled_instance(lu.cfg, instance, beparams, hvparams), paused)
     result.raise_on_failure(f"Could not start instance {instance.name}")
+    if instance.hypervisor == constants.HT_KVM:
+        _log_accelerator(lu, pnode, instance)
+
+
+def _log_accelerator(lu: LogicalUnit, pnode: str, instance: Instance) -> None:
+    """The job log says whether a kvm instance got hardware acceleration or TCG."""
+    info = lu.rpc.call_instance_info(pnode, instance.name, instance.hypervisor)
+    accel = info.payload.get("accel") if not info.fail_msg and isinstance(
+        info.payload, dict) else None
+    if accel:
+        lu.LogInfo(f"Instance {instance.name} runs with accelerator {accel}"
+                   f" ({'hardware virtualization' if accel == 'kvm' else 'software emulation'})")
 
 
 def shutdown_instance(lu: LogicalUnit, instance: Instance, timeout: int) -> str | None:

@@ -109,8 +109,18 @@ class LUInstanceQueryData(NoHooksLU):
                 "nics": [_nic_tuple(n, networks) for n in inst.nics],
                 "tags": sorted(inst.tags), "ctime": inst.ctime, "mtime": inst.mtime,
                 "serial_no": inst.serial_no,
+                "accel": self._accel(inst, row),
             }
         return result
+
+    def _accel(self, inst: Instance, row: dict[str, Any]) -> str | None:
+        """The accelerator a running kvm instance uses (kvm or tcg); None if not known."""
+        if self.op.static or inst.hypervisor != constants.HT_KVM or row["oper_state"] is not True:
+            return None
+        info = self.rpc.call_instance_info(row["pnode"], inst.name, inst.hypervisor)
+        if info.fail_msg or not isinstance(info.payload, dict):
+            return None
+        return info.payload.get("accel") or None
 
     def _group_name(self, uuid: str) -> str | None:
         group = self.cfg.get_nodegroup_info(uuid) if uuid else None

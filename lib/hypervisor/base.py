@@ -55,6 +55,7 @@ class InstanceInfo:
     memory: int  # MiB
     vcpus: int
     uptime: float  # seconds
+    accel: str | None = None  # kvm: the accelerator it runs with ("kvm" or "tcg")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

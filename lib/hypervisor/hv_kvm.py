@@ -8,6 +8,7 @@ and log paths, so deep node roots never hit the unix socket path limit.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -97,6 +98,17 @@ def disk_cache_mode(choice: str, disk: Path) -> str:
     return choice
 
 
+def _path_param() -> base.Param:
+    """A file on the node: empty (unused) or an absolute path, as Ganeti's kernel_path."""
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return "must be a string"
+        if value and not os.path.isabs(value):
+            return "must be an absolute path (or empty)"
+        return None
+    return base.Param("", check)
+
+
 def _opt(value: str) -> str:
     """Escape a value inside a qemu option list (a literal comma is doubled)."""
     return value.replace(",", ",,")
@@ -113,6 +125,11 @@ class KvmHypervisor(detached.DetachedHypervisor):
         "disk_cache": base.choice_param("default", CACHE_CHOICES),
         "disk_aio": base.choice_param("threads", AIO_CHOICES),
         "machine_version": base.str_param(""),
+        # Ganeti's direct kernel boot: -kernel/-initrd/-append; initrd_path and kernel_args
+        # are used only with a kernel_path (empty: boot from the disks as before)
+        "kernel_path": _path_param(),
+        "initrd_path": _path_param(),
+        "kernel_args": base.str_param(""),
     }
 
     def __init__(self, paths: Paths) -> None:
@@ -190,8 +207,29 @@ class KvmHypervisor(detached.DetachedHypervisor):
                     f" disk_cache none or directsync (O_DIRECT), not {cache}")
             args += ["-drive", f"file={_opt(str(disk))},format=raw,if=virtio,"
                                f"index={index},cache={cache},aio={aio}"]
+        args += self._boot_args(instance, hvparams)
         if startup_paused:
             args.append("-S")
+        return args
+
+    @staticmethod
+    def _boot_args(instance: Instance, hvparams: dict[str, Any]) -> list[str]:
+        """Direct kernel boot (kernel_path, initrd_path, kernel_args), checked on the node."""
+        kernel = hvparams.get("kernel_path") or ""
+        if not kernel:
+            return []
+        args = []
+        for key, option in (("kernel_path", "-kernel"), ("initrd_path", "-initrd")):
+            path = hvparams.get(key) or ""
+            if not path:
+                continue
+            if not os.path.isfile(path):
+                raise errors.HypervisorError(
+                    f"Cannot start instance {instance.name}: {key} {path} is not a file"
+                    " on this node")
+            args += [option, path]
+        if hvparams.get("kernel_args"):
+            args += ["-append", str(hvparams["kernel_args"])]
         return args
 
     def _launch(self, instance: Instance, disks: list[Path], startup_paused: bool,
@@ -236,6 +274,14 @@ class KvmHypervisor(detached.DetachedHypervisor):
         if state != expected:
             raise errors.HypervisorError(
                 f"Instance {instance.name} started but is {state}, not {expected}")
+
+    def instance_info(self, instance_name: str) -> base.InstanceInfo | None:
+        """As for every detached instance, plus the accelerator it was started with."""
+        info = super().instance_info(instance_name)
+        record = self._own_record(instance_name) if info is not None else None
+        if info is None or record is None:
+            return info
+        return dataclasses.replace(info, accel=str(record.extra.get("accel") or "") or None)
 
     def _kill_from_pid_file(self, pid_file: Path) -> None:
         pid = _read_pid(pid_file)

@@ -218,7 +218,7 @@ CALLS: tuple[RpcCall, ...] = (
         doc="Stop an instance, killing it after the timeout (not running is fine).",
     ),
     RpcCall(
-        "instance_snapshot_disks", "instance_snapshot_disks", "normal",
+        "instance_snapshot_disks", "instance_snapshot_disks", "slow",
         (Arg("instance", encoders.instance), Arg("snap_name")),
         single_node=True,
         doc="Snapshot every disk of a running instance inside one pause of its guest.",

@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -262,6 +263,38 @@ class GuestImage:
         result = asdict(self)
         result.update(kernel=str(self.kernel), initrd=str(self.initrd))
         return result
+
+
+# --- the serial console ----------------------------------------------------------
+
+def console_fields(line: str) -> dict[str, str]:
+    """``GUEST-READY disks=vda,vdb gen=3`` -> {"disks": "vda,vdb", "gen": "3"}."""
+    return dict(item.split("=", 1) for item in line.split() if "=" in item)
+
+
+def wait_for_line(log: str | Path, prefixes: Sequence[str], timeout: float,
+                  offset: int = 0) -> tuple[str, int]:
+    """The first complete console line at or after byte ``offset`` starting with one of
+    ``prefixes``, and the offset after it; HypervisorError (with the log's tail) on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = Path(log).read_bytes()[offset:]
+        except FileNotFoundError:
+            data = b""
+        pos = 0
+        while (end := data.find(b"\n", pos)) >= 0:
+            line = data[pos:end].decode("utf-8", "replace").strip()
+            pos = end + 1
+            if line.startswith(tuple(prefixes)):
+                return line, offset + pos
+        if time.monotonic() >= deadline:
+            tail = data[-2000:].decode("utf-8", "replace")
+            raise errors.HypervisorError(
+                f"no line starting with {' or '.join(prefixes)} in {log} within"
+                f" {timeout:.0f}s; its end: {tail!r}")
+        time.sleep(0.1)
 
 
 # --- newc cpio -------------------------------------------------------------------

@@ -360,13 +360,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="Loopback prefix such as 127.1.0; nodes get .1, .2, ...")
     start.add_argument("--port", type=int, default=constants.DEFAULT_NODED_PORT,
                        help="First port to try for the node daemons")
-    start.add_argument("--enabled-hypervisors", metavar="HV,...", default=None,
-                       help="Hypervisors of a new cluster, the first the default"
-                            " (default: process)")
     start.add_argument("--no-watcher", dest="watcher", action="store_false", default=True,
                        help="After a restart, leave instances marked up but not running"
                             f" ({STATUS_ERROR_DOWN}) down instead of starting them with one"
                             f" {WATCHER} run (what its cron job does on a real cluster)")
+    start.add_argument("--enabled-hypervisors", default=None, metavar="HV,...",
+                       help="When creating: the hypervisors to enable (default: process;"
+                            " e.g. process,kvm for the tiny real guest of tools/build-guest)")
     sub.add_parser("stop", help="Stop every daemon of the cluster")
     sub.add_parser("env", help="Print shell exports for using gnt-* with this cluster")
     sub.add_parser("status", help="Show which daemons run")
@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                 subnet = parse_subnet(opts.subnet, opts.nodes)
             except ValueError as err:
                 parser.error(str(err))
-            hypervisors = opts.enabled_hypervisors.split(",") \
-                if opts.enabled_hypervisors else None
+            hypervisors = opts.enabled_hypervisors.split(",") if opts.enabled_hypervisors \
+                else None
             LocalCluster.create(root, opts.nodes, subnet, opts.port,
                                 enabled_hypervisors=hypervisors)
             print(f"Created a {opts.nodes}-node cluster in {root}")

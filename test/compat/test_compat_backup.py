@@ -243,7 +243,10 @@ def test_hypervisor_table_is_what_ganeti_accepts(ganeti3: Ganeti3) -> None:
     samples = {"kvm_path": ["", "/usr/bin/kvm", "kvm", "/a/../kvm"],
                "kvm_flag": ["", "enabled", "disabled", "auto"],
                "disk_cache": list(CACHE_CHOICES), "disk_aio": [*AIO_CHOICES, "posix"],
-               "machine_version": ["", "pc-i440fx-7.2"]}
+               "machine_version": ["", "pc-i440fx-7.2"],
+               "kernel_path": ["", "/boot/vmlinuz", "vmlinuz"],
+               "initrd_path": ["", "/boot/initrd.img", "initrd.img"],
+               "kernel_args": ["", "console=ttyS0 quiet"]}
     probes = {hv: {name: samples[name] for name in params} for hv, params in ours.items()}
     theirs = ganeti3.eval(f"PROBES = {json.dumps(json.dumps(probes))}\n" + _SYNTAX)
     assert set(exportconf.GANETI3_HV_PARAMETERS) <= set(theirs["types"])

@@ -203,10 +203,12 @@ def output(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout + proc.stderr
 
 
-def start_cluster(root: str | os.PathLike[str], node_count: int = 3) -> E2ECluster:
+def start_cluster(root: str | os.PathLike[str], node_count: int = 3,
+                  enabled_hypervisors: list[str] | None = None) -> E2ECluster:
     """A started cluster on a random loopback subnet under ``root``; its RAPI has the users
     admin/secret (write) and reader/secret (read-only)."""
-    cluster = E2ECluster.create_and_start(Path(root), node_count=node_count)
+    cluster = E2ECluster.create_and_start(Path(root), node_count=node_count,
+                                          enabled_hypervisors=enabled_hypervisors)
     try:
         add_rapi_user(cluster, "admin", "secret", "write,read")
         add_rapi_user(cluster, "reader", "secret", "")
@@ -231,7 +233,9 @@ def rpc(cluster: E2ECluster) -> Iterator[RpcRunner]:
         runner.close()
 
 
-def cluster_fixture(label: str, node_count: int = 3) -> Callable[..., Iterator[E2ECluster]]:
+def cluster_fixture(label: str, node_count: int = 3,
+                    enabled_hypervisors: list[str] | None = None
+                    ) -> Callable[..., Iterator[E2ECluster]]:
     """A module-scoped fixture starting a real cluster of ``node_count`` nodes.
 
     Assign it to a name in a test module (or conftest) to define that fixture::
@@ -241,7 +245,8 @@ def cluster_fixture(label: str, node_count: int = 3) -> Callable[..., Iterator[E
     @pytest.fixture(scope="module")
     def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
         """A started local cluster (E2ECluster) shared by the tests of one module."""
-        cluster = start_cluster(tmp_path_factory.mktemp(label), node_count)
+        cluster = start_cluster(tmp_path_factory.mktemp(label), node_count,
+                                enabled_hypervisors)
         try:
             yield cluster
         finally:
