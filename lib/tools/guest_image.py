@@ -82,8 +82,11 @@ for arg in $(cat /proc/cmdline); do
         gntguest.progress=*) PROGRESS=${arg#*=} ;;
     esac
 done
-idle() {
-    while :; do sleep 3600; done
+idle() {  # nothing more to do; the power button still powers off
+    while :; do
+        [ -e /tmp/stop ] && poweroff -f
+        sleep 1
+    done
 }
 for m in @MODULES@; do
     insmod "/lib/modules/$m.ko" || echo "GUEST-ERROR insmod $m failed"
@@ -558,6 +561,8 @@ def ensure_guest(cache_dir: str | Path | None = None) -> GuestImage:
             return image
         if entry.exists():  # a broken entry (e.g. copied without its files)
             shutil.rmtree(entry)
+        for stale in root.glob("build-*"):  # a builder killed mid-way (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         _build(root, entry, packages, key)
     image = _load(entry)
     if image is None:

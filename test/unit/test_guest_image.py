@@ -321,6 +321,7 @@ def test_ensure_guest_builds_once_and_reuses(tmp_path: Path,
     cache = tmp_path / "cache"
     monkeypatch.setenv(gi.CACHE_ENV, str(cache))
 
+    (cache / "build-killed" / "tree").mkdir(parents=True)  # a builder killed by SIGKILL
     results: list[gi.GuestImage] = []
     threads = [threading.Thread(target=lambda: results.append(gi.ensure_guest()))
                for _ in range(3)]
@@ -356,3 +357,23 @@ def test_ensure_guest_reports_missing_packages(tmp_path: Path,
 
     monkeypatch.setattr(gi, "kernel_package", fail)
     assert gi.main(["--cache-dir", str(tmp_path)]) == 1
+
+
+# --- the serial console -------------------------------------------------------------
+
+def test_wait_for_line(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_text("noise\nGUEST-VERIFY ok gen=7\nGUEST-READY disks=vda,vdb blocks=64 gen=7"
+                   " writing=yes\nGUEST-PROGRESS gen=5")  # the last line is not complete
+    line, offset = gi.wait_for_line(log, [gi.VERIFY_OK, gi.VERIFY_FAILED], 1)
+    assert line == "GUEST-VERIFY ok gen=7"
+    ready, offset = gi.wait_for_line(log, [gi.READY_LINE], 1, offset)
+    assert gi.console_fields(ready) == {"disks": "vda,vdb", "blocks": "64", "gen": "7",
+                                        "writing": "yes"}
+    with pytest.raises(errors.HypervisorError, match="GUEST-PROGRESS gen=5"):
+        gi.wait_for_line(log, [gi.PROGRESS_LINE], 0.2, offset)
+    with open(log, "a") as f:
+        f.write("0\n")
+    assert gi.wait_for_line(log, [gi.PROGRESS_LINE], 1, offset)[0] == "GUEST-PROGRESS gen=50"
+    with pytest.raises(errors.HypervisorError, match="no line starting with GUEST-READY"):
+        gi.wait_for_line(tmp_path / "missing.log", [gi.READY_LINE], 0.1)
