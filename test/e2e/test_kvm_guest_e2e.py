@@ -123,7 +123,7 @@ def test_guest_boots_writes_stops_and_verifies(cluster: E2ECluster,
     line, offset = guest_image.wait_for_line(
         log, [guest_image.VERIFY_OK, guest_image.VERIFY_FAILED], BOOT_TIMEOUT)
     assert line.startswith(f"{guest_image.VERIFY_FAILED} gen={again.generation}:"), line
-    assert "vdb:0:torn" in line, line
+    assert "vdb:0:damaged" in line, line
     ready, _ = guest_image.wait_for_line(log, [guest_image.READY_LINE], 60, offset)
     assert guest_image.console_fields(ready)["writing"] == "no"
     stopped = time.monotonic()
