@@ -75,7 +75,7 @@ def test_guest_boots_writes_stops_and_verifies(cluster: E2ECluster,
     if accel:
         assert f"runs with accelerator {accel}" in output(add)
     info = cluster.gnt("gnt-instance", "info", NAME).stdout
-    assert "Accelerator: " in info and "kernel_path: " + str(guest.kernel) in info
+    assert f"Accelerator: {accel or ''}" in info and f"kernel_path: {guest.kernel}" in info
 
     log = serial_log(cluster)
     line, offset = guest_image.wait_for_line(
