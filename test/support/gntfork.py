@@ -279,5 +279,17 @@ def _kill(pid: int) -> None:
         pass
 
 
+
+def run_python(argv: list[str], env: dict[str, str], timeout: float | None = None,
+               input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, env=env, capture_output=True, text=True, timeout=...)`` for
+    ``argv`` = [sys.executable, script, args...], forked from the server when it runs."""
+    proc = run(argv, env, timeout, input_text)
+    if proc is None:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                              timeout=timeout, input=input_text, check=False)
+    return proc
+
+
 if __name__ == "__main__":
     serve(sys.argv[1])
