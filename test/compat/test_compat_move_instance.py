@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,15 @@ def clusters(tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("move")
     started: list[E2ECluster] = []
     try:
-        for name in ("src", "dst"):
-            started.append(start_cluster(root / name, node_count=2))
+        # side by side: two independent clusters (own roots, random subnets)
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(start_cluster, root / name, node_count=2)
+                       for name in ("src", "dst")]
+        for future in futures:
+            if future.exception() is None:
+                started.append(future.result())
+        for future in futures:
+            future.result()
         src, dst = started
         src.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
         dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import gntfork
 from support.cluster import E2ECluster
 from support.files import wait_for_the_next_second
 
@@ -39,8 +40,9 @@ def runner(cluster: E2ECluster, *argv: str, sendmail: Path | None = None,
         env["GANETI_BACKUP_SENDMAIL"] = str(sendmail)
     if home is not None:        # where a real sendmail (msmtp) finds its configuration
         env["HOME"] = str(home)
-    return subprocess.run([sys.executable, str(SOURCE_TOP / "tools" / "ganeti-backup-runner"),
-                           *argv], env=env, capture_output=True, text=True, timeout=300)
+    return gntfork.run_python([sys.executable,
+                               str(SOURCE_TOP / "tools" / "ganeti-backup-runner"), *argv],
+                              env, timeout=300)
 
 
 def gen_root(cluster: E2ECluster, node_name: str, instance: str) -> Path:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,15 @@ def clusters(tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("rie")
     started: list[E2ECluster] = []
     try:
-        for name in ("src", "dst"):
-            started.append(E2ECluster.create_and_start(root / name, node_count=2))
+        # side by side: two independent clusters (own roots, random subnets)
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(E2ECluster.create_and_start, root / name, node_count=2)
+                       for name in ("src", "dst")]
+        for future in futures:
+            if future.exception() is None:
+                started.append(future.result())
+        for future in futures:
+            future.result()
         src, dst = started
         src.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
         dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",

@@ -8,6 +8,7 @@ import functools
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from ganeti.hypervisor import procutil
 from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.rpc.client import RpcRunner
 from ganeti.tools.local_cluster import SOURCE_TOP, LocalCluster, NodeSpec
+from support import gntfork
 from support.rapi import add_rapi_user
 from support.rpc import make_rpc_runner
 
@@ -32,7 +34,13 @@ class E2ECluster(LocalCluster):
             input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a gnt-* command; unless ``ok`` is False (the caller checks the exit code
         and output itself), assert that it succeeded, quoting its output if not."""
-        proc = super().gnt(*argv, check=check, timeout=timeout, input_text=input_text)
+        command = [sys.executable, str(SOURCE_TOP / "scripts" / argv[0]), *argv[1:]]
+        proc = gntfork.run(command, self.env(), timeout, input_text)
+        if proc is None:
+            proc = super().gnt(*argv, check=check, timeout=timeout, input_text=input_text)
+        elif check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):"
+                               f" {proc.stderr.strip() or proc.stdout.strip()}")
         if ok:
             assert proc.returncode == 0, (f"{' '.join(argv)} failed ({proc.returncode}):\n"
                                           f"{proc.stdout}\n{proc.stderr}")

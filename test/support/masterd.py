@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ganeti import bootstrap, constants, luxi, pathutils
+from support import gntfork
 
 TOP = Path(__file__).resolve().parents[2]
 MASTERD = TOP / "daemons" / "ganeti-masterd"
@@ -84,9 +85,8 @@ class MasterProcess:
 
 
 def run_script(root: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPTS / name), *args],
-                          capture_output=True, text=True, env=env_for(root),
-                          timeout=WAIT * 2, check=False)
+    return gntfork.run_python([sys.executable, str(SCRIPTS / name), *args], env_for(root),
+                              timeout=WAIT * 2)
 
 
 def wait_for_status(cl: luxi.Client, job_id: int, wanted: set[str]) -> str:
