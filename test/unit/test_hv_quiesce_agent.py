@@ -8,6 +8,7 @@ guest, so QMP stop/cont are real and only the agent is played.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -37,7 +38,12 @@ class FakeAgent:
         self.stale = stale
         self.commands: list[tuple[str, float]] = []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
+        # xdist's tmp paths can pass sun_path's 108 bytes: bind through the dir's fd
+        dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.server.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+        finally:
+            os.close(dir_fd)
         self.server.listen(4)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
