@@ -243,6 +243,39 @@ def _key_remove(table: dict[str, frozenset[str]], key: str, uuid: str) -> None:
         table.pop(key, None)
 
 
+# node -> the uuids of its instances, split by hash into buckets: a change copies one
+# bucket (about 1/64 of the node's instances), not a frozenset of all of them
+_BUCKETS = 64
+_NodeUsers = tuple[frozenset[str], ...]
+
+
+def _bucket(uuid: str) -> int:
+    return hash(uuid) % _BUCKETS
+
+
+def _users_add(table: dict[str, _NodeUsers], node: str, uuid: str) -> None:
+    buckets = table.get(node) or (frozenset(),) * _BUCKETS
+    idx = _bucket(uuid)
+    table[node] = (*buckets[:idx], buckets[idx] | {uuid}, *buckets[idx + 1:])
+
+
+def _users_remove(table: dict[str, _NodeUsers], node: str, uuid: str) -> None:
+    buckets = table.get(node)
+    if buckets is None:
+        return
+    idx = _bucket(uuid)
+    rest = (*buckets[:idx], buckets[idx] - {uuid}, *buckets[idx + 1:])
+    if any(rest):
+        table[node] = rest
+    else:
+        del table[node]
+
+
+def _users(table: Mapping[str, _NodeUsers], node: str) -> frozenset[str]:
+    buckets = table.get(node)
+    return frozenset().union(*buckets) if buckets else frozenset()
+
+
 _INDEX_DICTS = ("instance_by_name", "node_by_name", "instance_keys", "node_keys", "macs",
                 "node_instances")
 
@@ -264,8 +297,8 @@ class _Index:
     node_keys: dict[str, frozenset[str]] = field(default_factory=dict)
     # MAC -> number of NICs using it (the data does not forbid duplicates)
     macs: dict[str, int] = field(default_factory=dict)
-    # node uuid -> uuids of the instances using it as primary or secondary
-    node_instances: dict[str, frozenset[str]] = field(default_factory=dict)
+    # node uuid -> uuids of the instances using it as primary or secondary (_users)
+    node_instances: dict[str, _NodeUsers] = field(default_factory=dict)
     # the dicts this index may change in place (the others it shares with an older one)
     _owned: set[str] = field(default_factory=lambda: set(_INDEX_DICTS), compare=False,
                              repr=False)
@@ -300,7 +333,11 @@ class _Index:
                 users.setdefault(node_uuid, set()).add(inst.uuid)
         index.instance_keys = {k: frozenset(v) for k, v in keys.items()}
         index.node_keys = {k: frozenset(v) for k, v in node_keys.items()}
-        index.node_instances = {k: frozenset(v) for k, v in users.items()}
+        for node_uuid, uuids in users.items():
+            buckets: list[set[str]] = [set() for _ in range(_BUCKETS)]
+            for uuid in uuids:
+                buckets[_bucket(uuid)].add(uuid)
+            index.node_instances[node_uuid] = tuple(frozenset(b) for b in buckets)
         return index
 
     def copy(self) -> _Index:
@@ -333,7 +370,7 @@ class _Index:
                 counts[mac] = counts.get(mac, 0) + 1
         users = self._own("node_instances")
         for node_uuid in inst.all_nodes:
-            _key_add(users, node_uuid, inst.uuid)
+            _users_add(users, node_uuid, inst.uuid)
 
     def remove_instance(self, inst: Instance) -> None:
         by_name = self._own("instance_by_name")
@@ -353,7 +390,7 @@ class _Index:
                     counts.pop(mac, None)
         users = self._own("node_instances")
         for node_uuid in inst.all_nodes:
-            _key_remove(users, node_uuid, inst.uuid)
+            _users_remove(users, node_uuid, inst.uuid)
 
 
 def _indexed(inst: Instance) -> tuple[str, list[str], list[str]]:
@@ -528,7 +565,7 @@ class ConfigSnapshot:
 
     def get_node_instances(self, node_uuid: str) -> list[str]:
         """Uuids of instances using the node as primary or secondary, ordered by name."""
-        uuids = self._index.node_instances.get(node_uuid, frozenset())
+        uuids = _users(self._index.node_instances, node_uuid)
         return _uuids_by_name(self._instances[u] for u in uuids)
 
     # --- node groups and networks -----------------------------------------------------
@@ -866,7 +903,7 @@ class ConfigStore:
                 raise errors.OpPrereqError(f"Node {node.name} is the master node",
                                            errors.ECODE_STATE)
             users = sorted(data.instances[i].name
-                           for i in index.node_instances.get(uuid, frozenset()))
+                           for i in _users(index.node_instances, uuid))
             if users:
                 raise errors.OpPrereqError(
                     f"Node {node.name} still hosts instance(s): {', '.join(users)}",

@@ -238,10 +238,10 @@ def compactor():
 
 threads = [threading.Thread(target=adder, args=(t,), daemon=True) for t in range(3)]
 threads.append(threading.Thread(target=compactor, daemon=True))
+sys.stdout.write("started\n")  # before any name
+sys.stdout.flush()
 for t in threads:
     t.start()
-sys.stdout.write("started\n")
-sys.stdout.flush()
 threads[0].join()
 """
 
