@@ -853,32 +853,36 @@ def generate_table(headers: dict[str, str] | None, fields: Sequence[str],
     With a separator, columns are joined by it and never padded (for scripts).
     ``unitfields`` hold sizes in MiB, ``bytefields`` in bytes (see format_sizes).
     """
+    # one formatter per column, chosen once: a big list is tens of thousands of cells
+    def column(fname: str) -> Callable[[Any], str]:
+        if fname in unitfields or fname in bytefields:
+            in_bytes = fname in bytefields
+            return lambda value: format_sizes(value, units, separator, in_bytes)
+        return lambda value: "" if value is None else str(value)
+
+    formats = [column(f) for f in fields]
     rows: list[list[str]] = []
     if headers is not None:
         rows.append([headers.get(f, f) for f in fields])
-    for row in data:
-        cells = []
-        for fname, value in zip(fields, row, strict=False):
-            if fname in unitfields or fname in bytefields:
-                cells.append(format_sizes(value, units, separator, fname in bytefields))
-            else:
-                cells.append("" if value is None else str(value))
-        rows.append(cells)
+    rows.extend([fmt(value) for fmt, value in zip(formats, row, strict=False)]
+                for row in data)
     if separator is not None:
         return [separator.join(r) for r in rows]
-    widths = [max((len(r[i]) for r in rows if i < len(r)), default=0)
-              for i in range(len(fields))]
+    ncols = len(fields)
+    widths = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(ncols)]
     right = {i for i, f in enumerate(fields)
              if f in numfields or f in unitfields or f in bytefields}
+    # str.rjust / ljust per column, the last left-aligned column unpadded
+    def pad(i: int) -> Callable[[str], str]:
+        width = widths[i]
+        return (lambda c: c.rjust(width)) if i in right else (lambda c: c.ljust(width))
+
+    pads = [pad(i) for i in range(ncols)]
     lines = []
     for r in rows:
-        parts = []
-        for i, cell in enumerate(r):
-            last = i == len(r) - 1
-            if i in right:
-                parts.append(cell.rjust(widths[i]))
-            else:
-                parts.append(cell if last else cell.ljust(widths[i]))
+        last = len(r) - 1
+        parts = [cell if i == last and i not in right else pads[i](cell)
+                 for i, cell in enumerate(r)]
         lines.append(" ".join(parts).rstrip())
     return lines
 
@@ -982,19 +986,25 @@ def format_query_result(result: dict[str, Any], separator: str | None = None,
     bytefields = [f["name"] for f in fdefs
                   if units is not None and f["name"] in query.BYTE_FIELDS]
     formatters = formatters or {}
-    rows = []
-    for row in result["data"]:
-        cells: list[Any] = []
-        for fdef, (status, value) in zip(fdefs, row, strict=True):
-            if status != query.RS_NORMAL:
-                cells.append(_STATUS_TEXT.get(status, "?"))
-            elif fdef["name"] in formatters:
-                cells.append(formatters[fdef["name"]](value))
-            elif fdef["name"] in unitfields or fdef["name"] in bytefields:
-                cells.append(value)
-            else:
-                cells.append(format_query_value(fdef["kind"], value))
-        rows.append(cells)
+    raw = set(unitfields) | set(bytefields)  # generate_table formats these
+
+    def column(fdef: dict[str, Any]) -> Callable[[Any], Any]:
+        name, kind = fdef["name"], fdef["kind"]
+        if name in formatters:
+            return formatters[name]
+        if name in raw:
+            return lambda value: value
+        if kind in (query.QFT_TEXT, query.QFT_NUMBER):
+            # the common case, without format_query_value's type checks for scalars
+            return lambda value: value if isinstance(value, (str, int, float)) \
+                and not isinstance(value, bool) else format_query_value(kind, value)
+        return lambda value: format_query_value(kind, value)
+
+    columns = [column(f) for f in fdefs]
+    normal = query.RS_NORMAL
+    rows = [[fmt(value) if status == normal else _STATUS_TEXT.get(status, "?")
+             for fmt, (status, value) in zip(columns, row, strict=True)]
+            for row in result["data"]]
     lines = generate_table(headers, names, separator, rows, numfields, unitfields, units,
                            bytefields)
     unknown = [f["name"] for f in fdefs if f["kind"] == query.QFT_UNKNOWN]
