@@ -29,6 +29,7 @@ from ganeti.tools import guest_image
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(1800),  # three boots under TCG on shared cores
     pytest.mark.skipif(shutil.which(hv_kvm.QEMU_BINARY) is None,
                        reason=f"{hv_kvm.QEMU_BINARY} is not installed"
                               " (Debian package qemu-system-x86)"),
@@ -74,7 +75,7 @@ def test_guest_boots_writes_stops_and_verifies(cluster: E2ECluster,
     if accel:
         assert f"runs with accelerator {accel}" in output(add)
     info = cluster.gnt("gnt-instance", "info", NAME).stdout
-    assert "Accelerator: " in info and "kernel_path: " + str(guest.kernel) in info
+    assert f"Accelerator: {accel or ''}" in info and f"kernel_path: {guest.kernel}" in info
 
     log = serial_log(cluster)
     line, offset = guest_image.wait_for_line(
@@ -116,4 +117,17 @@ def test_guest_boots_writes_stops_and_verifies(cluster: E2ECluster,
         f.write(b"torn")
     bad = verify_cli(disks)
     assert bad["consistent"] is False
+    # ... and so does the guest: it reports the damage and leaves the disks alone
+    before = [d.read_bytes() for d in disks]
+    cluster.gnt("gnt-instance", "start", NAME, timeout=BOOT_TIMEOUT)
+    line, offset = guest_image.wait_for_line(
+        log, [guest_image.VERIFY_OK, guest_image.VERIFY_FAILED], BOOT_TIMEOUT)
+    assert line.startswith(f"{guest_image.VERIFY_FAILED} gen={again.generation}:"), line
+    assert "vdb:0:damaged" in line, line
+    ready, _ = guest_image.wait_for_line(log, [guest_image.READY_LINE], 60, offset)
+    assert guest_image.console_fields(ready)["writing"] == "no"
+    stopped = time.monotonic()
+    cluster.gnt("gnt-instance", "stop", "--timeout", "120", NAME)
+    assert time.monotonic() - stopped < 100  # the power button, not the kill after 120 s
+    assert [d.read_bytes() for d in disks] == before
     cluster.gnt("gnt-instance", "remove", "-f", NAME)

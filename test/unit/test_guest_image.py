@@ -181,7 +181,7 @@ def _function(text: str, name: str) -> str:
 def test_init_writes_the_verifier_format(tmp_path: Path) -> None:
     """The shell code the guest runs produces exactly the blocks the verifier expects."""
     text = gi.render_init([])
-    loop = re.search(r"^        make_payload \"\$g\" \"\$pos\" \"\$i\"\n.*?cat /tmp/p; } > /tmp/b",
+    loop = re.search(r"^        make_payload \"\$g\" \"\$pos\" \"\$i\" > /tmp/p\n.*?; } > /tmp/b",
                      text, re.S | re.M)
     assert loop
     script = (_function(text, "make_payload").replace("/tmp/", f"{tmp_path}/") + "\n"
@@ -189,6 +189,48 @@ def test_init_writes_the_verifier_format(tmp_path: Path) -> None:
               + loop.group(0).replace("/tmp/", f"{tmp_path}/") + "\n")
     subprocess.run(["sh", "-c", script], check=True, timeout=30)
     assert (tmp_path / "b").read_bytes() == gv.block(13, 1, 4, 9)
+
+
+def run_boot_check(tmp_path: Path, disks: list[Path], blocks: int = 8) -> tuple[int, str]:
+    """The guest's boot check, run by the host's sh on disk files instead of /dev/vdX."""
+    text = gi.render_init([])
+    snippet = text[text.index("make_payload() {"):text.index(f'echo "{gi.VERIFY_OK}')]
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    snippet = (snippet.replace('"/dev/$d"', '"$DIR/$d"').replace("/tmp/", f"{work}/")
+               .replace("    idle\n", "    exit 1\n"))
+    script = (f"N={blocks}\nDIR={disks[0].parent}\nDISKS='{' '.join(d.name for d in disks)}'\n"
+              + snippet + 'echo "OK gen=$top"\n')
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("sh", "dd", "tr", "grep", "cmp",
+                                                          "sha256sum", "sed")),
+                    reason="needs sh, dd, tr, grep, cmp, sha256sum and sed")
+def test_boot_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the guest prints at boot agrees with the verifier (good, split, torn, swapped)."""
+    # iflag=direct: the test's disk files may be on tmpfs
+    monkeypatch.setattr(gi, "INIT_TEMPLATE", gi.INIT_TEMPLATE.replace(" iflag=direct", ""))
+    paths = [tmp_path / "vda", tmp_path / "vdb"]
+    write_guest(paths, 0)
+    assert run_boot_check(tmp_path, paths) == (0, "OK gen=0\n")
+    write_guest(paths, 21)
+    assert run_boot_check(tmp_path, paths) == (0, "OK gen=21\n")
+    write_guest(paths, 21, split=1)
+    assert run_boot_check(tmp_path, paths) == (0, "OK gen=21\n")
+    code, out = run_boot_check(tmp_path, list(reversed(paths)))
+    assert code == 1 and "damaged" in out, out
+    raw = bytearray(gv.block(21, 1, 4, 8))
+    raw[3000:3002] = b"xx"
+    put_block(paths[1], 4, bytes(raw))
+    code, out = run_boot_check(tmp_path, paths)
+    assert code == 1 and f"{gi.VERIFY_FAILED} gen=21: vdb:4:damaged" in out, out
+    write_guest(paths, 30)
+    put_block(paths[0], 2, gv.block(3, 0, 2, 8))  # a stale block
+    code, out = run_boot_check(tmp_path, paths)
+    assert code == 1 and "vda:2:damaged" in out, out
 
 
 def test_kernel_args_have_no_commas() -> None:
@@ -321,6 +363,7 @@ def test_ensure_guest_builds_once_and_reuses(tmp_path: Path,
     cache = tmp_path / "cache"
     monkeypatch.setenv(gi.CACHE_ENV, str(cache))
 
+    (cache / "build-killed" / "tree").mkdir(parents=True)  # a builder killed by SIGKILL
     results: list[gi.GuestImage] = []
     threads = [threading.Thread(target=lambda: results.append(gi.ensure_guest()))
                for _ in range(3)]
@@ -356,3 +399,23 @@ def test_ensure_guest_reports_missing_packages(tmp_path: Path,
 
     monkeypatch.setattr(gi, "kernel_package", fail)
     assert gi.main(["--cache-dir", str(tmp_path)]) == 1
+
+
+# --- the serial console -------------------------------------------------------------
+
+def test_wait_for_line(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_text("noise\nGUEST-VERIFY ok gen=7\nGUEST-READY disks=vda,vdb blocks=64 gen=7"
+                   " writing=yes\nGUEST-PROGRESS gen=5")  # the last line is not complete
+    line, offset = gi.wait_for_line(log, [gi.VERIFY_OK, gi.VERIFY_FAILED], 1)
+    assert line == "GUEST-VERIFY ok gen=7"
+    ready, offset = gi.wait_for_line(log, [gi.READY_LINE], 1, offset)
+    assert gi.console_fields(ready) == {"disks": "vda,vdb", "blocks": "64", "gen": "7",
+                                        "writing": "yes"}
+    with pytest.raises(errors.HypervisorError, match="GUEST-PROGRESS gen=5"):
+        gi.wait_for_line(log, [gi.PROGRESS_LINE], 0.2, offset)
+    with open(log, "a") as f:
+        f.write("0\n")
+    assert gi.wait_for_line(log, [gi.PROGRESS_LINE], 1, offset)[0] == "GUEST-PROGRESS gen=50"
+    with pytest.raises(errors.HypervisorError, match="no line starting with GUEST-READY"):
+        gi.wait_for_line(tmp_path / "missing.log", [gi.READY_LINE], 0.1)
