@@ -186,14 +186,7 @@ def _load(path: Path) -> _Loaded:
     except OSError as err:
         raise errors.ConfigurationError(
             f"Cannot read configuration file {path}: {err}") from None
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise errors.ConfigurationError(
-            f"Configuration file {path} is not valid JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise errors.ConfigurationError(
-            f"Configuration file {path} must hold a JSON object, not {type(obj).__name__}")
+    obj = config_journal.parse_file(raw, path)
     file_serial = obj.get("serial_no")
     if records:
         config_journal.replay(obj, records, path)

@@ -244,16 +244,22 @@ def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
     raw = _read(target, "configuration file")
     if raw is None:
         raise errors.ConfigurationError(f"Configuration file {target} does not exist")
+    data = parse_file(raw, target)
+    serial = replay(data, records, target)
+    return data, serial
+
+
+def parse_file(raw: bytes, path: Path) -> dict[str, Any]:
+    """The JSON object of a configuration file's bytes (its journal not applied)."""
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise errors.ConfigurationError(
-            f"Configuration file {target} is not valid JSON: {err}") from None
+            f"Configuration file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise errors.ConfigurationError(
-            f"Configuration file {target} must hold a JSON object, not {type(data).__name__}")
-    serial = replay(data, records, target)
-    return data, serial
+            f"Configuration file {path} must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 _HEAD_SERIAL = re.compile(rb'^\{\s*"uuid"\s*:\s*"[^"]*"\s*,\s*"serial_no"\s*:\s*(\d+)')
