@@ -44,6 +44,10 @@ def _whole_files(cluster: E2ECluster, node: str) -> int:
 
 @pytest.fixture
 def frozen_node3(cluster: E2ECluster) -> Iterator[int]:
+    # the start's last node add reaches the other candidate in the background
+    roots = [cluster.node(f"node{i}").root for i in (1, 2, 3)]
+    _wait(lambda: len({_serial(root) for root in roots}) == 1,
+          "every candidate at the master's serial")
     pid = daemon.read_pid(cluster.node("node3").paths.pid_file(constants.NODED))
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ganeti import cli, config_journal, constants, daemon, luxi, opcodes
+from ganeti import cli, config_journal, constants, daemon, errors, luxi, opcodes
 from ganeti.hypervisor import procutil
 from ganeti.hypervisor.hv_process import ProcessHypervisor
 from ganeti.rpc.client import RpcRunner
@@ -71,12 +71,34 @@ class E2ECluster(LocalCluster):
                 call()
         with self.luxi_client() as cl:
             known = {row[0][1] for row in cl.query("node", ["name"])["data"]}
-            for node in self.nodes[1:]:
-                if node.name not in known:
-                    job_id = cl.submit_job([opcodes.OpNodeAdd.create(
-                        node_name=node.name, primary_ip=node.address)])
-                    cli.poll_job(job_id, cl, feedback_fn=lambda _entry: None)
-                    log(f"{node.name}: added to the cluster")
+            added = [node for node in self.nodes[1:] if node.name not in known]
+            for node in added:
+                job_id = cl.submit_job([opcodes.OpNodeAdd.create(
+                    node_name=node.name, primary_ip=node.address)])
+                cli.poll_job(job_id, cl, feedback_fn=lambda _entry: None)
+                log(f"{node.name}: added to the cluster")
+        if added:
+            self._wait_candidates_current()
+
+    def _wait_candidates_current(self, timeout: float = 60.0) -> None:
+        """Until every node's copy of the config is the master's: a node add flushes
+        only to the new node, the earlier ones get it in the background."""
+        def serial(node: NodeSpec) -> int | None:
+            try:
+                return config_journal.load(node.paths.cluster_conf_file)[1]
+            except errors.ConfigurationError:  # not there yet
+                return None
+
+        deadline = time.monotonic() + timeout
+        while True:
+            wanted = serial(self.master)
+            behind = [n.name for n in self.nodes[1:] if serial(n) != wanted]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nodes {behind} still lack configuration serial"
+                                     f" {wanted} after {timeout:.0f}s")
+            time.sleep(0.05)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:

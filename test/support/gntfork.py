@@ -46,13 +46,11 @@ def _send_json(sock: socket.socket, obj: Any) -> None:
     sock.sendall(json.dumps(obj).encode() + b"\n")
 
 
-def _recv_line(sock: socket.socket) -> Any:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            return None
-        data += chunk
+def _recv_line(reader: Any) -> Any:
+    """One JSON line (None at EOF); buffered, as both lines may come in one read."""
+    data = reader.readline()
+    if not data.endswith(b"\n"):
+        return None
     return json.loads(data)
 
 
@@ -255,11 +253,12 @@ def run(argv: list[str], env: dict[str, str], timeout: float | None,
     try:
         try:
             sock.settimeout(timeout)
-            started = _recv_line(sock)
+            lines = sock.makefile("rb")
+            started = _recv_line(lines)
             pid = None if started is None else int(started["pid"])
             if deadline is not None:
                 sock.settimeout(max(0.0, deadline - time.monotonic()))
-            ended = _recv_line(sock)
+            ended = _recv_line(lines)
         except TimeoutError:
             if pid is not None:
                 _kill(pid)
