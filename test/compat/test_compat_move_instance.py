@@ -14,11 +14,10 @@ import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from support.cluster import E2ECluster, output, start_cluster, stop_quietly
+from support.cluster import E2ECluster, cluster_pair, output
 from support.ganeti_oracle import Ganeti3
 
 from ganeti.hypervisor import guest_sim
@@ -32,26 +31,8 @@ MIB = 1 << 20
 def clusters(tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[E2ECluster, E2ECluster]]:
     """Two 2-node clusters sharing one cluster domain secret."""
-    root = tmp_path_factory.mktemp("move")
-    started: list[E2ECluster] = []
-    try:
-        # side by side: two independent clusters (own roots, random subnets)
-        with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(start_cluster, root / name, node_count=2)
-                       for name in ("src", "dst")]
-        for future in futures:
-            if future.exception() is None:
-                started.append(future.result())
-        for future in futures:
-            future.result()
-        src, dst = started
-        src.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
-        dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",
-                str(src.master.paths.cluster_domain_secret_file))
-        yield src, dst
-    finally:
-        for cluster in started:
-            stop_quietly(cluster)
+    with cluster_pair(tmp_path_factory.mktemp("move")) as pair:
+        yield pair
 
 
 def sha256(path: Path) -> str:

@@ -18,12 +18,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.cluster import E2ECluster
+from support.cluster import E2ECluster, cluster_pair
 
 from ganeti import constants, crypto, errors, luxi, opcodes
 from ganeti.backend import x509
@@ -43,26 +42,8 @@ MOVE = SOURCE_TOP / "tools" / "move-instance"
 def clusters(tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[E2ECluster, E2ECluster]]:
     """Two 2-node clusters sharing one cluster domain secret."""
-    root = tmp_path_factory.mktemp("rie")
-    started: list[E2ECluster] = []
-    try:
-        # side by side: two independent clusters (own roots, random subnets)
-        with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(E2ECluster.create_and_start, root / name, node_count=2)
-                       for name in ("src", "dst")]
-        for future in futures:
-            if future.exception() is None:
-                started.append(future.result())
-        for future in futures:
-            future.result()
-        src, dst = started
-        src.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
-        dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",
-                str(secret_file(src)))
-        yield src, dst
-    finally:
-        for lc in started:
-            lc.stop(log=lambda _m: None)
+    with cluster_pair(tmp_path_factory.mktemp("rie")) as pair:
+        yield pair
 
 
 def secret_file(cluster: E2ECluster) -> Path:

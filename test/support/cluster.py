@@ -252,6 +252,31 @@ def stop_quietly(cluster: LocalCluster) -> None:
     cluster.stop(log=lambda _msg: None)
 
 
+@contextlib.contextmanager
+def cluster_pair(root: Path, node_count: int = 2
+                 ) -> Iterator[tuple[E2ECluster, E2ECluster]]:
+    """Two clusters, "src" and "dst", sharing one cluster domain secret (remote
+    exports, move-instance); started side by side (own roots, random subnets)."""
+    started: list[E2ECluster] = []
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(start_cluster, root / name, node_count=node_count)
+                       for name in ("src", "dst")]
+        for future in futures:
+            if future.exception() is None:
+                started.append(future.result())
+        for future in futures:
+            future.result()
+        src, dst = started
+        src.gnt("gnt-cluster", "renew-crypto", "--new-cluster-domain-secret")
+        dst.gnt("gnt-cluster", "renew-crypto", "--cluster-domain-secret",
+                str(src.master.paths.cluster_domain_secret_file))
+        yield src, dst
+    finally:
+        for cluster in started:
+            stop_quietly(cluster)
+
+
 @pytest.fixture(scope="module")
 def rpc(cluster: E2ECluster) -> Iterator[RpcRunner]:
     """An RPC runner speaking to the module's cluster with the master's certificate
